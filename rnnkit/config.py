@@ -1,0 +1,181 @@
+"""Configs are dataclasses; YAML files and ``key=value`` overrides are checked against them.
+
+An unknown key or a bad value raises :class:`~rnnkit.errors.ConfigError` naming the dotted key
+and, where there is a closed set, the choices. Nested dataclasses map to nested YAML mappings
+and to dotted override keys (``model.hidden_size=128``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from rnnkit.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _describe(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert strings from the command line."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in options:
+                return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0] if errors else ConfigError(f"bad value {value!r} for {key}")
+    if origin is Literal:
+        choices = get_args(tp)
+        for choice in choices:
+            if value == choice or (isinstance(value, str) and str(choice) == value):
+                return choice
+        listed = ", ".join(str(c) for c in choices)
+        raise ConfigError(f"bad value {value!r} for {key} (choices: {listed})")
+    if origin in (list, tuple):
+        (item_tp, *_) = get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"bad value {value!r} for {key} (expected a list)")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"bad value {value!r} for {key} (expected a mapping)")
+        return from_dict(tp, value, prefix=key + ".")
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        raise ConfigError(f"bad value {value!r} for {key} (expected true or false)")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"bad value {value!r} for {key} (expected an integer)")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"bad value {value!r} for {key} (expected an integer)") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"bad value {value!r} for {key} (expected a number)")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"bad value {value!r} for {key} (expected a number)") from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"bad value {value!r} for {key} (expected a string)")
+        return str(value)
+    raise ConfigError(f"cannot read {key} as {_describe(tp)}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (nested) mapping, rejecting unknown keys by name."""
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        choices = ", ".join(fields)
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (choices: {choices})")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """The plain-data form of a config dataclass (what ``config.json`` stores)."""
+    return dataclasses.asdict(obj)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``["model.hidden_size=128", "train.lr=0.01"]`` into a nested mapping.
+
+    Values are parsed as YAML scalars (so ``3``, ``0.5``, ``true`` and ``null`` have their
+    natural types); the dataclass types then decide what is acceptable.
+    """
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r} is not of the form key=value")
+        key, raw = pair.split("=", 1)
+        if not key:
+            raise ConfigError(f"override {pair!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {pair!r} sets a key inside a non-mapping value")
+        node[parts[-1]] = value
+    return nested
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``extra`` into a copy of ``base`` (``extra`` wins)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe; a missing file or bad syntax is a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(err, 'problem', err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of keys to values")
+    return data
+
+
+__all__ = ["from_dict", "to_dict", "parse_overrides", "merge", "read_yaml"]

@@ -1,0 +1,66 @@
+"""Turning lists of id sequences into padded, masked batches, and grouping them by length."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def pad(
+    sequences: Sequence[Sequence[int]], pad_id: int = 0, length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id sequences into one tensor.
+
+    Returns ``(ids, mask)``: ids ``(batch, time)`` long, mask ``(batch, time)`` bool, True on
+    real tokens. ``time`` is the longest sequence, or ``length`` when given (which must fit).
+    """
+    longest = max((len(s) for s in sequences), default=0)
+    time = longest if length is None else length
+    if time < longest:
+        raise ValueError(f"length {length} is shorter than the longest sequence ({longest})")
+    ids = torch.full((len(sequences), time), pad_id, dtype=torch.long)
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+    mask = torch.arange(time).unsqueeze(0) < lengths.unsqueeze(1)
+    return ids, mask
+
+
+def bucket_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    shuffle: bool = True,
+    generator: torch.Generator | None = None,
+    bucket_factor: int = 50,
+) -> list[list[int]]:
+    """Group example indices into batches of similar length to waste little on padding.
+
+    Examples are (optionally) shuffled, cut into pools of ``batch_size * bucket_factor``,
+    sorted by length inside each pool, cut into batches, and the batches shuffled again; so
+    batches are near-uniform in length yet their order stays random. Without ``shuffle`` the
+    order is fully sorted by length (longest first), which is what evaluation wants.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    n = len(lengths)
+    if not shuffle:
+        order = sorted(range(n), key=lambda i: -lengths[i])
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    order = torch.randperm(n, generator=generator).tolist()
+    pool = batch_size * max(1, bucket_factor)
+    batches: list[list[int]] = []
+    for start in range(0, n, pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    perm = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in perm]
+
+
+def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Send every tensor of a batch dict to ``device`` (non-tensors pass through)."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }

@@ -1,0 +1,57 @@
+"""A recurrent encoder over padded batches: RNN, GRU or LSTM, any depth, one or two directions."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+RnnType = Literal["lstm", "gru", "rnn"]
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class RecurrentEncoder(nn.Module):
+    """Runs a (bi)directional recurrent network over a batch of padded sequences.
+
+    Padding never leaks into real positions: when a batch holds sequences of several lengths
+    the input is packed, so the backward direction starts at each sequence's own last token.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        rnn: RnnType = "lstm",
+        layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.rnn = _CELLS[rnn](
+            input_size,
+            hidden_size,
+            num_layers=layers,
+            bidirectional=bidirectional,
+            dropout=dropout if layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.output_size = hidden_size * (2 if bidirectional else 1)
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, state=None
+    ) -> tuple[torch.Tensor, object]:
+        """x: ``(batch, time, input_size)``; mask: ``(batch, time)`` bool, True on real tokens.
+
+        Returns ``(outputs, state)``: outputs ``(batch, time, output_size)`` with zeros at
+        padded positions, and the final state (``h`` or ``(h, c)``, each
+        ``(layers * directions, batch, hidden_size)``).
+        """
+        if mask is None or bool(mask.all()):
+            return self.rnn(x, state)
+        lengths = mask.sum(dim=1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, state = self.rnn(packed, state)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return out, state

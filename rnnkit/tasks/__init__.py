@@ -1,0 +1,39 @@
+"""The task registry: a task name → the module that knows how to build, train and use it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+from rnnkit import checkpoint as ckpt
+from rnnkit.errors import ConfigError, ModelDirError
+
+TASKS = {"cipher": ("rnnkit.tasks.cipher", "CipherTask")}
+
+
+def task_class(name: str) -> Any:
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r} (choices: {', '.join(TASKS)})")
+    module, cls = TASKS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+def data_dir(explicit: str | Path | None = None) -> Path:
+    """``--data-dir``, else ``$RNNKIT_DATA``, else the user's cache directory."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("RNNKIT_DATA"):
+        return Path(os.environ["RNNKIT_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "rnnkit" / "data"
+
+
+def load_task(directory: str | Path, device: str = "cpu", data_dir: Path | None = None) -> Any:
+    """Open a model directory with the task that made it."""
+    stored = ckpt.read_model_config(directory)
+    name = stored["task"]
+    if name not in TASKS:
+        raise ModelDirError(f"{directory} holds a model of unknown task {name!r}")
+    return task_class(name).from_dir(directory, data_dir=data_dir, device=device)

@@ -1,0 +1,356 @@
+"""The cipher task: recover plaintext from Caesar or Vigenère ciphertext, one symbol per symbol.
+
+Messages are generated on the fly (the seed's way), either as random symbols or as windows of a
+real text normalised to the alphabet. The model is embedding → recurrent encoder → linear, with
+a softmax over the alphabet at every position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rnnkit import __version__
+from rnnkit import checkpoint as ckpt
+from rnnkit.config import from_dict, to_dict
+from rnnkit.data.batching import pad
+from rnnkit.data.ciphers import SEED_ALPHABET, RandomSymbols, TextWindows, apply_key, normalise
+from rnnkit.data.vocab import PAD, Vocab
+from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType
+from rnnkit.runtime import pick_device
+from rnnkit.train import TrainConfig
+
+# Fixed streams for held-out messages: dev (checked each epoch) and test (``rnnkit eval``).
+DEV_STREAM = 1_000_000_007
+TEST_STREAM = 2_000_000_011
+
+
+@dataclass
+class CipherDataConfig:
+    """What messages look like and how they are enciphered."""
+
+    alphabet: str = SEED_ALPHABET
+    unknown: str = "-"  # every character outside the alphabet becomes this symbol
+    cipher: Literal["caesar", "vigenere"] = "caesar"
+    key: Literal["fixed", "random"] = "fixed"  # random: a new unknown key for every message
+    shift: int = 13  # caesar with key=fixed
+    keyword: str = "LEMON"  # vigenere with key=fixed
+    max_key_length: int = 5  # vigenere with key=random: key length drawn from 1..this
+    source: Literal["random", "text"] = "random"  # plaintext: uniform symbols or real text
+    text_file: str = ""  # source=text: a path, absolute or inside the data directory
+    holdout: float = 0.1  # source=text: the last fraction of the file, for dev/test only
+    min_length: int = 32
+    max_length: int = 32
+    train_messages: int = 10_000  # fresh messages per epoch
+    eval_messages: int = 2_000  # dev and test messages
+
+    def validate(self) -> None:
+        if len(set(self.alphabet)) != len(self.alphabet) or len(self.alphabet) < 2:
+            raise ConfigError("bad value for data.alphabet (needs ≥ 2 distinct symbols)")
+        if len(self.unknown) != 1 or self.unknown not in self.alphabet:
+            raise ConfigError(f"bad value {self.unknown!r} for data.unknown (must be in alphabet)")
+        if not 1 <= self.min_length <= self.max_length:
+            raise ConfigError("data.min_length must be ≥ 1 and ≤ data.max_length")
+        if self.cipher == "vigenere" and self.key == "fixed":
+            bad = sorted(set(self.keyword) - set(self.alphabet))
+            if not self.keyword or bad:
+                raise ConfigError(f"bad value {self.keyword!r} for data.keyword (not in alphabet)")
+        if self.max_key_length < 1:
+            raise ConfigError("data.max_key_length must be ≥ 1")
+        if self.source == "text" and not self.text_file:
+            raise ConfigError("data.text_file must be set when data.source is text")
+        if not 0 < self.holdout < 1:
+            raise ConfigError("data.holdout must lie strictly between 0 and 1")
+
+
+@dataclass
+class CipherModelConfig:
+    embedding_dim: int = 32
+    hidden_size: int = 64
+    rnn: RnnType = "lstm"
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(epochs=10, batch_size=64, lr=1e-2, target=None)
+
+
+@dataclass
+class CipherConfig:
+    task: Literal["cipher"] = "cipher"
+    data: CipherDataConfig = field(default_factory=CipherDataConfig)
+    model: CipherModelConfig = field(default_factory=CipherModelConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+
+
+class CipherNet(nn.Module):
+    """embedding → recurrent encoder → dropout → linear, one distribution per position."""
+
+    def __init__(self, vocab_size: int, config: CipherModelConfig, pad_id: int = 0):
+        super().__init__()
+        self.pad_id = pad_id
+        self.embed = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_id)
+        self.encoder = RecurrentEncoder(
+            config.embedding_dim,
+            config.hidden_size,
+            rnn=config.rnn,
+            layers=config.layers,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(self.encoder.output_size, vocab_size)
+
+    def forward(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """source, mask: ``(batch, time)`` → logits ``(batch, time, vocab)``."""
+        hidden, _ = self.encoder(self.embed(source), mask)
+        return self.out(self.dropout(hidden))
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy over real (unpadded) positions."""
+        logits = self(batch["source"], batch["mask"])
+        return F.cross_entropy(logits[batch["mask"]], batch["target"][batch["mask"]])
+
+    def decode(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Most likely symbol ids ``(batch, time)``; padding is never predicted."""
+        logits = self(source, mask)
+        logits[..., self.pad_id] = float("-inf")
+        return logits.argmax(-1).masked_fill(~mask, self.pad_id)
+
+
+class _EpochBatches:
+    """One epoch of freshly generated batches, the same every time for the same epoch."""
+
+    def __init__(self, task: CipherTask, seed: int):
+        self.task = task
+        self.seed = seed
+        c = task.config
+        self.sizes = [c.train.batch_size] * (c.data.train_messages // c.train.batch_size)
+        if c.data.train_messages % c.train.batch_size:
+            self.sizes.append(c.data.train_messages % c.train.batch_size)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(self.seed)
+        source = self.task.source("train")
+        for size in self.sizes:
+            yield self.task.make_batch(source, size, generator)
+
+
+class CipherTask:
+    """Builds the cipher model and its data; trains via the Trainer; predicts and evaluates."""
+
+    name = "cipher"
+    default_metric = "char_accuracy"
+
+    @staticmethod
+    def config_class() -> type[CipherConfig]:
+        return CipherConfig
+
+    def __init__(self, config: CipherConfig, data_dir: Path | None = None):
+        self.config = config
+        self.data_dir = data_dir
+        d = config.data
+        self.alphabet = d.alphabet
+        self.vocab = Vocab(list(d.alphabet), specials=[PAD], unk=None)
+        self.model = CipherNet(len(self.vocab), config.model, self.vocab.pad_id)
+        self._sources: dict[str, Any] = {}
+        if d.cipher == "vigenere" and d.key == "fixed":
+            self.fixed_key = [d.alphabet.index(ch) for ch in d.keyword]
+        else:
+            self.fixed_key = [d.shift % len(d.alphabet)]
+
+    # ------------------------------------------------------------------ data
+    def source(self, split: str) -> RandomSymbols | TextWindows:
+        """The plaintext source of a split: ``train``, or held-out ``dev``/``test``."""
+        if split not in self._sources:
+            d = self.config.data
+            if d.source == "random":
+                self._sources[split] = RandomSymbols(len(d.alphabet))
+            else:
+                part = (0.0, 1.0 - d.holdout) if split == "train" else (1.0 - d.holdout, 1.0)
+                path = _resolve(d.text_file, self.data_dir)
+                self._sources[split] = TextWindows.from_file(path, d.alphabet, d.unknown, part)
+        return self._sources[split]
+
+    def keys(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys ``(n, max_key_length)`` and key lengths ``(n,)`` for ``n`` messages."""
+        d = self.config.data
+        size = len(d.alphabet)
+        if d.key == "fixed":
+            keys = torch.tensor([self.fixed_key]).expand(n, -1)
+            return keys, torch.full((n,), len(self.fixed_key))
+        longest = 1 if d.cipher == "caesar" else d.max_key_length
+        keys = torch.randint(size, (n, longest), generator=generator)
+        lengths = torch.randint(1, longest + 1, (n,), generator=generator)
+        return keys, lengths
+
+    def make_batch(self, source, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Generate ``n`` (ciphertext, plaintext) pairs as a padded batch.
+
+        Returns ``source`` and ``target`` ids ``(n, time)`` and ``mask`` ``(n, time)``.
+        """
+        d = self.config.data
+        plain = source.sample(n, d.max_length, generator)
+        keys, key_lengths = self.keys(n, generator)
+        cipher = apply_key(plain, keys, key_lengths, len(d.alphabet))
+        if d.min_length == d.max_length:
+            mask = torch.ones_like(plain, dtype=torch.bool)
+        else:
+            lengths = torch.randint(d.min_length, d.max_length + 1, (n,), generator=generator)
+            mask = torch.arange(d.max_length).unsqueeze(0) < lengths.unsqueeze(1)
+        # Alphabet index i is vocabulary id i + 1: id 0 is padding.
+        return {
+            "source": (cipher + 1).masked_fill(~mask, 0),
+            "target": (plain + 1).masked_fill(~mask, 0),
+            "mask": mask,
+        }
+
+    def train_batches(self, epoch: int) -> _EpochBatches:
+        return _EpochBatches(self, seed=self.config.train.seed * 7919 + epoch * 104_729 + 17)
+
+    def heldout_batches(self, split: str) -> list[dict[str, torch.Tensor]]:
+        stream = DEV_STREAM if split == "dev" else TEST_STREAM
+        generator = torch.Generator().manual_seed(stream)
+        n, size = self.config.data.eval_messages, self.config.train.batch_size
+        source = self.source(split)
+        return [self.make_batch(source, min(size, n - i), generator) for i in range(0, n, size)]
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, split: str = "dev") -> dict[str, float]:
+        """Character and message accuracy (fractions) and loss on held-out messages."""
+        return self.score(self.heldout_batches(split))
+
+    @torch.no_grad()
+    def score(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        right = chars = whole = messages = 0
+        loss_sum = 0.0
+        for batch in batches:
+            source, target, mask = (batch[k].to(device) for k in ("source", "target", "mask"))
+            logits = self.model(source, mask)
+            loss_sum += float(F.cross_entropy(logits[mask], target[mask], reduction="sum"))
+            logits[..., self.vocab.pad_id] = float("-inf")
+            hit = (logits.argmax(-1) == target) & mask
+            right += int(hit.sum())
+            chars += int(mask.sum())
+            whole += int((hit | ~mask).all(dim=1).sum())
+            messages += source.shape[0]
+        return {
+            "char_accuracy": right / max(1, chars),
+            "message_accuracy": whole / max(1, messages),
+            "loss": loss_sum / max(1, chars),
+        }
+
+    def read_pairs(self, path: str | Path) -> list[dict[str, torch.Tensor]]:
+        """Batches from a file of ``CIPHERTEXT<TAB>PLAINTEXT`` lines (for ``eval --data``)."""
+        d = self.config.data
+        index = {ch: i + 1 for i, ch in enumerate(d.alphabet)}
+        sources, targets = [], []
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise DataError("file not found", str(path)) from None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) != 2:
+                raise DataError("expected CIPHERTEXT<TAB>PLAINTEXT", str(path), number)
+            cipher, plain = (normalise(p, d.alphabet, d.unknown) for p in parts)
+            if len(cipher) != len(plain):
+                raise DataError("ciphertext and plaintext differ in length", str(path), number)
+            sources.append([index[ch] for ch in cipher])
+            targets.append([index[ch] for ch in plain])
+        if not sources:
+            raise DataError("no pairs in file", str(path))
+        size = self.config.train.batch_size
+        batches = []
+        for i in range(0, len(sources), size):
+            ids, mask = pad(sources[i : i + size])
+            tgt, _ = pad(targets[i : i + size])
+            batches.append({"source": ids, "target": tgt, "mask": mask})
+        return batches
+
+    # ------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def predict(self, texts: Sequence[str], batch_size: int = 256) -> list[str]:
+        """Decrypt each text. Foreign characters are read as the unknown symbol; "" gives ""."""
+        d = self.config.data
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        clean = [normalise(t, d.alphabet, d.unknown) for t in texts]
+        out = [""] * len(clean)
+        todo = [i for i, t in enumerate(clean) if t]
+        for start in range(0, len(todo), batch_size):
+            rows = todo[start : start + batch_size]
+            ids, mask = pad([self.vocab.encode(clean[i]) for i in rows], self.vocab.pad_id)
+            best = self.model.decode(ids.to(device), mask.to(device)).cpu()
+            for row, i in enumerate(rows):
+                out[i] = "".join(self.vocab.decode(best[row, : len(clean[i])].tolist()))
+        return out
+
+    # --------------------------------------------------------------- storage
+    def model_files(self) -> dict[str, bytes]:
+        config = {"task": self.name, "rnnkit_version": __version__, "config": to_dict(self.config)}
+        return {
+            "config.json": ckpt.json_bytes(config),
+            "vocab.json": ckpt.json_bytes(self.vocab.to_dict()),
+        }
+
+    @classmethod
+    def from_config_dict(cls, data: dict[str, Any], data_dir: Path | None = None) -> CipherTask:
+        return cls(from_dict(CipherConfig, data), data_dir)
+
+    @classmethod
+    def from_dir(
+        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
+    ) -> CipherTask:
+        directory = Path(directory)
+        stored = ckpt.read_model_config(directory)
+        if stored["task"] != cls.name:
+            raise ModelDirError(f"{directory} holds a '{stored['task']}' model, not a cipher model")
+        try:
+            task = cls.from_config_dict(stored["config"], data_dir)
+        except (ConfigError, KeyError) as err:
+            raise ModelDirError(
+                f"{directory}/config.json is not a valid cipher config: {err}"
+            ) from None
+        if Vocab.load(directory / "vocab.json") != task.vocab:
+            raise ModelDirError(
+                f"{directory}/vocab.json does not match the alphabet in config.json"
+            )
+        ckpt.load_weights(task.model, directory / "model.safetensors")
+        task.model.to(pick_device(device)).eval()
+        return task
+
+
+def _resolve(name: str, data_dir: Path | None) -> Path:
+    path = Path(name).expanduser()
+    if path.is_absolute() or data_dir is None:
+        return path
+    return data_dir / path
+
+
+def default_config() -> CipherConfig:
+    return CipherConfig()
+
+
+def replace_train(config: CipherConfig, **changes: Any) -> CipherConfig:
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
+
+
+__all__ = ["CipherConfig", "CipherTask", "CipherNet"]

@@ -1,0 +1,360 @@
+"""The one training loop, shared by every task.
+
+The Trainer knows three things about a task: ``task.model.loss(batch)`` gives a scalar to
+minimise, ``task.train_batches(epoch)`` gives the epoch's batches (a deterministic function of
+the seed and the epoch, so a resumed run sees the same data), and ``task.evaluate()`` returns
+named dev metrics. Everything else — optimisation, schedules, early stopping, checkpoints,
+logs and plots — lives here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from rnnkit import checkpoint as ckpt
+from rnnkit.config import to_dict
+from rnnkit.data.batching import move
+from rnnkit.errors import ConfigError, ModelDirError
+from rnnkit.runtime import pick_device, rank, seed_everything
+
+
+@dataclass
+class TrainConfig:
+    """How to train; every task's recipe has a ``train:`` section of these keys."""
+
+    epochs: int = 10  # passes over the task's training data
+    max_steps: int | None = None  # stop after this many updates, whatever the epoch
+    batch_size: int = 64
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0  # SGD only
+    clip_norm: float | None = 5.0  # max gradient L2 norm; null turns clipping off
+    schedule: Literal["constant", "linear", "cosine", "plateau"] = "constant"
+    warmup_steps: int = 0
+    plateau_factor: float = 0.5  # schedule=plateau: multiply the LR by this ...
+    plateau_patience: int = 0  # ... after this many epochs without dev improvement
+    metric: str = ""  # dev metric for early stopping and the best model ("" = task default)
+    mode: Literal["auto", "max", "min"] = "auto"  # auto: min for losses/perplexity, else max
+    patience: int | None = None  # stop after this many epochs without improvement
+    target: float | None = None  # stop once the dev metric reaches this value
+    seed: int = 1
+    deterministic: bool = False
+    device: str = "auto"
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored elsewhere
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = epoch ends)
+    progress: bool = True  # progress bar (shown on terminals only)
+    plot_every_s: float = 30.0  # redraw curve.png at most this often during training
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"bad value {getattr(self, name)} for train.{name} (must be ≥ 1)")
+        if self.lr <= 0:
+            raise ConfigError(f"bad value {self.lr} for train.lr (must be > 0)")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"bad value {self.max_steps} for train.max_steps (must be ≥ 1)")
+
+
+def _is_lower_better(metric: str) -> bool:
+    return any(word in metric for word in ("loss", "perplexity", "bpc", "error"))
+
+
+@dataclass
+class _State:
+    """What the loop must remember across a kill: saved in trainer.json."""
+
+    step: int = 0
+    epoch: int = 0  # epochs fully finished
+    batch_in_epoch: int = 0  # batches of epoch ``epoch + 1`` already taken
+    best: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    lr_scale: float = 1.0
+    loss_sum: float = 0.0  # running sum of this epoch's batch losses
+    history: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+
+
+class Trainer:
+    """Trains ``task.model`` and writes a model directory to ``out_dir`` as it goes."""
+
+    def __init__(
+        self,
+        task: Any,
+        config: TrainConfig,
+        out_dir: str | Path,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.task = task
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.is_main = rank() == 0
+        self.device = pick_device(config.device)
+        self.metric = config.metric or task.default_metric
+        self.lower_is_better = (
+            _is_lower_better(self.metric) if config.mode == "auto" else config.mode == "min"
+        )
+        self.model = task.model.to(self.device)
+        self.optimizer = self._make_optimizer()
+        self.state = _State()
+        self._last_plot = 0.0
+
+    # ----------------------------------------------------------------- set-up
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(
+                params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
+            )
+        cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
+        return cls(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    def _total_steps(self, steps_per_epoch: int) -> int:
+        total = self.config.epochs * steps_per_epoch
+        return min(total, self.config.max_steps) if self.config.max_steps else total
+
+    def _lr_at(self, step: int, total: int) -> float:
+        c = self.config
+        factor = 1.0
+        if c.warmup_steps and step < c.warmup_steps:
+            factor = (step + 1) / c.warmup_steps
+        elif c.schedule in ("linear", "cosine"):
+            span = max(1, total - c.warmup_steps)
+            progress = min(1.0, (step - c.warmup_steps) / span)
+            if c.schedule == "linear":
+                factor = 1.0 - progress
+            else:
+                factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return c.lr * factor * self.state.lr_scale
+
+    # ------------------------------------------------------------ checkpoints
+    def _training_files(self, new_best: bool) -> dict[str, bytes]:
+        weights = {k: v for k, v in self.model.state_dict().items()}
+        files = dict(self.task.model_files())
+        if new_best or not (self.out_dir / "model.safetensors").exists():
+            files["model.safetensors"] = ckpt.tensors_to_bytes(weights)
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                rng[f"cuda{i}"] = s
+        trainer_tensors = {f"model.{k}": v for k, v in weights.items()}
+        trainer_tensors.update({f"rng.{k}": v for k, v in rng.items()})
+        files["trainer.safetensors"] = ckpt.tensors_to_bytes(trainer_tensors)
+        opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
+        files["optimizer.safetensors"] = ckpt.tensors_to_bytes(opt_tensors)
+        files["trainer.json"] = ckpt.json_bytes(
+            {
+                "state": self.state.__dict__,
+                "python_rng": _python_rng_to_json(random.getstate()),
+                "optimizer": opt_meta,
+                "train_config": to_dict(self.config),
+            }
+        )
+        lines = "".join(json.dumps(rec) + "\n" for rec in self.state.history)
+        files["metrics.jsonl"] = lines.encode("utf-8")
+        return files
+
+    def save(self, new_best: bool = False) -> None:
+        if self.is_main:
+            ckpt.commit(self.out_dir, self._training_files(new_best))
+
+    def restore(self) -> None:
+        """Continue from the training state in ``out_dir`` (``--resume``)."""
+        ckpt.recover(self.out_dir)
+        path = self.out_dir / "trainer.json"
+        if not path.exists():
+            raise ModelDirError(
+                f"{self.out_dir} holds no training state to resume (no trainer.json)"
+            )
+        meta = ckpt.read_json(path)
+        tensors = ckpt.read_tensors(self.out_dir / "trainer.safetensors")
+        weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+        try:
+            self.model.load_state_dict(weights)
+            opt = ckpt.read_tensors(self.out_dir / "optimizer.safetensors")
+            self.optimizer.load_state_dict(_unflatten_optimizer(opt, meta["optimizer"]))
+            self.state = _State(**meta["state"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            raise ModelDirError(f"{self.out_dir}: training state does not fit ({err})") from None
+        torch.set_rng_state(tensors["rng.torch"])
+        if torch.cuda.is_available():
+            cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda")]
+            if len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
+        random.setstate(_python_rng_from_json(meta["python_rng"]))
+
+    # ------------------------------------------------------------------- loop
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train until the epochs, the step budget, the patience or the target run out.
+
+        Returns the summary: best dev metric, its epoch, steps, and minutes of training.
+        """
+        c = self.config
+        seed_everything(c.seed, c.deterministic)
+        if resume:
+            self.restore()
+        if self.state.finished:
+            self.log(f"{self.out_dir}: training already finished at step {self.state.step}")
+            return self._summary(0.0)
+        started = time.perf_counter()
+        elapsed_before = self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
+        autocast = self.device.type == "cuda" and c.amp
+        stop = False
+        while self.state.epoch < c.epochs and not stop:
+            epoch = self.state.epoch + 1
+            batches = self.task.train_batches(epoch)
+            total = self._total_steps(len(batches))
+            self.model.train()
+            bar = tqdm(
+                total=len(batches),
+                initial=self.state.batch_in_epoch,
+                desc=f"epoch {epoch}/{c.epochs}",
+                disable=None if (c.progress and self.is_main) else True,
+                leave=False,
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
+            for i, batch in enumerate(batches):
+                if i < self.state.batch_in_epoch:
+                    continue  # already trained on before the run was interrupted
+                lr = self._lr_at(self.state.step, total)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                batch = move(batch, self.device)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                    loss = self.model.loss(batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.clip_norm:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
+                self.optimizer.step()
+                self.state.step += 1
+                self.state.batch_in_epoch = i + 1
+                self.state.loss_sum += float(loss.detach())
+                bar.update(1)
+                bar.set_postfix(loss=f"{self.state.loss_sum / (i + 1):.4f}", refresh=False)
+                if c.max_steps and self.state.step >= c.max_steps:
+                    stop = True
+                    break
+                if c.checkpoint_every and self.state.step % c.checkpoint_every == 0:
+                    self.save()
+            bar.close()
+            stop = self._end_epoch(epoch, started, elapsed_before) or stop
+        self.state.finished = True
+        self.save()
+        self.plot(force=True)
+        return self._summary(time.perf_counter() - started)
+
+    def _end_epoch(self, epoch: int, started: float, elapsed_before: float) -> bool:
+        """Evaluate, keep the best model, checkpoint, log; True when training should stop."""
+        c = self.config
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.task.evaluate()
+        self.model.train()
+        if self.metric not in metrics:
+            raise ConfigError(
+                f"bad value {self.metric!r} for train.metric (choices: {', '.join(metrics)})"
+            )
+        value = metrics[self.metric]
+        better = self.state.best is None or (
+            value < self.state.best if self.lower_is_better else value > self.state.best
+        )
+        if better:
+            self.state.best, self.state.best_epoch, self.state.bad_epochs = value, epoch, 0
+        else:
+            self.state.bad_epochs += 1
+            if c.schedule == "plateau" and self.state.bad_epochs > c.plateau_patience:
+                self.state.lr_scale *= c.plateau_factor
+        steps = max(1, self.state.batch_in_epoch)
+        record = {
+            "epoch": epoch,
+            "step": self.state.step,
+            "train_loss": self.state.loss_sum / steps,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
+            **metrics,
+        }
+        self.state.history.append(record)
+        self.state.epoch = epoch
+        self.state.batch_in_epoch = 0
+        self.state.loss_sum = 0.0
+        self.save(new_best=better)
+        shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        self.log(
+            f"epoch {epoch}/{c.epochs}  step {self.state.step}  "
+            f"train_loss {record['train_loss']:.4f}  {shown}  {record['elapsed_s']:.1f}s"
+        )
+        self.plot()
+        reached = c.target is not None and (
+            value <= c.target if self.lower_is_better else value >= c.target
+        )
+        patience_out = c.patience is not None and self.state.bad_epochs >= c.patience
+        return bool(reached or patience_out)
+
+    def plot(self, force: bool = False) -> None:
+        if not self.is_main or not self.state.history:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last_plot < self.config.plot_every_s:
+            return
+        from rnnkit.plots import plot_training_curve
+
+        plot_training_curve(self.state.history, self.metric, self.out_dir / "curve.png")
+        self._last_plot = now
+
+    def _summary(self, seconds: float) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "best": self.state.best,
+            "best_epoch": self.state.best_epoch,
+            "steps": self.state.step,
+            "minutes": seconds / 60,
+        }
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _python_rng_to_json(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_rng_from_json(data: list) -> tuple:
+    version, internal, gauss = data
+    return (version, tuple(internal), gauss)
