@@ -175,3 +175,10 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
                 f"the config says {tuple(own[name].shape)}"
             )
     model.load_state_dict(tensors)
+
+
+def save_model(directory: str | Path, task: Any) -> None:
+    """Write ``task``'s config, vocabulary and current weights as one model directory."""
+    files = dict(task.model_files())
+    files["model.safetensors"] = tensors_to_bytes(task.model.state_dict())
+    commit(directory, files)

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
-    from rnnkit.tasks import data_dir, task_class
+    from rnnkit.tasks import build_task, data_dir, task_class
     from rnnkit.train import Trainer
 
     cls = task_class(args.task)
@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if base["task"] != args.task:
             raise RnnkitError(f"{args.config} is a '{base['task']}' recipe, not '{args.task}'")
     config = from_dict(cls.config_class(), merge(base, extra))
-    task = cls(config, data_dir(args.data_dir))
+    task = build_task(args.task, config, data_dir(args.data_dir))
     if not args.resume and out.exists() and args.force:
         _clear_run(out)
     trainer = Trainer(task, config.train, out)
@@ -170,6 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's first command: train the seed's setting, then decrypt a few messages."""
     from rnnkit.data.ciphers import encrypt_text
+    from rnnkit.tasks import build_task
     from rnnkit.tasks.cipher import CipherConfig, CipherTask
     from rnnkit.train import Trainer
 
@@ -182,7 +183,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{config.model.rnn.upper()} {config.model.hidden_size}) on CPU ...",
         flush=True,
     )
-    task = CipherTask(config)
+    task = build_task("cipher", config)
     summary = Trainer(task, config.train, out).fit()
     print(f"trained in {summary['minutes'] * 60:.0f} s; model in {out}\n")
     model = CipherTask.from_dir(out)

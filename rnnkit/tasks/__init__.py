@@ -30,6 +30,14 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     return Path(cache) / "rnnkit" / "data"
 
 
+def build_task(name: str, config: Any, data_dir: Path | None = None) -> Any:
+    """Seed, then build the task: its model's initial weights come from ``train.seed``."""
+    from rnnkit.runtime import seed_everything
+
+    seed_everything(config.train.seed, config.train.deterministic)
+    return task_class(name)(config, data_dir)
+
+
 def load_task(directory: str | Path, device: str = "cpu", data_dir: Path | None = None) -> Any:
     """Open a model directory with the task that made it."""
     stored = ckpt.read_model_config(directory)

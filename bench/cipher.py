@@ -1,0 +1,535 @@
+"""Benchmark: the seed tutorial's one-message-at-a-time cipher loop against rnnkit's cipher task.
+
+Both sides learn the same task (ROT13 over ``A``-``Z`` plus ``-``, random 32-symbol messages made
+on the fly) with the same model sizes, in one process on the same machine, on the CPU, with
+torch's default thread count.
+
+* **seed**: a re-implementation of the tutorial's loop: per message, Python ``random`` picks the
+  plaintext, which is enciphered and turned into two ``(32,)`` long tensors; then
+  ``nn.Embedding`` → ``nn.LSTM`` on ``(seq_len, 1, E)`` → ``nn.Linear`` → ``CrossEntropyLoss``
+  and one Adam step (lr 0.001), batch size 1. Validation: character accuracy on held-out
+  messages, one at a time.
+* **rnnkit**: the library itself (``CipherTask`` + ``Trainer``) with its own defaults for the
+  batch size, learning rate and everything else, only the model sizes set.
+
+Measured for each side and each size:
+
+1. training throughput (messages/s): a timed training loop for a fixed wall-clock span, no
+   validation inside it. For rnnkit this loop walks ``task.train_batches(epoch)`` and does what
+   ``Trainer.fit`` does per batch (loss, zero_grad, backward, gradient clipping, step);
+2. wall time until dev character accuracy first reaches the target (0.99), validation
+   included, from freshly initialised weights. The seed loop validates every
+   ``--seed-eval-every`` messages and gives up after ``--seed-budget`` seconds (checked at
+   validation points); rnnkit runs ``Trainer.fit`` with ``train.target`` set and short epochs
+   (``--rnnkit-epoch-messages``), and the time is the ``elapsed_s`` of the first epoch in
+   ``metrics.jsonl`` that reached the target. The whole ``fit`` wall time (checkpoints and plots
+   included) is reported too.
+
+Run from the repository root::
+
+    .venv/bin/python bench/cipher.py                              # 32x64, about 2-6 minutes
+    .venv/bin/python bench/cipher.py --sizes 32x64,5x10           # also the seed's 5/10 sizes
+    .venv/bin/python bench/cipher.py --append bench/RESULTS.md    # also append the report
+    .venv/bin/python bench/cipher.py --quick                      # ~30 s smoke run
+
+The markdown report goes to stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rnnkit.config import from_dict, merge, to_dict
+from rnnkit.data.batching import move
+from rnnkit.tasks.cipher import CipherConfig, CipherTask
+from rnnkit.train import Trainer
+
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ-"
+MESSAGE_LENGTH = 32
+SHIFT = 13
+SEED_LR = 0.001
+TARGET = 0.99
+
+# Flag values that --quick changes (all of them may still be given explicitly).
+FULL = {
+    "throughput_seconds": 20.0,
+    "seed_budget": 300.0,
+    "eval_messages": 500,
+    "seed_eval_every": 50,
+    "rnnkit_epoch_messages": 256,
+    "rnnkit_max_epochs": 400,
+}
+QUICK = {
+    "throughput_seconds": 3.0,
+    "seed_budget": 6.0,
+    "eval_messages": 200,
+    "seed_eval_every": 50,
+    "rnnkit_epoch_messages": 256,
+    "rnnkit_max_epochs": 8,
+}
+# Other processes busier than this share of the CPU during the run make the timings suspect.
+BUSY_SHARE = 0.05
+
+
+@dataclass
+class Throughput:
+    messages: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class TargetRun:
+    """How a run towards the target accuracy went."""
+
+    reached: bool
+    seconds: float  # wall time to the target, or to giving up
+    messages: int  # training messages consumed by then
+    accuracy: float  # dev character accuracy at the last check
+    limit: str  # what stopped an unsuccessful run, in words
+    detail: str = ""  # extra facts for the notes
+
+
+@dataclass
+class SideResult:
+    side: str
+    throughput: Throughput
+    target: TargetRun
+
+
+def secs(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds:.2f} s"
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- the seed's loop
+@dataclass
+class SeedNet:
+    """The tutorial's three separate modules, used the way it uses them."""
+
+    embed: nn.Embedding
+    lstm: nn.LSTM
+    linear: nn.Linear
+
+    @classmethod
+    def create(cls, embedding_dim: int, hidden: int) -> SeedNet:
+        vocab = len(ALPHABET)
+        embed = nn.Embedding(vocab, embedding_dim)
+        return cls(embed, nn.LSTM(embedding_dim, hidden), nn.Linear(hidden, vocab))
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [*self.embed.parameters(), *self.lstm.parameters(), *self.linear.parameters()]
+
+    def scores(self, cipher: torch.Tensor) -> torch.Tensor:
+        """``(seq_len,)`` symbol ids → ``(seq_len, vocab)`` scores, batch of one."""
+        embedded = self.embed(cipher).unsqueeze(1)  # (seq_len, 1, E)
+        output, _ = self.lstm(embedded)  # (seq_len, 1, H)
+        return self.linear(output).squeeze(1)  # (seq_len, vocab)
+
+
+def encrypt(message: str, shift: int = SHIFT) -> str:
+    return "".join(ALPHABET[(ALPHABET.index(ch) + shift) % len(ALPHABET)] for ch in message)
+
+
+def seed_example(rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fresh (ciphertext, plaintext) pair of ``(32,)`` long tensors, made the seed's way."""
+    message = "".join(rng.choice(ALPHABET) for _ in range(MESSAGE_LENGTH))
+    cipher = [ALPHABET.index(ch) for ch in encrypt(message)]
+    plain = [ALPHABET.index(ch) for ch in message]
+    return torch.tensor(cipher), torch.tensor(plain)
+
+
+def seed_train_step(
+    net: SeedNet, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, rng: random.Random
+) -> None:
+    cipher, plain = seed_example(rng)
+    loss = loss_fn(net.scores(cipher), plain)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+@torch.no_grad()
+def seed_accuracy(net: SeedNet, heldout: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Character accuracy, one message at a time, softmax then most likely symbol."""
+    right = total = 0
+    for cipher, plain in heldout:
+        probabilities = torch.softmax(net.scores(cipher), dim=1)
+        predicted = probabilities.argmax(dim=1)
+        right += int((predicted == plain).sum())
+        total += plain.numel()
+    return right / total
+
+
+def seed_setup(
+    embedding_dim: int, hidden: int, seed: int
+) -> tuple[SeedNet, torch.optim.Optimizer, nn.Module, random.Random]:
+    torch.manual_seed(seed)
+    net = SeedNet.create(embedding_dim, hidden)
+    optimizer = torch.optim.Adam(net.parameters(), lr=SEED_LR)
+    return net, optimizer, nn.CrossEntropyLoss(), random.Random(seed)
+
+
+def seed_throughput(embedding_dim: int, hidden: int, seconds: float, seed: int) -> Throughput:
+    net, optimizer, loss_fn, rng = seed_setup(embedding_dim, hidden, seed)
+    for _ in range(20):  # warm-up, not timed
+        seed_train_step(net, optimizer, loss_fn, rng)
+    messages = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        seed_train_step(net, optimizer, loss_fn, rng)
+        messages += 1
+    return Throughput(messages, time.perf_counter() - start)
+
+
+def seed_time_to_target(embedding_dim: int, hidden: int, args: argparse.Namespace) -> TargetRun:
+    heldout_rng = random.Random(args.seed + 1_000_003)
+    heldout = [seed_example(heldout_rng) for _ in range(args.eval_messages)]
+    net, optimizer, loss_fn, rng = seed_setup(embedding_dim, hidden, args.seed)
+    messages, accuracy, eval_seconds = 0, 0.0, 0.0
+    start = time.perf_counter()
+    while True:
+        for _ in range(args.seed_eval_every):
+            seed_train_step(net, optimizer, loss_fn, rng)
+        messages += args.seed_eval_every
+        before_eval = time.perf_counter()
+        accuracy = seed_accuracy(net, heldout)
+        eval_seconds += time.perf_counter() - before_eval
+        elapsed = time.perf_counter() - start
+        progress(f"  seed: {messages} messages  dev char acc {accuracy:.4f}  {elapsed:.1f}s")
+        if accuracy >= TARGET or elapsed >= args.seed_budget:
+            return TargetRun(
+                reached=accuracy >= TARGET,
+                seconds=elapsed,
+                messages=messages,
+                accuracy=accuracy,
+                limit=f"{args.seed_budget:g} s",
+                detail=f"{secs(eval_seconds)} of it validation, "
+                f"{secs(elapsed - eval_seconds)} training",
+            )
+
+
+# -------------------------------------------------------------------------------- rnnkit
+def rnnkit_config(
+    embedding_dim: int, hidden: int, args: argparse.Namespace, short_epochs: bool = True
+) -> CipherConfig:
+    """rnnkit's cipher defaults with only the sizes, device, target and epoch length changed.
+
+    ``short_epochs`` makes epochs ``--rnnkit-epoch-messages`` long, so that the dev accuracy is
+    checked often; without it they keep rnnkit's default length (for the throughput loop).
+
+    The overrides are merged into the full default config first: giving ``from_dict`` a partial
+    ``train`` mapping alone would fall back to the generic ``TrainConfig`` defaults instead of
+    the cipher task's (its learning rate among them).
+    """
+    overrides = {
+        "model": {"embedding_dim": embedding_dim, "hidden_size": hidden},
+        "data": {"eval_messages": args.eval_messages},
+        "train": {
+            "device": "cpu",
+            "progress": False,
+            "seed": args.seed,
+            "target": TARGET,
+            "epochs": args.rnnkit_max_epochs,
+        },
+    }
+    if short_epochs:
+        overrides["data"]["train_messages"] = args.rnnkit_epoch_messages
+    return from_dict(CipherConfig, merge(to_dict(CipherConfig()), overrides))
+
+
+def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> Throughput:
+    """Time the Trainer's per-batch work over ``task.train_batches`` (batch making included)."""
+    torch.manual_seed(config.train.seed)
+    task = CipherTask(config)
+    trainer = Trainer(task, config.train, out_dir, log=lambda _: None)
+    c = config.train
+    model, optimizer = trainer.model, trainer.optimizer
+    model.train()
+    warmup, messages, start, epoch = 2, 0, 0.0, 0
+    while True:
+        epoch += 1
+        for batch in task.train_batches(epoch):
+            for group in optimizer.param_groups:
+                group["lr"] = c.lr  # the Trainer sets it every step (constant schedule here)
+            batch = move(batch, trainer.device)
+            with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=False):
+                loss = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if c.clip_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip_norm)
+            optimizer.step()
+            float(loss.detach())  # the Trainer reads the loss every step
+            if warmup:
+                warmup -= 1
+                if not warmup:
+                    start = time.perf_counter()
+                continue
+            messages += batch["source"].shape[0]
+            if time.perf_counter() - start >= seconds:
+                return Throughput(messages, time.perf_counter() - start)
+
+
+def read_history(out_dir: Path) -> list[dict]:
+    lines = (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def rnnkit_time_to_target(config: CipherConfig, out_dir: Path) -> TargetRun:
+    torch.manual_seed(config.train.seed)
+    task = CipherTask(config)
+    trainer = Trainer(task, config.train, out_dir, log=lambda msg: progress(f"  rnnkit: {msg}"))
+    start = time.perf_counter()
+    trainer.fit()
+    fit_seconds = time.perf_counter() - start
+    history = read_history(out_dir)
+    per_epoch = config.data.train_messages
+    total_messages = len(history) * per_epoch
+    detail = (
+        f"elapsed_s counts validation, checkpoint writes and plots; fit() took "
+        f"{secs(fit_seconds)} for {total_messages:,} messages "
+        f"({total_messages / fit_seconds:,.0f} msg/s end to end)"
+    )
+    last = history[-1]
+    for record in history:
+        if record["char_accuracy"] >= TARGET:
+            return TargetRun(
+                reached=True,
+                seconds=record["elapsed_s"],
+                messages=record["epoch"] * per_epoch,
+                accuracy=last["char_accuracy"],
+                limit="",
+                detail=detail,
+            )
+    return TargetRun(
+        reached=False,
+        seconds=last["elapsed_s"],
+        messages=total_messages,
+        accuracy=last["char_accuracy"],
+        limit=f"{config.train.epochs} epochs",
+        detail=detail,
+    )
+
+
+# ----------------------------------------------------------------------------- reporting
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def format_target(run: TargetRun) -> str:
+    if run.reached:
+        return f"{secs(run.seconds)} ({run.messages:,} msgs)"
+    return (
+        f"not reached within {run.limit} ({secs(run.seconds)}, {run.messages:,} msgs; "
+        f"accuracy {run.accuracy:.4f})"
+    )
+
+
+def training_seconds(result: SideResult) -> float:
+    """Messages needed for the target (or consumed without it) over the measured rate."""
+    rate = result.throughput.rate
+    return result.target.messages / rate if rate else float("nan")
+
+
+def size_section(embedding_dim: int, hidden: int, seed: SideResult, kit: SideResult) -> str:
+    """The table and notes for one model size."""
+    rows = [
+        f"#### embedding {embedding_dim}, hidden {hidden}",
+        "",
+        "| side | messages/s | time to 99% | final acc |",
+        "|---|---:|---|---:|",
+    ]
+    for result in (seed, kit):
+        rows.append(
+            f"| {result.side} | {result.throughput.rate:,.0f} | {format_target(result.target)} "
+            f"| {result.target.accuracy:.4f} |"
+        )
+    ratio = kit.throughput.rate / seed.throughput.rate if seed.throughput.rate else float("nan")
+    rows += [
+        "",
+        f"- throughput ratio rnnkit/seed: **{ratio:.1f}x**",
+        f"- seed: time to target includes validation ({seed.target.detail})",
+        f"- rnnkit: {kit.target.detail}",
+        f"- training alone to the target, at the measured rates: seed "
+        f"{training_seconds(seed):.2f} s, rnnkit {training_seconds(kit):.2f} s",
+        f"- throughput samples: seed {seed.throughput.messages:,} msgs in "
+        f"{seed.throughput.seconds:.1f} s, rnnkit {kit.throughput.messages:,} msgs in "
+        f"{kit.throughput.seconds:.1f} s",
+        "",
+    ]
+    return "\n".join(rows)
+
+
+def cpu_ticks() -> tuple[int, int, int] | None:
+    """(all ticks, busy ticks of the machine, ticks of this process) from /proc, or None."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        own = int(after_name[11]) + int(after_name[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+    busy = user + nice + system + irq + softirq + steal
+    return busy + idle + iowait, busy, own
+
+
+def others_share(before: tuple[int, int, int] | None) -> float | None:
+    """Share of the whole CPU that other processes used since ``before``."""
+    after = cpu_ticks()
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    total, busy, own = (a - b for a, b in zip(after, before, strict=True))
+    return max(0.0, busy - own) / total
+
+
+def header(args: argparse.Namespace, config: CipherConfig, others: float | None) -> str:
+    t = config.train
+    threads = "torch default" if args.threads is None else "set by --threads"
+    if others is None:
+        contention = "other processes' CPU use during the run: unknown"
+    else:
+        contention = f"other processes used {others:.0%} of the CPU during the run"
+    busy = []
+    if others is not None and others > BUSY_SHARE:
+        busy = ["- **warning**: the CPU was shared with other work; these timings are unreliable"]
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = shlex.join(["python", *sys.argv])
+    return "\n".join(
+        [
+            f"### Cipher benchmark: seed loop vs rnnkit ({now}){' [quick]' if args.quick else ''}",
+            "",
+            f"- command: `{command}`",
+            f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
+            f"device cpu, torch threads {torch.get_num_threads()} ({threads}); {contention}",
+            *busy,
+            f"- seed side: batch 1, Adam lr {SEED_LR}, no clipping; validates every "
+            f"{args.seed_eval_every} messages on {args.eval_messages} held-out messages, "
+            f"gives up after {args.seed_budget:g} s",
+            f"- rnnkit side: its defaults: batch {t.batch_size}, {t.optimizer} lr {t.lr}, "
+            f"clip_norm {t.clip_norm}; epochs of {config.data.train_messages} messages, "
+            f"validated on {config.data.eval_messages} dev messages, at most {t.epochs} epochs",
+            f"- throughput: {args.throughput_seconds:g} s of training per side, no validation "
+            f"(rnnkit's loop keeps its default epochs of {CipherConfig().data.train_messages:,} "
+            "messages)",
+            "",
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------ main
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for part in text.split(","):
+        try:
+            embedding_dim, hidden = (int(n) for n in part.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"bad size {part!r} in --sizes (expected EMBEDDINGxHIDDEN)") from None
+        sizes.append((embedding_dim, hidden))
+    return sizes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = CipherConfig().model
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--embedding-dim", type=int, help=f"default {defaults.embedding_dim}")
+    parser.add_argument("--hidden", type=int, help=f"default {defaults.hidden_size}")
+    parser.add_argument("--sizes", help="several EMBEDDINGxHIDDEN pairs, e.g. 32x64,5x10")
+    parser.add_argument("--quick", action="store_true", help="~30 s smoke run with tiny budgets")
+    parser.add_argument("--append", type=Path, help="also append the report to this file")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument("--throughput-seconds", type=float, help="training time timed per side")
+    parser.add_argument("--seed-budget", type=float, help="seed: seconds to reach 99%%")
+    parser.add_argument("--eval-messages", type=int, help="held-out messages per validation")
+    parser.add_argument("--seed-eval-every", type=int, help="seed: validate every N messages")
+    parser.add_argument("--rnnkit-epoch-messages", type=int, help="rnnkit: messages per epoch")
+    parser.add_argument("--rnnkit-max-epochs", type=int, help="rnnkit: give up after N epochs")
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.sizes and (args.embedding_dim or args.hidden):
+        parser.error("give either --sizes or --embedding-dim/--hidden, not both")
+    if args.sizes:
+        args.size_list = parse_sizes(args.sizes)
+    else:
+        args.size_list = [
+            (args.embedding_dim or defaults.embedding_dim, args.hidden or defaults.hidden_size)
+        ]
+    return args
+
+
+def bench_size(embedding_dim: int, hidden: int, args: argparse.Namespace) -> str:
+    progress(f"== embedding {embedding_dim}, hidden {hidden}")
+    progress("seed: throughput")
+    seed_speed = seed_throughput(embedding_dim, hidden, args.throughput_seconds, args.seed)
+    progress(f"  {seed_speed.rate:.0f} msg/s")
+    progress("seed: time to target")
+    seed_run = seed_time_to_target(embedding_dim, hidden, args)
+    config = rnnkit_config(embedding_dim, hidden, args)
+    speed_config = rnnkit_config(embedding_dim, hidden, args, short_epochs=False)
+    with tempfile.TemporaryDirectory(prefix="bench-cipher-") as tmp:
+        progress("rnnkit: throughput")
+        kit_speed = rnnkit_throughput(speed_config, args.throughput_seconds, Path(tmp) / "speed")
+        progress(f"  {kit_speed.rate:.0f} msg/s")
+        progress("rnnkit: time to target (Trainer.fit)")
+        kit_run = rnnkit_time_to_target(config, Path(tmp) / "fit")
+    return size_section(
+        embedding_dim,
+        hidden,
+        SideResult("seed (batch 1)", seed_speed, seed_run),
+        SideResult(f"rnnkit (batch {config.train.batch_size})", kit_speed, kit_run),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, load {load:.2f}")
+    if load > 0.5:
+        progress("warning: the machine is busy; with threads > 1 small ops can slow down 100x")
+    before = cpu_ticks()
+    sections = [bench_size(embedding_dim, hidden, args) for embedding_dim, hidden in args.size_list]
+    others = others_share(before)
+    config = rnnkit_config(*args.size_list[0], args)
+    report = header(args, config, others) + "\n" + "\n".join(sections)
+    print(report)
+    if args.append:
+        args.append.parent.mkdir(parents=True, exist_ok=True)
+        with args.append.open("a", encoding="utf-8") as handle:
+            handle.write(report + "\n")
+        progress(f"appended to {args.append}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

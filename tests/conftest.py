@@ -1,0 +1,44 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_torch():
+    torch.manual_seed(0)
+    yield
+
+
+def run_cli(*args: str, cwd: Path | None = None, stdin: str | None = None, env=None):
+    """Run ``python -m rnnkit ARGS`` in a subprocess; returns the CompletedProcess."""
+    import subprocess
+
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "rnnkit", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env,
+        timeout=300,
+    )
+
+
+TINY = [
+    "model.embedding_dim=8",
+    "model.hidden_size=32",
+    "data.train_messages=2048",
+    "train.batch_size=32",
+    "data.eval_messages=256",
+    "train.epochs=3",
+    "train.progress=false",
+    "train.device=cpu",
+]

@@ -1,0 +1,102 @@
+import json
+import shutil
+
+import pytest
+
+from .conftest import TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "rot13"
+    result = run_cli("train", "cipher", *TINY, "train.epochs=4", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "best dev char_accuracy" in result.stdout
+    return out
+
+
+def test_decrypt_from_arguments_stdin_and_file(model_dir, tmp_path):
+    result = run_cli("decrypt", "--model", str(model_dir), "FUVEMVEMNMERPDRF", "URYYA")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["THIS-IS-A-SECRET", "HELLO"]
+    result = run_cli("decrypt", "--model", str(model_dir), "-", stdin="fuvemvem\n")
+    assert result.stdout.strip() == "THIS-IS-"
+    path = tmp_path / "in.txt"
+    path.write_text("NFFNPXMNFMQNI-\n")
+    result = run_cli("decrypt", "--model", str(model_dir), "--file", str(path))
+    assert result.stdout.strip() == "ATTACK-AT-DAWN"
+
+
+def test_empty_input_decrypts_to_empty_output(model_dir):
+    result = run_cli("decrypt", "--model", str(model_dir), "")
+    assert result.returncode == 0 and result.stdout == "\n"
+
+
+def test_eval_json_prints_one_object_of_fractions(model_dir, tmp_path):
+    result = run_cli("eval", "--model", str(model_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert set(metrics) >= {"char_accuracy", "message_accuracy"}
+    assert 0.99 <= metrics["char_accuracy"] <= 1.0
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("FUVEMVEMNMERPDRF\tTHIS-IS-A-SECRET\nURYYA\tHELLO\n")
+    result = run_cli("eval", "--model", str(model_dir), "--data", str(pairs), "--json")
+    assert json.loads(result.stdout)["message_accuracy"] == 1.0
+
+
+def test_python_api(model_dir):
+    import rnnkit
+
+    model = rnnkit.load(model_dir)
+    assert model.predict(["FUVEMVEMNMERPDRF", ""]) == ["THIS-IS-A-SECRET", ""]
+
+
+def _assert_clean_error(result, *needles):
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unknown_config_key_is_one_line_naming_it(tmp_path):
+    result = run_cli("train", "cipher", "model.hiden=3", "--out", str(tmp_path / "x"))
+    _assert_clean_error(result, "model.hiden", "hidden_size")
+    result = run_cli("train", "cipher", "model.rnn=cnn", "--out", str(tmp_path / "x"))
+    _assert_clean_error(result, "model.rnn", "lstm, gru, rnn")
+
+
+def test_missing_model_dir(tmp_path):
+    _assert_clean_error(
+        run_cli("decrypt", "--model", str(tmp_path / "nope"), "ABC"), "does not exist"
+    )
+
+
+def test_truncated_model_file(model_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    data = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[:100])
+    _assert_clean_error(run_cli("decrypt", "--model", str(broken), "ABC"), "truncated")
+
+
+def test_model_from_another_task(model_dir, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    config["task"] = "tag"
+    (other / "config.json").write_text(json.dumps(config))
+    _assert_clean_error(run_cli("decrypt", "--model", str(other), "ABC"), "'tag' model")
+
+
+def test_refuses_to_overwrite_a_model_without_force(model_dir):
+    result = run_cli("train", "cipher", *TINY, "--out", str(model_dir))
+    _assert_clean_error(result, "already holds a model")
+
+
+def test_malformed_pairs_file_names_file_and_line(model_dir, tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("ABC\tXYZ\nno tab here\n")
+    result = run_cli("eval", "--model", str(model_dir), "--data", str(pairs))
+    _assert_clean_error(result, "pairs.tsv:2:")

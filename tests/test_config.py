@@ -1,0 +1,51 @@
+import pytest
+
+from rnnkit.config import from_dict, parse_overrides, read_yaml
+from rnnkit.errors import ConfigError
+from rnnkit.tasks.cipher import CipherConfig
+
+
+def test_overrides_become_typed_nested_values():
+    raw = parse_overrides(["model.hidden_size=128", "train.lr=0.01", "model.bidirectional=true"])
+    config = from_dict(CipherConfig, raw)
+    assert config.model.hidden_size == 128
+    assert config.train.lr == 0.01
+    assert config.model.bidirectional is True
+    assert config.data.shift == 13  # untouched defaults stay
+
+
+def test_unknown_key_names_the_key_and_the_choices():
+    with pytest.raises(ConfigError) as err:
+        from_dict(CipherConfig, parse_overrides(["model.hiden_size=3"]))
+    message = str(err.value)
+    assert "'model.hiden_size'" in message and "hidden_size" in message
+
+
+def test_bad_choice_names_the_choices():
+    with pytest.raises(ConfigError, match=r"model\.rnn .*choices: lstm, gru, rnn"):
+        from_dict(CipherConfig, {"model": {"rnn": "transformer"}})
+
+
+def test_bad_types_are_refused():
+    with pytest.raises(ConfigError, match="train.epochs"):
+        from_dict(CipherConfig, {"train": {"epochs": "many"}})
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        from_dict(CipherConfig, {"model": 3})
+    with pytest.raises(ConfigError, match="must be ≥ 1"):
+        from_dict(CipherConfig, {"train": {"epochs": 0}})
+
+
+def test_nullable_values_and_malformed_overrides():
+    config = from_dict(CipherConfig, parse_overrides(["train.clip_norm=null"]))
+    assert config.train.clip_norm is None
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["hidden_size"])
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  hidden_size: 3\n   rnn: [\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: invalid YAML"):
+        read_yaml(path)
+    with pytest.raises(ConfigError, match="not found"):
+        read_yaml(tmp_path / "missing.yaml")

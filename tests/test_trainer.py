@@ -1,0 +1,62 @@
+import json
+
+import torch
+
+from rnnkit.config import from_dict, parse_overrides
+from rnnkit.tasks.cipher import CipherConfig, CipherTask
+from rnnkit.train import Trainer
+
+from .conftest import TINY
+
+
+def _task(*extra: str) -> CipherTask:
+    return CipherTask(from_dict(CipherConfig, parse_overrides([*TINY, *extra])))
+
+
+def test_training_learns_rot13_and_writes_logs_and_curve(tmp_path):
+    task = _task("train.epochs=4")
+    summary = Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
+    assert summary["best"] > 0.99
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_target_stops_training_early(tmp_path):
+    task = _task("train.epochs=50", "train.target=0.95")
+    summary = Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
+    assert summary["best"] >= 0.95 and summary["best_epoch"] < 50
+
+
+def test_patience_stops_when_dev_metric_stalls(tmp_path):
+    # At this learning rate no whole message is ever right: the metric stays at 0.
+    task = _task(
+        "train.epochs=30", "train.lr=1e-7", "train.patience=2", "train.metric=message_accuracy"
+    )
+    Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) < 30
+
+
+def test_cosine_schedule_with_warmup():
+    task = _task("train.schedule=cosine", "train.warmup_steps=10", "train.lr=1.0")
+    trainer = Trainer(task, task.config.train, "unused", log=lambda m: None)
+    lrs = [trainer._lr_at(step, 110) for step in range(110)]
+    assert lrs[0] == 0.1 and lrs[9] == 1.0
+    assert abs(lrs[60] - 0.5) < 1e-9 and lrs[-1] < 0.01
+
+
+def test_reloaded_model_predicts_exactly_what_it_predicted(tmp_path):
+    from rnnkit import checkpoint as ckpt
+
+    task = _task("train.epochs=1", "model.bidirectional=true", "model.layers=2")
+    Trainer(task, task.config.train, tmp_path / "run", log=lambda m: None).fit()
+    ckpt.save_model(tmp_path / "saved", task)
+    loaded = CipherTask.from_dir(tmp_path / "saved")
+    batch = task.heldout_batches("test")[0]
+    task.model.eval()
+    with torch.no_grad():
+        before = task.model(batch["source"], batch["mask"])
+        after = loaded.model(batch["source"], batch["mask"])
+    assert torch.equal(before, after)
