@@ -9,8 +9,9 @@ torch's default thread count.
   ``nn.Embedding`` → ``nn.LSTM`` on ``(seq_len, 1, E)`` → ``nn.Linear`` → ``CrossEntropyLoss``
   and one Adam step (lr 0.001), batch size 1. Validation: character accuracy on held-out
   messages, one at a time.
-* **rnnkit**: the library itself (``CipherTask`` + ``Trainer``) with its own defaults for the
-  batch size, learning rate and everything else, only the model sizes set.
+* **rnnkit**: the library itself (``CipherTask`` built the CLI's way by ``build_task``, which
+  seeds first, + ``Trainer``) with its own defaults for the batch size, learning rate and
+  everything else, only the model sizes set.
 
 Measured for each side and each size:
 
@@ -23,16 +24,22 @@ Measured for each side and each size:
    validation points); rnnkit runs ``Trainer.fit`` with ``train.target`` set and short epochs
    (``--rnnkit-epoch-messages``), and the time is the ``elapsed_s`` of the first epoch in
    ``metrics.jsonl`` that reached the target. The whole ``fit`` wall time (checkpoints and plots
-   included) is reported too.
+   included) is reported too. Both sides learn ROT13 within a few hundred messages, hence the
+   frequent checks; the report also gives the pure training time to the target (messages
+   needed over the measured throughput).
 
-Run from the repository root::
+Run from the repository root, on an otherwise idle machine: with torch's default thread count
+a second busy process makes small ops up to a hundred times slower, so the report states how
+much of the CPU other processes used during the run and warns when it was more than 5%::
 
-    .venv/bin/python bench/cipher.py                              # 32x64, about 2-6 minutes
+    .venv/bin/python bench/cipher.py                              # 32x64, about a minute
     .venv/bin/python bench/cipher.py --sizes 32x64,5x10           # also the seed's 5/10 sizes
     .venv/bin/python bench/cipher.py --append bench/RESULTS.md    # also append the report
-    .venv/bin/python bench/cipher.py --quick                      # ~30 s smoke run
+    .venv/bin/python bench/cipher.py --quick                      # ~15 s smoke run
 
-The markdown report goes to stdout; progress goes to stderr.
+The seed loop's time to the target is capped by ``--seed-budget`` (300 s), so a run where it
+fails takes up to five minutes more per size. The markdown report goes to stdout; progress goes
+to stderr.
 """
 
 from __future__ import annotations
@@ -55,7 +62,8 @@ from torch import nn
 
 from rnnkit.config import from_dict, merge, to_dict
 from rnnkit.data.batching import move
-from rnnkit.tasks.cipher import CipherConfig, CipherTask
+from rnnkit.tasks import build_task
+from rnnkit.tasks.cipher import CipherConfig
 from rnnkit.train import Trainer
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ-"
@@ -260,8 +268,7 @@ def rnnkit_config(
 
 def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> Throughput:
     """Time the Trainer's per-batch work over ``task.train_batches`` (batch making included)."""
-    torch.manual_seed(config.train.seed)
-    task = CipherTask(config)
+    task = build_task("cipher", config)
     trainer = Trainer(task, config.train, out_dir, log=lambda _: None)
     c = config.train
     model, optimizer = trainer.model, trainer.optimizer
@@ -297,8 +304,7 @@ def read_history(out_dir: Path) -> list[dict]:
 
 
 def rnnkit_time_to_target(config: CipherConfig, out_dir: Path) -> TargetRun:
-    torch.manual_seed(config.train.seed)
-    task = CipherTask(config)
+    task = build_task("cipher", config)
     trainer = Trainer(task, config.train, out_dir, log=lambda msg: progress(f"  rnnkit: {msg}"))
     start = time.perf_counter()
     trainer.fit()
@@ -461,7 +467,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--embedding-dim", type=int, help=f"default {defaults.embedding_dim}")
     parser.add_argument("--hidden", type=int, help=f"default {defaults.hidden_size}")
     parser.add_argument("--sizes", help="several EMBEDDINGxHIDDEN pairs, e.g. 32x64,5x10")
-    parser.add_argument("--quick", action="store_true", help="~30 s smoke run with tiny budgets")
+    parser.add_argument("--quick", action="store_true", help="~15 s smoke run with tiny budgets")
     parser.add_argument("--append", type=Path, help="also append the report to this file")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
@@ -513,10 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    load = os.getloadavg()[0]
-    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, load {load:.2f}")
-    if load > 0.5:
-        progress("warning: the machine is busy; with threads > 1 small ops can slow down 100x")
+    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
+    probe = cpu_ticks()
+    time.sleep(1.0)
+    busy_now = others_share(probe)
+    if busy_now is not None and busy_now > BUSY_SHARE:
+        progress(
+            f"warning: other processes use {busy_now:.0%} of the CPU; timings will be unreliable "
+            "(with several torch threads, small ops can then slow down a hundredfold)"
+        )
     before = cpu_ticks()
     sections = [bench_size(embedding_dim, hidden, args) for embedding_dim, hidden in args.size_list]
     others = others_share(before)

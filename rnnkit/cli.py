@@ -56,7 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse stops collecting positionals at the first option; key=value overrides that come
+    # after the options land here, and belong to the same list.
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and args.command != "train"):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return COMMANDS[args.command](args)
     except RnnkitError as err:

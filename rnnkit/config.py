@@ -105,12 +105,25 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if unknown:
         choices = ", ".join(fields)
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (choices: {choices})")
-    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    kwargs = {}
+    for key, value in data.items():
+        default = _field_default(fields[key])
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            # A partial section overrides the owner's own defaults for it, not the section
+            # class's generic ones (a task may default to another learning rate).
+            value = merge(dataclasses.asdict(default), value)
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
     return obj
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

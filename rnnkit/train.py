@@ -110,7 +110,7 @@ class Trainer:
         self.model = task.model.to(self.device)
         self.optimizer = self._make_optimizer()
         self.state = _State()
-        self._last_plot = 0.0
+        self._last_plot = time.perf_counter()  # first plot after plot_every_s, and at the end
 
     # ----------------------------------------------------------------- set-up
     def _make_optimizer(self) -> torch.optim.Optimizer:

@@ -100,3 +100,8 @@ def test_malformed_pairs_file_names_file_and_line(model_dir, tmp_path):
     pairs.write_text("ABC\tXYZ\nno tab here\n")
     result = run_cli("eval", "--model", str(model_dir), "--data", str(pairs))
     _assert_clean_error(result, "pairs.tsv:2:")
+
+
+def test_overrides_may_follow_the_options(tmp_path):
+    result = run_cli("train", "cipher", "--out", str(tmp_path / "m"), "model.hiden=1")
+    _assert_clean_error(result, "model.hiden")

@@ -49,3 +49,10 @@ def test_yaml_errors_name_the_file_and_line(tmp_path):
         read_yaml(path)
     with pytest.raises(ConfigError, match="not found"):
         read_yaml(tmp_path / "missing.yaml")
+
+
+def test_a_partial_section_keeps_the_tasks_own_defaults():
+    # The cipher's recipe trains at lr 0.01, not TrainConfig's generic 0.001.
+    config = from_dict(CipherConfig, {"train": {"epochs": 2}})
+    assert config.train.epochs == 2
+    assert config.train.lr == CipherConfig().train.lr == 0.01
