@@ -114,7 +114,14 @@ def recover(directory: str | Path) -> None:
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
     """safetensors bytes of ``tensors`` (made contiguous, moved to CPU)."""
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    flat, seen = {}, set()
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        # Tied weights (an embedding shared with an output layer) are one storage under two
+        # names; safetensors refuses aliases, so the second name gets its own copy.
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        flat[name] = tensor.clone() if key in seen else tensor
+        seen.add(key)
     return st_save(flat, metadata=metadata)
 
 
@@ -157,6 +164,23 @@ def read_model_config(directory: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict) or "task" not in config:
         raise ModelDirError(f"{directory}/config.json does not name a task")
     return config
+
+
+def read_task_config(directory: str | Path, task: str, config_class: type) -> Any:
+    """Parse the config of a model directory made by ``task`` into ``config_class``."""
+    from rnnkit.config import from_dict
+    from rnnkit.errors import ConfigError
+
+    directory = Path(directory)
+    stored = read_model_config(directory)
+    if stored["task"] != task:
+        raise ModelDirError(f"{directory} holds a '{stored['task']}' model, not a {task} model")
+    try:
+        return from_dict(config_class, stored["config"])
+    except (ConfigError, KeyError, TypeError) as err:
+        raise ModelDirError(
+            f"{directory}/config.json is not a valid {task} config: {err}"
+        ) from None
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model for a task")
-    p.add_argument("task", help="the task: cipher")
+    p.add_argument("task", help="the task: cipher or lm")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--config", help="a YAML recipe")
     p.add_argument("--out", help="model directory to write")
@@ -41,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("text", nargs="*", help="ciphertext; '-' reads lines from stdin")
     p.add_argument("--file", help="read ciphertext lines from this file")
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("generate", help="generate text with a language model")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--length", type=int, default=500, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = all)")
+    p.add_argument("--seed", type=int, help="makes sampling repeatable")
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("eval", help="score a model on held-out data")
@@ -158,12 +168,29 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.lm import LMTask
+
+    if args.length < 0 or args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
+        raise RnnkitError("need --length ≥ 0, --temperature ≥ 0, 0 < --top-p ≤ 1, --top-k ≥ 0")
+    task = LMTask.from_dir(args.model, device=args.device)
+    sys.stdout.write(args.prompt)
+    stream = task.generate(
+        args.prompt, args.length, args.temperature, args.top_k, args.top_p, args.seed
+    )
+    for piece in stream:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from rnnkit.tasks import data_dir, load_task
 
     task = load_task(args.model, device=args.device, data_dir=data_dir(args.data_dir))
     if args.data:
-        metrics = task.score(task.read_pairs(args.data))
+        metrics = task.evaluate_file(args.data)
     else:
         metrics = task.evaluate("test")
     if args.json:
@@ -209,4 +236,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "decrypt": cmd_decrypt, "eval": cmd_eval, "demo": cmd_demo}
+COMMANDS = {
+    "train": cmd_train,
+    "decrypt": cmd_decrypt,
+    "generate": cmd_generate,
+    "eval": cmd_eval,
+    "demo": cmd_demo,
+}

@@ -5,6 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# One thread: the test models are tiny, and several torch processes that each spin two threads
+# on a 2-core machine slow each other down many times over.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 

@@ -1,5 +1,6 @@
 """Neural building blocks shared by the tasks."""
 
 from rnnkit.nn.encoder import RecurrentEncoder
+from rnnkit.nn.sampling import filter_logits, sample_next
 
-__all__ = ["RecurrentEncoder"]
+__all__ = ["RecurrentEncoder", "filter_logits", "sample_next"]

@@ -10,7 +10,10 @@ from typing import Any
 from rnnkit import checkpoint as ckpt
 from rnnkit.errors import ConfigError, ModelDirError
 
-TASKS = {"cipher": ("rnnkit.tasks.cipher", "CipherTask")}
+TASKS = {
+    "cipher": ("rnnkit.tasks.cipher", "CipherTask"),
+    "lm": ("rnnkit.tasks.lm", "LMTask"),
+}
 
 
 def task_class(name: str) -> Any:

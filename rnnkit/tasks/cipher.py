@@ -19,7 +19,7 @@ from torch.nn import functional as F
 
 from rnnkit import __version__
 from rnnkit import checkpoint as ckpt
-from rnnkit.config import from_dict, to_dict
+from rnnkit.config import to_dict
 from rnnkit.data.batching import pad
 from rnnkit.data.ciphers import SEED_ALPHABET, RandomSymbols, TextWindows, apply_key, normalise
 from rnnkit.data.vocab import PAD, Vocab
@@ -255,6 +255,10 @@ class CipherTask:
             "loss": loss_sum / max(1, chars),
         }
 
+    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+        """Score a file of ``CIPHERTEXT<TAB>PLAINTEXT`` lines (``rnnkit eval --data``)."""
+        return self.score(self.read_pairs(path))
+
     def read_pairs(self, path: str | Path) -> list[dict[str, torch.Tensor]]:
         """Batches from a file of ``CIPHERTEXT<TAB>PLAINTEXT`` lines (for ``eval --data``)."""
         d = self.config.data
@@ -312,23 +316,11 @@ class CipherTask:
         }
 
     @classmethod
-    def from_config_dict(cls, data: dict[str, Any], data_dir: Path | None = None) -> CipherTask:
-        return cls(from_dict(CipherConfig, data), data_dir)
-
-    @classmethod
     def from_dir(
         cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
     ) -> CipherTask:
         directory = Path(directory)
-        stored = ckpt.read_model_config(directory)
-        if stored["task"] != cls.name:
-            raise ModelDirError(f"{directory} holds a '{stored['task']}' model, not a cipher model")
-        try:
-            task = cls.from_config_dict(stored["config"], data_dir)
-        except (ConfigError, KeyError) as err:
-            raise ModelDirError(
-                f"{directory}/config.json is not a valid cipher config: {err}"
-            ) from None
+        task = cls(ckpt.read_task_config(directory, cls.name, CipherConfig), data_dir)
         if Vocab.load(directory / "vocab.json") != task.vocab:
             raise ModelDirError(
                 f"{directory}/vocab.json does not match the alphabet in config.json"

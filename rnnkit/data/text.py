@@ -1,0 +1,73 @@
+"""Plain text: reading, tokenising at character or word level, and laying out token streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from rnnkit.errors import DataError
+
+Level = Literal["char", "word"]
+EOS = "<eos>"
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents; a missing or undecodable file is a DataError naming it."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError("file not found", str(path)) from None
+    except IsADirectoryError:
+        raise DataError("is a directory, not a text file", str(path)) from None
+    except UnicodeDecodeError as err:
+        data = path.read_bytes()
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"not UTF-8 text (byte {err.start})", str(path), line) from None
+
+
+def tokenize(text: str, level: Level) -> list[str]:
+    """Characters, or whitespace-separated words with ``<eos>`` closing every line.
+
+    The word level follows the WikiText convention used by pytorch/examples: each line's words,
+    then ``<eos>``; blank lines contribute only their ``<eos>``.
+    """
+    if level == "char":
+        return list(text)
+    tokens: list[str] = []
+    for line in text.splitlines():
+        tokens.extend(line.split())
+        tokens.append(EOS)
+    return tokens
+
+
+def detokenize(tokens: list[str], level: Level) -> str:
+    """Inverse of :func:`tokenize` up to whitespace: words are joined by spaces."""
+    if level == "char":
+        return "".join(tokens)
+    return " ".join(tokens).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+
+
+def as_streams(ids: torch.Tensor, streams: int) -> torch.Tensor:
+    """Lay a 1-D token stream out as ``streams`` parallel rows: ``(streams, length)``.
+
+    Row ``b`` holds the ``b``-th contiguous slice of the corpus, so consecutive windows of one
+    row continue each other and a hidden state can be carried from window to window. The tail
+    that does not fill every row is dropped (fewer than ``streams`` tokens).
+    """
+    length = ids.numel() // streams
+    if length < 2:
+        raise DataError(f"text of {ids.numel()} tokens is too short for {streams} streams")
+    return ids[: length * streams].view(streams, length)
+
+
+def windows(rows: torch.Tensor, bptt: int, offset: int = 0) -> list[tuple[int, int]]:
+    """``(start, length)`` of the BPTT windows over ``rows`` ``(streams, length)``.
+
+    Each window predicts ``rows[:, start + 1 : start + 1 + length]`` from
+    ``rows[:, start : start + length]``; windows tile the rows from ``offset`` on.
+    """
+    last = rows.shape[1] - 1
+    return [(s, min(bptt, last - s)) for s in range(offset, last, bptt)]

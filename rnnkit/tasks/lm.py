@@ -1,0 +1,313 @@
+"""Language models: predict the next character or word; generate text from a prompt.
+
+Training reads the corpus as ``batch_size`` contiguous parallel streams cut into BPTT windows; the
+recurrent state flows from one window to the next and is detached between them (truncated
+backpropagation through time), as in pytorch/examples and AWD-LSTM, instead of padded sentences.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rnnkit import __version__
+from rnnkit import checkpoint as ckpt
+from rnnkit.config import to_dict
+from rnnkit.data.text import EOS, Level, as_streams, read_text, tokenize, windows
+from rnnkit.data.vocab import PAD, UNK, Vocab
+from rnnkit.errors import ConfigError
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType
+from rnnkit.nn.sampling import sample_next
+from rnnkit.runtime import pick_device
+from rnnkit.train import TrainConfig
+
+
+@dataclass
+class LMDataConfig:
+    level: Level = "char"
+    train: str = ""  # a text file, absolute or inside the data directory
+    valid: str = ""  # "" = the last valid_fraction of the training file
+    test: str = ""  # "" = score the validation text
+    valid_fraction: float = 0.1
+    min_freq: int = 1  # rarer tokens become <unk>
+    max_vocab: int | None = None
+    bptt: int = 128  # tokens per truncated-BPTT window
+    random_offset: bool = True  # shift the window grid by a random amount each epoch
+    eval_streams: int = 16  # parallel streams when scoring
+
+    def validate(self) -> None:
+        if not self.train:
+            raise ConfigError("data.train must name a text file")
+        if not 0 < self.valid_fraction < 1:
+            raise ConfigError("data.valid_fraction must lie strictly between 0 and 1")
+        if self.bptt < 1:
+            raise ConfigError("data.bptt must be ≥ 1")
+
+
+@dataclass
+class LMModelConfig:
+    embedding_dim: int = 256
+    hidden_size: int = 512
+    rnn: RnnType = "lstm"
+    layers: int = 2
+    dropout: float = 0.2  # between recurrent layers and on their output
+    embedding_dropout: float = 0.1
+    tie_weights: bool = False  # share the input embedding with the output layer
+    adaptive_softmax: bool = False  # for large word vocabularies
+    cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])
+
+    def validate(self) -> None:
+        if self.tie_weights and self.adaptive_softmax:
+            raise ConfigError("model.tie_weights and model.adaptive_softmax cannot both be on")
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(epochs=20, batch_size=64, lr=2e-3, clip_norm=1.0, metric="loss")
+
+
+@dataclass
+class LMConfig:
+    task: Literal["lm"] = "lm"
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    model: LMModelConfig = field(default_factory=LMModelConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+
+
+class LanguageModel(nn.Module):
+    """embedding → dropout → recurrent encoder → dropout → softmax (full, tied or adaptive)."""
+
+    def __init__(self, vocab_size: int, config: LMModelConfig):
+        super().__init__()
+        c = config
+        self.embed = nn.Embedding(vocab_size, c.embedding_dim)
+        self.embed_drop = nn.Dropout(c.embedding_dropout)
+        self.encoder = RecurrentEncoder(
+            c.embedding_dim, c.hidden_size, rnn=c.rnn, layers=c.layers, dropout=c.dropout
+        )
+        self.drop = nn.Dropout(c.dropout)
+        self.adaptive = None
+        self.proj = None
+        if c.adaptive_softmax:
+            cutoffs = [x for x in c.cutoffs if x < vocab_size - 1]
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
+                c.hidden_size, vocab_size, cutoffs=cutoffs, div_value=4.0
+            )
+        else:
+            width = c.hidden_size
+            if c.tie_weights and c.hidden_size != c.embedding_dim:
+                self.proj = nn.Linear(c.hidden_size, c.embedding_dim)
+                width = c.embedding_dim
+            self.out = nn.Linear(width, vocab_size)
+            if c.tie_weights:
+                self.out.weight = self.embed.weight
+        self.carry: Any = None  # state handed from one training window to the next
+
+    def forward(self, tokens: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """tokens ``(batch, time)`` → features ``(batch, time, hidden)`` and the new state."""
+        hidden, state = self.encoder(self.embed_drop(self.embed(tokens)), None, state)
+        return self.drop(hidden), state
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """features ``(..., hidden)`` → log-probabilities ``(..., vocab)``."""
+        if self.adaptive is not None:
+            flat = self.adaptive.log_prob(features.reshape(-1, features.shape[-1]))
+            return flat.view(*features.shape[:-1], -1)
+        if self.proj is not None:
+            features = self.proj(features)
+        return F.log_softmax(self.out(features), dim=-1)
+
+    def nll(self, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Summed negative log-likelihood of ``target`` ``(batch, time)``."""
+        flat = features.reshape(-1, features.shape[-1])
+        if self.adaptive is not None:
+            return -self.adaptive(flat, target.reshape(-1)).output.sum()
+        if self.proj is not None:
+            flat = self.proj(flat)
+        return F.cross_entropy(self.out(flat), target.reshape(-1), reduction="sum")
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Mean NLL per token of one BPTT window; carries the state to the next window."""
+        if batch["reset"]:
+            self.carry = None
+        features, state = self(batch["input"], self.carry)
+        self.carry = _detach(state)
+        return self.nll(features, batch["target"]) / batch["target"].numel()
+
+
+def _detach(state: Any) -> Any:
+    if isinstance(state, tuple):
+        return tuple(s.detach() for s in state)
+    return state.detach()
+
+
+class _Windows:
+    """One epoch of BPTT windows over the training streams."""
+
+    def __init__(self, rows: torch.Tensor, bptt: int, offset: int):
+        self.rows = rows
+        self.spans = windows(rows, bptt, offset)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i, (start, length) in enumerate(self.spans):
+            yield {
+                "input": self.rows[:, start : start + length],
+                "target": self.rows[:, start + 1 : start + 1 + length],
+                "reset": i == 0,
+            }
+
+
+class LMTask:
+    """Builds the language model and its token streams; scores, generates, saves."""
+
+    name = "lm"
+    default_metric = "loss"
+
+    @staticmethod
+    def config_class() -> type[LMConfig]:
+        return LMConfig
+
+    def __init__(self, config: LMConfig, data_dir: Path | None = None, vocab: Vocab | None = None):
+        self.config = config
+        self.data_dir = data_dir
+        self.level = config.data.level
+        self._ids: dict[str, torch.Tensor] = {}
+        self.vocab = vocab if vocab is not None else self._build_vocab()
+        self.model = LanguageModel(len(self.vocab), config.model)
+
+    # ------------------------------------------------------------------ data
+    def _path(self, name: str) -> Path:
+        path = Path(name).expanduser()
+        return path if path.is_absolute() or self.data_dir is None else self.data_dir / path
+
+    def _tokens(self, split: str) -> list[str]:
+        d = self.config.data
+        if split == "test" and d.test:
+            return tokenize(read_text(self._path(d.test)), self.level)
+        if split in ("valid", "test") and d.valid:
+            return tokenize(read_text(self._path(d.valid)), self.level)
+        tokens = tokenize(read_text(self._path(d.train)), self.level)
+        cut = int(len(tokens) * (1 - d.valid_fraction)) if not d.valid else len(tokens)
+        return tokens[:cut] if split == "train" else tokens[cut:]
+
+    def _build_vocab(self) -> Vocab:
+        d = self.config.data
+        counts = Counter(self._tokens("train"))
+        return Vocab.build(counts, min_freq=d.min_freq, max_size=d.max_vocab)
+
+    def ids(self, split: str) -> torch.Tensor:
+        """The token ids of a split (``train``, ``valid``, ``test``) as one 1-D tensor."""
+        if split not in self._ids:
+            self._ids[split] = torch.tensor(self.vocab.encode(self._tokens(split)))
+        return self._ids[split]
+
+    def train_batches(self, epoch: int) -> _Windows:
+        d = self.config.data
+        if "train_rows" not in self._ids:
+            self._ids["train_rows"] = as_streams(self.ids("train"), self.config.train.batch_size)
+        offset = 0
+        if d.random_offset:
+            g = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+            offset = int(torch.randint(d.bptt, (1,), generator=g))
+        return _Windows(self._ids["train_rows"], d.bptt, offset)
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, split: str = "dev") -> dict[str, float]:
+        return self.score(self.ids("valid" if split == "dev" else "test"))
+
+    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+        return self.score(torch.tensor(self.vocab.encode(tokenize(read_text(path), self.level))))
+
+    @torch.no_grad()
+    def score(self, ids: torch.Tensor) -> dict[str, float]:
+        """``loss`` (nats per token), ``perplexity`` and, for characters, ``bpc``."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        rows = as_streams(ids, min(self.config.data.eval_streams, max(1, ids.numel() // 2)))
+        rows = rows.to(device)
+        state, total, count = None, 0.0, 0
+        for start, length in windows(rows, self.config.data.bptt):
+            features, state = self.model(rows[:, start : start + length], state)
+            target = rows[:, start + 1 : start + 1 + length]
+            total += float(self.model.nll(features, target))
+            count += target.numel()
+        loss = total / max(1, count)
+        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+        if self.level == "char":
+            metrics["bpc"] = loss / math.log(2)
+        return metrics
+
+    # ------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str = "",
+        length: int = 200,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """Yield ``length`` tokens continuing ``prompt``, one at a time (for streaming).
+
+        Characters come as they are; words come with a trailing space, and ``<eos>`` as a
+        newline. ``temperature=0`` is greedy and needs no seed.
+        """
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+        prompt_tokens = list(prompt) if self.level == "char" else prompt.split()
+        if not prompt_tokens:
+            prompt_tokens = ["\n"] if self.level == "char" and "\n" in self.vocab else [EOS]
+        ids = torch.tensor([self.vocab.encode(prompt_tokens)], device=device)
+        features, state = self.model(ids)
+        banned = [self.vocab.stoi[PAD]]
+        if self.level == "char" and UNK in self.vocab:
+            banned.append(self.vocab.stoi[UNK])
+        for _ in range(length):
+            logits = self.model.log_probs(features[:, -1])
+            logits[:, banned] = float("-inf")
+            token = sample_next(logits, temperature, top_k, top_p, generator)
+            yield self._show(self.vocab.itos[int(token)])
+            features, state = self.model(token.view(1, 1), state)
+
+    def _show(self, token: str) -> str:
+        if self.level == "char":
+            return token
+        return "\n" if token == EOS else token + " "
+
+    def predict(self, prompts: Sequence[str], length: int = 200, **options: Any) -> list[str]:
+        """The continuation of each prompt, as plain strings (greedy unless told otherwise)."""
+        options.setdefault("temperature", 0.0)
+        return ["".join(self.generate(p, length, **options)) for p in prompts]
+
+    # --------------------------------------------------------------- storage
+    def model_files(self) -> dict[str, bytes]:
+        config = {"task": self.name, "rnnkit_version": __version__, "config": to_dict(self.config)}
+        return {
+            "config.json": ckpt.json_bytes(config),
+            "vocab.json": ckpt.json_bytes(self.vocab.to_dict()),
+        }
+
+    @classmethod
+    def from_dir(
+        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
+    ) -> LMTask:
+        directory = Path(directory)
+        config = ckpt.read_task_config(directory, cls.name, LMConfig)
+        vocab = Vocab.load(directory / "vocab.json")
+        task = cls(config, data_dir, vocab=vocab)
+        ckpt.load_weights(task.model, directory / "model.safetensors")
+        task.model.to(pick_device(device)).eval()
+        return task

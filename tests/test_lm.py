@@ -1,0 +1,173 @@
+import json
+
+import pytest
+import torch
+
+from rnnkit.config import from_dict
+from rnnkit.data.text import as_streams, detokenize, tokenize, windows
+from rnnkit.nn.sampling import filter_logits, sample_next
+from rnnkit.tasks.lm import LMConfig, LMTask
+
+from .conftest import run_cli
+
+
+def _task(path, **sections) -> LMTask:
+    raw = {"data": {"train": str(path), "valid": str(path), "eval_streams": 1}}
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    torch.manual_seed(0)
+    return LMTask(from_dict(LMConfig, raw))
+
+
+def test_streams_are_contiguous_slices_and_windows_tile_them():
+    ids = torch.arange(103)
+    rows = as_streams(ids, 4)
+    assert rows.shape == (4, 25)
+    assert rows[1].tolist() == list(range(25, 50))
+    spans = windows(rows, bptt=10)
+    assert spans == [(0, 10), (10, 10), (20, 4)]
+    # Every position but the first of a row is predicted exactly once.
+    assert sum(length for _, length in spans) == rows.shape[1] - 1
+    assert windows(rows, bptt=10, offset=3)[0] == (3, 10)
+
+
+def test_word_tokens_close_lines_with_eos():
+    assert tokenize("a b\n\nc\n", "word") == ["a", "b", "<eos>", "<eos>", "c", "<eos>"]
+    assert detokenize(["a", "b", "<eos>", "c"], "word") == "a b\nc"
+
+
+def test_state_is_carried_across_windows_but_gradients_are_cut(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abcdefgh" * 40)
+    task = _task(path, data={"bptt": 8, "random_offset": False}, train={"batch_size": 2})
+    model = task.model.eval()
+    first, second, *_ = list(task.train_batches(1))
+    assert first["reset"] and not second["reset"]
+    model.loss(first).backward()
+    assert all(not s.requires_grad for s in model.carry)
+    carried = model.loss(second)
+    carried.backward()  # would fail if the graph still reached into the first window
+    model.carry = None
+    fresh = model.loss({**second, "reset": True})
+    assert not torch.allclose(carried, fresh)
+
+
+def test_temperature_zero_is_greedy_and_needs_no_randomness():
+    logits = torch.randn(5, 30)
+    assert torch.equal(sample_next(logits, temperature=0), logits.argmax(-1))
+
+
+def test_top_k_and_top_p_restrict_the_support():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, top_p=0.7)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, top_p=0.81)).tolist() == [[False, False, False, True]]
+    assert not torch.isinf(filter_logits(logits, top_p=0.1))[0, 0]
+    g = torch.Generator().manual_seed(0)
+    draws = sample_next(logits.expand(4000, -1), 1.0, top_k=3, generator=g)
+    assert set(draws.tolist()) == {0, 1, 2}
+    share = (draws == 0).float().mean()
+    assert abs(share - 0.5 / 0.95) < 0.03  # renormalised over the kept tokens
+
+
+def _fit(task: LMTask, steps: int, lr: float = 0.01) -> None:
+    model = task.model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    done = 0
+    while done < steps:
+        for batch in task.train_batches(done):
+            optimizer.zero_grad()
+            model.loss(batch).backward()
+            optimizer.step()
+            done += 1
+    model.eval()
+
+
+SMALL = {"embedding_dim": 16, "hidden_size": 64, "layers": 1, "dropout": 0.0}
+
+
+def test_seed_toy_completes_good_to_good_i_am_fine(tmp_path):
+    path = tmp_path / "three.txt"
+    path.write_text("hey how are you\ngood i am fine\nhave a nice day\n" * 20)
+    task = _task(
+        path,
+        data={"bptt": 32, "random_offset": False},
+        model={**SMALL, "embedding_dropout": 0.0},
+        train={"batch_size": 1},
+    )
+    _fit(task, steps=250)
+    assert task.predict(["good"], length=10) == [" i am fine"]
+
+
+def test_seed_toy_hihell_to_ihello(tmp_path):
+    path = tmp_path / "hihello.txt"
+    path.write_text("hihello")
+    task = _task(
+        path,
+        data={"bptt": 6, "random_offset": False},
+        model={**SMALL, "embedding_dropout": 0.0},
+        train={"batch_size": 1},
+    )
+    _fit(task, steps=100)
+    ids = torch.tensor([task.vocab.encode(list("hihell"))])
+    features, _ = task.model(ids)
+    guess = task.model.log_probs(features).argmax(-1)[0].tolist()
+    assert "".join(task.vocab.decode(guess)) == "ihello"
+
+
+@pytest.mark.parametrize("variant", [{"tie_weights": True}, {"adaptive_softmax": True}])
+def test_tied_and_adaptive_heads_save_and_reload_exactly(tmp_path, variant):
+    from rnnkit import checkpoint as ckpt
+
+    path = tmp_path / "w.txt"
+    path.write_text(" ".join(f"w{i % 37}" for i in range(3000)))
+    task = _task(path, data={"level": "word"}, model={**SMALL, **variant, "cutoffs": [5, 20]})
+    ckpt.save_model(tmp_path / "m", task)
+    loaded = LMTask.from_dir(tmp_path / "m")
+    ids = task.ids("valid")[:50].view(1, -1)
+    task.model.eval()
+    with torch.no_grad():
+        a = task.model.log_probs(task.model(ids)[0])
+        b = loaded.model.log_probs(loaded.model(ids)[0])
+        # The summed NLL agrees with the log-probabilities it is made of.
+        nll = task.model.nll(task.model(ids[:, :-1])[0], ids[:, 1:])
+    assert torch.equal(a, b)
+    expected = -a[:, :-1].gather(-1, ids[:, 1:, None]).sum()
+    torch.testing.assert_close(nll, expected, rtol=1e-4, atol=1e-3)
+    if variant.get("tie_weights"):
+        assert loaded.model.out.weight is loaded.model.embed.weight
+
+
+def test_train_generate_and_eval_through_the_cli(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("the cat sat on the mat. " * 200)
+    out = tmp_path / "lm"
+    result = run_cli(
+        "train", "lm", "--out", str(out), f"data.train={text}", "data.bptt=32",
+        "model.embedding_dim=16", "model.hidden_size=48", "model.layers=1",
+        "train.epochs=6", "train.batch_size=8", "train.lr=0.01", "train.progress=false", "train.device=cpu",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    greedy = [
+        run_cli("generate", "--model", str(out), "--prompt", "the ", "--length", "40",
+                "--temperature", "0").stdout
+        for _ in range(2)
+    ]  # fmt: skip
+    assert greedy[0] == greedy[1] and greedy[0].startswith("the ")
+    assert len(greedy[0]) == len("the ") + 40 + 1
+    sampled = [
+        run_cli("generate", "--model", str(out), "--length", "30", "--seed", str(s)).stdout
+        for s in (1, 1, 2)
+    ]
+    assert sampled[0] == sampled[1] != sampled[2]
+    result = run_cli("eval", "--model", str(out), "--json")
+    metrics = json.loads(result.stdout)
+    assert set(metrics) == {"loss", "perplexity", "bpc"}
+    assert metrics["bpc"] < 2.0  # the text is very repetitive
+    result = run_cli("eval", "--model", str(out), "--data", str(text), "--json")
+    assert json.loads(result.stdout)["loss"] < 1.4
+
+
+def test_generate_refuses_bad_options(tmp_path):
+    result = run_cli("generate", "--model", str(tmp_path), "--top-p", "0")
+    assert result.returncode == 2 and "top-p" in result.stderr
