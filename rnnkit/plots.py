@@ -14,7 +14,7 @@ from rnnkit.checkpoint import atomic_write_bytes  # noqa: E402
 
 
 def plot_training_curve(history: list[dict[str, Any]], metric: str, path: str | Path) -> None:
-    """Two panels against epochs: training loss (log scale) and the dev metric."""
+    """Training loss against epochs (log scale), and the dev metric against minutes."""
     import io
 
     epochs = [rec["epoch"] for rec in history]
@@ -23,8 +23,9 @@ def plot_training_curve(history: list[dict[str, Any]], metric: str, path: str | 
     left.set_yscale("log")
     left.set_xlabel("epoch")
     left.set_title("training loss")
-    right.plot(epochs, [rec.get(metric, float("nan")) for rec in history], marker="o", ms=3)
-    right.set_xlabel("epoch")
+    minutes = [rec["elapsed_s"] / 60 for rec in history]
+    right.plot(minutes, [rec.get(metric, float("nan")) for rec in history], marker="o", ms=3)
+    right.set_xlabel("minutes of training (one point per epoch)")
     right.set_title(f"dev {metric}")
     for ax in (left, right):
         ax.grid(alpha=0.3)

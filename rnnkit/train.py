@@ -35,6 +35,7 @@ class TrainConfig:
 
     epochs: int = 10  # passes over the task's training data
     max_steps: int | None = None  # stop after this many updates, whatever the epoch
+    max_minutes: float | None = None  # stop once training has run this long (wall clock)
     batch_size: int = 64
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1e-3
@@ -251,6 +252,11 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{self.state.loss_sum / (i + 1):.4f}", refresh=False)
                 if c.max_steps and self.state.step >= c.max_steps:
+                    stop = True
+                    break
+                if c.max_minutes is not None and (
+                    elapsed_before + time.perf_counter() - started >= 60 * c.max_minutes
+                ):
                     stop = True
                     break
                 if c.checkpoint_every and self.state.step % c.checkpoint_every == 0:

@@ -145,7 +145,8 @@ def test_train_generate_and_eval_through_the_cli(tmp_path):
     result = run_cli(
         "train", "lm", "--out", str(out), f"data.train={text}", "data.bptt=32",
         "model.embedding_dim=16", "model.hidden_size=48", "model.layers=1",
-        "train.epochs=6", "train.batch_size=8", "train.lr=0.01", "train.progress=false", "train.device=cpu",
+        "train.epochs=6", "train.batch_size=8", "train.lr=0.01",
+        "train.progress=false", "train.device=cpu",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     greedy = [

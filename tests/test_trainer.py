@@ -60,3 +60,11 @@ def test_reloaded_model_predicts_exactly_what_it_predicted(tmp_path):
         before = task.model(batch["source"], batch["mask"])
         after = loaded.model(batch["source"], batch["mask"])
     assert torch.equal(before, after)
+
+
+def test_max_minutes_stops_mid_epoch_and_still_evaluates(tmp_path):
+    task = _task("train.epochs=5", "data.train_messages=200000", "train.max_minutes=0.02")
+    summary = Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 1 and records[0]["step"] < 200000 // 32
+    assert summary["best"] is not None

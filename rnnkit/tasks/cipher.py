@@ -17,15 +17,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnkit import __version__
 from rnnkit import checkpoint as ckpt
-from rnnkit.config import to_dict
 from rnnkit.data.batching import pad
 from rnnkit.data.ciphers import SEED_ALPHABET, RandomSymbols, TextWindows, apply_key, normalise
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType
-from rnnkit.runtime import pick_device
 from rnnkit.train import TrainConfig
 
 # Fixed streams for held-out messages: dev (checked each epoch) and test (``rnnkit eval``).
@@ -309,11 +306,7 @@ class CipherTask:
 
     # --------------------------------------------------------------- storage
     def model_files(self) -> dict[str, bytes]:
-        config = {"task": self.name, "rnnkit_version": __version__, "config": to_dict(self.config)}
-        return {
-            "config.json": ckpt.json_bytes(config),
-            "vocab.json": ckpt.json_bytes(self.vocab.to_dict()),
-        }
+        return ckpt.task_files(self)
 
     @classmethod
     def from_dir(
@@ -325,9 +318,7 @@ class CipherTask:
             raise ModelDirError(
                 f"{directory}/vocab.json does not match the alphabet in config.json"
             )
-        ckpt.load_weights(task.model, directory / "model.safetensors")
-        task.model.to(pick_device(device)).eval()
-        return task
+        return ckpt.load_trained(task, directory, device)
 
 
 def _resolve(name: str, data_dir: Path | None) -> Path:

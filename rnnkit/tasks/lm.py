@@ -18,15 +18,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnkit import __version__
 from rnnkit import checkpoint as ckpt
-from rnnkit.config import to_dict
 from rnnkit.data.text import EOS, Level, as_streams, read_text, tokenize, windows
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType
 from rnnkit.nn.sampling import sample_next
-from rnnkit.runtime import pick_device
 from rnnkit.train import TrainConfig
 
 
@@ -294,11 +291,7 @@ class LMTask:
 
     # --------------------------------------------------------------- storage
     def model_files(self) -> dict[str, bytes]:
-        config = {"task": self.name, "rnnkit_version": __version__, "config": to_dict(self.config)}
-        return {
-            "config.json": ckpt.json_bytes(config),
-            "vocab.json": ckpt.json_bytes(self.vocab.to_dict()),
-        }
+        return ckpt.task_files(self)
 
     @classmethod
     def from_dir(
@@ -307,7 +300,4 @@ class LMTask:
         directory = Path(directory)
         config = ckpt.read_task_config(directory, cls.name, LMConfig)
         vocab = Vocab.load(directory / "vocab.json")
-        task = cls(config, data_dir, vocab=vocab)
-        ckpt.load_weights(task.model, directory / "model.safetensors")
-        task.model.to(pick_device(device)).eval()
-        return task
+        return ckpt.load_trained(cls(config, data_dir, vocab=vocab), directory, device)

@@ -1,0 +1,517 @@
+"""Benchmark: rnnkit's language-model training loop against a plain PyTorch loop, the machine's
+matrix-multiply rate, and generation speed, for one LM recipe on one machine.
+
+Measured in one process, on the device the recipe picks (``train.device``, ``auto`` by default):
+
+1. **rnnkit training throughput** (tokens/s): the task is built the CLI's way
+   (``build_task("lm", config, data_dir)``), the optimizer is the ``Trainer``'s own (so fused
+   Adam and the rest are the same), and the timed loop walks ``task.train_batches(epoch)`` doing
+   what ``Trainer.fit`` does per batch: loss, ``zero_grad(set_to_none=True)``, backward,
+   ``clip_grad_norm_`` with ``train.clip_norm``, step, ``float(loss)``. No validation.
+2. **plain loop throughput** (tokens/s): the same model written by hand — ``nn.Embedding`` →
+   dropout → ``nn.LSTM``/``GRU``/``RNN`` (``batch_first``, same layers and dropout) → dropout →
+   ``nn.Linear`` (tied, or adaptive softmax, when the recipe says so) — over the same token
+   tensor (``task.ids("train")`` laid out by ``as_streams``) in the same BPTT windows, the state
+   carried and detached between windows, plain ``torch.optim.Adam`` (not fused) with the same
+   learning rate, and ``clip_grad_norm_``. The ratio rnnkit/plain is the toolkit's overhead
+   (about 1.0 is the goal). The two loops run in alternating rounds (``--rounds``) so that
+   drifting machine load hits both alike; each starts with 3 untimed warm-up steps.
+3. **matrix-multiply rate** (GFLOP/s) of float32 ``torch.mm``: a 2048x2048 square product (the
+   peak), and per recurrent layer the product one time step of the cell stands for,
+   ``(batch x (input+hidden)) @ ((input+hidden) x gates*hidden)``. Model FLOPs per token are
+   counted analytically: per layer ``2*G*H*(in+H)`` forward (G = 4 gates for LSTM, 3 for GRU, 1
+   for RNN), the output layer ``2*H*V`` (with a tied projection ``2*H*E + 2*E*V``; with an
+   adaptive softmax only its head, ``2*H*(cutoffs[0] + clusters)``, an underestimate), and
+   training = 3 x forward. Achieved GFLOP/s = tokens/s x FLOPs/token, also as a share of peak.
+4. **generation speed** (tokens/s): ``task.generate(prompt, length=N, temperature=0.8, seed=0)``
+   consumed to the end (batch 1), with the model trained by (1) for a few seconds.
+
+Run from anywhere (relative paths fall back to the repository root), on an otherwise idle
+machine; the report says how much CPU other processes used while it ran::
+
+    .venv/bin/python bench/lm.py                                  # shakespeare-char, ~1 min
+    .venv/bin/python bench/lm.py --config configs/X.yaml model.hidden_size=256
+    .venv/bin/python bench/lm.py --append bench/RESULTS.md        # also append the report
+    .venv/bin/python bench/lm.py --quick                          # ~15 s smoke run
+
+``key=value`` overrides work as on the CLI. The markdown report goes to stdout, progress to
+stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from machine import cpu_model, cpu_ticks, others_share
+from torch import nn
+from torch.nn import functional as F
+
+from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
+from rnnkit.data.batching import move
+from rnnkit.data.text import as_streams, windows
+from rnnkit.errors import RnnkitError
+from rnnkit.tasks import build_task
+from rnnkit.tasks.lm import LMConfig, LMModelConfig, LMTask
+from rnnkit.train import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = "configs/shakespeare-char.yaml"
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+PEAK_SIZE = 2048
+WARMUP_STEPS = 3
+TEMPERATURE = 0.8
+# Flag values that --quick changes (each may still be given explicitly).
+FULL = {"seconds": 20.0, "matmul_seconds": 3.0, "gen_tokens": 500, "rounds": 2}
+QUICK = {"seconds": 2.0, "matmul_seconds": 0.5, "gen_tokens": 100, "rounds": 1}
+# Other processes busier than this share of the CPU during the run make the timings suspect.
+BUSY_SHARE = 0.05
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Span:
+    """Training work timed so far for one side."""
+
+    tokens: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+Step = Callable[[], int]  # one training update; returns the number of target tokens
+
+
+def run_for(step: Step, seconds: float, span: Span) -> None:
+    """Call ``step`` until ``seconds`` have passed; add the work to ``span``.
+
+    Each step ends by reading the loss as a Python float, which waits for the device.
+    """
+    start = time.perf_counter()
+    while True:
+        span.tokens += step()
+        span.steps += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+    span.seconds += elapsed
+
+
+def endless(batches_of_epoch: Callable[[int], Iterable[Any]]) -> Iterator[Any]:
+    """Epoch 1's batches, then epoch 2's, and so on."""
+    epoch = 0
+    while True:
+        epoch += 1
+        yield from batches_of_epoch(epoch)
+
+
+# -------------------------------------------------------------------------------- rnnkit
+class RnnkitLoop:
+    """``Trainer.fit``'s per-batch work, with the Trainer's model, device and optimizer."""
+
+    def __init__(self, task: LMTask, trainer: Trainer):
+        self.trainer = trainer
+        self.batches = endless(task.train_batches)
+        self.autocast = trainer.device.type == "cuda" and trainer.config.amp
+        trainer.model.train()
+
+    def step(self) -> int:
+        t, c = self.trainer, self.trainer.config
+        for group in t.optimizer.param_groups:
+            group["lr"] = c.lr  # the Trainer sets it every step (no schedule here)
+        batch = move(next(self.batches), t.device)
+        with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss = t.model.loss(batch)
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.clip_norm:
+            torch.nn.utils.clip_grad_norm_(t.model.parameters(), c.clip_norm)
+        t.optimizer.step()
+        float(loss.detach())  # the Trainer reads the loss every step
+        return batch["target"].numel()
+
+
+# ---------------------------------------------------------------------------- plain loop
+class PlainLM(nn.Module):
+    """The same network as rnnkit's, written directly with torch.nn."""
+
+    def __init__(self, vocab_size: int, m: LMModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, m.embedding_dim)
+        self.embed_drop = nn.Dropout(m.embedding_dropout)
+        self.rnn = CELLS[m.rnn](
+            m.embedding_dim,
+            m.hidden_size,
+            num_layers=m.layers,
+            dropout=m.dropout if m.layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.drop = nn.Dropout(m.dropout)
+        self.proj: nn.Linear | None = None
+        self.adaptive: nn.AdaptiveLogSoftmaxWithLoss | None = None
+        if m.adaptive_softmax:
+            cutoffs = [x for x in m.cutoffs if x < vocab_size - 1]
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
+                m.hidden_size, vocab_size, cutoffs=cutoffs, div_value=4.0
+            )
+            return
+        width = m.hidden_size
+        if m.tie_weights and m.hidden_size != m.embedding_dim:
+            self.proj = nn.Linear(m.hidden_size, m.embedding_dim)
+            width = m.embedding_dim
+        self.out = nn.Linear(width, vocab_size)
+        if m.tie_weights:
+            self.out.weight = self.embed.weight
+
+    def forward(
+        self, tokens: torch.Tensor, target: torch.Tensor, state: Any
+    ) -> tuple[torch.Tensor, Any]:
+        """Mean cross-entropy of ``target`` given ``tokens`` (both ``(batch, time)``)."""
+        output, state = self.rnn(self.embed_drop(self.embed(tokens)), state)
+        flat = self.drop(output).reshape(-1, output.shape[-1])
+        if self.adaptive is not None:
+            return self.adaptive(flat, target.reshape(-1)).loss, state
+        if self.proj is not None:
+            flat = self.proj(flat)
+        return F.cross_entropy(self.out(flat), target.reshape(-1)), state
+
+
+class PlainLoop:
+    """A hand-written truncated-BPTT loop over the same streams and windows."""
+
+    def __init__(self, task: LMTask, config: LMConfig, device: torch.device):
+        torch.manual_seed(config.train.seed)
+        self.model = PlainLM(len(task.vocab), config.model).to(device)
+        self.model.train()
+        t = config.train
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay
+        )
+        self.clip_norm = t.clip_norm
+        self.autocast = device.type == "cuda" and t.amp
+        self.device = device
+        self.rows = as_streams(task.ids("train"), t.batch_size).to(device)
+        self.spans = windows(self.rows, config.data.bptt)
+        self.position = 0
+        self.state: Any = None
+
+    def step(self) -> int:
+        if self.position == len(self.spans):
+            self.position, self.state = 0, None  # a new epoch starts from a fresh state
+        start, length = self.spans[self.position]
+        self.position += 1
+        tokens = self.rows[:, start : start + length]
+        target = self.rows[:, start + 1 : start + 1 + length]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss, state = self.model(tokens, target, self.state)
+        self.state = (
+            tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+        self.optimizer.step()
+        float(loss.detach())
+        return target.numel()
+
+
+# --------------------------------------------------------------------------------- FLOPs
+@dataclass
+class MatmulRate:
+    m: int
+    k: int
+    n: int
+    gflops: float
+    label: str
+
+    @property
+    def shape(self) -> str:
+        return f"{self.m}x{self.k} @ {self.k}x{self.n}"
+
+
+def matmul_rate(m: int, k: int, n: int, seconds: float, device: torch.device) -> float:
+    """GFLOP/s of float32 ``torch.mm`` of an ``m x k`` by a ``k x n`` matrix."""
+    a = torch.randn(m, k, device=device)
+    b = torch.randn(k, n, device=device)
+    out = torch.empty(m, n, device=device)
+    inner = max(1, 10_000_000 // (m * k * n))  # calls between clock reads for small products
+    for _ in range(2):
+        torch.mm(a, b, out=out)
+    synchronize(device)
+    calls = 0
+    start = time.perf_counter()
+    while True:
+        for _ in range(inner):
+            torch.mm(a, b, out=out)
+        synchronize(device)
+        calls += inner
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return 2 * m * k * n * calls / elapsed / 1e9
+
+
+def layer_inputs(m: LMModelConfig) -> list[int]:
+    """The input width of each recurrent layer."""
+    return [m.embedding_dim] + [m.hidden_size] * (m.layers - 1)
+
+
+def step_shapes(config: LMConfig) -> list[tuple[int, int, int, str]]:
+    """``(m, k, n, label)`` of one time step's product per distinct recurrent-layer shape."""
+    m = config.model
+    gates = GATES[m.rnn] * m.hidden_size
+    shapes: list[tuple[int, int, int, str]] = []
+    for layer, width in enumerate(layer_inputs(m), start=1):
+        shape = (config.train.batch_size, width + m.hidden_size, gates)
+        if shape not in [s[:3] for s in shapes]:
+            label = (
+                f"layer {layer}" if m.layers == 1 or layer == 1 else f"layers {layer}-{m.layers}"
+            )
+            shapes.append((*shape, label))
+    return shapes
+
+
+def flops_per_token(m: LMModelConfig, vocab_size: int) -> tuple[int, str]:
+    """Training FLOPs per token (3 x forward) and how the output layer was counted."""
+    gates, hidden = GATES[m.rnn], m.hidden_size
+    forward = sum(2 * gates * hidden * (width + hidden) for width in layer_inputs(m))
+    if m.adaptive_softmax:
+        cutoffs = [x for x in m.cutoffs if x < vocab_size - 1]
+        head = (cutoffs[0] if cutoffs else vocab_size) + len(cutoffs)
+        forward += 2 * hidden * head
+        how = f"adaptive softmax: head only, 2*H*{head} (cutoffs[0] + clusters; an underestimate)"
+    elif m.tie_weights and hidden != m.embedding_dim:
+        forward += 2 * hidden * m.embedding_dim + 2 * m.embedding_dim * vocab_size
+        how = "tied: projection 2*H*E + output 2*E*V"
+    else:
+        forward += 2 * hidden * vocab_size
+        how = "output 2*H*V"
+    return 3 * forward, how
+
+
+# ---------------------------------------------------------------------------- generation
+def generation_rate(task: LMTask, prompt: str, length: int) -> tuple[float, float]:
+    """(tokens/s, seconds) of generating ``length`` tokens after a short untimed warm-up."""
+    for _ in task.generate(prompt, length=4, temperature=TEMPERATURE, seed=0):
+        pass
+    start = time.perf_counter()
+    count = sum(1 for _ in task.generate(prompt, length=length, temperature=TEMPERATURE, seed=0))
+    elapsed = time.perf_counter() - start
+    return count / elapsed, elapsed
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+# ------------------------------------------------------------------------------ results
+@dataclass
+class Results:
+    kit: Span = field(default_factory=Span)
+    plain: Span = field(default_factory=Span)
+    peak: float = 0.0
+    steps: list[MatmulRate] = field(default_factory=list)
+    generation: float = 0.0
+    generation_seconds: float = 0.0
+    others: float | None = None
+    optimizer: str = ""  # the Trainer's optimizer, in words
+    device: str = "cpu"
+
+
+def measure(config: LMConfig, task: LMTask, args: argparse.Namespace) -> Results:
+    results = Results()
+    before = cpu_ticks()
+    with tempfile.TemporaryDirectory(prefix="bench-lm-") as tmp:
+        trainer = Trainer(task, config.train, tmp, log=lambda _: None)
+        results.optimizer = describe_optimizer(trainer.optimizer)
+        results.device = str(trainer.device)
+        kit = RnnkitLoop(task, trainer)
+        plain = PlainLoop(task, config, trainer.device)
+        for _ in range(WARMUP_STEPS):
+            kit.step()
+            plain.step()
+        share = args.seconds / args.rounds
+        for r in range(1, args.rounds + 1):
+            progress(f"training, round {r}/{args.rounds}: rnnkit, then plain, {share:g} s each")
+            run_for(kit.step, share, results.kit)
+            run_for(plain.step, share, results.plain)
+        progress(f"  rnnkit {results.kit.rate:,.0f} tok/s, plain {results.plain.rate:,.0f} tok/s")
+        device = trainer.device
+        progress(f"matmul {PEAK_SIZE}x{PEAK_SIZE}")
+        results.peak = matmul_rate(PEAK_SIZE, PEAK_SIZE, PEAK_SIZE, args.matmul_seconds, device)
+        for m, k, n, label in step_shapes(config):
+            progress(f"matmul {m}x{k} @ {k}x{n}")
+            rate = matmul_rate(m, k, n, args.matmul_seconds, device)
+            results.steps.append(MatmulRate(m, k, n, rate, label))
+        progress(f"generating {args.gen_tokens} tokens")
+        results.generation, results.generation_seconds = generation_rate(
+            task, args.prompt, args.gen_tokens
+        )
+    results.others = others_share(before)
+    return results
+
+
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    fused = optimizer.defaults.get("fused")
+    return f"{type(optimizer).__name__}{' (fused)' if fused else ''}"
+
+
+def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Namespace) -> str:
+    m, t, d = config.model, config.train, config.data
+    vocab = len(task.vocab)
+    flops, how = flops_per_token(m, vocab)
+    kit_gflops = results.kit.rate * flops / 1e9
+    plain_gflops = results.plain.rate * flops / 1e9
+    ratio = results.kit.rate / results.plain.rate if results.plain.rate else float("nan")
+    autocast = results.device.startswith("cuda") and t.amp
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    threads = "torch default"
+    if args.threads is not None:
+        threads = "set by --threads"
+    elif os.environ.get("OMP_NUM_THREADS"):
+        threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    if results.others is None:
+        contention = "other processes' CPU use during the run: unknown"
+    else:
+        contention = f"other processes used {results.others:.0%} of the CPU during the run"
+    warning = []
+    if results.others is not None and results.others > BUSY_SHARE:
+        warning = [
+            "- **warning**: the CPU was shared with other work; these timings are unreliable"
+        ]
+    output = "adaptive softmax" if m.adaptive_softmax else "tied" if m.tie_weights else "full"
+    lines = [
+        f"### LM benchmark: rnnkit vs plain PyTorch ({now}){' [quick]' if args.quick else ''}",
+        "",
+        f"- command: `{shlex.join(['python', *sys.argv])}`",
+        f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
+        f"device {results.device}, torch threads {torch.get_num_threads()} ({threads}); "
+        f"{contention}",
+        *warning,
+        f"- recipe: `{args.config}`, data {d.train} ({d.level} level), "
+        f"{task.ids('train').numel():,} training tokens",
+        f"- sizes: embedding {m.embedding_dim}, hidden {m.hidden_size}, layers {m.layers}, "
+        f"rnn {m.rnn}, vocab {vocab:,}, output {output}, batch {t.batch_size}, bptt {d.bptt}; "
+        f"dropout {m.dropout}, embedding dropout {m.embedding_dropout}"
+        f"{', bf16 autocast on both sides' if autocast else ''}",
+        f"- rnnkit: {results.optimizer} lr {t.lr}, clip_norm {t.clip_norm}; plain: Adam "
+        f"(not fused) lr {t.lr}, clip_norm {t.clip_norm}",
+        f"- training: {WARMUP_STEPS} warm-up steps, then {args.seconds:g} s per side in "
+        f"{args.rounds} alternating round(s): rnnkit {results.kit.steps:,} steps in "
+        f"{results.kit.seconds:.1f} s, plain {results.plain.steps:,} steps in "
+        f"{results.plain.seconds:.1f} s",
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        f"| rnnkit training, tokens/s | {results.kit.rate:,.0f} |",
+        f"| plain loop training, tokens/s | {results.plain.rate:,.0f} |",
+        f"| ratio rnnkit / plain | **{ratio:.3f}** |",
+        f"| model FLOPs per token (training = 3 x forward) | {flops / 1e6:,.3f} M |",
+        f"| achieved GFLOP/s, rnnkit (plain) | {kit_gflops:,.2f} ({plain_gflops:,.2f}) |",
+        f"| matmul peak GFLOP/s ({PEAK_SIZE}x{PEAK_SIZE} float32) | {results.peak:,.1f} |",
+    ]
+    for rate in results.steps:
+        lines.append(
+            f"| matmul GFLOP/s, one step of {rate.label} ({rate.shape}) | {rate.gflops:,.1f} |"
+        )
+    peak = results.peak or float("nan")
+    lines += [
+        f"| fraction of peak, rnnkit (plain) | {kit_gflops / peak:.1%} "
+        f"({plain_gflops / peak:.1%}) |",
+        f"| generation tokens/s (batch 1, {args.gen_tokens} tokens, temperature {TEMPERATURE}) "
+        f"| {results.generation:,.0f} |",
+        "",
+        f"- FLOPs: per layer 2*G*H*(in+H) with G={GATES[m.rnn]} ({m.rnn}), {how}; "
+        "elementwise gate math, softmax and the optimizer not counted",
+        f"- generation: {results.generation_seconds:.2f} s for {args.gen_tokens} tokens, prompt "
+        f"{args.prompt!r}, model trained {results.kit.seconds:.0f} s by the rnnkit loop",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ main
+def resolve(path: str) -> Path:
+    """``path`` as given, or inside the repository root when it is relative and absent."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
+        return REPO / p
+    return p
+
+
+def load_config(args: argparse.Namespace) -> LMConfig:
+    base = read_yaml(resolve(args.config))
+    if base.get("task", "lm") != "lm":
+        raise SystemExit(f"{args.config} is a '{base['task']}' recipe, not 'lm'")
+    return from_dict(LMConfig, merge(base, parse_overrides(args.overrides)))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
+    parser.add_argument("--quick", action="store_true", help="~2 s spans, 100 generated tokens")
+    parser.add_argument("--append", type=Path, help="also append the report to this file")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument("--seconds", type=float, help="training time per side (20; quick 2)")
+    parser.add_argument("--rounds", type=int, help="alternating rounds per side (2; quick 1)")
+    parser.add_argument("--matmul-seconds", type=float, help="time per matmul shape (3; quick 0.5)")
+    parser.add_argument("--gen-tokens", type=int, help="tokens to generate (500; quick 100)")
+    parser.add_argument("--prompt", default="", help="generation prompt (default: none)")
+    args = parser.parse_intermixed_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.rounds < 1 or args.seconds <= 0 or args.gen_tokens < 1:
+        parser.error("--rounds and --gen-tokens must be ≥ 1 and --seconds > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        config = load_config(args)
+        progress(
+            f"building the task ({config.data.train}, torch threads {torch.get_num_threads()})"
+        )
+        task = build_task("lm", config, resolve(args.data_dir))
+        results = measure(config, task, args)
+    except RnnkitError as err:
+        progress(f"error: {err}")
+        return 2
+    text = report(config, task, results, args)
+    print(text)
+    if args.append:
+        args.append.parent.mkdir(parents=True, exist_ok=True)
+        with args.append.open("a", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+        progress(f"appended to {args.append}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
