@@ -131,7 +131,12 @@ class Trainer:
         total = self.config.epochs * steps_per_epoch
         return min(total, self.config.max_steps) if self.config.max_steps else total
 
-    def _lr_at(self, step: int, total: int) -> float:
+    def _lr_at(self, step: int, total: int, minutes: float = 0.0) -> float:
+        """The learning rate for ``step`` of ``total``, ``minutes`` into training.
+
+        With ``max_minutes`` set, linear and cosine decay follow whichever budget runs out
+        first, steps or time, so the rate reaches its end as the time budget does.
+        """
         c = self.config
         factor = 1.0
         if c.warmup_steps and step < c.warmup_steps:
@@ -139,6 +144,8 @@ class Trainer:
         elif c.schedule in ("linear", "cosine"):
             span = max(1, total - c.warmup_steps)
             progress = min(1.0, (step - c.warmup_steps) / span)
+            if c.max_minutes:
+                progress = max(progress, min(1.0, minutes / c.max_minutes))
             if c.schedule == "linear":
                 factor = 1.0 - progress
             else:
@@ -235,7 +242,8 @@ class Trainer:
             for i, batch in enumerate(batches):
                 if i < self.state.batch_in_epoch:
                     continue  # already trained on before the run was interrupted
-                lr = self._lr_at(self.state.step, total)
+                minutes = (elapsed_before + time.perf_counter() - started) / 60
+                lr = self._lr_at(self.state.step, total, minutes)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 batch = move(batch, self.device)

@@ -68,3 +68,11 @@ def test_max_minutes_stops_mid_epoch_and_still_evaluates(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["step"] < 200000 // 32
     assert summary["best"] is not None
+
+
+def test_schedule_follows_the_time_budget_when_it_ends_first():
+    task = _task("train.schedule=linear", "train.lr=1.0", "train.max_minutes=10")
+    trainer = Trainer(task, task.config.train, "unused", log=lambda m: None)
+    assert trainer._lr_at(10, 1000, minutes=0.0) == 0.99
+    assert trainer._lr_at(10, 1000, minutes=5.0) == 0.5
+    assert trainer._lr_at(10, 1000, minutes=10.0) == 0.0
