@@ -172,3 +172,18 @@ def test_train_generate_and_eval_through_the_cli(tmp_path):
 def test_generate_refuses_bad_options(tmp_path):
     result = run_cli("generate", "--model", str(tmp_path), "--top-p", "0")
     assert result.returncode == 2 and "top-p" in result.stderr
+
+
+def test_generation_starts_as_if_after_a_line_break(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("ab\nba\n" * 50)
+    task = _task(path, model=SMALL)
+    task.model.eval()
+    ids = torch.tensor([task.vocab.encode(list("\nab"))])
+    with torch.no_grad():
+        features, _ = task.model(ids)
+        first = task.model.log_probs(features[:, -1])
+    first[:, task.vocab.stoi["<pad>"]] = float("-inf")
+    first[:, task.vocab.stoi["<unk>"]] = float("-inf")
+    expected = task.vocab.itos[int(first.argmax())]
+    assert next(task.generate("ab", length=1, temperature=0)) == expected

@@ -265,8 +265,12 @@ class LMTask:
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else torch.seed())
         prompt_tokens = list(prompt) if self.level == "char" else prompt.split()
-        if not prompt_tokens:
-            prompt_tokens = ["\n"] if self.level == "char" and "\n" in self.vocab else [EOS]
+        # Read a line break first. The model learned from states carried along the stream, and
+        # from an all-zero state a short prompt is out of its experience (greedy "JULIET:" went
+        # on "WXIW..."); after a line break it is where lines of its corpus begin.
+        start = "\n" if self.level == "char" else EOS
+        if start in self.vocab:
+            prompt_tokens = [start, *prompt_tokens]
         ids = torch.tensor([self.vocab.encode(prompt_tokens)], device=device)
         features, state = self.model(ids)
         banned = [self.vocab.stoi[PAD]]
