@@ -263,6 +263,8 @@ def rnnkit_config(
     }
     if short_epochs:
         overrides["data"]["train_messages"] = args.rnnkit_epoch_messages
+    if args.rnnkit_batch:
+        overrides["train"]["batch_size"] = args.rnnkit_batch
     return from_dict(CipherConfig, merge(to_dict(CipherConfig()), overrides))
 
 
@@ -356,7 +358,26 @@ def training_seconds(result: SideResult) -> float:
     return result.target.messages / rate if rate else float("nan")
 
 
-def size_section(embedding_dim: int, hidden: int, seed: SideResult, kit: SideResult) -> str:
+def flops_per_message(embedding_dim: int, hidden: int, length: int = 32, vocab: int = 28) -> float:
+    """Training FLOPs for one message: LSTM (4 gates) and output layer, forward x 3."""
+    per_symbol = 2 * 4 * hidden * (embedding_dim + hidden) + 2 * hidden * vocab
+    return 3.0 * length * per_symbol
+
+
+def matmul_peak(seconds: float = 2.0) -> float:
+    """The machine's float32 matrix-multiply rate (GFLOP/s) on 2048x2048 products."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    torch.mm(a, b)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        count += 1
+    return count * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
+
+
+def size_section(
+    embedding_dim: int, hidden: int, seed: SideResult, kit: SideResult, peak: float
+) -> str:
     """The table and notes for one model size."""
     rows = [
         f"#### embedding {embedding_dim}, hidden {hidden}",
@@ -370,9 +391,15 @@ def size_section(embedding_dim: int, hidden: int, seed: SideResult, kit: SideRes
             f"| {result.target.accuracy:.4f} |"
         )
     ratio = kit.throughput.rate / seed.throughput.rate if seed.throughput.rate else float("nan")
+    flops = flops_per_message(embedding_dim, hidden)
+    seed_gflops = seed.throughput.rate * flops / 1e9
+    kit_gflops = kit.throughput.rate * flops / 1e9
     rows += [
         "",
         f"- throughput ratio rnnkit/seed: **{ratio:.1f}x**",
+        f"- compute: {flops / 1e6:.2f} MFLOP per training message; seed {seed_gflops:.2f} GFLOP/s, "
+        f"rnnkit {kit_gflops:.2f} GFLOP/s, of a {peak:.0f} GFLOP/s matmul peak "
+        f"(the ratio can never exceed peak / seed = {peak / seed_gflops:.0f}x on this machine)",
         f"- seed: time to target includes validation ({seed.target.detail})",
         f"- rnnkit: {kit.target.detail}",
         f"- training alone to the target, at the measured rates: seed "
@@ -408,7 +435,8 @@ def header(args: argparse.Namespace, config: CipherConfig, others: float | None)
             f"- seed side: batch 1, Adam lr {SEED_LR}, no clipping; validates every "
             f"{args.seed_eval_every} messages on {args.eval_messages} held-out messages, "
             f"gives up after {args.seed_budget:g} s",
-            f"- rnnkit side: its defaults: batch {t.batch_size}, {t.optimizer} lr {t.lr}, "
+            f"- rnnkit side: its defaults (batch {t.batch_size}"
+            f"{' from --rnnkit-batch' if args.rnnkit_batch else ''}), {t.optimizer} lr {t.lr}, "
             f"clip_norm {t.clip_norm}; epochs of {config.data.train_messages} messages, "
             f"validated on {config.data.eval_messages} dev messages, at most {t.epochs} epochs",
             f"- throughput: {args.throughput_seconds:g} s of training per side, no validation "
@@ -447,6 +475,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed-eval-every", type=int, help="seed: validate every N messages")
     parser.add_argument("--rnnkit-epoch-messages", type=int, help="rnnkit: messages per epoch")
     parser.add_argument("--rnnkit-max-epochs", type=int, help="rnnkit: give up after N epochs")
+    parser.add_argument("--rnnkit-batch", type=int, help="rnnkit: batch size (default: its own)")
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -482,6 +511,7 @@ def bench_size(embedding_dim: int, hidden: int, args: argparse.Namespace) -> str
         hidden,
         SideResult("seed (batch 1)", seed_speed, seed_run),
         SideResult(f"rnnkit (batch {config.train.batch_size})", kit_speed, kit_run),
+        args.peak,
     )
 
 
@@ -498,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
             f"warning: other processes use {busy_now:.0%} of the CPU; timings will be unreliable "
             "(with several torch threads, small ops can then slow down a hundredfold)"
         )
+    args.peak = matmul_peak(0.5 if args.quick else 2.0)
+    progress(f"matmul peak {args.peak:.0f} GFLOP/s")
     before = cpu_ticks()
     sections = [bench_size(embedding_dim, hidden, args) for embedding_dim, hidden in args.size_list]
     others = others_share(before)

@@ -175,6 +175,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise RnnkitError("need --length ≥ 0, --temperature ≥ 0, 0 < --top-p ≤ 1, --top-k ≥ 0")
     task = LMTask.from_dir(args.model, device=args.device)
     sys.stdout.write(args.prompt)
+    if task.level == "word" and args.prompt and not args.prompt[-1].isspace():
+        sys.stdout.write(" ")  # generated words each carry their own trailing space
     stream = task.generate(
         args.prompt, args.length, args.temperature, args.top_k, args.top_p, args.seed
     )

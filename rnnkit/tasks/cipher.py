@@ -79,7 +79,8 @@ class CipherModelConfig:
 
 
 def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=10, batch_size=64, lr=1e-2, target=None)
+    # Batch 256 trained fastest of 64, 256 and 1024 for the default sizes on a 2-core CPU.
+    return TrainConfig(epochs=10, batch_size=256, lr=1e-2)
 
 
 @dataclass
