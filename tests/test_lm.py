@@ -157,9 +157,10 @@ def test_train_generate_and_eval_through_the_cli(tmp_path):
     assert greedy[0] == greedy[1] and greedy[0].startswith("the ")
     assert len(greedy[0]) == len("the ") + 40 + 1
     sampled = [
-        run_cli("generate", "--model", str(out), "--length", "30", "--seed", str(s)).stdout
+        run_cli("generate", "--model", str(out), "--length", "30", "--temperature", "3",
+                "--seed", str(s)).stdout
         for s in (1, 1, 2)
-    ]
+    ]  # fmt: skip
     assert sampled[0] == sampled[1] != sampled[2]
     result = run_cli("eval", "--model", str(out), "--json")
     metrics = json.loads(result.stdout)
@@ -187,3 +188,10 @@ def test_generation_starts_as_if_after_a_line_break(tmp_path):
     first[:, task.vocab.stoi["<unk>"]] = float("-inf")
     expected = task.vocab.itos[int(first.argmax())]
     assert next(task.generate("ab", length=1, temperature=0)) == expected
+
+
+def test_empty_prompt_works_on_a_corpus_without_line_breaks(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abc " * 100)
+    task = _task(path, model=SMALL)
+    assert len("".join(task.generate("", length=7, seed=0))) == 7

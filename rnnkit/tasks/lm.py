@@ -271,6 +271,8 @@ class LMTask:
         start = "\n" if self.level == "char" else EOS
         if start in self.vocab:
             prompt_tokens = [start, *prompt_tokens]
+        if not prompt_tokens:  # no prompt, and a corpus without line breaks
+            prompt_tokens = [self.vocab.itos[len(self.vocab.specials)]]  # its commonest token
         ids = torch.tensor([self.vocab.encode(prompt_tokens)], device=device)
         features, state = self.model(ids)
         banned = [self.vocab.stoi[PAD]]
