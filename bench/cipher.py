@@ -57,7 +57,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from machine import cpu_model, cpu_ticks, others_share
+from machine import cpu_model, cpu_ticks, others_share, publish
 from torch import nn
 
 from rnnkit.config import from_dict, merge, to_dict
@@ -535,12 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     others = others_share(before)
     config = rnnkit_config(*args.size_list[0], args)
     report = header(args, config, others) + "\n" + "\n".join(sections)
-    print(report)
-    if args.append:
-        args.append.parent.mkdir(parents=True, exist_ok=True)
-        with args.append.open("a", encoding="utf-8") as handle:
-            handle.write(report + "\n")
-        progress(f"appended to {args.append}")
+    publish(report, args.append)
     return 0
 
 

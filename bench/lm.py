@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from machine import cpu_model, cpu_ticks, others_share
+from machine import cpu_model, cpu_ticks, others_share, publish
 from torch import nn
 from torch.nn import functional as F
 
@@ -504,12 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"error: {err}")
         return 2
     text = report(config, task, results, args)
-    print(text)
-    if args.append:
-        args.append.parent.mkdir(parents=True, exist_ok=True)
-        with args.append.open("a", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-        progress(f"appended to {args.append}")
+    publish(text, args.append)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 from pathlib import Path
 
 
@@ -36,3 +37,13 @@ def others_share(before: tuple[int, int, int] | None) -> float | None:
         return None
     total, busy, own = (a - b for a, b in zip(after, before, strict=True))
     return max(0.0, busy - own) / total
+
+
+def publish(report: str, append: Path | None) -> None:
+    """Print a report, and append it to ``append`` (bench/RESULTS.md) when one is given."""
+    print(report)
+    if append is not None:
+        append.parent.mkdir(parents=True, exist_ok=True)
+        with append.open("a", encoding="utf-8") as handle:
+            handle.write(report + "\n")
+        print(f"appended to {append}", file=sys.stderr)
