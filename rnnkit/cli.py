@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -81,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rnnkit: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("rnnkit: interrupted; the last checkpoint is intact (--resume continues)")
+        print(
+            "rnnkit: interrupted; the last checkpoint is intact (--resume continues)",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -94,11 +96,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     extra = parse_overrides(args.overrides)
     for flag, key in (("deterministic", "deterministic"), ("device", "device"), ("seed", "seed")):
         value = getattr(args, flag)
-        if value not in (None, False):
+        if value is not None and value is not False:  # `0 in (None, False)` is True
             extra = merge(extra, {"train": {key: value}})
     if args.resume:
         from rnnkit import checkpoint as ckpt
 
+        if args.config or args.out or args.force:
+            raise RnnkitError("--resume continues a run as it was: drop --config, --out, --force")
         out = Path(args.resume)
         stored = ckpt.read_model_config(out)
         if stored["task"] != args.task:
@@ -108,6 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.out:
             raise RnnkitError("--out DIR is required (or --resume DIR)")
         out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise RnnkitError(f"--out {out} is a file, not a directory")
         if (out / "config.json").exists() and not args.force:
             raise RnnkitError(f"{out} already holds a model (use --resume or --force)")
         base = read_yaml(args.config) if args.config else {}
@@ -116,6 +122,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise RnnkitError(f"{args.config} is a '{base['task']}' recipe, not '{args.task}'")
     config = from_dict(cls.config_class(), merge(base, extra))
     task = build_task(args.task, config, data_dir(args.data_dir))
+    if args.resume:
+        from rnnkit.data.vocab import Vocab
+
+        if Vocab.load(out / "vocab.json") != task.vocab:
+            raise RnnkitError(f"the training data changed since {out} was started (vocabulary)")
     if not args.resume and out.exists() and args.force:
         _clear_run(out)
     trainer = Trainer(task, config.train, out)
@@ -142,12 +153,9 @@ def _clear_run(out: Path) -> None:
 def _read_inputs(args: argparse.Namespace) -> list[str]:
     texts: list[str] = []
     if args.file:
-        try:
-            texts.extend(Path(args.file).read_text(encoding="utf-8").splitlines())
-        except FileNotFoundError:
-            raise RnnkitError(f"{args.file}: file not found") from None
-        except UnicodeDecodeError:
-            raise RnnkitError(f"{args.file}: not UTF-8 text") from None
+        from rnnkit.data.text import read_text
+
+        texts.extend(read_text(args.file).splitlines())
     for text in args.text:
         if text == "-":
             texts.extend(sys.stdin.read().splitlines())
@@ -213,7 +221,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.exists():
-        shutil.rmtree(out)
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists()):
+            raise RnnkitError(f"{out} exists and is not an rnnkit model directory; pick --out")
+        _clear_run(out)
     config = CipherConfig()
     print(
         f"Training the seed's cipher model (ROT13 over {config.data.alphabet}, "

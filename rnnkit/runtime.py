@@ -27,6 +27,9 @@ def pick_device(name: str = "auto") -> torch.device:
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but CUDA is not available")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ConfigError("device 'mps' was asked for but MPS is not available")
     return device
 
 

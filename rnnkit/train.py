@@ -66,6 +66,16 @@ class TrainConfig:
             raise ConfigError(f"bad value {self.lr} for train.lr (must be > 0)")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"bad value {self.max_steps} for train.max_steps (must be ≥ 1)")
+        for name in ("weight_decay", "momentum", "warmup_steps", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"bad value {getattr(self, name)} for train.{name} (must be ≥ 0)")
+        # A negative max norm would flip every gradient's sign: training would ascend.
+        for name in ("clip_norm", "max_minutes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"bad value {value} for train.{name} (> 0, or null for none)")
+        if not 0 < self.plateau_factor <= 1:
+            raise ConfigError(f"bad value {self.plateau_factor} for train.plateau_factor")
 
 
 def _is_lower_better(metric: str) -> bool:
@@ -295,7 +305,7 @@ class Trainer:
             self.state.best, self.state.best_epoch, self.state.bad_epochs = value, epoch, 0
         else:
             self.state.bad_epochs += 1
-            if c.schedule == "plateau" and self.state.bad_epochs > c.plateau_patience:
+            if c.schedule == "plateau" and self.state.bad_epochs % (c.plateau_patience + 1) == 0:
                 self.state.lr_scale *= c.plateau_factor
         steps = max(1, self.state.batch_in_epoch)
         record = {

@@ -101,3 +101,14 @@ def test_random_keys_differ_per_message_and_vigenere_lengths_stay_in_range():
     assert keys.shape == (500, 4)
     assert lengths.min() == 1 and lengths.max() == 4
     assert len({tuple(k) for k in keys.tolist()}) > 400
+
+
+def test_held_out_messages_do_not_depend_on_the_batch_size():
+    config = CipherConfig()
+    config.data.key, config.data.min_length = "random", 16
+    small, big = CipherConfig(), config
+    small.data.key, small.data.min_length = "random", 16
+    small.train.batch_size, big.train.batch_size = 16, 256
+    a = torch.cat([b["source"] for b in CipherTask(small).heldout_batches("test")])
+    b = torch.cat([b["source"] for b in CipherTask(big).heldout_batches("test")])
+    assert torch.equal(a, b)

@@ -105,3 +105,34 @@ def test_malformed_pairs_file_names_file_and_line(model_dir, tmp_path):
 def test_overrides_may_follow_the_options(tmp_path):
     result = run_cli("train", "cipher", "--out", str(tmp_path / "m"), "model.hiden=1")
     _assert_clean_error(result, "model.hiden")
+
+
+def test_demo_refuses_to_clear_a_directory_that_is_not_a_run(tmp_path):
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("precious")
+    _assert_clean_error(run_cli("demo", "--out", str(keep)), "not an rnnkit model directory")
+    assert (keep / "mine.txt").read_text() == "precious"
+
+
+def test_seed_zero_is_honoured(tmp_path):
+    out = tmp_path / "s0"
+    result = run_cli("train", "cipher", *TINY, "train.epochs=1", "--seed", "0", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "config.json").read_text())["config"]["train"]["seed"] == 0
+
+
+def test_file_errors_are_one_line(model_dir, tmp_path):
+    _assert_clean_error(
+        run_cli("decrypt", "--model", str(model_dir), "--file", str(tmp_path)), "is a directory"
+    )
+    binary = tmp_path / "bad.tsv"
+    binary.write_bytes(b"AB\tCD\n\xff\xfe\n")
+    _assert_clean_error(
+        run_cli("eval", "--model", str(model_dir), "--data", str(binary)), "not UTF-8"
+    )
+
+
+def test_resume_refuses_flags_that_it_would_ignore(model_dir):
+    result = run_cli("train", "cipher", "--resume", str(model_dir), "--config", "x.yaml")
+    _assert_clean_error(result, "--resume")

@@ -56,3 +56,16 @@ def test_a_partial_section_keeps_the_tasks_own_defaults():
     config = from_dict(CipherConfig, {"train": {"epochs": 2}})
     assert config.train.epochs == 2
     assert config.train.lr == CipherConfig().train.lr == 0.01
+
+
+def test_values_that_would_misbehave_later_are_refused_now():
+    with pytest.raises(ConfigError, match="train.clip_norm"):
+        from_dict(CipherConfig, {"train": {"clip_norm": -1}})
+    with pytest.raises(ConfigError, match="train.weight_decay"):
+        from_dict(CipherConfig, {"train": {"weight_decay": -0.1}})
+    from rnnkit.tasks.cipher import CipherTask
+
+    with pytest.raises(ConfigError, match="model.layers"):
+        CipherTask(from_dict(CipherConfig, {"model": {"layers": 0}}))
+    with pytest.raises(ConfigError, match="model.dropout"):
+        CipherTask(from_dict(CipherConfig, {"model": {"dropout": 2}}))

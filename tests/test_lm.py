@@ -195,3 +195,21 @@ def test_empty_prompt_works_on_a_corpus_without_line_breaks(tmp_path):
     path.write_text("abc " * 100)
     task = _task(path, model=SMALL)
     assert len("".join(task.generate("", length=7, seed=0))) == 7
+
+
+def test_every_epoch_of_a_short_text_has_windows(tmp_path):
+    path = tmp_path / "short.txt"
+    path.write_text("a short text. " * 40)  # rows of about 7 tokens, far below bptt=128
+    task = _task(path, train={"batch_size": 64})
+    assert all(len(task.train_batches(epoch)) > 0 for epoch in range(1, 50))
+
+
+def test_relative_paths_are_found_here_first_then_in_the_data_dir(tmp_path, monkeypatch):
+    from rnnkit.data.text import resolve_data_path
+
+    (tmp_path / "here.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_data_path("here.txt", tmp_path / "data") == tmp_path.joinpath(
+        "here.txt"
+    ).relative_to(tmp_path)
+    assert resolve_data_path("there.txt", tmp_path / "data") == tmp_path / "data" / "there.txt"

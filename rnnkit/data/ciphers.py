@@ -110,12 +110,9 @@ class TextWindows:
         Splitting by position (first 90% for training, the rest held out) keeps held-out
         messages from ever overlapping training text.
         """
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError("text file not found", str(path)) from None
-        except UnicodeDecodeError as err:
-            raise DataError(f"not UTF-8 text (byte {err.start})", str(path)) from None
+        from rnnkit.data.text import read_text
+
+        text = read_text(path)
         start, end = (int(len(text) * f) for f in part)
         clean = normalise(text[start:end], alphabet, unknown, collapse=True)
         index = {ch: i for i, ch in enumerate(alphabet)}

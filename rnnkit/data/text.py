@@ -22,10 +22,21 @@ def read_text(path: str | Path) -> str:
         raise DataError("file not found", str(path)) from None
     except IsADirectoryError:
         raise DataError("is a directory, not a text file", str(path)) from None
+    except OSError as err:
+        raise DataError(f"cannot read ({err.strerror})", str(path)) from None
     except UnicodeDecodeError as err:
         data = path.read_bytes()
         line = data.count(b"\n", 0, err.start) + 1
         raise DataError(f"not UTF-8 text (byte {err.start})", str(path), line) from None
+
+
+def resolve_data_path(name: str, data_dir: Path | None) -> Path:
+    """A dataset path from a recipe: absolute, or relative to the current directory if it is
+    there, else inside the data directory (``--data-dir``, ``$RNNKIT_DATA``, the cache)."""
+    path = Path(name).expanduser()
+    if path.is_absolute() or data_dir is None or path.exists():
+        return path
+    return data_dir / path
 
 
 def tokenize(text: str, level: Level) -> list[str]:

@@ -8,8 +8,17 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.errors import ConfigError
+
 RnnType = Literal["lstm", "gru", "rnn"]
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+def check_sizes(**sizes: int) -> None:
+    """Refuse a size below 1 with the ConfigError that names it (``model.NAME``)."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise ConfigError(f"bad value {value} for model.{name} (must be ≥ 1)")
 
 
 class RecurrentEncoder(nn.Module):
@@ -29,6 +38,9 @@ class RecurrentEncoder(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
+        check_sizes(embedding_dim=input_size, hidden_size=hidden_size, layers=layers)
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"bad value {dropout} for model.dropout (0 ≤ dropout < 1)")
         self.rnn = _CELLS[rnn](
             input_size,
             hidden_size,

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from rnnkit import checkpoint as ckpt
 from rnnkit.data.batching import pad
 from rnnkit.data.ciphers import SEED_ALPHABET, RandomSymbols, TextWindows, apply_key, normalise
+from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType
@@ -28,6 +29,7 @@ from rnnkit.train import TrainConfig
 # Fixed streams for held-out messages: dev (checked each epoch) and test (``rnnkit eval``).
 DEV_STREAM = 1_000_000_007
 TEST_STREAM = 2_000_000_011
+HELDOUT_CHUNK = 500  # held-out messages are drawn in chunks of this size
 
 
 @dataclass
@@ -178,8 +180,14 @@ class CipherTask:
             if d.source == "random":
                 self._sources[split] = RandomSymbols(len(d.alphabet))
             else:
-                part = (0.0, 1.0 - d.holdout) if split == "train" else (1.0 - d.holdout, 1.0)
-                path = _resolve(d.text_file, self.data_dir)
+                # Train on the head; dev and test each get one half of the held-out tail.
+                middle = 1.0 - d.holdout / 2
+                part = {
+                    "train": (0.0, 1.0 - d.holdout),
+                    "dev": (1.0 - d.holdout, middle),
+                    "test": (middle, 1.0),
+                }[split]
+                path = resolve_data_path(d.text_file, self.data_dir)
                 self._sources[split] = TextWindows.from_file(path, d.alphabet, d.unknown, part)
         return self._sources[split]
 
@@ -220,9 +228,10 @@ class CipherTask:
         return _EpochBatches(self, seed=self.config.train.seed * 7919 + epoch * 104_729 + 17)
 
     def heldout_batches(self, split: str) -> list[dict[str, torch.Tensor]]:
+        """The fixed dev or test messages: the same whatever the model or its batch size."""
         stream = DEV_STREAM if split == "dev" else TEST_STREAM
         generator = torch.Generator().manual_seed(stream)
-        n, size = self.config.data.eval_messages, self.config.train.batch_size
+        n, size = self.config.data.eval_messages, HELDOUT_CHUNK
         source = self.source(split)
         return [self.make_batch(source, min(size, n - i), generator) for i in range(0, n, size)]
 
@@ -262,10 +271,7 @@ class CipherTask:
         d = self.config.data
         index = {ch: i + 1 for i, ch in enumerate(d.alphabet)}
         sources, targets = [], []
-        try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise DataError("file not found", str(path)) from None
+        lines = read_text(path).splitlines()
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -320,13 +326,6 @@ class CipherTask:
                 f"{directory}/vocab.json does not match the alphabet in config.json"
             )
         return ckpt.load_trained(task, directory, device)
-
-
-def _resolve(name: str, data_dir: Path | None) -> Path:
-    path = Path(name).expanduser()
-    if path.is_absolute() or data_dir is None:
-        return path
-    return data_dir / path
 
 
 def default_config() -> CipherConfig:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rnnkit import checkpoint as ckpt
-from rnnkit.data.text import EOS, Level, as_streams, read_text, tokenize, windows
+from rnnkit.data.text import EOS, Level, as_streams, read_text, resolve_data_path, tokenize, windows
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType
@@ -47,6 +47,8 @@ class LMDataConfig:
             raise ConfigError("data.valid_fraction must lie strictly between 0 and 1")
         if self.bptt < 1:
             raise ConfigError("data.bptt must be ≥ 1")
+        if self.eval_streams < 1:
+            raise ConfigError("data.eval_streams must be ≥ 1")
 
 
 @dataclass
@@ -62,6 +64,8 @@ class LMModelConfig:
     cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])
 
     def validate(self) -> None:
+        if not 0 <= self.embedding_dropout < 1:
+            raise ConfigError(f"bad value {self.embedding_dropout} for model.embedding_dropout")
         if self.tie_weights and self.adaptive_softmax:
             raise ConfigError("model.tie_weights and model.adaptive_softmax cannot both be on")
 
@@ -93,7 +97,12 @@ class LanguageModel(nn.Module):
         self.adaptive = None
         self.proj = None
         if c.adaptive_softmax:
-            cutoffs = [x for x in c.cutoffs if x < vocab_size - 1]
+            cutoffs = [x for x in c.cutoffs if 0 < x < vocab_size - 1]
+            if not cutoffs:
+                raise ConfigError(
+                    f"model.cutoffs {c.cutoffs} leave no tail for a vocabulary of {vocab_size}:"
+                    " use smaller cutoffs or no adaptive softmax"
+                )
             self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(
                 c.hidden_size, vocab_size, cutoffs=cutoffs, div_value=4.0
             )
@@ -184,8 +193,7 @@ class LMTask:
 
     # ------------------------------------------------------------------ data
     def _path(self, name: str) -> Path:
-        path = Path(name).expanduser()
-        return path if path.is_absolute() or self.data_dir is None else self.data_dir / path
+        return resolve_data_path(name, self.data_dir)
 
     def _tokens(self, split: str) -> list[str]:
         d = self.config.data
@@ -212,11 +220,13 @@ class LMTask:
         d = self.config.data
         if "train_rows" not in self._ids:
             self._ids["train_rows"] = as_streams(self.ids("train"), self.config.train.batch_size)
+        rows = self._ids["train_rows"]
         offset = 0
         if d.random_offset:
+            # Never past the last predictable position, or a short text's epoch would be empty.
             g = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
-            offset = int(torch.randint(d.bptt, (1,), generator=g))
-        return _Windows(self._ids["train_rows"], d.bptt, offset)
+            offset = int(torch.randint(min(d.bptt, rows.shape[1] - 1), (1,), generator=g))
+        return _Windows(rows, d.bptt, offset)
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, split: str = "dev") -> dict[str, float]:
