@@ -1,0 +1,119 @@
+"""The CRF against brute-force enumeration and against pytorch-crf."""
+
+import itertools
+
+import pytest
+import torch
+
+from rnnkit.nn.crf import CRF, bio_constraints
+
+
+def _random_problem(tags: int, lengths: list[int], seed: int, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    crf = CRF(tags).to(dtype)
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=dtype))
+    time = max(lengths)
+    emissions = torch.randn(len(lengths), time, tags, generator=g, dtype=dtype)
+    mask = torch.arange(time).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    return crf, emissions, mask
+
+
+def _all_scores(crf, emissions, length):
+    """Score of every tag sequence of one sentence, by enumeration."""
+    seqs = list(itertools.product(range(crf.num_tags), repeat=length))
+    tags = torch.tensor(seqs)
+    em = emissions[:length].unsqueeze(0).expand(len(seqs), -1, -1)
+    mask = torch.ones(len(seqs), length, dtype=torch.bool)
+    return tags, crf.score(em, tags, mask)
+
+
+@pytest.mark.parametrize("num_tags", [2, 3, 4])
+def test_partition_and_viterbi_equal_brute_force(num_tags):
+    lengths = [5, 3, 1, 4]  # padded batch: sentences of different lengths
+    crf, emissions, mask = _random_problem(num_tags, lengths, seed=num_tags, dtype=torch.float64)
+    log_z = crf.log_partition(emissions, mask)
+    best, best_score = crf.decode(emissions, mask, pad=-1)
+    for row, length in enumerate(lengths):
+        tags, scores = _all_scores(crf, emissions[row], length)
+        torch.testing.assert_close(log_z[row], torch.logsumexp(scores, 0))
+        top = int(scores.argmax())
+        assert best[row, :length].tolist() == tags[top].tolist()
+        assert (best[row, length:] == -1).all()
+        torch.testing.assert_close(best_score[row], scores[top])
+
+
+def test_nll_and_gradients_match_pytorch_crf_in_float64():
+    torchcrf = pytest.importorskip("torchcrf")
+    tags, lengths = 5, [7, 4, 6, 1]
+    crf, emissions, mask = _random_problem(tags, lengths, seed=11, dtype=torch.float64)
+    peer = torchcrf.CRF(tags, batch_first=True).double()
+    with torch.no_grad():
+        peer.transitions.copy_(crf.transitions)
+        peer.start_transitions.copy_(crf.start)
+        peer.end_transitions.copy_(crf.end)
+    g = torch.Generator().manual_seed(5)
+    gold = torch.randint(tags, mask.shape, generator=g)
+    ours_em = emissions.clone().requires_grad_(True)
+    peer_em = emissions.clone().requires_grad_(True)
+    ours = crf.nll(ours_em, gold, mask)
+    theirs = -peer(peer_em, gold, mask, reduction="sum")
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    ours.backward()
+    theirs.backward()
+    torch.testing.assert_close(ours_em.grad, peer_em.grad, rtol=0, atol=1e-6)
+    for mine, peers in (
+        (crf.transitions, peer.transitions),
+        (crf.start, peer.start_transitions),
+        (crf.end, peer.end_transitions),
+    ):
+        torch.testing.assert_close(mine.grad, peers.grad, rtol=0, atol=1e-6)
+    assert crf.decode(emissions, mask)[0].masked_fill(~mask, 0).tolist() == [
+        seq + [0] * (mask.shape[1] - len(seq)) for seq in peer.decode(emissions, mask)
+    ]
+
+
+TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def _valid_iob2(seq: list[str]) -> bool:
+    previous = "O"
+    for tag in seq:
+        if tag.startswith("I-") and previous[2:] != tag[2:]:
+            return False
+        previous = tag
+    return True
+
+
+def test_constrained_decoding_never_produces_an_invalid_bio_sequence():
+    allowed, start, end = bio_constraints(TAGS)
+    crf = CRF(len(TAGS), allowed, start, end)
+    g = torch.Generator().manual_seed(0)
+    emissions = torch.randn(200, 8, len(TAGS), generator=g) * 3
+    emissions[:, :, 2] += 2.0  # push hard towards I-PER, which may not start a span
+    mask = torch.ones(200, 8, dtype=torch.bool)
+    best, _ = crf.decode(emissions, mask)
+    assert all(_valid_iob2([TAGS[i] for i in row]) for row in best.tolist())
+    unconstrained, _ = CRF(len(TAGS)).decode(emissions, mask)
+    assert not all(_valid_iob2([TAGS[i] for i in row]) for row in unconstrained.tolist())
+
+
+def test_bioes_constraints():
+    tags = ["O", "B-X", "I-X", "E-X", "S-X"]
+    allowed, start, end = bio_constraints(tags, scheme="BIOES")
+    index = {t: i for i, t in enumerate(tags)}
+    assert allowed[index["B-X"], index["I-X"]] and allowed[index["I-X"], index["E-X"]]
+    assert not allowed[index["B-X"], index["O"]] and not allowed[index["O"], index["E-X"]]
+    assert not start[index["I-X"]] and not end[index["B-X"]] and end[index["E-X"]]
+
+
+def test_perceptron_loss_is_zero_exactly_on_the_viterbi_path():
+    crf, emissions, mask = _random_problem(4, [6, 2, 5], seed=3)
+    best, _ = crf.decode(emissions, mask)
+    assert crf.perceptron_loss(emissions, best, mask, reduction="none").abs().max() < 1e-5
+    wrong = (best + 1) % 4
+    loss = crf.perceptron_loss(emissions, wrong, mask, reduction="none")
+    assert (loss > 0).all()
+    loss.sum().backward()
+    assert crf.transitions.grad is not None
