@@ -60,7 +60,7 @@ import torch
 from machine import cpu_model, cpu_ticks, others_share, publish
 from torch import nn
 
-from rnnkit.config import from_dict, merge, to_dict
+from rnnkit.config import from_dict
 from rnnkit.data.batching import move
 from rnnkit.tasks import build_task
 from rnnkit.tasks.cipher import CipherConfig
@@ -245,10 +245,6 @@ def rnnkit_config(
 
     ``short_epochs`` makes epochs ``--rnnkit-epoch-messages`` long, so that the dev accuracy is
     checked often; without it they keep rnnkit's default length (for the throughput loop).
-
-    The overrides are merged into the full default config first: giving ``from_dict`` a partial
-    ``train`` mapping alone would fall back to the generic ``TrainConfig`` defaults instead of
-    the cipher task's (its learning rate among them).
     """
     overrides = {
         "model": {"embedding_dim": embedding_dim, "hidden_size": hidden},
@@ -265,7 +261,7 @@ def rnnkit_config(
         overrides["data"]["train_messages"] = args.rnnkit_epoch_messages
     if args.rnnkit_batch:
         overrides["train"]["batch_size"] = args.rnnkit_batch
-    return from_dict(CipherConfig, merge(to_dict(CipherConfig()), overrides))
+    return from_dict(CipherConfig, overrides)
 
 
 def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> Throughput:

@@ -164,7 +164,7 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def _training_files(self, new_best: bool) -> dict[str, bytes]:
-        weights = {k: v for k, v in self.model.state_dict().items()}
+        weights = self.model.state_dict()
         files = dict(self.task.model_files())
         if new_best or not (self.out_dir / "model.safetensors").exists():
             files["model.safetensors"] = ckpt.tensors_to_bytes(weights)

@@ -7,7 +7,6 @@ a softmax over the alphabet at every position.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,14 +325,6 @@ class CipherTask:
                 f"{directory}/vocab.json does not match the alphabet in config.json"
             )
         return ckpt.load_trained(task, directory, device)
-
-
-def default_config() -> CipherConfig:
-    return CipherConfig()
-
-
-def replace_train(config: CipherConfig, **changes: Any) -> CipherConfig:
-    return dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
 
 
 __all__ = ["CipherConfig", "CipherTask", "CipherNet"]

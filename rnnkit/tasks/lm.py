@@ -188,20 +188,34 @@ class LMTask:
         self.data_dir = data_dir
         self.level = config.data.level
         self._ids: dict[str, torch.Tensor] = {}
-        self.vocab = vocab if vocab is not None else self._build_vocab()
+        self._files: dict[str, list[str]] = {}  # tokens of each file read, until encoded
+        if vocab is None:  # training: the splits training needs are encoded now, read once
+            self.vocab = self._build_vocab()
+            self.ids("train")
+            self.ids("valid")
+            self._files.clear()
+        else:
+            self.vocab = vocab
         self.model = LanguageModel(len(self.vocab), config.model)
 
     # ------------------------------------------------------------------ data
     def _path(self, name: str) -> Path:
         return resolve_data_path(name, self.data_dir)
 
+    def _file_tokens(self, name: str) -> list[str]:
+        """Tokens of a recipe file, read and tokenised once while the task is being built (the
+        vocabulary, the training ids and a validation cut of the same file share them)."""
+        if name not in self._files:
+            self._files[name] = tokenize(read_text(self._path(name)), self.level)
+        return self._files[name]
+
     def _tokens(self, split: str) -> list[str]:
         d = self.config.data
         if split == "test" and d.test:
-            return tokenize(read_text(self._path(d.test)), self.level)
+            return self._file_tokens(d.test)
         if split in ("valid", "test") and d.valid:
-            return tokenize(read_text(self._path(d.valid)), self.level)
-        tokens = tokenize(read_text(self._path(d.train)), self.level)
+            return self._file_tokens(d.valid)
+        tokens = self._file_tokens(d.train)
         cut = int(len(tokens) * (1 - d.valid_fraction)) if not d.valid else len(tokens)
         return tokens[:cut] if split == "train" else tokens[cut:]
 
