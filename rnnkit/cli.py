@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model for a task")
-    p.add_argument("task", help="the task: cipher or lm")
+    p.add_argument("task", help="the task: cipher, lm or tag")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--config", help="a YAML recipe")
     p.add_argument("--out", help="model directory to write")
@@ -52,12 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="makes sampling repeatable")
     p.add_argument("--device", default="cpu")
 
+    p = sub.add_parser("tag", help="tag sentences with a tagging model (POS, NER)")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("text", nargs="*", help="sentences (whitespace tokens); '-' reads stdin")
+    p.add_argument("--file", help="raw text: one sentence per line, tokens split on whitespace")
+    p.add_argument("--conll", help="a file in the model's training format (its tags are ignored)")
+    p.add_argument("--format", choices=["conll", "json"], default="conll", help="output format")
+    p.add_argument("--device", default="cpu")
+
     p = sub.add_parser("eval", help="score a model on held-out data")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--data", help="a data file (default: the recipe's test split)")
     p.add_argument("--json", action="store_true", help="print one JSON object of metrics")
     p.add_argument("--device", default="cpu")
     _add_data_dir(p)
+
+    from rnnkit.datasets import add_data_parser
+
+    add_data_parser(sub)
 
     p = sub.add_parser("demo", help="train the seed's ROT13 cipher model and decrypt with it")
     p.add_argument("--out", default="runs/cipher-demo")
@@ -89,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
-    from rnnkit.tasks import build_task, data_dir, task_class
+    from rnnkit.datasets import data_dir
+    from rnnkit.tasks import build_task, task_class
     from rnnkit.train import Trainer
 
     cls = task_class(args.task)
@@ -162,7 +175,7 @@ def _read_inputs(args: argparse.Namespace) -> list[str]:
         else:
             texts.append(text)
     if not args.file and not args.text:
-        raise RnnkitError("give the text to decrypt, '-' for stdin, or --file F")
+        raise RnnkitError("give the input text, '-' for stdin, or --file F")
     return texts
 
 
@@ -195,8 +208,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tag(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.tag import TagTask
+
+    task = TagTask.from_dir(args.model, device=args.device)
+    if args.conll:
+        inputs: list = [s.tokens for s in task.read_tokens(args.conll)]
+    else:
+        if not args.file and not args.text:
+            raise RnnkitError("give sentences, '-' for stdin, --file F or --conll F")
+        inputs = [line.split() for line in _read_inputs(args) if line.strip()]
+    for result in task.predict(inputs):
+        if args.format == "json":
+            print(json.dumps(result, ensure_ascii=False))
+            continue
+        for i, (token, tag) in enumerate(zip(result["tokens"], result["tags"], strict=True), 1):
+            print(f"{i}\t{token}\t{tag}")
+        print()
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rnnkit.tasks import data_dir, load_task
+    from rnnkit.datasets import data_dir
+    from rnnkit.tasks import load_task
 
     task = load_task(args.model, device=args.device, data_dir=data_dir(args.data_dir))
     if args.data:
@@ -209,7 +243,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         width = max(len(k) for k in metrics)
         for name, value in metrics.items():
             print(f"{name:<{width}}  {value:.4f}")
+        if getattr(task, "report", ""):
+            print("\n" + task.report)
     return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from rnnkit.datasets import cmd_data as run
+
+    return run(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -252,6 +294,8 @@ COMMANDS = {
     "train": cmd_train,
     "decrypt": cmd_decrypt,
     "generate": cmd_generate,
+    "tag": cmd_tag,
     "eval": cmd_eval,
+    "data": cmd_data,
     "demo": cmd_demo,
 }

@@ -117,3 +117,26 @@ def test_perceptron_loss_is_zero_exactly_on_the_viterbi_path():
     assert (loss > 0).all()
     loss.sum().backward()
     assert crf.transitions.grad is not None
+
+
+def test_scaled_forward_equals_log_space_and_falls_back_when_it_underflows():
+    from rnnkit.nn.crf import log_partition_in_log_space
+
+    crf = CRF(5)
+    emissions = torch.randn(6, 9, 5, requires_grad=True) * 3
+    mask = torch.arange(9) < torch.tensor([9, 1, 4, 9, 7, 2]).unsqueeze(1)
+    scaled = crf.log_partition(emissions, mask)
+    exact = log_partition_in_log_space(emissions, mask, *crf._scores())
+    assert torch.allclose(scaled, exact, atol=1e-4)
+    # Every path alternates between tags whose moves cost 150 nats and emissions 200 apart:
+    # float32 probabilities underflow to zero, so the log-space recursion must take over.
+    two = CRF(2)
+    with torch.no_grad():
+        two.transitions.copy_(torch.tensor([[0.0, -150.0], [-150.0, 0.0]]))
+    flip = torch.tensor([[0.0, -200.0], [-200.0, 0.0]] * 3).unsqueeze(0).requires_grad_()
+    full = torch.ones(1, 6, dtype=torch.bool)
+    log_z = two.log_partition(flip, full)
+    assert torch.isfinite(log_z).all()
+    assert torch.allclose(log_z, log_partition_in_log_space(flip, full, *two._scores()))
+    log_z.sum().backward()
+    assert torch.isfinite(flip.grad).all() and torch.isfinite(two.transitions.grad).all()

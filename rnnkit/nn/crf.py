@@ -4,8 +4,14 @@ Scores of a tag sequence y for emissions e (``(time, tags)`` per sentence)::
 
     score(y) = start[y_0] + Σ_t e[t, y_t] + Σ_{t≥1} trans[y_{t-1}, y_t] + end[y_last]
 
-The log-partition log Σ_y exp(score(y)) comes from the forward algorithm in log space; the best
-sequence from Viterbi. Both loop over time steps only: every sentence of the batch and every
+The log-partition log Σ_y exp(score(y)) comes from the forward algorithm, the best sequence from
+Viterbi. The forward algorithm runs on scaled probabilities: each step is one small matrix
+product ``(batch, tags) @ (tags, tags)`` and a renormalisation, whose logarithms are summed
+aside (the classic scaled forward algorithm), instead of a log-sum-exp over a
+``(batch, tags, tags)`` tensor. Its gradient — the tag marginals — comes from the matching
+backward algorithm in one custom autograd node, not from autograd through every step. Should the
+scaled recursion ever underflow (a whole row of zero probability), the batch is recomputed in log
+space. Both loop over time steps only: every sentence of the batch and every
 tag pair is handled by one tensor operation per step, and padded steps leave the running state
 unchanged, so sentences of any lengths share a batch. Masks must be True on the first token of
 every sentence (empty sentences have no tag sequence to score).
@@ -62,12 +68,10 @@ class CRF(nn.Module):
         emissions ``(batch, time, tags)``; mask ``(batch, time)`` bool → ``(batch,)``.
         """
         trans, start, end = self._scores()
-        alpha = start + emissions[:, 0]  # (batch, tags)
-        for t in range(1, emissions.shape[1]):
-            # (batch, from, 1) + (from, to) → log-sum over "from" → (batch, to)
-            step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
-            alpha = torch.where(mask[:, t : t + 1], step, alpha)
-        return torch.logsumexp(alpha + end, dim=1)
+        log_z = _ScaledForward.apply(emissions, trans, start, end, mask)
+        if not bool(torch.isfinite(log_z).all()):
+            return log_partition_in_log_space(emissions, mask, trans, start, end)
+        return log_z
 
     def score(
         self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor
@@ -129,6 +133,90 @@ class CRF(nn.Module):
             predicted, _ = self.decode(emissions, mask)
         per_sentence = self.score(emissions, predicted, mask) - self.score(emissions, tags, mask)
         return _reduce(per_sentence, reduction)
+
+
+def log_partition_in_log_space(
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    trans: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+) -> torch.Tensor:
+    """The forward algorithm in log space, differentiated by autograd: slower, never
+    underflows. Shapes as :meth:`CRF.log_partition`; trans ``(tags, tags)``, start/end
+    ``(tags,)``."""
+    alpha = start + emissions[:, 0]  # (batch, tags)
+    for t in range(1, emissions.shape[1]):
+        # (batch, from, 1) + (from, to) → log-sum over "from" → (batch, to)
+        step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
+        alpha = torch.where(mask[:, t : t + 1], step, alpha)
+    return torch.logsumexp(alpha + end, dim=1)
+
+
+class _ScaledForward(torch.autograd.Function):
+    """log Z by the scaled forward algorithm; its gradient by the scaled backward algorithm.
+
+    Forward keeps, per step, probabilities ``p`` ``(batch, tags)`` summing to 1 and the log of
+    what was divided out ``c`` ``(batch, 1)``, so that alpha = log p + c. Every factor is
+    exponentiated after subtracting its maximum, so nothing overflows. Backward runs the same
+    recursion from the end (beta) and turns alpha + beta into the marginals: the gradient of
+    log Z is P(y_t = k) for the emissions and Σ_t P(y_t-1 = i, y_t = j) for the transitions.
+    """
+
+    @staticmethod
+    def forward(ctx, emissions, trans, start, end, mask):
+        batch, time, tags = emissions.shape
+        trans_max = trans.max()
+        exp_trans = (trans - trans_max).exp()
+        em_max = emissions.max(dim=2, keepdim=True).values  # (batch, time, 1)
+        em_exp = (emissions - em_max).exp()
+        ps = emissions.new_empty(batch, time, tags)
+        cs = emissions.new_empty(batch, time, 1)
+        alpha = start + emissions[:, 0]
+        c = alpha.max(dim=1, keepdim=True).values
+        p = (alpha - c).exp()
+        ps[:, 0], cs[:, 0] = p, c
+        for t in range(1, time):
+            q = (p @ exp_trans) * em_exp[:, t]
+            total = q.sum(dim=1, keepdim=True)
+            real = mask[:, t : t + 1]
+            p = torch.where(real, q / total, p)
+            c = torch.where(real, c + (em_max[:, t] + trans_max) + total.log(), c)
+            ps[:, t], cs[:, t] = p, c
+        end_max = end.max()
+        log_z = (p * (end - end_max).exp()).sum(dim=1).log() + c.squeeze(1) + end_max
+        ctx.save_for_backward(mask, ps, cs, log_z, em_max, em_exp, exp_trans, trans_max, end)
+        return log_z
+
+    @staticmethod
+    def backward(ctx, grad):
+        mask, ps, cs, log_z, em_max, em_exp, exp_trans, trans_max, end = ctx.saved_tensors
+        batch, time, tags = ps.shape
+        pbs = torch.empty_like(ps)
+        cbs = torch.empty_like(cs)
+        c = end.max().view(1, 1).expand(batch, 1)
+        p = (end - c).exp().expand(batch, tags)
+        pbs[:, time - 1], cbs[:, time - 1] = p, c
+        back = exp_trans.t()
+        for t in range(time - 2, -1, -1):
+            q = (em_exp[:, t + 1] * p) @ back
+            total = q.sum(dim=1, keepdim=True)
+            real = mask[:, t + 1 : t + 2]
+            p = torch.where(real, q / total, p)
+            c = torch.where(real, c + (em_max[:, t + 1] + trans_max) + total.log(), c)
+            pbs[:, t], cbs[:, t] = p, c
+        z = log_z.view(batch, 1, 1)
+        weight = grad.view(batch, 1, 1)
+        real = mask.to(ps.dtype).unsqueeze(2)
+        # P(y_t = k) = alpha_t(k) beta_t(k) / Z
+        unary = ps * pbs * torch.exp(cs + cbs - z) * real * weight
+        # P(y_t-1 = i, y_t = j) = alpha_t-1(i) trans(i, j) emission_t(j) beta_t(j) / Z
+        left = ps[:, :-1] * torch.exp(cs[:, :-1] + cbs[:, 1:] + em_max[:, 1:] + trans_max - z)
+        right = em_exp[:, 1:] * pbs[:, 1:] * real[:, 1:] * weight
+        pair = torch.einsum("bti,btj->ij", left, right) * exp_trans
+        last = (mask.sum(dim=1) - 1).view(batch, 1, 1).expand(batch, 1, tags)
+        d_end = unary.gather(1, last).sum(dim=(0, 1))
+        return unary, pair, unary[:, 0].sum(dim=0), d_end, None
 
 
 def _or(given: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from rnnkit.errors import ConfigError, ModelDirError
 TASKS = {
     "cipher": ("rnnkit.tasks.cipher", "CipherTask"),
     "lm": ("rnnkit.tasks.lm", "LMTask"),
+    "tag": ("rnnkit.tasks.tag", "TagTask"),
 }
 
 
@@ -21,16 +21,6 @@ def task_class(name: str) -> Any:
         raise ConfigError(f"unknown task {name!r} (choices: {', '.join(TASKS)})")
     module, cls = TASKS[name]
     return getattr(importlib.import_module(module), cls)
-
-
-def data_dir(explicit: str | Path | None = None) -> Path:
-    """``--data-dir``, else ``$RNNKIT_DATA``, else the user's cache directory."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("RNNKIT_DATA"):
-        return Path(os.environ["RNNKIT_DATA"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "rnnkit" / "data"
 
 
 def build_task(name: str, config: Any, data_dir: Path | None = None) -> Any:

@@ -1,0 +1,560 @@
+"""Benchmark: rnnkit's CRF against pytorch-crf and the seed tutorial's per-tag loop.
+
+For each tag count (9 and 20 by default) one random problem is made: a batch of 32 sentences
+padded to length 40, with lengths drawn uniformly from [20, 40] (the first sentence is always
+full length), random emissions ``(batch, time, tags)`` that require gradients (as the output of
+a tagger's encoder would), random gold tags, and random transition, start and end scores. Three
+implementations score the same problem, in one process, on the CPU:
+
+* **rnnkit**: ``rnnkit.nn.crf.CRF``: ``nll(..., reduction="sum")`` then ``.backward()``;
+  ``decode`` (Viterbi) under ``torch.no_grad()``. Padded batch with a mask.
+* **pytorch-crf**: ``torchcrf.CRF(tags, batch_first=True)`` with rnnkit's transition, start and
+  end scores copied in: ``-crf(emissions, tags, mask, reduction="sum")`` then ``.backward()``;
+  ``decode``. Padded batch with a mask.
+* **seed loop**: the algorithm of the seed tutorial's BiLSTM-CRF, re-implemented here. It has no
+  batching: each sentence is scored alone, at its own length. Its tag set holds the real tags
+  plus a begin and a finish tag, and one ``(tags+2, tags+2)`` matrix (indexed ``[to, from]``)
+  holds the transitions, the start scores (moves out of begin) and the end scores (moves into
+  finish); moves into begin and out of finish score -10000. The forward algorithm loops over
+  time steps and, inside, over every next tag, building one log-sum-exp per tag (the maximum
+  found with an argmax read back as a Python int, as the tutorial does), and joins the per-tag
+  results with ``torch.cat``; the gold score is a Python loop over the steps. NLL: one
+  ``backward()`` per sentence (the tutorial trains on one sentence at a time). Viterbi: the same
+  per step, per tag loop taking an argmax per tag, back-pointers kept in Python lists.
+
+Before timing, the three are checked against each other on the problem: per-sentence NLL of
+pytorch-crf and of the seed loop against rnnkit's (to 1e-4), rnnkit's and pytorch-crf's
+gradients with respect to the emissions (to 1e-4), and the decoded paths (equal).
+
+Timing: every case gets untimed warm-up calls, then timed calls (``time.perf_counter``) in
+interleaved rounds, so that drifting machine load hits all alike; gradients are cleared
+between calls outside the timer. The seed loop is a hundred or more times slower, so it is timed
+over fewer calls (``--seed-repeats``), spread evenly over the rounds. Reported: the median
+milliseconds per batch of 32 sentences for each operation and implementation, and rnnkit's
+speed-up over the others (their time / rnnkit's time). The targets are ≥2x over pytorch-crf on
+both operations and ≥100x over the seed loop.
+
+Run from the repository root, on an otherwise idle machine (with several torch threads a busy
+CPU can slow small ops down a hundredfold; the report says how much CPU other processes used)::
+
+    .venv/bin/python bench/crf.py                      # 9 and 20 tags, about a minute
+    .venv/bin/python bench/crf.py --tags 5,9,20,50 --threads 1
+    .venv/bin/python bench/crf.py --publish            # also append to bench/RESULTS.md
+    .venv/bin/python bench/crf.py --check              # smoke run: batch 8, a few seconds
+
+The markdown report goes to stdout; progress goes to stderr. Needs pytorch-crf (a dev
+dependency: ``pip install pytorch-crf``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from machine import cpu_model, cpu_ticks, others_share, publish
+from torch import nn
+
+from rnnkit.nn.crf import CRF
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "RESULTS.md"
+# The seed tutorial's score for moves that can never happen (into begin, out of finish) and its
+# starting value for every tag but begin.
+SEED_IMPOSSIBLE = -10000.0
+# Flag values that --check changes (each may still be given explicitly).
+# --check also shrinks the batch, since even one pass of the seed loop over 32 sentences takes
+# seconds.
+FULL = {"batch": 32, "warmup": 5, "repeats": 50, "seed_warmup": 1, "seed_repeats": 5}
+CHECK = {"batch": 8, "warmup": 1, "repeats": 3, "seed_warmup": 0, "seed_repeats": 1}
+TOLERANCE = 1e-4
+TARGET_PEER = 2.0
+TARGET_SEED = 100.0
+# Other processes busier than this share of the CPU during the run make the timings suspect.
+BUSY_SHARE = 0.05
+IMPLEMENTATIONS = ("rnnkit", "pytorch-crf", "seed loop")
+OPERATIONS = ("NLL forward+backward", "Viterbi decode")
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ seed loop
+def _top_index(row: torch.Tensor) -> int:
+    """Position of the largest entry of a ``(1, n)`` row, as a Python int."""
+    _, where = torch.max(row, 1)
+    return int(where.item())
+
+
+def _row_log_sum_exp(row: torch.Tensor) -> torch.Tensor:
+    """log Σ exp over a ``(1, n)`` row, shifted by its maximum (found through the argmax)."""
+    peak = row[0, _top_index(row)]
+    shift = peak.view(1, -1).expand(1, row.size(1))
+    return peak + torch.log(torch.sum(torch.exp(row - shift)))
+
+
+class SeedLoopCRF(nn.Module):
+    """The tutorial's CRF algorithm for one unbatched sentence, begin/finish tags included.
+
+    Built from an rnnkit CRF so that both define the same distribution: ``scores[to, from]``
+    holds rnnkit's ``transitions[from, to]`` for real tags, ``start`` in the begin column and
+    ``end`` in the finish row. Emissions ``(time, tags + 2)`` carry columns for begin and
+    finish too (the tutorial's tagger scores all its tags); every path through them pays a
+    -10000 move, so they change nothing measurable.
+    """
+
+    def __init__(self, crf: CRF):
+        super().__init__()
+        real = crf.num_tags
+        self.size = real + 2
+        self.begin, self.finish = real, real + 1
+        scores = torch.full((self.size, self.size), SEED_IMPOSSIBLE)
+        with torch.no_grad():
+            scores[:real, :real] = crf.transitions.t()
+            scores[:real, self.begin] = crf.start
+            scores[self.finish, :real] = crf.end
+        self.scores = nn.Parameter(scores)
+
+    def _initial(self) -> torch.Tensor:
+        state = torch.full((1, self.size), SEED_IMPOSSIBLE)
+        state[0][self.begin] = 0.0
+        return state
+
+    def log_partition(self, feats: torch.Tensor) -> torch.Tensor:
+        """Forward algorithm: per step, per next tag, one log-sum-exp over the previous tags."""
+        alpha = self._initial()
+        for emit in feats:
+            per_tag = []
+            for nxt in range(self.size):
+                incoming = self.scores[nxt].view(1, -1)
+                own = emit[nxt].view(1, -1).expand(1, self.size)
+                per_tag.append(_row_log_sum_exp(alpha + incoming + own).view(1))
+            alpha = torch.cat(per_tag).view(1, -1)
+        return _row_log_sum_exp(alpha + self.scores[self.finish])
+
+    def gold_score(self, feats: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """Score of one tag sequence, summed step by step."""
+        path = torch.cat([torch.tensor([self.begin], dtype=torch.long), tags])
+        total = torch.zeros(1)
+        for t, emit in enumerate(feats):
+            total = total + self.scores[path[t + 1], path[t]] + emit[path[t + 1]]
+        return total + self.scores[self.finish, path[-1]]
+
+    def nll(self, feats: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        return self.log_partition(feats) - self.gold_score(feats, tags)
+
+    def viterbi(self, feats: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """Best path of one sentence: per step, per next tag, an argmax; Python back-pointers."""
+        best = self._initial()
+        pointers: list[list[int]] = []
+        for emit in feats:
+            step_pointers: list[int] = []
+            step_best = []
+            for nxt in range(self.size):
+                candidates = best + self.scores[nxt]
+                came_from = _top_index(candidates)
+                step_pointers.append(came_from)
+                step_best.append(candidates[0][came_from].view(1))
+            best = (torch.cat(step_best) + emit).view(1, -1)
+            pointers.append(step_pointers)
+        closing = best + self.scores[self.finish]
+        last = _top_index(closing)
+        score = closing[0][last]
+        path = [last]
+        for step_pointers in reversed(pointers):
+            last = step_pointers[last]
+            path.append(last)
+        if path.pop() != self.begin:
+            raise AssertionError("the best path does not start at the begin tag")
+        path.reverse()
+        return score, path
+
+
+# -------------------------------------------------------------------------------- problem
+@dataclass
+class Problem:
+    tags: int
+    lengths: list[int]
+    mask: torch.Tensor  # (batch, time) bool
+    gold: torch.Tensor  # (batch, time) long, 0 where padded
+    emissions: torch.Tensor  # (batch, time, tags), no grad: each side gets its own leaf copy
+    crf: CRF
+
+
+def make_problem(tags: int, args: argparse.Namespace) -> Problem:
+    g = torch.Generator().manual_seed(args.random_seed + tags)
+    batch, time_steps = args.batch, args.length
+    lengths = torch.randint(args.min_length, time_steps + 1, (batch,), generator=g)
+    lengths[0] = time_steps
+    mask = torch.arange(time_steps).unsqueeze(0) < lengths.unsqueeze(1)
+    gold = torch.randint(tags, (batch, time_steps), generator=g).masked_fill(~mask, 0)
+    emissions = torch.randn(batch, time_steps, tags, generator=g)
+    crf = CRF(tags)
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    return Problem(tags, lengths.tolist(), mask, gold, emissions, crf)
+
+
+def make_peer(problem: Problem) -> nn.Module:
+    import torchcrf
+
+    peer = torchcrf.CRF(problem.tags, batch_first=True)
+    with torch.no_grad():
+        peer.transitions.copy_(problem.crf.transitions)
+        peer.start_transitions.copy_(problem.crf.start)
+        peer.end_transitions.copy_(problem.crf.end)
+    return peer
+
+
+def seed_emissions(problem: Problem) -> torch.Tensor:
+    """The emissions with zero-score columns for the begin and finish tags appended."""
+    extra = torch.zeros(*problem.emissions.shape[:2], 2)
+    return torch.cat([problem.emissions, extra], dim=2)
+
+
+# ----------------------------------------------------------------------------------- sides
+@dataclass
+class Case:
+    implementation: str
+    operation: str
+    run: Callable[[], object]
+    prepare: Callable[[], None]
+    warmup: int
+    repeats: int
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples) * 1e3 if self.samples else float("nan")
+
+
+def clear_grads(*tensors: torch.Tensor) -> Callable[[], None]:
+    def clear() -> None:
+        for tensor in tensors:
+            tensor.grad = None
+
+    return clear
+
+
+def build_cases(problem: Problem, args: argparse.Namespace) -> list[Case]:
+    crf, mask, gold = problem.crf, problem.mask, problem.gold
+    peer = make_peer(problem)
+    seed = SeedLoopCRF(crf)
+    kit_em = problem.emissions.clone().requires_grad_(True)
+    peer_em = problem.emissions.clone().requires_grad_(True)
+    seed_em = seed_emissions(problem).requires_grad_(True)
+    plain_em = problem.emissions
+    seed_plain = seed_em.detach()
+    lengths = problem.lengths
+
+    def kit_nll() -> None:
+        crf.nll(kit_em, gold, mask, reduction="sum").backward()
+
+    def peer_nll() -> None:
+        (-peer(peer_em, gold, mask, reduction="sum")).backward()
+
+    def seed_nll() -> None:
+        for row, length in enumerate(lengths):
+            seed.nll(seed_em[row, :length], gold[row, :length]).backward()
+
+    @torch.no_grad()
+    def kit_decode() -> object:
+        return crf.decode(plain_em, mask)
+
+    @torch.no_grad()
+    def peer_decode() -> object:
+        return peer.decode(plain_em, mask)
+
+    @torch.no_grad()
+    def seed_decode() -> object:
+        return [seed.viterbi(seed_plain[row, :length]) for row, length in enumerate(lengths)]
+
+    def noop() -> None:
+        pass
+
+    fast = (args.warmup, args.repeats)
+    slow = (args.seed_warmup, args.seed_repeats)
+    nll_op, decode_op = OPERATIONS
+    return [
+        Case("rnnkit", nll_op, kit_nll, clear_grads(kit_em, *crf.parameters()), *fast),
+        Case("pytorch-crf", nll_op, peer_nll, clear_grads(peer_em, *peer.parameters()), *fast),
+        Case("seed loop", nll_op, seed_nll, clear_grads(seed_em, *seed.parameters()), *slow),
+        Case("rnnkit", decode_op, kit_decode, noop, *fast),
+        Case("pytorch-crf", decode_op, peer_decode, noop, *fast),
+        Case("seed loop", decode_op, seed_decode, noop, *slow),
+    ]
+
+
+# ------------------------------------------------------------------------------- checking
+@dataclass
+class Agreement:
+    peer_nll: float  # largest |difference| of per-sentence NLL, pytorch-crf vs rnnkit
+    seed_nll: float  # the same, seed loop vs rnnkit
+    peer_grad: float  # largest |difference| of the emission gradients, pytorch-crf vs rnnkit
+    total_nll: float  # rnnkit's summed NLL
+
+
+def check_agreement(problem: Problem) -> Agreement:
+    """Compare the three on the problem; raise AssertionError when they disagree."""
+    crf, mask, gold = problem.crf, problem.mask, problem.gold
+    peer = make_peer(problem)
+    seed = SeedLoopCRF(crf)
+    kit_em = problem.emissions.clone().requires_grad_(True)
+    peer_em = problem.emissions.clone().requires_grad_(True)
+    ours_graph = crf.nll(kit_em, gold, mask, reduction="none")
+    theirs_graph = -peer(peer_em, gold, mask, reduction="none")
+    ours_graph.sum().backward()
+    theirs_graph.sum().backward()
+    ours, theirs = ours_graph.detach(), theirs_graph.detach()
+    with torch.no_grad():
+        seed_em = seed_emissions(problem)
+        seeds = torch.stack(
+            [
+                seed.nll(seed_em[row, :length], gold[row, :length]).squeeze()
+                for row, length in enumerate(problem.lengths)
+            ]
+        )
+    agreement = Agreement(
+        peer_nll=float((ours - theirs).abs().max()),
+        seed_nll=float((ours - seeds).abs().max()),
+        peer_grad=float((kit_em.grad - peer_em.grad).abs().max()),
+        total_nll=float(ours.sum()),
+    )
+    for name, value in (
+        ("pytorch-crf NLL", agreement.peer_nll),
+        ("seed-loop NLL", agreement.seed_nll),
+        ("pytorch-crf emission gradient", agreement.peer_grad),
+    ):
+        if not value <= TOLERANCE:
+            raise AssertionError(f"{name} differs from rnnkit's by {value:.3g} (> {TOLERANCE})")
+    with torch.no_grad():
+        paths, _ = crf.decode(problem.emissions, mask)
+        kit_paths = [paths[row, :n].tolist() for row, n in enumerate(problem.lengths)]
+        peer_paths = peer.decode(problem.emissions, mask)
+        seed_paths = [seed.viterbi(seed_em[row, :n])[1] for row, n in enumerate(problem.lengths)]
+    if kit_paths != peer_paths:
+        raise AssertionError("pytorch-crf's Viterbi paths differ from rnnkit's")
+    if kit_paths != seed_paths:
+        raise AssertionError("the seed loop's Viterbi paths differ from rnnkit's")
+    return agreement
+
+
+# --------------------------------------------------------------------------------- timing
+def spread(count: int, rounds: int) -> set[int]:
+    """``count`` round numbers spread evenly over ``range(rounds)``."""
+    return {(i * rounds) // count for i in range(count)}
+
+
+def measure(cases: list[Case]) -> None:
+    """Warm every case up, then time them in interleaved rounds."""
+    for case in cases:
+        for _ in range(case.warmup):
+            case.prepare()
+            case.run()
+    rounds = max(case.repeats for case in cases)
+    plans = [spread(case.repeats, rounds) for case in cases]
+    for r in range(rounds):
+        for case, plan in zip(cases, plans, strict=True):
+            if r not in plan:
+                continue
+            case.prepare()
+            start = time.perf_counter()
+            case.run()
+            case.samples.append(time.perf_counter() - start)
+
+
+def bench_tags(tags: int, args: argparse.Namespace) -> tuple[Problem, Agreement, list[Case]]:
+    progress(f"== {tags} tags: checking agreement")
+    problem = make_problem(tags, args)
+    agreement = check_agreement(problem)
+    progress(
+        f"  max |ΔNLL| per sentence: pytorch-crf {agreement.peer_nll:.2g}, "
+        f"seed loop {agreement.seed_nll:.2g}; max |Δgrad| pytorch-crf {agreement.peer_grad:.2g}; "
+        "paths equal"
+    )
+    cases = build_cases(problem, args)
+    progress(
+        f"  timing: {args.repeats} calls each for rnnkit and pytorch-crf, "
+        f"{args.seed_repeats} for the seed loop"
+    )
+    measure(cases)
+    for case in cases:
+        progress(f"  {case.operation:<21} {case.implementation:<12} {case.median_ms:10.2f} ms")
+    return problem, agreement, cases
+
+
+# ------------------------------------------------------------------------------ reporting
+def speedup(theirs: float, ours: float) -> float:
+    return theirs / ours if ours > 0 else float("nan")
+
+
+def verdict(value: float, target: float) -> str:
+    return "met" if value >= target else "**not met**"
+
+
+def tags_section(problem: Problem, agreement: Agreement, cases: list[Case]) -> str:
+    times = {(c.implementation, c.operation): c.median_ms for c in cases}
+    counts = {(c.implementation, c.operation): len(c.samples) for c in cases}
+    lines = [
+        f"#### {problem.tags} tags (seed loop: {problem.tags + 2}, with begin and finish)",
+        "",
+        "| operation | rnnkit ms | pytorch-crf ms | seed loop ms "
+        f"| rnnkit speed-up over pytorch-crf (target ≥{TARGET_PEER:g}×) "
+        f"| over seed loop (target ≥{TARGET_SEED:g}×) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for op in OPERATIONS:
+        kit, peer, seed = (times[(impl, op)] for impl in IMPLEMENTATIONS)
+        over_peer, over_seed = speedup(peer, kit), speedup(seed, kit)
+        lines.append(
+            f"| {op} | {kit:,.3f} | {peer:,.3f} | {seed:,.1f} | **{over_peer:.2f}×** "
+            f"| **{over_seed:,.0f}×** |"
+        )
+        notes.append(
+            f"{op}: ≥{TARGET_PEER:g}× over pytorch-crf {verdict(over_peer, TARGET_PEER)}, "
+            f"≥{TARGET_SEED:g}× over the seed loop {verdict(over_seed, TARGET_SEED)}"
+        )
+    samples = ", ".join(f"{impl} {counts[(impl, OPERATIONS[0])]}" for impl in IMPLEMENTATIONS)
+    lines += [
+        "",
+        f"- targets: {'; '.join(notes)}",
+        f"- lengths {min(problem.lengths)}–{max(problem.lengths)}, "
+        f"{sum(problem.lengths):,} tokens in the batch; timed calls per operation: {samples}",
+        f"- agreement: max |ΔNLL| per sentence vs rnnkit: pytorch-crf {agreement.peer_nll:.2g}, "
+        f"seed loop {agreement.seed_nll:.2g} (rnnkit's summed NLL {agreement.total_nll:,.2f}); "
+        f"max |Δ emission gradient| pytorch-crf {agreement.peer_grad:.2g}; Viterbi paths equal",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def header(args: argparse.Namespace, others: float | None) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    threads = "torch default"
+    if args.threads is not None:
+        threads = "set by --threads"
+    elif os.environ.get("OMP_NUM_THREADS"):
+        threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    if others is None:
+        contention = "other processes' CPU use during the run: unknown"
+    else:
+        contention = f"other processes used {others:.0%} of the CPU during the run"
+    warning = []
+    if others is not None and others > BUSY_SHARE:
+        warning = [
+            "- **warning**: the CPU was shared with other work; these timings are unreliable"
+        ]
+    if args.check:
+        warning.append("- **--check smoke run**: a handful of calls; not a measurement")
+    try:
+        peer_version = metadata.version("pytorch-crf")
+    except metadata.PackageNotFoundError:
+        peer_version = "?"
+    return "\n".join(
+        [
+            f"### CRF benchmark: rnnkit vs pytorch-crf vs seed loop ({now})"
+            f"{' [check]' if args.check else ''}",
+            "",
+            f"- command: `{shlex.join(['python', *sys.argv])}`",
+            f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
+            f"pytorch-crf {peer_version}, device cpu, float32, torch threads "
+            f"{torch.get_num_threads()} ({threads}); {contention}",
+            *warning,
+            f"- problem: batch {args.batch}, padded length {args.length}, lengths uniform in "
+            f"[{args.min_length}, {args.length}] (first sentence full length), random emissions "
+            f"(requiring grad), gold tags and CRF scores; random seed {args.random_seed}",
+            "- rnnkit: `CRF.nll(reduction='sum').backward()`, `CRF.decode`; pytorch-crf "
+            "(`batch_first=True`, rnnkit's scores copied in): `-crf(..., reduction='sum')"
+            ".backward()`, `crf.decode`; both on the padded batch with a mask",
+            "- seed loop: the tutorial's algorithm re-implemented, one sentence at a time at its "
+            "own length, begin/finish tags inside the transition matrix, per step a loop over "
+            "next tags (one log-sum-exp, or argmax, each); NLL backward per sentence; Python "
+            "back-pointers",
+            f"- timing: median ms per batch of {args.batch} sentences; per case {args.warmup} "
+            f"untimed, then {args.repeats} timed calls (seed loop: {args.seed_warmup}, then "
+            f"{args.seed_repeats}), interleaved in rounds; speed-up = their ms / rnnkit's ms",
+            "",
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------ main
+def parse_tags(text: str) -> list[int]:
+    try:
+        tags = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"bad --tags {text!r} (expected numbers, e.g. 9,20)") from None
+    if not tags or min(tags) < 1:
+        raise SystemExit("--tags needs at least one tag count, each ≥ 1")
+    return tags
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tags", default="9,20", help="tag counts, comma-separated (9,20)")
+    parser.add_argument("--batch", type=int, help="sentences per batch (32; check 8)")
+    parser.add_argument("--length", type=int, default=40, help="padded length (40)")
+    parser.add_argument("--min-length", type=int, default=20, help="shortest sentence (20)")
+    parser.add_argument("--warmup", type=int, help="untimed calls per case (5; check 1)")
+    parser.add_argument("--repeats", type=int, help="timed calls per case (50; check 3)")
+    parser.add_argument("--seed-warmup", type=int, help="seed loop: untimed calls (1; check 0)")
+    parser.add_argument("--seed-repeats", type=int, help="seed loop: timed calls (5; check 1)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument("--random-seed", type=int, default=0, help="for the random problem (0)")
+    parser.add_argument(
+        "--check", action="store_true", help="smoke run of a few seconds (batch 8, 3 calls)"
+    )
+    parser.add_argument(
+        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
+    )
+    parser.add_argument("--append", type=Path, help="also append the report to this file")
+    args = parser.parse_args(argv)
+    for key, value in (CHECK if args.check else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.batch < 1 or not 1 <= args.min_length <= args.length:
+        parser.error("need --batch ≥ 1 and 1 ≤ --min-length ≤ --length")
+    if min(args.repeats, args.seed_repeats) < 1 or min(args.warmup, args.seed_warmup) < 0:
+        parser.error("repeats must be ≥ 1 and warm-ups ≥ 0")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be ≥ 1")
+    if args.publish and args.append is not None:
+        parser.error("give --publish or --append, not both")
+    args.tag_list = parse_tags(args.tags)
+    args.target = RESULTS if args.publish else args.append
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import torchcrf  # noqa: F401
+    except ImportError:
+        progress("error: pytorch-crf is not installed (pip install pytorch-crf)")
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
+    before = cpu_ticks()
+    sections = [tags_section(*bench_tags(tags, args)) for tags in args.tag_list]
+    others = others_share(before)
+    if others is not None and others > BUSY_SHARE:
+        progress(f"warning: other processes used {others:.0%} of the CPU; timings are unreliable")
+    publish(header(args, others) + "\n" + "\n".join(sections), args.target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

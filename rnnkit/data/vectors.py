@@ -1,0 +1,94 @@
+"""Word vectors in text form: word2vec's (a ``COUNT DIM`` header line) and GloVe's (no header).
+
+Each line is a word and its numbers, separated by spaces. Reading keeps only the words asked for,
+so a multi-gigabyte file costs one pass and little memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from rnnkit.errors import DataError
+
+
+def read_vectors(
+    path: str | Path, wanted: Iterable[str] | None = None
+) -> tuple[list[str], torch.Tensor]:
+    """Words and their vectors ``(words, dim)`` from a word2vec or GloVe text file.
+
+    With ``wanted``, only those words are kept. A line whose width differs from the others is a
+    DataError naming the file and line.
+    """
+    keep = None if wanted is None else set(wanted)
+    words: list[str] = []
+    rows: list[list[float]] = []
+    dim = None
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as err:
+        raise DataError(f"cannot read word vectors ({err.strerror})", str(path)) from None
+    with handle:
+        for number, line in enumerate(handle, 1):
+            parts = line.rstrip("\n").rstrip(" ").split(" ")
+            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                dim = int(parts[1])  # the word2vec header
+                continue
+            if len(parts) < 2:
+                if not line.strip():
+                    continue
+                raise DataError("expected a word followed by numbers", str(path), number)
+            if dim is None:
+                dim = len(parts) - 1
+            if len(parts) - 1 != dim:
+                raise DataError(
+                    f"vector has {len(parts) - 1} numbers, expected {dim}", str(path), number
+                )
+            if keep is not None and parts[0] not in keep:
+                continue
+            try:
+                rows.append([float(x) for x in parts[1:]])
+            except ValueError:
+                raise DataError("a vector entry is not a number", str(path), number) from None
+            words.append(parts[0])
+    if dim is None:
+        raise DataError("no vectors in file", str(path))
+    return words, torch.tensor(rows, dtype=torch.float32).reshape(len(rows), dim)
+
+
+def write_vectors(path: str | Path, words: list[str], vectors: torch.Tensor) -> None:
+    """Write word2vec text format (header ``COUNT DIM``), atomically."""
+    from rnnkit.checkpoint import atomic_write_text
+
+    lines = [f"{len(words)} {vectors.shape[1]}"]
+    for word, row in zip(words, vectors.tolist(), strict=True):
+        lines.append(word + " " + " ".join(f"{x:.6g}" for x in row))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def initialise_embedding(
+    weight: torch.Tensor, itos: list[str], path: str | Path, first: int = 0
+) -> tuple[int, list[str]]:
+    """Copy vectors from ``path`` into rows of ``weight`` ``(vocab, dim)`` for the words of
+    ``itos`` from index ``first`` on (specials come before it). A word missing as written is
+    looked up lowercased. Returns (found, missing words)."""
+    candidates = set(itos[first:]) | {w.lower() for w in itos[first:]}
+    words, vectors = read_vectors(path, candidates)
+    if vectors.shape[1] != weight.shape[1]:
+        raise DataError(
+            f"vectors have {vectors.shape[1]} dimensions; the model's embeddings have "
+            f"{weight.shape[1]} (set model.word_dim to match)",
+            str(path),
+        )
+    index = {w: i for i, w in enumerate(words)}
+    missing = []
+    with torch.no_grad():
+        for row, word in enumerate(itos[first:], first):
+            hit = index.get(word, index.get(word.lower()))
+            if hit is None:
+                missing.append(word)
+            else:
+                weight[row] = vectors[hit]
+    return len(itos) - first - len(missing), missing

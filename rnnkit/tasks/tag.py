@@ -1,0 +1,467 @@
+"""Sequence tagging: one tag per token, for part-of-speech tags or named entities.
+
+The model is word embeddings (optionally from a word2vec/GloVe file) concatenated with
+character-level features of each word, then a BiLSTM, then per-token scores read by a softmax
+or by a linear-chain CRF. Entity tags may be learned in another scheme than the files use (BIOES
+from IOB2 files, say); predictions come back in the files' scheme, and entity scores are
+seqeval's strict IOB2 precision, recall and F1.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rnnkit import checkpoint as ckpt
+from rnnkit.data.batching import bucket_batches, pad
+from rnnkit.data.tagged import Sentence, convert, read_columns, read_conllu, spans
+from rnnkit.data.text import resolve_data_path
+from rnnkit.data.vocab import PAD, UNK, Vocab
+from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.nn.crf import CRF, bio_constraints
+from rnnkit.nn.embeddings import CharFeatures, CharKind
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.train import TrainConfig
+
+_SEPARATORS = {"whitespace": None, "tab": "\t", "space": " "}
+
+
+@dataclass
+class TagDataConfig:
+    """Where the tagged sentences are and how to read them."""
+
+    format: Literal["conllu", "columns"] = "conllu"
+    train: str = ""  # paths: absolute, or inside the data directory
+    dev: str = ""
+    test: str = ""
+    conllu_tags: Literal["upos", "xpos"] = "upos"  # format=conllu: which tag column
+    token_column: int = 0  # format=columns: numbered from 0; negative counts from the end
+    tag_column: int = -1
+    separator: Literal["whitespace", "tab", "space"] = "whitespace"
+    comment: str = "#"  # format=columns: lines starting with this are skipped ("" = none)
+    scheme: Literal["none", "IOB1", "IOB2", "BIOES"] = "none"  # none: plain tags, e.g. POS
+    lowercase: bool = True  # word embeddings see lowercased words (characters keep the case)
+    min_freq: int = 1  # rarer training words share the <unk> embedding
+    max_word_length: int = 30  # characters per word read by the character features
+
+    def validate(self) -> None:
+        if not self.train or not self.dev:
+            raise ConfigError("data.train and data.dev must name files")
+        if self.min_freq < 1 or self.max_word_length < 1:
+            raise ConfigError("data.min_freq and data.max_word_length must be ≥ 1")
+
+
+@dataclass
+class TagModelConfig:
+    word_dim: int = 100
+    pretrained: str = ""  # a word2vec/GloVe text file to initialise the word embeddings
+    freeze: bool = False  # keep pretrained embeddings fixed
+    chars: CharKind = "lstm"  # character-level word features: none, lstm or cnn
+    char_dim: int = 32
+    char_hidden: int = 64  # per direction for lstm; filters for cnn
+    rnn: RnnType = "lstm"
+    hidden_size: int = 256  # per direction
+    layers: int = 2
+    dropout: float = 0.33
+    word_dropout: float = 0.05  # training words replaced by <unk> at this rate
+    head: Literal["softmax", "crf"] = "softmax"
+    crf_loss: Literal["nll", "perceptron"] = "nll"
+    tag_scheme: Literal["same", "IOB2", "BIOES"] = "same"  # entity scheme the model learns
+    constrain: bool = True  # CRF: forbid invalid IOB2/BIOES transitions
+
+    def validate(self) -> None:
+        check_sizes(word_dim=self.word_dim, hidden_size=self.hidden_size, layers=self.layers)
+        if not 0 <= self.word_dropout < 1:
+            raise ConfigError(f"bad value {self.word_dropout} for model.word_dropout")
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(epochs=30, batch_size=32, lr=2e-3, clip_norm=5.0, patience=5)
+
+
+@dataclass
+class TagConfig:
+    task: Literal["tag"] = "tag"
+    data: TagDataConfig = field(default_factory=TagDataConfig)
+    model: TagModelConfig = field(default_factory=TagModelConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+
+
+class Tagger(nn.Module):
+    """words (+ character features) → BiLSTM → tag scores, read by a softmax or a CRF."""
+
+    def __init__(self, words: int, chars: int, tags: list[str], config: TagModelConfig, scheme):
+        super().__init__()
+        c = config
+        self.config = c
+        self.embed = nn.Embedding(words, c.word_dim, padding_idx=0)
+        width = c.word_dim
+        self.chars = None
+        if c.chars != "none":
+            self.chars = CharFeatures(chars, c.char_dim, c.char_hidden, kind=c.chars)
+            width += self.chars.output_size
+        self.drop = nn.Dropout(c.dropout)
+        self.encoder = RecurrentEncoder(
+            width, c.hidden_size, c.rnn, c.layers, bidirectional=True, dropout=c.dropout
+        )
+        self.out = nn.Linear(self.encoder.output_size, len(tags))
+        self.crf = None
+        if c.head == "crf":
+            constraints = (None, None, None)
+            if c.constrain and scheme in ("IOB2", "BIOES"):
+                constraints = bio_constraints(tags, scheme)
+            self.crf = CRF(len(tags), *constraints)
+
+    def emissions(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per-token tag scores ``(batch, time, tags)``.
+
+        batch: ``words``, ``mask`` ``(batch, time)``; ``chars`` ``(forms, letters)`` and
+        ``char_lengths`` ``(forms,)`` for the distinct word forms of the batch, and ``forms``
+        ``(batch, time)`` pointing each token at its form.
+        """
+        words, mask = batch["words"], batch["mask"]
+        if self.training and self.config.word_dropout > 0:
+            drop = torch.rand(words.shape, device=words.device) < self.config.word_dropout
+            words = words.masked_fill(drop & mask, 1)  # id 1 is <unk>
+        x = self.embed(words)
+        if self.chars is not None:
+            per_form = self.chars(batch["chars"], batch["char_lengths"])
+            x = torch.cat([x, per_form[batch["forms"]]], dim=-1)
+        hidden, _ = self.encoder(self.drop(x), mask)
+        return self.out(self.drop(hidden))
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean loss per token: cross-entropy, CRF negative log-likelihood or perceptron."""
+        scores, tags, mask = self.emissions(batch), batch["tags"], batch["mask"]
+        tokens = mask.sum()
+        if self.crf is None:
+            return F.cross_entropy(scores[mask], tags[mask])
+        if self.config.crf_loss == "perceptron":
+            return self.crf.perceptron_loss(scores, tags, mask) / tokens
+        return self.crf.nll(scores, tags, mask) / tokens
+
+    def decode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Best tag ids ``(batch, time)``; 0 on padding."""
+        scores, mask = self.emissions(batch), batch["mask"]
+        if self.crf is None:
+            return scores.argmax(-1).masked_fill(~mask, 0)
+        return self.crf.decode(scores, mask)[0]
+
+
+class _Epoch:
+    """One epoch of shuffled, length-bucketed training batches."""
+
+    def __init__(self, task: TagTask, order: list[list[int]]):
+        self.task, self.order = task, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        sentences = self.task.sentences("train")
+        for rows in self.order:
+            yield self.task.make_batch([sentences[i] for i in rows])
+
+
+class TagTask:
+    """Reads tagged sentences, builds the tagger, trains via the Trainer, tags and evaluates."""
+
+    name = "tag"
+
+    @staticmethod
+    def config_class() -> type[TagConfig]:
+        return TagConfig
+
+    def __init__(
+        self,
+        config: TagConfig,
+        data_dir: Path | None = None,
+        vocabs: tuple[Vocab, Vocab, Vocab] | None = None,
+    ):
+        self.config = config
+        self.data_dir = data_dir
+        d = config.data
+        self.file_scheme = None if d.scheme == "none" else d.scheme
+        self.model_scheme = self.file_scheme
+        if self.file_scheme and config.model.tag_scheme != "same":
+            self.model_scheme = config.model.tag_scheme
+        self._sentences: dict[str, list[Sentence]] = {}
+        self._char_cache: dict[str, list[int]] = {}
+        self.report = ""  # the text report of the last evaluation (tables)
+        if vocabs is None:
+            # Read every split now: a malformed dev or test file should stop training before
+            # it starts, not after the first epoch.
+            for split in ("train", "dev", "test"):
+                if getattr(config.data, split):
+                    self.sentences(split)
+            self.vocab, self.char_vocab, self.tag_vocab = self._build_vocabs()
+        else:
+            self.vocab, self.char_vocab, self.tag_vocab = vocabs
+        self.model = Tagger(
+            len(self.vocab), len(self.char_vocab), self.tag_vocab.itos, config.model,
+            self.model_scheme,
+        )  # fmt: skip
+        self.pretrained_found: int | None = None
+        if vocabs is None and config.model.pretrained:
+            self._load_pretrained()
+
+    @property
+    def default_metric(self) -> str:
+        return "f1" if self.file_scheme else "accuracy"
+
+    # ------------------------------------------------------------------ data
+    def read(self, path: str | Path) -> list[Sentence]:
+        """Tagged sentences of a file in the recipe's format, tags in the model's scheme."""
+        d = self.config.data
+        if d.format == "conllu":
+            found = read_conllu(path, d.conllu_tags)
+        else:
+            found = read_columns(
+                path,
+                d.token_column,
+                d.tag_column,
+                _SEPARATORS[d.separator],
+                d.comment or None,
+                self.file_scheme,
+            )
+        if not found:
+            raise DataError("no sentences in file", str(path))
+        return found
+
+    def read_tokens(self, path: str | Path) -> list[Sentence]:
+        """Sentences of a file in the recipe's format whose tags may be missing (``_``, or no
+        tag column): for tagging new text. The tags of the result are not to be used."""
+        d = self.config.data
+        if d.format == "columns":
+            # The token column stands in for the tag column, which such a file may lack.
+            column = d.token_column
+            found = read_columns(path, column, column, _SEPARATORS[d.separator], d.comment or None)
+        else:
+            found = read_conllu(path, d.conllu_tags, require_tags=False)
+        if not found:
+            raise DataError("no sentences in file", str(path))
+        return found
+
+    def sentences(self, split: str) -> list[Sentence]:
+        """The ``train``, ``dev`` or ``test`` sentences of the recipe, read once."""
+        if split not in self._sentences:
+            name = getattr(self.config.data, split)
+            if not name:
+                raise ConfigError(f"the recipe has no data.{split} file")
+            self._sentences[split] = self.read(resolve_data_path(name, self.data_dir))
+        return self._sentences[split]
+
+    def _model_tags(self, sentence: Sentence) -> list[str]:
+        if self.file_scheme and self.model_scheme != self.file_scheme:
+            return convert(sentence.tags, self.file_scheme, self.model_scheme)
+        return sentence.tags
+
+    def _word(self, token: str) -> str:
+        return token.lower() if self.config.data.lowercase else token
+
+    def _build_vocabs(self) -> tuple[Vocab, Vocab, Vocab]:
+        train = self.sentences("train")
+        words = Counter(self._word(t) for s in train for t in s.tokens)
+        chars = Counter(ch for s in train for t in s.tokens for ch in t)
+        tags = Counter(tag for s in train for tag in self._model_tags(s))
+        if self.model_scheme:  # every tag the scheme can form for the types seen
+            kinds = {t.split("-", 1)[1] for t in tags if t != "O"}
+            prefixes = "BIES" if self.model_scheme == "BIOES" else "BI"
+            tags.update({f"{p}-{k}": 0 for p in prefixes for k in kinds} | {"O": 0})
+        return (
+            Vocab.build(words, min_freq=self.config.data.min_freq),
+            Vocab.build(chars),
+            Vocab.build(tags, specials=[], unk=None),
+        )
+
+    def _load_pretrained(self) -> None:
+        from rnnkit.data.vectors import initialise_embedding
+
+        path = resolve_data_path(self.config.model.pretrained, self.data_dir)
+        weight = self.model.embed.weight
+        found, missing = initialise_embedding(weight.data, self.vocab.itos, path, first=2)
+        self.pretrained_found = found
+        if self.config.model.freeze:
+            weight.requires_grad_(False)
+        shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+        print(
+            f"pretrained vectors {path}: {found} of {found + len(missing)} words found; "
+            f"missing: {shown or 'none'}",
+            flush=True,
+        )
+
+    def _chars(self, form: str) -> list[int]:
+        ids = self._char_cache.get(form)
+        if ids is None:
+            ids = self.char_vocab.encode(form[: self.config.data.max_word_length])
+            self._char_cache[form] = ids
+        return ids
+
+    def make_batch(
+        self, sentences: Sequence[Sentence | Sequence[str]], with_tags: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Pad sentences (or bare token lists) into tensors; see :meth:`Tagger.emissions`."""
+        token_lists = [s.tokens if isinstance(s, Sentence) else list(s) for s in sentences]
+        words, mask = pad([self.vocab.encode(map(self._word, t)) for t in token_lists])
+        form_ids: dict[str, int] = {}
+        forms = [[form_ids.setdefault(t, len(form_ids)) for t in ts] for ts in token_lists]
+        form_index, _ = pad(forms)
+        chars, char_mask = pad([self._chars(f) or [1] for f in form_ids])
+        batch = {
+            "words": words,
+            "mask": mask,
+            "forms": form_index,
+            "chars": chars,
+            "char_lengths": char_mask.sum(1),
+        }
+        if with_tags:
+            ids = [self.tag_vocab.encode(self._model_tags(s)) for s in sentences]
+            batch["tags"], _ = pad(ids)
+        return batch
+
+    def train_batches(self, epoch: int) -> _Epoch:
+        train = self.sentences("train")
+        generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+        lengths = [len(s.tokens) for s in train]
+        return _Epoch(self, bucket_batches(lengths, self.config.train.batch_size, True, generator))
+
+    # ------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def tag(self, token_lists: Sequence[Sequence[str]], batch_size: int = 256) -> list[list[str]]:
+        """Tags (in the files' scheme) for each token list; an empty list gets no tags."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        out: list[list[str]] = [[] for _ in token_lists]
+        todo = [i for i, t in enumerate(token_lists) if len(t)]
+        todo.sort(key=lambda i: -len(token_lists[i]))  # similar lengths share a batch
+        for start in range(0, len(todo), batch_size):
+            rows = todo[start : start + batch_size]
+            batch = self.make_batch([token_lists[i] for i in rows], with_tags=False)
+            best = self.model.decode({k: v.to(device) for k, v in batch.items()}).cpu()
+            for row, i in enumerate(rows):
+                tags = [self.tag_vocab.itos[j] for j in best[row, : len(token_lists[i])]]
+                if self.file_scheme and self.model_scheme != self.file_scheme:
+                    tags = convert(tags, self.model_scheme, self.file_scheme)
+                out[i] = tags
+        return out
+
+    def predict(self, inputs: Sequence[str | Sequence[str]]) -> list[dict[str, Any]]:
+        """Tag raw sentences (strings split on whitespace) or token lists.
+
+        Returns one dict per input: ``tokens``, ``tags``, and for entity models ``spans`` —
+        ``{"start", "end" (exclusive), "type", "text"}`` over token positions.
+        """
+        token_lists = [s.split() if isinstance(s, str) else list(s) for s in inputs]
+        results = []
+        for tokens, tags in zip(token_lists, self.tag(token_lists), strict=True):
+            result: dict[str, Any] = {"tokens": tokens, "tags": tags}
+            if self.file_scheme:
+                result["spans"] = [
+                    {"start": a, "end": b, "type": k, "text": " ".join(tokens[a:b])}
+                    for a, b, k in spans(tags, self.file_scheme)
+                ]
+            results.append(result)
+        return results
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, split: str = "dev") -> dict[str, float]:
+        return self.score(self.sentences(split))
+
+    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+        return self.score(self.read(path))
+
+    def score(self, sentences: Sequence[Sentence]) -> dict[str, float]:
+        """Token accuracy; for entity tags also seqeval's strict micro P/R/F1 and per type.
+
+        Sets :attr:`report` to the tables ``rnnkit eval`` prints.
+        """
+        predicted = self.tag([s.tokens for s in sentences])
+        gold = [s.tags for s in sentences]
+        pairs = _token_pairs(gold, predicted)
+        right = sum(g == p for g, p in pairs)
+        total = sum(len(g) for g in gold)
+        metrics = {"accuracy": right / max(1, total)}
+        tables = []
+        if self.file_scheme:
+            entity_metrics, table = _entity_scores(gold, predicted, self.file_scheme)
+            metrics.update(entity_metrics)
+            tables.append(table)
+        tables.append(confusion_table(gold, predicted))
+        self.report = "\n".join(tables)
+        return metrics
+
+    # --------------------------------------------------------------- storage
+    def model_files(self) -> dict[str, bytes]:
+        files = ckpt.task_files(self)
+        files["chars.json"] = ckpt.json_bytes(self.char_vocab.to_dict())
+        files["tags.json"] = ckpt.json_bytes(self.tag_vocab.to_dict())
+        return files
+
+    @classmethod
+    def from_dir(
+        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
+    ) -> TagTask:
+        directory = Path(directory)
+        config = ckpt.read_task_config(directory, cls.name, TagConfig)
+        vocabs = tuple(Vocab.load(directory / n) for n in ("vocab.json", "chars.json", "tags.json"))
+        if vocabs[0].specials != [PAD, UNK]:
+            raise ModelDirError(f"{directory}/vocab.json is not a tagger's word vocabulary")
+        return ckpt.load_trained(cls(config, data_dir, vocabs=vocabs), directory, device)
+
+
+def _entity_scores(
+    gold: list[list[str]], predicted: list[list[str]], scheme: str
+) -> tuple[dict[str, float], str]:
+    """seqeval in strict IOB2 mode: micro precision/recall/F1, per-type F1, and its table."""
+    from seqeval.metrics import classification_report
+    from seqeval.scheme import IOB2
+
+    gold2 = [convert(g, scheme, "IOB2") for g in gold]
+    pred2 = [convert(p, scheme, "IOB2") for p in predicted]
+    options = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
+    report = classification_report(gold2, pred2, output_dict=True, **options)
+    micro = report["micro avg"]
+    metrics = {"precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1-score"]}
+    for kind, row in report.items():
+        if not kind.endswith(" avg"):
+            metrics[f"f1_{kind}"] = row["f1-score"]
+    table = classification_report(gold2, pred2, digits=4, **options)
+    return {k: float(v) for k, v in metrics.items()}, table
+
+
+def _token_pairs(gold: list[list[str]], predicted: list[list[str]]) -> list[tuple[str, str]]:
+    """(gold, predicted) for every token; the sentences must match in length."""
+    return [
+        pair for gs, ps in zip(gold, predicted, strict=True) for pair in zip(gs, ps, strict=True)
+    ]
+
+
+def confusion_table(gold: list[list[str]], predicted: list[list[str]], top: int = 12) -> str:
+    """Token-level confusion counts as text: the ``top`` commonest gold tags as rows and
+    columns (rarer ones folded into "other"), gold down, predicted across."""
+    pairs = Counter(_token_pairs(gold, predicted))
+    by_gold = Counter()
+    for (g, _), n in pairs.items():
+        by_gold[g] += n
+    shown = [t for t, _ in by_gold.most_common(top)]
+    labels = [*shown, "other"] if len(by_gold) > top else shown
+    fold = {t: t for t in shown}
+    grid = Counter()
+    for (g, p), n in pairs.items():
+        grid[fold.get(g, "other"), fold.get(p, "other")] += n
+    width = max(7, *(len(t) + 1 for t in labels))
+    lines = ["confusion (rows: gold, columns: predicted)"]
+    lines.append(" " * width + "".join(f"{t:>{width}}" for t in labels))
+    for g in labels:
+        lines.append(f"{g:<{width}}" + "".join(f"{grid[g, p]:>{width}}" for p in labels))
+    return "\n".join(lines)
+
+
+__all__ = ["TagConfig", "TagTask", "Tagger", "confusion_table"]
