@@ -140,3 +140,49 @@ def test_scaled_forward_equals_log_space_and_falls_back_when_it_underflows():
     assert torch.allclose(log_z, log_partition_in_log_space(flip, full, *two._scores()))
     log_z.sum().backward()
     assert torch.isfinite(flip.grad).all() and torch.isfinite(two.transitions.grad).all()
+
+
+@pytest.mark.parametrize("gap", [60.0, 90.0, 100.0, 300.0])
+def test_nearly_impossible_paths_keep_exact_values_and_finite_gradients(gap):
+    """Emissions insist on I-PER then I-LOC, which the IOB2 constraints forbid: forward and
+    backward probabilities disagree by ``gap`` nats, past what float32 can scale."""
+    from rnnkit.nn.crf import log_partition_in_log_space
+
+    tags = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    crf = CRF(5, *bio_constraints(tags, "IOB2"))
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.zero_()
+    emissions = torch.zeros(1, 3, 5)
+    emissions[0, 1, 2] = emissions[0, 2, 4] = gap
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    ours = emissions.clone().requires_grad_()
+    crf.nll(ours, torch.tensor([[1, 2, 0]]), mask).backward()
+    ref = emissions.clone().requires_grad_()
+    ref_z = log_partition_in_log_space(ref, mask, *crf._scores())
+    (ref_grad,) = torch.autograd.grad(ref_z.sum(), ref)
+    assert torch.allclose(crf.log_partition(emissions, mask), ref_z, atol=1e-4)
+    assert torch.isfinite(ours.grad).all() and torch.isfinite(crf.transitions.grad).all()
+    score_grad = torch.zeros(1, 3, 5)
+    score_grad[0, [0, 1, 2], [1, 2, 0]] = 1.0
+    assert torch.allclose(ours.grad, ref_grad - score_grad, atol=1e-5)
+
+
+def test_crf_ignores_autocast():
+    crf, emissions, mask = _random_problem(9, [40, 33, 21, 40], seed=3)
+    emissions = emissions * 10
+    rounded = emissions.bfloat16()
+    exact = crf.log_partition(rounded.float(), mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = crf.log_partition(rounded, mask)
+        path, _ = crf.decode(rounded, mask)
+    assert half.dtype == torch.float32
+    assert torch.allclose(half, exact, atol=1e-4)
+    assert torch.equal(path, crf.decode(rounded.float(), mask)[0])
+
+
+def test_empty_sentences_are_refused():
+    crf, emissions, mask = _random_problem(3, [2, 2], seed=0)
+    mask[1] = False
+    with pytest.raises(ValueError, match="at least one token"):
+        crf.log_partition(emissions, mask)

@@ -123,6 +123,15 @@ def test_cli_train_tag_eval(tmp_path):
     assert result["tokens"] == ["the", "man", "saw", "Elena", "Annason"]
     assert result["spans"] == [{"start": 3, "end": 5, "type": "PER", "text": "Elena Annason"}]
 
+    stdin = "the man saw Elena\n\nAnna left\x0cthen\n"  # a blank line; a form feed is no break
+    run = run_cli("tag", "--model", str(out), "--format", "json", "-", stdin=stdin)
+    results = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["tokens"] for r in results] == [
+        ["the", "man", "saw", "Elena"],
+        [],
+        ["Anna", "left", "then"],
+    ]
+
     run = run_cli("tag", "--model", str(out), "--conll", str(tmp_path / "test.iob2"))
     assert run.returncode == 0, run.stderr
     first = run.stdout.split("\n\n")[0].splitlines()
@@ -141,7 +150,9 @@ def test_cli_errors_are_one_line(tmp_path):
     bad.write_text("1\tAnna\tB-PER\t-\t-\n2\tsays\n", encoding="utf-8")
     run = run_cli("train", "tag", "--out", str(tmp_path / "m"), *overrides, f"data.dev={bad}")
     assert run.returncode == 2
-    message = f"rnnkit: error: {bad}:2: expected at least 3 columns, found 2: '2\\tsays'"
+    message = (
+        f"rnnkit: error: {bad}:2: expected 5 columns like the first token line, found 2: '2\\tsays'"
+    )
     assert run.stderr.strip() == message
     assert not (tmp_path / "m" / "model.safetensors").exists()  # refused before training
     run = run_cli("tag", "--model", str(tmp_path / "nothing"), "a b")
@@ -186,7 +197,12 @@ def test_pos_softmax_on_conllu_with_pretrained_vectors(tmp_path, capsys):
 def test_confusion_table_counts():
     table = confusion_table([["A", "B", "B"]], [["A", "A", "B"]])
     rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[2:]}
-    assert rows == {"B": ["1", "1"], "A": ["0", "1"]} or rows == {"A": ["1", "0"], "B": ["1", "1"]}
+    assert rows == {"A": ["1", "0"], "B": ["1", "1"]}
+    # A tag that only the predictions use still gets its column.
+    table = confusion_table([["O", "B-PER", "O"]], [["B-LOC", "B-PER", "B-LOC"]])
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[2:]}
+    header = table.splitlines()[1].split()
+    assert rows["O"][header.index("B-LOC")] == "2"
 
 
 @pytest.mark.parametrize("chars", ["lstm", "cnn"])

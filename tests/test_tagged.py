@@ -80,6 +80,13 @@ def test_columns_skip_docstart_and_comments_and_count_from_the_end(tmp_path):
     assert read_columns(path, 0, 1)[0].tags == ["NNP", "VBZ", "JJ"]
 
 
+def test_hash_tokens_inside_a_sentence_and_a_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff-DOCSTART- O\n\n# comment\nwe O\n# O\nwon O\n".encode())
+    (sentence,) = read_columns(path)
+    assert sentence.tokens == ["we", "#", "won"]
+
+
 def test_uner_style_tab_columns(tmp_path):
     text = "# sent_id = x\n1\tNew\tB-LOC\t-\tann\n2\tYork\tI-LOC\t-\tann\n\n"
     (sentence,) = read_columns(write(tmp_path, "u.iob2", text), 1, 2, "\t", scheme="IOB2")
@@ -88,8 +95,15 @@ def test_uner_style_tab_columns(tmp_path):
 
 def test_columns_malformed_and_invalid_tags(tmp_path):
     path = write(tmp_path, "short.txt", "EU NNP B-NP B-ORG\nrejects\n")
-    with pytest.raises(DataError, match=r"short.txt:2: expected at least 4 columns, found 1"):
+    with pytest.raises(DataError, match=r"short.txt:2: expected 4 columns like the first token"):
         read_columns(path, 0, 3)
+    path = write(tmp_path, "wide.txt", "New B-LOC\nNew York B-LOC\n")
+    with pytest.raises(DataError, match=r"wide.txt:2: expected 2 columns"):
+        read_columns(path)
+    path = write(tmp_path, "one.txt", "The\ndog\n")  # no tag column: not tag = token
+    with pytest.raises(DataError, match=r"one.txt:1: token column 0 and tag column -1 are the"):
+        read_columns(path)
+    assert read_columns(path, 0, 0)[0].tokens == ["The", "dog"]  # tokens only, on purpose
     path = write(tmp_path, "tags.txt", "EU B-ORG\nsays X-PER\n")
     with pytest.raises(DataError, match=r"tags.txt:2: tag 'X-PER' is not valid IOB2"):
         read_columns(path, 0, 1, scheme="IOB2")
@@ -140,8 +154,9 @@ def test_word_vectors_both_formats_and_errors(tmp_path):
     assert w2v.read_text().startswith("3 2\n")
     got_words, got = read_vectors(w2v)
     assert got_words == words and torch.equal(got, vectors)
-    glove = write(tmp_path, "g.txt", "king 1 2\nqueen 3 4.5\n")
+    glove = write(tmp_path, "g.txt", "king 1 2\nqueen 3 4.5\n. . . 5 6\n")
     assert read_vectors(glove, wanted={"queen"})[0] == ["queen"]
+    assert read_vectors(glove)[0] == ["king", "queen", ". . ."]  # GloVe 840B has such words
     bad = write(tmp_path, "bad.txt", "king 1 2\nqueen 3\n")
     with pytest.raises(DataError, match=r"bad.txt:2: vector has 1 numbers, expected 2"):
         read_vectors(bad)
@@ -149,10 +164,10 @@ def test_word_vectors_both_formats_and_errors(tmp_path):
 
 def test_pretrained_initialisation_counts_found_and_missing(tmp_path):
     path = tmp_path / "v.txt"
-    write_vectors(path, ["king", "paris"], torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    write_vectors(path, ["king", "Paris"], torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
     weight = torch.zeros(5, 2)
-    found, missing = initialise_embedding(weight, ["<pad>", "<unk>", "king", "Paris", "x"], path, 2)
-    assert found == 2 and missing == ["x"]  # "Paris" found lowercased
+    found, missing = initialise_embedding(weight, ["<pad>", "<unk>", "king", "paris", "x"], path, 2)
+    assert found == 2 and missing == ["x"]  # "paris" matches "Paris"
     assert weight[3].tolist() == [3.0, 4.0] and weight[0].tolist() == [0.0, 0.0]
     with pytest.raises(DataError, match="vectors have 2 dimensions"):
         initialise_embedding(torch.zeros(5, 3), ["<pad>", "<unk>", "king"], path, 2)

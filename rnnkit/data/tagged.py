@@ -100,15 +100,18 @@ def read_columns(
 
     One token per line, blank lines between sentences. Columns are numbered from 0; negative
     numbers count from the end (-1 is the last column, CoNLL-2003's NER tags). ``separator``
-    None splits on any whitespace. Lines starting with ``comment`` and ``-DOCSTART-`` lines
-    are skipped. With ``scheme`` set, every tag must be ``O`` or ``PREFIX-TYPE`` of that scheme.
+    None splits on any whitespace. Every token line must have as many columns as the first one.
+    Lines starting with ``comment`` before a sentence's first token are comments, and
+    ``-DOCSTART-`` lines are skipped. With ``scheme`` set, every tag must be ``O`` or
+    ``PREFIX-TYPE`` of that scheme. ``token_column == tag_column`` reads tokens only (the tags
+    are then the tokens), for files that have no tags.
     """
     text = read_text(path)
-    need = max(token_column, tag_column) + 1 if min(token_column, tag_column) >= 0 else None
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []
     start = 0
+    width = None  # the number of columns of every token line, from the first one
     for number, line in enumerate([*text.split("\n"), ""], 1):
         stripped = line.strip()
         if not stripped:
@@ -116,13 +119,32 @@ def read_columns(
                 sentences.append(Sentence(tokens, tags, start))
             tokens, tags = [], []
             continue
-        if (comment and line.startswith(comment)) or stripped.startswith("-DOCSTART-"):
+        if stripped.startswith("-DOCSTART-") or (
+            comment and not tokens and line.startswith(comment)
+        ):
             continue
         fields = line.rstrip("\r").split(separator)
-        width = need or max(-token_column, -tag_column)
-        if len(fields) < width:
+        if width is None:
+            width = len(fields)
+            columns = {c if c >= 0 else width + c for c in (token_column, tag_column)}
+            if not all(0 <= c < width for c in columns):
+                raise DataError(
+                    f"token column {token_column} and tag column {tag_column} do not exist in a"
+                    f" line of {width} columns: {stripped!r}",
+                    path,
+                    number,
+                )
+            if len(columns) == 1 and token_column != tag_column:
+                raise DataError(
+                    f"token column {token_column} and tag column {tag_column} are the same"
+                    f" column of {width}",
+                    path,
+                    number,
+                )
+        if len(fields) != width:
             raise DataError(
-                f"expected at least {width} columns, found {len(fields)}: {line.strip()!r}",
+                f"expected {width} columns like the first token line, found {len(fields)}:"
+                f" {stripped!r}",
                 path,
                 number,
             )

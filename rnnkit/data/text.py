@@ -17,7 +17,7 @@ def read_text(path: str | Path) -> str:
     """A UTF-8 text file's contents; a missing or undecodable file is a DataError naming it."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not text
     except FileNotFoundError:
         raise DataError("file not found", str(path)) from None
     except IsADirectoryError:

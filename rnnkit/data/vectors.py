@@ -15,24 +15,27 @@ from rnnkit.errors import DataError
 
 
 def read_vectors(
-    path: str | Path, wanted: Iterable[str] | None = None
+    path: str | Path, wanted: Iterable[str] | None = None, fold_case: bool = False
 ) -> tuple[list[str], torch.Tensor]:
     """Words and their vectors ``(words, dim)`` from a word2vec or GloVe text file.
 
-    With ``wanted``, only those words are kept. A line whose width differs from the others is a
-    DataError naming the file and line.
+    With ``wanted``, only those words are kept (compared lowercased with ``fold_case``). A
+    line whose width differs from the others is a DataError naming the file and line.
     """
     keep = None if wanted is None else set(wanted)
     words: list[str] = []
     rows: list[list[float]] = []
     dim = None
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, encoding="utf-8-sig")
     except OSError as err:
         raise DataError(f"cannot read word vectors ({err.strerror})", str(path)) from None
     with handle:
         for number, line in enumerate(handle, 1):
-            parts = line.rstrip("\n").rstrip(" ").split(" ")
+            parts = line.rstrip("\r\n").rstrip(" ")
+            # Once the width is known, split from the right: some files (GloVe 840B) have
+            # words that contain spaces.
+            parts = parts.split(" ") if dim is None else parts.rsplit(" ", dim)
             if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
                 dim = int(parts[1])  # the word2vec header
                 continue
@@ -46,7 +49,7 @@ def read_vectors(
                 raise DataError(
                     f"vector has {len(parts) - 1} numbers, expected {dim}", str(path), number
                 )
-            if keep is not None and parts[0] not in keep:
+            if keep is not None and (parts[0].lower() if fold_case else parts[0]) not in keep:
                 continue
             try:
                 rows.append([float(x) for x in parts[1:]])
@@ -73,9 +76,8 @@ def initialise_embedding(
 ) -> tuple[int, list[str]]:
     """Copy vectors from ``path`` into rows of ``weight`` ``(vocab, dim)`` for the words of
     ``itos`` from index ``first`` on (specials come before it). A word missing as written is
-    looked up lowercased. Returns (found, missing words)."""
-    candidates = set(itos[first:]) | {w.lower() for w in itos[first:]}
-    words, vectors = read_vectors(path, candidates)
+    matched case-insensitively. Returns (found, missing words)."""
+    words, vectors = read_vectors(path, {w.lower() for w in itos[first:]}, fold_case=True)
     if vectors.shape[1] != weight.shape[1]:
         raise DataError(
             f"vectors have {vectors.shape[1]} dimensions; the model's embeddings have "
@@ -83,10 +85,13 @@ def initialise_embedding(
             str(path),
         )
     index = {w: i for i, w in enumerate(words)}
+    folded: dict[str, int] = {}  # lowercased → the first (most frequent) spelling in the file
+    for i, w in enumerate(words):
+        folded.setdefault(w.lower(), i)
     missing = []
     with torch.no_grad():
         for row, word in enumerate(itos[first:], first):
-            hit = index.get(word, index.get(word.lower()))
+            hit = index.get(word, folded.get(word.lower()))
             if hit is None:
                 missing.append(word)
             else:

@@ -67,16 +67,20 @@ class CRF(nn.Module):
 
         emissions ``(batch, time, tags)``; mask ``(batch, time)`` bool → ``(batch,)``.
         """
-        trans, start, end = self._scores()
-        log_z = _ScaledForward.apply(emissions, trans, start, end, mask)
-        if not bool(torch.isfinite(log_z).all()):
-            return log_partition_in_log_space(emissions, mask, trans, start, end)
-        return log_z
+        emissions = _checked(emissions, mask)
+        with _full_precision(emissions):
+            trans, start, end = self._scores()
+            return _ScaledForward.apply(emissions, trans, start, end, mask)
 
     def score(
         self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """score(y) of the given tag sequences ``(batch, time)`` → ``(batch,)``."""
+        emissions = _checked(emissions, mask)
+        with _full_precision(emissions):
+            return self._score(emissions, tags, mask)
+
+    def _score(self, emissions, tags, mask) -> torch.Tensor:
         trans, start, end = self._scores()
         maskf = mask.to(emissions.dtype)
         emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)  # (batch, time)
@@ -105,6 +109,11 @@ class CRF(nn.Module):
         identity, so each sentence's last tag rides unchanged to the final step, and one walk
         back from there serves every sentence.
         """
+        emissions = _checked(emissions, mask)
+        with _full_precision(emissions):
+            return self._viterbi(emissions, mask, pad)
+
+    def _viterbi(self, emissions, mask, pad) -> tuple[torch.Tensor, torch.Tensor]:
         trans, start, end = self._scores()
         batch, time, tags = emissions.shape
         best = start + emissions[:, 0]
@@ -159,64 +168,114 @@ class _ScaledForward(torch.autograd.Function):
     Forward keeps, per step, probabilities ``p`` ``(batch, tags)`` summing to 1 and the log of
     what was divided out ``c`` ``(batch, 1)``, so that alpha = log p + c. Every factor is
     exponentiated after subtracting its maximum, so nothing overflows. Backward runs the same
-    recursion from the end (beta) and turns alpha + beta into the marginals: the gradient of
-    log Z is P(y_t = k) for the emissions and Σ_t P(y_t-1 = i, y_t = j) for the transitions.
+    recursion from the end (beta); at each step alpha·beta, normalised, is the tag marginal
+    P(y_t = k) — the gradient of log Z for the emissions — and alpha·trans·emission·beta,
+    normalised, the pair marginal whose sum over steps is the gradient for the transitions.
+
+    When a step's probabilities come close to underflow (a sum below ``TINY``, or a marginal
+    that cannot be normalised), the value and gradient are recomputed in log space instead.
     """
+
+    TINY = 1e-30
 
     @staticmethod
     def forward(ctx, emissions, trans, start, end, mask):
         batch, time, tags = emissions.shape
+        emissions = emissions.masked_fill(~mask.unsqueeze(2), 0.0)  # padding: never inf or NaN
         trans_max = trans.max()
         exp_trans = (trans - trans_max).exp()
         em_max = emissions.max(dim=2, keepdim=True).values  # (batch, time, 1)
         em_exp = (emissions - em_max).exp()
         ps = emissions.new_empty(batch, time, tags)
-        cs = emissions.new_empty(batch, time, 1)
+        totals = emissions.new_ones(batch, time, 1)
         alpha = start + emissions[:, 0]
         c = alpha.max(dim=1, keepdim=True).values
         p = (alpha - c).exp()
-        ps[:, 0], cs[:, 0] = p, c
+        ps[:, 0] = p
         for t in range(1, time):
             q = (p @ exp_trans) * em_exp[:, t]
             total = q.sum(dim=1, keepdim=True)
             real = mask[:, t : t + 1]
             p = torch.where(real, q / total, p)
-            c = torch.where(real, c + (em_max[:, t] + trans_max) + total.log(), c)
-            ps[:, t], cs[:, t] = p, c
+            ps[:, t] = p
+            totals[:, t] = total
+        real = mask.unsqueeze(2)
+        logs = torch.where(real, em_max + trans_max + totals.log(), 0.0)
+        logs[:, 0] = c
+        cs = logs.cumsum(dim=1)  # (batch, time, 1)
         end_max = end.max()
-        log_z = (p * (end - end_max).exp()).sum(dim=1).log() + c.squeeze(1) + end_max
-        ctx.save_for_backward(mask, ps, cs, log_z, em_max, em_exp, exp_trans, trans_max, end)
+        log_z = (p * (end - end_max).exp()).sum(dim=1).log() + cs[:, -1, 0] + end_max
+        ctx.exact = bool(((totals < _ScaledForward.TINY) & real).any()) or not bool(
+            torch.isfinite(log_z).all()
+        )
+        ctx.save_for_backward(emissions, trans, start, end, mask, ps, em_max, em_exp, exp_trans)
+        if ctx.exact:
+            with torch.no_grad():
+                return log_partition_in_log_space(emissions, mask, trans, start, end)
         return log_z
 
     @staticmethod
     def backward(ctx, grad):
-        mask, ps, cs, log_z, em_max, em_exp, exp_trans, trans_max, end = ctx.saved_tensors
-        batch, time, tags = ps.shape
-        pbs = torch.empty_like(ps)
-        cbs = torch.empty_like(cs)
-        c = end.max().view(1, 1).expand(batch, 1)
-        p = (end - c).exp().expand(batch, tags)
-        pbs[:, time - 1], cbs[:, time - 1] = p, c
-        back = exp_trans.t()
-        for t in range(time - 2, -1, -1):
-            q = (em_exp[:, t + 1] * p) @ back
-            total = q.sum(dim=1, keepdim=True)
-            real = mask[:, t + 1 : t + 2]
-            p = torch.where(real, q / total, p)
-            c = torch.where(real, c + (em_max[:, t + 1] + trans_max) + total.log(), c)
-            pbs[:, t], cbs[:, t] = p, c
-        z = log_z.view(batch, 1, 1)
-        weight = grad.view(batch, 1, 1)
-        real = mask.to(ps.dtype).unsqueeze(2)
-        # P(y_t = k) = alpha_t(k) beta_t(k) / Z
-        unary = ps * pbs * torch.exp(cs + cbs - z) * real * weight
-        # P(y_t-1 = i, y_t = j) = alpha_t-1(i) trans(i, j) emission_t(j) beta_t(j) / Z
-        left = ps[:, :-1] * torch.exp(cs[:, :-1] + cbs[:, 1:] + em_max[:, 1:] + trans_max - z)
-        right = em_exp[:, 1:] * pbs[:, 1:] * real[:, 1:] * weight
-        pair = torch.einsum("bti,btj->ij", left, right) * exp_trans
-        last = (mask.sum(dim=1) - 1).view(batch, 1, 1).expand(batch, 1, tags)
-        d_end = unary.gather(1, last).sum(dim=(0, 1))
-        return unary, pair, unary[:, 0].sum(dim=0), d_end, None
+        emissions, trans, start, end, mask, ps, em_max, em_exp, exp_trans = ctx.saved_tensors
+        if not ctx.exact:
+            grads = _scaled_marginals(grad, mask, ps, em_exp, exp_trans, end)
+            if grads is not None:
+                return (*grads, None)
+        # Underflow: differentiate the log-space recursion instead.
+        with torch.enable_grad():
+            inputs = [x.detach().requires_grad_() for x in (emissions, trans, start, end)]
+            log_z = log_partition_in_log_space(inputs[0], mask, *inputs[1:])
+            grads = torch.autograd.grad(log_z, inputs, grad)
+        return (grads[0].masked_fill(~mask.unsqueeze(2), 0.0), *grads[1:], None)
+
+
+def _scaled_marginals(grad, mask, ps, em_exp, exp_trans, end):
+    """Gradients of Σ grad·log Z for (emissions, transitions, start, end), from the scaled
+    backward recursion; None when a marginal underflowed and cannot be normalised."""
+    batch, time, tags = ps.shape
+    pbs = torch.empty_like(ps)
+    p = (end - end.max()).exp().expand(batch, tags)
+    pbs[:, time - 1] = p
+    back = exp_trans.t()
+    for t in range(time - 2, -1, -1):
+        q = (em_exp[:, t + 1] * p) @ back
+        p = torch.where(mask[:, t + 1 : t + 2], q / q.sum(dim=1, keepdim=True), p)
+        pbs[:, t] = p
+    weight = (grad.view(batch, 1) * mask).unsqueeze(2)  # (batch, time, 1)
+    # P(y_t = k) ∝ alpha_t(k) beta_t(k): the same normaliser (Z) at every step.
+    unary = ps * pbs
+    unary_total = unary.sum(dim=2, keepdim=True)
+    # P(y_t-1 = i, y_t = j) ∝ alpha_t-1(i) trans(i, j) emission_t(j) beta_t(j)
+    left, right = ps[:, :-1], em_exp[:, 1:] * pbs[:, 1:]
+    pair_total = ((left @ exp_trans) * right).sum(dim=2, keepdim=True)
+    real_pairs = mask[:, 1:].unsqueeze(2)
+    if not (
+        bool((unary_total > 0).all())
+        and bool(((pair_total > 0) | ~real_pairs).all())
+        and bool(torch.isfinite(unary_total).all())
+    ):
+        return None
+    unary = unary / unary_total * weight
+    left = left * (weight[:, 1:] / pair_total.masked_fill(~real_pairs, 1.0))
+    pair = torch.einsum("bti,btj->ij", left, right) * exp_trans
+    last = (mask.sum(dim=1) - 1).view(batch, 1, 1).expand(batch, 1, tags)
+    d_end = unary.gather(1, last).sum(dim=(0, 1))
+    return unary, pair, unary[:, 0].sum(dim=0), d_end
+
+
+def _checked(emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Emissions in float32 (or float64); every sentence must have a first token."""
+    if mask.shape != emissions.shape[:2]:
+        raise ValueError(f"mask {tuple(mask.shape)} does not fit emissions {emissions.shape}")
+    if not bool(mask[:, 0].all()):
+        raise ValueError("every sentence needs at least one token (mask[:, 0] must be True)")
+    return emissions if emissions.dtype == torch.float64 else emissions.float()
+
+
+def _full_precision(emissions: torch.Tensor):
+    """No autocast inside the CRF: bfloat16 cannot hold log-partition values to a useful
+    precision (steps of 0.5–2 at the magnitudes they reach)."""
+    return torch.autocast(emissions.device.type, enabled=False)
 
 
 def _or(given: torch.Tensor | None, default: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.data.batching import bucket_batches, pad
-from rnnkit.data.tagged import Sentence, convert, read_columns, read_conllu, spans
+from rnnkit.data.tagged import Sentence, check_tag, convert, read_columns, read_conllu, spans
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
@@ -222,6 +222,10 @@ class TagTask:
         d = self.config.data
         if d.format == "conllu":
             found = read_conllu(path, d.conllu_tags)
+            if self.file_scheme:  # entity tags in a CoNLL-U column must follow the scheme too
+                for sentence in found:
+                    for offset, tag in enumerate(sentence.tags):
+                        check_tag(tag, self.file_scheme, path, sentence.line + offset)
         else:
             found = read_columns(
                 path,
@@ -310,17 +314,13 @@ class TagTask:
         """Pad sentences (or bare token lists) into tensors; see :meth:`Tagger.emissions`."""
         token_lists = [s.tokens if isinstance(s, Sentence) else list(s) for s in sentences]
         words, mask = pad([self.vocab.encode(map(self._word, t)) for t in token_lists])
-        form_ids: dict[str, int] = {}
-        forms = [[form_ids.setdefault(t, len(form_ids)) for t in ts] for ts in token_lists]
-        form_index, _ = pad(forms)
-        chars, char_mask = pad([self._chars(f) or [1] for f in form_ids])
-        batch = {
-            "words": words,
-            "mask": mask,
-            "forms": form_index,
-            "chars": chars,
-            "char_lengths": char_mask.sum(1),
-        }
+        batch = {"words": words, "mask": mask}
+        if self.model.chars is not None:
+            form_ids: dict[str, int] = {}
+            forms = [[form_ids.setdefault(t, len(form_ids)) for t in ts] for ts in token_lists]
+            batch["forms"], _ = pad(forms)
+            chars, char_mask = pad([self._chars(f) or [1] for f in form_ids])
+            batch["chars"], batch["char_lengths"] = chars, char_mask.sum(1)
         if with_tags:
             ids = [self.tag_vocab.encode(self._model_tags(s)) for s in sentences]
             batch["tags"], _ = pad(ids)
@@ -444,14 +444,15 @@ def _token_pairs(gold: list[list[str]], predicted: list[list[str]]) -> list[tupl
 
 
 def confusion_table(gold: list[list[str]], predicted: list[list[str]], top: int = 12) -> str:
-    """Token-level confusion counts as text: the ``top`` commonest gold tags as rows and
-    columns (rarer ones folded into "other"), gold down, predicted across."""
+    """Token-level confusion counts as text: the ``top`` commonest tags (in gold or predicted)
+    as rows and columns, rarer ones folded into "other"; gold down, predicted across."""
     pairs = Counter(_token_pairs(gold, predicted))
-    by_gold = Counter()
-    for (g, _), n in pairs.items():
-        by_gold[g] += n
-    shown = [t for t, _ in by_gold.most_common(top)]
-    labels = [*shown, "other"] if len(by_gold) > top else shown
+    seen = Counter()  # how often each tag occurs, in gold or predicted
+    for (g, p), n in pairs.items():
+        seen[g] += n
+        seen[p] += n
+    shown = [t for t, _ in seen.most_common(top)]
+    labels = [*shown, "other"] if len(seen) > top else shown
     fold = {t: t for t in shown}
     grid = Counter()
     for (g, p), n in pairs.items():
