@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model for a task")
-    p.add_argument("task", help="the task: cipher, lm or tag")
+    p.add_argument("task", help="the task: cipher, lm, tag, classify, ...")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--config", help="a YAML recipe")
     p.add_argument("--out", help="model directory to write")
@@ -60,10 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["conll", "json"], default="conll", help="output format")
     p.add_argument("--device", default="cpu")
 
+    p = sub.add_parser("classify", help="label texts with a classification model")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("text", nargs="*", help="texts to label; '-' reads one text per line of stdin")
+    p.add_argument("--file", help="read texts from this file, one per line")
+    p.add_argument("--top", type=int, metavar="K", help="show the K likeliest labels (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per text")
+    p.add_argument("--device", default="cpu")
+
     p = sub.add_parser("eval", help="score a model on held-out data")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--data", help="a data file (default: the recipe's test split)")
     p.add_argument("--json", action="store_true", help="print one JSON object of metrics")
+    p.add_argument(
+        "--confusion",
+        metavar="PNG",
+        help="classify: where to draw the confusion matrix (default: MODEL/confusion-SPLIT.png)",
+    )
     p.add_argument("--device", default="cpu")
     _add_data_dir(p)
 
@@ -155,7 +168,8 @@ def _clear_run(out: Path) -> None:
     """Remove what an earlier run left in ``out`` (only rnnkit's own files)."""
     names = (
         "config.json vocab.json model.safetensors trainer.json trainer.safetensors "
-        "optimizer.safetensors metrics.jsonl curve.png commit.json"
+        "optimizer.safetensors metrics.jsonl curve.png commit.json chars.json tags.json "
+        "labels.json"
     ).split()
     for name in names:
         (out / name).unlink(missing_ok=True)
@@ -163,15 +177,22 @@ def _clear_run(out: Path) -> None:
         stray.unlink()
 
 
+def _lines(text: str) -> list[str]:
+    """Lines split at newlines only (not at form feeds or U+2028, as ``splitlines`` does), so
+    that outputs line up with the input's lines."""
+    lines = text.replace("\r\n", "\n").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def _read_inputs(args: argparse.Namespace) -> list[str]:
     texts: list[str] = []
     if args.file:
         from rnnkit.data.text import read_text
 
-        texts.extend(read_text(args.file).splitlines())
+        texts.extend(_lines(read_text(args.file)))
     for text in args.text:
         if text == "-":
-            texts.extend(sys.stdin.read().splitlines())
+            texts.extend(_lines(sys.stdin.read()))
         else:
             texts.append(text)
     if not args.file and not args.text:
@@ -217,7 +238,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
     else:
         if not args.file and not args.text:
             raise RnnkitError("give sentences, '-' for stdin, --file F or --conll F")
-        inputs = [line.split() for line in _read_inputs(args) if line.strip()]
+        # A blank line is an empty sentence: it gets an empty result, so outputs stay aligned.
+        inputs = [line.split() for line in _read_inputs(args)]
     for result in task.predict(inputs):
         if args.format == "json":
             print(json.dumps(result, ensure_ascii=False))
@@ -225,6 +247,28 @@ def cmd_tag(args: argparse.Namespace) -> int:
         for i, (token, tag) in enumerate(zip(result["tokens"], result["tags"], strict=True), 1):
             print(f"{i}\t{token}\t{tag}")
         print()
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.classify import ClassifyTask
+
+    if args.top is not None and args.top < 1:
+        raise RnnkitError(f"--top {args.top}: K must be at least 1")
+    texts = [text for text in _read_inputs(args) if text.strip()]
+    task = ClassifyTask.from_dir(args.model, device=args.device)
+    for text, result in zip(texts, task.predict(texts), strict=True):
+        ranked = list(result["probabilities"].items())
+        if args.json:  # every label unless --top says otherwise
+            shown = dict(ranked[: args.top] if args.top else ranked)
+            record = {"text": text, "label": result["label"], "probabilities": shown}
+            print(json.dumps(record, ensure_ascii=False))
+            continue
+        shown = ranked[: args.top or 3]
+        width = max(len(label) for label, _ in shown)
+        print(f"{result['label']}\t{text}")
+        for label, p in shown:
+            print(f"  {label:<{width}}  {p:.4f}")
     return 0
 
 
@@ -237,6 +281,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         metrics = task.evaluate_file(args.data)
     else:
         metrics = task.evaluate("test")
+    _plot_confusion(task, args, metrics)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -246,6 +291,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if getattr(task, "report", ""):
             print("\n" + task.report)
     return 0
+
+
+def _plot_confusion(task, args: argparse.Namespace, metrics: dict[str, float]) -> None:
+    """Draw the confusion matrix of the evaluation just run, for tasks that have one."""
+    plot = getattr(task, "plot_confusion", None)
+    if plot is None:
+        if args.confusion:
+            raise RnnkitError(f"--confusion: the {task.name} task draws no confusion matrix")
+        return
+    split = Path(args.data).stem if args.data else "test"
+    where = Path(args.confusion or Path(args.model) / f"confusion-{split}.png")
+    title = f"{Path(args.model).name} on {split}: accuracy {metrics.get('accuracy', 0):.4f}"
+    try:
+        plot(where, title=title)
+    except OSError as err:
+        if args.confusion:
+            raise RnnkitError(f"cannot write {where} ({err.strerror})") from None
+        print(f"rnnkit: note: no confusion matrix, cannot write {where}", file=sys.stderr)
+        return
+    print(f"confusion matrix: {where}", file=sys.stderr)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -295,6 +360,7 @@ COMMANDS = {
     "decrypt": cmd_decrypt,
     "generate": cmd_generate,
     "tag": cmd_tag,
+    "classify": cmd_classify,
     "eval": cmd_eval,
     "data": cmd_data,
     "demo": cmd_demo,

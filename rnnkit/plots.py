@@ -34,3 +34,43 @@ def plot_training_curve(history: list[dict[str, Any]], metric: str, path: str | 
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_confusion_matrix(
+    labels: list[str], counts: list[list[int]], path: str | Path, title: str = ""
+) -> None:
+    """A confusion matrix as a heat map: gold labels down, predicted across.
+
+    Each cell's colour is its share of the gold row (so rare classes show as clearly as common
+    ones); the counts are written in the cells when there are at most 20 labels.
+    """
+    import io
+
+    import numpy as np
+
+    grid = np.asarray(counts, dtype=float).reshape(len(labels), len(labels))
+    shares = grid / np.maximum(grid.sum(axis=1, keepdims=True), 1)
+    side = min(24.0, max(4.5, 0.42 * len(labels) + 2.0))
+    fig, ax = plt.subplots(figsize=(side, side * 0.9))
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(labels))
+    small = 8 if len(labels) <= 20 else 6
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=small)
+    ax.set_yticks(ticks, labels, fontsize=small)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    if len(labels) <= 20:
+        for i in ticks:
+            for j in ticks:
+                if grid[i, j]:
+                    colour = "white" if shares[i, j] > 0.5 else "black"
+                    ax.text(j, i, f"{int(grid[i, j])}", ha="center", va="center",
+                            color=colour, fontsize=small)  # fmt: skip
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the gold row")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -13,6 +13,7 @@ TASKS = {
     "cipher": ("rnnkit.tasks.cipher", "CipherTask"),
     "lm": ("rnnkit.tasks.lm", "LMTask"),
     "tag": ("rnnkit.tasks.tag", "TagTask"),
+    "classify": ("rnnkit.tasks.classify", "ClassifyTask"),
 }
 
 

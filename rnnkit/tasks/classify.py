@@ -1,0 +1,525 @@
+"""Text classification: one label per text, e.g. a question's type (TREC) or a language.
+
+Two models. ``bow`` is the seed's bag-of-words logistic regression, ``log_softmax(A x + b)``,
+where ``x`` holds the counts (or TF-IDF weights) of the text's word or character n-grams; ``A x``
+is an ``EmbeddingBag`` sum over the n-grams a text has, weighted per n-gram, so a batch costs
+one gather however large the feature vocabulary. ``neural`` is word embeddings (optionally from
+a word2vec/GloVe file) → a BiLSTM or BiGRU → max, mean or attention pooling → a linear layer.
+Both are trained with cross-entropy and scored by accuracy and macro-F1 (scikit-learn's).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rnnkit import checkpoint as ckpt
+from rnnkit.data.batching import bucket_batches, pad
+from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
+from rnnkit.data.text import resolve_data_path
+from rnnkit.data.vocab import PAD, UNK, Vocab
+from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.nn.pooling import Pooling, PoolingKind
+from rnnkit.train import TrainConfig
+
+
+@dataclass
+class ClassifyDataConfig:
+    """Where the labeled texts are, how to read them and how to cut them into tokens."""
+
+    format: Literal["tsv", "trec"] = "tsv"  # tsv: label<TAB>text; trec: COARSE:fine text
+    train: str = ""  # paths: absolute, or inside the data directory
+    dev: str = ""  # "" = hold out dev_fraction of the training file (fixed by split_seed)
+    test: str = ""
+    trec_labels: Literal["coarse", "fine"] = "coarse"  # format=trec: LOC, or LOC:city
+    dev_fraction: float = 0.1  # share of each label held out when there is no dev file
+    split_seed: int = 1  # the held-out split's seed (independent of train.seed)
+    lowercase: bool = True
+    tokenize: Literal["whitespace", "chars"] = "whitespace"  # words, or characters
+
+    def validate(self) -> None:
+        if not self.train:
+            raise ConfigError("data.train must name a file")
+        if not self.dev and not 0 < self.dev_fraction < 1:
+            raise ConfigError(f"bad value {self.dev_fraction} for data.dev_fraction (0 < f < 1)")
+
+
+@dataclass
+class ClassifyModelConfig:
+    kind: Literal["bow", "neural"] = "neural"
+    min_freq: int = 1  # rarer training n-grams are dropped (bow) / words share <unk> (neural)
+    # kind=bow: the seed's logistic regression on a bag of n-grams
+    features: Literal["counts", "tfidf"] = "counts"  # tfidf: count × smoothed idf (sklearn's)
+    norm: Literal["none", "l2"] = "none"  # l2: scale each text's feature vector to length 1
+    ngram_min: int = 1  # n-grams of tokens (words, or characters) from ngram_min ...
+    ngram_max: int = 1  # ... to ngram_max, both included
+    max_features: int | None = None  # keep the most frequent n-grams only (null = all)
+    # kind=neural: embedding → BiLSTM/GRU → pooling → linear
+    word_dim: int = 100
+    pretrained: str = ""  # a word2vec/GloVe text file to initialise the word embeddings
+    freeze: bool = False  # keep pretrained embeddings fixed
+    rnn: RnnType = "lstm"
+    hidden_size: int = 128  # per direction
+    layers: int = 1
+    bidirectional: bool = True
+    pooling: PoolingKind = "max"
+    attention_dim: int = 128  # pooling=attention: width of its scoring layer
+    dropout: float = 0.3
+    word_dropout: float = 0.0  # training words replaced by <unk> at this rate
+
+    def validate(self) -> None:
+        if self.min_freq < 1:
+            raise ConfigError(f"bad value {self.min_freq} for model.min_freq (must be ≥ 1)")
+        if self.kind == "bow":
+            if not 1 <= self.ngram_min <= self.ngram_max:
+                raise ConfigError(
+                    f"bad n-gram range {self.ngram_min}..{self.ngram_max} "
+                    "(need 1 ≤ model.ngram_min ≤ model.ngram_max)"
+                )
+            if self.max_features is not None and self.max_features < 1:
+                raise ConfigError(f"bad value {self.max_features} for model.max_features")
+            if self.pretrained:
+                raise ConfigError(
+                    "model.pretrained needs model.kind=neural (bow has no embeddings)"
+                )
+            return
+        check_sizes(
+            word_dim=self.word_dim, hidden_size=self.hidden_size, layers=self.layers,
+            attention_dim=self.attention_dim,
+        )  # fmt: skip
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
+        if not 0 <= self.word_dropout < 1:
+            raise ConfigError(f"bad value {self.word_dropout} for model.word_dropout")
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(epochs=20, batch_size=32, lr=2e-3, clip_norm=5.0, patience=5)
+
+
+@dataclass
+class ClassifyConfig:
+    task: Literal["classify"] = "classify"
+    data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
+    model: ClassifyModelConfig = field(default_factory=ClassifyModelConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+
+
+# --------------------------------------------------------------------------------- models
+class BowClassifier(nn.Module):
+    """``log_softmax(A x + b)`` over a sparse bag of n-grams ``x`` (the seed's model).
+
+    ``A x`` is an ``EmbeddingBag`` (one row of label scores per n-gram) summed over each text's
+    n-grams with their counts as weights; for TF-IDF the counts are multiplied by the ``idf``
+    buffer (saved with the weights), and with ``norm="l2"`` each text's weights are scaled to
+    unit length. Weights start at zero: the loss is convex, no random start is needed.
+    """
+
+    def __init__(self, features: int, labels: int, config: ClassifyModelConfig):
+        super().__init__()
+        self.config = config
+        self.linear = nn.EmbeddingBag(features, labels, mode="sum")
+        nn.init.zeros_(self.linear.weight)
+        self.bias = nn.Parameter(torch.zeros(labels))
+        if config.features == "tfidf":
+            self.register_buffer("idf", torch.ones(features))
+
+    def feature_weights(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each listed n-gram's value ``x`` in its text's vector: ``(n,)``.
+
+        batch: ``features`` ``(n,)`` n-gram ids of all texts, one entry per distinct n-gram
+        of a text; ``counts`` ``(n,)`` how often it occurs there; ``offsets`` ``(batch,)``
+        where each text's entries start.
+        """
+        ids, weights = batch["features"], batch["counts"].float()
+        if self.config.features == "tfidf":
+            weights = weights * self.idf[ids]
+        if self.config.norm == "l2":
+            offsets = batch["offsets"]
+            ends = torch.cat([offsets[1:], offsets.new_tensor([ids.numel()])])
+            rows = torch.arange(len(offsets), device=ids.device)
+            bags = torch.repeat_interleave(rows, ends - offsets)  # each entry's text
+            norms = torch.zeros(len(offsets), device=ids.device).index_add_(0, bags, weights**2)
+            weights = weights / norms.sqrt().clamp(min=1e-12)[bags]
+        return weights
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Label scores ``(batch, labels)``; see :meth:`feature_weights` for the batch."""
+        weights = self.feature_weights(batch)
+        scores = self.linear(batch["features"], batch["offsets"], per_sample_weights=weights)
+        return scores + self.bias
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean negative log-likelihood of ``labels`` ``(batch,)``."""
+        return F.cross_entropy(self.logits(batch).float(), batch["labels"])
+
+
+class NeuralClassifier(nn.Module):
+    """words → embedding → (Bi)LSTM/GRU → max/mean/attention pooling → linear → label scores."""
+
+    def __init__(self, words: int, labels: int, config: ClassifyModelConfig):
+        super().__init__()
+        c = config
+        self.config = c
+        self.embed = nn.Embedding(words, c.word_dim, padding_idx=0)
+        self.drop = nn.Dropout(c.dropout)
+        self.encoder = RecurrentEncoder(
+            c.word_dim, c.hidden_size, c.rnn, c.layers, bidirectional=c.bidirectional,
+            dropout=c.dropout,
+        )  # fmt: skip
+        self.pool = Pooling(self.encoder.output_size, c.pooling, c.attention_dim)
+        self.out = nn.Linear(self.encoder.output_size, labels)
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Label scores ``(batch, labels)``.
+
+        batch: ``words`` ``(batch, time)`` ids (0 = padding), ``mask`` ``(batch, time)`` bool;
+        every row has at least one real token.
+        """
+        words, mask = batch["words"], batch["mask"]
+        if self.training and self.config.word_dropout > 0:
+            drop = torch.rand(words.shape, device=words.device) < self.config.word_dropout
+            words = words.masked_fill(drop & mask, 1)  # id 1 is <unk>
+        hidden, _ = self.encoder(self.drop(self.embed(words)), mask)
+        return self.out(self.drop(self.pool(hidden, mask)))
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean negative log-likelihood of ``labels`` ``(batch,)``."""
+        return F.cross_entropy(self.logits(batch).float(), batch["labels"])
+
+
+# ----------------------------------------------------------------------------- features
+def ngrams(tokens: Sequence[str], low: int, high: int, joiner: str = " ") -> list[str]:
+    """Every n-gram of ``tokens`` for ``low ≤ n ≤ high``, each joined into one string."""
+    out: list[str] = []
+    for n in range(low, high + 1):
+        if n == 1:
+            out.extend(tokens)
+        else:
+            out.extend(joiner.join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return out
+
+
+def smoothed_idf(documents: int, document_freq: torch.Tensor) -> torch.Tensor:
+    """scikit-learn's smoothed idf: ``ln((1 + N) / (1 + df)) + 1``."""
+    return torch.log((1.0 + documents) / (1.0 + document_freq.double())).float() + 1.0
+
+
+class _Epoch:
+    """One epoch of shuffled training batches (length-bucketed for the neural model)."""
+
+    def __init__(self, task: ClassifyTask, order: list[list[int]]):
+        self.task, self.order = task, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        encoded, labels = self.task.encoded("train")
+        for rows in self.order:
+            batch = self.task.collate([encoded[i] for i in rows])
+            batch["labels"] = labels[rows]
+            yield batch
+
+
+# --------------------------------------------------------------------------------- task
+class ClassifyTask:
+    """Reads labeled texts, builds a BoW or neural classifier, trains, predicts and scores."""
+
+    name = "classify"
+
+    @staticmethod
+    def config_class() -> type[ClassifyConfig]:
+        return ClassifyConfig
+
+    def __init__(
+        self,
+        config: ClassifyConfig,
+        data_dir: Path | None = None,
+        vocabs: tuple[Vocab, Vocab] | None = None,
+    ):
+        self.config = config
+        self.data_dir = data_dir
+        self.bow = config.model.kind == "bow"
+        self._examples: dict[str, list[Example]] = {}
+        self._encoded: dict[str, tuple[list[Any], torch.Tensor]] = {}
+        self.report = ""  # the text report of the last evaluation (tables)
+        self.confusion: tuple[list[str], list[list[int]]] | None = None  # of the last one
+        self.pretrained_found: int | None = None
+        self.pretrained_missing: list[str] = []
+        if vocabs is None:
+            # Read every split now: a malformed dev or test file should stop training before
+            # it starts, not after the first epoch.
+            for split in ("train", "dev", "test"):
+                if split != "test" or config.data.test:
+                    self.examples(split)
+            if not config.data.dev:
+                held, kept = len(self.examples("dev")), len(self.examples("train"))
+                print(
+                    f"dev: {held} of {held + kept} training examples held out "
+                    f"(data.dev_fraction={config.data.dev_fraction}, "
+                    f"data.split_seed={config.data.split_seed})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self.vocab, self.label_vocab = self._build_vocabs()
+        else:
+            self.vocab, self.label_vocab = vocabs
+        labels = len(self.label_vocab)
+        if self.bow:
+            self.model: nn.Module = BowClassifier(len(self.vocab), labels, config.model)
+            if vocabs is None and config.model.features == "tfidf":
+                self.model.idf.copy_(self._idf())
+        else:
+            self.model = NeuralClassifier(len(self.vocab), labels, config.model)
+            if vocabs is None and config.model.pretrained:
+                self._load_pretrained()
+
+    @property
+    def default_metric(self) -> str:
+        return "accuracy"
+
+    # ------------------------------------------------------------------ data
+    def read(self, path: str | Path) -> list[Example]:
+        """Labeled texts of a file in the recipe's format."""
+        d = self.config.data
+        found = read_trec(path, d.trec_labels) if d.format == "trec" else read_tsv(path)
+        if not found:
+            raise DataError("no examples in file", str(path))
+        return found
+
+    def examples(self, split: str) -> list[Example]:
+        """The ``train``, ``dev`` or ``test`` examples of the recipe, read once.
+
+        Without a dev file, dev is ``data.dev_fraction`` of each label of the training file,
+        chosen by ``data.split_seed``, and train is the rest.
+        """
+        if split not in self._examples:
+            d = self.config.data
+            if split in ("train", "dev") and not d.dev:
+                path = resolve_data_path(d.train, self.data_dir)
+                train, dev = hold_out(self.read(path), d.dev_fraction, d.split_seed)
+                if not dev:
+                    raise ConfigError(
+                        f"data.dev_fraction={d.dev_fraction} holds out no example of {path}"
+                    )
+                self._examples["train"], self._examples["dev"] = train, dev
+            else:
+                name = getattr(d, split)
+                if not name:
+                    raise ConfigError(f"the recipe has no data.{split} file")
+                self._examples[split] = self.read(resolve_data_path(name, self.data_dir))
+        return self._examples[split]
+
+    def tokens(self, text: str) -> list[str]:
+        """The tokens of a text: words split on whitespace, or characters (whitespace runs
+        become one space), lowercased if the recipe says so."""
+        d = self.config.data
+        if d.lowercase:
+            text = text.lower()
+        if d.tokenize == "chars":
+            return list(" ".join(text.split()))
+        return text.split()
+
+    def features(self, text: str) -> list[str]:
+        """The n-grams of a text the bag-of-words model counts (repeats included)."""
+        m = self.config.model
+        joiner = "" if self.config.data.tokenize == "chars" else " "
+        return ngrams(self.tokens(text), m.ngram_min, m.ngram_max, joiner)
+
+    def _build_vocabs(self) -> tuple[Vocab, Vocab]:
+        train = self.examples("train")
+        labels = Vocab.build(Counter(ex.label for ex in train), specials=[], unk=None)
+        m = self.config.model
+        if self.bow:
+            counts = Counter(f for ex in train for f in self.features(ex.text))
+            vocab = Vocab.build(counts, m.min_freq, m.max_features, specials=[], unk=None)
+        else:
+            counts = Counter(t for ex in train for t in self.tokens(ex.text))
+            vocab = Vocab.build(counts, min_freq=m.min_freq)
+        if not len(vocab):
+            raise ConfigError(f"no training token occurs model.min_freq={m.min_freq} times")
+        return vocab, labels
+
+    def _idf(self) -> torch.Tensor:
+        """Smoothed idf of every feature over the training texts ``(features,)``."""
+        train = self.examples("train")
+        df = torch.zeros(len(self.vocab), dtype=torch.long)
+        for ex in train:
+            ids = {self.vocab.stoi[f] for f in self.features(ex.text) if f in self.vocab.stoi}
+            df[list(ids)] += 1
+        return smoothed_idf(len(train), df)
+
+    def _load_pretrained(self) -> None:
+        from rnnkit.data.vectors import initialise_embedding
+
+        path = resolve_data_path(self.config.model.pretrained, self.data_dir)
+        weight = self.model.embed.weight
+        found, missing = initialise_embedding(weight.data, self.vocab.itos, path, first=2)
+        self.pretrained_found, self.pretrained_missing = found, missing
+        if self.config.model.freeze:
+            weight.requires_grad_(False)
+        shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+        print(
+            f"pretrained vectors {path}: {found} of {found + len(missing)} words found; "
+            f"missing: {shown or 'none'}",
+            flush=True,
+        )
+
+    def encode(self, text: str) -> Any:
+        """One text as the model reads it: for bow a pair of tensors (distinct n-gram ids,
+        their counts), for neural a list of word ids (``[<unk>]`` for a text with no words)."""
+        if self.bow:
+            stoi = self.vocab.stoi
+            counts = Counter(stoi[f] for f in self.features(text) if f in stoi)
+            return (
+                torch.tensor(list(counts), dtype=torch.long),
+                torch.tensor(list(counts.values()), dtype=torch.float32),
+            )
+        return self.vocab.encode(self.tokens(text)) or [self.vocab.unk_id]
+
+    def encoded(self, split: str) -> tuple[list[Any], torch.Tensor]:
+        """Every example of a split encoded once, and the label ids ``(examples,)``; labels
+        the training data never showed get id -1 (they are only ever scored, not learned)."""
+        if split not in self._encoded:
+            examples = self.examples(split)
+            stoi = self.label_vocab.stoi
+            labels = torch.tensor([stoi.get(ex.label, -1) for ex in examples], dtype=torch.long)
+            self._encoded[split] = ([self.encode(ex.text) for ex in examples], labels)
+        return self._encoded[split]
+
+    def collate(self, encoded: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Batch encoded texts; see :meth:`BowClassifier.feature_weights` and
+        :meth:`NeuralClassifier.logits` for the tensors."""
+        if self.bow:
+            sizes = torch.tensor([len(ids) for ids, _ in encoded], dtype=torch.long)
+            return {
+                "features": torch.cat([ids for ids, _ in encoded]),
+                "counts": torch.cat([counts for _, counts in encoded]),
+                "offsets": torch.cumsum(sizes, 0) - sizes,
+            }
+        words, mask = pad(encoded)
+        return {"words": words, "mask": mask}
+
+    def train_batches(self, epoch: int) -> _Epoch:
+        encoded, _ = self.encoded("train")
+        generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+        # Similar lengths share a batch for the recurrent model; a bag has no length.
+        lengths = [0 if self.bow else len(ids) for ids in encoded]
+        return _Epoch(self, bucket_batches(lengths, self.config.train.batch_size, True, generator))
+
+    # ------------------------------------------------------------ prediction
+    @torch.no_grad()
+    def probabilities(self, encoded: Sequence[Any], batch_size: int = 256) -> torch.Tensor:
+        """Label probabilities ``(texts, labels)`` of encoded texts (see :meth:`encode`)."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        out = torch.empty(len(encoded), len(self.label_vocab))
+        order = list(range(len(encoded)))
+        if not self.bow:  # similar lengths share a batch
+            order.sort(key=lambda i: -len(encoded[i]))
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = self.collate([encoded[i] for i in rows])
+            logits = self.model.logits({k: v.to(device) for k, v in batch.items()})
+            out[rows] = torch.softmax(logits.float(), dim=-1).cpu()
+        return out
+
+    def predict(self, inputs: Sequence[str | Sequence[str]]) -> list[dict[str, Any]]:
+        """Classify raw texts (or token lists, which are joined with spaces).
+
+        Returns one dict per input: ``label``, the likeliest label, and ``probabilities``,
+        ``{label: probability}`` for every label, likeliest first.
+        """
+        texts = [t if isinstance(t, str) else " ".join(t) for t in inputs]
+        probs = self.probabilities([self.encode(t) for t in texts])
+        results = []
+        itos = self.label_vocab.itos
+        for row in probs:
+            values, order = torch.sort(row, descending=True, stable=True)
+            ranked = {
+                itos[j]: float(p) for p, j in zip(values.tolist(), order.tolist(), strict=True)
+            }
+            results.append({"label": itos[int(order[0])], "probabilities": ranked})
+        return results
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, split: str = "dev") -> dict[str, float]:
+        encoded, _ = self.encoded(split)
+        return self._score(encoded, [ex.label for ex in self.examples(split)])
+
+    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+        return self.score(self.read(path))
+
+    def score(self, examples: Sequence[Example]) -> dict[str, float]:
+        """Accuracy and macro-F1 (fractions) of the model on ``examples``.
+
+        Macro-F1 is scikit-learn's: the unweighted mean F1 over every label that occurs in the
+        gold labels or the predictions. Sets :attr:`report` (per-label precision, recall, F1,
+        and a confusion table) and :attr:`confusion` (for :meth:`plot_confusion`).
+        """
+        return self._score([self.encode(ex.text) for ex in examples], [ex.label for ex in examples])
+
+    def _score(self, encoded: Sequence[Any], gold: list[str]) -> dict[str, float]:
+        from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+        from rnnkit.tasks.tag import confusion_table
+
+        best = self.probabilities(encoded).argmax(dim=1).tolist()
+        predicted = [self.label_vocab.itos[i] for i in best]
+        right = sum(g == p for g, p in zip(gold, predicted, strict=True))
+        metrics = {
+            "accuracy": right / max(1, len(gold)),
+            "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+        }
+        labels = sorted(set(gold) | set(predicted))
+        report = classification_report(gold, predicted, labels=labels, digits=4, zero_division=0)
+        self.report = report + "\n" + confusion_table([gold], [predicted])
+        matrix = confusion_matrix(gold, predicted, labels=labels)
+        self.confusion = (labels, matrix.tolist())
+        return metrics
+
+    def plot_confusion(self, path: str | Path, title: str = "") -> None:
+        """Draw the confusion matrix of the last evaluation as a PNG at ``path``."""
+        from rnnkit.plots import plot_confusion_matrix
+
+        if self.confusion is None:
+            raise RuntimeError("evaluate the model before plotting its confusion matrix")
+        plot_confusion_matrix(*self.confusion, path, title=title)
+
+    # --------------------------------------------------------------- storage
+    def model_files(self) -> dict[str, bytes]:
+        files = ckpt.task_files(self)
+        files["labels.json"] = ckpt.json_bytes(self.label_vocab.to_dict())
+        return files
+
+    @classmethod
+    def from_dir(
+        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
+    ) -> ClassifyTask:
+        directory = Path(directory)
+        config = ckpt.read_task_config(directory, cls.name, ClassifyConfig)
+        vocab, labels = (Vocab.load(directory / n) for n in ("vocab.json", "labels.json"))
+        want = [] if config.model.kind == "bow" else [PAD, UNK]
+        if vocab.specials != want or labels.specials or not len(labels):
+            raise ModelDirError(f"{directory}: vocab.json or labels.json does not fit the config")
+        return ckpt.load_trained(cls(config, data_dir, vocabs=(vocab, labels)), directory, device)
+
+
+__all__ = [
+    "BowClassifier",
+    "ClassifyConfig",
+    "ClassifyTask",
+    "NeuralClassifier",
+    "ngrams",
+    "smoothed_idf",
+]
