@@ -80,6 +80,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _add_data_dir(p)
 
+    p = sub.add_parser("embed", help="word-embedding models: export their vectors")
+    actions = p.add_subparsers(dest="embed_command", required=True, metavar="ACTION")
+    e = actions.add_parser("export", help="write an embed model's word vectors to a text file")
+    e.add_argument("--model", required=True, help="model directory (task embed)")
+    e.add_argument("--out", required=True, help="the vectors file to write")
+    e.add_argument(
+        "--format",
+        choices=["word2vec", "glove"],
+        default="word2vec",
+        help="word2vec: a 'COUNT DIM' header line (default); glove: no header",
+    )
+
+    for name, what in (
+        ("neighbors", "cosine nearest neighbours of words"),
+        ("analogy", "words nearest to A - B + C (king man woman -> queen)"),
+    ):
+        p = sub.add_parser(name, help=what)
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--vectors", help="a word2vec or GloVe text file")
+        source.add_argument("--model", help="an embed model directory")
+        if name == "neighbors":
+            p.add_argument("words", nargs="+", metavar="WORD", help="query words")
+        else:
+            p.add_argument("words", nargs=3, metavar=("A", "B", "C"), help="A - B + C")
+        p.add_argument("-k", type=int, default=10, help="how many words to list (10)")
+        p.add_argument("--json", action="store_true", help="one JSON object per query")
+
     from rnnkit.datasets import add_data_parser
 
     add_data_parser(sub)
@@ -169,7 +196,7 @@ def _clear_run(out: Path) -> None:
     names = (
         "config.json vocab.json model.safetensors trainer.json trainer.safetensors "
         "optimizer.safetensors metrics.jsonl curve.png commit.json chars.json tags.json "
-        "labels.json"
+        "labels.json counts.json"
     ).split()
     for name in names:
         (out / name).unlink(missing_ok=True)
@@ -313,6 +340,54 @@ def _plot_confusion(task, args: argparse.Namespace, metrics: dict[str, float]) -
     print(f"confusion matrix: {where}", file=sys.stderr)
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from rnnkit.data.vectors import write_vectors
+    from rnnkit.tasks.embed import EmbedTask
+
+    vectors = EmbedTask.from_dir(args.model).word_vectors()
+    write_vectors(args.out, vectors.words, vectors.vectors, args.format)
+    dim = vectors.vectors.shape[1]
+    print(f"{len(vectors):,} vectors of {dim} dimensions in {args.out} ({args.format} format)")
+    return 0
+
+
+def _word_vectors(args: argparse.Namespace):
+    if args.k < 1:
+        raise RnnkitError(f"-k {args.k}: must be at least 1")
+    if args.vectors:
+        from rnnkit.nn.similarity import WordVectors
+
+        return WordVectors.load(args.vectors)
+    from rnnkit.tasks.embed import EmbedTask
+
+    return EmbedTask.from_dir(args.model).word_vectors()
+
+
+def _print_ranked(query: str, ranked: list[tuple[str, float]], as_json: bool) -> None:
+    if as_json:
+        found = [{"word": w, "similarity": round(s, 6)} for w, s in ranked]
+        print(json.dumps({"query": query, "neighbors": found}, ensure_ascii=False))
+        return
+    print(query)
+    width = max((len(w) for w, _ in ranked), default=0)
+    for word, similarity in ranked:
+        print(f"  {word:<{width}}  {similarity:.4f}")
+
+
+def cmd_neighbors(args: argparse.Namespace) -> int:
+    vectors = _word_vectors(args)
+    for query, ranked in zip(args.words, vectors.neighbors(args.words, args.k), strict=True):
+        _print_ranked(query, ranked, args.json)
+    return 0
+
+
+def cmd_analogy(args: argparse.Namespace) -> int:
+    a, b, c = args.words
+    (ranked,) = _word_vectors(args).analogy([(a, b, c)], args.k)
+    _print_ranked(f"{a} - {b} + {c}", ranked, args.json)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from rnnkit.datasets import cmd_data as run
 
@@ -362,6 +437,9 @@ COMMANDS = {
     "tag": cmd_tag,
     "classify": cmd_classify,
     "eval": cmd_eval,
+    "embed": cmd_embed,
+    "neighbors": cmd_neighbors,
+    "analogy": cmd_analogy,
     "data": cmd_data,
     "demo": cmd_demo,
 }

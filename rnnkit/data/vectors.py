@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -61,11 +62,24 @@ def read_vectors(
     return words, torch.tensor(rows, dtype=torch.float32).reshape(len(rows), dim)
 
 
-def write_vectors(path: str | Path, words: list[str], vectors: torch.Tensor) -> None:
-    """Write word2vec text format (header ``COUNT DIM``), atomically."""
+VectorFormat = Literal["word2vec", "glove"]
+
+
+def write_vectors(
+    path: str | Path, words: list[str], vectors: torch.Tensor, format: VectorFormat = "word2vec"
+) -> None:
+    """Write ``vectors`` ``(words, dim)`` as text, atomically: word2vec's format (a header line
+    ``COUNT DIM``) or GloVe's (no header). Numbers keep 6 significant digits."""
     from rnnkit.checkpoint import atomic_write_text
 
-    lines = [f"{len(words)} {vectors.shape[1]}"]
+    if format not in ("word2vec", "glove"):
+        raise ValueError(f"unknown vector format {format!r} (choices: word2vec, glove)")
+    if vectors.dim() != 2 or vectors.shape[0] != len(words):
+        raise ValueError(f"{len(words)} words but vectors of shape {tuple(vectors.shape)}")
+    bad = next((w for w in words if not w or len(w.split()) != 1 or w != w.strip()), None)
+    if bad is not None:
+        raise DataError(f"word {bad!r} is empty or holds whitespace; the text format cannot")
+    lines = [f"{len(words)} {vectors.shape[1]}"] if format == "word2vec" else []
     for word, row in zip(words, vectors.tolist(), strict=True):
         lines.append(word + " " + " ".join(f"{x:.6g}" for x in row))
     atomic_write_text(path, "\n".join(lines) + "\n")

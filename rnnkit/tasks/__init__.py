@@ -14,6 +14,7 @@ TASKS = {
     "lm": ("rnnkit.tasks.lm", "LMTask"),
     "tag": ("rnnkit.tasks.tag", "TagTask"),
     "classify": ("rnnkit.tasks.classify", "ClassifyTask"),
+    "embed": ("rnnkit.tasks.embed", "EmbedTask"),
 }
 
 

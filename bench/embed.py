@@ -1,0 +1,341 @@
+"""Benchmark: training throughput of rnnkit's CBOW and skip-gram against gensim's Word2Vec.
+
+Both sides train on the same corpus with the same settings, one epoch each, in one process:
+
+* **corpus**: the recipe's training text (WikiText-2 ``train.txt`` by default), lowercased as
+  the recipe says, one sentence per line. rnnkit builds its vocabulary (``data.min_count``;
+  WikiText's own ``<unk>`` token is rnnkit's unknown word and is dropped). gensim gets the very
+  same token lists with every word outside that vocabulary already removed, so its
+  ``min_count`` keeps the same words and both sides see the same words in the same sentences.
+* **settings** (from the recipe, the same on both sides): vector size ``model.dim``, window
+  ``data.window`` (reduced at random per centre word on both sides when
+  ``data.dynamic_window``), ``model.negatives`` noise words from counts^0.75, subsampling
+  threshold ``data.subsample`` (the same formula on both sides), starting learning rate
+  ``train.lr`` decayed linearly over the epoch, CBOW with the mean of the context vectors
+  (gensim ``cbow_mean=1``), no hierarchical softmax, one epoch.
+* **rnnkit**: the task is built the CLI's way; the timed loop is ``Trainer.fit``'s work per
+  batch with the Trainer's own optimizer (sparse SGD) and learning-rate schedule: batches from
+  ``task.train_batches(1)`` (pair generation, shuffling and negative sampling included in the
+  time), loss, ``zero_grad``, backward, step, ``float(loss)``. Torch threads: torch's default
+  (the number of cores) unless ``--threads`` says otherwise.
+* **gensim** (a benchmark-only dependency, ``pip install gensim``; not one of rnnkit's):
+  ``Word2Vec(vector_size, window, negative, hs=0, sg, sample, alpha=train.lr, min_alpha=
+  alpha * 1e-4, cbow_mean=1, min_count=1, workers=W, seed)``, ``build_vocab`` untimed, then one
+  timed ``train(epochs=1)``. gensim trains with W worker threads (its optimised C routines
+  release Python's lock); W is the number of cores unless ``--workers`` says otherwise, the same
+  parallelism torch gets by default. Its reduced window and subsampling use its own random
+  numbers, so the two sides draw different (equally distributed) examples.
+
+Reported, per method: words per second (words of the corpus, before subsampling, divided by
+the training seconds), the ratio rnnkit/gensim, and, as a check that both did the same job,
+the negative-sampling loss on the recipe's validation text scored by rnnkit's evaluation with
+each side's input and output vectors (gensim's ``wv.vectors`` and ``syn1neg`` copied into the
+rnnkit model).
+
+Run from the repository root, on an otherwise idle machine (the report says how much CPU other
+processes used)::
+
+    .venv/bin/python bench/embed.py                        # WikiText-2, both methods, ~1 min
+    .venv/bin/python bench/embed.py --methods skipgram model.dim=300
+    .venv/bin/python bench/embed.py --publish              # also append to bench/RESULTS.md
+    .venv/bin/python bench/embed.py --quick                # smoke run: 2,000 lines, seconds
+
+``key=value`` overrides work as on the CLI. The markdown report goes to stdout; progress goes
+to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from machine import cpu_model, cpu_ticks, others_share, publish
+
+from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
+from rnnkit.data.batching import move
+from rnnkit.data.text import read_text, resolve_data_path
+from rnnkit.errors import RnnkitError
+from rnnkit.tasks import build_task
+from rnnkit.tasks.embed import EmbedConfig, EmbedTask
+from rnnkit.train import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "RESULTS.md"
+RECIPES = {"cbow": "configs/wikitext2-cbow.yaml", "skipgram": "configs/wikitext2-skipgram.yaml"}
+QUICK_LINES = 2000
+# Other processes busier than this share of the CPU during the run make the timings suspect.
+BUSY_SHARE = 0.05
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Side:
+    words: int = 0  # corpus words (before subsampling) trained on
+    seconds: float = 0.0
+    examples: int = 0  # rnnkit: examples (pairs or centre words); gensim: effective words
+    loss: float = float("nan")  # held-out negative-sampling loss after the epoch
+
+    @property
+    def rate(self) -> float:
+        return self.words / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass
+class Run:
+    method: str
+    config: EmbedConfig
+    vocab: int
+    sentences: int
+    kit: Side
+    peer: Side
+
+
+# ------------------------------------------------------------------------------- sides
+def train_rnnkit(task: EmbedTask, config: EmbedConfig) -> Side:
+    """One epoch the Trainer's way, timed from the first batch to the last step."""
+    side = Side(words=task.corpus[0].numel())
+    with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
+        trainer = Trainer(task, config.train, tmp, log=lambda _: None)
+        model, optimizer = trainer.model, trainer.optimizer
+        model.train()
+        start = time.perf_counter()
+        batches = task.train_batches(1)
+        total = len(batches)
+        for step, batch in enumerate(batches):
+            for group in optimizer.param_groups:
+                group["lr"] = trainer._lr_at(step, total)
+            batch = move(batch, trainer.device)
+            loss = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            float(loss.detach())
+            side.examples += batch["target"].numel()
+        side.seconds = time.perf_counter() - start
+    side.loss = task.evaluate()["loss"]
+    return side
+
+
+def gensim_sentences(task: EmbedTask) -> list[list[str]]:
+    """The training lines as token lists, only words of rnnkit's vocabulary kept."""
+    first = len(task.vocab.specials)
+    kept = {w for i, w in enumerate(task.vocab.itos) if i >= first}
+    return [[w for w in line.split() if w in kept] for line in task.lines("train")]
+
+
+def train_gensim(task: EmbedTask, config: EmbedConfig, workers: int) -> Side:
+    from gensim.models import Word2Vec
+
+    d, m, t = config.data, config.model, config.train
+    sentences = [s for s in gensim_sentences(task) if s]
+    model = Word2Vec(
+        vector_size=m.dim,
+        window=d.window,
+        negative=m.negatives,
+        ns_exponent=m.noise_power,
+        hs=0,
+        sg=1 if m.method == "skipgram" else 0,
+        cbow_mean=1,
+        sample=d.subsample,
+        alpha=t.lr,
+        min_alpha=t.lr * 1e-4,
+        min_count=1,  # the sentences hold only words rnnkit kept
+        shrink_windows=d.dynamic_window,
+        workers=workers,
+        seed=t.seed,
+    )
+    model.build_vocab(sentences)
+    start = time.perf_counter()
+    effective, raw = model.train(
+        sentences, total_examples=len(sentences), total_words=model.corpus_total_words, epochs=1
+    )
+    side = Side(words=raw, seconds=time.perf_counter() - start, examples=effective)
+    side.loss = score_gensim(task, model)
+    return side
+
+
+def score_gensim(task: EmbedTask, model) -> float:
+    """rnnkit's held-out loss with gensim's input and output vectors in rnnkit's model."""
+    weights = task.model
+    with torch.no_grad():
+        for word, index in model.wv.key_to_index.items():
+            row = task.vocab.stoi[word]
+            weights.embed.weight[row] = torch.from_numpy(model.wv.vectors[index])
+            weights.out.weight[row] = torch.from_numpy(model.syn1neg[index])
+    return task.evaluate()["loss"]
+
+
+# -------------------------------------------------------------------------------- setup
+def resolve(path: str) -> Path:
+    """``path`` as given, or inside the repository root when it is relative and absent."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
+        return REPO / p
+    return p
+
+
+def load_config(method: str, args: argparse.Namespace, tmp: Path) -> EmbedConfig:
+    recipe = args.config or RECIPES[method]
+    base = read_yaml(resolve(recipe))
+    if base.get("task", "embed") != "embed":
+        raise SystemExit(f"{recipe} is a '{base['task']}' recipe, not 'embed'")
+    extra = parse_overrides(args.overrides)
+    extra = merge(extra, {"model": {"method": method}, "train": {"epochs": 1, "progress": False}})
+    config = from_dict(EmbedConfig, merge(base, extra))
+    if args.lines:  # the first lines of the training text only, same for both sides
+        source = resolve_data_path(config.data.train, args.data_dir)
+        head = tmp / "train-head.txt"
+        head.write_text("\n".join(read_text(source).splitlines()[: args.lines]) + "\n")
+        config = from_dict(EmbedConfig, merge(base, merge(extra, {"data": {"train": str(head)}})))
+    return config
+
+
+def bench_method(method: str, args: argparse.Namespace) -> Run:
+    with tempfile.TemporaryDirectory(prefix="bench-embed-data-") as tmp:
+        config = load_config(method, args, Path(tmp))
+        progress(f"{method}: building the task ({config.data.train})")
+        task = build_task("embed", config, args.data_dir)
+        progress(f"{method}: gensim, {args.workers} workers")
+        peer = train_gensim(task, config, args.workers)
+        progress(f"  {peer.rate:,.0f} words/s, held-out loss {peer.loss:.4f}")
+        task = build_task("embed", config, args.data_dir)  # fresh weights, same seed
+        progress(f"{method}: rnnkit, {torch.get_num_threads()} torch threads")
+        kit = train_rnnkit(task, config)
+        progress(f"  {kit.rate:,.0f} words/s, held-out loss {kit.loss:.4f}")
+        lines = sum(1 for line in task.lines("train") if line.split())
+        return Run(method, config, len(task.vocab) - len(task.vocab.specials), lines, kit, peer)
+
+
+# ------------------------------------------------------------------------------- report
+def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    threads = "torch default"
+    if args.threads is not None:
+        threads = "set by --threads"
+    elif os.environ.get("OMP_NUM_THREADS"):
+        threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    if others is None:
+        contention = "other processes' CPU use during the run: unknown"
+    else:
+        contention = f"other processes used {others:.0%} of the CPU during the run"
+    warning = []
+    if others is not None and others > BUSY_SHARE:
+        warning.append(
+            "- **warning**: the CPU was shared with other work; these timings are unreliable"
+        )
+    if args.quick:
+        warning.append(f"- **--quick smoke run**: the first {QUICK_LINES:,} lines only")
+    try:
+        peer_version = metadata.version("gensim")
+    except metadata.PackageNotFoundError:
+        peer_version = "?"
+    c = runs[0].config
+    d, m = c.data, c.model
+    lines = [
+        f"### Word2vec benchmark: rnnkit vs gensim ({now}){' [quick]' if args.quick else ''}",
+        "",
+        f"- command: `{shlex.join(['python', *sys.argv])}`",
+        f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
+        f"gensim {peer_version}, device cpu; rnnkit: torch threads {torch.get_num_threads()} "
+        f"({threads}); gensim: {args.workers} worker threads; {contention}",
+        *warning,
+        f"- corpus: {d.train}{', lowercased' if d.lowercase else ''}, {runs[0].sentences:,} "
+        f"sentences, {runs[0].kit.words:,} words of a {runs[0].vocab:,}-word vocabulary "
+        f"(min count {d.min_count}); both sides get the same token lists",
+        f"- settings, both sides: dim {m.dim}, window {d.window}"
+        f"{' (reduced at random)' if d.dynamic_window else ''}, {m.negatives} negatives "
+        f"(counts^{m.noise_power:g}), subsampling {d.subsample:g}, one epoch, lr decayed "
+        f"linearly; rnnkit sparse SGD, batch {c.train.batch_size}",
+        "- words/s: corpus words (before subsampling) / training seconds; held-out loss: "
+        "rnnkit's negative-sampling loss on the validation text with each side's vectors",
+        "",
+        "| method | lr | rnnkit words/s | gensim words/s | ratio rnnkit/gensim "
+        "| rnnkit held-out loss | gensim held-out loss |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        ratio = run.kit.rate / run.peer.rate if run.peer.rate else float("nan")
+        lines.append(
+            f"| {run.method} | {run.config.train.lr:g} | {run.kit.rate:,.0f} "
+            f"| {run.peer.rate:,.0f} | **{ratio:.2f}×** | {run.kit.loss:.4f} "
+            f"| {run.peer.loss:.4f} |"
+        )
+    lines.append("")
+    for run in runs:
+        lines.append(
+            f"- {run.method}: rnnkit {run.kit.seconds:.1f} s for {run.kit.examples:,} examples "
+            f"({'pairs' if run.method == 'skipgram' else 'centre words'}); gensim "
+            f"{run.peer.seconds:.1f} s ({run.peer.examples:,} words left after subsampling)"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    parser.add_argument(
+        "--config", help="one embed recipe for both methods (default: configs/wikitext2-*.yaml)"
+    )
+    parser.add_argument("--methods", default="cbow,skipgram", help="cbow,skipgram (default)")
+    parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
+    parser.add_argument("--lines", type=int, help="train on the first N lines only")
+    parser.add_argument("--quick", action="store_true", help=f"smoke run: --lines {QUICK_LINES}")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument("--workers", type=int, help="gensim worker threads (default: cores)")
+    parser.add_argument(
+        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
+    )
+    parser.add_argument("--append", type=Path, help="also append the report to this file")
+    args = parser.parse_intermixed_args(argv)
+    args.method_list = [x.strip() for x in args.methods.split(",") if x.strip()]
+    if not args.method_list or any(x not in RECIPES for x in args.method_list):
+        parser.error("--methods takes cbow and/or skipgram, comma-separated")
+    if args.quick and args.lines is None:
+        args.lines = QUICK_LINES
+    if args.lines is not None and args.lines < 10:
+        parser.error("--lines must be ≥ 10")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be ≥ 1")
+    args.workers = args.workers or os.cpu_count() or 1
+    if args.publish and args.append is not None:
+        parser.error("give --publish or --append, not both")
+    args.target = RESULTS if args.publish else args.append
+    args.data_dir = resolve(args.data_dir)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import gensim  # noqa: F401
+    except ImportError:
+        progress("error: gensim is not installed (a benchmark-only dependency: pip install gensim)")
+        return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    before = cpu_ticks()
+    try:
+        runs = [bench_method(method, args) for method in args.method_list]
+    except RnnkitError as err:
+        progress(f"error: {err}")
+        return 2
+    publish(report(runs, args, others_share(before)), args.target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

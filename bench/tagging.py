@@ -1,0 +1,819 @@
+"""Benchmark: tagger training throughput and tagging latency, rnnkit vs the seed's BiLSTM-CRF.
+
+Measured in one process, on one machine (rnnkit on ``--device``, the CPU by default; the seed
+side always on the CPU):
+
+1. **Seed size, rnnkit** — the seed tutorial's "realistic" BiLSTM-CRF size: 11 tags counting
+   its begin and end pseudo-tags, sentences of 30 tokens, embedding 100, BiLSTM hidden 200 (100
+   per direction), one layer, no dropout. A ``rnnkit.tasks.tag.Tagger`` is built directly
+   (``chars="none"``, ``head="crf"``, unconstrained) over a synthetic corpus of random word ids
+   from a 10k-word vocabulary and random tags. rnnkit's CRF keeps start and end scores as
+   vectors, so its tag set holds the 9 real tags; the seed's 11 are those 9 plus its begin and
+   end tags inside the transition matrix, the same distribution. Training uses the
+   ``Trainer``'s own optimizer (fused Adam on the CPU, lr 0.002 as in the tag recipes) and its
+   per-batch step: loss, ``zero_grad(set_to_none=True)``, backward, ``clip_grad_norm_`` 5.0,
+   step, ``float(loss)``. Timed for ``--seconds`` per batch size (32, the recipes' default,
+   and 128; ``--batches``) after 3 warm-up steps. Where the time goes: the same step with a
+   softmax head instead of the CRF (everything but the CRF), and the CRF's NLL forward+backward
+   alone on random emissions. Tagging: ``Tagger.decode`` on ready tensors, one sentence (median
+   latency) and batches of 32 and 256 (sentences/s).
+2. **Seed size, the seed's algorithm** — the tutorial's BiLSTM-CRF re-implemented (the CRF part
+   is ``SeedLoopCRF`` from ``bench/crf.py``): one sentence per update, embedding → ``nn.LSTM``
+   (bidirectional, 100 per direction, a fresh random initial state per sentence as in the
+   tutorial) → linear to the 11 tags → NLL from the forward algorithm with one log-sum-exp per
+   next tag per step, minus the gold score summed step by step; ``zero_grad``, backward, SGD
+   (lr 0.01, weight decay 1e-4). Also the tutorial's suggested improvement, "forward algorithm
+   vectorised": the same, but each step's log-sum-exp covers every next tag at once (still one
+   sentence at a time; the gold score unchanged). Each is timed over a fixed number of
+   sentences after 3 warm-up ones; the ratio is rnnkit's sentences/s over the seed's. Tagging:
+   the tutorial's Viterbi (a loop over next tags per step), one sentence.
+3. **Recipes** — for each recipe (``configs/ewt-upos.yaml`` and ``configs/uner-ewt-ner.yaml``
+   by default) the task is built the CLI's way (``build_task("tag", config, data_dir)``) and
+   ``--steps`` training steps over ``task.train_batches`` are timed after 3 warm-up steps, batch
+   making included, with the Trainer's optimizer and step as above; tokens are counted from the
+   masks. Then, with that briefly trained model, tagging through ``task.tag``: one dev sentence
+   of the median dev length at a time (median ms over ``--latency-sentences`` of them), and a
+   fixed random sample of 256 dev sentences with ``batch_size`` 32 and 256 (sentences/s). A
+   recipe whose files are missing from ``--data-dir`` is skipped with a note.
+
+For scale (figures from the issue, not measured here): the tutorial's loop does about 14
+sentences/s at the seed size on this CPU, 123 with only its forward algorithm vectorised, and
+Flair 0.15 about 77 (1,260 tokens/s). The target is ≥ 1,000 training sentences/s at that size.
+
+Run from anywhere, on an otherwise idle machine (the report says how much CPU other processes
+used while it ran)::
+
+    .venv/bin/python bench/tagging.py                    # all three sections, about 2 min
+    .venv/bin/python bench/tagging.py --threads 1 --batches 32,64,128
+    .venv/bin/python bench/tagging.py --publish          # also append to bench/RESULTS.md
+    .venv/bin/python bench/tagging.py --quick            # smoke run, well under 20 s
+
+The markdown report goes to stdout, progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import random
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from crf import SeedLoopCRF
+from machine import cpu_model, cpu_ticks, others_share, publish
+from torch import nn
+
+from rnnkit.config import from_dict, read_yaml
+from rnnkit.data.batching import move
+from rnnkit.data.text import resolve_data_path
+from rnnkit.errors import RnnkitError
+from rnnkit.nn.crf import CRF
+from rnnkit.tasks import build_task
+from rnnkit.tasks.tag import TagConfig, Tagger, TagModelConfig, TagTask
+from rnnkit.train import Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "RESULTS.md"
+DEFAULT_RECIPES = "configs/ewt-upos.yaml,configs/uner-ewt-ner.yaml"
+# The seed tutorial's "realistic" size.
+SEED_WORDS = 10_000
+SEED_REAL_TAGS = 9  # + its begin and end pseudo-tags = 11
+SEED_LENGTH = 30
+SEED_EMBEDDING = 100
+SEED_HIDDEN = 200  # both directions together, as the tutorial counts it
+SEED_LR = 0.01
+SEED_WEIGHT_DECAY = 1e-4
+CORPUS = 4096  # synthetic sentences, reused in turn
+WARMUP_STEPS = 3
+TAG_BATCHES = (32, 256)
+TAG_SAMPLE = 256  # dev sentences tagged in batches
+TARGET = 1_000.0  # training sentences/s at the seed size
+# Figures quoted by the issue, for scale only.
+QUOTED = "seed loop ~14 sent/s, forward vectorised ~123, Flair 0.15 ~77 (1,260 tok/s)"
+# Flag values that --quick changes (each may still be given explicitly).
+FULL = {
+    "seconds": 5.0,
+    "steps": 60,
+    "seed_sentences": 30,
+    "vectorised_sentences": 120,
+    "seed_warmup": 3,
+    "latency_sentences": 50,
+    "tag_repeats": 3,
+}
+QUICK = {
+    "seconds": 0.3,
+    "steps": 3,
+    "seed_sentences": 3,
+    "vectorised_sentences": 10,
+    "seed_warmup": 1,
+    "latency_sentences": 5,
+    "tag_repeats": 1,
+}
+# Other processes busier than this share of the CPU during the run make the timings suspect.
+BUSY_SHARE = 0.05
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------- timing
+@dataclass
+class Rate:
+    """Training or tagging work timed so far."""
+
+    sentences: int = 0
+    tokens: int = 0
+    calls: int = 0
+    seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.sentences / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+Step = Callable[[], tuple[int, int]]  # one update (or call); returns (sentences, tokens)
+
+
+def run_for(step: Step, seconds: float) -> Rate:
+    """Call ``step`` until ``seconds`` have passed (at least once)."""
+    rate = Rate()
+    start = time.perf_counter()
+    while True:
+        sentences, tokens = step()
+        rate.sentences += sentences
+        rate.tokens += tokens
+        rate.calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            rate.seconds = elapsed
+            return rate
+
+
+def run_steps(step: Step, count: int) -> Rate:
+    """Call ``step`` ``count`` times."""
+    rate = Rate()
+    start = time.perf_counter()
+    for _ in range(count):
+        sentences, tokens = step()
+        rate.sentences += sentences
+        rate.tokens += tokens
+    rate.calls = count
+    rate.seconds = time.perf_counter() - start
+    return rate
+
+
+def warm(step: Step, count: int = WARMUP_STEPS) -> None:
+    for _ in range(count):
+        step()
+
+
+def median_seconds(call: Callable[[], object], repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def endless(batches_of_epoch: Callable[[int], Iterable[Any]]) -> Iterator[Any]:
+    """Epoch 1's batches, then epoch 2's, and so on."""
+    for epoch in itertools.count(1):
+        yield from batches_of_epoch(epoch)
+
+
+# ------------------------------------------------------------------------ rnnkit training
+class KitLoop:
+    """``Trainer.fit``'s per-batch work, with the Trainer's model, device and optimizer."""
+
+    def __init__(self, trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]]):
+        self.trainer = trainer
+        self.batches = batches
+        self.autocast = trainer.device.type == "cuda" and trainer.config.amp
+        trainer.model.train()
+
+    def step(self) -> tuple[int, int]:
+        t, c = self.trainer, self.trainer.config
+        for group in t.optimizer.param_groups:
+            group["lr"] = c.lr  # the Trainer sets it every step (no schedule here)
+        batch = next(self.batches)
+        mask = batch["mask"]
+        sentences, tokens = mask.shape[0], int(mask.sum())
+        batch = move(batch, t.device)
+        with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss = t.model.loss(batch)
+        t.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.clip_norm:
+            torch.nn.utils.clip_grad_norm_(t.model.parameters(), c.clip_norm)
+        t.optimizer.step()
+        float(loss.detach())  # the Trainer reads the loss every step
+        return sentences, tokens
+
+
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    fused = optimizer.defaults.get("fused")
+    return f"{type(optimizer).__name__}{' (fused)' if fused else ''} lr {optimizer.defaults['lr']}"
+
+
+# ----------------------------------------------------------------------- synthetic corpus
+@dataclass
+class Corpus:
+    """Random sentences at the seed size: word ids (never 0, padding, or 1, unknown), tags."""
+
+    words: torch.Tensor  # (sentences, length) long
+    tags: torch.Tensor  # (sentences, length) long, real tags only
+
+    def batches(self, size: int) -> list[dict[str, torch.Tensor]]:
+        out = []
+        for start in range(0, self.words.shape[0] - size + 1, size):
+            words = self.words[start : start + size]
+            out.append(
+                {
+                    "words": words,
+                    "mask": torch.ones(words.shape, dtype=torch.bool),
+                    "tags": self.tags[start : start + size],
+                }
+            )
+        return out
+
+
+def make_corpus(seed: int) -> Corpus:
+    g = torch.Generator().manual_seed(seed)
+    words = torch.randint(2, SEED_WORDS, (CORPUS, SEED_LENGTH), generator=g)
+    tags = torch.randint(SEED_REAL_TAGS, (CORPUS, SEED_LENGTH), generator=g)
+    return Corpus(words, tags)
+
+
+def seed_size_config(head: str) -> TagModelConfig:
+    return TagModelConfig(
+        word_dim=SEED_EMBEDDING,
+        chars="none",
+        hidden_size=SEED_HIDDEN // 2,
+        layers=1,
+        dropout=0.0,
+        word_dropout=0.0,
+        head=head,
+        constrain=False,
+    )
+
+
+def seed_size_trainer(head: str, args: argparse.Namespace, out_dir: str) -> Trainer:
+    """A seed-size Tagger with the Trainer (and so the optimizer) a tag recipe would get."""
+    torch.manual_seed(args.random_seed)
+    tags = [f"T{i}" for i in range(SEED_REAL_TAGS)]
+    model = Tagger(SEED_WORDS, 2, tags, seed_size_config(head), scheme=None)
+    train = dataclasses.replace(TagConfig().train, device=args.device)
+    stand_in = SimpleNamespace(model=model, default_metric="accuracy")
+    return Trainer(stand_in, train, out_dir, log=lambda _: None)
+
+
+@dataclass
+class SeedSizeKit:
+    """Section 1's figures, per batch size."""
+
+    optimizer: str = ""
+    device: str = "cpu"
+    train: dict[int, Rate] = field(default_factory=dict)  # CRF head
+    softmax: dict[int, Rate] = field(default_factory=dict)  # softmax head: all but the CRF
+    crf_only: dict[int, Rate] = field(default_factory=dict)  # CRF NLL forward+backward
+    latency_ms: float = 0.0  # decode one sentence
+    tagging: dict[int, Rate] = field(default_factory=dict)  # decode in batches
+
+
+def crf_only_step(batch_size: int, device: torch.device) -> Step:
+    """The CRF's NLL forward+backward alone, on random emissions (as from an encoder)."""
+    g = torch.Generator().manual_seed(batch_size)
+    crf = CRF(SEED_REAL_TAGS).to(device)
+    shape = (batch_size, SEED_LENGTH, SEED_REAL_TAGS)
+    emissions = torch.randn(shape, generator=g).to(device).requires_grad_(True)
+    tags = torch.randint(SEED_REAL_TAGS, shape[:2], generator=g).to(device)
+    mask = torch.ones(shape[:2], dtype=torch.bool, device=device)
+    tokens = batch_size * SEED_LENGTH
+
+    def step() -> tuple[int, int]:
+        emissions.grad = None
+        for p in crf.parameters():
+            p.grad = None
+        loss = crf.nll(emissions, tags, mask) / tokens
+        loss.backward()
+        float(loss.detach())
+        return batch_size, tokens
+
+    return step
+
+
+def decode_step(model: Tagger, batch: dict[str, torch.Tensor]) -> Step:
+    sentences, tokens = batch["words"].shape[0], batch["words"].numel()
+
+    def step() -> tuple[int, int]:
+        with torch.no_grad():
+            model.decode(batch).cpu()
+        return sentences, tokens
+
+    return step
+
+
+def bench_seed_size_kit(corpus: Corpus, args: argparse.Namespace) -> SeedSizeKit:
+    out = SeedSizeKit()
+    with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
+        crf_trainer = seed_size_trainer("crf", args, tmp)
+        soft_trainer = seed_size_trainer("softmax", args, tmp)
+        out.optimizer = describe_optimizer(crf_trainer.optimizer)
+        out.device = str(crf_trainer.device)
+        device = crf_trainer.device
+        for size in args.batch_list:
+            batches = corpus.batches(size)
+            progress(f"seed size, rnnkit, batch {size}: {args.seconds:g} s each part")
+            for name, trainer in (("crf", crf_trainer), ("softmax", soft_trainer)):
+                loop = KitLoop(trainer, itertools.cycle(batches))
+                warm(loop.step)
+                rate = run_for(loop.step, args.seconds)
+                (out.train if name == "crf" else out.softmax)[size] = rate
+            crf_step = crf_only_step(size, device)
+            warm(crf_step)
+            out.crf_only[size] = run_for(crf_step, args.seconds)
+            progress(
+                f"  train {out.train[size].per_second:,.0f} sent/s; softmax head "
+                f"{out.softmax[size].per_second:,.0f}; CRF NLL alone "
+                f"{out.crf_only[size].per_second:,.0f}"
+            )
+        model = crf_trainer.model
+        model.eval()
+        one = move(corpus.batches(1)[0], device)
+        single = decode_step(model, one)
+        warm(single)
+        out.latency_ms = median_seconds(single, max(args.latency_sentences, 5)) * 1e3
+        for size in TAG_BATCHES:
+            step = decode_step(model, move(corpus.batches(size)[0], device))
+            warm(step, 1)
+            out.tagging[size] = run_for(step, args.seconds)
+        progress(
+            f"  decode: one sentence {out.latency_ms:.2f} ms; "
+            + ", ".join(f"batch {b} {r.per_second:,.0f} sent/s" for b, r in out.tagging.items())
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------ seed side
+class SeedVectorisedCRF(SeedLoopCRF):
+    """The seed's CRF with the exercise done: one log-sum-exp over all next tags per step."""
+
+    def log_partition(self, feats: torch.Tensor) -> torch.Tensor:
+        alpha = self._initial()  # (1, from)
+        for emit in feats:
+            # scores[to, from] + alpha[from], summed in log space over "from", for every "to"
+            alpha = (torch.logsumexp(self.scores + alpha, dim=1) + emit).view(1, -1)
+        return torch.logsumexp(alpha + self.scores[self.finish], dim=1)
+
+
+class SeedTagger(nn.Module):
+    """The tutorial's BiLSTM-CRF, unbatched: one sentence ``(time,)`` of word ids at a time."""
+
+    def __init__(self, crf_class: type[SeedLoopCRF]):
+        super().__init__()
+        self.half = SEED_HIDDEN // 2
+        self.embed = nn.Embedding(SEED_WORDS, SEED_EMBEDDING)
+        self.lstm = nn.LSTM(SEED_EMBEDDING, self.half, num_layers=1, bidirectional=True)
+        self.to_tags = nn.Linear(SEED_HIDDEN, SEED_REAL_TAGS + 2)
+        self.crf = crf_class(CRF(SEED_REAL_TAGS))
+
+    def features(self, words: torch.Tensor) -> torch.Tensor:
+        """Tag scores ``(time, 11)``; the LSTM starts from a random state, as in the tutorial."""
+        state = (torch.randn(2, 1, self.half), torch.randn(2, 1, self.half))
+        hidden, _ = self.lstm(self.embed(words).view(len(words), 1, -1), state)
+        return self.to_tags(hidden.view(len(words), SEED_HIDDEN))
+
+    def nll(self, words: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        return self.crf.nll(self.features(words), tags)
+
+    def tag(self, words: torch.Tensor) -> list[int]:
+        return self.crf.viterbi(self.features(words))[1]
+
+
+def seed_train_step(model: SeedTagger, corpus: Corpus) -> Step:
+    optimizer = torch.optim.SGD(model.parameters(), lr=SEED_LR, weight_decay=SEED_WEIGHT_DECAY)
+    rows = itertools.cycle(range(corpus.words.shape[0]))
+
+    def step() -> tuple[int, int]:
+        row = next(rows)
+        model.zero_grad()
+        loss = model.nll(corpus.words[row], corpus.tags[row])
+        loss.backward()
+        optimizer.step()
+        return 1, SEED_LENGTH
+
+    return step
+
+
+@dataclass
+class SeedSide:
+    loop: Rate = field(default_factory=Rate)
+    vectorised: Rate = field(default_factory=Rate)
+    latency_ms: float = 0.0  # the tutorial's Viterbi, one sentence
+    agreement: float = 0.0  # |log Z loop - log Z vectorised| on one sentence
+
+
+def bench_seed(corpus: Corpus, args: argparse.Namespace) -> SeedSide:
+    out = SeedSide()
+    torch.manual_seed(args.random_seed)
+    loop_model = SeedTagger(SeedLoopCRF)
+    vector_model = SeedTagger(SeedVectorisedCRF)
+    vector_model.load_state_dict(loop_model.state_dict())
+    with torch.no_grad():
+        feats = torch.randn(SEED_LENGTH, SEED_REAL_TAGS + 2)
+        a = float(loop_model.crf.log_partition(feats))
+        b = float(vector_model.crf.log_partition(feats))
+    out.agreement = abs(a - b)
+    if not out.agreement <= 1e-3 * max(1.0, abs(a)):
+        raise AssertionError(f"vectorised forward algorithm disagrees: {a} vs {b}")
+    for name, model, count in (
+        ("per-tag loop", loop_model, args.seed_sentences),
+        ("forward vectorised", vector_model, args.vectorised_sentences),
+    ):
+        progress(f"seed size, seed's algorithm ({name}): {count} sentences")
+        step = seed_train_step(model, corpus)
+        warm(step, args.seed_warmup)
+        rate = run_steps(step, count)
+        if model is loop_model:
+            out.loop = rate
+        else:
+            out.vectorised = rate
+        progress(f"  {rate.per_second:,.1f} sent/s")
+    loop_model.eval()
+    words = iter(corpus.words)
+
+    def tag_one() -> None:
+        with torch.no_grad():
+            loop_model.tag(next(words))
+
+    tag_one()
+    out.latency_ms = median_seconds(tag_one, max(3, args.seed_sentences)) * 1e3
+    progress(f"  seed Viterbi, one sentence: {out.latency_ms:.1f} ms")
+    return out
+
+
+# -------------------------------------------------------------------------------- recipes
+@dataclass
+class RecipeResult:
+    path: str
+    note: str = ""  # why it was skipped, when it was
+    model: str = ""
+    sentences: int = 0
+    batch: int = 0
+    train: Rate = field(default_factory=Rate)
+    latency_ms: float = 0.0
+    latency_length: int = 0
+    latency_count: int = 0
+    tagging: dict[int, Rate] = field(default_factory=dict)
+    sample: int = 0
+
+
+def describe_model(config: TagConfig) -> str:
+    m = config.model
+    chars = "no chars" if m.chars == "none" else f"char {m.chars} {m.char_dim}/{m.char_hidden}"
+    return (
+        f"word {m.word_dim}, {chars}, {m.layers}x{m.hidden_size} bi-{m.rnn}, {m.head} head, "
+        f"dropout {m.dropout}, batch {config.train.batch_size}"
+    )
+
+
+def missing_files(config: TagConfig, data_dir: Path) -> list[str]:
+    names = [config.data.train, config.data.dev]
+    return [n for n in names if not resolve_data_path(n, data_dir).exists()]
+
+
+def pick_latency_sentences(dev: list[list[str]], count: int) -> list[list[str]]:
+    """``count`` dev sentences of the median length (the nearest lengths if too few)."""
+    median = statistics.median_low(len(s) for s in dev)
+    order = sorted(range(len(dev)), key=lambda i: (abs(len(dev[i]) - median), i))
+    return [dev[i] for i in order[:count]]
+
+
+def bench_recipe(path: str, args: argparse.Namespace) -> RecipeResult:
+    out = RecipeResult(path)
+    base = read_yaml(resolve(path))
+    if base.get("task") != "tag":
+        raise SystemExit(f"{path} is a {base.get('task')!r} recipe, not 'tag'")
+    config = from_dict(TagConfig, base)
+    config.train.device = args.device
+    out.model = describe_model(config)
+    data_dir = resolve(args.data_dir)
+    missing = missing_files(config, data_dir)
+    if missing:
+        out.note = f"skipped: {', '.join(missing)} not found under {data_dir}"
+        progress(f"{path}: {out.note}")
+        return out
+    progress(f"{path}: building the task")
+    task: TagTask = build_task("tag", config, data_dir)
+    out.sentences = len(task.sentences("train"))
+    out.batch = config.train.batch_size
+    with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
+        trainer = Trainer(task, config.train, tmp, log=lambda _: None)
+        out.model += f"; {describe_optimizer(trainer.optimizer)}"
+        loop = KitLoop(trainer, endless(task.train_batches))
+        warm(loop.step)
+        progress(f"  training: {args.steps} steps")
+        out.train = run_steps(loop.step, args.steps)
+        progress(f"  {out.train.per_second:,.0f} sent/s, {out.train.tokens_per_second:,.0f} tok/s")
+    dev = [s.tokens for s in task.sentences("dev") if s.tokens]
+    chosen = pick_latency_sentences(dev, args.latency_sentences)
+    out.latency_length = statistics.median_low(len(s) for s in chosen)
+    out.latency_count = len(chosen)
+    task.tag([chosen[0]])
+    samples = []
+    for tokens in chosen:
+        start = time.perf_counter()
+        task.tag([tokens])
+        samples.append(time.perf_counter() - start)
+    out.latency_ms = statistics.median(samples) * 1e3
+    sample = random.Random(args.random_seed).sample(dev, min(TAG_SAMPLE, len(dev)))
+    out.sample = len(sample)
+    tokens = sum(len(s) for s in sample)
+    for size in TAG_BATCHES:
+        task.tag(sample[:size], batch_size=size)
+        seconds = median_seconds(lambda b=size: task.tag(sample, batch_size=b), args.tag_repeats)
+        out.tagging[size] = Rate(len(sample), tokens, args.tag_repeats, seconds)
+    progress(
+        f"  tagging: one sentence {out.latency_ms:.1f} ms; "
+        + ", ".join(f"batch {b} {r.per_second:,.0f} sent/s" for b, r in out.tagging.items())
+    )
+    return out
+
+
+# ------------------------------------------------------------------------------ reporting
+def ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:,.1f}×" if theirs > 0 else ""
+
+
+def training_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult]) -> list[str]:
+    lines = [
+        "| setting | batch | sentences/s | tokens/s | ratio over seed loop | over seed, "
+        "forward vectorised |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    loop, vec = seed.loop.per_second, seed.vectorised.per_second
+    for size, rate in kit.train.items():
+        lines.append(
+            f"| seed size, rnnkit | {size} | {rate.per_second:,.0f} | "
+            f"{rate.tokens_per_second:,.0f} | **{ratio(rate.per_second, loop)}** | "
+            f"**{ratio(rate.per_second, vec)}** |"
+        )
+    lines += [
+        f"| seed size, seed's loop | 1 | {loop:,.1f} | {seed.loop.tokens_per_second:,.0f} "
+        "| 1.0× | |",
+        f"| seed size, seed's loop, forward vectorised | 1 | {vec:,.1f} | "
+        f"{seed.vectorised.tokens_per_second:,.0f} | {ratio(vec, loop)} | 1.0× |",
+    ]
+    for r in recipes:
+        if r.note:
+            lines.append(f"| `{r.path}` | | {r.note} | | | |")
+            continue
+        lines.append(
+            f"| `{r.path}` | {r.batch} | "
+            f"{r.train.per_second:,.0f} | {r.train.tokens_per_second:,.0f} | | |"
+        )
+    return lines
+
+
+def parts_table(kit: SeedSizeKit) -> list[str]:
+    lines = [
+        "| seed size, rnnkit | batch | sentences/s | share of a training step's time |",
+        "|---|---:|---:|---:|",
+    ]
+    for size, full in kit.train.items():
+        soft, crf = kit.softmax[size], kit.crf_only[size]
+        lines += [
+            f"| training step, CRF head | {size} | {full.per_second:,.0f} | 100% |",
+            f"| training step, softmax head (all but the CRF) | {size} | "
+            f"{soft.per_second:,.0f} | {full.per_second / soft.per_second:.0%} |",
+            f"| CRF NLL forward+backward alone | {size} | {crf.per_second:,.0f} | "
+            f"{full.per_second / crf.per_second:.0%} |",
+        ]
+    return lines
+
+
+def tagging_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult]) -> list[str]:
+    lines = [
+        "| setting | batch | ms per call (median) | sentences/s | tokens/s |",
+        "|---|---:|---:|---:|---:|",
+        f"| seed size, rnnkit `Tagger.decode` | 1 | {kit.latency_ms:.2f} | "
+        f"{1e3 / kit.latency_ms:,.0f} | {SEED_LENGTH * 1e3 / kit.latency_ms:,.0f} |",
+    ]
+    for size, rate in kit.tagging.items():
+        lines.append(
+            f"| seed size, rnnkit `Tagger.decode` | {size} | {rate.seconds / rate.calls * 1e3:.1f} "
+            f"| {rate.per_second:,.0f} | {rate.tokens_per_second:,.0f} |"
+        )
+    lines.append(
+        f"| seed size, seed's Viterbi loop | 1 | {seed.latency_ms:.1f} | "
+        f"{1e3 / seed.latency_ms:,.0f} | {SEED_LENGTH * 1e3 / seed.latency_ms:,.0f} |"
+    )
+    for r in recipes:
+        if r.note:
+            continue
+        lines.append(
+            f"| `{r.path}` `task.tag`, {r.latency_length} tokens | 1 | {r.latency_ms:.2f} | "
+            f"{1e3 / r.latency_ms:,.0f} | {r.latency_length * 1e3 / r.latency_ms:,.0f} |"
+        )
+        for size, rate in r.tagging.items():
+            lines.append(
+                f"| `{r.path}` `task.tag`, {r.sample} dev sentences | {size} | "
+                f"{rate.seconds * 1e3:,.0f} (all {r.sample}) | {rate.per_second:,.0f} | "
+                f"{rate.tokens_per_second:,.0f} |"
+            )
+    return lines
+
+
+def report(
+    kit: SeedSizeKit,
+    seed: SeedSide,
+    recipes: list[RecipeResult],
+    others: float | None,
+    args: argparse.Namespace,
+) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    threads = "torch default"
+    if args.threads is not None:
+        threads = "set by --threads"
+    elif os.environ.get("OMP_NUM_THREADS"):
+        threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    if others is None:
+        contention = "other processes' CPU use during the run: unknown"
+    else:
+        contention = f"other processes used {others:.0%} of the CPU during the run"
+    warning = []
+    if others is not None and others > BUSY_SHARE:
+        warning.append(
+            "- **warning**: the CPU was shared with other work; these timings are unreliable"
+        )
+    if args.quick:
+        warning.append("- **--quick smoke run**: a handful of steps; not a measurement")
+    verdicts = ", ".join(
+        f"batch {size}: {rate.per_second:,.0f} sent/s, "
+        f"{'met' if rate.per_second >= TARGET else '**not met**'}"
+        for size, rate in kit.train.items()
+    )
+    lines = [
+        f"### Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF ({now})"
+        f"{' [quick]' if args.quick else ''}",
+        "",
+        f"- command: `{shlex.join(['python', *sys.argv])}`",
+        f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
+        f"rnnkit device {kit.device} (seed side: cpu), float32, torch threads "
+        f"{torch.get_num_threads()} ({threads}); {contention}",
+        *warning,
+        f"- seed size: {SEED_REAL_TAGS} tags + begin/end = {SEED_REAL_TAGS + 2} (rnnkit: "
+        f"{SEED_REAL_TAGS} tags with start/end score vectors), length {SEED_LENGTH}, embedding "
+        f"{SEED_EMBEDDING}, BiLSTM hidden {SEED_HIDDEN} ({SEED_HIDDEN // 2} per direction), "
+        f"vocabulary {SEED_WORDS:,}; synthetic corpus of {CORPUS:,} random sentences, random "
+        f"seed {args.random_seed}",
+        f"- rnnkit at the seed size: `Tagger` (chars none, CRF head, no dropout), the Trainer's "
+        f"{kit.optimizer}, clip_norm 5.0, {WARMUP_STEPS} warm-up steps then {args.seconds:g} s "
+        "per batch size",
+        f"- seed's algorithm: one sentence per update, SGD lr {SEED_LR}, weight decay "
+        f"{SEED_WEIGHT_DECAY}, random initial LSTM state; {args.seed_warmup} warm-up sentences, "
+        f"then {seed.loop.calls} (per-tag loop) and {seed.vectorised.calls} (forward "
+        f"vectorised) timed; log Z of both forward algorithms agree to {seed.agreement:.1e}",
+        f"- target ≥ {TARGET:,.0f} training sentences/s at the seed size: {verdicts}",
+        f"- for scale, quoted by the issue (not measured here): {QUOTED}",
+        "",
+        "#### Training throughput",
+        "",
+        *training_table(kit, seed, recipes),
+        "",
+        "#### Where a seed-size training step goes",
+        "",
+        *parts_table(kit),
+        "",
+        "- softmax head: the same Tagger and step with cross-entropy instead of the CRF; CRF "
+        "alone: `CRF.nll` forward+backward on random `(batch, 30, 9)` emissions; share = the "
+        "CRF-head step's sentences/s over the part's",
+        "",
+        "#### Tagging",
+        "",
+        *tagging_table(kit, seed, recipes),
+        "",
+        "- seed size: rnnkit decodes ready tensors in eval mode (no batch making); the seed's "
+        "Viterbi includes its BiLSTM features",
+    ]
+    for r in recipes:
+        if r.note:
+            lines.append(f"- `{r.path}`: {r.note}")
+            continue
+        lines.append(
+            f"- `{r.path}`: {r.model}; {r.sentences:,} training sentences; {WARMUP_STEPS} "
+            f"warm-up steps then {r.train.calls} timed ({r.train.seconds:.1f} s, batch making "
+            f"included); tagging after those steps, `task.tag` (batch making and tag strings "
+            f"included): one sentence = median of {r.latency_count} dev sentences of the median "
+            f"length ({r.latency_length}); batches = {r.sample} random dev sentences, median of "
+            f"{args.tag_repeats} run(s)"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ main
+def resolve(path: str) -> Path:
+    """``path`` as given, or inside the repository root when it is relative and absent."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
+        return REPO / p
+    return p
+
+
+def parse_sizes(text: str, flag: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"bad {flag} {text!r} (expected numbers, e.g. 32,128)") from None
+    if not sizes or min(sizes) < 1:
+        raise SystemExit(f"{flag} needs at least one size, each ≥ 1")
+    return sizes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run, well under 20 s")
+    parser.add_argument("--batches", default="32,128", help="seed-size rnnkit batch sizes")
+    parser.add_argument("--seconds", type=float, help="seed size: time per timed part (5; q 0.3)")
+    parser.add_argument("--steps", type=int, help="recipes: timed training steps (60; quick 3)")
+    parser.add_argument("--seed-sentences", type=int, help="seed loop: timed sentences (30; q 3)")
+    parser.add_argument(
+        "--vectorised-sentences", type=int, help="seed, forward vectorised: timed (120; q 10)"
+    )
+    parser.add_argument("--seed-warmup", type=int, help="seed: warm-up sentences (3; quick 1)")
+    parser.add_argument(
+        "--latency-sentences", type=int, help="one-sentence tagging calls (50; quick 5)"
+    )
+    parser.add_argument("--tag-repeats", type=int, help="batch tagging runs, median (3; q 1)")
+    parser.add_argument(
+        "--recipes", default=DEFAULT_RECIPES, help="tag recipes, comma-separated ('' for none)"
+    )
+    parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
+    parser.add_argument("--device", default="cpu", help="rnnkit's device (cpu; or auto, cuda)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    parser.add_argument("--random-seed", type=int, default=1, help="for models and data (1)")
+    parser.add_argument(
+        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
+    )
+    parser.add_argument("--append", type=Path, help="also append the report to this file")
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    counts = ("steps", "seed_sentences", "vectorised_sentences", "latency_sentences")
+    if min(getattr(args, k) for k in (*counts, "tag_repeats")) < 1 or args.seed_warmup < 0:
+        parser.error("step, sentence and repeat counts must be ≥ 1 (--seed-warmup ≥ 0)")
+    if args.seconds <= 0:
+        parser.error("--seconds must be > 0")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be ≥ 1")
+    if args.publish and args.append is not None:
+        parser.error("give --publish or --append, not both")
+    args.batch_list = parse_sizes(args.batches, "--batches")
+    args.recipe_list = [p.strip() for p in args.recipes.split(",") if p.strip()]
+    args.target = RESULTS if args.publish else args.append
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
+    before = cpu_ticks()
+    try:
+        corpus = make_corpus(args.random_seed)
+        kit = bench_seed_size_kit(corpus, args)
+        seed = bench_seed(corpus, args)
+        recipes = [bench_recipe(path, args) for path in args.recipe_list]
+    except RnnkitError as err:
+        progress(f"error: {err}")
+        return 2
+    others = others_share(before)
+    if others is not None and others > BUSY_SHARE:
+        progress(f"warning: other processes used {others:.0%} of the CPU; timings are unreliable")
+    publish(report(kit, seed, recipes, others, args), args.target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,454 @@
+"""Word embeddings from a plain-text corpus: an N-gram language model, CBOW or skip-gram.
+
+* ``ngram``: the seed tutorial's N-gram language model: the embeddings of the ``context``
+  previous words, concatenated, go through a ReLU hidden layer that predicts the next word.
+* ``cbow``: the mean of the context words' embeddings predicts the centre word.
+* ``skipgram``: the centre word's embedding predicts each context word.
+
+Each method has separate input vectors (``model.embed``, the ones exported) and output vectors
+(``model.out``). The prediction is trained with negative sampling (``model.loss: negative``:
+the true word against ``model.negatives`` noise words drawn from the unigram distribution raised
+to ``model.noise_power``) or, for small vocabularies, a full softmax (``model.loss: softmax``).
+
+Each line of the text is a sentence; contexts never cross a line. Words rarer than
+``data.min_count`` are dropped from the text before windows are laid (as word2vec does), and
+frequent words are subsampled (``data.subsample``). Examples are made per chunk of the corpus
+with tensor operations (:mod:`rnnkit.data.contexts`), shuffled within the chunk, and batched.
+
+With ``train.optimizer: sgd`` (the default) both embedding tables get sparse gradients and the
+update touches only the rows of the batch, as in word2vec; the loss's gradient is that of the
+*sum* over the batch, so ``train.lr`` is word2vec's per-example step size (0.025 for skip-gram,
+0.05 for CBOW), decayed linearly to zero (``train.schedule: linear``). With ``adam`` the
+gradients are dense; ``ngram``, whose dense hidden layer would get the summed step of thousands
+of examples, must use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rnnkit import checkpoint as ckpt
+from rnnkit.data import contexts as ctx
+from rnnkit.data.text import read_text, resolve_data_path
+from rnnkit.data.vocab import Vocab
+from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.nn.encoder import check_sizes
+from rnnkit.nn.similarity import WordVectors
+from rnnkit.train import TrainConfig
+
+Method = Literal["ngram", "cbow", "skipgram"]
+PAD_ID = 0  # <pad>: fills empty CBOW context slots; its vector is never read or trained
+CHUNK = 1 << 17  # centre positions per chunk of examples (shuffled within the chunk)
+EVAL_SEED = 20_231  # the held-out examples and their noise words are the same at every epoch
+EVAL_BATCH = 8192
+
+
+@dataclass
+class EmbedDataConfig:
+    """The corpus and how examples are cut from it."""
+
+    train: str = ""  # a text file, absolute or inside the data directory; one sentence a line
+    valid: str = ""  # "" = the last valid_fraction of the training lines
+    test: str = ""  # "" = score the validation text
+    valid_fraction: float = 0.05
+    lowercase: bool = False  # fold the text to lower case before counting
+    min_count: int = 5  # rarer words are dropped from the text
+    max_vocab: int | None = None  # keep at most this many words (specials included)
+    window: int = 5  # cbow, skipgram: context words on each side of the centre
+    dynamic_window: bool = True  # each centre draws its window from 1..window (word2vec)
+    subsample: float = 1e-3  # Mikolov's threshold t for dropping frequent words; 0 = off
+    eval_examples: int = 50_000  # held-out examples scored after each epoch
+
+    def validate(self) -> None:
+        if not self.train:
+            raise ConfigError("data.train must name a text file")
+        if not 0 < self.valid_fraction < 1:
+            raise ConfigError("data.valid_fraction must lie strictly between 0 and 1")
+        for name in ("min_count", "window", "eval_examples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"bad value {getattr(self, name)} for data.{name} (must be ≥ 1)")
+        if self.max_vocab is not None and self.max_vocab < 3:
+            raise ConfigError(f"bad value {self.max_vocab} for data.max_vocab (must be ≥ 3)")
+        if self.subsample < 0:
+            raise ConfigError(f"bad value {self.subsample} for data.subsample (must be ≥ 0)")
+
+
+@dataclass
+class EmbedModelConfig:
+    method: Method = "skipgram"
+    dim: int = 100  # size of the word vectors
+    loss: Literal["negative", "softmax"] = "negative"  # negative sampling, or a full softmax
+    negatives: int = 5  # noise words per example (loss: negative)
+    noise_power: float = 0.75  # noise distribution: unigram counts raised to this power
+    context: int = 2  # ngram: previous words read (the seed's trigram model reads 2)
+    hidden_size: int = 128  # ngram: hidden layer (and output vector) size
+
+    def validate(self) -> None:
+        check_sizes(dim=self.dim, negatives=self.negatives, context=self.context)
+        check_sizes(hidden_size=self.hidden_size)
+        if self.noise_power < 0:
+            raise ConfigError(f"bad value {self.noise_power} for model.noise_power (must be ≥ 0)")
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(
+        epochs=5,
+        batch_size=4096,
+        optimizer="sgd",
+        lr=0.025,
+        clip_norm=None,
+        schedule="linear",
+        metric="loss",
+    )
+
+
+@dataclass
+class EmbedConfig:
+    task: Literal["embed"] = "embed"
+    data: EmbedDataConfig = field(default_factory=EmbedDataConfig)
+    model: EmbedModelConfig = field(default_factory=EmbedModelConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+
+    def validate(self) -> None:
+        t = self.train
+        if t.optimizer == "sgd" and self.model.method == "ngram":
+            # The loss's gradient is the batch sum (a per-example step for the embedding rows);
+            # a dense hidden layer then gets thousands of examples' gradients in one step.
+            raise ConfigError(
+                "model.method ngram has a dense hidden layer: train it with "
+                "train.optimizer=adam (e.g. train.lr=0.002), not sgd"
+            )
+        if t.optimizer == "sgd":
+            # Sparse gradients: torch can neither clip them nor apply momentum or decay to them.
+            if t.clip_norm is not None:
+                raise ConfigError(
+                    "train.clip_norm must be null with train.optimizer sgd (the embeddings get "
+                    "sparse gradients, which cannot be clipped; use adam to clip)"
+                )
+            if t.momentum or t.weight_decay:
+                raise ConfigError(
+                    "train.momentum and train.weight_decay must be 0 with train.optimizer sgd "
+                    "(sparse gradients)"
+                )
+
+
+class WordEmbedder(nn.Module):
+    """Input vectors → a context encoding per example → scores against output vectors."""
+
+    def __init__(self, vocab_size: int, config: EmbedModelConfig, sparse: bool):
+        super().__init__()
+        c = config
+        self.method, self.objective, self.sparse = c.method, c.loss, sparse
+        self.embed = nn.Embedding(vocab_size, c.dim, sparse=sparse)
+        nn.init.uniform_(self.embed.weight, -0.5 / c.dim, 0.5 / c.dim)  # word2vec's start
+        width = c.dim
+        self.hidden = None
+        if c.method == "ngram":
+            self.hidden = nn.Linear(c.context * c.dim, c.hidden_size)
+            width = c.hidden_size
+        self.out = nn.Embedding(vocab_size, width, sparse=sparse)
+        nn.init.zeros_(self.out.weight)  # word2vec's start
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The vector that predicts each example's target ``(batch, width)``.
+
+        inputs: skipgram ``(batch,)`` centre ids; cbow ``(batch, slots)`` context ids, ``0``
+        in empty slots; ngram ``(batch, context)`` previous word ids, oldest first.
+        """
+        if self.method == "skipgram":
+            return self.embed(inputs)
+        if self.method == "cbow":
+            total = F.embedding_bag(
+                inputs, self.embed.weight, mode="sum", sparse=self.sparse, padding_idx=PAD_ID
+            )
+            count = (inputs != PAD_ID).sum(1, keepdim=True).clamp(min=1)
+            # The mean goes forward; backward, each context word gets the whole error of the
+            # mean, not its 1/n share: word2vec's and gensim's CBOW update (cbow_mean=1).
+            return total + (total / count - total).detach()
+        return F.relu(self.hidden(self.embed(inputs).flatten(1)))
+
+    def example_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Loss of each example ``(batch,)``.
+
+        batch: ``input`` (see :meth:`encode`), ``target`` ``(batch,)``, and for negative
+        sampling ``negatives`` ``(batch, k)``. Negative sampling: ``-log σ(u_t·h) - Σ_n log
+        σ(-u_n·h)`` over the noise words that differ from the target; softmax: cross-entropy.
+        """
+        h = self.encode(batch["input"])
+        target = batch["target"]
+        if self.objective == "softmax":
+            return F.cross_entropy(h @ self.out.weight.T, target, reduction="none")
+        negatives = batch["negatives"]
+        words = torch.cat([target.unsqueeze(1), negatives], dim=1)  # (batch, 1 + k)
+        scores = (self.out(words) * h.unsqueeze(1)).sum(-1)  # (batch, 1 + k)
+        real = (negatives != target.unsqueeze(1)).to(scores.dtype)
+        return -F.logsigmoid(scores[:, 0]) - (F.logsigmoid(-scores[:, 1:]) * real).sum(1)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mean loss per example as its value, with the gradient of the sum: ``train.lr``
+        is then a per-example step size, as in word2vec, whatever the batch size."""
+        per_example = self.example_losses(batch)
+        total = per_example.sum()
+        return per_example.mean().detach() + (total - total.detach())
+
+
+@dataclass
+class _Plan:
+    """One pass of examples over a corpus: the corpus after subsampling, the window sizes (or
+    the targets kept, for ngram), and how many examples that makes."""
+
+    ids: torch.Tensor
+    sentences: torch.Tensor
+    sizes: torch.Tensor | None
+    targets: torch.Tensor | None
+    count: int
+
+
+class _Epoch:
+    """One epoch of shuffled example batches, made chunk by chunk."""
+
+    def __init__(self, task: EmbedTask, plan: _Plan, generator: torch.Generator):
+        self.task, self.plan = task, plan
+        self.state = generator.get_state()  # iterating twice gives the same batches
+        self.batch_size = task.config.train.batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(self.plan.count / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        g = torch.Generator()
+        g.set_state(self.state)
+        size, left = self.batch_size, None
+        for chunk in self.task.chunks(self.plan):
+            if left is not None:
+                chunk = {k: torch.cat([left[k], v]) for k, v in chunk.items()}
+            order = torch.randperm(chunk["target"].numel(), generator=g)
+            chunk = {k: v[order] for k, v in chunk.items()}
+            full = chunk["target"].numel() // size * size
+            for start in range(0, full, size):
+                yield self.task.with_negatives(
+                    {k: v[start : start + size] for k, v in chunk.items()}, g
+                )
+            left = {k: v[full:] for k, v in chunk.items()}
+        if left is not None and left["target"].numel():
+            yield self.task.with_negatives(left, g)
+
+
+class EmbedTask:
+    """Reads the corpus, builds the embedder, trains via the Trainer, scores, answers queries."""
+
+    name = "embed"
+    default_metric = "loss"
+
+    @staticmethod
+    def config_class() -> type[EmbedConfig]:
+        return EmbedConfig
+
+    def __init__(
+        self,
+        config: EmbedConfig,
+        data_dir: Path | None = None,
+        vocab: Vocab | None = None,
+        counts: Sequence[int] | None = None,
+    ):
+        self.config = config
+        self.data_dir = data_dir
+        self._files: dict[str, list[str]] = {}  # lines of each file read
+        self._eval: dict[str, dict[str, Any]] = {}  # held-out examples of each split, made once
+        self._table: torch.Tensor | None = None
+        if vocab is None:  # training: count, encode, and make the dev examples now
+            lines = self.lines("train")
+            counter = Counter(word for line in lines for word in line.split())
+            d = config.data
+            self.vocab = Vocab.build(counter, min_freq=d.min_count, max_size=d.max_vocab)
+            self.counts = self._aligned(counter)
+            if len(self.vocab) <= len(self.vocab.specials):
+                raise DataError(f"no word occurs {d.min_count}+ times (data.min_count)", d.train)
+            self.corpus = ctx.encode_lines(lines, self.vocab)
+            self._eval_set("valid")  # a missing or useless dev text stops us before training
+            self._files.clear()
+        else:
+            self.vocab = vocab
+            self.counts = torch.tensor(list(counts or []), dtype=torch.long)
+            if self.counts.numel() != len(vocab):
+                raise ModelDirError(f"{self.counts.numel()} word counts for {len(vocab)} words")
+        sparse = config.train.optimizer == "sgd"
+        self.model = WordEmbedder(len(self.vocab), config.model, sparse)
+
+    # ------------------------------------------------------------------ data
+    def _aligned(self, counter: Counter[str]) -> torch.Tensor:
+        first = len(self.vocab.specials)
+        return torch.tensor(
+            [counter[w] if i >= first else 0 for i, w in enumerate(self.vocab.itos)],
+            dtype=torch.long,
+        )
+
+    def _file_lines(self, name: str) -> list[str]:
+        if name not in self._files:
+            text = read_text(resolve_data_path(name, self.data_dir))
+            self._files[name] = (text.lower() if self.config.data.lowercase else text).splitlines()
+        return self._files[name]
+
+    def lines(self, split: str) -> list[str]:
+        """The lines (sentences) of ``train``, ``valid`` or ``test``."""
+        d = self.config.data
+        if split == "test" and d.test:
+            return self._file_lines(d.test)
+        if split in ("valid", "test") and d.valid:
+            return self._file_lines(d.valid)
+        lines = self._file_lines(d.train)
+        cut = len(lines) - max(1, int(len(lines) * d.valid_fraction)) if not d.valid else None
+        if cut is None:
+            return lines
+        return lines[:cut] if split == "train" else lines[cut:]
+
+    @property
+    def table(self) -> torch.Tensor:
+        """The noise table for negative sampling (built on first use)."""
+        if self._table is None:
+            size = min(10_000_000, max(1_000_000, 1000 * len(self.vocab)))
+            self._table = ctx.noise_table(self.counts, self.config.model.noise_power, size)
+        return self._table
+
+    def plan(self, ids: torch.Tensor, sentences: torch.Tensor, g: torch.Generator) -> _Plan:
+        """Subsample and draw windows for one pass over a corpus; count its examples."""
+        d, m = self.config.data, self.config.model
+        keep = ctx.keep_probabilities(self.counts, d.subsample)
+        if m.method == "ngram":  # the context is the real text; only targets are thinned
+            targets = torch.rand(ids.numel(), generator=g) < keep[ids]
+            n = m.context
+            count = int(((sentences[n:] == sentences[:-n]) & targets[n:]).sum())
+            return _Plan(ids, sentences, None, targets, count)
+        if d.subsample > 0:
+            ids, sentences = ctx.subsample(ids, sentences, keep, g)
+        sizes = ctx.window_sizes(ids.numel(), d.window, d.dynamic_window, g)
+        if m.method == "skipgram":
+            count = ctx.count_skipgram_pairs(sentences, sizes)
+        else:
+            count = ctx.count_cbow_rows(sentences, sizes, d.window)
+        return _Plan(ids, sentences, sizes, None, count)
+
+    def chunks(self, plan: _Plan) -> Iterator[dict[str, torch.Tensor]]:
+        """The plan's examples, ``input`` and ``target``, one chunk of centres at a time."""
+        method, ids = self.config.model.method, plan.ids
+        for start in range(0, ids.numel(), CHUNK):
+            stop = min(start + CHUNK, ids.numel())
+            if method == "skipgram":
+                centres, contexts = ctx.skipgram_pairs(plan.sentences, plan.sizes, start, stop)
+                yield {"input": ids[centres], "target": ids[contexts]}
+            elif method == "cbow":
+                window = self.config.data.window
+                centres, slots = ctx.cbow_rows(plan.sentences, plan.sizes, window, start, stop)
+                words = torch.where(slots >= 0, ids[slots.clamp(min=0)], PAD_ID)
+                yield {"input": words, "target": ids[centres]}
+            else:
+                n = self.config.model.context
+                where, before = ctx.ngram_rows(plan.sentences, n, plan.targets, start, stop)
+                yield {"input": ids[before], "target": ids[where]}
+
+    def with_negatives(self, batch: dict[str, torch.Tensor], g: torch.Generator) -> dict:
+        if self.config.model.loss == "negative":
+            shape = (batch["target"].numel(), self.config.model.negatives)
+            batch["negatives"] = ctx.draw_negatives(self.table, shape, g)
+        return batch
+
+    def train_batches(self, epoch: int) -> _Epoch:
+        g = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+        return _Epoch(self, self.plan(*self.corpus, g), g)
+
+    # ------------------------------------------------------------ evaluation
+    def _examples(self, lines: list[str], where: str) -> dict[str, Any]:
+        """Held-out examples of a text: the same recipe as training, a fixed generator, at
+        most ``data.eval_examples`` of them; and the share of its words the vocabulary has."""
+        ids, sentences = ctx.encode_lines(lines, self.vocab)
+        g = torch.Generator().manual_seed(EVAL_SEED)
+        plan = self.plan(ids, sentences, g)
+        parts = list(self.chunks(plan))
+        if not parts or sum(p["target"].numel() for p in parts) == 0:
+            raise DataError("no examples in the text (too short, or no known words)", where)
+        examples = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        total = examples["target"].numel()
+        if total > self.config.data.eval_examples:
+            pick = torch.randperm(total, generator=g)[: self.config.data.eval_examples]
+            examples = {k: v[pick] for k, v in examples.items()}
+        words = sum(len(line.split()) for line in lines)
+        return {
+            "examples": self.with_negatives(examples, g),
+            "coverage": ids.numel() / max(1, words),
+        }
+
+    def _eval_set(self, split: str) -> dict[str, Any]:
+        if split not in self._eval:
+            d = self.config.data
+            name = (d.test if split == "test" and d.test else d.valid) or d.train
+            self._eval[split] = self._examples(self.lines(split), name)
+        return self._eval[split]
+
+    def evaluate(self, split: str = "dev") -> dict[str, float]:
+        return self.score(self._eval_set("valid" if split == "dev" else "test"))
+
+    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+        text = read_text(path)
+        lines = (text.lower() if self.config.data.lowercase else text).splitlines()
+        return self.score(self._examples(lines, str(path)))
+
+    @torch.no_grad()
+    def score(self, held_out: dict[str, Any]) -> dict[str, float]:
+        """``loss``: the training objective per example (negative sampling with fixed noise
+        words, or cross-entropy); ``coverage``: the share of the text's words in the
+        vocabulary; and for the softmax, ``perplexity``."""
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        examples = held_out["examples"]
+        count = examples["target"].numel()
+        total = 0.0
+        for start in range(0, count, EVAL_BATCH):
+            part = {k: v[start : start + EVAL_BATCH].to(device) for k, v in examples.items()}
+            total += float(self.model.example_losses(part).sum())
+        loss = total / count
+        metrics = {"loss": loss}
+        if self.config.model.loss == "softmax":
+            metrics["perplexity"] = math.exp(min(loss, 50.0))
+        metrics["coverage"] = held_out["coverage"]
+        return metrics
+
+    # --------------------------------------------------------------- queries
+    def word_vectors(self) -> WordVectors:
+        """The trained input vectors of the vocabulary's words (specials left out)."""
+        first = len(self.vocab.specials)
+        return WordVectors(self.vocab.itos[first:], self.model.embed.weight[first:])
+
+    def predict(self, words: Sequence[str], k: int = 10) -> list[dict[str, Any]]:
+        """The ``k`` nearest neighbours of each word, as plain data."""
+        ranked = self.word_vectors().neighbors(list(words), k)
+        return [
+            {"word": w, "neighbors": [{"word": n, "similarity": s} for n, s in found]}
+            for w, found in zip(words, ranked, strict=True)
+        ]
+
+    # --------------------------------------------------------------- storage
+    def model_files(self) -> dict[str, bytes]:
+        files = ckpt.task_files(self)
+        files["counts.json"] = ckpt.json_bytes(self.counts.tolist())
+        return files
+
+    @classmethod
+    def from_dir(
+        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
+    ) -> EmbedTask:
+        directory = Path(directory)
+        config = ckpt.read_task_config(directory, cls.name, EmbedConfig)
+        vocab = Vocab.load(directory / "vocab.json")
+        counts = ckpt.read_json(directory / "counts.json")
+        if not isinstance(counts, list) or not all(isinstance(n, int) for n in counts):
+            raise ModelDirError(f"{directory}/counts.json is not a list of word counts")
+        return ckpt.load_trained(cls(config, data_dir, vocab, counts), directory, device)
