@@ -213,3 +213,17 @@ def test_relative_paths_are_found_here_first_then_in_the_data_dir(tmp_path, monk
         "here.txt"
     ).relative_to(tmp_path)
     assert resolve_data_path("there.txt", tmp_path / "data") == tmp_path / "data" / "there.txt"
+
+
+def test_word_lm_takes_pretrained_embeddings(tmp_path, capsys):
+    from rnnkit.data.vectors import write_vectors
+
+    path = tmp_path / "w.txt"
+    path.write_text("the cat sat\nthe dog ran\n" * 20)
+    vectors = tmp_path / "v.txt"
+    write_vectors(vectors, ["cat", "dog"], torch.tensor([[1.0] * 8, [2.0] * 8]))
+    model = {**SMALL, "embedding_dim": 8, "pretrained": str(vectors), "freeze": True}
+    task = _task(path, data={"level": "word"}, model=model)
+    assert "2 of 6 tokens found" in capsys.readouterr().out  # the, cat, sat, dog, ran, <eos>
+    assert task.model.embed.weight[task.vocab.stoi["dog"]].tolist() == [2.0] * 8
+    assert not task.model.embed.weight.requires_grad

@@ -62,6 +62,8 @@ class LMModelConfig:
     tie_weights: bool = False  # share the input embedding with the output layer
     adaptive_softmax: bool = False  # for large word vocabularies
     cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])
+    pretrained: str = ""  # a word2vec/GloVe text file to initialise the input embeddings
+    freeze: bool = False  # keep pretrained embeddings fixed
 
     def validate(self) -> None:
         if not 0 <= self.embedding_dropout < 1:
@@ -197,6 +199,19 @@ class LMTask:
         else:
             self.vocab = vocab
         self.model = LanguageModel(len(self.vocab), config.model)
+        if vocab is None and config.model.pretrained:
+            self._load_pretrained()
+
+    def _load_pretrained(self) -> None:
+        from rnnkit.data.vectors import initialise_embedding
+
+        path = self._path(self.config.model.pretrained)
+        weight = self.model.embed.weight
+        first = len(self.vocab.specials)
+        found, missing = initialise_embedding(weight.data, self.vocab.itos, path, first)
+        if self.config.model.freeze:
+            weight.requires_grad_(False)
+        print(f"pretrained vectors {path}: {found} of {found + len(missing)} tokens found")
 
     # ------------------------------------------------------------------ data
     def _path(self, name: str) -> Path:
