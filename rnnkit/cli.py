@@ -68,6 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     p.add_argument("--device", default="cpu")
 
+    p = sub.add_parser("translate", help="translate sentences with a translation model")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("text", nargs="*", help="sentences to translate; '-' reads stdin, one a line")
+    p.add_argument("--file", help="read sentences from this file, one per line")
+    p.add_argument("--beam", type=int, help="beam size (1 = greedy; default: the recipe's)")
+    p.add_argument(
+        "--plot-attention",
+        metavar="PNG",
+        help="draw the attention map here (several sentences: PNG stem-1.png, stem-2.png, ...)",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per sentence")
+    p.add_argument("--device", default="cpu")
+
     p = sub.add_parser("eval", help="score a model on held-out data")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--data", help="a data file (default: the recipe's test split)")
@@ -196,7 +209,7 @@ def _clear_run(out: Path) -> None:
     names = (
         "config.json vocab.json model.safetensors trainer.json trainer.safetensors "
         "optimizer.safetensors metrics.jsonl curve.png commit.json chars.json tags.json "
-        "labels.json counts.json"
+        "labels.json counts.json target.json"
     ).split()
     for name in names:
         (out / name).unlink(missing_ok=True)
@@ -388,6 +401,38 @@ def cmd_analogy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_translate(args: argparse.Namespace) -> int:
+    from rnnkit.tasks.translate import TranslateTask
+
+    if args.beam is not None and args.beam < 1:
+        raise RnnkitError(f"--beam {args.beam}: must be at least 1")
+    texts = [text for text in _read_inputs(args) if text.strip()]
+    task = TranslateTask.from_dir(args.model, device=args.device)
+    plot = bool(args.plot_attention)
+    results = task.predict(texts, beam=args.beam, attention=plot)
+    for i, result in enumerate(results, 1):
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            print(result["translation"])
+        if plot:
+            from rnnkit.plots import plot_attention
+
+            where = Path(args.plot_attention)
+            if len(results) > 1:
+                where = where.with_name(f"{where.stem}-{i}{where.suffix or '.png'}")
+            title = f"{result['source']} → {result['translation']}"
+            try:
+                plot_attention(
+                    result["source_tokens"], result["target_tokens"], result["attention"], where,
+                    title,
+                )  # fmt: skip
+            except OSError as err:
+                raise RnnkitError(f"cannot write {where} ({err.strerror})") from None
+            print(f"attention map: {where}", file=sys.stderr)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from rnnkit.datasets import cmd_data as run
 
@@ -442,4 +487,5 @@ COMMANDS = {
     "analogy": cmd_analogy,
     "data": cmd_data,
     "demo": cmd_demo,
+    "translate": cmd_translate,
 }

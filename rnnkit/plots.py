@@ -74,3 +74,34 @@ def plot_confusion_matrix(
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_attention(
+    source: list[str], target: list[str], weights: Any, path: str | Path, title: str = ""
+) -> None:
+    """The seed's attention heat map: one row per output word, one column per source word,
+    every word labelled on its axis, a colour bar for the weight (0–1).
+
+    weights: ``(len(target), len(source))`` rows of attention weights (a tensor, array or lists).
+    """
+    import io
+
+    import numpy as np
+
+    grid = np.asarray(weights, dtype=float).reshape(len(target), len(source))
+    fig, ax = plt.subplots(
+        figsize=(max(3.5, 0.45 * len(source) + 2.0), max(3.0, 0.4 * len(target) + 1.5))
+    )
+    image = ax.matshow(grid, cmap="bone", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(len(source)), source, rotation=90)
+    ax.set_yticks(range(len(target)), target)
+    ax.set_xlabel("source")
+    ax.set_ylabel("translation")
+    if title:
+        ax.set_title(title, pad=12, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -15,6 +15,7 @@ TASKS = {
     "tag": ("rnnkit.tasks.tag", "TagTask"),
     "classify": ("rnnkit.tasks.classify", "ClassifyTask"),
     "embed": ("rnnkit.tasks.embed", "EmbedTask"),
+    "translate": ("rnnkit.tasks.translate", "TranslateTask"),
 }
 
 

@@ -1,0 +1,265 @@
+"""Benchmark: translation training throughput and decoding speed, rnnkit vs the seed's loop.
+
+Measured in one process, on one machine, on the same pairs and at the same sizes:
+
+1. **rnnkit** — the model of ``configs/fra-eng-tutorial.yaml`` (embeddings 256, bidirectional
+   GRU encoder 256 per direction, GRU decoder 256 with Bahdanau attention and input feeding),
+   trained the Trainer's way: batches of 64 from ``task.train_batches`` (length-bucketed),
+   ``model.loss``, ``zero_grad(set_to_none=True)``, backward, ``clip_grad_norm_`` 1.0, fused
+   Adam 1e-3. Timed for ``--seconds`` after 3 warm-up steps; target tokens (``</s>`` included)
+   counted from the masks.
+2. **The seed's loop** — the tutorial's algorithm re-implemented here in our own words: one
+   pair per update; a GRU encoder of 256 fed one word at a time; an attention decoder whose
+   attention is a linear layer from [embedding; hidden] to ``MAX_LENGTH`` (10) positions,
+   combined and passed through ReLU into a GRU of 256, log-softmax, NLL summed per step;
+   teacher forcing on half of the pairs (else its own argmax, stopping at EOS); SGD lr 0.01 for
+   encoder and decoder. Timed over a fixed number of pairs after 3 warm-up ones; target tokens
+   counted as the words it was trained on (``EOS`` included).
+3. **Decoding** — ``task.translate`` on the dev sources (or synthetic ones): greedy and beam 5,
+   128 sentences a batch, sentences/s.
+
+The pairs are the tutorial recipe's training pairs when ``--data-dir`` holds ``eng-fra/fra.txt``,
+else synthetic ones (random words, 3–9 per side, same vocabulary sizes), which the report says.
+
+    .venv/bin/python bench/translate.py                 # about 2 minutes
+    .venv/bin/python bench/translate.py --publish       # also append to bench/RESULTS.md
+    .venv/bin/python bench/translate.py --quick         # smoke run, well under 30 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from machine import cpu_model, cpu_ticks, others_share, publish  # noqa: E402
+
+from rnnkit.config import from_dict, read_yaml  # noqa: E402
+from rnnkit.data.parallel import Pair  # noqa: E402
+from rnnkit.datasets import data_dir  # noqa: E402
+from rnnkit.tasks.translate import EOS_ID, TranslateConfig, TranslateTask  # noqa: E402
+
+RESULTS = REPO / "bench" / "RESULTS.md"
+RECIPE = REPO / "configs" / "fra-eng-tutorial.yaml"
+SEED_MAX_LENGTH = 10
+WARMUP = 3
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def synthetic_pairs(count: int, seed: int = 1) -> list[Pair]:
+    """Random sentences of 3–9 words over 4,000 French-like and 2,800 English-like words."""
+    rng = random.Random(seed)
+    src = [f"f{i}" for i in range(4000)]
+    tgt = [f"e{i}" for i in range(2800)]
+    pairs = []
+    for i in range(count):
+        s = " ".join(rng.choice(src) for _ in range(rng.randint(3, 9)))
+        t = " ".join(rng.choice(tgt) for _ in range(rng.randint(3, 9)))
+        pairs.append(Pair(s, t, i + 1))
+    return pairs
+
+
+def build_task(args: argparse.Namespace) -> tuple[TranslateTask, str]:
+    config = from_dict(TranslateConfig, read_yaml(RECIPE))
+    config.train.device = "cpu"
+    root = data_dir(args.data_dir)
+    if not args.synthetic and (root / config.data.file).exists():
+        return TranslateTask(config, root), f"{config.data.file} (tutorial recipe's train split)"
+    task = TranslateTask.__new__(TranslateTask)  # a task over synthetic pairs, same code paths
+    pairs = synthetic_pairs(400 if args.quick else 10_000)
+    task.config, task.data_dir, task.report = config, None, ""
+    task._splits = {"train": pairs, "dev": pairs[:256], "test": pairs[:256]}
+    task.vocab, task.target_vocab = task._build_vocabs()
+    from rnnkit.tasks.translate import Seq2Seq
+
+    task.model = Seq2Seq(len(task.vocab), len(task.target_vocab), config.model)
+    return task, "synthetic pairs (--synthetic, or no eng-fra/fra.txt in the data directory)"
+
+
+def bench_rnnkit(task: TranslateTask, seconds: float) -> tuple[float, int]:
+    """Target tokens/s of the Trainer's step, and the steps timed."""
+    model = task.model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+
+    def endless():
+        epoch = 1
+        while True:
+            yield from task.train_batches(epoch)
+            epoch += 1
+
+    batches = endless()
+
+    def step() -> int:
+        batch = next(batches)
+        loss = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        float(loss.detach())
+        return int(batch["target_mask"].sum())
+
+    for _ in range(WARMUP):
+        step()
+    tokens, steps, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        tokens += step()
+        steps += 1
+    return tokens / (time.perf_counter() - start), steps
+
+
+class SeedEncoder(nn.Module):
+    def __init__(self, vocab: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.embedding = nn.Embedding(vocab, hidden)
+        self.gru = nn.GRU(hidden, hidden)
+
+    def forward(self, word: torch.Tensor, state: torch.Tensor):
+        return self.gru(self.embedding(word).view(1, 1, -1), state)
+
+
+class SeedAttnDecoder(nn.Module):
+    """The seed's decoder: attention weights from a linear layer over MAX_LENGTH positions."""
+
+    def __init__(self, hidden: int, vocab: int, dropout: float = 0.1):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, hidden)
+        self.attn = nn.Linear(hidden * 2, SEED_MAX_LENGTH)
+        self.attn_combine = nn.Linear(hidden * 2, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.gru = nn.GRU(hidden, hidden)
+        self.out = nn.Linear(hidden, vocab)
+
+    def forward(self, word: torch.Tensor, state: torch.Tensor, memory: torch.Tensor):
+        embedded = self.dropout(self.embedding(word).view(1, 1, -1))
+        weights = F.softmax(self.attn(torch.cat((embedded[0], state[0]), 1)), dim=1)
+        applied = torch.bmm(weights.unsqueeze(0), memory.unsqueeze(0))
+        mixed = F.relu(self.attn_combine(torch.cat((embedded[0], applied[0]), 1)).unsqueeze(0))
+        output, state = self.gru(mixed, state)
+        return F.log_softmax(self.out(output[0]), dim=1), state
+
+
+def bench_seed(task: TranslateTask, pairs: int, hidden: int = 256) -> float:
+    """Target tokens/s of the seed's one-pair-at-a-time loop (see the module docstring)."""
+    encoder = SeedEncoder(len(task.vocab), hidden)
+    decoder = SeedAttnDecoder(hidden, len(task.target_vocab))
+    enc_opt = torch.optim.SGD(encoder.parameters(), lr=0.01)
+    dec_opt = torch.optim.SGD(decoder.parameters(), lr=0.01)
+    criterion = nn.NLLLoss()
+    rng = random.Random(1)
+    train = [
+        p for p in task.pairs("train") if len(p.source.split()) < SEED_MAX_LENGTH
+    ]  # the seed's memory holds MAX_LENGTH positions (its source has no EOS beyond them)
+
+    def one_pair() -> int:
+        pair = rng.choice(train)
+        src = torch.tensor(task.vocab.encode(pair.source.split()) + [EOS_ID]).view(-1, 1)
+        tgt = torch.tensor(task.target_vocab.encode(pair.target.split()) + [EOS_ID]).view(-1, 1)
+        state = torch.zeros(1, 1, hidden)
+        enc_opt.zero_grad()
+        dec_opt.zero_grad()
+        memory = torch.zeros(SEED_MAX_LENGTH, hidden)
+        for i in range(min(src.shape[0], SEED_MAX_LENGTH)):
+            out, state = encoder(src[i], state)
+            memory[i] = out[0, 0]
+        word, loss, trained = torch.tensor([[2]]), 0.0, 0  # <s>
+        forcing = rng.random() < 0.5
+        for i in range(tgt.shape[0]):
+            log_probs, state = decoder(word, state, memory)
+            loss = loss + criterion(log_probs, tgt[i])
+            trained += 1
+            if forcing:
+                word = tgt[i]
+            else:
+                word = log_probs.topk(1)[1].squeeze().detach()
+                if int(word) == EOS_ID:
+                    break
+        loss.backward()
+        enc_opt.step()
+        dec_opt.step()
+        return trained
+
+    for _ in range(WARMUP):
+        one_pair()
+    start = time.perf_counter()
+    tokens = sum(one_pair() for _ in range(pairs))
+    return tokens / (time.perf_counter() - start)
+
+
+def bench_decoding(task: TranslateTask, count: int) -> dict[int, float]:
+    sources = sorted({p.source for p in task.pairs("dev")})[:count]
+    rates = {}
+    for beam in (1, 5):
+        task.translate(sources[:8], beam)  # warm-up
+        start = time.perf_counter()
+        task.translate(sources, beam)
+        rates[beam] = len(sources) / (time.perf_counter() - start)
+    return rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="rnnkit training time")
+    parser.add_argument("--seed-pairs", type=int, default=300, help="pairs the seed loop trains")
+    parser.add_argument("--decode", type=int, default=512, help="dev sources to translate")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--data-dir", help="where eng-fra/fra.txt lives")
+    parser.add_argument("--synthetic", action="store_true", help="synthetic pairs even if found")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny timings")
+    parser.add_argument("--publish", action="store_true", help="append to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.seed_pairs, args.decode = 3.0, 20, 64
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1)
+    ticks = cpu_ticks()
+    task, data = build_task(args)
+    progress(f"data: {data}")
+    progress("rnnkit training ...")
+    ours, steps = bench_rnnkit(task, args.seconds)
+    progress("seed loop ...")
+    seed = bench_seed(task, args.seed_pairs)
+    progress("decoding ...")
+    decode = bench_decoding(task, args.decode)
+    busy = others_share(ticks)
+    command = "python bench/translate.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        f"\n## translate — {datetime.date.today().isoformat()}{' (quick smoke run)' * args.quick}",
+        "",
+        f"`{command.strip()}` · {cpu_model()}, {os.cpu_count()} cores, {args.threads} torch "
+        f"threads, CPU" + (f" · other processes used {busy:.0%} of the CPU" if busy else ""),
+        f"Data: {data}. Model: configs/fra-eng-tutorial.yaml sizes.",
+        "",
+        "| training | target tokens/s |",
+        "|---|---:|",
+        f"| rnnkit, batch 64 ({steps} steps) | {ours:,.0f} |",
+        f"| seed's one-pair loop ({args.seed_pairs} pairs) | {seed:,.0f} |",
+        f"| ratio | {ours / seed:.1f}× |",
+        "",
+        "| decoding (batch 128) | sentences/s |",
+        "|---|---:|",
+        f"| greedy | {decode[1]:,.0f} |",
+        f"| beam 5 | {decode[5]:,.0f} |",
+    ]
+    publish("\n".join(lines), RESULTS if args.publish else None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,542 @@
+"""Translation: a sentence → a sentence, with an encoder-decoder and attention.
+
+Source words → embedding → (bi)GRU or LSTM encoder over packed batches → a GRU or LSTM decoder
+that attends over the encoder outputs (Bahdanau's additive score, or Luong's dot or general)
+and predicts the target one word at a time. Training is batched and masked, with teacher
+forcing at a set ratio; decoding is batched greedy or beam search. Scores are sacrebleu's BLEU
+and chrF (0–100, BLEU with the ``13a`` tokeniser) of each distinct source sentence against all
+of its translations in the split.
+
+Data is one tab-separated parallel file, normalised as the seed does and cut into
+train/dev/test by a hash of the normalised source sentence (:func:`rnnkit.data.parallel.split_of`),
+so no source sentence is in two splits.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rnnkit import checkpoint as ckpt
+from rnnkit.data.batching import bucket_batches, pad
+from rnnkit.data.parallel import (
+    SEED_PREFIXES,
+    Pair,
+    group_references,
+    light_normalise,
+    normalise,
+    read_pairs,
+    reference_streams,
+    split_of,
+)
+from rnnkit.data.text import resolve_data_path
+from rnnkit.data.vocab import PAD, UNK, Vocab
+from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.nn.attention import AttentionKind
+from rnnkit.nn.decoder import AttentionDecoder, DecoderRnn, State
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.nn.search import Hypotheses, beam_search, greedy_search
+from rnnkit.train import TrainConfig
+
+BOS, EOS = "<s>", "</s>"
+SPECIALS = (PAD, UNK, BOS, EOS)  # ids 0, 1, 2, 3 in both vocabularies
+BOS_ID, EOS_ID = 2, 3
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass
+class TranslateDataConfig:
+    """The parallel file, how to read it, and which pairs to keep."""
+
+    file: str = "eng-fra/fra.txt"  # absolute, or inside the data directory
+    direction: Literal["reverse", "forward"] = "reverse"  # reverse: 2nd column → 1st (fra→eng)
+    normalise: bool = True  # the seed's: ASCII, lowercase, . ! ? split off, other marks dropped
+    max_length: int = 10  # keep pairs with fewer words than this on both sides (0 = all)
+    filter_prefixes: bool = True  # keep pairs whose 1st column starts with one of `prefixes`
+    prefixes: list[str] = field(default_factory=lambda: list(SEED_PREFIXES))
+    min_freq: int = 1  # rarer training words share <unk>
+
+    def validate(self) -> None:
+        if not self.file:
+            raise ConfigError("data.file must name a tab-separated parallel file")
+        if self.max_length < 0 or self.min_freq < 1:
+            raise ConfigError("data.max_length must be ≥ 0 and data.min_freq ≥ 1")
+        if self.filter_prefixes and not self.prefixes:
+            raise ConfigError("data.filter_prefixes is on but data.prefixes is empty")
+
+
+@dataclass
+class TranslateModelConfig:
+    source_dim: int = 256  # source word embeddings
+    target_dim: int = 256  # target word embeddings
+    encoder_rnn: RnnType = "gru"
+    bidirectional: bool = True
+    encoder_layers: int = 1
+    hidden_size: int = 256  # encoder, per direction
+    decoder_rnn: DecoderRnn = "gru"
+    decoder_layers: int = 1
+    decoder_size: int = 256
+    attention: AttentionKind = "bahdanau"  # bahdanau (additive), dot or general (Luong)
+    input_feeding: bool = True  # the decoder also reads its previous attentional vector
+    dropout: float = 0.2
+    tie_target: bool = False  # output layer = target embeddings (target_dim = decoder_size)
+    pretrained_source: str = ""  # word2vec/GloVe text file for the source embeddings
+    pretrained_target: str = ""  # ... and for the target embeddings
+    freeze: bool = False  # keep pretrained embeddings fixed
+
+    def validate(self) -> None:
+        check_sizes(
+            source_dim=self.source_dim, target_dim=self.target_dim, hidden_size=self.hidden_size,
+            decoder_size=self.decoder_size, encoder_layers=self.encoder_layers,
+            decoder_layers=self.decoder_layers,
+        )  # fmt: skip
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
+        if self.decoder_rnn not in ("gru", "lstm"):
+            raise ConfigError(f"bad value {self.decoder_rnn!r} for model.decoder_rnn (gru, lstm)")
+        memory = self.hidden_size * (2 if self.bidirectional else 1)
+        if self.attention == "dot" and memory != self.decoder_size:
+            raise ConfigError(
+                f"model.attention=dot needs model.decoder_size ({self.decoder_size}) to equal the "
+                f"encoder output size ({memory}); use general or bahdanau"
+            )
+        if self.tie_target and self.target_dim != self.decoder_size:
+            raise ConfigError("model.tie_target needs model.target_dim = model.decoder_size")
+
+
+@dataclass
+class TranslateTrainConfig(TrainConfig):
+    """The Trainer's settings plus two of translation's own."""
+
+    teacher_forcing: float = 1.0  # share of sentences fed the gold previous word (else own)
+    autoencoder_epochs: int = 0  # first epochs train encoder + a helper decoder source→source
+    label_smoothing: float = 0.0
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.teacher_forcing <= 1:
+            raise ConfigError(f"bad value {self.teacher_forcing} for train.teacher_forcing (0–1)")
+        if self.autoencoder_epochs < 0:
+            raise ConfigError("train.autoencoder_epochs must be ≥ 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"bad value {self.label_smoothing} for train.label_smoothing")
+
+
+@dataclass
+class DecodeConfig:
+    """How translations are searched for."""
+
+    beam: int = 5  # test scores, `rnnkit translate` and `rnnkit eval` (1 = greedy)
+    dev_beam: int = 1  # the dev scores of every epoch (early stopping)
+    length_penalty: float = 1.0  # alpha of ((5 + length) / 6) ** alpha; 0 = raw log-prob
+    max_length: int = 100  # words per translation, and at most 2 × source words + 10
+    batch_size: int = 128  # sentences translated together
+
+    def validate(self) -> None:
+        if min(self.beam, self.dev_beam, self.max_length, self.batch_size) < 1:
+            raise ConfigError("decode.beam, dev_beam, max_length and batch_size must be ≥ 1")
+        if self.length_penalty < 0:
+            raise ConfigError(f"bad value {self.length_penalty} for decode.length_penalty")
+
+
+def _default_train() -> TranslateTrainConfig:
+    return TranslateTrainConfig(epochs=30, batch_size=64, lr=1e-3, clip_norm=1.0, patience=5)
+
+
+@dataclass
+class TranslateConfig:
+    task: Literal["translate"] = "translate"
+    data: TranslateDataConfig = field(default_factory=TranslateDataConfig)
+    model: TranslateModelConfig = field(default_factory=TranslateModelConfig)
+    train: TranslateTrainConfig = field(default_factory=_default_train)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+class Seq2Seq(nn.Module):
+    """Encoder, attention decoder and (for autoencoder pre-training) a source decoder."""
+
+    def __init__(
+        self, sources: int, targets: int, config: TranslateModelConfig, autoencoder: bool = False
+    ):
+        super().__init__()
+        c = self.config = config
+        self.src_embed = nn.Embedding(sources, c.source_dim, padding_idx=0)
+        self.drop = nn.Dropout(c.dropout)
+        self.encoder = RecurrentEncoder(
+            c.source_dim, c.hidden_size, c.encoder_rnn, c.encoder_layers, c.bidirectional,
+            c.dropout,
+        )  # fmt: skip
+        self.directions = 2 if c.bidirectional else 1
+        memory = self.encoder.output_size
+        options = {
+            "rnn": c.decoder_rnn, "layers": c.decoder_layers, "attention": c.attention,
+            "dropout": c.dropout, "input_feeding": c.input_feeding,
+        }  # fmt: skip
+        self.decoder = AttentionDecoder(
+            targets, c.target_dim, c.decoder_size, memory, memory, tie_embeddings=c.tie_target,
+            **options,
+        )  # fmt: skip
+        self.reconstruct: AttentionDecoder | None = None
+        if autoencoder:
+            self.reconstruct = AttentionDecoder(
+                sources, c.source_dim, c.decoder_size, memory, memory, **options
+            )
+        self.teacher_forcing = 1.0
+        self.label_smoothing = 0.0
+
+    def encode(self, source: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """source, mask ``(batch, source)`` → outputs ``(batch, source, memory)`` and a summary
+        ``(batch, memory)``: the top layer's final state of each direction, concatenated."""
+        outputs, state = self.encoder(self.drop(self.src_embed(source)), mask)
+        h = state[0] if isinstance(state, tuple) else state  # (layers * dirs, batch, hidden)
+        top = h.view(-1, self.directions, h.shape[1], h.shape[2])[-1]
+        return outputs, top.transpose(0, 1).reshape(h.shape[1], -1)
+
+    def start(self, batch: dict[str, Any], decoder: AttentionDecoder | None = None) -> State:
+        decoder = decoder or self.decoder
+        memory, summary = self.encode(batch["source"], batch["source_mask"])
+        return decoder.init_state(memory, batch["source_mask"], summary)
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Mean cross-entropy per target word (``</s>`` included).
+
+        batch: ``source``, ``source_mask`` ``(batch, source)``; ``target_in`` (``<s>`` + words),
+        ``target_out`` (words + ``</s>``), ``target_mask`` ``(batch, target)``; ``autoencode``
+        True trains the source decoder on the source instead.
+        """
+        decoder = self.decoder
+        if batch.get("autoencode"):
+            if self.reconstruct is None:
+                raise ConfigError("autoencoder batches need train.autoencoder_epochs > 0")
+            decoder = self.reconstruct
+        state = self.start(batch, decoder)
+        inputs = batch["target_in"]
+        if not self.training or self.teacher_forcing >= 1:
+            logits, _ = decoder(inputs, state)
+        else:
+            forced = torch.rand(inputs.shape[0], device=inputs.device) < self.teacher_forcing
+            steps, prev = [], inputs[:, 0]
+            for t in range(inputs.shape[1]):
+                logits_t, _, state = decoder.step(prev, state)
+                steps.append(logits_t)
+                if t + 1 < inputs.shape[1]:
+                    prev = torch.where(forced, inputs[:, t + 1], logits_t.detach().argmax(-1))
+            logits = torch.stack(steps, 1)
+        mask = batch["target_mask"]
+        return F.cross_entropy(
+            logits[mask].float(), batch["target_out"][mask], label_smoothing=self.label_smoothing
+        )
+
+    def log_probs_step(self, tokens: torch.Tensor, state: State):
+        """The search's step: log-probabilities ``(n, vocab)`` with ``<pad>``, ``<unk>`` and
+        ``<s>`` never chosen, attention ``(n, source)``, new state."""
+        logits, weights, state = self.decoder.step(tokens, state)
+        logits = logits.float()
+        logits[:, :BOS_ID] = float("-inf")
+        logits[:, BOS_ID] = float("-inf")
+        return torch.log_softmax(logits, dim=-1), weights, state
+
+    @torch.no_grad()
+    def translate(
+        self,
+        batch: dict[str, Any],
+        beam: int = 1,
+        alpha: float = 0.0,
+        max_length: int | torch.Tensor = 100,
+        attention: bool = False,
+    ) -> Hypotheses:
+        """Search for translations of ``batch`` (``source``, ``source_mask``)."""
+        state = self.start(batch)
+        if beam == 1:
+            return greedy_search(
+                self.log_probs_step, state, BOS_ID, EOS_ID, max_length, keep_attention=attention
+            )
+        return beam_search(
+            self.log_probs_step, state, BOS_ID, EOS_ID, max_length, beam, alpha,
+            keep_attention=attention,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def sequence_scores(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Summed log-probabilities ``(batch,)`` of the target sequences of ``batch`` (masked
+        positions excluded), scored as the search scores them."""
+        state = self.start(batch)
+        inputs, out, mask = batch["target_in"], batch["target_out"], batch["target_mask"]
+        total = torch.zeros(inputs.shape[0], device=inputs.device)
+        for t in range(inputs.shape[1]):
+            log_probs, _, state = self.log_probs_step(inputs[:, t], state)
+            picked = log_probs.gather(1, out[:, t : t + 1]).squeeze(1)
+            total = total + picked.masked_fill(~mask[:, t], 0.0)
+        return total
+
+
+class _Epoch:
+    def __init__(self, task: TranslateTask, order: list[list[int]], autoencode: bool):
+        self.task, self.order, self.autoencode = task, order, autoencode
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        pairs = self.task.pairs("train")
+        for rows in self.order:
+            yield self.task.make_batch([pairs[i] for i in rows], autoencode=self.autoencode)
+
+
+class TranslateTask:
+    """Reads a parallel file, builds the encoder-decoder, trains, translates and scores."""
+
+    name = "translate"
+
+    @staticmethod
+    def config_class() -> type[TranslateConfig]:
+        return TranslateConfig
+
+    def __init__(
+        self,
+        config: TranslateConfig,
+        data_dir: Path | None = None,
+        vocabs: tuple[Vocab, Vocab] | None = None,
+    ):
+        self.config = config
+        self.data_dir = data_dir
+        self._splits: dict[str, list[Pair]] | None = None
+        self.report = ""  # the text of the last evaluation: signature and sample translations
+        if vocabs is None:
+            counts = {s: len(self.pairs(s)) for s in SPLITS}
+            print(
+                f"{counts['train']} training, {counts['dev']} dev and {counts['test']} test pairs "
+                f"from {self.config.data.file}",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.vocab, self.target_vocab = self._build_vocabs()
+        else:
+            self.vocab, self.target_vocab = vocabs
+        auto = config.train.autoencoder_epochs > 0
+        self.model = Seq2Seq(len(self.vocab), len(self.target_vocab), config.model, auto)
+        self.model.teacher_forcing = config.train.teacher_forcing
+        self.model.label_smoothing = config.train.label_smoothing
+        if vocabs is None:
+            self._load_pretrained()
+
+    @property
+    def default_metric(self) -> str:
+        return "bleu"
+
+    # ------------------------------------------------------------------ data
+    def read(self, path: str | Path, filters: bool = True) -> list[Pair]:
+        """Pairs of a parallel file in the recipe's direction and normalisation; with
+        ``filters`` also the recipe's length and prefix filter."""
+        d = self.config.data
+        found = read_pairs(
+            path,
+            reverse=d.direction == "reverse",
+            normalise_text=d.normalise,
+            max_words=d.max_length if filters else 0,
+            prefixes=d.prefixes if filters and d.filter_prefixes else None,
+        )
+        if not found:
+            raise DataError("no sentence pairs in file (after filtering)", str(path))
+        return found
+
+    def pairs(self, split: str) -> list[Pair]:
+        """The ``train``, ``dev`` or ``test`` pairs of the recipe's file, read once."""
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r} (choices: {', '.join(SPLITS)})")
+        if self._splits is None:
+            path = resolve_data_path(self.config.data.file, self.data_dir)
+            self._splits = {s: [] for s in SPLITS}
+            for pair in self.read(path):
+                self._splits[split_of(pair.source)].append(pair)
+            for s in ("train", "dev"):
+                if not self._splits[s]:
+                    raise DataError(f"no {s} pairs: the file is too small to split", str(path))
+        return self._splits[split]
+
+    def _build_vocabs(self) -> tuple[Vocab, Vocab]:
+        train = self.pairs("train")
+        source = Counter(w for p in train for w in p.source.split())
+        target = Counter(w for p in train for w in p.target.split())
+        m = self.config.data.min_freq
+        return Vocab.build(source, m, specials=SPECIALS), Vocab.build(target, m, specials=SPECIALS)
+
+    def _load_pretrained(self) -> None:
+        from rnnkit.data.vectors import initialise_embedding
+
+        c = self.config.model
+        for name, vocab, embed in (
+            (c.pretrained_source, self.vocab, self.model.src_embed),
+            (c.pretrained_target, self.target_vocab, self.model.decoder.embed),
+        ):
+            if not name:
+                continue
+            path = resolve_data_path(name, self.data_dir)
+            found, missing = initialise_embedding(embed.weight.data, vocab.itos, path, first=4)
+            if c.freeze:
+                embed.weight.requires_grad_(False)
+            print(
+                f"pretrained vectors {path}: {found} of {found + len(missing)} words found",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _clean(self, text: str) -> str:
+        return normalise(text) if self.config.data.normalise else light_normalise(text)
+
+    def make_batch(self, pairs: Sequence[Pair | str], autoencode: bool = False) -> dict[str, Any]:
+        """Pad pairs (or bare normalised sources) into tensors; see :meth:`Seq2Seq.loss`.
+        Every source ends in ``</s>``."""
+        sources = [p.source if isinstance(p, Pair) else p for p in pairs]
+        src_ids = [self.vocab.encode(s.split()) + [EOS_ID] for s in sources]
+        source, source_mask = pad(src_ids)
+        batch: dict[str, Any] = {"source": source, "source_mask": source_mask}
+        if all(isinstance(p, Pair) for p in pairs):
+            if autoencode:
+                targets = [ids[:-1] for ids in src_ids]
+            else:
+                targets = [self.target_vocab.encode(p.target.split()) for p in pairs]
+            batch["target_in"], _ = pad([[BOS_ID, *t] for t in targets])
+            batch["target_out"], batch["target_mask"] = pad([[*t, EOS_ID] for t in targets])
+            batch["autoencode"] = autoencode
+        return batch
+
+    def train_batches(self, epoch: int) -> _Epoch:
+        train = self.pairs("train")
+        generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+        autoencode = epoch <= self.config.train.autoencoder_epochs
+        lengths = [len(p.source.split()) if autoencode else len(p.target.split()) for p in train]
+        order = bucket_batches(lengths, self.config.train.batch_size, True, generator)
+        return _Epoch(self, order, autoencode)
+
+    # ------------------------------------------------------------ prediction
+    def _limits(self, batch: dict[str, Any]) -> torch.Tensor:
+        lengths = batch["source_mask"].sum(1)
+        return (2 * lengths + 10).clamp(max=self.config.decode.max_length)
+
+    @torch.no_grad()
+    def translate(
+        self, sources: Sequence[str], beam: int | None = None, attention: bool = False
+    ) -> list[tuple[list[str], float, torch.Tensor | None]]:
+        """Translate normalised sources; per source ``(words, score, attention)``, attention
+        ``(words + 1, source words + 1)`` (``</s>`` on both sides) when asked for."""
+        d = self.config.decode
+        beam = d.beam if beam is None else beam
+        if beam < 1:
+            raise ConfigError(f"beam size must be at least 1, not {beam}")
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        out: list[Any] = [None] * len(sources)
+        order = sorted(range(len(sources)), key=lambda i: -len(sources[i].split()))
+        for start in range(0, len(order), d.batch_size):
+            rows = order[start : start + d.batch_size]
+            batch = self.make_batch([sources[i] for i in rows])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            found = self.model.translate(
+                batch, beam, d.length_penalty, self._limits(batch), attention
+            )
+            tokens, lengths = found.tokens.cpu(), found.lengths.cpu()
+            for j, i in enumerate(rows):
+                ids = tokens[j, : int(lengths[j])].tolist()
+                words = self.target_vocab.decode(ids)
+                weights = None
+                if found.attention is not None:
+                    n_src = int(batch["source_mask"][j].sum())
+                    weights = found.attention[j, : int(lengths[j]), :n_src].float().cpu()
+                out[i] = (words, float(found.scores[j]), weights)
+        return out
+
+    def predict(
+        self, inputs: Sequence[str], beam: int | None = None, attention: bool = False
+    ) -> list[dict[str, Any]]:
+        """Translate raw sentences (normalised as the training data was).
+
+        Returns one dict per input: ``source`` (the normalised input), ``translation``,
+        ``score`` (summed log-probability), and with ``attention`` also ``source_tokens``,
+        ``target_tokens`` (each closed by ``</s>``) and ``attention``, a list of rows, one per
+        target token, of weights over the source tokens.
+        """
+        texts = [t if isinstance(t, str) else " ".join(t) for t in inputs]
+        sources = [self._clean(t) for t in texts]
+        results = []
+        for source, (words, score, weights) in zip(
+            sources, self.translate(sources, beam, attention), strict=True
+        ):
+            result: dict[str, Any] = {
+                "source": source, "translation": " ".join(words), "score": score,
+            }  # fmt: skip
+            if attention:
+                result["source_tokens"] = [*source.split(), EOS]
+                result["target_tokens"] = [*words, EOS][: weights.shape[0]]
+                result["attention"] = [[round(x, 5) for x in row] for row in weights.tolist()]
+            results.append(result)
+        return results
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, split: str = "dev") -> dict[str, float]:
+        beam = self.config.decode.dev_beam if split == "dev" else None
+        return self.score(self.pairs(split), beam)
+
+    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+        """Scores on another parallel file (normalised the recipe's way, not filtered)."""
+        return self.score(self.read(path, filters=False))
+
+    def score(self, pairs: Sequence[Pair], beam: int | None = None) -> dict[str, float]:
+        """BLEU and chrF (sacrebleu, 0–100) of each distinct source once against all of its
+        targets in ``pairs`` as reference streams; sets :attr:`report`."""
+        if not pairs:
+            raise DataError("no sentence pairs to score")
+        sources, references = group_references(pairs)
+        found = self.translate(sources, beam)
+        hypotheses = [" ".join(words) for words, _, _ in found]
+        metrics = corpus_scores(hypotheses, references)
+        beam = self.config.decode.beam if beam is None else beam
+        lines = [
+            f"{len(sources)} distinct sources, {len(pairs)} references; beam {beam}; "
+            "BLEU: sacrebleu, tokenize=13a, multiple reference streams; chrF: sacrebleu defaults",
+            "samples (source → translation | a reference):",
+        ]
+        for i in range(min(8, len(sources))):
+            lines.append(f"  {sources[i]} → {hypotheses[i]} | {references[i][0]}")
+        self.report = "\n".join(lines)
+        return metrics
+
+    # --------------------------------------------------------------- storage
+    def model_files(self) -> dict[str, bytes]:
+        files = ckpt.task_files(self)
+        files["target.json"] = ckpt.json_bytes(self.target_vocab.to_dict())
+        return files
+
+    @classmethod
+    def from_dir(
+        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
+    ) -> TranslateTask:
+        directory = Path(directory)
+        config = ckpt.read_task_config(directory, cls.name, TranslateConfig)
+        vocabs = (Vocab.load(directory / "vocab.json"), Vocab.load(directory / "target.json"))
+        for v in vocabs:
+            if v.specials != list(SPECIALS):
+                raise ModelDirError(f"{directory} does not hold a translation model's vocabularies")
+        return ckpt.load_trained(cls(config, data_dir, vocabs=vocabs), directory, device)
+
+
+def corpus_scores(hypotheses: list[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
+    """sacrebleu BLEU (13a tokenisation) and chrF, 0–100, with one reference list per
+    hypothesis (of any lengths ≥ 1; see :func:`reference_streams`)."""
+    import sacrebleu
+
+    streams = reference_streams(references)
+    bleu = sacrebleu.corpus_bleu(hypotheses, streams, tokenize="13a")
+    chrf = sacrebleu.corpus_chrf(hypotheses, streams)
+    return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
+
+
+__all__ = ["TranslateConfig", "TranslateTask", "Seq2Seq", "corpus_scores"]
