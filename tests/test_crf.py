@@ -186,3 +186,16 @@ def test_empty_sentences_are_refused():
     mask[1] = False
     with pytest.raises(ValueError, match="at least one token"):
         crf.log_partition(emissions, mask)
+
+
+def test_viterbi_without_the_step_table_and_for_one_token(monkeypatch):
+    import rnnkit.nn.crf as crf_module
+
+    crf, emissions, mask = _random_problem(6, [7, 3, 1, 5], seed=11)
+    tags, scores = crf.decode(emissions, mask)
+    monkeypatch.setattr(crf_module, "_STEP_TABLE_LIMIT", 0)  # per-step tables instead
+    again, again_scores = crf.decode(emissions, mask)
+    assert torch.equal(tags, again) and torch.equal(scores, again_scores)
+    assert torch.allclose(crf.score(emissions, tags, mask), scores)
+    one, _ = crf.decode(emissions[:, :1], mask[:, :1])
+    assert one.shape == (4, 1)

@@ -116,23 +116,23 @@ class CRF(nn.Module):
     def _viterbi(self, emissions, mask, pad) -> tuple[torch.Tensor, torch.Tensor]:
         trans, start, end = self._scores()
         batch, time, tags = emissions.shape
+        # At a padded step a sentence stays on its tag at no cost: there its transitions are
+        # the identity (0 on the diagonal, -inf elsewhere) and its emissions 0. The loop then
+        # needs no masking, and each sentence's last tag rides unchanged to the final step.
+        stay = torch.full((tags, tags), float("-inf"), device=trans.device, dtype=trans.dtype)
+        stay.fill_diagonal_(0.0)
+        real = mask.t().reshape(time, batch, 1, 1)  # time-major: each step's slice is contiguous
+        precompute = batch * time * tags * tags <= _STEP_TABLE_LIMIT
+        steps = torch.where(real[1:], trans, stay) if precompute else None
+        emissions = emissions.masked_fill(~mask.unsqueeze(2), 0.0)
         best = start + emissions[:, 0]
-        identity = torch.arange(tags, device=emissions.device).expand(batch, tags)
-        pointers = []
+        pointers = torch.empty(max(0, time - 1), batch, tags, dtype=torch.long, device=mask.device)
         for t in range(1, time):
-            candidates = best.unsqueeze(2) + trans  # (batch, from, to)
-            top, arg = candidates.max(dim=1)
-            step_mask = mask[:, t : t + 1]
-            best = torch.where(step_mask, top + emissions[:, t], best)
-            pointers.append(torch.where(step_mask, arg, identity))
-        final = best + end
-        scores, last = final.max(dim=1)
-        path = [last]
-        for arg in reversed(pointers):
-            last = arg.gather(1, last.unsqueeze(1)).squeeze(1)
-            path.append(last)
-        path.reverse()
-        return torch.stack(path, dim=1).masked_fill(~mask, pad), scores
+            step = steps[t - 1] if precompute else torch.where(real[t], trans, stay)
+            top, pointers[t - 1] = (best.unsqueeze(2) + step).max(dim=1)  # over "from"
+            best = top + emissions[:, t]
+        scores, last = (best + end).max(dim=1)
+        return _backtrace(pointers, last).masked_fill(~mask, pad), scores
 
     def perceptron_loss(
         self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, reduction="sum"
@@ -261,6 +261,31 @@ def _scaled_marginals(grad, mask, ps, em_exp, exp_trans, end):
     last = (mask.sum(dim=1) - 1).view(batch, 1, 1).expand(batch, 1, tags)
     d_end = unary.gather(1, last).sum(dim=(0, 1))
     return unary, pair, unary[:, 0].sum(dim=0), d_end
+
+
+_STEP_TABLE_LIMIT = 1 << 22  # Viterbi: per-step transition tables up to 16 MB in float32
+
+
+def _backtrace(pointers: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """Best paths ``(batch, time)`` from back-pointers ``(time - 1, batch, tags)`` and the best
+    final tags ``(batch,)``. On the CPU the walk runs in numpy, whose indexing of small arrays
+    costs a fraction of a torch call."""
+    time, batch = pointers.shape[0] + 1, last.shape[0]
+    if pointers.device.type == "cpu":
+        import numpy as np
+
+        table, tag, rows = pointers.numpy(), last.numpy(), np.arange(batch)
+        path = np.empty((time, batch), dtype=np.int64)
+        path[-1] = tag
+        for t in range(time - 2, -1, -1):
+            tag = table[t, rows, tag]
+            path[t] = tag
+        return torch.from_numpy(path.T.copy())
+    path = [last]
+    for t in range(time - 2, -1, -1):
+        last = pointers[t].gather(1, last.unsqueeze(1)).squeeze(1)
+        path.append(last)
+    return torch.stack(path[::-1], dim=1)
 
 
 def _checked(emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
