@@ -197,6 +197,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         _clear_run(out)
     trainer = Trainer(task, config.train, out)
     summary = trainer.fit(resume=bool(args.resume))
+    if summary["best"] is None:
+        raise RnnkitError(
+            f"no epoch gave a finite dev {summary['metric']} ({summary['steps']} steps); "
+            f"{out} holds no usable model"
+        )
     print(
         f"best dev {summary['metric']} {summary['best']:.4f} at epoch {summary['best_epoch']}"
         f" ({summary['steps']} steps, {summary['minutes']:.1f} min); model in {out}"

@@ -29,3 +29,7 @@ class DataError(RnnkitError):
 
 class ModelDirError(RnnkitError):
     """A model directory that is missing, truncated, inconsistent or made by another task."""
+
+
+class DivergedError(RnnkitError):
+    """Training produced a loss that is not a finite number; nothing after it is saved."""

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from rnnkit import checkpoint as ckpt
 from rnnkit.config import to_dict
 from rnnkit.data.batching import move
-from rnnkit.errors import ConfigError, ModelDirError
+from rnnkit.errors import ConfigError, DivergedError, ModelDirError
 from rnnkit.runtime import pick_device, rank, seed_everything
 
 
@@ -264,9 +264,17 @@ class Trainer:
                 if c.clip_norm:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
                 self.optimizer.step()
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    # Stop before the broken weights reach a checkpoint: the files on disk
+                    # stay those of the last finished epoch, and --resume starts from there.
+                    raise DivergedError(
+                        f"training diverged: the loss is {value} at step {self.state.step + 1} "
+                        f"(epoch {epoch}); lower train.lr or set train.clip_norm"
+                    )
                 self.state.step += 1
                 self.state.batch_in_epoch = i + 1
-                self.state.loss_sum += float(loss.detach())
+                self.state.loss_sum += value
                 bar.update(1)
                 bar.set_postfix(loss=f"{self.state.loss_sum / (i + 1):.4f}", refresh=False)
                 if c.max_steps and self.state.step >= c.max_steps:
@@ -298,8 +306,9 @@ class Trainer:
                 f"bad value {self.metric!r} for train.metric (choices: {', '.join(metrics)})"
             )
         value = metrics[self.metric]
-        better = self.state.best is None or (
-            value < self.state.best if self.lower_is_better else value > self.state.best
+        better = math.isfinite(value) and (
+            self.state.best is None
+            or (value < self.state.best if self.lower_is_better else value > self.state.best)
         )
         if better:
             self.state.best, self.state.best_epoch, self.state.bad_epochs = value, epoch, 0

@@ -76,3 +76,27 @@ def test_schedule_follows_the_time_budget_when_it_ends_first():
     assert trainer._lr_at(10, 1000, minutes=0.0) == 0.99
     assert trainer._lr_at(10, 1000, minutes=5.0) == 0.5
     assert trainer._lr_at(10, 1000, minutes=10.0) == 0.0
+
+
+def test_a_diverging_run_stops_before_its_broken_weights_reach_a_checkpoint(tmp_path):
+    import pytest
+
+    from rnnkit.errors import DivergedError
+
+    task = _task("train.epochs=3")
+    per_epoch = len(task.train_batches(1))
+    real_loss, calls = task.model.loss, 0
+
+    def loss_that_turns_nan(batch):
+        nonlocal calls
+        calls += 1
+        value = real_loss(batch)
+        return value * float("nan") if calls > per_epoch + 2 else value
+
+    task.model.loss = loss_that_turns_nan
+    with pytest.raises(DivergedError, match=r"loss is nan at step \d+ \(epoch 2\)"):
+        Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
+    records = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(records) == 1  # only the finished first epoch
+    saved = CipherTask.from_dir(tmp_path)
+    assert all(torch.isfinite(p).all() for p in saved.model.parameters())
