@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PNG",
         help="classify: where to draw the confusion matrix (default: MODEL/confusion-SPLIT.png)",
     )
+    p.add_argument(
+        "--beam", type=int, help="translate: beam size, 1 = greedy (default: the recipe's)"
+    )
     p.add_argument("--device", default="cpu")
     _add_data_dir(p)
 
@@ -322,6 +325,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rnnkit.tasks import load_task
 
     task = load_task(args.model, device=args.device, data_dir=data_dir(args.data_dir))
+    if args.beam is not None:
+        decode = getattr(task.config, "decode", None)
+        if decode is None or not hasattr(decode, "beam"):
+            raise RnnkitError(f"--beam: the {task.name} task has no beam search")
+        if args.beam < 1:
+            raise RnnkitError(f"--beam must be ≥ 1, not {args.beam}")
+        decode.beam = args.beam
     if args.data:
         metrics = task.evaluate_file(args.data)
     else:

@@ -54,6 +54,9 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     amp: bool = True  # bfloat16 autocast on CUDA; ignored elsewhere
+    # bfloat16 autocast on the CPU as well: fast where the CPU has native bf16 (AVX512-BF16
+    # or AMX), slower where it has not; off by default because it changes the numbers.
+    cpu_amp: bool = False
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = epoch ends)
     progress: bool = True  # progress bar (shown on terminals only)
     plot_every_s: float = 30.0  # redraw curve.png at most this often during training
@@ -233,7 +236,7 @@ class Trainer:
             return self._summary(0.0)
         started = time.perf_counter()
         elapsed_before = self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
-        autocast = self.device.type == "cuda" and c.amp
+        autocast = c.amp if self.device.type == "cuda" else c.cpu_amp and self.device.type == "cpu"
         stop = False
         while self.state.epoch < c.epochs and not stop:
             epoch = self.state.epoch + 1

@@ -100,3 +100,14 @@ def test_a_diverging_run_stops_before_its_broken_weights_reach_a_checkpoint(tmp_
     assert len(records) == 1  # only the finished first epoch
     saved = CipherTask.from_dir(tmp_path)
     assert all(torch.isfinite(p).all() for p in saved.model.parameters())
+
+
+def test_cpu_amp_trains_under_bfloat16_autocast_and_keeps_float32_weights(tmp_path):
+    task = _task("train.epochs=4", "train.cpu_amp=true", "train.device=cpu")
+    seen: set[torch.dtype] = set()
+    first_linear = next(m for m in task.model.modules() if isinstance(m, torch.nn.Linear))
+    first_linear.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    summary = Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
+    assert torch.bfloat16 in seen  # the training steps ran under autocast
+    assert summary["best"] > 0.99
+    assert all(p.dtype == torch.float32 for p in task.model.parameters())

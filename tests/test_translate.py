@@ -166,6 +166,20 @@ def source_batch(lengths, seed=0):
     return {"source": source, "source_mask": mask}
 
 
+@pytest.mark.parametrize("kind", [("gru", "bahdanau", True), ("lstm", "general", True)])
+def test_teacher_forcing_in_one_call_equals_one_step_at_a_time(kind):
+    model = tiny_model(20, *kind)
+    batch = source_batch([5, 2, 7, 1, 3])
+    inputs = torch.randint(3, 20, (5, 6), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        state = model.start(batch)
+        logits, weights = model.decoder(inputs, state)
+        for t in range(inputs.shape[1]):
+            step_logits, step_weights, state = model.decoder.step(inputs[:, t], state)
+            torch.testing.assert_close(logits[:, t], step_logits)
+            torch.testing.assert_close(weights[:, t], step_weights)
+
+
 @pytest.mark.parametrize("kind", [("gru", "bahdanau", True), ("lstm", "general", False)])
 def test_greedy_equals_beam_of_one(kind):
     model = tiny_model(20, *kind)

@@ -134,12 +134,22 @@ class AttentionDecoder(nn.Module):
         if not self.input_feeding:
             logits, weights, _ = self._run(inputs, state)
             return logits, weights
-        all_logits, all_weights = [], []
+        # The same computation as calling step() per word, with the work that does not depend
+        # on the previous step (embeddings, dropout, the output layer) done once for all steps
+        # and the RNN state kept in the RNN's own layout between steps.
+        embedded = self.drop(self.embed(inputs))  # (batch, steps, embedding)
+        rnn_state, feed = self._rnn_state(state), state["feed"]
+        keys, memory, mask = state["keys"], state["memory"], state["mask"]
+        attentional, all_weights = [], []
         for t in range(inputs.shape[1]):
-            logits, weights, state = self.step(inputs[:, t], state)
-            all_logits.append(logits)
+            x = torch.cat([embedded[:, t], feed], dim=-1).unsqueeze(1)
+            output, rnn_state = self.rnn(x, rnn_state)
+            context, weights = self.attention(output, keys, memory, mask)
+            feed = torch.tanh(self.combine(torch.cat([output, context], dim=-1))).squeeze(1)
+            attentional.append(feed)
             all_weights.append(weights)
-        return torch.stack(all_logits, 1), torch.stack(all_weights, 1)
+        logits = self.out(self.drop(torch.stack(attentional, 1)))
+        return logits, torch.cat(all_weights, 1)
 
 
 __all__ = ["AttentionDecoder", "DecoderRnn", "State", "select_state"]
