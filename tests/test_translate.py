@@ -19,7 +19,7 @@ from rnnkit.data.parallel import (
     reference_streams,
     split_of,
 )
-from rnnkit.errors import DataError
+from rnnkit.errors import ConfigError, DataError
 from rnnkit.nn.attention import Attention
 from rnnkit.nn.search import beam_search, greedy_search
 from rnnkit.tasks.translate import (
@@ -325,3 +325,37 @@ def test_pretrained_embeddings_and_tied_target(tmp_path):
     assert task.model.decoder.out.weight is task.model.decoder.embed.weight
     loss = task.model.loss(next(iter(task.train_batches(1))))
     assert torch.isfinite(loss)
+
+
+def test_autoencoder_epochs_train_the_encoder_on_source_to_source_first(tmp_path):
+    path = write_pairs(tmp_path / "pairs.txt")
+    config = from_dict(
+        TranslateConfig,
+        {**TINY, "data": {"file": str(path)}, "train": {**TINY["train"], "autoencoder_epochs": 1}},
+    )
+    task = TranslateTask(config)
+    batch = next(iter(task.train_batches(1)))
+    assert batch["autoencode"]
+    # the reconstruction target is the source itself: its words then </s>, in source ids
+    assert torch.equal(batch["target_out"].masked_fill(~batch["target_mask"], 0),
+                       batch["source"])  # fmt: skip
+    assert not next(iter(task.train_batches(2)))["autoencode"]
+
+    encoder = [p.detach().clone() for p in task.model.encoder.parameters()]
+    decoder = [p.detach().clone() for p in task.model.decoder.parameters()]
+    optimizer = torch.optim.SGD(task.model.parameters(), lr=0.5)
+    task.model.train()
+    task.model.loss(batch).backward()
+    optimizer.step()
+    # one autoencoder step moves the encoder and leaves the translation decoder alone
+    moved = [
+        not torch.equal(a, b) for a, b in zip(encoder, task.model.encoder.parameters(), strict=True)
+    ]
+    kept = [
+        torch.equal(a, b) for a, b in zip(decoder, task.model.decoder.parameters(), strict=True)
+    ]
+    assert any(moved) and all(kept)
+
+    plain = TranslateTask(from_dict(TranslateConfig, {**TINY, "data": {"file": str(path)}}))
+    with pytest.raises(ConfigError, match="autoencoder_epochs"):
+        plain.model.loss(batch)
