@@ -360,3 +360,22 @@ def test_bad_files_stop_training_before_it_starts(tmp_path):
     with pytest.raises(ConfigError, match="no data.test file"):
         task = build_task("classify", config_from(tsv_overrides(tmp_path, "data.test=")))
         task.evaluate("test")
+
+
+def test_python_callers_find_recipe_data_in_rnnkit_data(tmp_path, monkeypatch):
+    """rnnkit.load and build_task look up a recipe's relative paths as the CLI does."""
+    import rnnkit
+
+    data = tmp_path / "data"
+    (data / "mini").mkdir(parents=True)
+    for i, split in enumerate(("train", "dev", "test")):
+        write_tsv(data / "mini" / f"{split}.tsv", 150 if split == "train" else 40, i)
+    monkeypatch.setenv("RNNKIT_DATA", str(data))
+    monkeypatch.chdir(tmp_path)  # mini/ is not here: only $RNNKIT_DATA has it
+    config = config_from(
+        ["data.format=tsv", "data.train=mini/train.tsv", "data.dev=mini/dev.tsv",
+         "data.test=mini/test.tsv", "model.kind=bow", "train.lr=0.1", "train.epochs=5",
+         "train.progress=false"]
+    )  # fmt: skip
+    Trainer(build_task("classify", config), config.train, tmp_path / "run", log=print).fit()
+    assert rnnkit.load(tmp_path / "run").evaluate("test")["accuracy"] > 0.9

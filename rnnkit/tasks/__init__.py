@@ -31,7 +31,7 @@ def build_task(name: str, config: Any, data_dir: Path | None = None) -> Any:
     from rnnkit.runtime import seed_everything
 
     seed_everything(config.train.seed, config.train.deterministic)
-    return task_class(name)(config, data_dir)
+    return task_class(name)(config, _data_dir(data_dir))
 
 
 def load_task(directory: str | Path, device: str = "cpu", data_dir: Path | None = None) -> Any:
@@ -40,4 +40,12 @@ def load_task(directory: str | Path, device: str = "cpu", data_dir: Path | None 
     name = stored["task"]
     if name not in TASKS:
         raise ModelDirError(f"{directory} holds a model of unknown task {name!r}")
-    return task_class(name).from_dir(directory, data_dir=data_dir, device=device)
+    return task_class(name).from_dir(directory, data_dir=_data_dir(data_dir), device=device)
+
+
+def _data_dir(given: Path | None) -> Path:
+    """The CLI's rule for Python callers too: the given directory, else ``$RNNKIT_DATA``, else
+    the user's cache (a recipe's relative paths are looked up there after the current one)."""
+    from rnnkit.datasets import data_dir
+
+    return data_dir(given)
