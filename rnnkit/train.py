@@ -193,6 +193,15 @@ class Trainer:
         return files
 
     def save(self, new_best: bool = False) -> None:
+        # A finite loss can still come with an infinite gradient (and no clipping to see it):
+        # one pass over the weights per checkpoint keeps NaN out of every file on disk.
+        broken = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if broken:
+            raise DivergedError(
+                f"training diverged: non-finite weights in {broken[0]} at step {self.state.step}; "
+                f"the checkpoint on disk is the last good one; lower train.lr or set "
+                f"train.clip_norm"
+            )
         if self.is_main:
             ckpt.commit(self.out_dir, self._training_files(new_best))
 
@@ -212,6 +221,8 @@ class Trainer:
             opt = ckpt.read_tensors(self.out_dir / "optimizer.safetensors")
             self.optimizer.load_state_dict(_unflatten_optimizer(opt, meta["optimizer"]))
             self.state = _State(**meta["state"])
+            if self.state.best is not None and not math.isfinite(self.state.best):
+                self.state.best = None  # written by an older version that kept a NaN best
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
             raise ModelDirError(f"{self.out_dir}: training state does not fit ({err})") from None
         torch.set_rng_state(tensors["rng.torch"])
@@ -262,11 +273,6 @@ class Trainer:
                 batch = move(batch, self.device)
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
                     loss = self.model.loss(batch)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if c.clip_norm:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
-                self.optimizer.step()
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     # Stop before the broken weights reach a checkpoint: the files on disk
@@ -275,6 +281,16 @@ class Trainer:
                         f"training diverged: the loss is {value} at step {self.state.step + 1} "
                         f"(epoch {epoch}); lower train.lr or set train.clip_norm"
                     )
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if c.clip_norm:
+                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
+                    if not math.isfinite(float(norm)):  # clipping cannot mend inf or NaN
+                        raise DivergedError(
+                            f"training diverged: the gradient norm is {float(norm)} at step "
+                            f"{self.state.step + 1} (epoch {epoch}); lower train.lr"
+                        )
+                self.optimizer.step()
                 self.state.step += 1
                 self.state.batch_in_epoch = i + 1
                 self.state.loss_sum += value

@@ -199,3 +199,16 @@ def test_viterbi_without_the_step_table_and_for_one_token(monkeypatch):
     assert torch.allclose(crf.score(emissions, tags, mask), scores)
     one, _ = crf.decode(emissions[:, :1], mask[:, :1])
     assert one.shape == (4, 1)
+
+
+def test_viterbi_takes_emissions_of_another_dtype_than_the_crf():
+    torch.manual_seed(0)
+    crf = CRF(4)
+    emissions = torch.randn(3, 5, 4, dtype=torch.float64)
+    mask = torch.arange(5) < torch.tensor([[5], [3], [1]])
+    paths, scores = crf.decode(emissions, mask)
+    wide = CRF(4).double()
+    wide.load_state_dict(crf.state_dict())
+    expected_paths, expected_scores = wide.decode(emissions, mask)
+    assert torch.equal(paths, expected_paths)
+    assert torch.allclose(scores, expected_scores)

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from rnnkit.config import from_dict, parse_overrides
@@ -98,6 +99,34 @@ def test_a_diverging_run_stops_before_its_broken_weights_reach_a_checkpoint(tmp_
         Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
     records = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(records) == 1  # only the finished first epoch
+    saved = CipherTask.from_dir(tmp_path)
+    assert all(torch.isfinite(p).all() for p in saved.model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("clip", "message"),
+    [("null", r"non-finite weights in \S+ at step \d+"), ("1.0", r"gradient norm is (nan|inf)")],
+)
+def test_a_finite_loss_with_a_broken_gradient_never_reaches_a_checkpoint(tmp_path, clip, message):
+    from rnnkit.errors import DivergedError
+
+    task = _task("train.epochs=3", f"train.clip_norm={clip}")
+    per_epoch = len(task.train_batches(1))
+    real_loss, calls = task.model.loss, 0
+
+    def loss_with_an_infinite_gradient(batch):
+        nonlocal calls
+        calls += 1
+        value = real_loss(batch)
+        if calls == 2 * per_epoch:  # the last batch of epoch 2, just before its checkpoint
+            weight = next(task.model.parameters())
+            value = value + torch.sqrt((weight - weight.detach()).square().sum())  # 0, ∞ slope
+        return value
+
+    task.model.loss = loss_with_an_infinite_gradient
+    with pytest.raises(DivergedError, match=message):
+        Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     saved = CipherTask.from_dir(tmp_path)
     assert all(torch.isfinite(p).all() for p in saved.model.parameters())
 

@@ -115,7 +115,7 @@ class CRF(nn.Module):
             return self._viterbi(emissions, mask, pad)
 
     def _viterbi(self, emissions, mask, pad) -> tuple[torch.Tensor, torch.Tensor]:
-        trans, start, end = self._scores()
+        trans, start, end = (s.to(emissions.dtype) for s in self._scores())
         batch, time, tags = emissions.shape
         # At a padded step a sentence stays on its tag at no cost: there its transitions are
         # the identity (0 on the diagonal, -inf elsewhere) and its emissions 0. The loop then
