@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch is pinned here (it installs from a local wheel in seconds);
-# pyproject.toml keeps an open range so that users may bring any torch >= 2.3.
+# pyproject.toml keeps an open range so that users may bring any torch >= 2.4.
 TORCH_PIN ?= torch==2.13.0
 
 .PHONY: demo test lint venv clean

@@ -45,7 +45,7 @@ class TrainConfig:
     schedule: Literal["constant", "linear", "cosine", "plateau"] = "constant"
     warmup_steps: int = 0
     plateau_factor: float = 0.5  # schedule=plateau: multiply the LR by this ...
-    plateau_patience: int = 0  # ... after this many epochs without dev improvement
+    plateau_patience: int = 0  # ... on each epoch without dev improvement beyond this many
     metric: str = ""  # dev metric for early stopping and the best model ("" = task default)
     mode: Literal["auto", "max", "min"] = "auto"  # auto: min for losses/perplexity, else max
     patience: int | None = None  # stop after this many epochs without improvement
