@@ -79,28 +79,34 @@ def test_schedule_follows_the_time_budget_when_it_ends_first():
     assert trainer._lr_at(10, 1000, minutes=10.0) == 0.0
 
 
-def test_a_diverging_run_stops_before_its_broken_weights_reach_a_checkpoint(tmp_path):
-    import pytest
-
+def _diverge_and_check_disk(tmp_path, task, break_loss, message):
+    """Train with ``break_loss(loss, call)`` spoiling one call; training must stop with
+    ``message`` while the files on disk hold the finished first epoch, all finite."""
     from rnnkit.errors import DivergedError
 
-    task = _task("train.epochs=3")
-    per_epoch = len(task.train_batches(1))
     real_loss, calls = task.model.loss, 0
 
-    def loss_that_turns_nan(batch):
+    def loss(batch):
         nonlocal calls
         calls += 1
-        value = real_loss(batch)
-        return value * float("nan") if calls > per_epoch + 2 else value
+        return break_loss(real_loss(batch), calls)
 
-    task.model.loss = loss_that_turns_nan
-    with pytest.raises(DivergedError, match=r"loss is nan at step \d+ \(epoch 2\)"):
+    task.model.loss = loss
+    with pytest.raises(DivergedError, match=message):
         Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
-    records = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(records) == 1  # only the finished first epoch
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     saved = CipherTask.from_dir(tmp_path)
     assert all(torch.isfinite(p).all() for p in saved.model.parameters())
+
+
+def test_a_diverging_run_stops_before_its_broken_weights_reach_a_checkpoint(tmp_path):
+    task = _task("train.epochs=3")
+    per_epoch = len(task.train_batches(1))
+
+    def turn_nan(value, call):
+        return value * float("nan") if call > per_epoch + 2 else value
+
+    _diverge_and_check_disk(tmp_path, task, turn_nan, r"loss is nan at step \d+ \(epoch 2\)")
 
 
 @pytest.mark.parametrize(
@@ -108,27 +114,16 @@ def test_a_diverging_run_stops_before_its_broken_weights_reach_a_checkpoint(tmp_
     [("null", r"non-finite weights in \S+ at step \d+"), ("1.0", r"gradient norm is (nan|inf)")],
 )
 def test_a_finite_loss_with_a_broken_gradient_never_reaches_a_checkpoint(tmp_path, clip, message):
-    from rnnkit.errors import DivergedError
-
     task = _task("train.epochs=3", f"train.clip_norm={clip}")
     per_epoch = len(task.train_batches(1))
-    real_loss, calls = task.model.loss, 0
+    weight = next(task.model.parameters())
 
-    def loss_with_an_infinite_gradient(batch):
-        nonlocal calls
-        calls += 1
-        value = real_loss(batch)
-        if calls == 2 * per_epoch:  # the last batch of epoch 2, just before its checkpoint
-            weight = next(task.model.parameters())
-            value = value + torch.sqrt((weight - weight.detach()).square().sum())  # 0, ∞ slope
-        return value
+    def add_an_infinite_slope(value, call):
+        if call != 2 * per_epoch:  # the last batch of epoch 2, just before its checkpoint
+            return value
+        return value + torch.sqrt((weight - weight.detach()).square().sum())  # 0, slope ∞
 
-    task.model.loss = loss_with_an_infinite_gradient
-    with pytest.raises(DivergedError, match=message):
-        Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
-    saved = CipherTask.from_dir(tmp_path)
-    assert all(torch.isfinite(p).all() for p in saved.model.parameters())
+    _diverge_and_check_disk(tmp_path, task, add_an_infinite_slope, message)
 
 
 def test_cpu_amp_trains_under_bfloat16_autocast_and_keeps_float32_weights(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit import checkpoint as ckpt
+from rnnkit.datasets import data_dir as _data_dir  # --data-dir, else $RNNKIT_DATA, else the cache
 from rnnkit.errors import ConfigError, ModelDirError
 
 TASKS = {
@@ -41,11 +42,3 @@ def load_task(directory: str | Path, device: str = "cpu", data_dir: Path | None 
     if name not in TASKS:
         raise ModelDirError(f"{directory} holds a model of unknown task {name!r}")
     return task_class(name).from_dir(directory, data_dir=_data_dir(data_dir), device=device)
-
-
-def _data_dir(given: Path | None) -> Path:
-    """The CLI's rule for Python callers too: the given directory, else ``$RNNKIT_DATA``, else
-    the user's cache (a recipe's relative paths are looked up there after the current one)."""
-    from rnnkit.datasets import data_dir
-
-    return data_dir(given)
