@@ -157,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
-    from rnnkit.datasets import data_dir
     from rnnkit.tasks import build_task, task_class
     from rnnkit.train import Trainer
 
@@ -190,7 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if base["task"] != args.task:
             raise RnnkitError(f"{args.config} is a '{base['task']}' recipe, not '{args.task}'")
     config = from_dict(cls.config_class(), merge(base, extra))
-    task = build_task(args.task, config, data_dir(args.data_dir))
+    task = build_task(args.task, config, args.data_dir)  # it applies $RNNKIT_DATA and the cache
     if args.resume:
         from rnnkit.data.vocab import Vocab
 
@@ -321,10 +320,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rnnkit.datasets import data_dir
     from rnnkit.tasks import load_task
 
-    task = load_task(args.model, device=args.device, data_dir=data_dir(args.data_dir))
+    task = load_task(args.model, device=args.device, data_dir=args.data_dir)
     if args.beam is not None:
         decode = getattr(task.config, "decode", None)
         if decode is None or not hasattr(decode, "beam"):

@@ -27,7 +27,7 @@ def task_class(name: str) -> Any:
     return getattr(importlib.import_module(module), cls)
 
 
-def build_task(name: str, config: Any, data_dir: Path | None = None) -> Any:
+def build_task(name: str, config: Any, data_dir: str | Path | None = None) -> Any:
     """Seed, then build the task: its model's initial weights come from ``train.seed``."""
     from rnnkit.runtime import seed_everything
 
@@ -35,7 +35,9 @@ def build_task(name: str, config: Any, data_dir: Path | None = None) -> Any:
     return task_class(name)(config, _data_dir(data_dir))
 
 
-def load_task(directory: str | Path, device: str = "cpu", data_dir: Path | None = None) -> Any:
+def load_task(
+    directory: str | Path, device: str = "cpu", data_dir: str | Path | None = None
+) -> Any:
     """Open a model directory with the task that made it."""
     stored = ckpt.read_model_config(directory)
     name = stored["task"]
