@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rnnkit.errors import RnnkitError
 
@@ -16,6 +19,69 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir", help="where datasets live (default: $RNNKIT_DATA, else ~/.cache/rnnkit/data)"
     )
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A command that answers inputs with one task's predict path."""
+
+    task: str
+    help: str
+    inputs: str  # what a positional argument is
+
+
+VERBS = {
+    "decrypt": Verb("cipher", "decrypt text with a cipher model", "ciphertexts"),
+    "generate": Verb("lm", "generate text with a language model", "prompts"),
+    "tag": Verb(
+        "tag", "tag sentences with a tagging model (POS, NER)", "sentences (whitespace tokens)"
+    ),
+    "classify": Verb("classify", "label texts with a classification model", "texts"),
+    "translate": Verb("translate", "translate sentences with a translation model", "sentences"),
+    "neighbors": Verb("embed", "cosine nearest neighbours of words", "words"),
+}
+
+
+def _option_flags(field: dataclasses.Field) -> list[str]:
+    flags = [f"--{field.name.replace('_', '-')}"]
+    return [f"-{field.name}", *flags] if len(field.name) == 1 else flags
+
+
+def _add_predict_parser(sub: Any, verb: str, spec: Verb) -> None:
+    """The verb's parser: model, inputs, output, and one flag per field of the task's
+    predict options, whose defaults are the options' own (so CLI, Python and HTTP agree)."""
+    from rnnkit.tasks import task_class
+
+    p = sub.add_parser(verb, help=spec.help)
+    if verb == "neighbors":
+        source = p.add_mutually_exclusive_group(required=True)
+        source.add_argument("--vectors", help="a word2vec or GloVe text file")
+        source.add_argument("--model", help="an embed model directory")
+    else:
+        p.add_argument("--model", required=True, help="model directory")
+    if verb == "generate":
+        p.add_argument("--prompt", default="", help="text to continue")
+    else:
+        p.add_argument("text", nargs="*", help=f"{spec.inputs}; '-' reads stdin, one a line")
+        p.add_argument("--file", help=f"read {spec.inputs} from this file, one a line")
+    p.add_argument("--json", action="store_true", help="one JSON object per input")
+    p.add_argument("--device", default="cpu")
+    options = task_class(spec.task).Options
+    for field in dataclasses.fields(options):
+        help_text = f"{field.metadata['help']} (default: {field.default})"
+        if field.type in (bool, "bool"):
+            p.add_argument(*_option_flags(field), action="store_true", default=None, help=help_text)
+        else:
+            p.add_argument(*_option_flags(field), default=None, metavar="X", help=help_text)
+    if verb == "tag":
+        p.add_argument("--conll", help="a file in the model's training format (tags ignored)")
+        p.add_argument("--format", choices=["conll", "json"], default="conll", help="output format")
+    if verb == "translate":
+        p.add_argument(
+            "--plot-attention",
+            metavar="PNG",
+            help="draw the attention map here (several sentences: PNG stem-1.png, stem-2.png, ...)",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,50 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
     _add_data_dir(p)
 
-    p = sub.add_parser("decrypt", help="decrypt text with a cipher model")
-    p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("text", nargs="*", help="ciphertext; '-' reads lines from stdin")
-    p.add_argument("--file", help="read ciphertext lines from this file")
-    p.add_argument("--device", default="cpu")
-
-    p = sub.add_parser("generate", help="generate text with a language model")
-    p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("--prompt", default="", help="text to continue")
-    p.add_argument("--length", type=int, default=500, help="tokens to generate")
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = all)")
-    p.add_argument("--seed", type=int, help="makes sampling repeatable")
-    p.add_argument("--device", default="cpu")
-
-    p = sub.add_parser("tag", help="tag sentences with a tagging model (POS, NER)")
-    p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("text", nargs="*", help="sentences (whitespace tokens); '-' reads stdin")
-    p.add_argument("--file", help="raw text: one sentence per line, tokens split on whitespace")
-    p.add_argument("--conll", help="a file in the model's training format (its tags are ignored)")
-    p.add_argument("--format", choices=["conll", "json"], default="conll", help="output format")
-    p.add_argument("--device", default="cpu")
-
-    p = sub.add_parser("classify", help="label texts with a classification model")
-    p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("text", nargs="*", help="texts to label; '-' reads one text per line of stdin")
-    p.add_argument("--file", help="read texts from this file, one per line")
-    p.add_argument("--top", type=int, metavar="K", help="show the K likeliest labels (default 3)")
-    p.add_argument("--json", action="store_true", help="one JSON object per text")
-    p.add_argument("--device", default="cpu")
-
-    p = sub.add_parser("translate", help="translate sentences with a translation model")
-    p.add_argument("--model", required=True, help="model directory")
-    p.add_argument("text", nargs="*", help="sentences to translate; '-' reads stdin, one a line")
-    p.add_argument("--file", help="read sentences from this file, one per line")
-    p.add_argument("--beam", type=int, help="beam size (1 = greedy; default: the recipe's)")
-    p.add_argument(
-        "--plot-attention",
-        metavar="PNG",
-        help="draw the attention map here (several sentences: PNG stem-1.png, stem-2.png, ...)",
-    )
-    p.add_argument("--json", action="store_true", help="one JSON object per sentence")
-    p.add_argument("--device", default="cpu")
+    for verb, spec in VERBS.items():
+        _add_predict_parser(sub, verb, spec)
 
     p = sub.add_parser("eval", help="score a model on held-out data")
     p.add_argument("--model", required=True, help="model directory")
@@ -108,20 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="word2vec: a 'COUNT DIM' header line (default); glove: no header",
     )
 
-    for name, what in (
-        ("neighbors", "cosine nearest neighbours of words"),
-        ("analogy", "words nearest to A - B + C (king man woman -> queen)"),
-    ):
-        p = sub.add_parser(name, help=what)
-        source = p.add_mutually_exclusive_group(required=True)
-        source.add_argument("--vectors", help="a word2vec or GloVe text file")
-        source.add_argument("--model", help="an embed model directory")
-        if name == "neighbors":
-            p.add_argument("words", nargs="+", metavar="WORD", help="query words")
-        else:
-            p.add_argument("words", nargs=3, metavar=("A", "B", "C"), help="A - B + C")
-        p.add_argument("-k", type=int, default=10, help="how many words to list (10)")
-        p.add_argument("--json", action="store_true", help="one JSON object per query")
+    p = sub.add_parser("analogy", help="words nearest to A - B + C (king man woman -> queen)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--vectors", help="a word2vec or GloVe text file")
+    source.add_argument("--model", help="an embed model directory")
+    p.add_argument("words", nargs=3, metavar=("A", "B", "C"), help="A - B + C")
+    p.add_argument("-k", type=int, default=10, help="how many words to list (10)")
+    p.add_argument("--json", action="store_true", help="one JSON object per query")
 
     from rnnkit.datasets import add_data_parser
 
@@ -147,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     except RnnkitError as err:
         print(f"rnnkit: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (``| head``): not an error, and nothing more to say to it.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(
             "rnnkit: interrupted; the last checkpoint is intact (--resume continues)",
@@ -247,75 +270,100 @@ def _read_inputs(args: argparse.Namespace) -> list[str]:
     return texts
 
 
-def cmd_decrypt(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.cipher import CipherTask
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Every predict verb: read inputs, load the model, predict in bounded chunks, print."""
+    from rnnkit import checkpoint as ckpt
+    from rnnkit.tasks import load_task, task_class
+    from rnnkit.tasks.base import DEFAULT_LIMITS, resolve_options
 
-    texts = _read_inputs(args)
-    task = CipherTask.from_dir(args.model, device=args.device)
-    for plain in task.predict(texts):
-        print(plain)
+    verb = VERBS[args.command]
+    if args.command == "neighbors" and args.vectors:
+        return _neighbors_in_file(args)
+    # Options are checked before anything is read or loaded.
+    cls = task_class(verb.task)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls.Options)}
+    if getattr(args, "plot_attention", None):
+        given["attention"] = True
+    options = resolve_options(cls, {k: v for k, v in given.items() if v is not None})
+    inputs = [args.prompt] if args.command == "generate" else None
+    if inputs is None and not getattr(args, "conll", None):
+        inputs = _read_inputs(args)
+    stored = ckpt.read_model_config(args.model)["task"]
+    if stored != verb.task:
+        raise RnnkitError(
+            f"{args.model} holds a '{stored}' model; "
+            f"'rnnkit {args.command}' needs a '{verb.task}' model"
+        )
+    task = load_task(args.model, device=args.device)
+    if args.command == "generate" and not args.json:
+        return _stream(task, args.prompt, options)
+    if args.command == "tag" and (args.conll or args.format == "json"):
+        args.json = args.json or args.format == "json"
+    if getattr(args, "conll", None):
+        token_lists = [s.tokens for s in task.read_tokens(args.conll)]
+        inputs = [" ".join(tokens) for tokens in token_lists]
+        results = task.predict_tokens(token_lists)
+    else:
+        step = DEFAULT_LIMITS.max_inputs
+        results = [
+            r
+            for i in range(0, len(inputs), step)
+            for r in task.predict(inputs[i : i + step], options)
+        ]
+    for i, (text, result) in enumerate(zip(inputs, results, strict=True), 1):
+        if args.json:
+            print(json.dumps(result, ensure_ascii=False))
+        else:
+            print(task.format(text, result))
+        if getattr(args, "plot_attention", None):
+            _plot_attention(args.plot_attention, result, i if len(results) > 1 else None)
     return 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.lm import LMTask
-
-    if args.length < 0 or args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
-        raise RnnkitError("need --length ≥ 0, --temperature ≥ 0, 0 < --top-p ≤ 1, --top-k ≥ 0")
-    task = LMTask.from_dir(args.model, device=args.device)
-    sys.stdout.write(args.prompt)
-    if task.level == "word" and args.prompt and not args.prompt[-1].isspace():
-        sys.stdout.write(" ")  # generated words each carry their own trailing space
-    stream = task.generate(
-        args.prompt, args.length, args.temperature, args.top_k, args.top_p, args.seed
-    )
-    for piece in stream:
+def _stream(task: Any, prompt: str, options: Any) -> int:
+    """Print a prompt's continuation as it is generated."""
+    sys.stdout.write(prompt + task.joiner(prompt))
+    for piece in task.stream(prompt, options):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
 
 
-def cmd_tag(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.tag import TagTask
+def _plot_attention(png: str, result: dict[str, Any], number: int | None) -> None:
+    from rnnkit.plots import plot_attention
 
-    task = TagTask.from_dir(args.model, device=args.device)
-    if args.conll:
-        inputs: list = [s.tokens for s in task.read_tokens(args.conll)]
-    else:
-        if not args.file and not args.text:
-            raise RnnkitError("give sentences, '-' for stdin, --file F or --conll F")
-        # A blank line is an empty sentence: it gets an empty result, so outputs stay aligned.
-        inputs = [line.split() for line in _read_inputs(args)]
-    for result in task.predict(inputs):
-        if args.format == "json":
-            print(json.dumps(result, ensure_ascii=False))
-            continue
-        for i, (token, tag) in enumerate(zip(result["tokens"], result["tags"], strict=True), 1):
-            print(f"{i}\t{token}\t{tag}")
-        print()
-    return 0
+    where = Path(png)
+    if number is not None:
+        where = where.with_name(f"{where.stem}-{number}{where.suffix or '.png'}")
+    title = f"{result['source']} → {result['translation']}"
+    try:
+        plot_attention(
+            result["source_tokens"], result["target_tokens"], result["attention"], where, title
+        )
+    except OSError as err:
+        raise RnnkitError(f"cannot write {where} ({err.strerror})") from None
+    print(f"attention map: {where}", file=sys.stderr)
 
 
-def cmd_classify(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.classify import ClassifyTask
+def _neighbors_in_file(args: argparse.Namespace) -> int:
+    """``neighbors --vectors FILE``: the same answer as an embed model's, from a vectors file."""
+    from rnnkit.nn.similarity import WordVectors
+    from rnnkit.tasks.embed import EmbedOptions, EmbedTask
 
-    if args.top is not None and args.top < 1:
-        raise RnnkitError(f"--top {args.top}: K must be at least 1")
-    texts = [text for text in _read_inputs(args) if text.strip()]
-    task = ClassifyTask.from_dir(args.model, device=args.device)
-    for text, result in zip(texts, task.predict(texts), strict=True):
-        ranked = list(result["probabilities"].items())
-        if args.json:  # every label unless --top says otherwise
-            shown = dict(ranked[: args.top] if args.top else ranked)
-            record = {"text": text, "label": result["label"], "probabilities": shown}
-            print(json.dumps(record, ensure_ascii=False))
-            continue
-        shown = ranked[: args.top or 3]
-        width = max(len(label) for label, _ in shown)
-        print(f"{result['label']}\t{text}")
-        for label, p in shown:
-            print(f"  {label:<{width}}  {p:.4f}")
+    k = int(args.k) if args.k is not None else EmbedOptions.k
+    if k < 1:
+        raise RnnkitError(f"-k {k}: must be at least 1")
+    vectors = WordVectors.load(args.vectors)
+    words = _read_inputs(args)
+    for word, ranked in zip(words, vectors.neighbors(words, k), strict=True):
+        result = {
+            "word": word, "known": True,
+            "neighbors": [{"word": w, "similarity": s} for w, s in ranked],
+        }  # fmt: skip
+        print(
+            json.dumps(result, ensure_ascii=False) if args.json else EmbedTask.format(word, result)
+        )
     return 0
 
 
@@ -400,49 +448,10 @@ def _print_ranked(query: str, ranked: list[tuple[str, float]], as_json: bool) ->
         print(f"  {word:<{width}}  {similarity:.4f}")
 
 
-def cmd_neighbors(args: argparse.Namespace) -> int:
-    vectors = _word_vectors(args)
-    for query, ranked in zip(args.words, vectors.neighbors(args.words, args.k), strict=True):
-        _print_ranked(query, ranked, args.json)
-    return 0
-
-
 def cmd_analogy(args: argparse.Namespace) -> int:
     a, b, c = args.words
     (ranked,) = _word_vectors(args).analogy([(a, b, c)], args.k)
     _print_ranked(f"{a} - {b} + {c}", ranked, args.json)
-    return 0
-
-
-def cmd_translate(args: argparse.Namespace) -> int:
-    from rnnkit.tasks.translate import TranslateTask
-
-    if args.beam is not None and args.beam < 1:
-        raise RnnkitError(f"--beam {args.beam}: must be at least 1")
-    texts = [text for text in _read_inputs(args) if text.strip()]
-    task = TranslateTask.from_dir(args.model, device=args.device)
-    plot = bool(args.plot_attention)
-    results = task.predict(texts, beam=args.beam, attention=plot)
-    for i, result in enumerate(results, 1):
-        if args.json:
-            print(json.dumps(result, ensure_ascii=False))
-        else:
-            print(result["translation"])
-        if plot:
-            from rnnkit.plots import plot_attention
-
-            where = Path(args.plot_attention)
-            if len(results) > 1:
-                where = where.with_name(f"{where.stem}-{i}{where.suffix or '.png'}")
-            title = f"{result['source']} → {result['translation']}"
-            try:
-                plot_attention(
-                    result["source_tokens"], result["target_tokens"], result["attention"], where,
-                    title,
-                )  # fmt: skip
-            except OSError as err:
-                raise RnnkitError(f"cannot write {where} ({err.strerror})") from None
-            print(f"attention map: {where}", file=sys.stderr)
     return 0
 
 
@@ -476,8 +485,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model = CipherTask.from_dir(out)
     plain = ["THIS-IS-A-SECRET", "THIS-IS-ANOTHER-SECRET", "ATTACK-AT-DAWN", "HELLO-WORLD"]
     secrets = [encrypt_text(p, config.data.shift) for p in plain]
-    for secret, guess in zip(secrets, model.predict(secrets), strict=True):
-        print(f"{secret} -> {guess}")
+    for secret, result in zip(secrets, model.predict(secrets), strict=True):
+        print(f"{secret} -> {result['plaintext']}")
     metrics = model.evaluate("test")
     print(
         f"\nheld-out ({config.data.eval_messages} fresh messages): "
@@ -490,15 +499,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": cmd_train,
-    "decrypt": cmd_decrypt,
-    "generate": cmd_generate,
-    "tag": cmd_tag,
-    "classify": cmd_classify,
+    **dict.fromkeys(VERBS, cmd_predict),
     "eval": cmd_eval,
     "embed": cmd_embed,
-    "neighbors": cmd_neighbors,
     "analogy": cmd_analogy,
     "data": cmd_data,
     "demo": cmd_demo,
-    "translate": cmd_translate,
 }

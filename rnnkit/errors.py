@@ -33,3 +33,11 @@ class ModelDirError(RnnkitError):
 
 class DivergedError(RnnkitError):
     """Training produced a loss that is not a finite number; nothing after it is saved."""
+
+
+class InputError(RnnkitError):
+    """Inputs to ``predict`` that are not a list of strings (HTTP 422)."""
+
+
+class LimitError(InputError):
+    """Inputs or options over a bound: too many, too long, too large (HTTP 413)."""

@@ -27,6 +27,7 @@ from rnnkit.config import to_dict
 from rnnkit.data.batching import move
 from rnnkit.errors import ConfigError, DivergedError, ModelDirError
 from rnnkit.runtime import pick_device, rank, seed_everything
+from rnnkit.tasks.base import metric_goal
 
 
 @dataclass
@@ -81,10 +82,6 @@ class TrainConfig:
             raise ConfigError(f"bad value {self.plateau_factor} for train.plateau_factor")
 
 
-def _is_lower_better(metric: str) -> bool:
-    return any(word in metric for word in ("loss", "perplexity", "bpc", "error"))
-
-
 @dataclass
 class _State:
     """What the loop must remember across a kill: saved in trainer.json."""
@@ -118,9 +115,10 @@ class Trainer:
         self.is_main = rank() == 0
         self.device = pick_device(config.device)
         self.metric = config.metric or task.default_metric
-        self.lower_is_better = (
-            _is_lower_better(self.metric) if config.mode == "auto" else config.mode == "min"
-        )
+        # The task names its metrics and their directions, so a misspelt train.metric stops
+        # the run here, before any data is read or any epoch runs.
+        goal = metric_goal(task, self.metric)
+        self.lower_is_better = goal == "min" if config.mode == "auto" else config.mode == "min"
         self.model = task.model.to(self.device)
         self.optimizer = self._make_optimizer()
         self.state = _State()

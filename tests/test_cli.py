@@ -48,7 +48,10 @@ def test_python_api(model_dir):
     import rnnkit
 
     model = rnnkit.load(model_dir)
-    assert model.predict(["FUVEMVEMNMERPDRF", ""]) == ["THIS-IS-A-SECRET", ""]
+    assert model.predict(["FUVEMVEMNMERPDRF", ""]) == [
+        {"plaintext": "THIS-IS-A-SECRET"},
+        {"plaintext": ""},
+    ]
 
 
 def _assert_clean_error(result, *needles):

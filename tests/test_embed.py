@@ -287,11 +287,14 @@ def test_train_export_and_query_through_the_cli(tmp_path):
     run = run_cli("neighbors", "--vectors", str(vectors), "cat", "milk", "-k", "3", "--json")
     assert run.returncode == 0, run.stderr
     answers = [json.loads(line) for line in run.stdout.splitlines()]
-    assert [a["query"] for a in answers] == ["cat", "milk"]
+    assert [a["word"] for a in answers] == ["cat", "milk"]
     assert all(len(a["neighbors"]) == 3 for a in answers)
     assert "cat" not in {n["word"] for n in answers[0]["neighbors"]}
     run = run_cli("analogy", "--model", str(out), "cat", "fish", "milk", "-k", "2")
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[0] == "cat - fish + milk"
-    run = run_cli("neighbors", "--model", str(out), "unicorn")
-    assert run.returncode == 2 and "unicorn" in run.stderr and "Traceback" not in run.stderr
+    run = run_cli("neighbors", "--model", str(out), "unicorn", "cat", "--json")
+    assert run.returncode == 0, run.stderr  # an unknown word is an answer, not an error
+    unknown, cat = (json.loads(line) for line in run.stdout.splitlines())
+    assert unknown == {"word": "unicorn", "known": False, "neighbors": []}
+    assert cat["known"] and len(cat["neighbors"]) == 10

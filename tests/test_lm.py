@@ -96,7 +96,9 @@ def test_seed_toy_completes_good_to_good_i_am_fine(tmp_path):
         train={"batch_size": 1},
     )
     _fit(task, steps=250)
-    assert task.predict(["good"], length=10) == [" i am fine"]
+    assert task.predict(["good"], length=10, temperature=0) == [
+        {"prompt": "good", "text": " i am fine"}
+    ]
 
 
 def test_seed_toy_hihell_to_ihello(tmp_path):
@@ -172,7 +174,7 @@ def test_train_generate_and_eval_through_the_cli(tmp_path):
 
 def test_generate_refuses_bad_options(tmp_path):
     result = run_cli("generate", "--model", str(tmp_path), "--top-p", "0")
-    assert result.returncode == 2 and "top-p" in result.stderr
+    assert result.returncode == 2 and "options.top_p" in result.stderr
 
 
 def test_generation_starts_as_if_after_a_line_break(tmp_path):

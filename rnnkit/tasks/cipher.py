@@ -23,6 +23,7 @@ from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType
+from rnnkit.tasks.base import NoOptions, check_inputs, resolve_options
 from rnnkit.train import TrainConfig
 
 # Fixed streams for held-out messages: dev (checked each epoch) and test (``rnnkit eval``).
@@ -153,6 +154,8 @@ class CipherTask:
 
     name = "cipher"
     default_metric = "char_accuracy"
+    Options = NoOptions
+    metric_goals = {"char_accuracy": "max", "message_accuracy": "max", "loss": "min"}
 
     @staticmethod
     def config_class() -> type[CipherConfig]:
@@ -293,8 +296,20 @@ class CipherTask:
         return batches
 
     # ------------------------------------------------------------ prediction
+    def predict(
+        self, inputs: Sequence[str], options: Any = None, **overrides: Any
+    ) -> list[dict[str, Any]]:
+        """Decrypt each ciphertext: ``{"plaintext": ...}`` per input, in the model's alphabet
+        (foreign characters read as the unknown symbol; ``""`` gives ``""``)."""
+        texts = check_inputs(inputs)
+        resolve_options(self, options, **overrides)
+        return [{"plaintext": plain} for plain in self.decrypt(texts)]
+
+    def format(self, text: str, result: dict[str, Any]) -> str:
+        return result["plaintext"]
+
     @torch.no_grad()
-    def predict(self, texts: Sequence[str], batch_size: int = 256) -> list[str]:
+    def decrypt(self, texts: Sequence[str], batch_size: int = 256) -> list[str]:
         """Decrypt each text. Foreign characters are read as the unknown symbol; "" gives ""."""
         d = self.config.data
         self.model.eval()

@@ -29,7 +29,17 @@ from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 from rnnkit.nn.pooling import Pooling, PoolingKind
+from rnnkit.tasks.base import check_inputs, option, resolve_options
 from rnnkit.train import TrainConfig
+
+
+@dataclass
+class ClassifyOptions:
+    """What a classification answer lists; the same defaults in the CLI, Python and HTTP."""
+
+    top: int = option(
+        5, "list the K likeliest labels with their probabilities (0 = all)", 0, 100_000
+    )
 
 
 @dataclass
@@ -236,6 +246,8 @@ class ClassifyTask:
     """Reads labeled texts, builds a BoW or neural classifier, trains, predicts and scores."""
 
     name = "classify"
+    Options = ClassifyOptions
+    metric_goals = {"accuracy": "max", "macro_f1": "max"}
 
     @staticmethod
     def config_class() -> type[ClassifyConfig]:
@@ -434,23 +446,34 @@ class ClassifyTask:
             out[rows] = torch.softmax(logits.float(), dim=-1).cpu()
         return out
 
-    def predict(self, inputs: Sequence[str | Sequence[str]]) -> list[dict[str, Any]]:
-        """Classify raw texts (or token lists, which are joined with spaces).
+    def predict(
+        self, inputs: Sequence[str], options: Any = None, **overrides: Any
+    ) -> list[dict[str, Any]]:
+        """Classify raw texts (an empty text too: it gets the label of an empty bag).
 
         Returns one dict per input: ``label``, the likeliest label, and ``probabilities``,
-        ``{label: probability}`` for every label, likeliest first.
+        ``{label: probability}`` for the ``top`` likeliest labels (all with 0), likeliest
+        first.
         """
-        texts = [t if isinstance(t, str) else " ".join(t) for t in inputs]
+        texts = check_inputs(inputs)
+        top = resolve_options(self, options, **overrides).top or len(self.label_vocab)
         probs = self.probabilities([self.encode(t) for t in texts])
-        results = []
+        values, order = torch.sort(probs, dim=1, descending=True, stable=True)
         itos = self.label_vocab.itos
-        for row in probs:
-            values, order = torch.sort(row, descending=True, stable=True)
-            ranked = {
-                itos[j]: float(p) for p, j in zip(values.tolist(), order.tolist(), strict=True)
-            }
-            results.append({"label": itos[int(order[0])], "probabilities": ranked})
+        results = []
+        for row_values, row_order in zip(
+            values[:, :top].tolist(), order[:, :top].tolist(), strict=True
+        ):
+            ranked = {itos[j]: p for p, j in zip(row_values, row_order, strict=True)}
+            results.append({"label": itos[row_order[0]], "probabilities": ranked})
         return results
+
+    def format(self, text: str, result: dict[str, Any]) -> str:
+        """The label and the text, then one line per listed label and its probability."""
+        width = max(len(label) for label in result["probabilities"])
+        lines = [f"{result['label']}\t{text}"]
+        lines += [f"  {label:<{width}}  {p:.4f}" for label, p in result["probabilities"].items()]
+        return "\n".join(lines)
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, split: str = "dev") -> dict[str, float]:

@@ -43,7 +43,16 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.encoder import check_sizes
 from rnnkit.nn.similarity import WordVectors
+from rnnkit.tasks.base import check_inputs, option, resolve_options
 from rnnkit.train import TrainConfig
+
+
+@dataclass
+class EmbedOptions:
+    """How many neighbours a word query lists."""
+
+    k: int = option(10, "nearest neighbours to list per word", 1, 1000)
+
 
 Method = Literal["ngram", "cbow", "skipgram"]
 PAD_ID = 0  # <pad>: fills empty CBOW context slots; its vector is never read or trained
@@ -248,6 +257,8 @@ class EmbedTask:
 
     name = "embed"
     default_metric = "loss"
+    Options = EmbedOptions
+    metric_goals = {"loss": "min", "perplexity": "min", "coverage": "max"}
 
     @staticmethod
     def config_class() -> type[EmbedConfig]:
@@ -427,13 +438,38 @@ class EmbedTask:
         first = len(self.vocab.specials)
         return WordVectors(self.vocab.itos[first:], self.model.embed.weight[first:])
 
-    def predict(self, words: Sequence[str], k: int = 10) -> list[dict[str, Any]]:
-        """The ``k`` nearest neighbours of each word, as plain data."""
-        ranked = self.word_vectors().neighbors(list(words), k)
+    def predict(
+        self, inputs: Sequence[str], options: Any = None, **overrides: Any
+    ) -> list[dict[str, Any]]:
+        """The ``k`` nearest neighbours by cosine of each word (surrounding spaces ignored).
+
+        Returns one dict per input: ``word``, ``known`` (whether the vocabulary has it; looked
+        up as written, then case-insensitively) and ``neighbors``, a list of ``{"word",
+        "similarity"}``, most similar first (empty for an unknown word).
+        """
+        words = [w.strip() for w in check_inputs(inputs)]
+        k = resolve_options(self, options, **overrides).k
+        vectors = self.word_vectors()
+        known = [w for w in words if w and vectors.find(w) is not None]
+        found = dict(zip(known, vectors.neighbors(known, k), strict=True))
         return [
-            {"word": w, "neighbors": [{"word": n, "similarity": s} for n, s in found]}
-            for w, found in zip(words, ranked, strict=True)
+            {
+                "word": w,
+                "known": w in found,
+                "neighbors": [{"word": n, "similarity": s} for n, s in found.get(w, [])],
+            }
+            for w in words
         ]
+
+    @staticmethod
+    def format(text: str, result: dict[str, Any]) -> str:
+        """The query word, then one line per neighbour and its cosine similarity."""
+        if not result["known"]:
+            return f"{result['word']}\n  (not in the vocabulary)"
+        ranked = result["neighbors"]
+        width = max((len(n["word"]) for n in ranked), default=0)
+        rows = [f"  {n['word']:<{width}}  {n['similarity']:.4f}" for n in ranked]
+        return "\n".join([result["word"], *rows])
 
     # --------------------------------------------------------------- storage
     def model_files(self) -> dict[str, bytes]:

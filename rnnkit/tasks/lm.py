@@ -24,7 +24,23 @@ from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType
 from rnnkit.nn.sampling import sample_next
+from rnnkit.tasks.base import check_inputs, option, resolve_options
 from rnnkit.train import TrainConfig
+
+
+@dataclass
+class LMOptions:
+    """How to continue a prompt; the same defaults in ``rnnkit generate``, Python and HTTP."""
+
+    length: int = option(200, "tokens (characters or words) to generate", 0, 5000)
+    temperature: float = option(1.0, "sampling temperature; 0 = greedy", 0, 100)
+    top_k: int = option(0, "sample among the k likeliest tokens (0 = all)", 0, 1_000_000)
+    top_p: float = option(1.0, "nucleus sampling: the smallest set with this mass (1 = all)", 0, 1)
+    seed: int | None = option(None, "makes sampling repeatable (null = fresh)", 0, 2**63 - 1)
+
+    def validate(self) -> None:
+        if self.top_p <= 0:
+            raise ConfigError(f"bad value {self.top_p} for options.top_p (must be > 0)")
 
 
 @dataclass
@@ -180,6 +196,8 @@ class LMTask:
 
     name = "lm"
     default_metric = "loss"
+    Options = LMOptions
+    metric_goals = {"loss": "min", "perplexity": "min", "bpc": "min"}
 
     @staticmethod
     def config_class() -> type[LMConfig]:
@@ -329,10 +347,27 @@ class LMTask:
             return token
         return "\n" if token == EOS else token + " "
 
-    def predict(self, prompts: Sequence[str], length: int = 200, **options: Any) -> list[str]:
-        """The continuation of each prompt, as plain strings (greedy unless told otherwise)."""
-        options.setdefault("temperature", 0.0)
-        return ["".join(self.generate(p, length, **options)) for p in prompts]
+    def stream(self, text: str, options: Any = None, **overrides: Any) -> Iterator[str]:
+        """The continuation of one prompt, a token at a time (see :class:`LMOptions`)."""
+        (prompt,) = check_inputs([text])
+        o = resolve_options(self, options, **overrides)
+        return self.generate(prompt, o.length, o.temperature, o.top_k, o.top_p, o.seed)
+
+    def predict(
+        self, inputs: Sequence[str], options: Any = None, **overrides: Any
+    ) -> list[dict[str, Any]]:
+        """Continue each prompt: ``{"prompt": ..., "text": the continuation}`` per input."""
+        prompts = check_inputs(inputs)
+        o = resolve_options(self, options, **overrides)
+        return [{"prompt": p, "text": "".join(self.stream(p, o))} for p in prompts]
+
+    def joiner(self, prompt: str) -> str:
+        """What goes between a prompt and its continuation when shown: generated words each
+        carry their own trailing space, so a word prompt needs one of its own."""
+        return " " if self.level == "word" and prompt and not prompt[-1].isspace() else ""
+
+    def format(self, text: str, result: dict[str, Any]) -> str:
+        return text + self.joiner(text) + result["text"]
 
     # --------------------------------------------------------------- storage
     def model_files(self) -> dict[str, bytes]:

@@ -28,6 +28,7 @@ from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.embeddings import CharFeatures, CharKind
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.tasks.base import NoOptions, check_inputs, resolve_options
 from rnnkit.train import TrainConfig
 
 _SEPARATORS = {"whitespace": None, "tab": "\t", "space": " "}
@@ -174,6 +175,11 @@ class TagTask:
     """Reads tagged sentences, builds the tagger, trains via the Trainer, tags and evaluates."""
 
     name = "tag"
+    Options = NoOptions
+    metric_goals = {"accuracy": "max", "precision": "max", "recall": "max", "f1": "max"}
+    # Character ids of word forms, kept for speed; cleared when full, so that a server that
+    # meets endless new forms holds a bounded amount.
+    CHAR_CACHE_SIZE = 100_000
 
     @staticmethod
     def config_class() -> type[TagConfig]:
@@ -305,6 +311,8 @@ class TagTask:
         ids = self._char_cache.get(form)
         if ids is None:
             ids = self.char_vocab.encode(form[: self.config.data.max_word_length])
+            if len(self._char_cache) >= self.CHAR_CACHE_SIZE:
+                self._char_cache.clear()
             self._char_cache[form] = ids
         return ids
 
@@ -352,13 +360,19 @@ class TagTask:
                 out[i] = tags
         return out
 
-    def predict(self, inputs: Sequence[str | Sequence[str]]) -> list[dict[str, Any]]:
-        """Tag raw sentences (strings split on whitespace) or token lists.
+    def predict(
+        self, inputs: Sequence[str], options: Any = None, **overrides: Any
+    ) -> list[dict[str, Any]]:
+        """Tag raw sentences, tokens split on whitespace (see :meth:`predict_tokens`)."""
+        texts = check_inputs(inputs)
+        resolve_options(self, options, **overrides)
+        return self.predict_tokens([t.split() for t in texts])
 
-        Returns one dict per input: ``tokens``, ``tags``, and for entity models ``spans`` —
-        ``{"start", "end" (exclusive), "type", "text"}`` over token positions.
-        """
-        token_lists = [s.split() if isinstance(s, str) else list(s) for s in inputs]
+    def predict_tokens(self, token_lists: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+        """Tag token lists. Returns one dict per input: ``tokens``, ``tags``, and for entity
+        models ``spans`` — ``{"start", "end" (exclusive), "type", "text"}`` over token
+        positions."""
+        token_lists = [list(t) for t in token_lists]
         results = []
         for tokens, tags in zip(token_lists, self.tag(token_lists), strict=True):
             result: dict[str, Any] = {"tokens": tokens, "tags": tags}
@@ -369,6 +383,11 @@ class TagTask:
                 ]
             results.append(result)
         return results
+
+    def format(self, text: str, result: dict[str, Any]) -> str:
+        """CoNLL-style columns (index, token, tag) and a blank line after the sentence."""
+        pairs = zip(result["tokens"], result["tags"], strict=True)
+        return "".join(f"{i}\t{token}\t{tag}\n" for i, (token, tag) in enumerate(pairs, 1))
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, split: str = "dev") -> dict[str, float]:

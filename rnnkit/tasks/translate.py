@@ -44,7 +44,19 @@ from rnnkit.nn.attention import AttentionKind
 from rnnkit.nn.decoder import AttentionDecoder, DecoderRnn, State
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 from rnnkit.nn.search import Hypotheses, beam_search, greedy_search
+from rnnkit.tasks.base import check_inputs, option, resolve_options
 from rnnkit.train import TrainConfig
+
+MAX_BEAM = 64  # a wider beam multiplies memory and time for no measurable gain here
+
+
+@dataclass
+class TranslateOptions:
+    """How to search for a translation; the same defaults in the CLI, Python and HTTP."""
+
+    beam: int | None = option(None, "beam size; 1 = greedy; null = the recipe's", 1, MAX_BEAM)
+    attention: bool = option(False, "also return the attention weights and both token lists")
+
 
 BOS, EOS = "<s>", "</s>"
 SPECIALS = (PAD, UNK, BOS, EOS)  # ids 0, 1, 2, 3 in both vocabularies
@@ -295,6 +307,8 @@ class TranslateTask:
     """Reads a parallel file, builds the encoder-decoder, trains, translates and scores."""
 
     name = "translate"
+    Options = TranslateOptions
+    metric_goals = {"bleu": "max", "chrf": "max"}
 
     @staticmethod
     def config_class() -> type[TranslateConfig]:
@@ -430,8 +444,8 @@ class TranslateTask:
         ``(words + 1, source words + 1)`` (``</s>`` on both sides) when asked for."""
         d = self.config.decode
         beam = d.beam if beam is None else beam
-        if beam < 1:
-            raise ConfigError(f"beam size must be at least 1, not {beam}")
+        if not 1 <= beam <= MAX_BEAM:
+            raise ConfigError(f"beam size must be from 1 to {MAX_BEAM}, not {beam}")
         self.model.eval()
         device = next(self.model.parameters()).device
         out: list[Any] = [None] * len(sources)
@@ -455,30 +469,40 @@ class TranslateTask:
         return out
 
     def predict(
-        self, inputs: Sequence[str], beam: int | None = None, attention: bool = False
+        self, inputs: Sequence[str], options: Any = None, **overrides: Any
     ) -> list[dict[str, Any]]:
         """Translate raw sentences (normalised as the training data was).
 
         Returns one dict per input: ``source`` (the normalised input), ``translation``,
         ``score`` (summed log-probability), and with ``attention`` also ``source_tokens``,
         ``target_tokens`` (each closed by ``</s>``) and ``attention``, a list of rows, one per
-        target token, of weights over the source tokens.
+        target token, of weights over the source tokens. A blank input gets a blank
+        translation of score 0.
         """
-        texts = [t if isinstance(t, str) else " ".join(t) for t in inputs]
+        texts = check_inputs(inputs)
+        o = resolve_options(self, options, **overrides)
         sources = [self._clean(t) for t in texts]
+        todo = [i for i, s in enumerate(sources) if s.strip()]
+        found = dict(
+            zip(todo, self.translate([sources[i] for i in todo], o.beam, o.attention), strict=True)
+        )
         results = []
-        for source, (words, score, weights) in zip(
-            sources, self.translate(sources, beam, attention), strict=True
-        ):
+        for i, source in enumerate(sources):
+            words, score, weights = found.get(i, ([], 0.0, None))
             result: dict[str, Any] = {
                 "source": source, "translation": " ".join(words), "score": score,
             }  # fmt: skip
-            if attention:
+            if o.attention:
                 result["source_tokens"] = [*source.split(), EOS]
-                result["target_tokens"] = [*words, EOS][: weights.shape[0]]
-                result["attention"] = [[round(x, 5) for x in row] for row in weights.tolist()]
+                result["target_tokens"] = [*words, EOS]
+                rows = [] if weights is None else weights.tolist()
+                result["target_tokens"] = result["target_tokens"][: len(rows)]
+                result["attention"] = [[round(x, 5) for x in row] for row in rows]
             results.append(result)
         return results
+
+    def format(self, text: str, result: dict[str, Any]) -> str:
+        return result["translation"]
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, split: str = "dev") -> dict[str, float]:

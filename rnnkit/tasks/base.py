@@ -1,0 +1,248 @@
+"""The task contract: what every task promises the CLI, the server, the Trainer and export.
+
+:class:`Task` is a :class:`typing.Protocol`, a statement of the interface and not a base class:
+tasks do not inherit from it, and the conformance test (``tests/test_contract.py``) checks every
+registered task against it. The steps that tasks share are the plain functions below.
+
+The predict path is one function per task, ``predict(inputs, options)``: a list of raw strings
+in, one JSON-ready dict out per input, in order. Its options are a small dataclass per task
+(``Task.Options``) whose fields carry their help text and bounds, so that the CLI flags, the
+Python keyword defaults and the HTTP schema are all generated from one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, Union, get_args, get_origin, get_type_hints
+
+import torch
+
+from rnnkit.config import from_dict
+from rnnkit.errors import ConfigError, InputError, LimitError
+
+Goal = Literal["max", "min"]
+
+
+class Task(Protocol):
+    """One sequence task: its config, data, model, metrics and predict path."""
+
+    name: ClassVar[str]
+    """The registry name (``cipher``, ``lm``, ...), also stored in ``config.json``."""
+
+    Options: ClassVar[type]
+    """The dataclass of predict options; every field made with :func:`option`."""
+
+    metric_goals: ClassVar[Mapping[str, Goal]]
+    """Every metric :meth:`evaluate` may return, and whether higher (``max``) or lower
+    (``min``) is better; ``f1_PER`` falls back to the goal of ``f1``."""
+
+    config: Any
+    """The task's config dataclass, as built by :meth:`config_class`."""
+
+    model: torch.nn.Module
+    """The model; ``model.loss(batch)`` is a scalar to minimise."""
+
+    @staticmethod
+    def config_class() -> type:
+        """The config dataclass (sections ``data``, ``model``, ``train``, ...)."""
+        ...
+
+    @property
+    def default_metric(self) -> str:
+        """The dev metric that picks the best checkpoint unless ``train.metric`` says otherwise."""
+        ...
+
+    def train_batches(self, epoch: int) -> Iterable[dict[str, Any]]:
+        """The batches of one epoch: a deterministic function of ``train.seed`` and ``epoch``,
+        so that a resumed run sees the data an uninterrupted one would have seen."""
+        ...
+
+    def evaluate(self, split: str = "dev") -> dict[str, float]:
+        """Metrics on the recipe's ``dev`` or ``test`` split (names in :attr:`metric_goals`)."""
+        ...
+
+    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+        """Metrics on a file in the task's data format (``rnnkit eval --data``)."""
+        ...
+
+    def predict(self, inputs: Sequence[str], options: Any = None) -> list[dict[str, Any]]:
+        """One JSON-ready dict per input string, in order. ``options`` is an :attr:`Options`
+        instance, a mapping of its fields, or None for the defaults."""
+        ...
+
+    def format(self, text: str, result: dict[str, Any]) -> str:
+        """How ``rnnkit`` prints one result for a person (``--json`` prints ``result``)."""
+        ...
+
+    def model_files(self) -> dict[str, bytes]:
+        """The files of a model directory, name → bytes (config, vocabularies, weights)."""
+        ...
+
+    @classmethod
+    def from_dir(
+        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
+    ) -> Task:
+        """Load a model directory written from :meth:`model_files`."""
+        ...
+
+
+class StreamingTask(Task, Protocol):
+    """A task that can also yield its answer piece by piece (the language model)."""
+
+    def stream(self, text: str, options: Any = None) -> Iterator[str]:
+        """The answer to one input as it is made; ``"".join`` of it is ``predict``'s text."""
+        ...
+
+
+# --------------------------------------------------------------------------- options
+def option(default: Any, help: str, low: float | None = None, high: float | None = None) -> Any:
+    """A predict-options field: its default, its help text, and its inclusive bounds."""
+    return field(default=default, metadata={"help": help, "low": low, "high": high})
+
+
+@dataclass
+class NoOptions:
+    """For tasks whose predict takes no options."""
+
+
+def check_option_bounds(options: Any) -> None:
+    """Reject numbers that are not finite or lie outside a field's ``low``/``high``."""
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"bad value {value} for options.{f.name} (must be finite)")
+        low, high = f.metadata.get("low"), f.metadata.get("high")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise ConfigError(
+                f"bad value {value} for options.{f.name} (from {_num(low)} to {_num(high)})"
+            )
+
+
+def _num(bound: float | None) -> str:
+    return "any" if bound is None else f"{bound:g}"
+
+
+def resolve_options(task: Any, options: Any = None, **overrides: Any) -> Any:
+    """``options`` (None, a mapping, or the task's Options) as a checked Options instance.
+
+    Keyword overrides replace single fields. Unknown names and bad values raise
+    :class:`~rnnkit.errors.ConfigError` naming ``options.FIELD``.
+    """
+    cls = task.Options
+    if options is None:
+        values: dict[str, Any] = {}
+    elif isinstance(options, cls):
+        values = dataclasses.asdict(options)
+    elif isinstance(options, Mapping):
+        values = dict(options)
+    else:
+        raise ConfigError(
+            f"options must be a mapping of option names, not {type(options).__name__}"
+        )
+    bad = [k for k in values if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"option names must be strings, not {bad[0]!r}")
+    values.update(overrides)
+    resolved = from_dict(cls, values, prefix="options.")
+    check_option_bounds(resolved)
+    return resolved
+
+
+# ---------------------------------------------------------------------------- inputs
+@dataclass
+class Limits:
+    """Bounds on one predict call, shared by the CLI, the Python API and the server."""
+
+    max_inputs: int = 1024  # inputs in one call
+    max_chars: int = 10_000  # characters in one input
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def check_inputs(inputs: Any, limits: Limits = DEFAULT_LIMITS) -> list[str]:
+    """``inputs`` as a list of strings within ``limits``; anything else is one clear error.
+
+    A bare string is refused rather than read as a list of characters.
+    """
+    if isinstance(inputs, (str, bytes)):
+        raise InputError("inputs must be a list of strings, not one string (wrap it: [text])")
+    if not isinstance(inputs, Sequence):
+        raise InputError(f"inputs must be a list of strings, not {type(inputs).__name__}")
+    if len(inputs) > limits.max_inputs:
+        raise LimitError(f"{len(inputs)} inputs in one call (the limit is {limits.max_inputs})")
+    for i, text in enumerate(inputs):
+        if not isinstance(text, str):
+            raise InputError(f"input {i} is {type(text).__name__}, not a string")
+        if len(text) > limits.max_chars:
+            raise LimitError(
+                f"input {i} has {len(text):,} characters (the limit is {limits.max_chars:,})"
+            )
+    return list(inputs)
+
+
+# ------------------------------------------------------------------------- metrics
+def metric_goal(task: Any, metric: str) -> Goal:
+    """Whether ``metric`` of ``task`` is better higher or lower; unknown names are an error."""
+    goals = task.metric_goals
+    if metric in goals:
+        return goals[metric]
+    head = metric.split("_", 1)[0]  # per-type metrics: f1_PER is an f1
+    if head in goals and "_" in metric:
+        return goals[head]
+    raise ConfigError(f"bad value {metric!r} for train.metric (choices: {', '.join(goals)})")
+
+
+# ------------------------------------------------------------------------- schemas
+def options_schema(cls: type) -> dict[str, Any]:
+    """A JSON Schema of an Options dataclass: types, defaults, bounds and help."""
+    hints = get_type_hints(cls)
+    properties = {}
+    for f in dataclasses.fields(cls):
+        prop = _json_type(hints[f.name])
+        prop["default"] = f.default
+        prop["description"] = f.metadata.get("help", "")
+        for bound, key in (("low", "minimum"), ("high", "maximum")):
+            if f.metadata.get(bound) is not None:
+                prop[key] = f.metadata[bound]
+        properties[f.name] = prop
+    return {
+        "title": cls.__name__,
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def _json_type(tp: Any) -> dict[str, Any]:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [_json_type(arg) for arg in get_args(tp)]}
+    if origin is Literal:
+        return {"enum": list(get_args(tp))}
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    if tp in names:
+        return {"type": names[tp]}
+    raise TypeError(f"no JSON type for option annotation {tp!r}")
+
+
+__all__ = [
+    "Task",
+    "StreamingTask",
+    "NoOptions",
+    "Limits",
+    "DEFAULT_LIMITS",
+    "option",
+    "resolve_options",
+    "check_inputs",
+    "check_option_bounds",
+    "metric_goal",
+    "options_schema",
+]
