@@ -141,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per query")
 
     from rnnkit.datasets import add_data_parser
+    from rnnkit.serve.command import add_serve_parser
 
     add_data_parser(sub)
+    add_serve_parser(sub)
 
     p = sub.add_parser("demo", help="train the seed's ROT13 cipher model and decrypt with it")
     p.add_argument("--out", default="runs/cipher-demo")
@@ -455,6 +457,12 @@ def cmd_analogy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rnnkit.serve.command import cmd_serve as run
+
+    return run(args)
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from rnnkit.datasets import cmd_data as run
 
@@ -504,5 +512,6 @@ COMMANDS = {
     "embed": cmd_embed,
     "analogy": cmd_analogy,
     "data": cmd_data,
+    "serve": cmd_serve,
     "demo": cmd_demo,
 }

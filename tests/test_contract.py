@@ -25,7 +25,7 @@ from tests.tiny import SAMPLE_INPUTS, overrides
 def test_task_is_built_trained_one_step_saved_reloaded_and_predicts_the_same(name, tmp_path):
     cls = task_class(name)
     members = {"config_class", "default_metric", "train_batches", "evaluate", "evaluate_file",
-               "predict", "format", "model_files", "from_dir", "Options", "metric_goals",
+               "predict", "format", "labels", "model_files", "from_dir", "Options", "metric_goals",
                "name"}  # fmt: skip
     missing = sorted(m for m in members if not hasattr(cls, m))
     assert not missing, f"{name} lacks {missing}"

@@ -79,6 +79,11 @@ class Task(Protocol):
         """How ``rnnkit`` prints one result for a person (``--json`` prints ``result``)."""
         ...
 
+    def labels(self) -> list[str]:
+        """The closed set of answers the model picks from (class labels, tags), or ``[]``
+        where answers are open text."""
+        ...
+
     def model_files(self) -> dict[str, bytes]:
         """The files of a model directory, name → bytes (config, vocabularies, weights)."""
         ...
@@ -185,6 +190,10 @@ def check_inputs(inputs: Any, limits: Limits = DEFAULT_LIMITS) -> list[str]:
             raise LimitError(
                 f"input {i} has {len(text):,} characters (the limit is {limits.max_chars:,})"
             )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: no file, terminal or JSON reply takes it
+            raise InputError(f"input {i} is not valid Unicode (a lone surrogate)") from None
     return list(inputs)
 
 

@@ -305,6 +305,9 @@ class CipherTask:
         resolve_options(self, options, **overrides)
         return [{"plaintext": plain} for plain in self.decrypt(texts)]
 
+    def labels(self) -> list[str]:
+        return []  # answers are open text
+
     def format(self, text: str, result: dict[str, Any]) -> str:
         return result["plaintext"]
 

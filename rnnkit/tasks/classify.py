@@ -468,6 +468,9 @@ class ClassifyTask:
             results.append({"label": itos[row_order[0]], "probabilities": ranked})
         return results
 
+    def labels(self) -> list[str]:
+        return self.label_vocab.itos[len(self.label_vocab.specials) :]
+
     def format(self, text: str, result: dict[str, Any]) -> str:
         """The label and the text, then one line per listed label and its probability."""
         width = max(len(label) for label in result["probabilities"])

@@ -461,6 +461,9 @@ class EmbedTask:
             for w in words
         ]
 
+    def labels(self) -> list[str]:
+        return []  # answers are open text
+
     @staticmethod
     def format(text: str, result: dict[str, Any]) -> str:
         """The query word, then one line per neighbour and its cosine similarity."""

@@ -366,6 +366,9 @@ class LMTask:
         carry their own trailing space, so a word prompt needs one of its own."""
         return " " if self.level == "word" and prompt and not prompt[-1].isspace() else ""
 
+    def labels(self) -> list[str]:
+        return []  # answers are open text
+
     def format(self, text: str, result: dict[str, Any]) -> str:
         return text + self.joiner(text) + result["text"]
 

@@ -384,6 +384,9 @@ class TagTask:
             results.append(result)
         return results
 
+    def labels(self) -> list[str]:
+        return self.tag_vocab.itos[len(self.tag_vocab.specials) :]
+
     def format(self, text: str, result: dict[str, Any]) -> str:
         """CoNLL-style columns (index, token, tag) and a blank line after the sentence."""
         pairs = zip(result["tokens"], result["tags"], strict=True)

@@ -501,6 +501,9 @@ class TranslateTask:
             results.append(result)
         return results
 
+    def labels(self) -> list[str]:
+        return []  # answers are open text
+
     def format(self, text: str, result: dict[str, Any]) -> str:
         return result["translation"]
 

@@ -1,0 +1,1 @@
+"""Serving trained models: the HTTP API, micro-batching, and the web page (``rnnkit serve``)."""

@@ -1,0 +1,356 @@
+"""The HTTP API and the web page: FastAPI on uvicorn, every model through the task contract.
+
+Endpoints: ``GET /health``; ``GET /v1/models``; ``POST /v1/models/{name}/predict`` with
+``{"inputs": [...], "options": {...}}`` answered by ``{"outputs": [...]}`` in input order;
+``POST /v1/models/{name}/stream`` (server-sent events) for tasks that stream; the page at ``/``.
+
+Errors are JSON ``{"error": {"status", "message"}}`` with a real status: 401 without the API
+key, 404 for an unknown model or path, 413 for a body, an input count or an input length over
+its limit, 422 for a malformed body or bad options, 503 when a model's queue is full, 504 when
+it did not answer in time. Nothing is ever answered 200 that is not an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from rnnkit.errors import ConfigError, InputError, LimitError, RnnkitError
+from rnnkit.serve.batching import Batcher, Busy
+from rnnkit.tasks.base import Limits, check_inputs, options_schema, resolve_options
+
+STATIC = Path(__file__).parent / "static"
+PAGE_FILES = {"index.html", "app.js", "style.css"}
+
+
+@dataclass
+class ServeConfig:
+    """Limits and switches of a server; the ``rnnkit serve`` flags set them."""
+
+    max_inputs: int = 64  # inputs in one request
+    max_chars: int = 2_000  # characters in one input
+    max_body: int = 1_000_000  # bytes in one request body
+    timeout_s: float = 30.0  # a request not answered by then gets 504
+    batching: bool = True
+    max_batch: int = 64  # inputs in one predict call
+    batch_wait_ms: float = 2.0  # how long a free model waits for more requests to batch
+    max_queue: int = 1024  # requests waiting per model before 503
+    cors_origins: list[str] = field(default_factory=list)  # none: CORS off
+    api_key: str | None = None  # when set, every request but /health and the page needs it
+
+    def limits(self) -> Limits:
+        return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars)
+
+
+class PredictRequest(BaseModel):
+    """A batch of raw inputs and the task's predict options (see ``GET /v1/models``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[str] = Field(description="raw inputs, one answer each, in order")
+    options: dict[str, Any] = Field(default_factory=dict, description="the task's options")
+
+
+class StreamRequest(BaseModel):
+    """One input whose answer comes back piece by piece."""
+
+    model_config = ConfigDict(extra="forbid")
+    input: str = Field(description="the text to continue")
+    options: dict[str, Any] = Field(default_factory=dict, description="the task's options")
+
+
+class PredictResponse(BaseModel):
+    outputs: list[dict[str, Any]]
+
+
+class ErrorBody(BaseModel):
+    status: int
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: str
+    labels: list[str]
+    streaming: bool
+    options: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+ERRORS = {
+    status: {"model": ErrorResponse, "description": what}
+    for status, what in {
+        401: "missing or wrong API key",
+        404: "no such model",
+        413: "too many inputs, an input too long, or a body too large",
+        422: "malformed body or bad options",
+        503: "the model's queue is full",
+        504: "the model did not answer in time",
+    }.items()
+}
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+
+
+@dataclass
+class Served:
+    """A loaded model and the batcher in front of it."""
+
+    name: str
+    task: Any
+    batcher: Batcher
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "task": self.task.name,
+            "labels": self.task.labels(),
+            "streaming": hasattr(self.task, "stream"),
+            "options": options_schema(self.task.Options),
+        }
+
+
+def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> FastAPI:
+    """The app serving ``models`` (name → loaded task) under ``config``'s limits."""
+    config = config or ServeConfig()
+    limits = config.limits()
+    served: dict[str, Served] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for name, task in models.items():
+            batcher = Batcher(
+                task.predict, config.max_batch, config.batch_wait_ms / 1000, config.max_queue,
+                config.batching, name,
+            )  # fmt: skip
+            batcher.start()
+            served[name] = Served(name, task, batcher)
+        yield
+        for s in served.values():
+            await s.batcher.stop()
+
+    app = FastAPI(
+        title="rnnkit",
+        summary="Recurrent sequence models over HTTP: one predict path for every task.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.served = served
+    app.state.config = config
+
+    @app.exception_handler(HTTPError)
+    async def _http_error(request: Request, err: HTTPError) -> JSONResponse:
+        return _error(err.status, err.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _starlette_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return _error(err.status_code, str(err.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        if first.get("type") == "json_invalid":
+            return _error(422, "the request body is not valid JSON")
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return _error(422, f"{where}: {first.get('msg', 'malformed request body')}")
+
+    def model(name: str) -> Served:
+        if name not in served:
+            raise HTTPError(404, f"no model named {name!r} (models: {', '.join(served)})")
+        return served[name]
+
+    def checked_options(s: Served, options: dict[str, Any]) -> Any:
+        try:
+            return resolve_options(s.task, options)
+        except ConfigError as err:
+            raise HTTPError(422, str(err)) from None
+
+    def checked_inputs(inputs: list[str]) -> list[str]:
+        try:
+            return check_inputs(inputs, limits)
+        except LimitError as err:
+            raise HTTPError(413, str(err)) from None
+        except InputError as err:
+            raise HTTPError(422, str(err)) from None
+
+    @app.get("/health", summary="Liveness: answers while the server runs")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": len(served)}
+
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="The models")
+    async def list_models() -> dict[str, Any]:
+        return {"models": [s.info() for s in served.values()]}
+
+    @app.post(
+        "/v1/models/{name}/predict",
+        response_model=PredictResponse,
+        responses=ERRORS,
+        summary="Answer a batch of inputs, one output per input, in order",
+    )
+    async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
+        s = model(name)
+        options = checked_options(s, body.options)
+        inputs = checked_inputs(body.inputs)
+        try:
+            outputs = await asyncio.wait_for(
+                s.batcher.submit(inputs, options), timeout=config.timeout_s
+            )
+        except Busy as err:
+            raise HTTPError(503, str(err)) from None
+        except TimeoutError:
+            raise HTTPError(504, f"no answer within {config.timeout_s:g} s") from None
+        except RnnkitError as err:
+            raise HTTPError(422, str(err)) from None
+        return {"outputs": outputs}
+
+    @app.post(
+        "/v1/models/{name}/stream",
+        responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+        summary="Stream one answer as server-sent events (language models)",
+    )
+    async def stream(name: str, body: StreamRequest) -> StreamingResponse:
+        s = model(name)
+        if not hasattr(s.task, "stream"):
+            raise HTTPError(422, f"model {name!r} ({s.task.name}) does not stream; use predict")
+        options = checked_options(s, body.options)
+        (text,) = checked_inputs([body.input])
+        pieces = await s.batcher.run(s.task.stream, text, options)
+        return StreamingResponse(
+            _events(s.batcher, pieces, config.timeout_s), media_type="text/event-stream"
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/static/{file}", include_in_schema=False)
+    async def page_file(file: str) -> FileResponse:
+        if file not in PAGE_FILES:
+            raise HTTPError(404, f"no file {file!r}")
+        return FileResponse(STATIC / file)
+
+    _guard(app, config)
+    return app
+
+
+async def _events(batcher: Batcher, pieces: Any, timeout_s: float) -> AsyncIterator[str]:
+    """Server-sent events: ``data: {"text": piece}`` each, then ``event: done``."""
+    end = object()
+    started = time.monotonic()
+    while True:
+        piece = await batcher.run(next, pieces, end)
+        if piece is end:
+            break
+        yield f"data: {json.dumps({'text': piece})}\n\n"
+        if time.monotonic() - started > timeout_s:
+            error = {"status": 504, "message": f"stopped after {timeout_s:g} s"}
+            yield f"event: error\ndata: {json.dumps({'error': error})}\n\n"
+            return
+    yield "event: done\ndata: {}\n\n"
+
+
+def _guard(app: FastAPI, config: ServeConfig) -> None:
+    """Outer layers: CORS when asked for, the API key, and the body size limit."""
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodyLimit, max_body=config.max_body)
+    if config.api_key:
+        app.add_middleware(ApiKey, key=config.api_key)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_body`` bytes with 413, by their declared length or,
+    when none is declared, as soon as the bytes read pass the limit."""
+
+    def __init__(self, app: Any, max_body: int):
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_big = _error(413, f"request body over {self.max_body:,} bytes")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
+            return await too_big(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_body:
+                raise HTTPError(413, f"request body over {self.max_body:,} bytes")
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except HTTPError:
+            await too_big(scope, receive, send)
+
+
+class ApiKey:
+    """Every request but ``/health`` and the page's own files must carry the key, as
+    ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``; otherwise 401."""
+
+    OPEN = {"/health", "/", *(f"/static/{f}" for f in PAGE_FILES)}
+
+    def __init__(self, app: Any, key: str):
+        self.app = app
+        self.key = key.encode()
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.OPEN:
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-api-key", b"")
+        auth = headers.get(b"authorization", b"")
+        if auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        if scope["method"] == "OPTIONS" or hmac.compare_digest(given, self.key):
+            return await self.app(scope, receive, send)
+        reply = _error(401, "missing or wrong API key (send Authorization: Bearer KEY)")
+        await reply(scope, receive, send)
+
+
+def _version() -> str:
+    from rnnkit import __version__
+
+    return __version__
+
+
+__all__ = ["ServeConfig", "create_app", "PredictRequest", "StreamRequest"]

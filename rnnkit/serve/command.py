@@ -1,0 +1,121 @@
+"""``rnnkit serve``: load the models, check the flags, run uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+from rnnkit.errors import RnnkitError
+
+KEY_ENV = "RNNKIT_API_KEY"
+
+
+def add_serve_parser(sub: Any) -> None:
+    from rnnkit.serve.app import ServeConfig
+
+    d = ServeConfig()
+    p = sub.add_parser("serve", help="serve models over HTTP, with a web page at /")
+    p.add_argument(
+        "--model", action="append", required=True, metavar="[NAME=]DIR",
+        help="a model directory, optionally named (default name: the directory's); repeatable",
+    )  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request")
+    p.add_argument("--max-chars", type=int, default=d.max_chars, help="characters per input")
+    p.add_argument("--max-body", type=int, default=d.max_body, help="bytes per request body")
+    p.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds per request")
+    p.add_argument("--no-batching", action="store_true", help="one predict call per request")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="inputs per predict call")
+    p.add_argument(
+        "--batch-wait-ms", type=float, default=d.batch_wait_ms,
+        help="how long a free model waits for more requests to batch with",
+    )  # fmt: skip
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests per model")
+    p.add_argument(
+        "--cors-origin", action="append", default=[], metavar="ORIGIN",
+        help="allow browser pages from this origin (repeatable; default: CORS off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--api-key-file", metavar="FILE",
+        help=f"require this key (first line of FILE; else ${KEY_ENV}) on every request",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-auth", action="store_true", help="allow a non-loopback --host without an API key"
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
+
+
+def parse_models(specs: list[str]) -> dict[str, Path]:
+    """``[NAME=]DIR`` specs → name → directory; names must be unique URL-safe words."""
+    models: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, where = spec.partition("=")
+        if not sep:
+            name, where = Path(spec).resolve().name, spec
+        if not name or not all(c.isalnum() or c in "-_." for c in name):
+            raise RnnkitError(f"--model {spec}: a name is letters, digits, '-', '_' or '.'")
+        if name in models:
+            raise RnnkitError(f"--model {spec}: two models named {name!r} (use NAME=DIR)")
+        models[name] = Path(where)
+    return models
+
+
+def read_api_key(args: argparse.Namespace) -> str | None:
+    if args.api_key_file:
+        try:
+            lines = Path(args.api_key_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise RnnkitError(f"cannot read --api-key-file {args.api_key_file}: {err}") from None
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise RnnkitError(f"--api-key-file {args.api_key_file} holds no key")
+        return key
+    return os.environ.get(KEY_ENV) or None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rnnkit.serve.app import ServeConfig, create_app
+    from rnnkit.tasks import load_task
+
+    key = read_api_key(args)
+    if not _is_loopback(args.host) and not key and not args.no_auth:
+        raise RnnkitError(
+            f"--host {args.host} is reachable from other machines: give --api-key-file FILE "
+            f"(or ${KEY_ENV}), or say --no-auth"
+        )
+    for flag in ("max_inputs", "max_chars", "max_body", "max_batch", "max_queue", "port"):
+        if getattr(args, flag) < (0 if flag == "port" else 1):
+            raise RnnkitError(f"--{flag.replace('_', '-')} must be at least 1")
+    if not args.timeout > 0 or not args.batch_wait_ms >= 0:
+        raise RnnkitError("--timeout must be > 0 and --batch-wait-ms ≥ 0")
+    config = ServeConfig(
+        max_inputs=args.max_inputs, max_chars=args.max_chars, max_body=args.max_body,
+        timeout_s=args.timeout, batching=not args.no_batching, max_batch=args.max_batch,
+        batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
+        cors_origins=args.cors_origin, api_key=key,
+    )  # fmt: skip
+    # Every model is loaded before the server starts: a bad directory is one line, not a 500.
+    models = {
+        name: load_task(d, device=args.device) for name, d in parse_models(args.model).items()
+    }
+    import uvicorn
+
+    app = create_app(models, config)
+    listed = ", ".join(f"{n} ({t.name})" for n, t in models.items())
+    print(f"rnnkit: serving {listed}; auth {'on' if key else 'off'}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
