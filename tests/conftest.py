@@ -47,3 +47,11 @@ TINY = [
     "train.progress=false",
     "train.device=cpu",
 ]
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """A tiny trained model directory of every task (trained once per test session)."""
+    from tests.tiny import train_all
+
+    return train_all(tmp_path_factory.mktemp("tiny"))

@@ -293,8 +293,9 @@ def _guard(app: FastAPI, config: ServeConfig) -> None:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``max_body`` bytes with 413, by their declared length or,
-    when none is declared, as soon as the bytes read pass the limit."""
+    """Refuse request bodies over ``max_body`` bytes with 413: by their declared length, or,
+    when none is declared (chunked), as soon as the bytes read pass the limit. The body is
+    read whole before the app sees it, which the limit keeps small."""
 
     def __init__(self, app: Any, max_body: int):
         self.app = app
@@ -303,24 +304,27 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
         too_big = _error(413, f"request body over {self.max_body:,} bytes")
+        declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             return await too_big(scope, receive, send)
-        seen = 0
-
-        async def counted() -> dict:
-            nonlocal seen
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_body:
-                raise HTTPError(413, f"request body over {self.max_body:,} bytes")
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                return await too_big(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
-        try:
-            await self.app(scope, counted, send)
-        except HTTPError:
-            await too_big(scope, receive, send)
+        async def replay() -> dict:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
 
 
 class ApiKey:
