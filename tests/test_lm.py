@@ -229,3 +229,9 @@ def test_word_lm_takes_pretrained_embeddings(tmp_path, capsys):
     assert "2 of 6 tokens found" in capsys.readouterr().out  # the, cat, sat, dog, ran, <eos>
     assert task.model.embed.weight[task.vocab.stoi["dog"]].tolist() == [2.0] * 8
     assert not task.model.embed.weight.requires_grad
+
+
+def test_a_tiny_temperature_samples_the_best_token_instead_of_nan():
+    logits = torch.tensor([[2.0, 1.0, float("-inf"), 0.5]])
+    for temperature in (1e-300, 1e-30, 5e-324):
+        assert sample_next(logits, temperature).tolist() == [0]

@@ -39,6 +39,11 @@ def sample_next(
     """
     if temperature <= 0:
         return logits.argmax(-1)
-    filtered = filter_logits(logits.float() / temperature, top_k, top_p)
+    # Shift the best logit to 0 and divide in float64 (where any positive temperature is
+    # non-zero): a tiny temperature then sends the others to -inf, greedy in the limit, instead
+    # of overflowing every logit to inf and the softmax to NaN.
+    logits = logits.double()
+    scaled = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+    filtered = filter_logits(scaled, top_k, top_p)
     probs = filtered.softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

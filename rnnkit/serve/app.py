@@ -25,6 +25,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -258,8 +259,60 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
             raise HTTPError(404, f"no file {file!r}")
         return FileResponse(STATIC / file)
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _schema_per_model(app, models, config)
+        return app.openapi_schema
+
+    app.openapi = openapi
     _guard(app, config)
     return app
+
+
+def _schema_per_model(app: FastAPI, models: dict[str, Any], config: ServeConfig) -> dict:
+    """The OpenAPI schema with one path per served model in place of ``{name}``, each with its
+    task's own options and the server's limits, so that a client (or schemathesis) knows
+    exactly what each model accepts."""
+    schema = get_openapi(
+        title=app.title, version=app.version, summary=app.summary, routes=app.routes
+    )
+    components = schema["components"]["schemas"]
+    inputs = {
+        "type": "array",
+        "maxItems": config.max_inputs,
+        "items": {"type": "string", "maxLength": config.max_chars},
+        "description": "raw inputs, one answer each, in order",
+    }
+    paths = {}
+    for template, operations in schema["paths"].items():
+        if "{name}" not in template:
+            paths[template] = operations
+            continue
+        for name, task in models.items():
+            if template.endswith("/stream") and not hasattr(task, "stream"):
+                continue
+            kind = "Stream" if template.endswith("/stream") else "Predict"
+            body = f"{name}{kind}Request"
+            components[body] = {
+                "title": body,
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["input" if kind == "Stream" else "inputs"],
+                "properties": {
+                    ("input" if kind == "Stream" else "inputs"): (
+                        inputs["items"] if kind == "Stream" else inputs
+                    ),
+                    "options": options_schema(task.Options),
+                },
+            }
+            operation = json.loads(json.dumps(operations["post"]))
+            operation["parameters"] = []
+            operation["operationId"] = f"{kind.lower()}_{name}"
+            content = operation["requestBody"]["content"]["application/json"]
+            content["schema"] = {"$ref": f"#/components/schemas/{body}"}
+            paths[template.replace("{name}", name)] = {"post": operation}
+    schema["paths"] = paths
+    return schema
 
 
 async def _events(batcher: Batcher, pieces: Any, timeout_s: float) -> AsyncIterator[str]:

@@ -105,9 +105,17 @@ class StreamingTask(Task, Protocol):
 
 
 # --------------------------------------------------------------------------- options
-def option(default: Any, help: str, low: float | None = None, high: float | None = None) -> Any:
-    """A predict-options field: its default, its help text, and its inclusive bounds."""
-    return field(default=default, metadata={"help": help, "low": low, "high": high})
+def option(
+    default: Any,
+    help: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> Any:
+    """A predict-options field: its default, its help text, and its bounds (inclusive, but
+    for ``low`` itself when ``low_open``)."""
+    meta = {"help": help, "low": low, "high": high, "low_open": low_open}
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -124,10 +132,11 @@ def check_option_bounds(options: Any) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"bad value {value} for options.{f.name} (must be finite)")
         low, high = f.metadata.get("low"), f.metadata.get("high")
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise ConfigError(
-                f"bad value {value} for options.{f.name} (from {_num(low)} to {_num(high)})"
-            )
+        open_low = f.metadata.get("low_open", False)
+        below = low is not None and (value <= low if open_low else value < low)
+        if below or (high is not None and value > high):
+            what = f"above {_num(low)}" if open_low else f"from {_num(low)}"
+            raise ConfigError(f"bad value {value} for options.{f.name} ({what} to {_num(high)})")
 
 
 def _num(bound: float | None) -> str:
@@ -218,7 +227,8 @@ def options_schema(cls: type) -> dict[str, Any]:
         prop = _json_type(hints[f.name])
         prop["default"] = f.default
         prop["description"] = f.metadata.get("help", "")
-        for bound, key in (("low", "minimum"), ("high", "maximum")):
+        low_key = "exclusiveMinimum" if f.metadata.get("low_open") else "minimum"
+        for bound, key in (("low", low_key), ("high", "maximum")):
             if f.metadata.get(bound) is not None:
                 prop[key] = f.metadata[bound]
         properties[f.name] = prop

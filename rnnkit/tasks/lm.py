@@ -35,12 +35,10 @@ class LMOptions:
     length: int = option(200, "tokens (characters or words) to generate", 0, 5000)
     temperature: float = option(1.0, "sampling temperature; 0 = greedy", 0, 100)
     top_k: int = option(0, "sample among the k likeliest tokens (0 = all)", 0, 1_000_000)
-    top_p: float = option(1.0, "nucleus sampling: the smallest set with this mass (1 = all)", 0, 1)
+    top_p: float = option(
+        1.0, "nucleus sampling: the smallest set with this mass (1 = all)", 0, 1, low_open=True
+    )
     seed: int | None = option(None, "makes sampling repeatable (null = fresh)", 0, 2**63 - 1)
-
-    def validate(self) -> None:
-        if self.top_p <= 0:
-            raise ConfigError(f"bad value {self.top_p} for options.top_p (must be > 0)")
 
 
 @dataclass

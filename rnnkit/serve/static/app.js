@@ -19,6 +19,10 @@ const FIXED_OPTIONS = { translate: { attention: true } };
 let models = [];
 let inFlight = null; // the AbortController of the request whose answer we still want
 let debounce = 0;
+// What was typed for each task: a prompt is no use to a tagger, but two translators may
+// well be asked the same sentence.
+const drafts = {};
+let shownTask = null;
 
 // ------------------------------------------------------------------------------ HTTP
 class ApiError extends Error {}
@@ -189,8 +193,11 @@ const RENDER = {
     const { source_tokens: source = [], target_tokens: target = [], attention = [] } = out;
     drawHeatmap($("heatmap"), source, target, attention);
     const meta = `read as “${out.source}” · log-probability ${out.score.toFixed(3)}`;
+    const note = el("p", { class: "meta", text: "(an empty translation)" });
+    const empty = out.translation ? [] : [note];
     return [
       el("p", { class: "translation", text: out.translation }),
+      ...empty,
       el("p", { class: "meta", text: meta }),
     ];
   },
@@ -211,7 +218,7 @@ function drawHeatmap(canvas, source, target, rows) {
   const ctx = canvas.getContext("2d");
   ctx.font = font;
   const widest = (words) => Math.max(0, ...words.map((w) => ctx.measureText(w).width));
-  const cell = 26;
+  const cell = 32;
   const left = Math.ceil(widest(target)) + 10;
   const top = Math.ceil(widest(source)) + 10;
   const width = left + cell * source.length + 2;
@@ -391,6 +398,7 @@ async function generate(model, prompt, options, signal) {
   const continuation = el("span", { class: "continuation" });
   output.replaceChildren(el("span", { class: "prompt", text: prompt }), continuation);
   $("heatmap").hidden = true;
+  setState("streaming", prompt);
   let finished = false;
   await readEvents(res, (type, data) => {
     if (type === "error") {
@@ -416,6 +424,11 @@ function chooseModel() {
   setState("idle");
   if (!model) return;
   const task = TASKS[model.task] || { label: "Input", hint: "", button: "Run" };
+  if (shownTask !== model.task) {
+    if (shownTask) drafts[shownTask] = $("input").value;
+    $("input").value = drafts[model.task] || "";
+    shownTask = model.task;
+  }
   history.replaceState(null, "", `#${encodeURIComponent(model.name)}`);
   $("task").textContent = model.task;
   $("input-label").textContent = task.label;
@@ -427,7 +440,13 @@ function chooseModel() {
   if ($("input").value.trim() && task.live) run();
 }
 
-async function loadModels() {
+let loading = null;
+function loadModels() {
+  loading = loading || fetchModels().finally(() => (loading = null));
+  return loading;
+}
+
+async function fetchModels() {
   const select = $("model");
   try {
     const res = await call("v1/models");
@@ -441,7 +460,8 @@ async function loadModels() {
     return;
   }
   const wanted = decodeURIComponent(location.hash.slice(1));
-  const choices = models.map((m) => el("option", { value: m.name, text: `${m.name} (${m.task})` }));
+  const title = (m) => (m.name === m.task ? m.name : `${m.name} (${m.task})`);
+  const choices = models.map((m) => el("option", { value: m.name, text: title(m) }));
   select.replaceChildren(...choices);
   if (models.some((m) => m.name === wanted)) select.value = wanted;
   select.disabled = false;
@@ -451,10 +471,16 @@ async function loadModels() {
 function init() {
   const key = $("api-key");
   key.value = sessionStorage.getItem(KEY_STORE) || "";
-  key.addEventListener("change", () => {
+  const saveKey = () => {
     if (key.value.trim()) sessionStorage.setItem(KEY_STORE, key.value.trim());
     else sessionStorage.removeItem(KEY_STORE);
+    showError("");
     if (!models.length) loadModels();
+  };
+  key.addEventListener("change", saveKey);
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    saveKey();
   });
   $("model").addEventListener("change", chooseModel);
   $("form").addEventListener("submit", (e) => {
