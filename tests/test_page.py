@@ -7,6 +7,7 @@ Set ``RNNKIT_SCREENSHOTS=1`` to refresh the screenshots in ``docs/img``.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -37,6 +38,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 MODELS = {"cipher": "cipher", "tagger": "tag", "translator": "translate"}
+# tests.tiny's translator is too small to translate anything; this one learns its toy pairs in
+# about a second, so that the page has a real translation (and attention) to show.
+EXTRA = {"translate": ("train.epochs=10", "model.hidden_size=32", "model.decoder_size=32",
+                       "train.lr=0.01")}  # fmt: skip
 WAIT = 20  # seconds for one answer to appear; the tiny models answer in milliseconds
 
 
@@ -44,7 +49,9 @@ WAIT = 20  # seconds for one answer to appear; the tiny models answer in millise
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("page-models")
-    return {name: train_tiny(task, root / name) for name, task in MODELS.items()}
+    return {
+        name: train_tiny(task, root / name, *EXTRA.get(task, ())) for name, task in MODELS.items()
+    }
 
 
 def free_port() -> int:
@@ -142,7 +149,17 @@ class Page:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"serve-{name}.png"
         path.unlink(missing_ok=True)
-        self.driver.save_screenshot(str(path))
+        # The whole page, not just the window (a heatmap may lie below it), cropped to the
+        # column the content fills.
+        box = self.driver.execute_script(
+            """const r = document.querySelector("main").getBoundingClientRect();
+            return {x: Math.max(0, r.left), y: 0, width: Math.min(r.width, innerWidth),
+                    height: document.documentElement.scrollHeight, scale: 1};"""
+        )
+        shot = self.driver.execute_cdp_cmd(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": box}
+        )
+        path.write_bytes(base64.b64decode(shot["data"]))
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"no screenshot at {path}"
         return path
 
@@ -222,6 +239,7 @@ def test_translator_shows_the_translation_and_its_attention(page, server, tmp_pa
     page.driver.find_element(By.ID, "submit").click()
     output = page.answer(sentence)
     expected = predict(server, "translator", sentence, {"attention": True})
+    assert expected["translation"], "the tiny translator says nothing: the check would be empty"
     shown = output.find_element(By.CSS_SELECTOR, ".translation")
     assert text_of(shown) == expected["translation"]
     assert expected["attention"], "the API returned no attention weights to draw"

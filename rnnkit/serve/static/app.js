@@ -7,7 +7,8 @@ const KEY_STORE = "rnnkit.apiKey";
 
 const TASKS = {
   cipher: { label: "Ciphertext", hint: "Decrypted as you type.", live: true },
-  lm: { label: "Prompt", hint: "Ctrl+Enter generates.", button: "Generate", multiline: true },
+  lm: { label: "Prompt", hint: "Ctrl+Enter generates; Esc stops.", button: "Generate",
+        multiline: true },
   tag: { label: "Sentence", hint: "Words are split on spaces. Enter tags.", button: "Tag" },
   classify: { label: "Text", hint: "Enter classifies.", button: "Classify" },
   embed: { label: "Word", hint: "Enter lists its neighbours.", button: "Find neighbours" },
@@ -416,6 +417,7 @@ async function generate(model, prompt, options, signal) {
 // ------------------------------------------------------------------------------ setup
 function chooseModel() {
   const model = current();
+  clearTimeout(debounce);
   if (inFlight) inFlight.abort();
   inFlight = null; // so that the aborted request leaves the new model's output alone
   setBusy(false, false);
@@ -459,7 +461,12 @@ async function fetchModels() {
     showError("The server has no models loaded.");
     return;
   }
-  const wanted = decodeURIComponent(location.hash.slice(1));
+  let wanted = location.hash.slice(1);
+  try {
+    wanted = decodeURIComponent(wanted);
+  } catch (_) {
+    /* a hand-typed hash: match it as it is */
+  }
   const title = (m) => (m.name === m.task ? m.name : `${m.name} (${m.task})`);
   const choices = models.map((m) => el("option", { value: m.name, text: title(m) }));
   select.replaceChildren(...choices);
@@ -487,7 +494,11 @@ function init() {
     e.preventDefault();
     run();
   });
-  $("stop").addEventListener("click", () => inFlight && inFlight.abort());
+  const stop = () => inFlight && inFlight.abort();
+  $("stop").addEventListener("click", stop);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && !$("stop").hidden) stop();
+  });
   $("input").addEventListener("input", () => {
     const model = current();
     if (!model || !(TASKS[model.task] || {}).live) return;
