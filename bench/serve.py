@@ -34,7 +34,7 @@ there. ``--tagger DIR``, ``--cipher DIR`` and ``--translator DIR`` bench real tr
 Run from the repository root, on an otherwise idle machine (the report says how much CPU other
 processes used)::
 
-    .venv/bin/python bench/serve.py                      # 2 modes x 3 models, a few minutes
+    .venv/bin/python bench/serve.py                      # 2 modes x 3 models, a couple of minutes
     .venv/bin/python bench/serve.py --tagger runs/uner-ner --translator runs/fra-eng
     .venv/bin/python bench/serve.py --publish            # also append to bench/RESULTS.md
     .venv/bin/python bench/serve.py --quick              # smoke run, under a minute

@@ -12,15 +12,34 @@ committed through a tiny redo journal:
 2. ``commit.json`` naming them is written atomically — this is the commit point;
 3. each ``NAME.next`` is renamed over ``NAME``, then ``commit.json`` is removed.
 
-:func:`recover` (run before anything reads the directory) finishes step 3 when ``commit.json``
-exists and discards stray ``.next`` files when it does not; either way the directory holds one
-complete checkpoint, the old one or the new one.
+:func:`recover` (run by the writer only) finishes step 3 when ``commit.json`` exists and
+discards stray ``.next`` files when it does not; either way the directory holds one complete
+checkpoint, the old one or the new one.
+
+Readers never write. Two ``flock`` locks keep them apart from the writer:
+
+- ``.writer.lock``: held exclusively for as long as a process writes the directory (a training
+  run, or one :func:`save_model`); a second writer is refused in one line naming the holder.
+- ``.commit.lock``: held exclusively while a commit makes its files visible (journal and
+  renames), and shared by a reader while it reads (:func:`reading`). A reader that meets the
+  journal of a writer that died mid-commit reads the committed new files (``NAME.next``) in
+  place of the old ones, and changes nothing.
+
+Every safetensors file carries the sha256 of its tensor data in its header, checked at load, so
+flipped bytes are an error rather than garbage answers.
 """
 
 from __future__ import annotations
 
+import contextvars
+import fcntl
+import hashlib
 import json
 import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +52,152 @@ from rnnkit.errors import ModelDirError
 
 JOURNAL = "commit.json"
 MODEL_FILES = ("config.json", "model.safetensors")
+WRITER_LOCK = ".writer.lock"
+COMMIT_LOCK = ".commit.lock"
+CHECKSUM_KEY = "rnnkit_sha256"
+
+# Directories this process holds the writer lock of: resolved path → open lock file.
+_WRITING: dict[Path, int] = {}
+# Directories being read in this context: resolved path → names the journal redirects.
+_VIEWS: contextvars.ContextVar[dict[Path, set[str]] | None] = contextvars.ContextVar(
+    "views", default=None
+)
+
+
+# ------------------------------------------------------------------------ locks
+def _holder(lock: Path) -> str:
+    try:
+        info = json.loads(lock.read_text(encoding="utf-8"))
+        return f"process {info['pid']} on {info['host']} (since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def acquire_writer(directory: str | Path) -> None:
+    """Become the one writer of ``directory`` until :func:`release_writer` (or exit).
+
+    Raises :class:`ModelDirError` naming the holder when another process writes it.
+    """
+    directory = Path(directory)
+    key = directory.resolve()
+    if key in _WRITING:
+        return
+    lock = directory / WRITER_LOCK
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise ModelDirError(f"cannot write to {directory} ({err.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ModelDirError(
+            f"{directory} is being written by {_holder(lock)}; one writer at a time"
+        ) from None
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since})
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, info.encode(), 0)
+    _WRITING[key] = fd
+
+
+def release_writer(directory: str | Path) -> None:
+    fd = _WRITING.pop(Path(directory).resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the file releases the lock
+
+
+@contextmanager
+def writing(directory: str | Path) -> Iterator[None]:
+    """Hold the writer lock for the block (kept if this process already held it)."""
+    held = Path(directory).resolve() in _WRITING
+    acquire_writer(directory)
+    try:
+        yield
+    finally:
+        if not held:
+            release_writer(directory)
+
+
+@contextmanager
+def _commit_lock(directory: Path, shared: bool) -> Iterator[None]:
+    path = directory / COMMIT_LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY if shared else os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        if not shared:
+            raise
+        # No lock file: no writer has committed here since locks came in (or the directory
+        # is read-only); a reader does not create one, since readers never write.
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def reading(directory: str | Path) -> Iterator[None]:
+    """Read ``directory`` as one committed snapshot: the files a writer is committing change
+    only before or after the block, and an unfinished commit left by a dead writer is read as
+    committed. Nothing in the directory is written."""
+    directory = Path(directory)
+    key = directory.resolve()
+    views = _VIEWS.get() or {}
+    if key in views or not directory.is_dir():
+        yield
+        return
+    with _commit_lock(directory, shared=True):
+        token = _VIEWS.set({**views, key: _journal_names(directory)})
+        try:
+            yield
+        finally:
+            _VIEWS.reset(token)
+
+
+def _journal_names(directory: Path) -> set[str]:
+    """The files a left-over journal commits (empty when there is none)."""
+    journal = directory / JOURNAL
+    if not journal.exists():
+        return set()
+    names = _read_journal(journal)
+    return {n for n in names if (directory / f"{n}.next").exists()}
+
+
+def _read_journal(journal: Path) -> list[str]:
+    try:
+        names = json.loads(journal.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        # The journal is written atomically, so a torn one cannot happen; if it is
+        # damaged anyway, nothing can be trusted to roll forward.
+        raise ModelDirError(f"{journal} is damaged; the checkpoint cannot be trusted") from None
+    if not isinstance(names, list) or not all(_plain_name(n) for n in names):
+        raise ModelDirError(f"{journal} names files outside its directory; refusing it")
+    return names
+
+
+def _plain_name(name: Any) -> bool:
+    """A file name inside the directory: no separators, no '.' or '..', not hidden."""
+    return (
+        isinstance(name, str)
+        and name == os.path.basename(name)
+        and "\\" not in name
+        and name not in ("", ".", "..")
+        and not name.startswith(".")
+    )
+
+
+def resolve(path: str | Path) -> Path:
+    """Where to read ``path`` from: its committed ``.next`` twin when a reader's snapshot says
+    so (see :func:`reading`), else the path itself."""
+    path = Path(path)
+    names = (_VIEWS.get() or {}).get(path.parent.resolve())
+    if names and path.name in names:
+        return path.with_name(f"{path.name}.next")
+    return path
 
 
 def _fsync_dir(path: Path) -> None:
@@ -70,19 +235,26 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def commit(directory: str | Path, files: dict[str, bytes]) -> None:
-    """Replace several files of ``directory`` as one unit (see the module docstring)."""
+    """Replace several files of ``directory`` as one unit (see the module docstring).
+
+    Takes the writer lock for the call unless this process holds it already.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    recover(directory)
-    for name, data in files.items():
-        _write_durably(directory / f"{name}.next", data)
-    _fsync_dir(directory)
-    atomic_write_text(directory / JOURNAL, json.dumps(sorted(files)))
-    _roll_forward(directory)
+    bad = [name for name in files if not _plain_name(name)]
+    if bad:
+        raise ValueError(f"not a plain file name for a model directory: {bad[0]!r}")
+    with writing(directory):
+        recover(directory)
+        for name, data in files.items():
+            _write_durably(directory / f"{name}.next", data)
+        _fsync_dir(directory)
+        with _commit_lock(directory, shared=False):
+            atomic_write_text(directory / JOURNAL, json.dumps(sorted(files)))
+            _roll_forward(directory)
 
 
 def _roll_forward(directory: Path) -> None:
-    names = json.loads((directory / JOURNAL).read_text())
+    names = _read_journal(directory / JOURNAL)
     for name in names:
         pending = directory / f"{name}.next"
         if pending.exists():
@@ -93,27 +265,25 @@ def _roll_forward(directory: Path) -> None:
 
 
 def recover(directory: str | Path) -> None:
-    """Bring ``directory`` back to one complete checkpoint after an interrupted commit."""
+    """Bring ``directory`` back to one complete checkpoint after an interrupted commit.
+
+    Only the writer may: the caller must hold the writer lock (see :func:`writing`).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         return
-    journal = directory / JOURNAL
-    if journal.exists():
-        try:
-            json.loads(journal.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            # The journal is written atomically, so a torn one cannot happen; if it is
-            # damaged anyway, nothing can be trusted to roll forward.
-            raise ModelDirError(f"{journal} is damaged; the checkpoint cannot be trusted") from None
-        if not os.access(directory, os.W_OK):
-            raise ModelDirError(f"{directory} holds an unfinished checkpoint and is read-only")
-        _roll_forward(directory)
-    for stray in directory.glob("*.next"):
-        stray.unlink()
+    if directory.resolve() not in _WRITING:
+        raise RuntimeError(f"recover({directory}) without the writer lock")
+    with _commit_lock(directory, shared=False):
+        if (directory / JOURNAL).exists():
+            _roll_forward(directory)
+        for stray in directory.glob("*.next"):
+            stray.unlink()
 
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None):
-    """safetensors bytes of ``tensors`` (made contiguous, moved to CPU)."""
+    """safetensors bytes of ``tensors`` (made contiguous, moved to CPU), with the sha256 of the
+    tensor data in the header's metadata."""
     flat, seen = {}, set()
     for name, tensor in tensors.items():
         tensor = tensor.detach().to("cpu").contiguous()
@@ -122,26 +292,60 @@ def tensors_to_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] 
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
         flat[name] = tensor.clone() if key in seen else tensor
         seen.add(key)
-    return st_save(flat, metadata=metadata)
+    # The data section does not depend on the metadata (offsets count from its start), so the
+    # checksum of a first serialisation is the checksum of the second.
+    digest = hashlib.sha256(_data_section(st_save(flat))).hexdigest()
+    return st_save(flat, metadata={**(metadata or {}), CHECKSUM_KEY: digest})
+
+
+def _data_section(data: bytes) -> memoryview:
+    header = int.from_bytes(data[:8], "little")
+    return memoryview(data)[8 + header :]
+
+
+def _stored_checksum(data: bytes) -> str | None:
+    try:
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(bytes(data[8 : 8 + header_len]))
+        return header.get("__metadata__", {}).get(CHECKSUM_KEY)
+    except (ValueError, AttributeError):
+        return None  # safetensors' own parser reports what is wrong
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file, turning every way it can be broken into a ModelDirError."""
     try:
-        data = path.read_bytes()
+        data = resolve(path).read_bytes()
     except FileNotFoundError:
         raise ModelDirError(f"{path} is missing") from None
+    except IsADirectoryError:
+        raise ModelDirError(f"{path} is a directory, not a safetensors file") from None
+    except OSError as err:
+        raise ModelDirError(f"cannot read {path} ({err.strerror})") from None
+    return read_tensors_from(data, str(path))
+
+
+def read_tensors_from(data: bytes, where: str = "tensor data") -> dict[str, torch.Tensor]:
+    """Tensors of safetensors ``data``, checked against the checksum in its header."""
     try:
-        return st_load(data)
+        tensors = st_load(data)
     except (SafetensorError, ValueError, RuntimeError, OSError):
-        raise ModelDirError(f"{path} is truncated or not a safetensors file") from None
+        raise ModelDirError(f"{where} is truncated or not a safetensors file") from None
+    stored = _stored_checksum(data)
+    if stored is not None and hashlib.sha256(_data_section(data)).hexdigest() != stored:
+        raise ModelDirError(f"{where} is damaged (its tensor data fails its sha256 checksum)")
+    return tensors
 
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(resolve(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelDirError(f"{path} is missing") from None
+    except IsADirectoryError:
+        raise ModelDirError(f"{path} is a directory, not a JSON file") from None
+    except OSError as err:
+        raise ModelDirError(f"cannot read {path} ({err.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ModelDirError(f"{path} is not valid JSON (truncated?)") from None
 
@@ -157,12 +361,14 @@ def read_model_config(directory: str | Path) -> dict[str, Any]:
         raise ModelDirError(f"model directory {directory} does not exist")
     if not directory.is_dir():
         raise ModelDirError(f"{directory} is not a directory")
-    recover(directory)
-    if not (directory / "config.json").exists():
-        raise ModelDirError(f"{directory} is not an rnnkit model directory (no config.json)")
-    config = read_json(directory / "config.json")
-    if not isinstance(config, dict) or "task" not in config:
+    with reading(directory):
+        if not resolve(directory / "config.json").exists():
+            raise ModelDirError(f"{directory} is not an rnnkit model directory (no config.json)")
+        config = read_json(directory / "config.json")
+    if not isinstance(config, dict) or not isinstance(config.get("task"), str):
         raise ModelDirError(f"{directory}/config.json does not name a task")
+    if not isinstance(config.get("config"), dict):
+        raise ModelDirError(f"{directory}/config.json holds no config mapping")
     return config
 
 
@@ -224,3 +430,9 @@ def save_model(directory: str | Path, task: Any) -> None:
     files = dict(task.model_files())
     files["model.safetensors"] = tensors_to_bytes(task.model.state_dict())
     commit(directory, files)
+
+
+__all__ = [
+    "acquire_writer", "release_writer", "writing", "reading", "resolve", "commit", "recover",
+    "read_json", "read_tensors", "read_model_config", "read_task_config", "save_model",
+]  # fmt: skip

@@ -191,12 +191,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value is not False:  # `0 in (None, False)` is True
             extra = merge(extra, {"train": {key: value}})
-    if args.resume:
-        from rnnkit import checkpoint as ckpt
+    from rnnkit import checkpoint as ckpt
 
+    if args.resume:
         if args.config or args.out or args.force:
             raise RnnkitError("--resume continues a run as it was: drop --config, --out, --force")
         out = Path(args.resume)
+        ckpt.read_model_config(out)  # a clear error for a directory that is no model
+        ckpt.acquire_writer(out)  # held until the process ends; a second writer is refused
         stored = ckpt.read_model_config(out)
         if stored["task"] != args.task:
             raise RnnkitError(f"{out} holds a '{stored['task']}' run, not '{args.task}'")
@@ -207,6 +209,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.exists() and not out.is_dir():
             raise RnnkitError(f"--out {out} is a file, not a directory")
+        # The lock first, then the check: two runs started together cannot both pass it.
+        ckpt.acquire_writer(out)
         if (out / "config.json").exists() and not args.force:
             raise RnnkitError(f"{out} already holds a model (use --resume or --force)")
         base = read_yaml(args.config) if args.config else {}
@@ -237,12 +241,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _clear_run(out: Path) -> None:
-    """Remove what an earlier run left in ``out`` (only rnnkit's own files)."""
+    """Remove what an earlier rnnkit run left in ``out``: only the files rnnkit writes, and
+    only when its ``config.json`` is rnnkit's (a user's own files are never deleted)."""
     names = (
         "config.json vocab.json model.safetensors trainer.json trainer.safetensors "
         "optimizer.safetensors metrics.jsonl curve.png commit.json chars.json tags.json "
         "labels.json counts.json target.json"
     ).split()
+    config = out / "config.json"
+    try:
+        ours = "rnnkit_version" in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        taken = [n for n in names if (out / n).exists()]
+        if taken:  # a training run would overwrite them
+            raise RnnkitError(f"{out / taken[0]} was not written by rnnkit; pick another --out")
+        return
     for name in names:
         (out / name).unlink(missing_ok=True)
     for stray in out.glob("*.next"):

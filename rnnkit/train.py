@@ -205,7 +205,8 @@ class Trainer:
 
     def restore(self) -> None:
         """Continue from the training state in ``out_dir`` (``--resume``)."""
-        ckpt.recover(self.out_dir)
+        if self.is_main:
+            ckpt.recover(self.out_dir)
         path = self.out_dir / "trainer.json"
         if not path.exists():
             raise ModelDirError(
@@ -234,8 +235,16 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train until the epochs, the step budget, the patience or the target run out.
 
-        Returns the summary: best dev metric, its epoch, steps, and minutes of training.
+        Returns the summary: best dev metric, its epoch, steps, and minutes of training. The
+        main process holds the output directory's writer lock throughout: a second trainer on
+        the same directory is refused before it trains.
         """
+        if not self.is_main:
+            return self._fit(resume)
+        with ckpt.writing(self.out_dir):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         c = self.config
         seed_everything(c.seed, c.deterministic)
         if resume:

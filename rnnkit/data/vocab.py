@@ -103,6 +103,8 @@ class Vocab:
             unk = data["unk"]
         except (KeyError, TypeError) as err:
             raise ModelDirError(f"vocabulary is missing its {err} entry") from None
+        if not all(isinstance(t, str) for t in itos) or not isinstance(unk, (str, type(None))):
+            raise ModelDirError("vocabulary holds something other than strings")
         if itos[: len(specials)] != specials or len(set(itos)) != len(itos):
             raise ModelDirError("vocabulary is inconsistent (specials or duplicate tokens)")
         return cls(itos[len(specials) :], specials=specials, unk=unk)
@@ -114,10 +116,6 @@ class Vocab:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelDirError(f"{path} is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ModelDirError(f"{path} is not valid JSON (truncated?)") from None
-        return cls.from_dict(data)
+        from rnnkit.checkpoint import read_json
+
+        return cls.from_dict(read_json(Path(path)))

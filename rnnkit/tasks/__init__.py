@@ -39,8 +39,9 @@ def load_task(
     directory: str | Path, device: str = "cpu", data_dir: str | Path | None = None
 ) -> Any:
     """Open a model directory with the task that made it."""
-    stored = ckpt.read_model_config(directory)
-    name = stored["task"]
-    if name not in TASKS:
-        raise ModelDirError(f"{directory} holds a model of unknown task {name!r}")
-    return task_class(name).from_dir(directory, data_dir=_data_dir(data_dir), device=device)
+    with ckpt.reading(directory):  # one committed snapshot, even while a trainer writes
+        stored = ckpt.read_model_config(directory)
+        name = stored["task"]
+        if name not in TASKS:
+            raise ModelDirError(f"{directory} holds a model of unknown task {name!r}")
+        return task_class(name).from_dir(directory, data_dir=_data_dir(data_dir), device=device)
