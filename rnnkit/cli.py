@@ -166,18 +166,27 @@ def main(argv: list[str] | None = None) -> int:
     except RnnkitError as err:
         print(f"rnnkit: error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:
-        # The reader went away (``| head``): not an error, and nothing more to say to it.
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except OSError as err:
+        if isinstance(err, BrokenPipeError):
+            return _closed_pipe()
+        # Disk full, read-only or vanished paths, permissions: one line, what and where.
+        where = f": {err.filename}" if err.filename else ""
+        print(f"rnnkit: error: {err.strerror or err}{where}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(
             "rnnkit: interrupted; the last checkpoint is intact (--resume continues)",
             file=sys.stderr,
         )
         return 130
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away (``| head``): not an error, and nothing more to say."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -1,5 +1,6 @@
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -139,3 +140,21 @@ def test_file_errors_are_one_line(model_dir, tmp_path):
 def test_resume_refuses_flags_that_it_would_ignore(model_dir):
     result = run_cli("train", "cipher", "--resume", str(model_dir), "--config", "x.yaml")
     _assert_clean_error(result, "--resume")
+
+
+def test_a_closed_pipe_is_quiet_and_os_errors_are_one_line(model_dir, tmp_path):
+    import subprocess
+
+    lines = tmp_path / "many.txt"
+    lines.write_text("URYYB-JBEYQ\n" * 20000)
+    piped = subprocess.run(
+        f"{sys.executable} -m rnnkit decrypt --model {model_dir} --file {lines} | head -1",
+        shell=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert piped.stdout.strip() and "Traceback" not in piped.stderr, piped.stderr
+    assert piped.stderr == ""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    # Refused before any data is read or any epoch runs, in one line.
+    _assert_clean_error(run_cli("train", "cipher", *TINY, "--out", str(blocker / "run")),
+                        "cannot write to")  # fmt: skip
