@@ -39,6 +39,16 @@ def others_share(before: tuple[int, int, int] | None) -> float | None:
     return max(0.0, busy - own) / total
 
 
+def contention(others: float | None, busy_share: float) -> tuple[str, list[str]]:
+    """The report's line on how busy the machine was, and a warning line when too busy."""
+    if others is None:
+        return "other processes' CPU use during the run: unknown", []
+    line = f"other processes used {others:.0%} of the CPU during the run"
+    if others <= busy_share:
+        return line, []
+    return line, ["- **warning**: the CPU was shared with other work; these timings are unreliable"]
+
+
 def publish(report: str, append: Path | None) -> None:
     """Print a report, and append it to ``append`` (bench/RESULTS.md) when one is given."""
     print(report)

@@ -64,6 +64,7 @@ from importlib import metadata
 from pathlib import Path
 
 import httpx
+from machine import contention as machine_contention
 from machine import cpu_model, cpu_ticks, publish
 
 REPO = Path(__file__).resolve().parent.parent
@@ -538,15 +539,7 @@ def report(
     args: argparse.Namespace,
 ) -> str:
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    if others is None:
-        contention = "other processes' CPU use during the run: unknown"
-    else:
-        contention = f"other processes used {others:.0%} of the CPU during the run"
-    warning = []
-    if others is not None and others > BUSY_SHARE:
-        warning.append(
-            "- **warning**: the CPU was shared with other work; these timings are unreliable"
-        )
+    contention, warning = machine_contention(others, BUSY_SHARE)
     if args.quick:
         warning.append("- **--quick smoke run**: a few hundred requests; not a measurement")
     failed = sum(r.failed for r in runs.values())
