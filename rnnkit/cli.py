@@ -415,15 +415,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
         width = max(len(k) for k in metrics)
         for name, value in metrics.items():
             print(f"{name:<{width}}  {value:.4f}")
-        if getattr(task, "report", ""):
+        if task.report:
             print("\n" + task.report)
     return 0
 
 
 def _plot_confusion(task, args: argparse.Namespace, metrics: dict[str, float]) -> None:
     """Draw the confusion matrix of the evaluation just run, for tasks that have one."""
-    plot = getattr(task, "plot_confusion", None)
-    if plot is None:
+    from rnnkit.plots import plot_confusion_matrix
+
+    if task.confusion is None:
         if args.confusion:
             raise RnnkitError(f"--confusion: the {task.name} task draws no confusion matrix")
         return
@@ -431,7 +432,7 @@ def _plot_confusion(task, args: argparse.Namespace, metrics: dict[str, float]) -
     where = Path(args.confusion or Path(args.model) / f"confusion-{split}.png")
     title = f"{Path(args.model).name} on {split}: accuracy {metrics.get('accuracy', 0):.4f}"
     try:
-        plot(where, title=title)
+        plot_confusion_matrix(*task.confusion, where, title=title)
     except OSError as err:
         if args.confusion:
             raise RnnkitError(f"cannot write {where} ({err.strerror})") from None

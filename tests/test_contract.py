@@ -40,6 +40,10 @@ def test_task_is_built_trained_one_step_saved_reloaded_and_predicts_the_same(nam
     assert summary["steps"] == 1
     for metric in [*task.evaluate("dev"), task.default_metric]:
         metric_goal(task, metric)  # every metric is one the task knows how to rank
+    assert isinstance(task.report, str)
+    if task.confusion is not None:
+        labels, rows = task.confusion
+        assert len(rows) == len(labels) and all(len(r) == len(labels) for r in rows)
 
     inputs = SAMPLE_INPUTS[name]
     ckpt.save_model(tmp_path / "saved", task)

@@ -44,6 +44,13 @@ class Task(Protocol):
     config: Any
     """The task's config dataclass, as built by :meth:`config_class`."""
 
+    report: str
+    """The text tables of the last evaluation (per-type scores, samples), or ``""``."""
+
+    confusion: tuple[list[str], list[list[int]]] | None
+    """The last evaluation's confusion matrix (labels, rows of counts: gold down, predicted
+    across) for tasks that choose among labels; None for the others."""
+
     model: torch.nn.Module
     """The model; ``model.loss(batch)`` is a scalar to minimise."""
 

@@ -164,6 +164,8 @@ class CipherTask:
     def __init__(self, config: CipherConfig, data_dir: Path | None = None):
         self.config = config
         self.data_dir = data_dir
+        self.report = ""  # open-text tasks have no tables beyond their metrics
+        self.confusion = None
         d = config.data
         self.alphabet = d.alphabet
         self.vocab = Vocab(list(d.alphabet), specials=[PAD], unk=None)

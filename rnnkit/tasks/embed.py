@@ -273,6 +273,8 @@ class EmbedTask:
     ):
         self.config = config
         self.data_dir = data_dir
+        self.report = ""  # open-text tasks have no tables beyond their metrics
+        self.confusion = None
         self._files: dict[str, list[str]] = {}  # lines of each file read
         self._eval: dict[str, dict[str, Any]] = {}  # held-out examples of each split, made once
         self._table: torch.Tensor | None = None

@@ -204,6 +204,8 @@ class LMTask:
     def __init__(self, config: LMConfig, data_dir: Path | None = None, vocab: Vocab | None = None):
         self.config = config
         self.data_dir = data_dir
+        self.report = ""  # open-text tasks have no tables beyond their metrics
+        self.confusion = None
         self.level = config.data.level
         self._ids: dict[str, torch.Tensor] = {}
         self._files: dict[str, list[str]] = {}  # tokens of each file read, until encoded

@@ -201,6 +201,7 @@ class TagTask:
         self._sentences: dict[str, list[Sentence]] = {}
         self._char_cache: dict[str, list[int]] = {}
         self.report = ""  # the text report of the last evaluation (tables)
+        self.confusion = None
         if vocabs is None:
             # Read every split now: a malformed dev or test file should stop training before
             # it starts, not after the first epoch.

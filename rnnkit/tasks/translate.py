@@ -324,6 +324,7 @@ class TranslateTask:
         self.data_dir = data_dir
         self._splits: dict[str, list[Pair]] | None = None
         self.report = ""  # the text of the last evaluation: signature and sample translations
+        self.confusion = None
         if vocabs is None:
             counts = {s: len(self.pairs(s)) for s in SPLITS}
             print(
