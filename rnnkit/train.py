@@ -4,7 +4,10 @@ The Trainer knows three things about a task: ``task.model.loss(batch)`` gives a 
 minimise, ``task.train_batches(epoch)`` gives the epoch's batches (a deterministic function of
 the seed and the epoch, so a resumed run sees the same data), and ``task.evaluate()`` returns
 named dev metrics. Everything else — optimisation, schedules, early stopping, checkpoints,
-logs and plots — lives here.
+logs and plots — lives here. A model that carries state from one batch to the next (the
+language model's recurrent state across BPTT windows) may offer ``training_state()`` and
+``load_training_state(tensors)``; checkpoints then keep that state too, so that a run killed
+mid-epoch resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -175,6 +178,9 @@ class Trainer:
                 rng[f"cuda{i}"] = s
         trainer_tensors = {f"model.{k}": v for k, v in weights.items()}
         trainer_tensors.update({f"rng.{k}": v for k, v in rng.items()})
+        if hasattr(self.model, "training_state"):  # state carried between batches (the LM's)
+            state = self.model.training_state()
+            trainer_tensors.update({f"carried.{k}": v for k, v in state.items()})
         files["trainer.safetensors"] = ckpt.tensors_to_bytes(trainer_tensors)
         opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
         files["optimizer.safetensors"] = ckpt.tensors_to_bytes(opt_tensors)
@@ -224,6 +230,9 @@ class Trainer:
                 self.state.best = None  # written by an older version that kept a NaN best
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
             raise ModelDirError(f"{self.out_dir}: training state does not fit ({err})") from None
+        if hasattr(self.model, "load_training_state"):
+            carried = {k[8:]: v for k, v in tensors.items() if k.startswith("carried.")}
+            self.model.load_training_state(carried)
         torch.set_rng_state(tensors["rng.torch"])
         if torch.cuda.is_available():
             cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda")]

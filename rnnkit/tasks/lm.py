@@ -163,6 +163,22 @@ class LanguageModel(nn.Module):
         self.carry = _detach(state)
         return self.nll(features, batch["target"]) / batch["target"].numel()
 
+    def training_state(self) -> dict[str, torch.Tensor]:
+        """The recurrent state carried from one BPTT window to the next, for the Trainer's
+        checkpoints: a run resumed mid-epoch then continues exactly where it stopped."""
+        if self.carry is None:
+            return {}
+        parts = self.carry if isinstance(self.carry, tuple) else (self.carry,)
+        return {f"carry.{i}": part for i, part in enumerate(parts)}
+
+    def load_training_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        device = next(self.parameters()).device
+        parts = [tensors[f"carry.{i}"].to(device) for i in range(len(tensors))]
+        if not parts:
+            self.carry = None
+        else:
+            self.carry = tuple(parts) if len(parts) > 1 else parts[0]
+
 
 def _detach(state: Any) -> Any:
     if isinstance(state, tuple):
