@@ -166,6 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     except RnnkitError as err:
         print(f"rnnkit: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except (MemoryError, RuntimeError) as err:
+        # Sizes within every bound can still ask for more memory than the machine has.
+        text = str(err)
+        if not isinstance(err, MemoryError) and "alloc" not in text and "out of memory" not in text:
+            raise
+        print(
+            "rnnkit: error: out of memory: the model or its batches do not fit; lower the "
+            "model sizes, data lengths or train.batch_size",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except OSError as err:
         if isinstance(err, BrokenPipeError):
             return _closed_pipe()

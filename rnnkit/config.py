@@ -8,6 +8,7 @@ and to dotted override keys (``model.hidden_size=128``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -87,9 +88,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"bad value {value!r} for {key} (expected a number)")
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"bad value {value!r} for {key} (expected a number)") from None
+        if not math.isfinite(number):  # NaN slips through every < and > check after this
+            raise ConfigError(f"bad value {value!r} for {key} (must be a finite number)")
+        return number
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"bad value {value!r} for {key} (expected a string)")

@@ -18,7 +18,11 @@ class ConfigError(RnnkitError):
 class DataError(RnnkitError):
     """Malformed or missing data; the message names the file (and line where it applies)."""
 
+    MAX_MESSAGE = 300  # a message may quote a line of data, which may be megabytes long
+
     def __init__(self, message: str, path: str | None = None, line: int | None = None):
+        if len(message) > self.MAX_MESSAGE:
+            message = f"{message[: self.MAX_MESSAGE]}… ({len(message):,} characters in all)"
         where = ""
         if path is not None:
             where = f"{path}:{line}: " if line is not None else f"{path}: "

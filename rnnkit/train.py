@@ -67,8 +67,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"bad value {getattr(self, name)} for train.{name} (must be ≥ 1)")
+            if not 1 <= getattr(self, name) <= 10**8:
+                raise ConfigError(
+                    f"bad value {getattr(self, name)} for train.{name} (from 1 to 10^8)"
+                )
+        if not 0 <= self.seed < 2**63:  # what every RNG it seeds accepts
+            raise ConfigError(f"bad value {self.seed} for train.seed (from 0 to 2^63 - 1)")
         if self.lr <= 0:
             raise ConfigError(f"bad value {self.lr} for train.lr (must be > 0)")
         if self.max_steps is not None and self.max_steps < 1:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rnnkit.data.text import read_text
+from rnnkit.data.text import read_text, refuse_binary
 from rnnkit.errors import DataError
 
 TrecLabels = Literal["coarse", "fine"]
@@ -65,7 +65,9 @@ def read_trec_text(path: str | Path) -> str:
     except DataError as err:
         if err.line is None:  # missing or unreadable; only a decoding error names a line
             raise
-    return Path(path).read_bytes().decode("latin-1")
+    text = Path(path).read_bytes().decode("latin-1")
+    refuse_binary(text, path)  # latin-1 decodes anything, UTF-16 included: refuse that here
+    return text
 
 
 def read_trec(path: str | Path, labels: TrecLabels = "coarse") -> list[Example]:

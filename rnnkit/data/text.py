@@ -17,7 +17,9 @@ def read_text(path: str | Path) -> str:
     """A UTF-8 text file's contents; a missing or undecodable file is a DataError naming it."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not text
+        text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not text
+        refuse_binary(text, path)
+        return text
     except FileNotFoundError:
         raise DataError("file not found", str(path)) from None
     except IsADirectoryError:
@@ -28,6 +30,14 @@ def read_text(path: str | Path) -> str:
         data = path.read_bytes()
         line = data.count(b"\n", 0, err.start) + 1
         raise DataError(f"not UTF-8 text (byte {err.start})", str(path), line) from None
+
+
+def refuse_binary(text: str, path: str | Path) -> None:
+    """A NUL character means UTF-16 or binary data, never text rnnkit should train on."""
+    at = text.find("\x00")
+    if at >= 0:
+        line = text.count("\n", 0, at) + 1
+        raise DataError("holds NUL bytes: UTF-16 or binary, not UTF-8 text", str(path), line)
 
 
 def resolve_data_path(name: str, data_dir: Path | None) -> Path:

@@ -14,11 +14,17 @@ RnnType = Literal["lstm", "gru", "rnn"]
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
+MAX_SIZE = 65_536  # widths; a recurrent layer of this width already holds 34 G weights
+MAX_LAYERS = 64
+
+
 def check_sizes(**sizes: int) -> None:
-    """Refuse a size below 1 with the ConfigError that names it (``model.NAME``)."""
+    """Refuse a size below 1 or beyond what any machine can hold, with the ConfigError that
+    names it (``model.NAME``), before any data is read or any memory is asked for."""
     for name, value in sizes.items():
-        if value < 1:
-            raise ConfigError(f"bad value {value} for model.{name} (must be ≥ 1)")
+        high = MAX_LAYERS if name == "layers" else MAX_SIZE
+        if not 1 <= value <= high:
+            raise ConfigError(f"bad value {value} for model.{name} (from 1 to {high:,})")
 
 
 class RecurrentEncoder(nn.Module):

@@ -22,7 +22,7 @@ from rnnkit.data.ciphers import SEED_ALPHABET, RandomSymbols, TextWindows, apply
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 from rnnkit.tasks.base import NoOptions, check_inputs, resolve_options
 from rnnkit.train import TrainConfig
 
@@ -30,6 +30,7 @@ from rnnkit.train import TrainConfig
 DEV_STREAM = 1_000_000_007
 TEST_STREAM = 2_000_000_011
 HELDOUT_CHUNK = 500  # held-out messages are drawn in chunks of this size
+MAX_MESSAGE = 100_000  # symbols in one generated message
 
 
 @dataclass
@@ -58,6 +59,15 @@ class CipherDataConfig:
             raise ConfigError(f"bad value {self.unknown!r} for data.unknown (must be in alphabet)")
         if not 1 <= self.min_length <= self.max_length:
             raise ConfigError("data.min_length must be ≥ 1 and ≤ data.max_length")
+        if self.max_length > MAX_MESSAGE:
+            raise ConfigError(
+                f"bad value {self.max_length} for data.max_length (at most {MAX_MESSAGE:,})"
+            )
+        for name in ("train_messages", "eval_messages"):
+            if not 1 <= getattr(self, name) <= 10**9:
+                raise ConfigError(
+                    f"bad value {getattr(self, name)} for data.{name} (from 1 to 10^9)"
+                )
         if self.cipher == "vigenere" and self.key == "fixed":
             bad = sorted(set(self.keyword) - set(self.alphabet))
             if not self.keyword or bad:
@@ -78,6 +88,13 @@ class CipherModelConfig:
     layers: int = 1
     bidirectional: bool = False
     dropout: float = 0.0
+
+    def validate(self) -> None:
+        check_sizes(
+            embedding_dim=self.embedding_dim, hidden_size=self.hidden_size, layers=self.layers
+        )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
 
 
 def _default_train() -> TrainConfig:

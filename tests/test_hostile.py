@@ -1,0 +1,109 @@
+"""Hostile and careless input, one test per kind of case the reliability review found: each
+gets one clear line (exit 2) or a RnnkitError, loses nothing, and does not run away."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import rnnkit
+from rnnkit.errors import ConfigError, InputError, LimitError
+from tests.conftest import TINY, run_cli
+
+
+def one_line(run, *needles: str) -> str:
+    assert run.returncode == 2, (run.stdout, run.stderr)
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def rot13(tiny_models):
+    return tiny_models["cipher"]
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("model.hidden_size=3000000", "model.hidden_size"),
+        ("data.max_length=100000000", "data.max_length"),
+        ("model.embedding_dim=-3", "model.embedding_dim"),
+        ("train.lr=nan", "train.lr"),
+        ("train.max_minutes=nan", "train.max_minutes"),
+        ("data.train_messages=0", "data.train_messages"),
+        ("data.eval_messages=0", "data.eval_messages"),
+        ("train.seed=100000000000000000000", "train.seed"),
+        ("train.metric=acuracy", "acuracy"),
+    ],
+)
+def test_bad_configs_stop_before_anything_runs(override, needle, tmp_path):
+    out = tmp_path / "run"
+    one_line(run_cli("train", "cipher", *TINY, override, "--out", str(out)), needle)
+    assert not (out / "config.json").exists()
+
+
+def test_force_never_deletes_files_rnnkit_did_not_write(tmp_path):
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "own settings"}')
+    (mine / "labels.json").write_text('["mine"]')
+    one_line(run_cli("train", "cipher", *TINY, "--out", str(mine), "--force"), "not written by")
+    assert (mine / "config.json").read_text() == '{"my": "own settings"}'
+    assert (mine / "labels.json").read_text() == '["mine"]'
+
+
+def test_unbounded_requests_are_refused(rot13, tiny_models):
+    model = rnnkit.load(rot13)
+    with pytest.raises(LimitError, match="10,000,000 characters"):
+        model.predict(["A" * 10_000_000])
+    with pytest.raises(InputError, match="not one string"):
+        model.predict("FUVEM")
+    with pytest.raises(InputError, match="NoneType"):
+        model.predict([None])
+    with pytest.raises(ConfigError, match="options.beam"):
+        rnnkit.load(tiny_models["translate"]).predict(["je suis ."], beam=1_000_000)
+    run = run_cli("translate", "--model", str(tiny_models["translate"]), "--beam", "1000000", "x")
+    one_line(run, "options.beam")
+    run = run_cli("decrypt", "--model", str(rot13), "-", stdin="URYYB" * 200_000 + "\n")
+    one_line(run, "1,000,000 characters")
+    run = run_cli("generate", "--model", str(tiny_models["lm"]), "--temperature", "nan")
+    one_line(run, "options.temperature")
+
+
+def test_a_reader_ignores_leftovers_and_writes_nothing(rot13, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(rot13, copy)
+    (copy / "model.safetensors.next").write_bytes(b"half a checkpoint")  # a kill mid-write
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in copy.iterdir())
+    run = run_cli("decrypt", "--model", str(copy), "URYYB")
+    assert run.returncode == 0, run.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in copy.iterdir()) == before
+
+
+def test_text_that_is_not_utf8_text_is_refused(tmp_path):
+    trec = tmp_path / "questions.label"
+    trec.write_bytes("HUM:ind Who wrote Hamlet ?\nLOC:city Where is Lima ?".encode("utf-16"))
+    run = run_cli("train", "classify", "data.format=trec", f"data.train={trec}",
+                  "--out", str(tmp_path / "m"))  # fmt: skip
+    one_line(run, "questions.label:1", "NUL bytes")
+
+
+def test_a_huge_malformed_line_is_not_quoted_whole(tmp_path):
+    data = tmp_path / "train.tsv"
+    data.write_text("animal\tthe dog\n" + "x" * 2_000_000 + "\n")
+    run = run_cli("train", "classify", f"data.train={data}", "--out", str(tmp_path / "m"))
+    line = one_line(run, "train.tsv:2")
+    assert len(line) < 1_000
+
+
+def test_blank_inputs_keep_their_place_in_every_verb(tiny_models):
+    for verb, task in (("translate", "translate"), ("classify", "classify"), ("decrypt", "cipher")):
+        run = run_cli(verb, "--model", str(tiny_models[task]), "--json", "-", stdin="a\n\nb\n")
+        assert run.returncode == 0, run.stderr
+        assert len([json.loads(x) for x in run.stdout.splitlines()]) == 3
