@@ -31,7 +31,7 @@ def test_bad_types_are_refused():
         from_dict(CipherConfig, {"train": {"epochs": "many"}})
     with pytest.raises(ConfigError, match="expected a mapping"):
         from_dict(CipherConfig, {"model": 3})
-    with pytest.raises(ConfigError, match="must be ≥ 1"):
+    with pytest.raises(ConfigError, match="train.epochs .from 1"):
         from_dict(CipherConfig, {"train": {"epochs": 0}})
 
 
