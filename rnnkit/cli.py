@@ -8,7 +8,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rnnkit.errors import RnnkitError
 
@@ -84,10 +84,15 @@ def _add_predict_parser(sub: Any, verb: str, spec: Verb) -> None:
         )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other rnnkit error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"rnnkit: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rnnkit", description="Recurrent sequence models: train, evaluate, use."
-    )
+    parser = _Parser(prog="rnnkit", description="Recurrent sequence models: train, evaluate, use.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model for a task")

@@ -107,3 +107,29 @@ def test_blank_inputs_keep_their_place_in_every_verb(tiny_models):
         run = run_cli(verb, "--model", str(tiny_models[task]), "--json", "-", stdin="a\n\nb\n")
         assert run.returncode == 0, run.stderr
         assert len([json.loads(x) for x in run.stdout.splitlines()]) == 3
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_directory_sound(tmp_path):
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def small_disk():  # every file this process writes stops at 20 kB, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rnnkit", "train", "cipher", *TINY, "--out", str(out)]
+    full = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=small_disk,
+                          env={**os.environ}, timeout=300)  # fmt: skip
+    one_line(full, "File too large")
+    assert not (out / "config.json").exists()  # nothing half-committed
+    again = run_cli("train", "cipher", *TINY, "--out", str(out))
+    assert again.returncode == 0, again.stderr
+    assert not list(out.glob("*.next"))
+
+
+def test_argument_errors_are_one_line():
+    one_line(run_cli("train", "cipher", "--seed", "1e20", "--out", "x"), "--seed")

@@ -32,31 +32,35 @@ def read_vectors(
     except OSError as err:
         raise DataError(f"cannot read word vectors ({err.strerror})", str(path)) from None
     with handle:
-        for number, line in enumerate(handle, 1):
-            parts = line.rstrip("\r\n").rstrip(" ")
-            # Once the width is known, split from the right: some files (GloVe 840B) have
-            # words that contain spaces.
-            parts = parts.split(" ") if dim is None else parts.rsplit(" ", dim)
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                dim = int(parts[1])  # the word2vec header
-                continue
-            if len(parts) < 2:
-                if not line.strip():
+        number = 0
+        try:
+            for number, line in enumerate(handle, 1):
+                parts = line.rstrip("\r\n").rstrip(" ")
+                # Once the width is known, split from the right: some files (GloVe 840B) have
+                # words that contain spaces.
+                parts = parts.split(" ") if dim is None else parts.rsplit(" ", dim)
+                if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    dim = int(parts[1])  # the word2vec header
                     continue
-                raise DataError("expected a word followed by numbers", str(path), number)
-            if dim is None:
-                dim = len(parts) - 1
-            if len(parts) - 1 != dim:
-                raise DataError(
-                    f"vector has {len(parts) - 1} numbers, expected {dim}", str(path), number
-                )
-            if keep is not None and (parts[0].lower() if fold_case else parts[0]) not in keep:
-                continue
-            try:
-                rows.append([float(x) for x in parts[1:]])
-            except ValueError:
-                raise DataError("a vector entry is not a number", str(path), number) from None
-            words.append(parts[0])
+                if len(parts) < 2:
+                    if not line.strip():
+                        continue
+                    raise DataError("expected a word followed by numbers", str(path), number)
+                if dim is None:
+                    dim = len(parts) - 1
+                if len(parts) - 1 != dim:
+                    raise DataError(
+                        f"vector has {len(parts) - 1} numbers, expected {dim}", str(path), number
+                    )
+                if keep is not None and (parts[0].lower() if fold_case else parts[0]) not in keep:
+                    continue
+                try:
+                    rows.append([float(x) for x in parts[1:]])
+                except ValueError:
+                    raise DataError("a vector entry is not a number", str(path), number) from None
+                words.append(parts[0])
+        except UnicodeDecodeError:  # lines decode one by one as they are read
+            raise DataError("not UTF-8 text", str(path), number + 1) from None
     if dim is None:
         raise DataError("no vectors in file", str(path))
     return words, torch.tensor(rows, dtype=torch.float32).reshape(len(rows), dim)
