@@ -217,13 +217,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         if value is not None and value is not False:  # `0 in (None, False)` is True
             extra = merge(extra, {"train": {key: value}})
     from rnnkit import checkpoint as ckpt
+    from rnnkit.runtime import rank
 
+    # Under torchrun only rank 0 owns the directory: it takes the lock, checks and clears it.
+    main_process = rank() == 0
     if args.resume:
         if args.config or args.out or args.force:
             raise RnnkitError("--resume continues a run as it was: drop --config, --out, --force")
         out = Path(args.resume)
         ckpt.read_model_config(out)  # a clear error for a directory that is no model
-        ckpt.acquire_writer(out)  # held until the process ends; a second writer is refused
+        if main_process:
+            ckpt.acquire_writer(out)  # held until the process ends; a second writer is refused
         stored = ckpt.read_model_config(out)
         if stored["task"] != args.task:
             raise RnnkitError(f"{out} holds a '{stored['task']}' run, not '{args.task}'")
@@ -235,8 +239,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if out.exists() and not out.is_dir():
             raise RnnkitError(f"--out {out} is a file, not a directory")
         # The lock first, then the check: two runs started together cannot both pass it.
-        ckpt.acquire_writer(out)
-        if (out / "config.json").exists() and not args.force:
+        if main_process:
+            ckpt.acquire_writer(out)
+        if main_process and (out / "config.json").exists() and not args.force:
             raise RnnkitError(f"{out} already holds a model (use --resume or --force)")
         base = read_yaml(args.config) if args.config else {}
         base.setdefault("task", args.task)
@@ -249,10 +254,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if Vocab.load(out / "vocab.json") != task.vocab:
             raise RnnkitError(f"the training data changed since {out} was started (vocabulary)")
-    if not args.resume and out.exists() and args.force:
+    if main_process and not args.resume and out.exists() and args.force:
         _clear_run(out)
     trainer = Trainer(task, config.train, out)
     summary = trainer.fit(resume=bool(args.resume))
+    if not main_process:
+        return 0
     if summary["best"] is None:
         raise RnnkitError(
             f"no epoch gave a finite dev {summary['metric']} ({summary['steps']} steps); "

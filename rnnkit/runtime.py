@@ -46,3 +46,25 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 def rank() -> int:
     """This process's rank under torchrun (0 when run alone); only rank 0 writes files."""
     return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    """How many processes train together under torchrun (1 when run alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    """This process's index on its own machine (picks its GPU)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_distributed(device: torch.device) -> None:
+    """Join the process group torchrun set up: NCCL between GPUs, gloo on CPUs."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)

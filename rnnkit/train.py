@@ -29,7 +29,14 @@ from rnnkit import checkpoint as ckpt
 from rnnkit.config import to_dict
 from rnnkit.data.batching import move
 from rnnkit.errors import ConfigError, DivergedError, ModelDirError
-from rnnkit.runtime import pick_device, rank, seed_everything
+from rnnkit.runtime import (
+    init_distributed,
+    local_rank,
+    pick_device,
+    rank,
+    seed_everything,
+    world_size,
+)
 from rnnkit.tasks.base import metric_goal
 
 
@@ -64,6 +71,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = epoch ends)
     progress: bool = True  # progress bar (shown on terminals only)
     plot_every_s: float = 30.0  # redraw curve.png at most this often during training
+    tensorboard: str = ""  # a directory for TensorBoard scalars (rank 0 only); "" = none
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -87,6 +95,28 @@ class TrainConfig:
                 raise ConfigError(f"bad value {value} for train.{name} (> 0, or null for none)")
         if not 0 < self.plateau_factor <= 1:
             raise ConfigError(f"bad value {self.plateau_factor} for train.plateau_factor")
+
+
+class _LossOf(torch.nn.Module):
+    """``model.loss`` as a forward pass, so that DistributedDataParallel sees it run."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.model.loss(batch)
+
+
+def loss_terms(batch: dict[str, Any]) -> int:
+    """How many terms a batch's mean loss averages: its target tokens where a mask says
+    (``target_mask``, else ``mask``), else its rows. Weighting each process's mean by this
+    makes the average over processes the mean over the whole global batch."""
+    for key in ("target_mask", "mask"):
+        if isinstance(batch.get(key), torch.Tensor):
+            return int(batch[key].sum())
+    first = next(v for v in batch.values() if isinstance(v, torch.Tensor))
+    return int(first.shape[0])
 
 
 @dataclass
@@ -118,9 +148,13 @@ class Trainer:
         self.task = task
         self.config = config
         self.out_dir = Path(out_dir)
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.is_main = rank() == 0
+        self.rank, self.world = rank(), world_size()
+        self.is_main = self.rank == 0
+        shown = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = shown if self.is_main else (lambda msg: None)  # one voice: rank 0's
         self.device = pick_device(config.device)
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", local_rank())
         self.metric = config.metric or task.default_metric
         # The task names its metrics and their directions, so a misspelt train.metric stops
         # the run here, before any data is read or any epoch runs.
@@ -130,6 +164,27 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         self.state = _State()
         self._last_plot = time.perf_counter()  # first plot after plot_every_s, and at the end
+        self.ddp: torch.nn.Module | None = None
+        if self.world > 1:
+            init_distributed(self.device)
+            from torch.nn.parallel import DistributedDataParallel
+
+            # A model whose steps may leave some parameters out (the adaptive softmax's
+            # clusters, an autoencoder's second decoder) says so; DDP must then look for them.
+            self.ddp = DistributedDataParallel(
+                _LossOf(self.model),
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(getattr(self.model, "skips_parameters", False)),
+            )
+        self.board = None
+        if config.tensorboard and self.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError(
+                    "train.tensorboard needs the tensorboard package (pip install tensorboard)"
+                ) from None
+            self.board = SummaryWriter(config.tensorboard)
 
     # ----------------------------------------------------------------- set-up
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -261,7 +316,15 @@ class Trainer:
         c = self.config
         seed_everything(c.seed, c.deterministic)
         if resume:
+            if self.world > 1 and not self.is_main:
+                import torch.distributed as dist
+
+                dist.barrier()  # rank 0 brings the directory to one checkpoint first
             self.restore()
+            if self.world > 1 and self.is_main:
+                import torch.distributed as dist
+
+                dist.barrier()
         if self.state.finished:
             self.log(f"{self.out_dir}: training already finished at step {self.state.step}")
             return self._summary(0.0)
@@ -271,7 +334,7 @@ class Trainer:
         stop = False
         while self.state.epoch < c.epochs and not stop:
             epoch = self.state.epoch + 1
-            batches = self.task.train_batches(epoch)
+            batches = self.task.train_batches(epoch, self.rank, self.world)
             total = self._total_steps(len(batches))
             self.model.train()
             bar = tqdm(
@@ -286,14 +349,14 @@ class Trainer:
             for i, batch in enumerate(batches):
                 if i < self.state.batch_in_epoch:
                     continue  # already trained on before the run was interrupted
-                minutes = (elapsed_before + time.perf_counter() - started) / 60
+                minutes = self._agreed((elapsed_before + time.perf_counter() - started) / 60)
                 lr = self._lr_at(self.state.step, total, minutes)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 batch = move(batch, self.device)
+                step_started = time.perf_counter()
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                    loss = self.model.loss(batch)
-                value = float(loss.detach())
+                    loss, value = self._loss(batch)
                 if not math.isfinite(value):
                     # Stop before the broken weights reach a checkpoint: the files on disk
                     # stay those of the last finished epoch, and --resume starts from there.
@@ -303,6 +366,7 @@ class Trainer:
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                norm = None
                 if c.clip_norm:
                     norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
                     if not math.isfinite(float(norm)):  # clipping cannot mend inf or NaN
@@ -312,6 +376,8 @@ class Trainer:
                         )
                 self.optimizer.step()
                 self.state.step += 1
+                if self.board is not None:
+                    self._board_step(value, lr, norm, batch, time.perf_counter() - step_started)
                 self.state.batch_in_epoch = i + 1
                 self.state.loss_sum += value
                 bar.update(1)
@@ -320,7 +386,8 @@ class Trainer:
                     stop = True
                     break
                 if c.max_minutes is not None and (
-                    elapsed_before + time.perf_counter() - started >= 60 * c.max_minutes
+                    self._agreed(elapsed_before + time.perf_counter() - started)
+                    >= 60 * c.max_minutes
                 ):
                     stop = True
                     break
@@ -331,7 +398,49 @@ class Trainer:
         self.state.finished = True
         self.save()
         self.plot(force=True)
+        if self.board is not None:
+            self.board.close()
         return self._summary(time.perf_counter() - started)
+
+    # ------------------------------------------------------------ processes
+    def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, float]:
+        """The loss to differentiate and the global batch's mean loss as a number.
+
+        Under several processes each one's mean is weighted by its share of the global
+        batch's loss terms (see :func:`loss_terms`): DDP then averages the gradients to those
+        of the global mean, and every process sees the same value (and so takes the same
+        decision on a non-finite loss).
+        """
+        if self.ddp is None:
+            loss = self.model.loss(batch)
+            return loss, float(loss.detach())
+        import torch.distributed as dist
+
+        own = loss_terms(batch)
+        loss = self.ddp(batch)
+        sums = torch.tensor([own, float(loss.detach()) * own], dtype=torch.float64)
+        dist.all_reduce(sums.to(self.device) if self.device.type == "cuda" else sums)
+        total, loss_sum = float(sums[0]), float(sums[1])
+        return loss * (own * self.world / total), loss_sum / total
+
+    def _agreed(self, value: float) -> float:
+        """Rank 0's value on every process: clocks differ, decisions taken on them must not."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        shared = [value]
+        dist.broadcast_object_list(shared, src=0)
+        return shared[0]
+
+    def _board_step(self, loss: float, lr: float, norm: Any, batch: dict, seconds: float) -> None:
+        step = self.state.step
+        self.board.add_scalar("train/loss", loss, step)
+        self.board.add_scalar("train/lr", lr, step)
+        if norm is not None:
+            self.board.add_scalar("train/grad_norm", float(norm), step)
+        if seconds > 0:  # this process's loss terms (tokens or examples) per second
+            self.board.add_scalar("train/terms_per_s", loss_terms(batch) / seconds, step)
 
     def _end_epoch(self, epoch: int, started: float, elapsed_before: float) -> bool:
         """Evaluate, keep the best model, checkpoint, log; True when training should stop."""
@@ -340,6 +449,15 @@ class Trainer:
         with torch.no_grad():
             metrics = self.task.evaluate()
         self.model.train()
+        if self.world > 1:  # one set of numbers, hence one early-stopping decision, for all
+            import torch.distributed as dist
+
+            shared = [metrics]
+            dist.broadcast_object_list(shared, src=0)
+            metrics = shared[0]
+        if self.board is not None:
+            for name, value in metrics.items():
+                self.board.add_scalar(f"dev/{name}", value, epoch)
         if self.metric not in metrics:
             raise ConfigError(
                 f"bad value {self.metric!r} for train.metric (choices: {', '.join(metrics)})"

@@ -64,9 +64,13 @@ class Task(Protocol):
         """The dev metric that picks the best checkpoint unless ``train.metric`` says otherwise."""
         ...
 
-    def train_batches(self, epoch: int) -> Iterable[dict[str, Any]]:
+    def train_batches(
+        self, epoch: int, rank: int = 0, world_size: int = 1
+    ) -> Iterable[dict[str, Any]]:
         """The batches of one epoch: a deterministic function of ``train.seed`` and ``epoch``,
-        so that a resumed run sees the data an uninterrupted one would have seen."""
+        so that a resumed run sees the data an uninterrupted one would have seen. Under
+        several processes, process ``rank`` of ``world_size`` gets its share of each global
+        batch (see :func:`shard`), so every process takes the same number of steps."""
         ...
 
     def evaluate(self, split: str = "dev") -> dict[str, float]:
@@ -176,6 +180,15 @@ def resolve_options(task: Any, options: Any = None, **overrides: Any) -> Any:
     return resolved
 
 
+# --------------------------------------------------------------------------- training
+def shard(order: Sequence[Sequence[int]], rank: int, world_size: int) -> list[list[int]]:
+    """Process ``rank``'s share of each global batch of example indices: every
+    ``world_size``-th example, starting at ``rank``. A batch smaller than ``world_size`` (an
+    epoch's last, at most) is left out on every process alike, so that no process waits for a
+    step another will never take."""
+    return [list(rows[rank::world_size]) for rows in order if len(rows) >= world_size]
+
+
 # ---------------------------------------------------------------------------- inputs
 @dataclass
 class Limits:
@@ -269,6 +282,7 @@ __all__ = [
     "resolve_options",
     "check_inputs",
     "check_option_bounds",
+    "shard",
     "metric_goal",
     "options_schema",
 ]

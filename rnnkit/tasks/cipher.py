@@ -148,22 +148,27 @@ class CipherNet(nn.Module):
 class _EpochBatches:
     """One epoch of freshly generated batches, the same every time for the same epoch."""
 
-    def __init__(self, task: CipherTask, seed: int):
+    def __init__(self, task: CipherTask, seed: int, rank: int = 0, world_size: int = 1):
         self.task = task
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
         c = task.config
         self.sizes = [c.train.batch_size] * (c.data.train_messages // c.train.batch_size)
         if c.data.train_messages % c.train.batch_size:
             self.sizes.append(c.data.train_messages % c.train.batch_size)
 
     def __len__(self) -> int:
-        return len(self.sizes)
+        return sum(size >= self.world_size for size in self.sizes)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        # Every process draws every global batch (the draws must stay in step) and keeps its
+        # share of the rows, as base.shard does with example indices.
         generator = torch.Generator().manual_seed(self.seed)
         source = self.task.source("train")
         for size in self.sizes:
-            yield self.task.make_batch(source, size, generator)
+            batch = self.task.make_batch(source, size, generator)
+            if size >= self.world_size:
+                yield {k: v[self.rank :: self.world_size] for k, v in batch.items()}
 
 
 class CipherTask:
@@ -245,8 +250,9 @@ class CipherTask:
             "mask": mask,
         }
 
-    def train_batches(self, epoch: int) -> _EpochBatches:
-        return _EpochBatches(self, seed=self.config.train.seed * 7919 + epoch * 104_729 + 17)
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _EpochBatches:
+        seed = self.config.train.seed * 7919 + epoch * 104_729 + 17
+        return _EpochBatches(self, seed, rank, world_size)
 
     def heldout_batches(self, split: str) -> list[dict[str, torch.Tensor]]:
         """The fixed dev or test messages: the same whatever the model or its batch size."""

@@ -29,7 +29,7 @@ from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 from rnnkit.nn.pooling import Pooling, PoolingKind
-from rnnkit.tasks.base import check_inputs, option, resolve_options
+from rnnkit.tasks.base import check_inputs, option, resolve_options, shard
 from rnnkit.train import TrainConfig
 
 
@@ -422,12 +422,13 @@ class ClassifyTask:
         words, mask = pad(encoded)
         return {"words": words, "mask": mask}
 
-    def train_batches(self, epoch: int) -> _Epoch:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
         encoded, _ = self.encoded("train")
         generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
         # Similar lengths share a batch for the recurrent model; a bag has no length.
         lengths = [0 if self.bow else len(ids) for ids in encoded]
-        return _Epoch(self, bucket_batches(lengths, self.config.train.batch_size, True, generator))
+        order = bucket_batches(lengths, self.config.train.batch_size, True, generator)
+        return _Epoch(self, shard(order, rank, world_size))
 
     # ------------------------------------------------------------ prediction
     @torch.no_grad()

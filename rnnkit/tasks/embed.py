@@ -374,7 +374,12 @@ class EmbedTask:
             batch["negatives"] = ctx.draw_negatives(self.table, shape, g)
         return batch
 
-    def train_batches(self, epoch: int) -> _Epoch:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
+        if world_size > 1:
+            raise ConfigError(
+                "the embed task cannot train on several processes: its sparse embedding "
+                "updates have no DistributedDataParallel path; run it as one process"
+            )
         g = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
         return _Epoch(self, self.plan(*self.corpus, g), g)
 

@@ -112,6 +112,8 @@ class LanguageModel(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.adaptive = None
         self.proj = None
+        # The adaptive softmax leaves the clusters of absent words out of a step's graph.
+        self.skips_parameters = c.adaptive_softmax
         if c.adaptive_softmax:
             cutoffs = [x for x in c.cutoffs if 0 < x < vocab_size - 1]
             if not cutoffs:
@@ -279,11 +281,18 @@ class LMTask:
             self._ids[split] = torch.tensor(self.vocab.encode(self._tokens(split)))
         return self._ids[split]
 
-    def train_batches(self, epoch: int) -> _Windows:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Windows:
         d = self.config.data
         if "train_rows" not in self._ids:
             self._ids["train_rows"] = as_streams(self.ids("train"), self.config.train.batch_size)
         rows = self._ids["train_rows"]
+        if world_size > 1:  # each process reads its own streams, the same ones every epoch
+            if rows.shape[0] < world_size:
+                raise ConfigError(
+                    f"train.batch_size {rows.shape[0]} is smaller than the {world_size} "
+                    "processes: each needs a stream of its own"
+                )
+            rows = rows[rank::world_size]
         offset = 0
         if d.random_offset:
             # Never past the last predictable position, or a short text's epoch would be empty.

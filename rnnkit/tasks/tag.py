@@ -28,7 +28,7 @@ from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.embeddings import CharFeatures, CharKind
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
-from rnnkit.tasks.base import NoOptions, check_inputs, resolve_options
+from rnnkit.tasks.base import NoOptions, check_inputs, resolve_options, shard
 from rnnkit.train import TrainConfig
 
 _SEPARATORS = {"whitespace": None, "tab": "\t", "space": " "}
@@ -335,11 +335,12 @@ class TagTask:
             batch["tags"], _ = pad(ids)
         return batch
 
-    def train_batches(self, epoch: int) -> _Epoch:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
         train = self.sentences("train")
         generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
         lengths = [len(s.tokens) for s in train]
-        return _Epoch(self, bucket_batches(lengths, self.config.train.batch_size, True, generator))
+        order = bucket_batches(lengths, self.config.train.batch_size, True, generator)
+        return _Epoch(self, shard(order, rank, world_size))
 
     # ------------------------------------------------------------ prediction
     @torch.no_grad()

@@ -44,7 +44,7 @@ from rnnkit.nn.attention import AttentionKind
 from rnnkit.nn.decoder import AttentionDecoder, DecoderRnn, State
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 from rnnkit.nn.search import Hypotheses, beam_search, greedy_search
-from rnnkit.tasks.base import check_inputs, option, resolve_options
+from rnnkit.tasks.base import check_inputs, option, resolve_options, shard
 from rnnkit.train import TrainConfig
 
 MAX_BEAM = 64  # a wider beam multiplies memory and time for no measurable gain here
@@ -197,6 +197,8 @@ class Seq2Seq(nn.Module):
             **options,
         )  # fmt: skip
         self.reconstruct: AttentionDecoder | None = None
+        # Autoencoder steps leave the translation decoder out, translation steps the other.
+        self.skips_parameters = autoencoder
         if autoencoder:
             self.reconstruct = AttentionDecoder(
                 sources, c.source_dim, c.decoder_size, memory, memory, **options
@@ -424,13 +426,13 @@ class TranslateTask:
             batch["autoencode"] = autoencode
         return batch
 
-    def train_batches(self, epoch: int) -> _Epoch:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
         train = self.pairs("train")
         generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
         autoencode = epoch <= self.config.train.autoencoder_epochs
         lengths = [len(p.source.split()) if autoencode else len(p.target.split()) for p in train]
         order = bucket_batches(lengths, self.config.train.batch_size, True, generator)
-        return _Epoch(self, order, autoencode)
+        return _Epoch(self, shard(order, rank, world_size), autoencode)
 
     # ------------------------------------------------------------ prediction
     def _limits(self, batch: dict[str, Any]) -> torch.Tensor:
