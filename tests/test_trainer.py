@@ -7,7 +7,7 @@ from rnnkit.config import from_dict, parse_overrides
 from rnnkit.tasks.cipher import CipherConfig, CipherTask
 from rnnkit.train import Trainer
 
-from .conftest import TINY
+from .conftest import TINY, run_cli
 
 
 def _task(*extra: str) -> CipherTask:
@@ -135,3 +135,20 @@ def test_cpu_amp_trains_under_bfloat16_autocast_and_keeps_float32_weights(tmp_pa
     assert torch.bfloat16 in seen  # the training steps ran under autocast
     assert summary["best"] > 0.99
     assert all(p.dtype == torch.float32 for p in task.model.parameters())
+
+
+def test_tensorboard_scalars_for_every_step_and_dev_metric(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = tmp_path / "board"
+    run = run_cli("train", "cipher", *TINY, f"train.tensorboard={board}", "--out",
+                  str(tmp_path / "m"))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    events = EventAccumulator(str(board))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/terms_per_s"} <= tags
+    assert {"dev/char_accuracy", "dev/message_accuracy", "dev/loss"} <= tags
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) == 3 * 64
+    assert [e.step for e in events.Scalars("dev/char_accuracy")] == [1, 2, 3]
