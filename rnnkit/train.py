@@ -64,7 +64,8 @@ class TrainConfig:
     seed: int = 1
     deterministic: bool = False
     device: str = "auto"
-    amp: bool = True  # bfloat16 autocast on CUDA; ignored elsewhere
+    amp: bool = True  # autocast on CUDA: bfloat16, or float16 with loss scaling where the GPU
+    # has no bfloat16; ignored elsewhere
     # bfloat16 autocast on the CPU as well: fast where the CPU has native bf16 (AVX512-BF16
     # or AMX), slower where it has not; off by default because it changes the numbers.
     cpu_amp: bool = False
@@ -72,6 +73,7 @@ class TrainConfig:
     progress: bool = True  # progress bar (shown on terminals only)
     plot_every_s: float = 30.0  # redraw curve.png at most this often during training
     tensorboard: str = ""  # a directory for TensorBoard scalars (rank 0 only); "" = none
+    compile: bool = False  # torch.compile the training step (pays off on GPUs, rarely on CPUs)
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -176,6 +178,11 @@ class Trainer:
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=bool(getattr(self.model, "skips_parameters", False)),
             )
+        # The step's loss: the model's own, through DDP's wrapper under several processes,
+        # compiled when asked (the first steps then pay for compilation).
+        self.step_loss = self.ddp if self.ddp is not None else self.model.loss
+        if config.compile:
+            self.step_loss = torch.compile(self.step_loss)
         self.board = None
         if config.tensorboard and self.is_main:
             try:
@@ -331,6 +338,10 @@ class Trainer:
         started = time.perf_counter()
         elapsed_before = self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
         autocast = c.amp if self.device.type == "cuda" else c.cpu_amp and self.device.type == "cpu"
+        half = self._half_dtype()
+        # float16 has too little range for raw gradients: scale the loss, unscale before
+        # clipping, and skip steps whose gradients overflowed (bfloat16 needs none of this).
+        scaler = torch.amp.GradScaler("cuda", enabled=autocast and half == torch.float16)
         stop = False
         while self.state.epoch < c.epochs and not stop:
             epoch = self.state.epoch + 1
@@ -355,7 +366,7 @@ class Trainer:
                     group["lr"] = lr
                 batch = move(batch, self.device)
                 step_started = time.perf_counter()
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                with torch.autocast(self.device.type, dtype=half, enabled=autocast):
                     loss, value = self._loss(batch)
                 if not math.isfinite(value):
                     # Stop before the broken weights reach a checkpoint: the files on disk
@@ -365,16 +376,20 @@ class Trainer:
                         f"(epoch {epoch}); lower train.lr or set train.clip_norm"
                     )
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(self.optimizer)
                 norm = None
                 if c.clip_norm:
                     norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
-                    if not math.isfinite(float(norm)):  # clipping cannot mend inf or NaN
+                    # Clipping cannot mend inf or NaN; under float16 loss scaling an overflow
+                    # is expected now and then, and the scaler skips that step itself.
+                    if not math.isfinite(float(norm)) and not scaler.is_enabled():
                         raise DivergedError(
                             f"training diverged: the gradient norm is {float(norm)} at step "
                             f"{self.state.step + 1} (epoch {epoch}); lower train.lr"
                         )
-                self.optimizer.step()
+                scaler.step(self.optimizer)
+                scaler.update()
                 self.state.step += 1
                 if self.board is not None:
                     self._board_step(value, lr, norm, batch, time.perf_counter() - step_started)
@@ -403,6 +418,11 @@ class Trainer:
         return self._summary(time.perf_counter() - started)
 
     # ------------------------------------------------------------ processes
+    def _half_dtype(self) -> torch.dtype:
+        if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return torch.float16
+        return torch.bfloat16
+
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, float]:
         """The loss to differentiate and the global batch's mean loss as a number.
 
@@ -412,12 +432,12 @@ class Trainer:
         decision on a non-finite loss).
         """
         if self.ddp is None:
-            loss = self.model.loss(batch)
+            loss = self.step_loss(batch)
             return loss, float(loss.detach())
         import torch.distributed as dist
 
         own = loss_terms(batch)
-        loss = self.ddp(batch)
+        loss = self.step_loss(batch)
         sums = torch.tensor([own, float(loss.detach()) * own], dtype=torch.float64)
         dist.all_reduce(sums.to(self.device) if self.device.type == "cuda" else sums)
         total, loss_sum = float(sums[0]), float(sums[1])

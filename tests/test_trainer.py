@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+from rnnkit import checkpoint as ckpt
 from rnnkit.config import from_dict, parse_overrides
 from rnnkit.tasks.cipher import CipherConfig, CipherTask
 from rnnkit.train import Trainer
@@ -152,3 +153,16 @@ def test_tensorboard_scalars_for_every_step_and_dev_metric(tmp_path):
     steps = [e.step for e in events.Scalars("train/loss")]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) == 3 * 64
     assert [e.step for e in events.Scalars("dev/char_accuracy")] == [1, 2, 3]
+
+
+def test_compiled_training_step_matches_eager(tmp_path):
+    runs = {}
+    for mode in ("false", "true"):
+        out = tmp_path / mode
+        run = run_cli("train", "cipher", *TINY, "train.max_steps=6", f"train.compile={mode}",
+                      "--deterministic", "--out", str(out))  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        runs[mode] = ckpt.read_tensors(out / "trainer.safetensors")
+    eager, compiled = runs["false"], runs["true"]
+    for name in (k for k in eager if k.startswith("model.")):
+        assert torch.allclose(eager[name], compiled[name], atol=1e-5), name
