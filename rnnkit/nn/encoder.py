@@ -66,6 +66,10 @@ class RecurrentEncoder(nn.Module):
         padded positions, and the final state (``h`` or ``(h, c)``, each
         ``(layers * directions, batch, hidden_size)``).
         """
+        if x.is_cuda:
+            # cuDNN's fused kernel wants the weights in one contiguous block; after a move,
+            # a reload or DDP's broadcast they may not be (a no-op when they are).
+            self.rnn.flatten_parameters()
         if mask is None or bool(mask.all()):
             return self.rnn(x, state)
         lengths = mask.sum(dim=1).clamp(min=1).cpu()
