@@ -146,10 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per query")
 
     from rnnkit.datasets import add_data_parser
+    from rnnkit.export import add_export_parser
     from rnnkit.serve.command import add_serve_parser
 
     add_data_parser(sub)
     add_serve_parser(sub)
+    add_export_parser(sub)
 
     p = sub.add_parser("demo", help="train the seed's ROT13 cipher model and decrypt with it")
     p.add_argument("--out", default="runs/cipher-demo")
@@ -511,6 +513,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from rnnkit.export import cmd_export as run
+
+    return run(args)
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from rnnkit.datasets import cmd_data as run
 
@@ -561,5 +569,6 @@ COMMANDS = {
     "analogy": cmd_analogy,
     "data": cmd_data,
     "serve": cmd_serve,
+    "export": cmd_export,
     "demo": cmd_demo,
 }

@@ -1,0 +1,404 @@
+"""Benchmark: the ONNX export in onnxruntime against the PyTorch model it came from.
+
+What it measures: for the tagger and the cipher model, each is exported with
+``rnnkit.export.export_onnx`` (the parity check on) into a temporary directory, loaded in an
+``onnxruntime.InferenceSession`` (CPU provider, default graph optimisations), and both sides
+answer the same prebuilt batches, in one process, on the CPU:
+
+* **PyTorch**: the task's own decoding path, under ``torch.no_grad()``: ``Tagger.decode(batch)``
+  (packed BiLSTM encoder, then Viterbi for a CRF head) and ``CipherNet.decode(ids, mask)``.
+* **onnxruntime**: ``session.run`` on the same tensors as numpy arrays: the exported graph,
+  Viterbi included, returns the same ids.
+
+Batches: 1 and 64 inputs (``--batches``). Tagger inputs are short English sentences with
+people and places (4-12 words), cycled to fill a batch and tensorised once by
+``TagTask.make_batch``; cipher inputs are ROT13 ciphertexts of 16-32 symbols (in the model's
+alphabet), padded once. The batch of 1 is one mid-length input. Before timing, both sides'
+ids are compared (they must be equal). Each case then gets ``--warmup`` untimed calls and
+``--repeats`` timed calls (``time.perf_counter``) in interleaved rounds (one PyTorch call,
+then one onnxruntime call), so drifting machine load hits both alike. Reported: the median
+milliseconds per batch for each side, and the speed-up of onnxruntime (PyTorch ms /
+onnxruntime ms). Tensorising the text is left out on both sides.
+
+Threads: ``--threads N`` sets torch's intra-op threads and onnxruntime's
+``intra_op_num_threads`` alike (default: torch's default, and the same number for
+onnxruntime); onnxruntime runs with one inter-op thread. Both are stated in the report.
+
+Models: by default the tiny models of the tests (``tests/tiny.py``), trained in a few seconds
+into a temporary directory; ``--tagger DIR`` and ``--cipher DIR`` bench real trained models.
+
+Run from the repository root, on an otherwise idle machine (the report says how much CPU other
+processes used)::
+
+    .venv/bin/python bench/export.py                    # tiny models, under a minute
+    .venv/bin/python bench/export.py --tagger runs/uner-ner --cipher runs/rot13
+    .venv/bin/python bench/export.py --publish          # also append to bench/RESULTS.md
+    .venv/bin/python bench/export.py --quick            # smoke run, a few seconds
+
+The markdown report goes to stdout, progress to stderr. Needs onnx and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shlex
+import statistics
+import string
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from machine import contention as machine_contention
+from machine import cpu_model, cpu_ticks, others_share, publish
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "RESULTS.md"
+MODELS = {"tagger": "tag", "cipher": "cipher"}  # report name → task
+# Flag values that --quick changes (each may still be given explicitly).
+FULL = {"warmup": 20, "repeats": 200}
+QUICK = {"warmup": 3, "repeats": 20}
+BUSY_SHARE = 0.05  # other processes busier than this share of the CPU make timings suspect
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------- inputs
+def tagger_sentences() -> list[list[str]]:
+    """Short English sentences with people and places (4-12 tokens)."""
+    people = ["Elena Annason", "Boris Carlason", "Anna Faridson", "Dmitri"]
+    places = ["Paris", "Lima", "Oslo", "Quito", "Hanoi"]
+    frames = [
+        "the man saw {p} in {l}",
+        "we went to {l} and then left",
+        "{p} went to {l} yesterday",
+        "yesterday we saw {p} in {l} and then left to {m}",
+        "then {p} left {l}",
+    ]
+    out = []
+    for i, frame in enumerate(frames):
+        for j, person in enumerate(people):
+            place, other = places[(i + j) % len(places)], places[(i + 2 * j + 1) % len(places)]
+            out.append(frame.format(p=person, l=place, m=other).split())
+    return out
+
+
+def cipher_texts(alphabet: str) -> list[str]:
+    """ROT13 ciphertexts of 16-32 symbols, written in ``alphabet`` (unknown symbols as its
+    last character, as rnnkit's normalisation does with ``-`` for the seed's alphabet)."""
+    import random
+
+    from rnnkit.data.ciphers import normalise
+
+    words = (
+        "THIS IS A SECRET MESSAGE MEET ME AT THE OLD BRIDGE AFTER DARK BRING THE MAP AND "
+        "TELL NO ONE THE PLAN CHANGED WAIT FOR MY SIGNAL NORTH GATE AT NOON"
+    ).split()
+    upper = string.ascii_uppercase
+    rot13 = str.maketrans(upper, upper[13:] + upper[:13])
+    unknown = "-" if "-" in alphabet else alphabet[-1]
+    rng = random.Random(13)
+    out: list[str] = []
+    while len(out) < 64:
+        target = rng.randint(16, 32)
+        plain = rng.choice(words)
+        while len(plain) < target:
+            plain += "-" + rng.choice(words)
+        if len(plain) <= 32:
+            out.append(normalise(plain.translate(rot13), alphabet, unknown))
+    return out
+
+
+# ---------------------------------------------------------------------------------- models
+def train_tiny_model(task: str, root: Path) -> Path:
+    """A tiny ``task`` model trained by ``tests/tiny.py`` under ``root``; its directory."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))  # so that ``tests`` imports when run as bench/export.py
+    from tests.tiny import train_tiny
+
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # keep the report alone on stdout
+        model = train_tiny(task, root)
+    progress(f"trained a tiny {task} model in {time.perf_counter() - started:.1f} s: {model}")
+    return model
+
+
+def model_dirs(args: argparse.Namespace, scratch: Path) -> dict[str, Path]:
+    given = {"tagger": args.tagger, "cipher": args.cipher}
+    found = {}
+    for name, task in MODELS.items():
+        if given[name] is None:
+            found[name] = train_tiny_model(task, scratch / task)
+            continue
+        path = Path(given[name]).expanduser().resolve()
+        if not (path / "config.json").is_file():
+            raise SystemExit(f"--{name} {path}: not a model directory (no config.json)")
+        found[name] = path
+    return found
+
+
+# ---------------------------------------------------------------------------------- timing
+@dataclass
+class Case:
+    """One model at one batch size: both sides' calls and their timings."""
+
+    model: str
+    batch: int
+    tokens: int  # real tokens (words or symbols) in the batch
+    run_torch: Callable[[], Any]
+    run_ort: Callable[[], Any]
+    torch_s: list[float] = field(default_factory=list)
+    ort_s: list[float] = field(default_factory=list)
+
+    @property
+    def torch_ms(self) -> float:
+        return statistics.median(self.torch_s) * 1e3
+
+    @property
+    def ort_ms(self) -> float:
+        return statistics.median(self.ort_s) * 1e3
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def ort_session(path: str, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def tagger_cases(task: Any, path: str, sizes: list[int], threads: int) -> list[Case]:
+    session = ort_session(path, threads)
+    names = [i.name for i in session.get_inputs()]
+    sentences = tagger_sentences()
+    by_length = sorted(sentences, key=len)
+    cases = []
+    for size in sizes:
+        rows = [by_length[len(by_length) // 2]] if size == 1 else _cycle(sentences, size)
+        batch = task.make_batch(rows, with_tags=False)
+        feeds = {n: batch[n].numpy() for n in names}
+
+        def run_torch(batch: dict = batch) -> Any:
+            with torch.no_grad():
+                return task.model.decode(batch)
+
+        def run_ort(feeds: dict = feeds) -> Any:
+            return session.run(["tags"], feeds)[0]
+
+        _same("tagger", size, run_torch().numpy(), run_ort())
+        tokens = int(batch["mask"].sum())
+        cases.append(Case("tagger", size, tokens, run_torch, run_ort))
+    return cases
+
+
+def cipher_cases(task: Any, path: str, sizes: list[int], threads: int) -> list[Case]:
+    from rnnkit.data.batching import pad
+
+    session = ort_session(path, threads)
+    texts = cipher_texts(task.alphabet)
+    by_length = sorted(texts, key=len)
+    cases = []
+    for size in sizes:
+        rows = [by_length[len(by_length) // 2]] if size == 1 else _cycle(texts, size)
+        ids, mask = pad([task.vocab.encode(t) for t in rows])
+        feeds = {"ids": ids.numpy(), "mask": mask.numpy()}
+
+        def run_torch(ids: torch.Tensor = ids, mask: torch.Tensor = mask) -> Any:
+            with torch.no_grad():
+                return task.model.decode(ids, mask)
+
+        def run_ort(feeds: dict = feeds) -> Any:
+            return session.run(["decoded"], feeds)[0]
+
+        _same("cipher", size, run_torch().numpy(), run_ort())
+        cases.append(Case("cipher", size, int(mask.sum()), run_torch, run_ort))
+    return cases
+
+
+def _cycle(items: list, n: int) -> list:
+    return [items[i % len(items)] for i in range(n)]
+
+
+def _same(model: str, size: int, ours: np.ndarray, theirs: np.ndarray) -> None:
+    if ours.shape != theirs.shape or not (ours == theirs).all():
+        raise SystemExit(f"{model}, batch {size}: onnxruntime's ids differ from PyTorch's")
+
+
+def run_cases(cases: list[Case], warmup: int, repeats: int) -> None:
+    for case in cases:
+        for _ in range(warmup):
+            case.run_torch()
+            case.run_ort()
+        for _ in range(repeats):  # interleaved: drifting load hits both sides alike
+            case.torch_s.append(timed(case.run_torch))
+            case.ort_s.append(timed(case.run_ort))
+        progress(
+            f"  {case.model:<7} batch {case.batch:>3}: PyTorch {case.torch_ms:8.3f} ms, "
+            f"onnxruntime {case.ort_ms:8.3f} ms, speed-up {case.torch_ms / case.ort_ms:.2f}x"
+        )
+
+
+# ---------------------------------------------------------------------------------- report
+def version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def report(
+    cases: list[Case],
+    exports: dict[str, dict],
+    dirs: dict[str, Path],
+    others: float | None,
+    args: argparse.Namespace,
+) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    contention, warning = machine_contention(others, BUSY_SHARE)
+    if args.quick:
+        warning.append("- **--quick smoke run**: a few calls per case; not a measurement")
+    threads = "set by --threads" if args.threads is not None else "torch's default"
+    given = args.tagger or args.cipher
+    models = (
+        "; ".join(f"{n} `{p}`" for n, p in dirs.items())
+        if given
+        else "the tiny models of `tests/tiny.py`, trained for this run"
+    )
+    exported = "; ".join(
+        f"{name} {r['graphs'][0]['bytes'] / 1024:,.0f} KiB, largest |ONNX - PyTorch| "
+        f"{r['graphs'][0]['max_abs_diff']:.1g}"
+        for name, r in exports.items()
+    )
+    lines = [
+        f"### ONNX export benchmark: onnxruntime vs PyTorch ({now})"
+        f"{' [quick]' if args.quick else ''}",
+        "",
+        f"- command: `{shlex.join(['python', *sys.argv])}`",
+        f"- machine: {os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, "
+        f"torch {torch.__version__}, onnxruntime {version('onnxruntime')}, onnx "
+        f"{version('onnx')}; device cpu, float32; torch threads {torch.get_num_threads()} "
+        f"({threads}), onnxruntime intra-op threads {args.ort_threads}, inter-op 1; "
+        f"{contention}",
+        *warning,
+        f"- models: {models}; exported by `rnnkit.export.export_onnx` (TorchScript exporter, "
+        f"opset {next(iter(exports.values()))['opset']}, parity check on): {exported}",
+        "- PyTorch: `Tagger.decode(batch)` / `CipherNet.decode(ids, mask)` under `torch.no_grad()`"
+        "; onnxruntime: `session.run` of the exported graph (CPU provider, default optimisations)"
+        " on the same tensors; both return the same ids (checked)",
+        "- inputs: tagger, English sentences of 4-12 words with people and places; cipher, ROT13 "
+        "ciphertexts of 16-32 symbols; batch 1 is one mid-length input; tensorising the text is "
+        "not timed",
+        f"- timing: median ms per batch; per case {args.warmup} untimed, then {args.repeats} "
+        "timed calls of each side, interleaved; speed-up = PyTorch ms / onnxruntime ms",
+        "",
+        "| model | batch | tokens | PyTorch ms | onnxruntime ms "
+        "| speed-up (PyTorch / onnxruntime) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        lines.append(
+            f"| {c.model} | {c.batch} | {c.tokens:,} | {c.torch_ms:.3f} | {c.ort_ms:.3f} | "
+            f"**{c.torch_ms / c.ort_ms:.2f}×** |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run, a few seconds")
+    parser.add_argument("--batches", default="1,64", help="batch sizes, comma-separated (1,64)")
+    parser.add_argument("--warmup", type=int, help="untimed calls per case and side (20; q 3)")
+    parser.add_argument("--repeats", type=int, help="timed calls per case and side (200; q 20)")
+    parser.add_argument(
+        "--threads", type=int, help="torch and onnxruntime intra-op threads (torch's default)"
+    )
+    parser.add_argument("--tagger", metavar="DIR", help="a trained tag model")
+    parser.add_argument("--cipher", metavar="DIR", help="a trained cipher model")
+    parser.add_argument(
+        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
+    )
+    parser.add_argument("--append", type=Path, help="also append the report to this file")
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    try:
+        args.sizes = [int(b) for b in args.batches.split(",") if b.strip()]
+    except ValueError:
+        parser.error(f"bad --batches {args.batches!r} (expected numbers, e.g. 1,64)")
+    if not args.sizes or min(args.sizes) < 1:
+        parser.error("--batches needs at least one batch size, each ≥ 1")
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error("--repeats must be ≥ 1 and --warmup ≥ 0")
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be ≥ 1")
+    if args.publish and args.append is not None:
+        parser.error("give --publish or --append, not both")
+    if args.quick and (args.publish or args.append is not None):
+        parser.error("a --quick smoke run is not published")
+    args.target = RESULTS if args.publish else args.append
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        progress("error: onnx and onnxruntime are not installed (pip install onnx onnxruntime)")
+        return 2
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    import rnnkit
+    from rnnkit.export import export_onnx
+
+    # Fixed now: training the tiny models imports tests/conftest.py, which sets one thread.
+    threads = args.threads if args.threads is not None else torch.get_num_threads()
+    args.ort_threads = threads
+    progress(f"torch and onnxruntime threads {threads}, cores {os.cpu_count()}")
+    builders = {"tagger": tagger_cases, "cipher": cipher_cases}
+    with tempfile.TemporaryDirectory(prefix="rnnkit-bench-export-") as tmp:
+        scratch = Path(tmp)
+        dirs = model_dirs(args, scratch)
+        exports, cases = {}, []
+        for name, directory in dirs.items():
+            started = time.perf_counter()
+            exports[name] = export_onnx(directory, scratch / f"{name}.onnx")
+            progress(f"exported and checked {name} in {time.perf_counter() - started:.1f} s")
+            task = rnnkit.load(directory)
+            path = exports[name]["graphs"][0]["path"]
+            cases += builders[name](task, path, args.sizes, threads)
+        torch.set_num_threads(threads)
+        before = cpu_ticks()
+        run_cases(cases, args.warmup, args.repeats)
+        others = others_share(before)
+    if others is not None and others > BUSY_SHARE:
+        progress(f"warning: other processes used {others:.0%} of the CPU; timings are unreliable")
+    publish(report(cases, exports, dirs, others, args), args.target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
