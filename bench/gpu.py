@@ -1,0 +1,1040 @@
+"""Benchmark for a lent GPU (H100/H200): rnnkit's Trainer against bare PyTorch loops at the
+recipes' shapes, bf16 autocast against fp32, torch.compile against eager, and the Shakespeare
+char recipe trained for a GPU budget. Made to finish inside a 10-minute device call.
+
+Parts (each stopped at its own time budget; the whole run by ``--budget-s``, 540 s):
+
+a. **char LM throughput** (tokens/s), ``configs/shakespeare-char.yaml``'s shapes (batch 32,
+   bptt 128, embedding 64, 2 x 384 LSTM, vocabulary 67), bf16 autocast. rnnkit: the real
+   ``Trainer.fit`` over the task's own batches; the task is stood in for by a thin wrapper
+   whose batch iterator reads the clock (after warm-up steps, with a device sync at each end
+   of the timed window) and whose dev evaluation is a stub, so only training steps are timed
+   and nothing is written in their way. Bare: ``PlainLM``/``PlainLoop`` from ``bench/lm.py``
+   (``nn.Embedding`` → ``nn.LSTM`` → ``nn.Linear``, the state carried between windows) over
+   the same token streams, with the optimizer the Trainer makes (Adam, fused), the same
+   learning rate and ``clip_grad_norm_``. Target: rnnkit ≥ 80% of bare.
+b. **tagger throughput** (sentences/s), ``configs/ewt-upos.yaml``'s shapes (batch 32, word 100
+   + character BiLSTM 2 x 64, 2-layer BiLSTM 2 x 256, 17 tags), bf16 autocast. rnnkit: the
+   ``Tagger``'s own loss through ``Trainer.fit`` as in (a), batches made by the task as
+   training goes (as in a real run), and again with the same batches made beforehand. Bare:
+   the same network in plain modules (``nn.Embedding``, a bidirectional ``nn.LSTM`` over the
+   packed characters of each batch's word forms, a 2-layer ``nn.LSTM(bidirectional=True)``
+   over the packed padded sentences, ``nn.Linear``, cross-entropy on the mask), over the
+   same padded batches made beforehand, already on the device, lengths kept on the host.
+   Target: rnnkit ≥ 80% of bare.
+c. **bf16 autocast vs fp32** for both workloads, both sides.
+d. **compiled vs eager**: rnnkit with ``train.compile=true`` (bf16) against (a)/(b)'s eager
+   rows; warm-up steps cover compilation (and the tagger's recompiles for new lengths).
+   Skipped with a note where ``TrainConfig`` has no ``compile`` key.
+e. **the recipe trained**: ``configs/shakespeare-char.yaml`` (``--train-recipe``; ``--lm`` and
+   then ``--train`` overrides apply) by ``Trainer.fit`` for ``--train-minutes`` (4; as
+   ``train.max_minutes``, so its cosine schedule anneals over them), epochs unbounded, dev
+   evaluated and checkpointed at each epoch end as in a real run; its validation loss
+   (nats/char, nanoGPT's split), target ≤ 1.40 (nanoGPT's GPU figure: 1.4697).
+
+Run order: a, b, c, e, d (the recipe's budget keeps time for d). Every figure names its device
+(``torch.cuda.get_device_name``). ``$OUT`` (default ``./gpu-report``) receives
+``gpu-report.json`` and ``gpu-report.md`` after every part, so a run killed at its limit still
+ships what it finished, plus the recipe run's ``lm-metrics.jsonl`` and ``lm-curve.png``.
+Data comes from ``--data-dir`` (tinyshakespeare/, ud-english-ewt/); where it is missing,
+synthetic files of the same shapes stand in (and the report says so); CoNLL-U is converted to
+columns where the ``conllu`` package is missing. rnnkit must be importable (``PYTHONPATH=.``)::
+
+    PYTHONPATH=. python3 bench/gpu.py --data-dir data          # on the GPU machine, ~9 min
+    .venv/bin/python bench/gpu.py --dry-run                     # CPU, tiny sizes, ~20-40 s
+    OUT=/tmp/r python3 bench/gpu.py --budget-s 300 --train-minutes 2 --lm model.hidden_size=512
+    python3 bench/gpu.py --train model.hidden_size=1024 --train train.batch_size=128  # (e) only
+
+``--dry-run`` runs every part at tiny sizes for a few steps (bf16 rows through ``cpu_amp`` on a
+CPU) and exits non-zero unless every part completed. The markdown report goes to stdout,
+progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
+import os
+import random
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import lm as lm_bench
+import torch
+from machine import cpu_model
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
+from rnnkit.data.text import resolve_data_path
+from rnnkit.runtime import pick_device
+from rnnkit.tasks import build_task
+from rnnkit.tasks.lm import LMConfig, LMTask
+from rnnkit.tasks.tag import TagConfig, TagModelConfig, TagTask
+from rnnkit.train import TrainConfig, Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+LM_RECIPE = "configs/shakespeare-char.yaml"
+TAG_RECIPE = "configs/ewt-upos.yaml"
+RATIO_TARGET = 0.80  # rnnkit's throughput over the bare loop's
+LOSS_TARGET = 1.40  # validation nats/char of the recipe trained for its GPU budget
+NANOGPT_LOSS = 1.4697  # nanoGPT's Shakespeare-char validation loss on a GPU, for scale
+HAS_COMPILE = hasattr(TrainConfig(), "compile")
+# Sizes and step counts of --dry-run: everything tiny, a few steps per part.
+DRY_LM = [
+    "model.embedding_dim=16",
+    "model.hidden_size=32",
+    "train.batch_size=4",
+    "data.bptt=16",
+]
+DRY_TAG = [
+    "model.word_dim=16",
+    "model.char_dim=8",
+    "model.char_hidden=8",
+    "model.hidden_size=16",
+    "train.batch_size=8",
+]
+FULL = {
+    "seconds": 8.0,
+    "warmup_steps": 5,
+    "warmup_s": 1.5,
+    "compile_warmup_lm": 10,
+    "compile_warmup_tag": 40,
+    "min_steps": 3,
+    "budget_s": 540.0,
+    "train_minutes": 4.0,
+}
+DRY = {
+    "seconds": 0.3,
+    "warmup_steps": 1,
+    "warmup_s": 0.0,
+    "compile_warmup_lm": 2,
+    "compile_warmup_tag": 3,
+    "min_steps": 2,
+    "budget_s": 300.0,
+    "train_minutes": 0.05,
+}
+# Longest each part may run (capped by what is left of --budget-s); dry-run parts get the same.
+PART_BUDGET_S = {"a": 60.0, "b": 120.0, "c": 120.0, "d": 240.0}
+COMPILE_RESERVE_S = 150.0  # kept back from (e) for (d) when compile exists
+SYNTHETIC_TAGS = "NOUN PUNCT VERB PRON ADP DET PROPN ADJ AUX ADV CCONJ PART NUM SCONJ X INTJ SYM"
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    """The device as every figure names it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
+
+
+def cudnn_version() -> int | None:
+    return torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+
+
+def autocast_on(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the Trainer autocasts with this config on this device (its own rule)."""
+    return config.amp if device.type == "cuda" else config.cpu_amp and device.type == "cpu"
+
+
+def half_dtype(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+# ---------------------------------------------------------------------------- time guard
+class PartTimeout(Exception):
+    """A part ran past its budget."""
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`PartTimeout` in this (main) thread once ``seconds`` have passed."""
+
+    def expire(signum: int, frame: Any) -> None:
+        raise PartTimeout
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+class Clock:
+    """The whole run's time budget."""
+
+    def __init__(self, total_s: float):
+        self.total_s = total_s
+        self.start = time.perf_counter()
+
+    def used(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.total_s - self.used()
+
+
+# -------------------------------------------------------------------------------- results
+@dataclass
+class Row:
+    """One timed training loop."""
+
+    workload: str  # "char LM" or "tagger"
+    side: str  # "rnnkit Trainer", "bare loop", ...
+    precision: str  # "bf16 autocast" or "fp32"
+    compiled: bool
+    device: str
+    unit: str  # what ``units`` counts
+    units: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    warmup_steps: int = 0
+    warmup_s: float = 0.0  # compilation included, for compiled rows
+
+    @property
+    def per_s(self) -> float:
+        return self.units / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass
+class Part:
+    key: str
+    title: str
+    status: str = "pending"  # ok, skipped, stopped (at its budget), error
+    note: str = ""
+    error: str = ""
+    seconds: float = 0.0
+    rows: list[Row] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Timing:
+    """How one row is timed: untimed warm-up (steps and seconds, both), then the window."""
+
+    warmup: int
+    warmup_s: float
+    seconds: float
+    min_steps: int
+
+
+def time_loop(
+    step: Callable[[], int], timing: Timing, device: torch.device
+) -> tuple[int, int, float, float, int]:
+    """``(units, steps, seconds, warm-up seconds, warm-up steps)`` of calling ``step``."""
+    start = time.perf_counter()
+    done = 0
+    while done < timing.warmup or time.perf_counter() - start < timing.warmup_s:
+        step()
+        done += 1
+    synchronize(device)
+    t0 = time.perf_counter()
+    units = steps = 0
+    while steps < timing.min_steps or time.perf_counter() - t0 < timing.seconds:
+        units += step()
+        steps += 1
+    synchronize(device)
+    return units, steps, time.perf_counter() - t0, t0 - start, done
+
+
+# ----------------------------------------------------------------- rnnkit, timed in situ
+class TimedTask:
+    """What ``Trainer.fit`` needs of a task, around a real one: its model, its batches (epoch
+    after epoch, or a fixed list made beforehand) with the clock read as the Trainer takes
+    them, a stub dev evaluation and no files of its own. After the warm-up the device is
+    synchronised and the clock starts; once the window (and its least steps) has passed the
+    device is synchronised again and the epoch ends, which ends ``fit`` (``epochs=1``)."""
+
+    default_metric = "loss"
+    metric_goals = {"loss": "min"}
+
+    def __init__(
+        self,
+        task: Any,
+        units: Callable[[dict[str, Any]], int],
+        timing: Timing,
+        device: torch.device,
+        premade: list[dict[str, Any]] | None = None,
+    ):
+        self.task, self.model = task, task.model
+        self.units, self.timing, self.device, self.premade = units, timing, device, premade
+        self.result = (0, 0, 0.0, 0.0, 0)  # as time_loop's
+
+    def _source(self) -> Iterator[dict[str, Any]]:
+        if self.premade is not None:
+            while True:
+                yield from self.premade
+        epoch = 0
+        while True:
+            epoch += 1
+            yield from self.task.train_batches(epoch)
+
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _TimedEpoch:
+        return _TimedEpoch(self)
+
+    def evaluate(self) -> dict[str, float]:
+        return {"loss": 0.0}
+
+    def model_files(self) -> dict[str, bytes]:
+        return {}
+
+
+class _TimedEpoch:
+    def __init__(self, timed: TimedTask):
+        self.timed = timed
+
+    def __len__(self) -> int:
+        return 10**6  # a constant schedule: the length only sizes a (hidden) progress bar
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        t, timing = self.timed, self.timed.timing
+        source = t._source()
+        start = time.perf_counter()
+        done = 0
+        while done < timing.warmup or time.perf_counter() - start < timing.warmup_s:
+            yield next(source)
+            done += 1
+        synchronize(t.device)
+        t0 = time.perf_counter()
+        units = steps = 0
+        while True:
+            batch = next(source)
+            yield batch  # the Trainer has taken its step on it when it asks for the next
+            units += t.units(batch)
+            steps += 1
+            if steps >= timing.min_steps and time.perf_counter() - t0 >= timing.seconds:
+                break
+        synchronize(t.device)
+        t.result = (units, steps, time.perf_counter() - t0, t0 - start, done)
+
+
+def bench_config(base: TrainConfig, device: torch.device, bf16: bool, compiled: bool) -> Any:
+    """The recipe's train section for one timed loop: one 'epoch', constant learning rate."""
+    extra: dict[str, Any] = {"compile": compiled} if HAS_COMPILE else {}
+    return dataclasses.replace(
+        base,
+        epochs=1,
+        max_steps=None,
+        max_minutes=None,
+        schedule="constant",
+        warmup_steps=0,
+        patience=None,
+        target=None,
+        metric="",
+        progress=False,
+        checkpoint_every=0,
+        tensorboard="",
+        device=str(device),
+        amp=bf16,
+        cpu_amp=bf16 and device.type == "cpu",
+        **extra,
+    )
+
+
+class _Holder(nn.Module):
+    """A bare model as the Trainer expects one (it only needs its parameters here)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.inner = model
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def trainer_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer the Trainer makes for ``model`` with ``config`` (fused Adam, ...)."""
+    holder = _Holder(model)
+    stand_in = SimpleNamespace(model=holder, default_metric="loss", metric_goals={"loss": "min"})
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
+        return Trainer(stand_in, config, tmp, log=lambda _: None).optimizer
+
+
+# ------------------------------------------------------------------------ bare tagger
+class BareTagger(nn.Module):
+    """The recipe's tagger in plain modules: word embedding + character BiLSTM features →
+    dropout → multi-layer BiLSTM → dropout → linear; cross-entropy over real tokens."""
+
+    def __init__(self, words: int, chars: int, tags: int, m: TagModelConfig):
+        super().__init__()
+        if m.chars not in ("lstm", "none") or m.rnn != "lstm":
+            raise ValueError("the bare tagger covers chars lstm/none with an lstm encoder only")
+        self.word_dropout = m.word_dropout
+        self.embed = nn.Embedding(words, m.word_dim, padding_idx=0)
+        width = m.word_dim
+        self.char_embed: nn.Embedding | None = None
+        if m.chars == "lstm":
+            self.char_embed = nn.Embedding(chars, m.char_dim, padding_idx=0)
+            self.char_rnn = nn.LSTM(m.char_dim, m.char_hidden, batch_first=True, bidirectional=True)
+            width += 2 * m.char_hidden
+        self.drop = nn.Dropout(m.dropout)
+        self.rnn = nn.LSTM(
+            width,
+            m.hidden_size,
+            num_layers=m.layers,
+            dropout=m.dropout if m.layers > 1 else 0.0,
+            batch_first=True,
+            bidirectional=True,
+        )
+        self.out = nn.Linear(2 * m.hidden_size, tags)
+
+    def forward(
+        self, b: dict[str, torch.Tensor], lengths: torch.Tensor, char_lengths: torch.Tensor | None
+    ) -> torch.Tensor:
+        words, mask = b["words"], b["mask"]
+        if self.training and self.word_dropout > 0:
+            drop = torch.rand(words.shape, device=words.device) < self.word_dropout
+            words = words.masked_fill(drop & mask, 1)
+        x = self.embed(words)
+        if self.char_embed is not None:
+            packed = pack_padded_sequence(
+                self.char_embed(b["chars"]), char_lengths, batch_first=True, enforce_sorted=False
+            )
+            _, (h, _) = self.char_rnn(packed)
+            x = torch.cat([x, torch.cat([h[0], h[1]], dim=-1)[b["forms"]]], dim=-1)
+        packed = pack_padded_sequence(self.drop(x), lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=words.shape[1])
+        scores = self.out(self.drop(out))
+        return F.cross_entropy(scores[mask], b["tags"][mask])
+
+
+class BareTagLoop:
+    """A hand-written loop over padded batches made beforehand and already on the device."""
+
+    def __init__(self, task: TagTask, batches: list[dict[str, torch.Tensor]], config: Any):
+        device = batches[0]["words"].device
+        torch.manual_seed(config.train.seed)
+        m = config.model
+        tags = len(task.tag_vocab)
+        self.model = BareTagger(len(task.vocab), len(task.char_vocab), tags, m).to(device)
+        self.model.train()
+        self.optimizer = trainer_optimizer(self.model, config.train)
+        self.clip_norm = config.train.clip_norm
+        self.autocast = autocast_on(config.train, device)
+        self.half = half_dtype(device)
+        self.device = device
+        self.batches = [
+            (
+                b,
+                b["mask"].sum(1).cpu(),
+                b["char_lengths"].cpu().clamp(min=1) if "char_lengths" in b else None,
+            )
+            for b in batches
+        ]
+        self.position = 0
+
+    def step(self) -> int:
+        batch, lengths, char_lengths = self.batches[self.position % len(self.batches)]
+        self.position += 1
+        with torch.autocast(self.device.type, dtype=self.half, enabled=self.autocast):
+            loss = self.model(batch, lengths, char_lengths)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+        self.optimizer.step()
+        float(loss.detach())
+        return int(batch["words"].shape[0])
+
+
+# ----------------------------------------------------------------------------------- data
+def conllu_available() -> bool:
+    return importlib.util.find_spec("conllu") is not None
+
+
+def conllu_to_columns(source: Path, target: Path) -> None:
+    """A CoNLL-U file's words and UPOS tags as ``token<TAB>tag`` lines (no ``conllu``
+    package needed): multiword ranges and empty nodes left out, as rnnkit's reader does."""
+    lines = []
+    for line in source.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            if lines and lines[-1]:
+                lines.append("")
+            continue
+        if line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) == 10 and fields[0].isdigit():
+            lines.append(f"{fields[1]}\t{fields[3]}")
+    target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def synthetic_text(path: Path, chars: int, seed: int) -> None:
+    """Random 'words' over 65 characters (tinyshakespeare's count), lines of them."""
+    rng = random.Random(seed)
+    alphabet = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    alphabet += [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    alphabet += list(".,;:!?'-&$3")
+    pieces, size = ["".join(alphabet) + "\n"], 0
+    while size < chars:
+        word = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 9)))
+        pieces.append(word + ("\n" if rng.random() < 0.1 else " "))
+        size += len(pieces[-1])
+    path.write_text("".join(pieces), encoding="utf-8")
+
+
+def synthetic_tagged(path: Path, sentences: int, seed: int) -> None:
+    """Random sentences in ``token<TAB>tag`` columns: words from a 20k-word vocabulary with
+    Zipf-like frequencies, 17 tags, lengths about EWT's (mean ~16, long tail)."""
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["".join(rng.choice(letters) for _ in range(rng.randint(1, 12))) for _ in range(20000)]
+    tags = SYNTHETIC_TAGS.split()
+    lines = []
+    for _ in range(sentences):
+        for _ in range(1 + min(int(rng.expovariate(1 / 15)), 120)):
+            word = vocab[int(len(vocab) ** rng.random()) - 1]  # log-uniform ranks: Zipf-like
+            lines.append(f"{word}\t{rng.choice(tags)}")
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def as_columns(config: TagConfig, train: Path, dev: Path) -> None:
+    d = config.data
+    d.format, d.train, d.dev, d.test = "columns", str(train), str(dev), ""
+    d.separator, d.token_column, d.tag_column, d.comment, d.scheme = "tab", 0, 1, "", "none"
+
+
+def resolve(path: str) -> Path:
+    """``path`` as given, or inside the repository root when it is relative and absent."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
+        return REPO / p
+    return p.resolve()
+
+
+# ---------------------------------------------------------------------------------- bench
+class Bench:
+    def __init__(self, args: argparse.Namespace, out_dir: Path):
+        self.args = args
+        self.out_dir = out_dir
+        self.clock = Clock(args.budget_s)
+        self.device = pick_device(args.device)
+        self.name = device_name(self.device)
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
+        self.data: dict[str, str] = {}
+        self.parts: dict[str, Part] = {
+            "a": Part("a", "char LM training throughput, rnnkit vs bare, bf16 autocast"),
+            "b": Part("b", "tagger training throughput, rnnkit vs bare, bf16 autocast"),
+            "c": Part("c", "bf16 autocast vs fp32, both workloads, both sides"),
+            "d": Part("d", "torch.compile (train.compile=true) vs eager, rnnkit, bf16"),
+            "e": Part("e", "Shakespeare char recipe trained for its GPU budget"),
+        }
+        self.started = datetime.now(timezone.utc)
+        self.timing = Timing(args.warmup_steps, args.warmup_s, args.seconds, args.min_steps)
+
+    # ----------------------------------------------------------------- set-up
+    def lm_config(self, recipe: str = LM_RECIPE, extra: list[str] | None = None) -> LMConfig:
+        sets = [*(DRY_LM if self.args.dry_run else []), *self.args.lm, *(extra or [])]
+        config = from_dict(LMConfig, merge(read_yaml(resolve(recipe)), parse_overrides(sets)))
+        config.train.device = str(self.device)
+        data_dir = resolve(self.args.data_dir)
+        if resolve_data_path(config.data.train, data_dir).exists():
+            self.data["lm"] = f"{config.data.train} under {self.args.data_dir}"
+        else:
+            path = self.tmp / "synthetic.txt"
+            if not path.exists():
+                synthetic_text(path, 200_000 if self.args.dry_run else 1_115_394, 0)
+            self.data["lm"] = f"synthetic text ({config.data.train} not found): same shapes"
+            config.data.train = str(path)
+        return config
+
+    def tag_config(self) -> TagConfig:
+        sets = [*(DRY_TAG if self.args.dry_run else []), *self.args.tag]
+        config = from_dict(TagConfig, merge(read_yaml(resolve(TAG_RECIPE)), parse_overrides(sets)))
+        config.train.device = str(self.device)
+        data_dir = resolve(self.args.data_dir)
+        train = resolve_data_path(config.data.train, data_dir)
+        dev = resolve_data_path(config.data.dev, data_dir)
+        if train.exists() and dev.exists():
+            if conllu_available():
+                config.data.test = ""  # not needed here
+                self.data["tag"] = f"{config.data.train} under {self.args.data_dir}"
+            else:
+                conllu_to_columns(train, self.tmp / "train.tsv")
+                conllu_to_columns(dev, self.tmp / "dev.tsv")
+                as_columns(config, self.tmp / "train.tsv", self.tmp / "dev.tsv")
+                self.data["tag"] = (
+                    f"{train.name} under {self.args.data_dir}, read as token/UPOS columns "
+                    "(no conllu package here)"
+                )
+        else:
+            n = 600 if self.args.dry_run else 12_544
+            synthetic_tagged(self.tmp / "train.tsv", n, 0)
+            synthetic_tagged(self.tmp / "dev.tsv", max(50, n // 6), 1)
+            as_columns(config, self.tmp / "train.tsv", self.tmp / "dev.tsv")
+            self.data["tag"] = f"synthetic sentences ({train} not found): EWT-like lengths"
+        return config
+
+    # ----------------------------------------------------------- measurements
+    def kit_row(
+        self,
+        workload: str,
+        task: Any,
+        config: Any,
+        bf16: bool,
+        units: Callable[[dict[str, Any]], int],
+        unit: str,
+        compiled: bool = False,
+        premade: list[dict[str, Any]] | None = None,
+    ) -> Row:
+        timing = self.timing
+        if compiled:
+            warmup = (
+                self.args.compile_warmup_tag
+                if workload == "tagger"
+                else self.args.compile_warmup_lm
+            )
+            timing = dataclasses.replace(timing, warmup=warmup)
+        side = "rnnkit Trainer" + (", batches made beforehand" if premade is not None else "")
+        row = Row(workload, side, precision(bf16), compiled, self.name, unit)
+        progress(f"  {workload}, {side}, {row.precision}{', compiled' if compiled else ''} "
+                 f"on {self.name}")  # fmt: skip
+        task.model.load_state_dict(self.initial[workload])
+        if hasattr(task.model, "carry"):
+            task.model.carry = None
+        timed = TimedTask(task, units, timing, self.device, premade)
+        train = bench_config(config.train, self.device, bf16, compiled)
+        with tempfile.TemporaryDirectory(prefix="bench-gpu-", dir=self.tmp) as out:
+            trainer = Trainer(timed, train, out, log=lambda _: None)
+            trainer.plot = lambda force=False: None  # no curve.png for a timed loop
+            trainer.fit()
+        row.units, row.steps, row.seconds, row.warmup_s, row.warmup_steps = timed.result
+        if row.steps == 0:
+            raise RuntimeError("the Trainer took no timed step")
+        progress(f"    {row.per_s:,.0f} {unit}/s ({row.steps} steps, {row.seconds:.1f} s)")
+        return row
+
+    def bare_row(self, workload: str, loop: Any, bf16: bool, unit: str) -> Row:
+        row = Row(workload, "bare loop", precision(bf16), False, self.name, unit)
+        progress(f"  {workload}, bare loop, {row.precision} on {self.name}")
+        result = time_loop(loop.step, self.timing, self.device)
+        row.units, row.steps, row.seconds, row.warmup_s, row.warmup_steps = result
+        progress(f"    {row.per_s:,.0f} {unit}/s ({row.steps} steps, {row.seconds:.1f} s)")
+        return row
+
+    def lm_bare_loop(self, bf16: bool) -> Any:
+        config = dataclasses.replace(
+            self.lm, train=bench_config(self.lm.train, self.device, bf16, False)
+        )
+        loop = lm_bench.PlainLoop(self.lm_task, config, self.device)
+        loop.optimizer = trainer_optimizer(loop.model, config.train)  # the Trainer's own kind
+        loop.autocast = autocast_on(config.train, self.device)
+        return loop
+
+    def tag_bare_loop(self, bf16: bool) -> BareTagLoop:
+        config = dataclasses.replace(
+            self.tag, train=bench_config(self.tag.train, self.device, bf16, False)
+        )
+        return BareTagLoop(self.tag_task, self.tag_batches, config)
+
+    @staticmethod
+    def lm_units(batch: dict[str, Any]) -> int:
+        return int(batch["target"].numel())
+
+    @staticmethod
+    def tag_units(batch: dict[str, Any]) -> int:
+        return int(batch["words"].shape[0])
+
+    def lm_pair(self, part: Part, bf16: bool) -> None:
+        kit = self.kit_row("char LM", self.lm_task, self.lm, bf16, self.lm_units, "tokens")
+        part.rows.append(kit)
+        bare = self.bare_row("char LM", self.lm_bare_loop(bf16), bf16, "tokens")
+        part.rows.append(bare)
+        part.figures[f"char LM {precision(bf16)}: rnnkit / bare"] = kit.per_s / bare.per_s
+
+    def tag_pair(self, part: Part, bf16: bool, premade: bool) -> None:
+        kit = self.kit_row("tagger", self.tag_task, self.tag, bf16, self.tag_units, "sentences")
+        part.rows.append(kit)
+        if premade:
+            ready = self.kit_row("tagger", self.tag_task, self.tag, bf16, self.tag_units,
+                                 "sentences", premade=self.tag_batches)  # fmt: skip
+            part.rows.append(ready)
+        bare = self.bare_row("tagger", self.tag_bare_loop(bf16), bf16, "sentences")
+        part.rows.append(bare)
+        part.figures[f"tagger {precision(bf16)}: rnnkit / bare"] = kit.per_s / bare.per_s
+        if premade:
+            key = f"tagger {precision(bf16)}: rnnkit, batches made beforehand / bare"
+            part.figures[key] = ready.per_s / bare.per_s
+
+    # ------------------------------------------------------------------ parts
+    def part_a(self, part: Part) -> None:
+        self.lm_pair(part, bf16=True)
+        ratio = part.figures["char LM bf16 autocast: rnnkit / bare"]
+        part.figures["target"] = f"rnnkit ≥ {RATIO_TARGET:.0%} of bare"
+        part.figures["met"] = ratio >= RATIO_TARGET
+        flops, _ = lm_bench.flops_per_token(self.lm.model, len(self.lm_task.vocab))
+        part.figures["model TFLOP/s, rnnkit (training = 3 x forward)"] = (
+            part.rows[0].per_s * flops / 1e12
+        )
+
+    def part_b(self, part: Part) -> None:
+        self.tag_pair(part, bf16=True, premade=True)
+        ratio = part.figures["tagger bf16 autocast: rnnkit / bare"]
+        part.figures["target"] = f"rnnkit ≥ {RATIO_TARGET:.0%} of bare"
+        part.figures["met"] = ratio >= RATIO_TARGET
+
+    def part_c(self, part: Part) -> None:
+        self.lm_pair(part, bf16=False)
+        self.tag_pair(part, bf16=False, premade=False)
+        eager = self.parts["a"].rows + self.parts["b"].rows
+        for row in part.rows:
+            twin = next(
+                (r for r in eager if (r.workload, r.side) == (row.workload, row.side)), None
+            )
+            if twin is not None:
+                part.figures[f"{row.workload}, {row.side}: bf16 / fp32"] = twin.per_s / row.per_s
+
+    def part_d(self, part: Part) -> None:
+        eager = {r.workload: r for r in self.parts["a"].rows + self.parts["b"].rows
+                 if r.side == "rnnkit Trainer"}  # fmt: skip
+        for workload in ("char LM", "tagger"):
+            if workload == "char LM":
+                row = self.kit_row(workload, self.lm_task, self.lm, True, self.lm_units,
+                                   "tokens", compiled=True)  # fmt: skip
+            else:
+                row = self.kit_row(workload, self.tag_task, self.tag, True, self.tag_units,
+                                   "sentences", compiled=True)  # fmt: skip
+            part.rows.append(row)
+            if workload in eager:
+                part.figures[f"{workload}: compiled / eager"] = row.per_s / eager[workload].per_s
+            part.figures[f"{workload}: warm-up incl. compilation, s"] = row.warmup_s
+
+    def part_e(self, part: Part, seconds: float) -> None:
+        a = self.args
+        extra = ["train.progress=false", "train.epochs=100000000", "train.target=null",
+                 "train.patience=null"]  # fmt: skip
+        if a.dry_run:
+            extra += ["train.max_steps=8"]
+        config = self.lm_config(a.train_recipe, [*a.train, *extra])
+        config.train.max_minutes = seconds / 60
+        part.figures["recipe"] = " ".join([a.train_recipe, *a.lm, *a.train])
+        part.figures["data"] = self.data["lm"]  # a synthetic stand-in's loss means nothing
+        part.figures["budget, minutes"] = round(seconds / 60, 3)
+        progress(f"  training {a.train_recipe} for {seconds / 60:.2f} min on {self.name}")
+        task = build_task("lm", config, resolve(a.data_dir))
+        run = self.tmp / "lm-run"
+        trainer = Trainer(task, config.train, run, log=lambda m: progress("    " + m))
+        summary = trainer.fit()
+        history = trainer.state.history
+        if not history:
+            raise RuntimeError("the recipe run left no dev record")
+        last = history[-1]
+        tokens = summary["steps"] * config.train.batch_size * config.data.bptt
+        part.figures.update(
+            {
+                "device": self.name,
+                "epochs": last["epoch"],
+                "steps": summary["steps"],
+                "training s (Trainer clock, dev evaluations and checkpoints included)": last[
+                    "elapsed_s"
+                ],
+                "tokens/s": tokens / last["elapsed_s"] if last["elapsed_s"] else float("nan"),
+                "best validation loss": summary["best"],
+                "best epoch": summary["best_epoch"],
+                "final validation loss": last["loss"],
+                "target": f"≤ {LOSS_TARGET} nats/char (nanoGPT on a GPU: {NANOGPT_LOSS})",
+                "met": summary["best"] is not None and summary["best"] <= LOSS_TARGET,
+            }
+        )
+        for name, shipped in (("metrics.jsonl", "lm-metrics.jsonl"), ("curve.png", "lm-curve.png")):
+            if (run / name).exists():
+                shutil.copyfile(run / name, self.out_dir / shipped)
+        progress(
+            f"    best validation loss {show(summary['best'])} (epoch {summary['best_epoch']}), "
+            f"{summary['steps']} steps on {self.name}"
+        )
+
+    # ------------------------------------------------------------- scheduling
+    def run_part(self, key: str, budget_s: float, body: Callable[[Part], None]) -> None:
+        part = self.parts[key]
+        allowed = min(budget_s, self.clock.left())
+        progress(f"({key}) {part.title} — up to {max(0.0, allowed):.0f} s")
+        if allowed < (2 if self.args.dry_run else 20):
+            part.status = "skipped"
+            part.note = f"only {max(0.0, self.clock.left()):.0f} s left of the budget"
+            self.write()
+            return
+        start = time.perf_counter()
+        try:
+            with deadline(allowed):
+                body(part)
+            part.status = "ok"
+        except PartTimeout:
+            part.status = "stopped"
+            part.note = f"at its budget of {allowed:.0f} s; rows finished are kept"
+        except Exception as err:  # one part's failure must not cost the others
+            part.status = "error"
+            part.error = traceback.format_exc(limit=8)
+            part.note = f"{type(err).__name__}: {err}"
+            progress(part.error)
+        part.seconds = time.perf_counter() - start
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.write()
+
+    def run(self) -> None:
+        a = self.args
+        progress(f"device {self.name}; budget {a.budget_s:.0f} s; report in {self.out_dir}")
+        self.lm = self.lm_config()
+        self.tag = self.tag_config()
+        progress("building the tasks")
+        self.lm_task: LMTask = build_task("lm", self.lm, resolve(a.data_dir))
+        self.tag_task: TagTask = build_task("tag", self.tag, resolve(a.data_dir))
+        self.initial = {
+            "char LM": {k: v.clone() for k, v in self.lm_task.model.state_dict().items()},
+            "tagger": {k: v.clone() for k, v in self.tag_task.model.state_dict().items()},
+        }
+        epoch = list(self.tag_task.train_batches(1))
+        self.tag_batches = [
+            {k: v.to(self.device) for k, v in b.items()} for b in epoch[: a.premade_batches]
+        ]
+        self.write()
+        self.run_part("a", PART_BUDGET_S["a"], self.part_a)
+        self.run_part("b", PART_BUDGET_S["b"], self.part_b)
+        self.run_part("c", PART_BUDGET_S["c"], self.part_c)
+        reserve = COMPILE_RESERVE_S if HAS_COMPILE and not a.dry_run else 0.0
+        train_s = min(a.train_minutes * 60, self.clock.left() - reserve - 30)
+        if a.dry_run:
+            train_s = a.train_minutes * 60
+        e = self.parts["e"]
+        if train_s < (1 if a.dry_run else 60):
+            e.status = "skipped"
+            e.note = f"only {max(0.0, self.clock.left()):.0f} s left of the budget"
+            self.write()
+        else:
+            slack = 30 if a.dry_run else 120  # the last dev evaluation and checkpoint
+            self.run_part("e", train_s + slack, lambda part: self.part_e(part, train_s))
+        if HAS_COMPILE:
+            self.run_part("d", PART_BUDGET_S["d"], self.part_d)
+        else:
+            d = self.parts["d"]
+            d.status = "skipped"
+            d.note = "this rnnkit's TrainConfig has no `compile` key"
+            self.write()
+
+    # --------------------------------------------------------------- reports
+    def shapes(self) -> dict[str, str]:
+        m, d, t = self.lm.model, self.lm.data, self.lm.train
+        tm, tt = self.tag.model, self.tag.train
+        lengths = [int(b["mask"].sum(1).float().mean()) for b in self.tag_batches[:50]]
+        return {
+            "char LM": (
+                f"embedding {m.embedding_dim}, {m.layers} x {m.hidden_size} {m.rnn}, vocabulary "
+                f"{len(self.lm_task.vocab)}, batch {t.batch_size}, bptt {d.bptt}, dropout "
+                f"{m.dropout}; {t.optimizer} lr {t.lr}, clip_norm {t.clip_norm}"
+            ),
+            "tagger": (
+                f"word {tm.word_dim} (vocabulary {len(self.tag_task.vocab):,}), chars "
+                f"{tm.chars} {tm.char_dim}/{tm.char_hidden}, {tm.layers} x {tm.hidden_size} "
+                f"bi-{tm.rnn}, {len(self.tag_task.tag_vocab)} tags, {tm.head} head, dropout "
+                f"{tm.dropout}, batch {tt.batch_size} (mean length ~"
+                f"{sum(lengths) / max(1, len(lengths)):.0f}); {tt.optimizer} lr {tt.lr}, "
+                f"clip_norm {tt.clip_norm}"
+            ),
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "device": self.name,
+            "device_type": self.device.type,
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version()
+            if torch.backends.cudnn.is_available()
+            else None,
+            "tf32": {
+                "matmul": torch.backends.cuda.matmul.allow_tf32,
+                "cudnn": torch.backends.cudnn.allow_tf32,
+            },
+            "cpu": f"{os.cpu_count()} cores ({cpu_model()})",
+            "dry_run": self.args.dry_run,
+            "command": shlex.join(["python", *sys.argv]),
+            "started": self.started.isoformat(timespec="seconds"),
+            "elapsed_s": round(self.clock.used(), 1),
+            "budget_s": self.args.budget_s,
+            "compile_available": HAS_COMPILE,
+            "data": self.data,
+            "shapes": self.shapes() if hasattr(self, "tag_batches") else {},
+            "parts": [
+                {
+                    **dataclasses.asdict(p),
+                    "rows": [{**dataclasses.asdict(r), "per_s": r.per_s} for r in p.rows],
+                }  # fmt: skip
+                for p in self.parts.values()
+            ],
+        }
+
+    def markdown(self) -> str:
+        now = self.started.strftime("%Y-%m-%d %H:%M UTC")
+        dry = " [dry run]" if self.args.dry_run else ""
+        lines = [
+            f"### GPU benchmark: rnnkit on {self.name} ({now}){dry}",
+            "",
+            f"- command: `{shlex.join(['python', *sys.argv])}` ({self.clock.used():.0f} s of "
+            f"a {self.args.budget_s:.0f} s budget)",
+            f"- device: **{self.name}**; torch {torch.__version__}, CUDA {torch.version.cuda}, "
+            f"cuDNN {cudnn_version()}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
+            f"TF32 cuDNN {torch.backends.cudnn.allow_tf32}; host {os.cpu_count()} cores "
+            f"({cpu_model()})",
+        ]
+        if self.args.dry_run:
+            lines.append("- **dry run**: tiny sizes, a fraction of a second per row: a check that "
+                         "every part runs, not a measurement")  # fmt: skip
+        if self.device.type != "cuda":
+            lines.append("- **no CUDA device**: these are CPU figures (bf16 rows via `cpu_amp`)")
+        lines += [f"- data, {k}: {v}" for k, v in self.data.items()]
+        if hasattr(self, "tag_batches"):
+            lines += [f"- shapes, {k}: {v}" for k, v in self.shapes().items()]
+        lines += [
+            f"- timing: untimed warm-up of ≥ {self.args.warmup_steps} steps and ≥ "
+            f"{self.args.warmup_s:g} s (compiled: ≥ {self.args.compile_warmup_lm} LM, "
+            f"{self.args.compile_warmup_tag} tagger steps), then ≥ {self.args.seconds:g} s per "
+            "row, the device synchronised at both ends; rnnkit rows run `Trainer.fit` itself "
+            "(constant learning rate, no dev evaluation in the window); rows run in the order "
+            "listed, each from the same initial weights",
+            "",
+            "| part | workload | side | precision | compiled | device | throughput | steps | "
+            "timed s | warm-up s |",
+            "|---|---|---|---|---|---|---:|---:|---:|---:|",
+        ]
+        for p in self.parts.values():
+            for r in p.rows:
+                lines.append(
+                    f"| {p.key} | {r.workload} | {r.side} | {r.precision} | "
+                    f"{'yes' if r.compiled else 'no'} | {r.device} | {r.per_s:,.0f} {r.unit}/s | "
+                    f"{r.steps:,} | {r.seconds:.1f} | {r.warmup_s:.1f} |"
+                )
+        lines.append("")
+        for p in self.parts.values():
+            shown = "; ".join(f"{k}: {show(v)}" for k, v in p.figures.items())
+            status = p.status + (f" ({p.note})" if p.note else "")
+            lines.append(
+                f"- **({p.key}) {p.title}** on {self.name}: {status}, {p.seconds:.0f} s"
+                + (f"; {shown}" if shown else "")
+            )
+        lines.append("")
+        return "\n".join(lines)
+
+    def write(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(self.as_json(), indent=2, default=str)
+        (self.out_dir / "gpu-report.json").write_text(data + "\n", encoding="utf-8")
+        (self.out_dir / "gpu-report.md").write_text(self.markdown(), encoding="utf-8")
+
+    def check(self) -> list[str]:
+        """What did not complete (for --dry-run): every part must be ok, but (d) may be
+        skipped where rnnkit has no train.compile."""
+        problems = []
+        for p in self.parts.values():
+            if p.status == "ok" or (p.key == "d" and not HAS_COMPILE and p.status == "skipped"):
+                continue
+            problems.append(f"({p.key}) {p.status}: {p.note}")
+        return problems
+
+
+def precision(bf16: bool) -> str:
+    return "bf16 autocast" if bf16 else "fp32"
+
+
+def show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "**met**" if value else "**not met**"
+    if isinstance(value, float):
+        return "—" if math.isnan(value) else f"{value:,.3f}"
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------ main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, a few steps (CPU)")
+    parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if any), cuda, cpu")
+    parser.add_argument("--budget-s", type=float, help="whole-run guard, s (540; dry 300)")
+    parser.add_argument("--seconds", type=float, help="timed seconds per row (8; dry 0.3)")
+    parser.add_argument("--warmup-steps", type=int, help="untimed steps per row (5; dry 1)")
+    parser.add_argument("--warmup-s", type=float, help="... and untimed seconds (1.5; dry 0)")
+    parser.add_argument("--compile-warmup-lm", type=int, help="compiled LM warm-up (10; dry 2)")
+    parser.add_argument("--compile-warmup-tag", type=int, help="compiled tagger (40; dry 3)")
+    parser.add_argument("--min-steps", type=int, help="timed steps at least (3; dry 2)")
+    parser.add_argument("--train-minutes", type=float, help="(e) budget, minutes (4; dry 0.05)")
+    parser.add_argument(
+        "--premade-batches", type=int, default=400, help="tagger batches made beforehand (400)"
+    )
+    parser.add_argument("--lm", action="append", default=[], metavar="KEY=VALUE",
+                        help="override for the LM recipe (every LM part)")  # fmt: skip
+    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                        help="override for the tagger recipe")  # fmt: skip
+    parser.add_argument("--train-recipe", default=LM_RECIPE, help=f"(e)'s recipe ({LM_RECIPE})")
+    parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                        help="override for (e) only, after --lm")  # fmt: skip
+    args = parser.parse_args(argv)
+    for key, value in (DRY if args.dry_run else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.seconds <= 0 or args.budget_s <= 0 or args.train_minutes <= 0:
+        parser.error("--seconds, --budget-s and --train-minutes must be > 0")
+    if min(args.warmup_steps, args.compile_warmup_lm, args.compile_warmup_tag) < 0:
+        parser.error("warm-up steps must be ≥ 0")
+    if args.warmup_s < 0:
+        parser.error("--warmup-s must be ≥ 0")
+    if min(args.min_steps, args.premade_batches) < 1:
+        parser.error("--min-steps and --premade-batches must be ≥ 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        progress("error: run bench/gpu.py as one process, not under torchrun")
+        return 2
+    out_dir = Path(os.environ.get("OUT") or "gpu-report")
+    bench = Bench(args, out_dir)
+    try:
+        bench.run()
+    finally:
+        bench.write()
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+    print(bench.markdown())
+    progress(f"report: {out_dir / 'gpu-report.md'}, {out_dir / 'gpu-report.json'}")
+    if bench.device.type != "cuda" and not args.dry_run:
+        progress("warning: no CUDA device; these are CPU figures")
+    problems = bench.check()
+    if args.dry_run and problems:
+        progress("dry run failed: " + "; ".join(problems))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

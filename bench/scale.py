@@ -1,0 +1,471 @@
+"""Benchmark: training on one process against two (torchrun + DistributedDataParallel, gloo) on
+this machine's CPU, for the UD EWT UPOS tagger and the Shakespeare character language model.
+
+Each workload is trained by the real CLI, ``rnnkit train TASK --config RECIPE``, once per
+process count, one run after the other (never two at once), with the machine's cores split
+evenly between the processes:
+
+- 1 process x T threads: ``OMP_NUM_THREADS=T python -m rnnkit train ...`` (T = the cores),
+- 2 processes x T/2 threads: ``OMP_NUM_THREADS=T/2 torchrun --standalone --nproc_per_node 2
+  -m rnnkit train ...`` (gloo between the processes).
+
+Both runs of a workload have the same recipe, seed, step budget (``train.max_steps``) and
+learning-rate schedule over those steps, and the same global batches: ``train.batch_size`` is
+the global batch, which rnnkit shards across the processes. ``train.max_minutes`` becomes a
+generous guard (it only ends a run that is far slower than expected). From each run's
+``trainer.json`` (its ``state.history`` is ``metrics.jsonl``: one record per epoch end, and
+one where the step budget ends):
+
+- **throughput**: steps x global batch (sentences for the tagger, ``batch_size x bptt``
+  tokens for the LM) / ``elapsed_s`` of the last record. ``elapsed_s`` is the Trainer's clock,
+  from its first step to the end of its last dev evaluation: the dev evaluations and
+  checkpoints at epoch ends are in it, start-up and data reading are not (the ``wall`` column
+  has the whole command, torchrun's start and every process's data reading included).
+- **time to target**: ``elapsed_s`` (and step) of the first record whose dev metric meets the
+  target (tagger: dev accuracy; LM: dev loss in nats/char). Dev is evaluated at epoch ends
+  only, so this is resolved to an epoch.
+- **speed-up** of N processes = their throughput / 1 process's, and 1 process's time to
+  target / theirs.
+
+On 2 cores no speed-up is expected: the point is an honest measured ratio. The report also
+says how much CPU other processes used during each run.
+
+Run from the repository root (paths fall back to it), on an otherwise idle machine::
+
+    .venv/bin/python bench/scale.py --quick       # small models, ~1 minute: a smoke run
+    .venv/bin/python bench/scale.py               # the recipes' models, 2 epochs each, ~11 min
+    .venv/bin/python bench/scale.py --publish     # also append the report to bench/RESULTS.md
+    .venv/bin/python bench/scale.py --tag-steps 392 --lm-steps 245 --procs 1,2
+
+The markdown report goes to stdout, progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from machine import contention, cpu_model, cpu_ticks, publish
+
+from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
+from rnnkit.errors import RnnkitError
+from rnnkit.tasks import task_class
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "RESULTS.md"
+# Other processes busier than this share of the CPU during a run make its timings suspect.
+BUSY_SHARE = 0.05
+# Smaller models and a higher learning rate for --quick, so that a dev target is met in seconds.
+QUICK_TAG = [
+    "model.word_dim=32",
+    "model.char_dim=16",
+    "model.char_hidden=16",
+    "model.hidden_size=64",
+    "model.layers=1",
+    "train.lr=0.01",
+]
+QUICK_LM = [
+    "model.embedding_dim=32",
+    "model.hidden_size=128",
+    "model.layers=1",
+    "train.lr=0.01",
+    "train.warmup_steps=20",
+]
+# Flag values that --quick changes (each may still be given explicitly). The full step budgets
+# are two epochs of each recipe (392 and about 245 steps per epoch at batch 32).
+FULL = {
+    "tag_steps": 784,
+    "lm_steps": 490,
+    "tag_target": 0.80,
+    "lm_target": 2.0,
+    "guard_minutes": 15.0,
+}
+QUICK = {
+    "tag_steps": 450,
+    "lm_steps": 300,
+    "tag_target": 0.80,
+    "lm_target": 2.2,
+    "guard_minutes": 2.0,
+}
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ workloads
+@dataclass
+class Workload:
+    """One recipe trained with a step budget, and what its figures are counted in."""
+
+    name: str
+    task: str
+    recipe: str
+    overrides: list[str]
+    metric: str  # the dev metric the target is on
+    higher_is_better: bool
+    target: float
+    unit: str  # what the throughput counts
+    per_step: int  # units in one global batch
+    batch: str  # the global batch, in words
+
+    def meets(self, value: float) -> bool:
+        return value >= self.target if self.higher_is_better else value <= self.target
+
+
+def resolve(path: str) -> Path:
+    """``path`` as given, or inside the repository root when it is relative and absent."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
+        return REPO / p
+    return p.resolve()
+
+
+def load_config(task: str, recipe: str, overrides: list[str]) -> Any:
+    """The recipe with its overrides, checked the CLI's way (so a bad key stops us here)."""
+    base = read_yaml(resolve(recipe))
+    return from_dict(task_class(task).config_class(), merge(base, parse_overrides(overrides)))
+
+
+def workloads(args: argparse.Namespace) -> list[Workload]:
+    budget = [
+        "train.progress=false",
+        "train.checkpoint_every=0",
+        f"train.max_minutes={args.guard_minutes}",
+        "train.epochs=1000",
+        "train.target=null",
+        "train.patience=null",
+    ]
+    tag = [*(QUICK_TAG if args.quick else []), *budget, f"train.max_steps={args.tag_steps}"]
+    lm = [*(QUICK_LM if args.quick else []), *budget, f"train.max_steps={args.lm_steps}"]
+    tag_config = load_config("tag", args.tag_config, tag)
+    lm_config = load_config("lm", args.lm_config, lm)
+    tag_batch = tag_config.train.batch_size
+    lm_batch, bptt = lm_config.train.batch_size, lm_config.data.bptt
+    found = [
+        Workload(
+            "tagger (UD EWT UPOS)",
+            "tag",
+            args.tag_config,
+            tag,
+            "accuracy",
+            True,
+            args.tag_target,
+            "sentences",
+            tag_batch,
+            f"{tag_batch} sentences",
+        ),
+        Workload(
+            "char LM (Shakespeare)",
+            "lm",
+            args.lm_config,
+            lm,
+            "loss",
+            False,
+            args.lm_target,
+            "tokens",
+            lm_batch * bptt,
+            f"{lm_batch} streams x {bptt} tokens",
+        ),
+    ]
+    return [w for w in found if w.task in args.task_list]
+
+
+# ----------------------------------------------------------------------------------- runs
+@dataclass
+class Run:
+    """One training command and what its trainer.json says."""
+
+    workload: Workload
+    processes: int
+    threads: int
+    command: str = ""  # as a person would type it
+    returncode: int | None = None
+    wall_s: float = 0.0
+    steps: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    others: float | None = None
+    error: str = ""
+
+    @property
+    def elapsed_s(self) -> float:
+        return float(self.records[-1]["elapsed_s"]) if self.records else float("nan")
+
+    @property
+    def throughput(self) -> float:
+        if not self.records or self.elapsed_s <= 0:
+            return float("nan")
+        return self.steps * self.workload.per_step / self.elapsed_s
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.elapsed_s if self.records and self.elapsed_s > 0 else float("nan")
+
+    @property
+    def reached(self) -> dict[str, Any] | None:
+        """The first record meeting the target, or None."""
+        for record in self.records:
+            value = record.get(self.workload.metric)
+            if value is not None and self.workload.meets(float(value)):
+                return record
+        return None
+
+    @property
+    def final(self) -> float:
+        if not self.records:
+            return float("nan")
+        return float(self.records[-1].get(self.workload.metric, float("nan")))
+
+
+def children_ticks() -> int:
+    """CPU ticks of the child processes this process has waited for (torchrun's workers too)."""
+    times = os.times()
+    return round((times.children_user + times.children_system) * os.sysconf("SC_CLK_TCK"))
+
+
+def others_share(before: tuple[tuple[int, int, int] | None, int]) -> float | None:
+    """Share of the whole CPU used by processes other than this one and its children."""
+    ticks, children = before
+    after = cpu_ticks()
+    if ticks is None or after is None or after[0] <= ticks[0]:
+        return None
+    total, busy, own = (a - b for a, b in zip(after, ticks, strict=True))
+    ours = own + children_ticks() - children
+    return max(0.0, busy - ours) / total
+
+
+def command_for(w: Workload, processes: int, out: Path, data_dir: Path) -> list[str]:
+    launch = [sys.executable, "-m", "rnnkit"]
+    if processes > 1:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                  "--nproc_per_node", str(processes), "-m", "rnnkit"]  # fmt: skip
+    return [*launch, "train", w.task, "--config", str(resolve(w.recipe)), "--data-dir",
+            str(data_dir), "--out", str(out), *w.overrides]  # fmt: skip
+
+
+def shown_command(w: Workload, processes: int, threads: int, data_dir: str) -> str:
+    """The command as a person would type it from the repository root."""
+    launch = ["python", "-m", "rnnkit"]
+    if processes > 1:
+        launch = ["torchrun", "--standalone", "--nproc_per_node", str(processes), "-m", "rnnkit"]
+    words = [*launch, "train", w.task, "--config", w.recipe, "--data-dir", data_dir,
+             "--out", "OUT", *w.overrides]  # fmt: skip
+    return f"OMP_NUM_THREADS={threads} {shlex.join(words)}"
+
+
+def run_one(w: Workload, processes: int, args: argparse.Namespace, tmp: Path) -> Run:
+    threads = max(1, args.threads // processes)
+    run = Run(w, processes, threads)
+    run.command = shown_command(w, processes, threads, args.data_dir)
+    out = tmp / f"{w.task}-{processes}p"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    progress(f"{w.name}: {processes} process(es) x {threads} thread(s), {w.overrides[-1]}")
+    before = (cpu_ticks(), children_ticks())
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command_for(w, processes, out, resolve(args.data_dir)),
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=args.guard_minutes * 60 + 180,
+        )
+        run.returncode = done.returncode
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            run.error = " / ".join(lines[-3:]) or f"exit status {done.returncode}"
+    except subprocess.TimeoutExpired:
+        run.error = "timed out (the guard did not stop it)"
+    run.wall_s = time.perf_counter() - start
+    run.others = others_share(before)
+    state_file = out / "trainer.json"
+    if state_file.exists():
+        state = json.loads(state_file.read_text(encoding="utf-8"))["state"]
+        run.steps, run.records = int(state["step"]), list(state["history"])
+    if run.error:
+        progress(f"  failed: {run.error}")
+    else:
+        reached = run.reached
+        progress(
+            f"  {run.steps} steps in {run.elapsed_s:.1f} s: {run.throughput:,.0f} {w.unit}/s; "
+            f"target {'at ' + format(reached['elapsed_s'], '.1f') + ' s' if reached else 'not met'}"
+            f"; wall {run.wall_s:.1f} s"
+        )
+    return run
+
+
+# ------------------------------------------------------------------------------ reporting
+def fmt(value: float, spec: str = ",.0f") -> str:
+    return "—" if value != value else format(value, spec)  # NaN shows as a dash
+
+
+def table(runs: list[Run]) -> list[str]:
+    lines = [
+        "| workload | processes × threads | steps | training s | steps/s | throughput | "
+        "speed-up | time to target, s (step) | speed-up | final dev | wall s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        w = run.workload
+        if run.error and not run.records:
+            lines.append(
+                f"| {w.name} | {run.processes} × {run.threads} | failed: {run.error} "
+                "| | | | | | | | |"
+            )
+            continue
+        base = next((r for r in runs if r.workload is w and r.processes == 1), None)
+        speed = fmt(run.throughput / base.throughput, ".2f") + "×" if base else ""
+        reached = run.reached
+        to_target, speed_target = "not met", ""
+        if reached:
+            to_target = f"{reached['elapsed_s']:.1f} ({reached['step']})"
+            base_reached = base.reached if base else None
+            if base_reached and reached["elapsed_s"] > 0:
+                speed_target = f"{base_reached['elapsed_s'] / reached['elapsed_s']:.2f}×"
+        lines.append(
+            f"| {w.name} | {run.processes} × {run.threads} | {run.steps:,} | "
+            f"{fmt(run.elapsed_s, '.1f')} | {fmt(run.steps_per_s, '.2f')} | "
+            f"{fmt(run.throughput)} {w.unit}/s | {speed} | {to_target} | {speed_target} | "
+            f"{w.metric} {fmt(run.final, '.4f')} | {run.wall_s:.1f} |"
+        )
+    return lines
+
+
+def record_lines(runs: list[Run]) -> list[str]:
+    lines = []
+    for run in runs:
+        w = run.workload
+        shown = "; ".join(
+            f"step {r['step']} at {r['elapsed_s']:.1f} s, {w.metric} {r[w.metric]:.4f}"
+            for r in run.records
+            if w.metric in r
+        )
+        others = "unknown" if run.others is None else f"{run.others:.0%}"
+        error = f"; **error**: {run.error}" if run.error else ""
+        lines.append(
+            f"- {w.name}, {run.processes} process(es): dev at {shown or 'no record'}; other "
+            f"processes used {others} of the CPU{error}"
+        )
+    return lines
+
+
+def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    shares = [r.others for r in runs if r.others is not None]
+    busiest = max(shares) if shares else None
+    busy_line, warning = contention(busiest, BUSY_SHARE)
+    if args.quick:
+        warning.append(
+            "- **--quick smoke run**: smaller models and a higher learning rate than the "
+            "recipes, seconds of training; not a measurement of the recipes"
+        )
+    splits = ", ".join(
+        f"{p} process{'es' if p > 1 else ''} × {max(1, args.threads // p)} thread"
+        f"{'s' if max(1, args.threads // p) > 1 else ''}"
+        for p in args.proc_list
+    )
+    lines = [
+        f"### Scale benchmark: 1 process vs {max(args.proc_list)} (torchrun + DDP, gloo) on "
+        f"{os.cpu_count()} CPU cores ({now}){' [quick]' if args.quick else ''}",
+        "",
+        f"- command: `{shlex.join(['python', *sys.argv])}` ({total_s / 60:.1f} min in all)",
+        f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, device "
+        f"cpu, float32; {splits} (set by OMP_NUM_THREADS for each run); runs one after the "
+        f"other; busiest run: {busy_line}",
+        *warning,
+    ]
+    for w in {id(r.workload): r.workload for r in runs}.values():
+        goal = "≥" if w.higher_is_better else "≤"
+        shown = [o for o in w.overrides if not o.startswith(("train.progress", "train.check"))]
+        lines.append(
+            f"- {w.name}: `{w.recipe}` with {' '.join(f'`{o}`' for o in shown)}; global batch "
+            f"{w.batch} on any number of processes; target dev {w.metric} {goal} {w.target}"
+        )
+    lines += [
+        "- throughput = steps × global batch / the Trainer's `elapsed_s` at its last record "
+        "(dev evaluations and checkpoints at epoch ends included; start-up and data reading "
+        "not: `wall s` is the whole command); time to target = `elapsed_s` of the first "
+        "epoch-end record meeting it (dev is evaluated at epoch ends only); speed-up is "
+        "against 1 process",
+        "- commands, from the repository root (OUT a fresh directory):",
+    ]
+    lines += [f"  - `{run.command}`" for run in runs]
+    lines += ["", *table(runs), "", *record_lines(runs), ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small models, ~1 minute in all")
+    parser.add_argument("--publish", action="store_true", help="append to bench/RESULTS.md")
+    parser.add_argument("--append", type=Path, help="also append the report to this file")
+    parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
+    parser.add_argument("--procs", default="1,2", help="process counts to compare (1,2)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="threads shared out (cores)"
+    )
+    parser.add_argument("--tasks", default="tag,lm", help="workloads: tag, lm (both)")
+    parser.add_argument("--tag-config", default="configs/ewt-upos.yaml")
+    parser.add_argument("--lm-config", default="configs/shakespeare-char.yaml")
+    parser.add_argument("--tag-steps", type=int, help="tagger step budget (784; quick 450)")
+    parser.add_argument("--lm-steps", type=int, help="LM step budget (490; quick 300)")
+    parser.add_argument("--tag-target", type=float, help="dev accuracy target (0.80)")
+    parser.add_argument("--lm-target", type=float, help="dev loss target (2.0; quick 2.2)")
+    parser.add_argument(
+        "--guard-minutes", type=float, help="train.max_minutes, a guard (15; quick 2)"
+    )
+    args = parser.parse_args(argv)
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    try:
+        args.proc_list = sorted({int(p) for p in args.procs.split(",") if p.strip()})
+    except ValueError:
+        parser.error(f"bad --procs {args.procs!r} (expected numbers, e.g. 1,2)")
+    if not args.proc_list or args.proc_list[0] != 1:
+        parser.error("--procs must include 1 (the baseline)")
+    args.task_list = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not args.task_list or set(args.task_list) - {"tag", "lm"}:
+        parser.error("--tasks takes tag, lm or both")
+    if min(args.tag_steps, args.lm_steps, args.threads) < 1 or args.guard_minutes <= 0:
+        parser.error("step budgets and --threads must be ≥ 1, --guard-minutes > 0")
+    if args.publish and args.append is not None:
+        parser.error("give --publish or --append, not both")
+    args.target_file = RESULTS if args.publish else args.append
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        found = workloads(args)
+    except RnnkitError as err:
+        progress(f"error: {err}")
+        return 2
+    started = time.perf_counter()
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        for w in found:
+            for processes in args.proc_list:
+                runs.append(run_one(w, processes, args, Path(tmp)))
+    text = report(runs, args, time.perf_counter() - started)
+    publish(text, args.target_file)
+    return 1 if any(r.error for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
