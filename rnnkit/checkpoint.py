@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -312,10 +313,27 @@ def _stored_checksum(data: bytes) -> str | None:
         return None  # safetensors' own parser reports what is wrong
 
 
+def _regular(path: Path) -> Path:
+    """``path`` (resolved for a reader's snapshot) if it is a plain file: a FIFO or a device
+    in a model directory would block a reader forever, a directory cannot be read."""
+    real = resolve(path)
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        raise ModelDirError(f"{path} is missing") from None
+    except OSError as err:
+        raise ModelDirError(f"cannot read {path} ({err.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise ModelDirError(f"{path} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise ModelDirError(f"{path} is not a regular file")
+    return real
+
+
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file, turning every way it can be broken into a ModelDirError."""
     try:
-        data = resolve(path).read_bytes()
+        data = _regular(path).read_bytes()
     except FileNotFoundError:
         raise ModelDirError(f"{path} is missing") from None
     except IsADirectoryError:
@@ -339,7 +357,7 @@ def read_tensors_from(data: bytes, where: str = "tensor data") -> dict[str, torc
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(resolve(path).read_text(encoding="utf-8"))
+        return json.loads(_regular(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ModelDirError(f"{path} is missing") from None
     except IsADirectoryError:

@@ -400,11 +400,10 @@ def _plot_attention(png: str, result: dict[str, Any], number: int | None) -> Non
 def _neighbors_in_file(args: argparse.Namespace) -> int:
     """``neighbors --vectors FILE``: the same answer as an embed model's, from a vectors file."""
     from rnnkit.nn.similarity import WordVectors
-    from rnnkit.tasks.embed import EmbedOptions, EmbedTask
+    from rnnkit.tasks.base import resolve_options
+    from rnnkit.tasks.embed import EmbedTask
 
-    k = int(args.k) if args.k is not None else EmbedOptions.k
-    if k < 1:
-        raise RnnkitError(f"-k {k}: must be at least 1")
+    k = resolve_options(EmbedTask, {} if args.k is None else {"k": args.k}).k
     vectors = WordVectors.load(args.vectors)
     words = _read_inputs(args)
     for word, ranked in zip(words, vectors.neighbors(words, k), strict=True):
@@ -527,6 +526,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's first command: train the seed's setting, then decrypt a few messages."""
+    from rnnkit import checkpoint as ckpt
     from rnnkit.data.ciphers import encrypt_text
     from rnnkit.tasks import build_task
     from rnnkit.tasks.cipher import CipherConfig, CipherTask
@@ -534,9 +534,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.exists():
-        if not out.is_dir() or (any(out.iterdir()) and not (out / "config.json").exists()):
+        shown = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else [1]
+        if shown and not (out / "config.json").exists():
             raise RnnkitError(f"{out} exists and is not an rnnkit model directory; pick --out")
-        _clear_run(out)
+    ckpt.acquire_writer(out)  # before clearing: never under a run that is writing it
+    _clear_run(out)
     config = CipherConfig()
     print(
         f"Training the seed's cipher model (ROT13 over {config.data.alphabet}, "

@@ -167,6 +167,11 @@ class Trainer:
         self.state = _State()
         self._last_plot = time.perf_counter()  # first plot after plot_every_s, and at the end
         self.ddp: torch.nn.Module | None = None
+        if self.world > 1 and config.batch_size < self.world:
+            raise ConfigError(
+                f"train.batch_size {config.batch_size} is smaller than the {self.world} "
+                "processes: every process needs examples of each global batch"
+            )
         if self.world > 1:
             init_distributed(self.device)
             from torch.nn.parallel import DistributedDataParallel
@@ -233,7 +238,20 @@ class Trainer:
         return c.lr * factor * self.state.lr_scale
 
     # ------------------------------------------------------------ checkpoints
-    def _training_files(self, new_best: bool) -> dict[str, bytes]:
+    def _carried(self) -> list[dict[str, torch.Tensor]]:
+        """Every process's carried state (each reads its own streams), gathered on all."""
+        if not hasattr(self.model, "training_state"):
+            return []
+        state = {k: v.detach().cpu() for k, v in self.model.training_state().items()}
+        if self.world == 1:
+            return [state]
+        import torch.distributed as dist
+
+        states: list[Any] = [None] * self.world
+        dist.all_gather_object(states, state)
+        return states
+
+    def _training_files(self, new_best: bool, carried: list) -> dict[str, bytes]:
         weights = self.model.state_dict()
         files = dict(self.task.model_files())
         if new_best or not (self.out_dir / "model.safetensors").exists():
@@ -244,9 +262,9 @@ class Trainer:
                 rng[f"cuda{i}"] = s
         trainer_tensors = {f"model.{k}": v for k, v in weights.items()}
         trainer_tensors.update({f"rng.{k}": v for k, v in rng.items()})
-        if hasattr(self.model, "training_state"):  # state carried between batches (the LM's)
-            state = self.model.training_state()
-            trainer_tensors.update({f"carried.{k}": v for k, v in state.items()})
+        for r, state in enumerate(carried):  # state carried between batches (the LM's)
+            prefix = "carried." if len(carried) == 1 else f"carried.rank{r}."
+            trainer_tensors.update({prefix + k: v for k, v in state.items()})
         files["trainer.safetensors"] = ckpt.tensors_to_bytes(trainer_tensors)
         opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
         files["optimizer.safetensors"] = ckpt.tensors_to_bytes(opt_tensors)
@@ -272,8 +290,9 @@ class Trainer:
                 f"the checkpoint on disk is the last good one; lower train.lr or set "
                 f"train.clip_norm"
             )
+        carried = self._carried()  # collective: every process takes part
         if self.is_main:
-            ckpt.commit(self.out_dir, self._training_files(new_best))
+            ckpt.commit(self.out_dir, self._training_files(new_best, carried))
 
     def restore(self) -> None:
         """Continue from the training state in ``out_dir`` (``--resume``)."""
@@ -297,7 +316,12 @@ class Trainer:
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
             raise ModelDirError(f"{self.out_dir}: training state does not fit ({err})") from None
         if hasattr(self.model, "load_training_state"):
-            carried = {k[8:]: v for k, v in tensors.items() if k.startswith("carried.")}
+            own = "carried." if self.world == 1 else f"carried.rank{self.rank}."
+            carried = {k[len(own) :]: v for k, v in tensors.items() if k.startswith(own)}
+            if any(k.startswith("rank") for k in carried):  # saved by several processes
+                raise ModelDirError(
+                    f"{self.out_dir} was trained on several processes; resume it on as many"
+                )
             self.model.load_training_state(carried)
         torch.set_rng_state(tensors["rng.torch"])
         if torch.cuda.is_available():
@@ -314,10 +338,14 @@ class Trainer:
         main process holds the output directory's writer lock throughout: a second trainer on
         the same directory is refused before it trains.
         """
-        if not self.is_main:
-            return self._fit(resume)
-        with ckpt.writing(self.out_dir):
-            return self._fit(resume)
+        try:
+            if not self.is_main:
+                return self._fit(resume)
+            with ckpt.writing(self.out_dir):
+                return self._fit(resume)
+        finally:
+            if self.board is not None:  # a failed run's last scalars are worth keeping too
+                self.board.close()
 
     def _fit(self, resume: bool) -> dict[str, Any]:
         c = self.config
@@ -413,8 +441,6 @@ class Trainer:
         self.state.finished = True
         self.save()
         self.plot(force=True)
-        if self.board is not None:
-            self.board.close()
         return self._summary(time.perf_counter() - started)
 
     # ------------------------------------------------------------ processes
@@ -436,12 +462,17 @@ class Trainer:
             return loss, float(loss.detach())
         import torch.distributed as dist
 
-        own = loss_terms(batch)
+        own = self._terms(batch)
         loss = self.step_loss(batch)
         sums = torch.tensor([own, float(loss.detach()) * own], dtype=torch.float64)
-        dist.all_reduce(sums.to(self.device) if self.device.type == "cuda" else sums)
-        total, loss_sum = float(sums[0]), float(sums[1])
+        sums = sums.to(self.device)  # NCCL reduces device tensors only; gloo takes either
+        dist.all_reduce(sums)
+        total, loss_sum = (float(x) for x in sums.cpu())
         return loss * (own * self.world / total), loss_sum / total
+
+    def _terms(self, batch: dict[str, Any]) -> int:
+        counted = getattr(self.model, "loss_terms", None)  # a model whose mean is another's
+        return int(counted(batch)) if counted is not None else loss_terms(batch)
 
     def _agreed(self, value: float) -> float:
         """Rank 0's value on every process: clocks differ, decisions taken on them must not."""
@@ -460,7 +491,7 @@ class Trainer:
         if norm is not None:
             self.board.add_scalar("train/grad_norm", float(norm), step)
         if seconds > 0:  # this process's loss terms (tokens or examples) per second
-            self.board.add_scalar("train/terms_per_s", loss_terms(batch) / seconds, step)
+            self.board.add_scalar("train/terms_per_s", self._terms(batch) / seconds, step)
 
     def _end_epoch(self, epoch: int, started: float, elapsed_before: float) -> bool:
         """Evaluate, keep the best model, checkpoint, log; True when training should stop."""

@@ -135,3 +135,33 @@ def test_a_task_that_cannot_run_distributed_says_so(tmp_path):
     out, err = run.communicate(timeout=120)
     assert run.returncode != 0
     assert "cannot train on several processes" in err
+
+
+def test_a_language_model_on_two_processes_resumes_with_each_ones_own_streams(tmp_path):
+    text = tmp_path / "lm.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 80)
+    recipe = [f"data.train={text}", "data.bptt=16", "model.embedding_dim=8",
+              "model.hidden_size=16", "model.dropout=0", "model.embedding_dropout=0",
+              "train.batch_size=5", "train.epochs=2", "train.checkpoint_every=2",
+              "train.progress=false", "--deterministic"]  # fmt: skip
+    out = tmp_path / "run"
+    run = torchrun("train", "lm", *recipe, "--out", str(out))
+    deadline = time.monotonic() + 180
+    while run.poll() is None:
+        assert time.monotonic() < deadline
+        try:
+            if json.loads((out / "trainer.json").read_text())["state"]["step"] >= 6:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    assert run.poll() is None, "finished before it could be killed"
+    for pid in [run.pid, *descendants(run.pid)]:
+        os.kill(pid, signal.SIGKILL)
+    run.wait()
+    carried = ckpt.read_tensors(out / "trainer.safetensors")
+    assert {k.split(".")[1] for k in carried if k.startswith("carried.")} == {"rank0", "rank1"}
+    finish(torchrun("train", "lm", "--resume", str(out), "--deterministic"))
+    assert ckpt.read_json(out / "trainer.json")["state"]["finished"]
+    one = run_cli("train", "lm", "--resume", str(out))  # another world size: one clear line
+    assert one.returncode == 0 or "several processes" in one.stderr

@@ -133,3 +133,21 @@ def test_a_full_disk_is_one_line_and_leaves_the_directory_sound(tmp_path):
 
 def test_argument_errors_are_one_line():
     one_line(run_cli("train", "cipher", "--seed", "1e20", "--out", "x"), "--seed")
+
+
+def test_a_fifo_in_a_model_directory_is_an_error_not_a_hang(rot13, tmp_path):
+    import os
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(rot13, copy)
+    (copy / "vocab.json").unlink()
+    os.mkfifo(copy / "vocab.json")
+    one_line(run_cli("decrypt", "--model", str(copy), "URYYB"), "not a regular file")
+
+
+def test_neighbours_from_a_file_check_k_like_the_model_path(tmp_path):
+    vectors = tmp_path / "v.txt"
+    vectors.write_text("cat 1 0\ndog 0.9 0.1\nfish 0 1\n")
+    one_line(run_cli("neighbors", "--vectors", str(vectors), "-k", "abc", "cat"), "options.k")
+    one_line(run_cli("neighbors", "--vectors", str(vectors), "-k", "100000000", "cat"), "options.k")

@@ -10,6 +10,7 @@ import sys
 import httpx
 import pytest
 
+from rnnkit.errors import RnnkitError
 from rnnkit.serve.app import ServeConfig, create_app
 from rnnkit.serve.command import parse_models
 from rnnkit.tasks import TASKS, load_task
@@ -220,3 +221,55 @@ def test_model_names_default_to_the_directory(tmp_path):
     assert parse_models([f"x={tmp_path}", str(tmp_path / "run-7")]) == {
         "x": tmp_path, "run-7": tmp_path / "run-7",
     }  # fmt: skip
+
+
+def test_model_specs_with_paths_that_hold_an_equals_sign(tmp_path):
+    assert parse_models([str(tmp_path / "lr=0.1")]) == {"lr-0.1": tmp_path / "lr=0.1"}
+    with pytest.raises(RnnkitError, match="no directory"):
+        parse_models(["x="])
+
+
+def test_cors_reaches_errors_from_the_inner_layers_and_allows_the_key_header(loaded):
+    origin = {"origin": "http://example.test"}
+    config = ServeConfig(cors_origins=["http://example.test"], api_key="k", max_body=100)
+    with running(create_app({"cipher": loaded["cipher"]}, config)) as base:
+        denied = httpx.get(base + "/v1/models", headers=origin)
+        assert denied.status_code == 401
+        assert denied.headers["access-control-allow-origin"] == "http://example.test"
+        big = post(base, "/v1/models/cipher/predict", {"inputs": ["A" * 200]},
+                   headers={**origin, "x-api-key": "k"})  # fmt: skip
+        assert big.status_code == 413 and "access-control-allow-origin" in big.headers
+        preflight = httpx.options(base + "/v1/models/cipher/predict", headers={
+            **origin, "access-control-request-method": "POST",
+            "access-control-request-headers": "x-api-key",
+        })  # fmt: skip
+        assert preflight.status_code == 200
+
+
+def test_bodies_that_cannot_be_parsed_are_422_and_405_says_what_is_allowed(server):
+    base, _ = server
+    reply = post(base, "/v1/models/cipher/predict", b'{"inputs": ["\xff"]}',
+                 headers={"content-type": "application/json"})  # fmt: skip
+    assert_error(reply, 422)
+    wrong = httpx.get(base + "/v1/models/cipher/predict")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+
+
+def test_generation_per_request_is_bounded(server):
+    base, _ = server
+    body = {"inputs": ["a"] * 8, "options": {"length": 5000}}
+    assert_error(post(base, "/v1/models/lm/predict", body), 413, "tokens to generate")
+
+
+def test_batches_never_exceed_max_batch(loaded):
+    config = ServeConfig(max_batch=10, batch_wait_ms=20)
+    with running(create_app({"cipher": loaded["cipher"]}, config)) as base:
+
+        async def fire():
+            async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+                return await asyncio.gather(*(
+                    client.post("/v1/models/cipher/predict", json={"inputs": ["URYYB"] * 7})
+                    for _ in range(6)
+                ))  # fmt: skip
+
+        assert {r.status_code for r in asyncio.run(fire())} == {200}

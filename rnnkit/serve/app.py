@@ -50,6 +50,7 @@ class ServeConfig:
     max_batch: int = 64  # inputs in one predict call
     batch_wait_ms: float = 2.0  # how long a free model waits for more requests to batch
     max_queue: int = 1024  # requests waiting per model before 503
+    max_generated: int = 20_000  # tokens one request may ask a language model to generate
     cors_origins: list[str] = field(default_factory=list)  # none: CORS off
     api_key: str | None = None  # when set, every request but /health and the page needs it
 
@@ -174,7 +175,16 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
 
     @app.exception_handler(StarletteHTTPException)
     async def _starlette_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return _error(err.status_code, str(err.detail))
+        if err.status_code == 400:  # a body that is not UTF-8 or too deeply nested to parse
+            return _error(422, "the request body is not valid JSON")
+        reply = _error(err.status_code, str(err.detail))
+        reply.headers.update(err.headers or {})  # 405 keeps its Allow header
+        return reply
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, err: Exception) -> JSONResponse:
+        # A bug, not bad input: still JSON, still not 200, and the server keeps serving.
+        return _error(500, f"internal error ({type(err).__name__}); please report it")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -221,6 +231,13 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
         s = model(name)
         options = checked_options(s, body.options)
         inputs = checked_inputs(body.inputs)
+        work = len(inputs) * getattr(options, "length", 1)
+        if work > config.max_generated:
+            raise HTTPError(
+                413,
+                f"{len(inputs)} inputs × length {options.length} = {work:,} tokens to generate "
+                f"(the limit is {config.max_generated:,} per request)",
+            )
         try:
             outputs = await asyncio.wait_for(
                 s.batcher.submit(inputs, options), timeout=config.timeout_s
@@ -244,7 +261,10 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
             raise HTTPError(422, f"model {name!r} ({s.task.name}) does not stream; use predict")
         options = checked_options(s, body.options)
         (text,) = checked_inputs([body.input])
-        pieces = await s.batcher.run(s.task.stream, text, options)
+        try:
+            pieces = await s.batcher.run(s.task.stream, text, options)
+        except RnnkitError as err:
+            raise HTTPError(422, str(err)) from None
         return StreamingResponse(
             _events(s.batcher, pieces, config.timeout_s), media_type="text/event-stream"
         )
@@ -320,7 +340,12 @@ async def _events(batcher: Batcher, pieces: Any, timeout_s: float) -> AsyncItera
     end = object()
     started = time.monotonic()
     while True:
-        piece = await batcher.run(next, pieces, end)
+        try:
+            piece = await batcher.run(next, pieces, end)
+        except Exception as err:  # noqa: BLE001 - the client hears of it, the server goes on
+            error = {"status": 500, "message": f"generation failed ({type(err).__name__})"}
+            yield f"event: error\ndata: {json.dumps({'error': error})}\n\n"
+            return
         if piece is end:
             break
         yield f"data: {json.dumps({'text': piece})}\n\n"
@@ -332,17 +357,18 @@ async def _events(batcher: Batcher, pieces: Any, timeout_s: float) -> AsyncItera
 
 
 def _guard(app: FastAPI, config: ServeConfig) -> None:
-    """Outer layers: CORS when asked for, the API key, and the body size limit."""
+    """Outer layers: the body size limit, the API key, and outermost CORS when asked for (so
+    that a browser can read the 401s and 413s of the layers inside it too)."""
+    app.add_middleware(BodyLimit, max_body=config.max_body)
+    if config.api_key:
+        app.add_middleware(ApiKey, key=config.api_key)
     if config.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=config.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key"],
         )
-    app.add_middleware(BodyLimit, max_body=config.max_body)
-    if config.api_key:
-        app.add_middleware(ApiKey, key=config.api_key)
 
 
 class BodyLimit:

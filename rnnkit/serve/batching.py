@@ -49,6 +49,7 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rnnkit-{name}")
         self.queue: asyncio.Queue[_Request] = asyncio.Queue(max_queue)
         self.worker: asyncio.Task | None = None
+        self.held: _Request | None = None  # taken from the queue, left for the next call
         self.calls = 0  # predict calls made, for the benchmark's report
 
     def start(self) -> None:
@@ -78,7 +79,7 @@ class Batcher:
 
     async def _serve(self) -> None:
         while True:
-            first = await self.queue.get()
+            first, self.held = self.held or await self.queue.get(), None
             taken = [first]
             if self.batching:
                 taken += await self._gather(len(first.inputs))
@@ -101,6 +102,9 @@ class Batcher:
                     break
             else:
                 request = self.queue.get_nowait()
+            if size + len(request.inputs) > self.max_batch:
+                self.held = request  # first in line for the next call, never over the limit
+                break
             more.append(request)
             size += len(request.inputs)
         return more

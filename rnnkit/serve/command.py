@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,10 @@ def add_serve_parser(sub: Any) -> None:
     )  # fmt: skip
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests per model")
     p.add_argument(
+        "--max-generated", type=int, default=d.max_generated,
+        help="tokens one request may ask a language model for (inputs × length)",
+    )  # fmt: skip
+    p.add_argument(
         "--cors-origin", action="append", default=[], metavar="ORIGIN",
         help="allow browser pages from this origin (repeatable; default: CORS off)",
     )  # fmt: skip
@@ -55,8 +60,12 @@ def parse_models(specs: list[str]) -> dict[str, Path]:
     models: dict[str, Path] = {}
     for spec in specs:
         name, sep, where = spec.partition("=")
-        if not sep:
-            name, where = Path(spec).resolve().name, spec
+        if not sep or "/" in name:  # no name, or a path with an '=' in it (runs/lr=0.1)
+            # The directory's own name, made URL-safe.
+            name = re.sub(r"[^A-Za-z0-9._-]", "-", Path(spec).resolve().name)
+            where = spec
+        if not where:
+            raise RnnkitError(f"--model {spec}: no directory after the name")
         if not name or not all(c.isalnum() or c in "-_." for c in name):
             raise RnnkitError(f"--model {spec}: a name is letters, digits, '-', '_' or '.'")
         if name in models:
@@ -90,6 +99,7 @@ def _is_loopback(host: str) -> bool:
 def cmd_serve(args: argparse.Namespace) -> int:
     from rnnkit.serve.app import ServeConfig, create_app
     from rnnkit.tasks import load_task
+    from rnnkit.tasks.base import DEFAULT_LIMITS
 
     key = read_api_key(args)
     if not _is_loopback(args.host) and not key and not args.no_auth:
@@ -97,15 +107,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"--host {args.host} is reachable from other machines: give --api-key-file FILE "
             f"(or ${KEY_ENV}), or say --no-auth"
         )
-    for flag in ("max_inputs", "max_chars", "max_body", "max_batch", "max_queue", "port"):
-        if getattr(args, flag) < (0 if flag == "port" else 1):
-            raise RnnkitError(f"--{flag.replace('_', '-')} must be at least 1")
-    if not args.timeout > 0 or not args.batch_wait_ms >= 0:
-        raise RnnkitError("--timeout must be > 0 and --batch-wait-ms ≥ 0")
+    # The tasks' own predict checks bound a call at DEFAULT_LIMITS; the server's are tighter.
+    ceiling = {"max_inputs": DEFAULT_LIMITS.max_inputs, "max_chars": DEFAULT_LIMITS.max_chars,
+               "max_batch": DEFAULT_LIMITS.max_inputs, "max_body": 2**30, "max_queue": 10**6,
+               "max_generated": 10**7,
+               "port": 65_535}  # fmt: skip
+    for flag, high in ceiling.items():
+        low = 0 if flag == "port" else 1
+        if not low <= getattr(args, flag) <= high:
+            raise RnnkitError(f"--{flag.replace('_', '-')} must be from {low} to {high:,}")
+    if not (0 < args.timeout <= 3600 and 0 <= args.batch_wait_ms <= 1000):
+        raise RnnkitError("--timeout must be in (0, 3600] seconds, --batch-wait-ms in [0, 1000]")
     config = ServeConfig(
         max_inputs=args.max_inputs, max_chars=args.max_chars, max_body=args.max_body,
         timeout_s=args.timeout, batching=not args.no_batching, max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
+        max_generated=args.max_generated,
         cors_origins=args.cors_origin, api_key=key,
     )  # fmt: skip
     # Every model is loaded before the server starts: a bad directory is one line, not a 500.

@@ -172,6 +172,10 @@ class BowClassifier(nn.Module):
         """Mean negative log-likelihood of ``labels`` ``(batch,)``."""
         return F.cross_entropy(self.logits(batch).float(), batch["labels"])
 
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> int:
+        """The loss is a mean over texts, not over their words (for several processes)."""
+        return int(batch["labels"].shape[0])
+
 
 class NeuralClassifier(nn.Module):
     """words → embedding → (Bi)LSTM/GRU → max/mean/attention pooling → linear → label scores."""
@@ -205,6 +209,10 @@ class NeuralClassifier(nn.Module):
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean negative log-likelihood of ``labels`` ``(batch,)``."""
         return F.cross_entropy(self.logits(batch).float(), batch["labels"])
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> int:
+        """The loss is a mean over texts, not over their words (for several processes)."""
+        return int(batch["labels"].shape[0])
 
 
 # ----------------------------------------------------------------------------- features

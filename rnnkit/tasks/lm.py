@@ -22,7 +22,7 @@ from rnnkit import checkpoint as ckpt
 from rnnkit.data.text import EOS, Level, as_streams, read_text, resolve_data_path, tokenize, windows
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 from rnnkit.nn.sampling import sample_next
 from rnnkit.tasks.base import check_inputs, option, resolve_options
 from rnnkit.train import TrainConfig
@@ -80,6 +80,11 @@ class LMModelConfig:
     freeze: bool = False  # keep pretrained embeddings fixed
 
     def validate(self) -> None:
+        check_sizes(
+            embedding_dim=self.embedding_dim, hidden_size=self.hidden_size, layers=self.layers
+        )
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
         if not 0 <= self.embedding_dropout < 1:
             raise ConfigError(f"bad value {self.embedding_dropout} for model.embedding_dropout")
         if self.tie_weights and self.adaptive_softmax:
