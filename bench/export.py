@@ -41,7 +41,6 @@ The markdown report goes to stdout, progress to stderr. Needs onnx and onnxrunti
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import shlex
@@ -53,12 +52,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from common import progress, train_tiny_model, version
 from machine import contention as machine_contention
 from machine import cpu_model, cpu_ticks, others_share, publish
 
@@ -69,10 +68,6 @@ MODELS = {"tagger": "tag", "cipher": "cipher"}  # report name → task
 FULL = {"warmup": 20, "repeats": 200}
 QUICK = {"warmup": 3, "repeats": 20}
 BUSY_SHARE = 0.05  # other processes busier than this share of the CPU make timings suspect
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -122,19 +117,6 @@ def cipher_texts(alphabet: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- models
-def train_tiny_model(task: str, root: Path) -> Path:
-    """A tiny ``task`` model trained by ``tests/tiny.py`` under ``root``; its directory."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))  # so that ``tests`` imports when run as bench/export.py
-    from tests.tiny import train_tiny
-
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # keep the report alone on stdout
-        model = train_tiny(task, root)
-    progress(f"trained a tiny {task} model in {time.perf_counter() - started:.1f} s: {model}")
-    return model
-
-
 def model_dirs(args: argparse.Namespace, scratch: Path) -> dict[str, Path]:
     given = {"tagger": args.tagger, "cipher": args.cipher}
     found = {}
@@ -258,13 +240,6 @@ def run_cases(cases: list[Case], warmup: int, repeats: int) -> None:
 
 
 # ---------------------------------------------------------------------------------- report
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
-
-
 def report(
     cases: list[Case],
     exports: dict[str, dict],

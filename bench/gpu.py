@@ -76,6 +76,7 @@ from typing import Any
 
 import lm as lm_bench
 import torch
+from common import progress
 from machine import cpu_model
 from torch import nn
 from torch.nn import functional as F
@@ -134,10 +135,6 @@ DRY = {
 PART_BUDGET_S = {"a": 60.0, "b": 120.0, "c": 120.0, "d": 240.0}
 COMPILE_RESERVE_S = 150.0  # kept back from (e) for (d) when compile exists
 SYNTHETIC_TAGS = "NOUN PUNCT VERB PRON ADP DET PROPN ADJ AUX ADV CCONJ PART NUM SCONJ X INTJ SYM"
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def synchronize(device: torch.device) -> None:

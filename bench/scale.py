@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import progress
 from machine import contention, cpu_model, cpu_ticks, publish
 
 from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
@@ -98,10 +99,6 @@ QUICK = {
     "lm_target": 2.2,
     "guard_minutes": 2.0,
 }
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------ workloads

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import platform
@@ -60,10 +59,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import httpx
+from common import progress, train_tiny_model, version
 from machine import contention as machine_contention
 from machine import cpu_model, cpu_ticks, publish
 
@@ -82,10 +81,6 @@ QUICK = {"requests": 200, "translator_requests": 50, "warmup": 8, "max_seconds":
 # Other processes busier than this share of the CPU during the run make the timings suspect.
 BUSY_SHARE = 0.05
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -147,19 +142,6 @@ INPUTS = {"tagger": tagger_inputs, "cipher": cipher_inputs, "translator": transl
 # ---------------------------------------------------------------------------------- models
 def is_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file()
-
-
-def train_tiny_model(task: str, root: Path) -> Path:
-    """A tiny ``task`` model trained by ``tests/tiny.py`` under ``root``; its directory."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))  # so that ``tests`` imports when run as bench/serve.py
-    from tests.tiny import train_tiny
-
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # keep the report alone on stdout
-        model = train_tiny(task, root)
-    progress(f"trained a tiny {task} model in {time.perf_counter() - started:.1f} s: {model}")
-    return model
 
 
 def model_dirs(args: argparse.Namespace, scratch: Path) -> dict[str, Path]:
@@ -495,13 +477,6 @@ def table(runs: dict[tuple[str, str], Run]) -> list[str]:
             f"{mib(off.rss_before)} → {mib(off.rss_after)} |"
         )
     return lines
-
-
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
 
 
 def summary(runs: dict[tuple[str, str], Run]) -> str:
