@@ -252,10 +252,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = from_dict(cls.config_class(), merge(base, extra))
     task = build_task(args.task, config, args.data_dir)  # it applies $RNNKIT_DATA and the cache
     if args.resume:
-        from rnnkit.data.vocab import Vocab
-
-        if Vocab.load(out / "vocab.json") != task.vocab:
-            raise RnnkitError(f"the training data changed since {out} was started (vocabulary)")
+        # Every vocabulary the model was built on (words, characters, tags, labels, targets,
+        # counts) must come out of the data the same again, or the weights mean other things.
+        for name, data in task.model_files().items():
+            if name != "config.json" and name.endswith(".json"):
+                if ckpt.read_json(out / name) != json.loads(data):
+                    raise RnnkitError(
+                        f"the training data changed since {out} was started ({name} differs)"
+                    )
     if main_process and not args.resume and out.exists() and args.force:
         _clear_run(out)
     trainer = Trainer(task, config.train, out)

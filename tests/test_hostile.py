@@ -151,3 +151,14 @@ def test_neighbours_from_a_file_check_k_like_the_model_path(tmp_path):
     vectors.write_text("cat 1 0\ndog 0.9 0.1\nfish 0 1\n")
     one_line(run_cli("neighbors", "--vectors", str(vectors), "-k", "abc", "cat"), "options.k")
     one_line(run_cli("neighbors", "--vectors", str(vectors), "-k", "100000000", "cat"), "options.k")
+
+
+def test_resume_refuses_data_whose_labels_changed(tmp_path):
+    from tests.test_classify import tsv_overrides
+
+    overrides = tsv_overrides(tmp_path, "train.epochs=2")
+    out = tmp_path / "run"
+    assert run_cli("train", "classify", *overrides, "--out", str(out)).returncode == 0
+    train = tmp_path / "train.tsv"
+    train.write_text(train.read_text().replace("animal\t", "beast\t"))  # same words, new label
+    one_line(run_cli("train", "classify", "--resume", str(out)), "labels.json differs")
