@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import sys
 import time
@@ -35,3 +36,23 @@ def version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "?"
+
+
+RESULTS = REPO / "bench" / "RESULTS.md"
+
+
+def add_publish_flags(parser: argparse.ArgumentParser) -> None:
+    """``--publish`` (append the report to bench/RESULTS.md) and ``--append FILE``."""
+    parser.add_argument(
+        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
+    )
+    parser.add_argument("--append", type=Path, help="also append the report to this file")
+
+
+def report_target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path | None:
+    """Where the report goes besides stdout; a smoke run (``--quick``) is never published."""
+    if args.publish and args.append is not None:
+        parser.error("give --publish or --append, not both")
+    if getattr(args, "quick", False) and (args.publish or args.append is not None):
+        parser.error("a --quick smoke run is not published")
+    return RESULTS if args.publish else args.append

@@ -57,12 +57,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import progress, train_tiny_model, version
+from common import add_publish_flags, progress, report_target, train_tiny_model, version
 from machine import contention as machine_contention
 from machine import cpu_model, cpu_ticks, others_share, publish
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "RESULTS.md"
 MODELS = {"tagger": "tag", "cipher": "cipher"}  # report name → task
 # Flag values that --quick changes (each may still be given explicitly).
 FULL = {"warmup": 20, "repeats": 200}
@@ -310,10 +309,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tagger", metavar="DIR", help="a trained tag model")
     parser.add_argument("--cipher", metavar="DIR", help="a trained cipher model")
-    parser.add_argument(
-        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
-    )
-    parser.add_argument("--append", type=Path, help="also append the report to this file")
+    add_publish_flags(parser)
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -328,11 +324,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--repeats must be ≥ 1 and --warmup ≥ 0")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be ≥ 1")
-    if args.publish and args.append is not None:
-        parser.error("give --publish or --append, not both")
-    if args.quick and (args.publish or args.append is not None):
-        parser.error("a --quick smoke run is not published")
-    args.target = RESULTS if args.publish else args.append
+    args.target = report_target(parser, args)
     return args
 
 

@@ -71,7 +71,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import lm as lm_bench
@@ -88,7 +87,7 @@ from rnnkit.runtime import pick_device
 from rnnkit.tasks import build_task
 from rnnkit.tasks.lm import LMConfig, LMTask
 from rnnkit.tasks.tag import TagConfig, TagModelConfig, TagTask
-from rnnkit.train import TrainConfig, Trainer
+from rnnkit.train import TrainConfig, Trainer, autocast_dtype, make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent
 LM_RECIPE = "configs/shakespeare-char.yaml"
@@ -151,17 +150,6 @@ def device_name(device: torch.device) -> str:
 
 def cudnn_version() -> int | None:
     return torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-
-
-def autocast_on(config: TrainConfig, device: torch.device) -> bool:
-    """Whether the Trainer autocasts with this config on this device (its own rule)."""
-    return config.amp if device.type == "cuda" else config.cpu_amp and device.type == "cpu"
-
-
-def half_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
 
 
 # ---------------------------------------------------------------------------- time guard
@@ -356,25 +344,6 @@ def bench_config(base: TrainConfig, device: torch.device, bf16: bool, compiled: 
     )
 
 
-class _Holder(nn.Module):
-    """A bare model as the Trainer expects one (it only needs its parameters here)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.inner = model
-
-    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        raise NotImplementedError
-
-
-def trainer_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer the Trainer makes for ``model`` with ``config`` (fused Adam, ...)."""
-    holder = _Holder(model)
-    stand_in = SimpleNamespace(model=holder, default_metric="loss", metric_goals={"loss": "min"})
-    with tempfile.TemporaryDirectory(prefix="bench-gpu-") as tmp:
-        return Trainer(stand_in, config, tmp, log=lambda _: None).optimizer
-
-
 # ------------------------------------------------------------------------ bare tagger
 class BareTagger(nn.Module):
     """The recipe's tagger in plain modules: word embedding + character BiLSTM features →
@@ -434,10 +403,10 @@ class BareTagLoop:
         tags = len(task.tag_vocab)
         self.model = BareTagger(len(task.vocab), len(task.char_vocab), tags, m).to(device)
         self.model.train()
-        self.optimizer = trainer_optimizer(self.model, config.train)
+        self.optimizer = make_optimizer(self.model, config.train, device)
         self.clip_norm = config.train.clip_norm
-        self.autocast = autocast_on(config.train, device)
-        self.half = half_dtype(device)
+        self.half = autocast_dtype(config.train, device)  # the Trainer's own rule
+        self.autocast = self.half is not None
         self.device = device
         self.batches = [
             (
@@ -452,7 +421,9 @@ class BareTagLoop:
     def step(self) -> int:
         batch, lengths, char_lengths = self.batches[self.position % len(self.batches)]
         self.position += 1
-        with torch.autocast(self.device.type, dtype=self.half, enabled=self.autocast):
+        with torch.autocast(
+            self.device.type, dtype=self.half or torch.bfloat16, enabled=self.autocast
+        ):
             loss = self.model(batch, lengths, char_lengths)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -644,8 +615,8 @@ class Bench:
             self.lm, train=bench_config(self.lm.train, self.device, bf16, False)
         )
         loop = lm_bench.PlainLoop(self.lm_task, config, self.device)
-        loop.optimizer = trainer_optimizer(loop.model, config.train)  # the Trainer's own kind
-        loop.autocast = autocast_on(config.train, self.device)
+        loop.optimizer = make_optimizer(loop.model, config.train, self.device)  # the Trainer's
+        loop.autocast = autocast_dtype(config.train, self.device) is not None
         return loop
 
     def tag_bare_loop(self, bf16: bool) -> BareTagLoop:

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import progress
+from common import add_publish_flags, progress, report_target
 from machine import contention, cpu_model, cpu_ticks, publish
 
 from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
@@ -64,7 +64,6 @@ from rnnkit.errors import RnnkitError
 from rnnkit.tasks import task_class
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "RESULTS.md"
 # Other processes busier than this share of the CPU during a run make its timings suspect.
 BUSY_SHARE = 0.05
 # Smaller models and a higher learning rate for --quick, so that a dev target is met in seconds.
@@ -408,8 +407,7 @@ def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small models, ~1 minute in all")
-    parser.add_argument("--publish", action="store_true", help="append to bench/RESULTS.md")
-    parser.add_argument("--append", type=Path, help="also append the report to this file")
+    add_publish_flags(parser)
     parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
     parser.add_argument("--procs", default="1,2", help="process counts to compare (1,2)")
     parser.add_argument(
@@ -440,9 +438,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--tasks takes tag, lm or both")
     if min(args.tag_steps, args.lm_steps, args.threads) < 1 or args.guard_minutes <= 0:
         parser.error("step budgets and --threads must be ≥ 1, --guard-minutes > 0")
-    if args.publish and args.append is not None:
-        parser.error("give --publish or --append, not both")
-    args.target_file = RESULTS if args.publish else args.append
+    args.target_file = report_target(parser, args)
     return args
 
 

@@ -62,12 +62,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
-from common import progress, train_tiny_model, version
+from common import add_publish_flags, progress, report_target, train_tiny_model, version
 from machine import contention as machine_contention
 from machine import cpu_model, cpu_ticks, publish
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "RESULTS.md"
 # Served name → the task of its tiny model.
 MODELS = {"tagger": "tag", "cipher": "cipher", "translator": "translate"}
 MODES = {"on": [], "off": ["--no-batching"]}
@@ -591,10 +590,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cipher", metavar="DIR", help="a trained cipher model to serve")
     parser.add_argument("--translator", metavar="DIR", help="a trained translate model to serve")
     parser.add_argument("--device", default="cpu", help="the server's device (cpu)")
-    parser.add_argument(
-        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
-    )
-    parser.add_argument("--append", type=Path, help="also append the report to this file")
+    add_publish_flags(parser)
     args = parser.parse_args(argv)
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
@@ -603,11 +599,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--requests, --translator-requests and --concurrency must be ≥ 1")
     if args.max_seconds <= 0:
         parser.error("--max-seconds must be > 0")
-    if args.publish and args.append is not None:
-        parser.error("give --publish or --append, not both")
-    if args.quick and (args.publish or args.append is not None):
-        parser.error("a --quick smoke run is not published")
-    args.target = RESULTS if args.publish else args.append
+    args.target = report_target(parser, args)
     return args
 
 

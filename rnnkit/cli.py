@@ -352,8 +352,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     task = load_task(args.model, device=args.device)
     if args.command == "generate" and not args.json:
         return _stream(task, args.prompt, options)
-    if args.command == "tag" and (args.conll or args.format == "json"):
-        args.json = args.json or args.format == "json"
+    if args.command == "tag" and args.format == "json":
+        args.json = True
     if getattr(args, "conll", None):
         token_lists = [s.tokens for s in task.read_tokens(args.conll)]
         inputs = [" ".join(tokens) for tokens in token_lists]

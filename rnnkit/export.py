@@ -521,21 +521,34 @@ def _cipher_graphs(task: Any) -> Plan:
         example=batch(TRACE_LENGTHS), ids=("decoded",),
     )  # fmt: skip
 
+    check = _check_on_lengths(
+        graph, batch,
+        inputs=lambda b: {"ids": b[0], "mask": b[1]},
+        expected=lambda b: {"logits": task.model(*b), "decoded": task.model.decode(*b)},
+    )  # fmt: skip
+    return Plan([graph], check, samples.source)
+
+
+def _check_on_lengths(
+    graph: Graph,
+    batch: Callable[[Sequence[int], int], Any],
+    inputs: Callable[[Any], dict[str, torch.Tensor]],
+    expected: Callable[[Any], dict[str, torch.Tensor]],
+) -> Callable[[dict[str, Any]], list[str]]:
+    """The parity check of a one-graph export: for each of CHECK_LENGTHS, a fresh batch through
+    onnxruntime against the task's own PyTorch answer (``expected``, run without gradients)."""
+
     def check(sessions: dict[str, Any]) -> list[str]:
         shown = []
         for shift, lengths in enumerate(CHECK_LENGTHS, 1):
-            ids, mask = batch(lengths, shift)
+            b = batch(lengths, shift)
             with torch.no_grad():
-                expected = {
-                    "logits": task.model(ids, mask),
-                    "decoded": task.model.decode(ids, mask),
-                }
-            got = _run(sessions["model"], graph, {"ids": ids, "mask": mask})
-            _compare(graph, got, expected)
+                want = expected(b)
+            _compare(graph, _run(sessions[graph.name], graph, inputs(b)), want)
             shown.append(_shape(lengths))
         return shown
 
-    return Plan([graph], check, samples.source)
+    return check
 
 
 # ------------------------------------------------------------------------------------ tag
@@ -563,16 +576,11 @@ def _tag_graphs(task: Any) -> Plan:
         example=tuple(example[n] for n in names), ids=("tags",),
     )  # fmt: skip
 
-    def check(sessions: dict[str, Any]) -> list[str]:
-        shown = []
-        for shift, lengths in enumerate(CHECK_LENGTHS, 1):
-            b = batch(lengths, shift)
-            with torch.no_grad():
-                expected = {"tags": task.model.decode(b), "emissions": task.model.emissions(b)}
-            _compare(graph, _run(sessions["model"], graph, {n: b[n] for n in names}), expected)
-            shown.append(_shape(lengths))
-        return shown
-
+    check = _check_on_lengths(
+        graph, batch,
+        inputs=lambda b: {n: b[n] for n in names},
+        expected=lambda b: {"tags": task.model.decode(b), "emissions": task.model.emissions(b)},
+    )  # fmt: skip
     return Plan([graph], check, samples.source)
 
 
@@ -608,16 +616,11 @@ def _classify_graphs(task: Any) -> Plan:
         example=tuple(example[n] for n in names),
     )  # fmt: skip
 
-    def check(sessions: dict[str, Any]) -> list[str]:
-        shown = []
-        for shift, lengths in enumerate(CHECK_LENGTHS, 1):
-            b = batch(lengths, shift)
-            with torch.no_grad():
-                expected = {"probabilities": torch.softmax(task.model.logits(b).float(), -1)}
-            _compare(graph, _run(sessions["model"], graph, {n: b[n] for n in names}), expected)
-            shown.append(_shape(lengths))
-        return shown
-
+    check = _check_on_lengths(
+        graph, batch,
+        inputs=lambda b: {n: b[n] for n in names},
+        expected=lambda b: {"probabilities": torch.softmax(task.model.logits(b).float(), -1)},
+    )  # fmt: skip
     return Plan([graph], check, samples.source)
 
 

@@ -99,6 +99,31 @@ class TrainConfig:
             raise ConfigError(f"bad value {self.plateau_factor} for train.plateau_factor")
 
 
+def make_optimizer(
+    model: torch.nn.Module, config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimizer ``config`` names, over ``model``'s trainable parameters on ``device``."""
+    c = config
+    params = [p for p in model.parameters() if p.requires_grad]
+    if c.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+    cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
+    # The fused kernel updates every parameter in one pass: for the small models of this
+    # toolkit the per-parameter Python overhead of the default loop is a real cost.
+    fused = device.type in ("cpu", "cuda")
+    return cls(params, lr=c.lr, weight_decay=c.weight_decay, fused=fused)
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training steps, or None without autocast: bfloat16 on CUDA
+    (``train.amp``) or on the CPU (``train.cpu_amp``), float16 on GPUs without bfloat16."""
+    if device.type == "cuda" and config.amp:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and config.cpu_amp:
+        return torch.bfloat16
+    return None
+
+
 class _LossOf(torch.nn.Module):
     """``model.loss`` as a forward pass, so that DistributedDataParallel sees it run."""
 
@@ -163,7 +188,7 @@ class Trainer:
         goal = metric_goal(task, self.metric)
         self.lower_is_better = goal == "min" if config.mode == "auto" else config.mode == "min"
         self.model = task.model.to(self.device)
-        self.optimizer = self._make_optimizer()
+        self.optimizer = make_optimizer(self.model, config, self.device)
         self.state = _State()
         self._last_plot = time.perf_counter()  # first plot after plot_every_s, and at the end
         self.ddp: torch.nn.Module | None = None
@@ -199,19 +224,6 @@ class Trainer:
             self.board = SummaryWriter(config.tensorboard)
 
     # ----------------------------------------------------------------- set-up
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        c = self.config
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if c.optimizer == "sgd":
-            return torch.optim.SGD(
-                params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
-            )
-        cls = torch.optim.AdamW if c.optimizer == "adamw" else torch.optim.Adam
-        # The fused kernel updates every parameter in one pass: for the small models of this
-        # toolkit the per-parameter Python overhead of the default loop is a real cost.
-        fused = self.device.type in ("cpu", "cuda")
-        return cls(params, lr=c.lr, weight_decay=c.weight_decay, fused=fused)
-
     def _total_steps(self, steps_per_epoch: int) -> int:
         total = self.config.epochs * steps_per_epoch
         return min(total, self.config.max_steps) if self.config.max_steps else total
@@ -365,8 +377,8 @@ class Trainer:
             return self._summary(0.0)
         started = time.perf_counter()
         elapsed_before = self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
-        autocast = c.amp if self.device.type == "cuda" else c.cpu_amp and self.device.type == "cpu"
-        half = self._half_dtype()
+        half = autocast_dtype(c, self.device)
+        autocast, half = half is not None, half or torch.bfloat16
         # float16 has too little range for raw gradients: scale the loss, unscale before
         # clipping, and skip steps whose gradients overflowed (bfloat16 needs none of this).
         scaler = torch.amp.GradScaler("cuda", enabled=autocast and half == torch.float16)
@@ -444,11 +456,6 @@ class Trainer:
         return self._summary(time.perf_counter() - started)
 
     # ------------------------------------------------------------ processes
-    def _half_dtype(self) -> torch.dtype:
-        if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, float]:
         """The loss to differentiate and the global batch's mean loss as a number.
 
@@ -475,8 +482,9 @@ class Trainer:
         return int(counted(batch)) if counted is not None else loss_terms(batch)
 
     def _agreed(self, value: float) -> float:
-        """Rank 0's value on every process: clocks differ, decisions taken on them must not."""
-        if self.world == 1:
+        """Rank 0's clock on every process: clocks differ, decisions taken on them must not.
+        Only ``train.max_minutes`` takes decisions on the clock; without it, no collective."""
+        if self.world == 1 or self.config.max_minutes is None:
             return value
         import torch.distributed as dist
 
