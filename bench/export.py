@@ -45,7 +45,6 @@ import os
 import platform
 import shlex
 import statistics
-import string
 import sys
 import tempfile
 import time
@@ -57,7 +56,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import add_publish_flags, progress, report_target, train_tiny_model, version
+from common import (
+    add_publish_flags,
+    progress,
+    report_target,
+    rot13_ciphertexts,
+    tagger_sentences,
+    train_tiny_model,
+    version,
+)
 from machine import contention as machine_contention
 from machine import cpu_model, cpu_ticks, others_share, publish
 
@@ -67,52 +74,6 @@ MODELS = {"tagger": "tag", "cipher": "cipher"}  # report name → task
 FULL = {"warmup": 20, "repeats": 200}
 QUICK = {"warmup": 3, "repeats": 20}
 BUSY_SHARE = 0.05  # other processes busier than this share of the CPU make timings suspect
-
-
-# ---------------------------------------------------------------------------------- inputs
-def tagger_sentences() -> list[list[str]]:
-    """Short English sentences with people and places (4-12 tokens)."""
-    people = ["Elena Annason", "Boris Carlason", "Anna Faridson", "Dmitri"]
-    places = ["Paris", "Lima", "Oslo", "Quito", "Hanoi"]
-    frames = [
-        "the man saw {p} in {l}",
-        "we went to {l} and then left",
-        "{p} went to {l} yesterday",
-        "yesterday we saw {p} in {l} and then left to {m}",
-        "then {p} left {l}",
-    ]
-    out = []
-    for i, frame in enumerate(frames):
-        for j, person in enumerate(people):
-            place, other = places[(i + j) % len(places)], places[(i + 2 * j + 1) % len(places)]
-            out.append(frame.format(p=person, l=place, m=other).split())
-    return out
-
-
-def cipher_texts(alphabet: str) -> list[str]:
-    """ROT13 ciphertexts of 16-32 symbols, written in ``alphabet`` (unknown symbols as its
-    last character, as rnnkit's normalisation does with ``-`` for the seed's alphabet)."""
-    import random
-
-    from rnnkit.data.ciphers import normalise
-
-    words = (
-        "THIS IS A SECRET MESSAGE MEET ME AT THE OLD BRIDGE AFTER DARK BRING THE MAP AND "
-        "TELL NO ONE THE PLAN CHANGED WAIT FOR MY SIGNAL NORTH GATE AT NOON"
-    ).split()
-    upper = string.ascii_uppercase
-    rot13 = str.maketrans(upper, upper[13:] + upper[:13])
-    unknown = "-" if "-" in alphabet else alphabet[-1]
-    rng = random.Random(13)
-    out: list[str] = []
-    while len(out) < 64:
-        target = rng.randint(16, 32)
-        plain = rng.choice(words)
-        while len(plain) < target:
-            plain += "-" + rng.choice(words)
-        if len(plain) <= 32:
-            out.append(normalise(plain.translate(rot13), alphabet, unknown))
-    return out
 
 
 # ---------------------------------------------------------------------------------- models
@@ -170,7 +131,7 @@ def ort_session(path: str, threads: int) -> Any:
 def tagger_cases(task: Any, path: str, sizes: list[int], threads: int) -> list[Case]:
     session = ort_session(path, threads)
     names = [i.name for i in session.get_inputs()]
-    sentences = tagger_sentences()
+    sentences = [s.split() for s in tagger_sentences()]
     by_length = sorted(sentences, key=len)
     cases = []
     for size in sizes:
@@ -195,7 +156,10 @@ def cipher_cases(task: Any, path: str, sizes: list[int], threads: int) -> list[C
     from rnnkit.data.batching import pad
 
     session = ort_session(path, threads)
-    texts = cipher_texts(task.alphabet)
+    from rnnkit.data.ciphers import normalise
+
+    unknown = "-" if "-" in task.alphabet else task.alphabet[-1]  # as rnnkit reads foreign text
+    texts = [normalise(t, task.alphabet, unknown) for t in rot13_ciphertexts(64)]
     by_length = sorted(texts, key=len)
     cases = []
     for size in sizes:

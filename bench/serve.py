@@ -49,10 +49,8 @@ import asyncio
 import math
 import os
 import platform
-import random
 import shlex
 import socket
-import string
 import subprocess
 import sys
 import tempfile
@@ -62,7 +60,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
-from common import add_publish_flags, progress, report_target, train_tiny_model, version
+from common import (
+    add_publish_flags,
+    progress,
+    report_target,
+    rot13_ciphertexts,
+    tagger_sentences,
+    train_tiny_model,
+    version,
+)
 from machine import contention as machine_contention
 from machine import cpu_model, cpu_ticks, publish
 
@@ -83,47 +89,6 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------- inputs
-def tagger_inputs() -> list[str]:
-    """Short English sentences with people and places, in the tiny tagger's vocabulary."""
-    people = [("Elena", "Annason"), ("Boris", "Carlason"), ("Anna", "Faridson"), ("Dmitri", "")]
-    places = ["Paris", "Lima", "Oslo", "Quito", "Hanoi"]
-    frames = [
-        "the man saw {p} in {l}",
-        "we went to {l} and then left",
-        "{p} went to {l} yesterday",
-        "a man saw {p} and {l}",
-        "yesterday we saw {p} in {l} and then left to {l2}",
-        "then {p} left {l}",
-    ]
-    out = []
-    for i, frame in enumerate(frames):
-        for j, (first, last) in enumerate(people):
-            person = f"{first} {last}".strip()
-            place, place2 = places[(i + j) % len(places)], places[(i + 2 * j + 1) % len(places)]
-            out.append(frame.format(p=person, l=place, l2=place2))
-    return out
-
-
-def cipher_inputs() -> list[str]:
-    """ROT13 ciphertexts of plaintexts of 16-32 symbols from A-Z and '-'."""
-    words = (
-        "THIS IS A SECRET MESSAGE MEET ME AT THE OLD BRIDGE AFTER DARK BRING THE MAP AND "
-        "TELL NO ONE THE PLAN CHANGED WAIT FOR MY SIGNAL NORTH GATE AT NOON"
-    ).split()
-    upper = string.ascii_uppercase
-    rot13 = str.maketrans(upper, upper[13:] + upper[:13])  # '-' stays '-'
-    rng = random.Random(13)
-    out: list[str] = []
-    while len(out) < 48:
-        target = rng.randint(16, 32)
-        plain = rng.choice(words)
-        while len(plain) < target:
-            plain += "-" + rng.choice(words)
-        if len(plain) <= 32:
-            out.append(plain.translate(rot13))
-    return out
-
-
 def translator_inputs() -> list[str]:
     """Short normalised French sentences such as ``je suis fatigue .``."""
     subjects = ["je suis", "il est", "elle est", "nous sommes", "vous etes", "ils sont"]
@@ -135,7 +100,7 @@ def translator_inputs() -> list[str]:
     ]
 
 
-INPUTS = {"tagger": tagger_inputs, "cipher": cipher_inputs, "translator": translator_inputs}
+INPUTS = {"tagger": tagger_sentences, "cipher": rot13_ciphertexts, "translator": translator_inputs}
 
 
 # ---------------------------------------------------------------------------------- models
