@@ -443,6 +443,177 @@ def header(args: argparse.Namespace, config: CipherConfig, others: float | None)
     )
 
 
+# ------------------------------------------------------------------- cracking unknown keys
+CRACK_VIGENERE_LENGTHS = (64, 128, 256)
+CRACK_SUBSTITUTION_LENGTHS = (64, 128, 256, 512, 1024)
+
+
+def crack_messages(text: str, length: int, count: int, seed: int) -> list[str]:
+    """``count`` windows of ``length`` characters of ``text``, each starting at a word."""
+    rng = random.Random(f"{seed}-{length}")
+    spaced = " ".join(text.split())
+    out = []
+    while len(out) < count:
+        start = spaced.find(" ", rng.randrange(len(spaced) - 2 * length)) + 1
+        out.append(spaced[start : start + length])
+    return out
+
+
+@dataclass
+class CrackTally:
+    """Letters right, letters seen, messages and seconds, for one way on one set of messages."""
+
+    right: int = 0
+    letters: int = 0
+    messages: int = 0
+    seconds: float = 0.0
+
+    def add(self, guess: str, truth: str, seconds: float) -> None:
+        from rnnkit.data.ciphers import Letters
+
+        got, want = Letters(guess).values, Letters(truth).values
+        self.right += int((got == want).sum()) if len(got) == len(want) else 0
+        self.letters += len(want)
+        self.messages += 1
+        self.seconds += seconds
+
+    @property
+    def accuracy(self) -> float:
+        return self.right / max(1, self.letters)
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+
+def crack_ways(args: argparse.Namespace, cipher: str):
+    """The ways to break ``cipher``: name → function(ciphertexts) → plaintexts."""
+    from rnnkit.crack import CharScorer, crack
+    from rnnkit.data.ciphers import SEED_ALPHABET, normalise
+    from rnnkit.tasks import load_task
+
+    scorer = CharScorer(load_task(args.crack))
+    ways = {
+        "LM search": lambda texts: [crack(t, cipher, scorer).plaintext for t in texts],
+        "classical": lambda texts: [crack(t, cipher, None, "classical").plaintext for t in texts],
+    }
+    model_dir = args.vigenere_model if cipher == "vigenere" else args.substitution_model
+    if model_dir:
+        model = load_task(model_dir)
+
+        def end_to_end(texts: list[str]) -> list[str]:
+            # The model's alphabet is upper-case letters and one separator; separators pass
+            # through a classical cipher, so its letters line up with the message's.
+            clean = [normalise(t, SEED_ALPHABET, "-", collapse=True) for t in texts]
+            return [r["plaintext"] for r in model.predict(clean)]
+
+        ways["end-to-end"] = end_to_end
+    return ways
+
+
+def crack_cells(args, cipher: str, lengths, key_lengths) -> dict:
+    """Tallies per (way, message length, key length) on the same enciphered messages."""
+    from rnnkit.data.ciphers import Letters, encipher_letters, random_key
+
+    text = Path(args.crack_text).read_text(encoding="utf-8")
+    ways = crack_ways(args, cipher)
+    tallies: dict = {}
+    generator = torch.Generator().manual_seed(args.seed)
+    for length in lengths:
+        for key_length in key_lengths:
+            plain = crack_messages(text, length, args.crack_messages, args.seed + key_length)
+            secret = []
+            for message in plain:
+                letters = Letters(message)
+                key = random_key(cipher, generator, key_length)
+                secret.append(letters.render(encipher_letters(letters.values, cipher, key)))
+            for name, way in ways.items():
+                started = time.perf_counter()
+                guesses = way(secret)
+                seconds = (time.perf_counter() - started) / len(secret)
+                tally = tallies.setdefault((name, length, key_length), CrackTally())
+                for guess, truth in zip(guesses, plain, strict=True):
+                    tally.add(guess, truth, seconds)
+            progress(
+                f"{cipher} {length} chars, key {key_length}: "
+                + ", ".join(f"{n} {tallies[(n, length, key_length)].accuracy:.3f}" for n in ways)
+            )
+    return tallies
+
+
+def crack_report(args: argparse.Namespace) -> str:
+    """Vigenère by key length x message length; substitution by message length; speed."""
+    ways_v = ["LM search", "classical"] + (["end-to-end"] if args.vigenere_model else [])
+    ways_s = ["LM search", "classical"] + (["end-to-end"] if args.substitution_model else [])
+    vig = crack_cells(args, "vigenere", args.vigenere_lengths, range(1, 9))
+    sub = crack_cells(args, "substitution", args.substitution_lengths, [26])
+    lines = [
+        f"## Cracking unknown keys ({datetime.now(timezone.utc):%Y-%m-%d}, {cpu_model()},"
+        f" {os.cpu_count()} cores, torch {torch.__version__})",
+        "",
+        f"Command: `python {shlex.join(sys.argv)}`",
+        "",
+        f"Messages: {args.crack_messages} windows of `{args.crack_text}` per cell (held out"
+        f" from every model), a fresh random key each. LM: `{args.crack}`."
+        + (f" End-to-end Vigenère: `{args.vigenere_model}`." if args.vigenere_model else "")
+        + (f" End-to-end substitution: `{args.substitution_model}`." if args.substitution_model
+           else "")
+        + " Accuracy counts letters only (everything else passes through).",
+        "",
+        "### Vigenère, key length 1-8: letter accuracy",
+        "",
+        "| key length | " + " | ".join(
+            f"{w} {n}" for n in args.vigenere_lengths for w in ways_v
+        ) + " |",
+        "|---|" + "---:|" * (len(ways_v) * len(args.vigenere_lengths)),
+    ]  # fmt: skip
+
+    def row(label, cells, tallies, ways, lengths, key_lengths):
+        values = []
+        for n in lengths:
+            for w in ways:
+                merged = CrackTally()
+                for k in key_lengths:
+                    t = tallies[(w, n, k)]
+                    merged.right += t.right
+                    merged.letters += t.letters
+                values.append(cells(merged))
+        return f"| {label} | " + " | ".join(values) + " |"
+
+    def pct(t):
+        return f"{t.accuracy:.2%}"
+
+    for k in range(1, 9):
+        lines.append(row(str(k), pct, vig, ways_v, args.vigenere_lengths, [k]))
+    lines.append(row("**all**", pct, vig, ways_v, args.vigenere_lengths, range(1, 9)))
+    lines += [
+        "",
+        "### Simple substitution (26 letters): symbol error",
+        "",
+        "| message length | " + " | ".join(ways_s) + " |",
+        "|---:|" + "---:|" * len(ways_s),
+    ]
+    for n in args.substitution_lengths:
+        cells = [f"{1 - sub[(w, n, 26)].accuracy:.2%}" for w in ways_s]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "### Messages cracked per second", "", "| cipher | " + " | ".join(ways_s) + " |",
+              "|---|" + "---:|" * len(ways_s)]  # fmt: skip
+    for cipher, tallies, ways, lengths, keys in (
+        ("Vigenère (all lengths)", vig, ways_v, args.vigenere_lengths, range(1, 9)),
+        ("substitution (all lengths)", sub, ways_s, args.substitution_lengths, [26]),
+    ):
+        cells = []
+        for w in ways_s:
+            if w not in ways:
+                cells.append("–")
+                continue
+            parts = [tallies[(w, n, k)] for n in lengths for k in keys]
+            seconds = sum(t.seconds for t in parts)
+            cells.append(f"{sum(t.messages for t in parts) / seconds:.2f}")
+        lines.append(f"| {cipher} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 # ------------------------------------------------------------------------------------ main
 def parse_sizes(text: str) -> list[tuple[int, int]]:
     sizes = []
@@ -472,7 +643,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rnnkit-epoch-messages", type=int, help="rnnkit: messages per epoch")
     parser.add_argument("--rnnkit-max-epochs", type=int, help="rnnkit: give up after N epochs")
     parser.add_argument("--rnnkit-batch", type=int, help="rnnkit: batch size (default: its own)")
+    crack = parser.add_argument_group("cracking unknown keys (instead of the ROT13 race)")
+    crack.add_argument("--crack", metavar="LM_DIR", help="the character LM that guides the search")
+    crack.add_argument("--crack-text", help="held-out English text the messages come from")
+    crack.add_argument("--crack-messages", type=int, default=10, help="messages per cell (10)")
+    crack.add_argument("--vigenere-model", help="an end-to-end Vigenère cipher model")
+    crack.add_argument("--substitution-model", help="an end-to-end substitution cipher model")
+    crack.add_argument(
+        "--vigenere-lengths", default=CRACK_VIGENERE_LENGTHS,
+        type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,128,256)",
+    )  # fmt: skip
+    crack.add_argument(
+        "--substitution-lengths", default=CRACK_SUBSTITUTION_LENGTHS,
+        type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,...,1024)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.crack and not args.crack_text:
+        parser.error("--crack needs --crack-text (e.g. DATA/wikitext-2/test.txt)")
     for key, value in (QUICK if args.quick else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -524,6 +711,9 @@ def main(argv: list[str] | None = None) -> int:
             f"warning: other processes use {busy_now:.0%} of the CPU; timings will be unreliable "
             "(with several torch threads, small ops can then slow down a hundredfold)"
         )
+    if args.crack:
+        publish(crack_report(args), args.append)
+        return 0
     args.peak = matmul_peak(0.5 if args.quick else 2.0)
     progress(f"matmul peak {args.peak:.0f} GFLOP/s")
     before = cpu_ticks()

@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10, help="how many words to list (10)")
     p.add_argument("--json", action="store_true", help="one JSON object per query")
 
+    from rnnkit.crack import add_crack_parser
     from rnnkit.datasets import add_data_parser
     from rnnkit.export import add_export_parser
     from rnnkit.serve.command import add_serve_parser
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_parser(sub)
     add_serve_parser(sub)
     add_export_parser(sub)
+    add_crack_parser(sub)
 
     p = sub.add_parser("demo", help="train the seed's ROT13 cipher model and decrypt with it")
     p.add_argument("--out", default="runs/cipher-demo")
@@ -528,6 +530,12 @@ def cmd_data(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_crack(args: argparse.Namespace) -> int:
+    from rnnkit.crack import cmd_crack as run
+
+    return run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's first command: train the seed's setting, then decrypt a few messages."""
     from rnnkit import checkpoint as ckpt
@@ -576,5 +584,6 @@ COMMANDS = {
     "data": cmd_data,
     "serve": cmd_serve,
     "export": cmd_export,
+    "crack": cmd_crack,
     "demo": cmd_demo,
 }

@@ -18,7 +18,14 @@ from torch.nn import functional as F
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.data.batching import pad
-from rnnkit.data.ciphers import SEED_ALPHABET, RandomSymbols, TextWindows, apply_key, normalise
+from rnnkit.data.ciphers import (
+    SEED_ALPHABET,
+    RandomSymbols,
+    TextWindows,
+    encipher_batch,
+    frequency_ranks,
+    normalise,
+)
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
@@ -39,10 +46,16 @@ class CipherDataConfig:
 
     alphabet: str = SEED_ALPHABET
     unknown: str = "-"  # every character outside the alphabet becomes this symbol
-    cipher: Literal["caesar", "vigenere"] = "caesar"
+    cipher: Literal["caesar", "vigenere", "substitution"] = "caesar"
     key: Literal["fixed", "random"] = "fixed"  # random: a new unknown key for every message
     shift: int = 13  # caesar with key=fixed
-    keyword: str = "LEMON"  # vigenere with key=fixed
+    keyword: str = "LEMON"  # vigenere with key=fixed; substitution: the whole cipher alphabet
+    # Symbols left as they are (the end of the alphabet), as classical ciphers leave spaces;
+    # they do not move a Vigenère key on. "" enciphers every symbol (the seed's way).
+    passthrough: str = ""
+    # frequency: the model reads each message's letters re-coded by their frequency rank in
+    # it (0 = commonest), which is what lets it learn substitution with a new key every time.
+    recode: Literal["none", "frequency"] = "none"
     max_key_length: int = 5  # vigenere with key=random: key length drawn from 1..this
     source: Literal["random", "text"] = "random"  # plaintext: uniform symbols or real text
     text_file: str = ""  # source=text: a path, absolute or inside the data directory
@@ -68,10 +81,24 @@ class CipherDataConfig:
                 raise ConfigError(
                     f"bad value {getattr(self, name)} for data.{name} (from 1 to 10^9)"
                 )
+        if not self.alphabet.endswith(self.passthrough) or len(self.passthrough) >= len(
+            self.alphabet
+        ):
+            raise ConfigError(
+                f"bad value {self.passthrough!r} for data.passthrough (the last symbols of"
+                " data.alphabet, leaving at least one to encipher)"
+            )
+        letters = self.alphabet[: len(self.alphabet) - len(self.passthrough)]
         if self.cipher == "vigenere" and self.key == "fixed":
-            bad = sorted(set(self.keyword) - set(self.alphabet))
+            bad = sorted(set(self.keyword) - set(letters))
             if not self.keyword or bad:
                 raise ConfigError(f"bad value {self.keyword!r} for data.keyword (not in alphabet)")
+        if self.cipher == "substitution" and self.key == "fixed":
+            if sorted(self.keyword) != sorted(letters):
+                raise ConfigError(
+                    f"bad value {self.keyword!r} for data.keyword (a substitution key holds"
+                    f" every enciphered symbol once: {letters!r})"
+                )
         if self.max_key_length < 1:
             raise ConfigError("data.max_key_length must be ≥ 1")
         if self.source == "text" and not self.text_file:
@@ -177,7 +204,12 @@ class CipherTask:
     name = "cipher"
     default_metric = "char_accuracy"
     Options = NoOptions
-    metric_goals = {"char_accuracy": "max", "message_accuracy": "max", "loss": "min"}
+    metric_goals = {
+        "char_accuracy": "max",
+        "letter_accuracy": "max",
+        "message_accuracy": "max",
+        "loss": "min",
+    }
 
     @staticmethod
     def config_class() -> type[CipherConfig]:
@@ -193,10 +225,11 @@ class CipherTask:
         self.vocab = Vocab(list(d.alphabet), specials=[PAD], unk=None)
         self.model = CipherNet(len(self.vocab), config.model, self.vocab.pad_id)
         self._sources: dict[str, Any] = {}
-        if d.cipher == "vigenere" and d.key == "fixed":
+        self.letters = len(d.alphabet) - len(d.passthrough)  # symbols below this are enciphered
+        if d.cipher in ("vigenere", "substitution") and d.key == "fixed":
             self.fixed_key = [d.alphabet.index(ch) for ch in d.keyword]
         else:
-            self.fixed_key = [d.shift % len(d.alphabet)]
+            self.fixed_key = [d.shift % self.letters]
 
     # ------------------------------------------------------------------ data
     def source(self, split: str) -> RandomSymbols | TextWindows:
@@ -218,12 +251,16 @@ class CipherTask:
         return self._sources[split]
 
     def keys(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys ``(n, max_key_length)`` and key lengths ``(n,)`` for ``n`` messages."""
+        """Keys ``(n, max_key_length)`` and key lengths ``(n,)`` for ``n`` messages (for
+        substitution, ``(n, letters)`` permutations)."""
         d = self.config.data
-        size = len(d.alphabet)
+        size = self.letters
         if d.key == "fixed":
             keys = torch.tensor([self.fixed_key]).expand(n, -1)
             return keys, torch.full((n,), len(self.fixed_key))
+        if d.cipher == "substitution":
+            keys = torch.rand(n, size, generator=generator).argsort(1)
+            return keys, torch.full((n,), size)
         longest = 1 if d.cipher == "caesar" else d.max_key_length
         keys = torch.randint(size, (n, longest), generator=generator)
         lengths = torch.randint(1, longest + 1, (n,), generator=generator)
@@ -237,18 +274,32 @@ class CipherTask:
         d = self.config.data
         plain = source.sample(n, d.max_length, generator)
         keys, key_lengths = self.keys(n, generator)
-        cipher = apply_key(plain, keys, key_lengths, len(d.alphabet))
+        cipher = encipher_batch(plain, d.cipher, keys, key_lengths, self.letters)
         if d.min_length == d.max_length:
             mask = torch.ones_like(plain, dtype=torch.bool)
         else:
             lengths = torch.randint(d.min_length, d.max_length + 1, (n,), generator=generator)
             mask = torch.arange(d.max_length).unsqueeze(0) < lengths.unsqueeze(1)
+        cipher = self.recode(cipher, mask)
         # Alphabet index i is vocabulary id i + 1: id 0 is padding.
         return {
             "source": (cipher + 1).masked_fill(~mask, 0),
             "target": (plain + 1).masked_fill(~mask, 0),
             "mask": mask,
         }
+
+    def recode(self, cipher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """What the model reads for ciphertext symbols ``(n, time)``: as they are, or
+        re-coded by frequency rank (``data.recode``)."""
+        if self.config.data.recode == "frequency":
+            return frequency_ranks(cipher, mask, self.letters)
+        return cipher
+
+    def recode_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """:meth:`recode` for vocabulary ids ``(n, time)`` (alphabet index + 1, 0 = padding)."""
+        if self.config.data.recode == "none":
+            return ids
+        return (self.recode((ids - 1).clamp(min=0), mask) + 1).masked_fill(~mask, 0)
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _EpochBatches:
         seed = self.config.train.seed * 7919 + epoch * 104_729 + 17
@@ -271,7 +322,7 @@ class CipherTask:
     def score(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
         self.model.eval()
         device = next(self.model.parameters()).device
-        right = chars = whole = messages = 0
+        right = chars = whole = messages = letter_right = letters = 0
         loss_sum = 0.0
         for batch in batches:
             source, target, mask = (batch[k].to(device) for k in ("source", "target", "mask"))
@@ -281,10 +332,14 @@ class CipherTask:
             hit = (logits.argmax(-1) == target) & mask
             right += int(hit.sum())
             chars += int(mask.sum())
+            is_letter = mask & (target <= self.letters)  # ids are alphabet index + 1
+            letter_right += int((hit & is_letter).sum())
+            letters += int(is_letter.sum())
             whole += int((hit | ~mask).all(dim=1).sum())
             messages += source.shape[0]
         return {
             "char_accuracy": right / max(1, chars),
+            "letter_accuracy": letter_right / max(1, letters),
             "message_accuracy": whole / max(1, messages),
             "loss": loss_sum / max(1, chars),
         }
@@ -316,6 +371,7 @@ class CipherTask:
         batches = []
         for i in range(0, len(sources), size):
             ids, mask = pad(sources[i : i + size])
+            ids = self.recode_ids(ids, mask)
             tgt, _ = pad(targets[i : i + size])
             batches.append({"source": ids, "target": tgt, "mask": mask})
         return batches
@@ -348,6 +404,7 @@ class CipherTask:
         for start in range(0, len(todo), batch_size):
             rows = todo[start : start + batch_size]
             ids, mask = pad([self.vocab.encode(clean[i]) for i in rows], self.vocab.pad_id)
+            ids = self.recode_ids(ids, mask)
             best = self.model.decode(ids.to(device), mask.to(device)).cpu()
             for row, i in enumerate(rows):
                 out[i] = "".join(self.vocab.decode(best[row, : len(clean[i])].tolist()))

@@ -53,6 +53,7 @@ class LMDataConfig:
     bptt: int = 128  # tokens per truncated-BPTT window
     random_offset: bool = True  # shift the window grid by a random amount each epoch
     eval_streams: int = 16  # parallel streams when scoring
+    reverse: bool = False  # read every text back to front: a backward LM (char level only)
 
     def validate(self) -> None:
         if not self.train:
@@ -63,6 +64,8 @@ class LMDataConfig:
             raise ConfigError("data.bptt must be ≥ 1")
         if self.eval_streams < 1:
             raise ConfigError("data.eval_streams must be ≥ 1")
+        if self.reverse and self.level != "char":
+            raise ConfigError("data.reverse needs data.level char (a backward character LM)")
 
 
 @dataclass
@@ -262,8 +265,13 @@ class LMTask:
         """Tokens of a recipe file, read and tokenised once while the task is being built (the
         vocabulary, the training ids and a validation cut of the same file share them)."""
         if name not in self._files:
-            self._files[name] = tokenize(read_text(self._path(name)), self.level)
+            self._files[name] = self.tokens_of(read_text(self._path(name)))
         return self._files[name]
+
+    def tokens_of(self, text: str) -> list[str]:
+        """The tokens the model reads for ``text``: reversed for a backward LM."""
+        tokens = tokenize(text, self.level)
+        return tokens[::-1] if self.config.data.reverse else tokens
 
     def _tokens(self, split: str) -> list[str]:
         d = self.config.data
@@ -310,7 +318,7 @@ class LMTask:
         return self.score(self.ids("valid" if split == "dev" else "test"))
 
     def evaluate_file(self, path: str | Path) -> dict[str, float]:
-        return self.score(torch.tensor(self.vocab.encode(tokenize(read_text(path), self.level))))
+        return self.score(torch.tensor(self.vocab.encode(self.tokens_of(read_text(path)))))
 
     @torch.no_grad()
     def score(self, ids: torch.Tensor) -> dict[str, float]:
@@ -352,6 +360,8 @@ class LMTask:
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else torch.seed())
         prompt_tokens = list(prompt) if self.level == "char" else prompt.split()
+        if self.config.data.reverse:  # a backward LM reads the prompt last character first
+            prompt_tokens.reverse()
         # Read a line break first. The model learned from states carried along the stream, and
         # from an all-zero state a short prompt is out of its experience (greedy "JULIET:" went
         # on "WXIW..."); after a line break it is where lines of its corpus begin.
@@ -386,10 +396,14 @@ class LMTask:
     def predict(
         self, inputs: Sequence[str], options: Any = None, **overrides: Any
     ) -> list[dict[str, Any]]:
-        """Continue each prompt: ``{"prompt": ..., "text": the continuation}`` per input."""
+        """Continue each prompt: ``{"prompt": ..., "text": the continuation}`` per input.
+
+        A backward LM (``data.reverse``) writes what comes *before* the prompt; ``text`` is
+        then in reading order, while :meth:`stream` yields it last character first."""
         prompts = check_inputs(inputs)
         o = resolve_options(self, options, **overrides)
-        return [{"prompt": p, "text": "".join(self.stream(p, o))} for p in prompts]
+        step = -1 if self.config.data.reverse else 1
+        return [{"prompt": p, "text": "".join(self.stream(p, o))[::step]} for p in prompts]
 
     def joiner(self, prompt: str) -> str:
         """What goes between a prompt and its continuation when shown: generated words each
@@ -400,6 +414,8 @@ class LMTask:
         return []  # answers are open text
 
     def format(self, text: str, result: dict[str, Any]) -> str:
+        if self.config.data.reverse:
+            return result["text"] + text
         return text + self.joiner(text) + result["text"]
 
     # --------------------------------------------------------------- storage
