@@ -36,6 +36,7 @@ from rnnkit.data.ciphers import (
 )
 from rnnkit.data.vocab import UNK
 from rnnkit.errors import ConfigError, DataError
+from rnnkit.tasks.lm import start_id
 
 Method = Literal["search", "classical"]
 MAX_TEXT = 100_000  # characters of ciphertext in one crack
@@ -82,9 +83,7 @@ class CharScorer:
         self.unk = vocab.stoi.get(UNK, 0)
         self.lower = torch.tensor([vocab.stoi.get(ch, self.unk) for ch in LETTERS])
         self.upper = torch.tensor([vocab.stoi.get(ch.upper(), self.unk) for ch in LETTERS])
-        # Score from where lines begin, as generation does: the LM never saw a zero state
-        # in the middle of its text.
-        self.start = vocab.stoi.get("\n", vocab.stoi.get(" ", len(vocab.specials)))
+        self.start = start_id(vocab)
         self.reverse = bool(task.config.data.reverse)
         self.tokens_per_batch = tokens_per_batch
 

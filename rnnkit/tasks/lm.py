@@ -112,6 +112,7 @@ class LanguageModel(nn.Module):
     def __init__(self, vocab_size: int, config: LMModelConfig):
         super().__init__()
         c = config
+        self.config = c
         self.embed = nn.Embedding(vocab_size, c.embedding_dim)
         self.embed_drop = nn.Dropout(c.embedding_dropout)
         self.encoder = RecurrentEncoder(
@@ -188,6 +189,13 @@ class LanguageModel(nn.Module):
             self.carry = None
         else:
             self.carry = tuple(parts) if len(parts) > 1 else parts[0]
+
+
+def start_id(vocab: Vocab) -> int:
+    """What a character LM reads before a text it scores or describes: a line break (where
+    lines of its corpus begin; it never met an all-zero state mid-text), else a space, else its
+    commonest token."""
+    return vocab.stoi.get("\n", vocab.stoi.get(" ", len(vocab.specials)))
 
 
 def _detach(state: Any) -> Any:

@@ -25,6 +25,7 @@ from rnnkit.data.tagged import Sentence, check_tag, convert, read_columns, read_
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.nn.contextual import ContextualChars
 from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.embeddings import CharFeatures, CharKind
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
@@ -76,6 +77,10 @@ class TagModelConfig:
     crf_loss: Literal["nll", "perceptron"] = "nll"
     tag_scheme: Literal["same", "IOB2", "BIOES"] = "same"  # entity scheme the model learns
     constrain: bool = True  # CRF: forbid invalid IOB2/BIOES transitions
+    # Character LM model directories (rnnkit lm, char level; forward and backward) whose
+    # states at each word become its contextual features; their weights join this model.
+    contextual: list[str] = field(default_factory=list)
+    contextual_tune: bool = False  # fine-tune those LMs too (default: frozen, cached)
 
     def validate(self) -> None:
         check_sizes(word_dim=self.word_dim, hidden_size=self.hidden_size, layers=self.layers)
@@ -98,7 +103,10 @@ class TagConfig:
 class Tagger(nn.Module):
     """words (+ character features) → BiLSTM → tag scores, read by a softmax or a CRF."""
 
-    def __init__(self, words: int, chars: int, tags: list[str], config: TagModelConfig, scheme):
+    def __init__(
+        self, words: int, chars: int, tags: list[str], config: TagModelConfig, scheme,
+        contextual: ContextualChars | None = None,
+    ):  # fmt: skip
         super().__init__()
         c = config
         self.config = c
@@ -108,6 +116,9 @@ class Tagger(nn.Module):
         if c.chars != "none":
             self.chars = CharFeatures(chars, c.char_dim, c.char_hidden, kind=c.chars)
             width += self.chars.output_size
+        self.contextual = contextual
+        if contextual is not None:
+            width += contextual.output_size
         self.drop = nn.Dropout(c.dropout)
         self.encoder = RecurrentEncoder(
             width, c.hidden_size, c.rnn, c.layers, bidirectional=True, dropout=c.dropout
@@ -125,7 +136,9 @@ class Tagger(nn.Module):
 
         batch: ``words``, ``mask`` ``(batch, time)``; ``chars`` ``(forms, letters)`` and
         ``char_lengths`` ``(forms,)`` for the distinct word forms of the batch, and ``forms``
-        ``(batch, time)`` pointing each token at its form.
+        ``(batch, time)`` pointing each token at its form. With contextual features:
+        ``contextual`` ``(batch, time, width)`` computed beforehand, or the LM inputs of
+        :meth:`ContextualChars.inputs` to compute them here (fine-tuning).
         """
         words, mask = batch["words"], batch["mask"]
         if self.training and self.config.word_dropout > 0:
@@ -135,6 +148,11 @@ class Tagger(nn.Module):
         if self.chars is not None:
             per_form = self.chars(batch["chars"], batch["char_lengths"])
             x = torch.cat([x, per_form[batch["forms"]]], dim=-1)
+        if self.contextual is not None:
+            features = batch.get("contextual")
+            if features is None:
+                features = self.contextual(batch)
+            x = torch.cat([x, features], dim=-1)
         hidden, _ = self.encoder(self.drop(x), mask)
         return self.out(self.drop(hidden))
 
@@ -180,6 +198,9 @@ class TagTask:
     # Character ids of word forms, kept for speed; cleared when full, so that a server that
     # meets endless new forms holds a bounded amount.
     CHAR_CACHE_SIZE = 100_000
+    # Frozen contextual features of the sentences met, by tokens: computed once, not per
+    # epoch. Bounded by tokens held (×(LM widths) floats each), then cleared.
+    CONTEXT_CACHE_TOKENS = 400_000
 
     @staticmethod
     def config_class() -> type[TagConfig]:
@@ -190,6 +211,7 @@ class TagTask:
         config: TagConfig,
         data_dir: Path | None = None,
         vocabs: tuple[Vocab, Vocab, Vocab] | None = None,
+        contextual: ContextualChars | None = None,
     ):
         self.config = config
         self.data_dir = data_dir
@@ -200,6 +222,8 @@ class TagTask:
             self.model_scheme = config.model.tag_scheme
         self._sentences: dict[str, list[Sentence]] = {}
         self._char_cache: dict[str, list[int]] = {}
+        self._context_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self._context_tokens = 0
         self.report = ""  # the text report of the last evaluation (tables)
         self.confusion = None
         if vocabs is None:
@@ -211,9 +235,14 @@ class TagTask:
             self.vocab, self.char_vocab, self.tag_vocab = self._build_vocabs()
         else:
             self.vocab, self.char_vocab, self.tag_vocab = vocabs
+        m = config.model
+        if contextual is None and m.contextual:
+            contextual = ContextualChars.load(
+                [str(resolve_data_path(d, data_dir)) for d in m.contextual], m.contextual_tune
+            )
         self.model = Tagger(
             len(self.vocab), len(self.char_vocab), self.tag_vocab.itos, config.model,
-            self.model_scheme,
+            self.model_scheme, contextual,
         )  # fmt: skip
         self.pretrained_found: int | None = None
         if vocabs is None and config.model.pretrained:
@@ -330,10 +359,42 @@ class TagTask:
             batch["forms"], _ = pad(forms)
             chars, char_mask = pad([self._chars(f) or [1] for f in form_ids])
             batch["chars"], batch["char_lengths"] = chars, char_mask.sum(1)
+        if self.model.contextual is not None:
+            batch.update(self._contextual(token_lists))
         if with_tags:
             ids = [self.tag_vocab.encode(self._model_tags(s)) for s in sentences]
             batch["tags"], _ = pad(ids)
         return batch
+
+    def _contextual(self, token_lists: list[list[str]]) -> dict[str, torch.Tensor]:
+        """The contextual part of a batch: LM inputs when the LMs are fine-tuned, else the
+        frozen features ``(batch, time, width)``, each sentence's computed once."""
+        module = self.model.contextual
+        if module.tune:
+            return module.inputs(token_lists)
+        keys = [tuple(t) for t in token_lists]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._context_cache))
+        found = {}
+        if missing:
+            device = next(module.parameters()).device
+            inputs = {k: v.to(device) for k, v in module.inputs(missing).items()}
+            with torch.no_grad():
+                features = module.eval()(inputs).cpu()
+            for row, key in enumerate(missing):
+                found[key] = features[row, : len(key)]
+            if self._context_tokens + features.shape[0] * features.shape[1] > (
+                self.CONTEXT_CACHE_TOKENS
+            ):
+                self._context_cache.clear()
+                self._context_tokens = 0
+            self._context_cache.update(found)
+            self._context_tokens += sum(len(k) for k in missing)
+        width = max(len(k) for k in keys)
+        out = torch.zeros(len(keys), width, module.output_size)
+        for row, key in enumerate(keys):
+            features = found.get(key)
+            out[row, : len(key)] = features if features is not None else self._context_cache[key]
+        return {"contextual": out}
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
         train = self.sentences("train")
@@ -426,6 +487,8 @@ class TagTask:
         files = ckpt.task_files(self)
         files["chars.json"] = ckpt.json_bytes(self.char_vocab.to_dict())
         files["tags.json"] = ckpt.json_bytes(self.tag_vocab.to_dict())
+        if self.model.contextual is not None:
+            files["contextual.json"] = ckpt.json_bytes(self.model.contextual.describe())
         return files
 
     @classmethod
@@ -437,7 +500,15 @@ class TagTask:
         vocabs = tuple(Vocab.load(directory / n) for n in ("vocab.json", "chars.json", "tags.json"))
         if vocabs[0].specials != [PAD, UNK]:
             raise ModelDirError(f"{directory}/vocab.json is not a tagger's word vocabulary")
-        return ckpt.load_trained(cls(config, data_dir, vocabs=vocabs), directory, device)
+        contextual = None
+        if config.model.contextual:  # the LMs travel inside this directory
+            described = ckpt.read_json(directory / "contextual.json")
+            try:
+                contextual = ContextualChars.build(described, config.model.contextual_tune)
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                raise ModelDirError(f"{directory}/contextual.json is damaged ({err})") from None
+        task = cls(config, data_dir, vocabs=vocabs, contextual=contextual)
+        return ckpt.load_trained(task, directory, device)
 
 
 def _entity_scores(

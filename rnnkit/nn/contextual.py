@@ -1,0 +1,132 @@
+"""Contextual word features from character language models (Akbik et al. 2018, Flair).
+
+A forward character LM reads a sentence left to right and a backward one right to left; a
+word's feature is the forward LM's state after the word's last character, concatenated with
+the backward LM's state after it has read (backwards) the word's first character. Both states
+have seen the whole word and everything on one side of it, so the same word gets different
+features in different sentences.
+
+The LMs are rnnkit ``lm`` models at character level. Their weights become part of the model
+that uses them (saved in its ``model.safetensors``), their sizes and characters travel in
+:meth:`ContextualChars.describe`, so that model loads without the LM directories.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnkit.data.vocab import UNK, Vocab
+
+
+class ContextualChars(nn.Module):
+    """Character LMs → one feature vector per word of each sentence.
+
+    ``lms``: ``LanguageModel`` modules; ``vocabs``: their character vocabularies; ``reverse``:
+    which of them read text backwards. Frozen (the default): the LMs stay in eval mode and
+    get no gradients. Output width: the sum of the LMs' hidden sizes.
+    """
+
+    def __init__(
+        self, lms: Sequence[nn.Module], vocabs: Sequence[Vocab], reverse: Sequence[bool],
+        tune: bool = False,
+    ):  # fmt: skip
+        super().__init__()
+        self.lms = nn.ModuleList(lms)
+        self.vocabs = list(vocabs)
+        self.reverse = list(reverse)
+        self.tune = tune
+        self.output_size = sum(lm.encoder.output_size for lm in self.lms)
+        if not tune:
+            for p in self.lms.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> ContextualChars:
+        super().train(mode)
+        if not self.tune:  # a frozen LM's dropout stays off
+            self.lms.eval()
+        return self
+
+    def inputs(self, token_lists: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
+        """Character ids and word positions for each LM: ``ctx{i}_ids`` ``(n, chars)`` and
+        ``ctx{i}_at`` ``(n, words)`` (where each word's state is read; 0 on padding)."""
+        from rnnkit.tasks.lm import start_id
+
+        out = {}
+        width = max(len(t) for t in token_lists)
+        for i, (vocab, backward) in enumerate(zip(self.vocabs, self.reverse, strict=True)):
+            start = start_id(vocab)
+            unk = vocab.stoi.get(UNK, 0)
+            rows, places = [], []
+            for tokens in token_lists:
+                text = " ".join(tokens)
+                ends, at = [], 0
+                for token in tokens:  # index of each word's first and last character
+                    ends.append((at, at + len(token) - 1))
+                    at += len(token) + 1
+                if backward:
+                    text = text[::-1]
+                    spots = [len(text) - 1 - first for first, _ in ends]
+                else:
+                    spots = [last for _, last in ends]
+                rows.append([start] + [vocab.stoi.get(ch, unk) for ch in text])
+                places.append([s + 1 for s in spots] + [0] * (width - len(spots)))
+            longest = max(len(r) for r in rows)
+            ids = torch.zeros(len(rows), longest, dtype=torch.long)
+            for r, row in enumerate(rows):
+                ids[r, : len(row)] = torch.tensor(row)
+            out[f"ctx{i}_ids"] = ids
+            out[f"ctx{i}_at"] = torch.tensor(places, dtype=torch.long)
+        return out
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The features ``(n, words, output_size)`` of the sentences :meth:`inputs` encoded.
+
+        Padding after a sentence is never read: the LMs only look left of a word's place."""
+        parts = []
+        for i, lm in enumerate(self.lms):
+            with torch.set_grad_enabled(self.tune and torch.is_grad_enabled()):
+                hidden, _ = lm(batch[f"ctx{i}_ids"])  # (n, chars, hidden)
+            at = batch[f"ctx{i}_at"]
+            parts.append(hidden.gather(1, at.unsqueeze(2).expand(-1, -1, hidden.shape[2])))
+        return torch.cat(parts, dim=2)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """What rebuilds the LMs without their directories: sizes, characters, direction."""
+        from rnnkit.config import to_dict
+
+        return [
+            {"model": to_dict(lm.config), "vocab": vocab.to_dict(), "reverse": backward}
+            for lm, vocab, backward in zip(self.lms, self.vocabs, self.reverse, strict=True)
+        ]
+
+    @classmethod
+    def build(cls, described: Sequence[dict[str, Any]], tune: bool = False) -> ContextualChars:
+        """Empty LMs of the described shapes (weights come with the model that holds them)."""
+        from rnnkit.config import from_dict
+        from rnnkit.tasks.lm import LanguageModel, LMModelConfig
+
+        lms, vocabs = [], []
+        for entry in described:
+            vocab = Vocab.from_dict(entry["vocab"])
+            lms.append(LanguageModel(len(vocab), from_dict(LMModelConfig, entry["model"])))
+            vocabs.append(vocab)
+        return cls(lms, vocabs, [bool(e["reverse"]) for e in described], tune)
+
+    @classmethod
+    def load(cls, directories: Sequence[str], tune: bool = False) -> ContextualChars:
+        """The character LMs of rnnkit ``lm`` model directories, weights and all."""
+        from rnnkit.errors import ConfigError
+        from rnnkit.tasks import load_task
+
+        tasks = [load_task(d) for d in directories]
+        for d, task in zip(directories, tasks, strict=True):
+            if task.name != "lm" or task.level != "char":
+                raise ConfigError(f"model.contextual: {d} is not a character-level lm model")
+        return cls(
+            [t.model for t in tasks], [t.vocab for t in tasks],
+            [t.config.data.reverse for t in tasks], tune,
+        )  # fmt: skip
