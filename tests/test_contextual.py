@@ -1,11 +1,13 @@
 """Contextual word features from rnnkit's own character LMs, in the tagger."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 import rnnkit
+import rnnkit.datasets
 from rnnkit.nn.contextual import ContextualChars
 from rnnkit.tasks import load_task
 from tests.tiny import train_tiny
@@ -97,3 +99,66 @@ def test_fine_tuning_moves_the_lm_weights(char_lms, tmp_path):
     tuned = rnnkit.load(out).model.contextual.lms[0].embed.weight
     original = load_task(char_lms[0]).model.embed.weight
     assert not torch.allclose(tuned, original)
+
+
+CONLL03 = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP I-ORG
+rejects VBZ B-VP O
+German JJ B-NP I-MISC
+call NN I-NP O
+to TO B-VP O
+boycott VB I-VP O
+British JJ B-NP I-MISC
+lamb NN I-NP O
+. . O O
+
+Peter NNP B-NP I-PER
+Blackburn NNP I-NP I-PER
+
+BRUSSELS NNP B-NP I-LOC
+1996-08-22 CD I-NP O
+
+The DT B-NP O
+European NNP I-NP I-ORG
+Commission NNP I-NP I-ORG
+said VBD B-VP O
+on IN B-PP O
+Thursday NNP B-NP O
+it PRP B-NP O
+disagreed VBD B-VP O
+with IN B-PP O
+German JJ B-NP I-MISC
+advice NN I-NP O
+. . O O
+
+"""
+
+
+def test_conll03_recipe_on_a_synthetic_file_of_its_format(char_lms, tmp_path):
+    """IOB1 columns with -DOCSTART- lines, imported with `rnnkit data import`, trained with
+    configs/conll03-ner.yaml (made tiny) and contextual features; answers come back in IOB1."""
+    from rnnkit.cli import main
+
+    source = tmp_path / "mine"
+    source.mkdir()
+    for name in ("eng.train", "eng.testa", "eng.testb"):
+        (source / name).write_text(CONLL03 * 8)
+    data = tmp_path / "data"
+    assert main(["data", "import", "conll2003", str(source), "--data-dir", str(data)]) == 0
+    rows = {r.name: r.status for r in rnnkit.datasets.list_datasets(data)}
+    assert rows["conll2003"] == "present (no checksums to verify)"
+    recipe = Path(__file__).parent.parent / "configs" / "conll03-ner.yaml"
+    out = tmp_path / "ner"
+    assert main([
+        "train", "tag", "--config", str(recipe), "--data-dir", str(data), "--out", str(out),
+        f"model.contextual=[{char_lms[0]},{char_lms[1]}]", "model.word_dim=8",
+        "model.char_dim=4", "model.char_hidden=4", "model.hidden_size=8", "train.epochs=2",
+        "train.progress=false",
+    ]) == 0  # fmt: skip
+    task = rnnkit.load(out, data_dir=data)
+    assert task.model_scheme == "BIOES" and task.file_scheme == "IOB1"
+    assert set(task.labels()) >= {"S-PER", "E-ORG"}
+    (result,) = task.predict(["Peter Blackburn said on Thursday"])
+    assert all(tag == "O" or tag.startswith(("I-", "B-")) for tag in result["tags"])
+    assert set(task.evaluate("test")) >= {"accuracy", "f1"}

@@ -261,8 +261,9 @@ need_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no shared dat
 
 @need_shared
 def test_the_registry_matches_the_shared_data():
+    # CoNLL-2003 is licensed: nobody may publish it, so no data directory holds it unasked.
     assert {r.name: r.status for r in list_datasets(SHARED_DATA)} == {
-        name: "verified" for name in datasets.DATASETS
+        name: "missing" if name == "conll2003" else "verified" for name in datasets.DATASETS
     }
 
 

@@ -318,7 +318,7 @@ class TagTask:
         return (
             Vocab.build(words, min_freq=self.config.data.min_freq),
             Vocab.build(chars),
-            Vocab.build(tags, specials=[], unk=None),
+            Vocab.build(tags, min_freq=0, specials=[], unk=None),  # unseen scheme tags too
         )
 
     def _load_pretrained(self) -> None:
