@@ -162,3 +162,20 @@ def test_conll03_recipe_on_a_synthetic_file_of_its_format(char_lms, tmp_path):
     (result,) = task.predict(["Peter Blackburn said on Thursday"])
     assert all(tag == "O" or tag.startswith(("I-", "B-")) for tag in result["tags"])
     assert set(task.evaluate("test")) >= {"accuracy", "f1"}
+
+
+def test_classifier_with_contextual_features_trains_and_reloads_alone(char_lms, tmp_path):
+    from rnnkit.cli import main
+    from tests.test_classify import tsv_overrides
+
+    lm = tmp_path / "fwd"
+    shutil.copytree(char_lms[0], lm)
+    out = tmp_path / "classifier"
+    config = tsv_overrides(tmp_path, f"model.contextual=[{lm}]", "train.epochs=2")
+    assert main(["train", "classify", "--out", str(out), *config]) == 0
+    texts = ["a dog near the river", "", "nothing known here"]
+    before = rnnkit.load(out).predict(texts)
+    shutil.rmtree(lm)
+    assert rnnkit.load(out).predict(texts) == before
+    bad = tsv_overrides(tmp_path, f"model.contextual=[{char_lms[0]}]", "data.tokenize=chars")
+    assert main(["train", "classify", "--out", str(tmp_path / "x"), *bad]) == 2

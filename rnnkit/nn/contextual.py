@@ -14,12 +14,16 @@ that uses them (saved in its ``model.safetensors``), their sizes and characters 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from rnnkit.data.vocab import UNK, Vocab
+from rnnkit.errors import ModelDirError
+
+FILE = "contextual.json"  # in the directory of a model that holds the LMs
 
 
 class ContextualChars(nn.Module):
@@ -82,6 +86,11 @@ class ContextualChars(nn.Module):
             out[f"ctx{i}_at"] = torch.tensor(places, dtype=torch.long)
         return out
 
+    def features(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's ``contextual`` features if computed beforehand (frozen), else now."""
+        found = batch.get("contextual")
+        return found if found is not None else self(batch)
+
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """The features ``(n, words, output_size)`` of the sentences :meth:`inputs` encoded.
 
@@ -117,11 +126,27 @@ class ContextualChars(nn.Module):
         return cls(lms, vocabs, [bool(e["reverse"]) for e in described], tune)
 
     @classmethod
-    def load(cls, directories: Sequence[str], tune: bool = False) -> ContextualChars:
-        """The character LMs of rnnkit ``lm`` model directories, weights and all."""
+    def from_model_dir(cls, directory: Path, tune: bool = False) -> ContextualChars:
+        """The LMs described in ``contextual.json`` of the model directory that holds them."""
+        from rnnkit import checkpoint as ckpt
+
+        described = ckpt.read_json(directory / FILE)
+        try:
+            return cls.build(described, tune)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ModelDirError(f"{directory}/{FILE} is damaged ({err})") from None
+
+    @classmethod
+    def load(
+        cls, directories: Sequence[str], tune: bool = False, data_dir: Path | None = None
+    ) -> ContextualChars:
+        """The character LMs of rnnkit ``lm`` model directories, weights and all (a relative
+        path not found here is looked up in the data directory, as recipes' files are)."""
+        from rnnkit.data.text import resolve_data_path
         from rnnkit.errors import ConfigError
         from rnnkit.tasks import load_task
 
+        directories = [str(resolve_data_path(d, data_dir)) for d in directories]
         tasks = [load_task(d) for d in directories]
         for d, task in zip(directories, tasks, strict=True):
             if task.name != "lm" or task.level != "char":
@@ -130,3 +155,40 @@ class ContextualChars(nn.Module):
             [t.model for t in tasks], [t.vocab for t in tasks],
             [t.config.data.reverse for t in tasks], tune,
         )  # fmt: skip
+
+
+class FeatureCache:
+    """Frozen contextual features of the sentences met, each computed once, not once per
+    epoch; bounded by the tokens held (each ``output_size`` floats), then cleared."""
+
+    def __init__(self, max_tokens: int = 400_000):
+        self.max_tokens = max_tokens
+        self._held: dict[tuple[str, ...], torch.Tensor] = {}
+        self._tokens = 0
+
+    def batch(
+        self, module: ContextualChars, token_lists: Sequence[Sequence[str]]
+    ) -> dict[str, torch.Tensor]:
+        """The contextual part of a batch: the LM inputs when the LMs are fine-tuned, else the
+        frozen features ``contextual`` ``(n, words, output_size)``."""
+        if module.tune:
+            return module.inputs(token_lists)
+        keys = [tuple(t) for t in token_lists]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._held))
+        found = {}
+        if missing:
+            device = next(module.parameters()).device
+            inputs = {k: v.to(device) for k, v in module.inputs(missing).items()}
+            with torch.no_grad():
+                features = module.eval()(inputs).cpu()
+            found = {key: features[row, : len(key)] for row, key in enumerate(missing)}
+            added = sum(len(k) for k in missing)
+            if self._tokens + added > self.max_tokens:
+                self._held.clear()
+                self._tokens = 0
+            self._held.update(found)
+            self._tokens += added
+        out = torch.zeros(len(keys), max(len(k) for k in keys), module.output_size)
+        for row, key in enumerate(keys):
+            out[row, : len(key)] = found[key] if key in found else self._held[key]
+        return {"contextual": out}

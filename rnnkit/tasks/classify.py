@@ -27,6 +27,8 @@ from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.nn.contextual import FILE as CONTEXTUAL_FILE
+from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 from rnnkit.nn.pooling import Pooling, PoolingKind
 from rnnkit.tasks.base import check_inputs, option, resolve_options, shard
@@ -85,6 +87,10 @@ class ClassifyModelConfig:
     attention_dim: int = 128  # pooling=attention: width of its scoring layer
     dropout: float = 0.3
     word_dropout: float = 0.0  # training words replaced by <unk> at this rate
+    # Character LM model directories (rnnkit lm, char level) whose states at each word join
+    # its embedding (docs/tagging.md); their weights join this model.
+    contextual: list[str] = field(default_factory=list)
+    contextual_tune: bool = False  # fine-tune those LMs too (default: frozen, cached)
 
     def validate(self) -> None:
         if self.min_freq < 1:
@@ -97,10 +103,11 @@ class ClassifyModelConfig:
                 )
             if self.max_features is not None and self.max_features < 1:
                 raise ConfigError(f"bad value {self.max_features} for model.max_features")
-            if self.pretrained:
-                raise ConfigError(
-                    "model.pretrained needs model.kind=neural (bow has no embeddings)"
-                )
+            for name in ("pretrained", "contextual"):
+                if getattr(self, name):
+                    raise ConfigError(
+                        f"model.{name} needs model.kind=neural (bow has no embeddings)"
+                    )
             return
         check_sizes(
             word_dim=self.word_dim, hidden_size=self.hidden_size, layers=self.layers,
@@ -180,14 +187,19 @@ class BowClassifier(nn.Module):
 class NeuralClassifier(nn.Module):
     """words → embedding → (Bi)LSTM/GRU → max/mean/attention pooling → linear → label scores."""
 
-    def __init__(self, words: int, labels: int, config: ClassifyModelConfig):
+    def __init__(
+        self, words: int, labels: int, config: ClassifyModelConfig,
+        contextual: ContextualChars | None = None,
+    ):  # fmt: skip
         super().__init__()
         c = config
         self.config = c
         self.embed = nn.Embedding(words, c.word_dim, padding_idx=0)
+        self.contextual = contextual
+        width = c.word_dim + (contextual.output_size if contextual is not None else 0)
         self.drop = nn.Dropout(c.dropout)
         self.encoder = RecurrentEncoder(
-            c.word_dim, c.hidden_size, c.rnn, c.layers, bidirectional=c.bidirectional,
+            width, c.hidden_size, c.rnn, c.layers, bidirectional=c.bidirectional,
             dropout=c.dropout,
         )  # fmt: skip
         self.pool = Pooling(self.encoder.output_size, c.pooling, c.attention_dim)
@@ -197,13 +209,17 @@ class NeuralClassifier(nn.Module):
         """Label scores ``(batch, labels)``.
 
         batch: ``words`` ``(batch, time)`` ids (0 = padding), ``mask`` ``(batch, time)`` bool;
-        every row has at least one real token.
+        every row has at least one real token; with contextual features, those of
+        :meth:`ContextualChars.features`.
         """
         words, mask = batch["words"], batch["mask"]
         if self.training and self.config.word_dropout > 0:
             drop = torch.rand(words.shape, device=words.device) < self.config.word_dropout
             words = words.masked_fill(drop & mask, 1)  # id 1 is <unk>
-        hidden, _ = self.encoder(self.drop(self.embed(words)), mask)
+        x = self.embed(words)
+        if self.contextual is not None:
+            x = torch.cat([x, self.contextual.features(batch)], dim=-1)
+        hidden, _ = self.encoder(self.drop(x), mask)
         return self.out(self.drop(self.pool(hidden, mask)))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -266,6 +282,7 @@ class ClassifyTask:
         config: ClassifyConfig,
         data_dir: Path | None = None,
         vocabs: tuple[Vocab, Vocab] | None = None,
+        contextual: ContextualChars | None = None,
     ):
         self.config = config
         self.data_dir = data_dir
@@ -300,7 +317,13 @@ class ClassifyTask:
             if vocabs is None and config.model.features == "tfidf":
                 self.model.idf.copy_(self._idf())
         else:
-            self.model = NeuralClassifier(len(self.vocab), labels, config.model)
+            m = config.model
+            if m.contextual and config.data.tokenize != "whitespace":
+                raise ConfigError("model.contextual needs data.tokenize=whitespace (words)")
+            if contextual is None and m.contextual:
+                contextual = ContextualChars.load(m.contextual, m.contextual_tune, data_dir)
+            self._context = FeatureCache()
+            self.model = NeuralClassifier(len(self.vocab), labels, config.model, contextual)
             if vocabs is None and config.model.pretrained:
                 self._load_pretrained()
 
@@ -397,7 +420,8 @@ class ClassifyTask:
 
     def encode(self, text: str) -> Any:
         """One text as the model reads it: for bow a pair of tensors (distinct n-gram ids,
-        their counts), for neural a list of word ids (``[<unk>]`` for a text with no words)."""
+        their counts), for neural a list of word ids (``[<unk>]`` for a text with no words),
+        paired with the words as written when the model has contextual features."""
         if self.bow:
             stoi = self.vocab.stoi
             counts = Counter(stoi[f] for f in self.features(text) if f in stoi)
@@ -405,7 +429,10 @@ class ClassifyTask:
                 torch.tensor(list(counts), dtype=torch.long),
                 torch.tensor(list(counts.values()), dtype=torch.float32),
             )
-        return self.vocab.encode(self.tokens(text)) or [self.vocab.unk_id]
+        ids = self.vocab.encode(self.tokens(text)) or [self.vocab.unk_id]
+        if self.model.contextual is not None:  # the LMs read the words as written
+            return ids, tuple(text.split()) or ("",)
+        return ids
 
     def encoded(self, split: str) -> tuple[list[Any], torch.Tensor]:
         """Every example of a split encoded once, and the label ids ``(examples,)``; labels
@@ -427,14 +454,24 @@ class ClassifyTask:
                 "counts": torch.cat([counts for _, counts in encoded]),
                 "offsets": torch.cumsum(sizes, 0) - sizes,
             }
-        words, mask = pad(encoded)
-        return {"words": words, "mask": mask}
+        if self.model.contextual is None:
+            words, mask = pad(encoded)
+            return {"words": words, "mask": mask}
+        words, mask = pad([ids for ids, _ in encoded])
+        batch = {"words": words, "mask": mask}
+        return batch | self._context.batch(self.model.contextual, [t for _, t in encoded])
+
+    def length(self, encoded: Any) -> int:
+        """Tokens of an encoded text (0 for a bag of words, which has no order)."""
+        if self.bow:
+            return 0
+        return len(encoded[0] if self.model.contextual is not None else encoded)
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
         encoded, _ = self.encoded("train")
         generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
         # Similar lengths share a batch for the recurrent model; a bag has no length.
-        lengths = [0 if self.bow else len(ids) for ids in encoded]
+        lengths = [self.length(item) for item in encoded]
         order = bucket_batches(lengths, self.config.train.batch_size, True, generator)
         return _Epoch(self, shard(order, rank, world_size))
 
@@ -447,7 +484,7 @@ class ClassifyTask:
         out = torch.empty(len(encoded), len(self.label_vocab))
         order = list(range(len(encoded)))
         if not self.bow:  # similar lengths share a batch
-            order.sort(key=lambda i: -len(encoded[i]))
+            order.sort(key=lambda i: -self.length(encoded[i]))
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             batch = self.collate([encoded[i] for i in rows])
@@ -535,6 +572,8 @@ class ClassifyTask:
     def model_files(self) -> dict[str, bytes]:
         files = ckpt.task_files(self)
         files["labels.json"] = ckpt.json_bytes(self.label_vocab.to_dict())
+        if not self.bow and self.model.contextual is not None:
+            files[CONTEXTUAL_FILE] = ckpt.json_bytes(self.model.contextual.describe())
         return files
 
     @classmethod
@@ -547,7 +586,12 @@ class ClassifyTask:
         want = [] if config.model.kind == "bow" else [PAD, UNK]
         if vocab.specials != want or labels.specials or not len(labels):
             raise ModelDirError(f"{directory}: vocab.json or labels.json does not fit the config")
-        return ckpt.load_trained(cls(config, data_dir, vocabs=(vocab, labels)), directory, device)
+        m = config.model
+        contextual = None
+        if m.kind == "neural" and m.contextual:  # the LMs travel inside this directory
+            contextual = ContextualChars.from_model_dir(directory, m.contextual_tune)
+        task = cls(config, data_dir, vocabs=(vocab, labels), contextual=contextual)
+        return ckpt.load_trained(task, directory, device)
 
 
 __all__ = [

@@ -25,7 +25,8 @@ from rnnkit.data.tagged import Sentence, check_tag, convert, read_columns, read_
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
-from rnnkit.nn.contextual import ContextualChars
+from rnnkit.nn.contextual import FILE as CONTEXTUAL_FILE
+from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.embeddings import CharFeatures, CharKind
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
@@ -149,10 +150,7 @@ class Tagger(nn.Module):
             per_form = self.chars(batch["chars"], batch["char_lengths"])
             x = torch.cat([x, per_form[batch["forms"]]], dim=-1)
         if self.contextual is not None:
-            features = batch.get("contextual")
-            if features is None:
-                features = self.contextual(batch)
-            x = torch.cat([x, features], dim=-1)
+            x = torch.cat([x, self.contextual.features(batch)], dim=-1)
         hidden, _ = self.encoder(self.drop(x), mask)
         return self.out(self.drop(hidden))
 
@@ -198,9 +196,6 @@ class TagTask:
     # Character ids of word forms, kept for speed; cleared when full, so that a server that
     # meets endless new forms holds a bounded amount.
     CHAR_CACHE_SIZE = 100_000
-    # Frozen contextual features of the sentences met, by tokens: computed once, not per
-    # epoch. Bounded by tokens held (×(LM widths) floats each), then cleared.
-    CONTEXT_CACHE_TOKENS = 400_000
 
     @staticmethod
     def config_class() -> type[TagConfig]:
@@ -222,8 +217,7 @@ class TagTask:
             self.model_scheme = config.model.tag_scheme
         self._sentences: dict[str, list[Sentence]] = {}
         self._char_cache: dict[str, list[int]] = {}
-        self._context_cache: dict[tuple[str, ...], torch.Tensor] = {}
-        self._context_tokens = 0
+        self._context = FeatureCache()
         self.report = ""  # the text report of the last evaluation (tables)
         self.confusion = None
         if vocabs is None:
@@ -237,9 +231,7 @@ class TagTask:
             self.vocab, self.char_vocab, self.tag_vocab = vocabs
         m = config.model
         if contextual is None and m.contextual:
-            contextual = ContextualChars.load(
-                [str(resolve_data_path(d, data_dir)) for d in m.contextual], m.contextual_tune
-            )
+            contextual = ContextualChars.load(m.contextual, m.contextual_tune, data_dir)
         self.model = Tagger(
             len(self.vocab), len(self.char_vocab), self.tag_vocab.itos, config.model,
             self.model_scheme, contextual,
@@ -360,41 +352,11 @@ class TagTask:
             chars, char_mask = pad([self._chars(f) or [1] for f in form_ids])
             batch["chars"], batch["char_lengths"] = chars, char_mask.sum(1)
         if self.model.contextual is not None:
-            batch.update(self._contextual(token_lists))
+            batch.update(self._context.batch(self.model.contextual, token_lists))
         if with_tags:
             ids = [self.tag_vocab.encode(self._model_tags(s)) for s in sentences]
             batch["tags"], _ = pad(ids)
         return batch
-
-    def _contextual(self, token_lists: list[list[str]]) -> dict[str, torch.Tensor]:
-        """The contextual part of a batch: LM inputs when the LMs are fine-tuned, else the
-        frozen features ``(batch, time, width)``, each sentence's computed once."""
-        module = self.model.contextual
-        if module.tune:
-            return module.inputs(token_lists)
-        keys = [tuple(t) for t in token_lists]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._context_cache))
-        found = {}
-        if missing:
-            device = next(module.parameters()).device
-            inputs = {k: v.to(device) for k, v in module.inputs(missing).items()}
-            with torch.no_grad():
-                features = module.eval()(inputs).cpu()
-            for row, key in enumerate(missing):
-                found[key] = features[row, : len(key)]
-            if self._context_tokens + features.shape[0] * features.shape[1] > (
-                self.CONTEXT_CACHE_TOKENS
-            ):
-                self._context_cache.clear()
-                self._context_tokens = 0
-            self._context_cache.update(found)
-            self._context_tokens += sum(len(k) for k in missing)
-        width = max(len(k) for k in keys)
-        out = torch.zeros(len(keys), width, module.output_size)
-        for row, key in enumerate(keys):
-            features = found.get(key)
-            out[row, : len(key)] = features if features is not None else self._context_cache[key]
-        return {"contextual": out}
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
         train = self.sentences("train")
@@ -488,7 +450,7 @@ class TagTask:
         files["chars.json"] = ckpt.json_bytes(self.char_vocab.to_dict())
         files["tags.json"] = ckpt.json_bytes(self.tag_vocab.to_dict())
         if self.model.contextual is not None:
-            files["contextual.json"] = ckpt.json_bytes(self.model.contextual.describe())
+            files[CONTEXTUAL_FILE] = ckpt.json_bytes(self.model.contextual.describe())
         return files
 
     @classmethod
@@ -502,11 +464,7 @@ class TagTask:
             raise ModelDirError(f"{directory}/vocab.json is not a tagger's word vocabulary")
         contextual = None
         if config.model.contextual:  # the LMs travel inside this directory
-            described = ckpt.read_json(directory / "contextual.json")
-            try:
-                contextual = ContextualChars.build(described, config.model.contextual_tune)
-            except (KeyError, TypeError, ValueError, AttributeError) as err:
-                raise ModelDirError(f"{directory}/contextual.json is damaged ({err})") from None
+            contextual = ContextualChars.from_model_dir(directory, config.model.contextual_tune)
         task = cls(config, data_dir, vocabs=vocabs, contextual=contextual)
         return ckpt.load_trained(task, directory, device)
 
