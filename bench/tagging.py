@@ -484,6 +484,7 @@ class RecipeResult:
     latency_count: int = 0
     tagging: dict[int, Rate] = field(default_factory=dict)
     sample: int = 0
+    cached: Rate | None = None  # contextual: the same steps again, features cached
 
 
 def describe_model(config: TagConfig) -> str:
@@ -507,12 +508,16 @@ def pick_latency_sentences(dev: list[list[str]], count: int) -> list[list[str]]:
     return [dev[i] for i in order[:count]]
 
 
-def bench_recipe(path: str, args: argparse.Namespace) -> RecipeResult:
-    out = RecipeResult(path)
+def bench_recipe(
+    path: str, args: argparse.Namespace, contextual: list[str] | None = None
+) -> RecipeResult:
+    out = RecipeResult(path + (" + contextual" if contextual else ""))
     base = read_yaml(resolve(path))
     if base.get("task") != "tag":
         raise SystemExit(f"{path} is a {base.get('task')!r} recipe, not 'tag'")
     config = from_dict(TagConfig, base)
+    if contextual:
+        config.model.contextual = contextual
     config.train.device = args.device
     out.model = describe_model(config)
     data_dir = resolve(args.data_dir)
@@ -533,6 +538,11 @@ def bench_recipe(path: str, args: argparse.Namespace) -> RecipeResult:
         progress(f"  training: {args.steps} steps")
         out.train = run_steps(loop.step, args.steps)
         progress(f"  {out.train.per_second:,.0f} sent/s, {out.train.tokens_per_second:,.0f} tok/s")
+        if contextual:  # the same batches again: every sentence's features now cached
+            again = KitLoop(trainer, endless(task.train_batches))
+            warm(again.step)
+            out.cached = run_steps(again.step, args.steps)
+            progress(f"  cached: {out.cached.per_second:,.0f} sent/s")
     dev = [s.tokens for s in task.sentences("dev") if s.tokens]
     chosen = pick_latency_sentences(dev, args.latency_sentences)
     out.latency_length = statistics.median_low(len(s) for s in chosen)
@@ -582,14 +592,23 @@ def training_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult]
         f"| seed size, seed's loop, forward vectorised | 1 | {vec:,.1f} | "
         f"{seed.vectorised.tokens_per_second:,.0f} | {ratio(vec, loop)} | 1.0× |",
     ]
+    plain = {r.path: r for r in recipes}
     for r in recipes:
         if r.note:
             lines.append(f"| `{r.path}` | | {r.note} | | | |")
             continue
-        lines.append(
-            f"| `{r.path}` | {r.batch} | "
-            f"{r.train.per_second:,.0f} | {r.train.tokens_per_second:,.0f} | | |"
-        )
+        rates = [("", r.train)]
+        if r.cached is not None:
+            rates = [(", first epoch (feature pass)", r.train), (", later epochs", r.cached)]
+        base = plain.get(r.path.removesuffix(" + contextual"))
+        for label, rate in rates:
+            share = ""
+            if r.cached is not None and base is not None and not base.note:
+                share = f" ({rate.per_second / base.train.per_second:.0%} of the recipe)"
+            lines.append(
+                f"| `{r.path}`{label} | {r.batch} | {rate.per_second:,.0f}{share} | "
+                f"{rate.tokens_per_second:,.0f} | | |"
+            )
     return lines
 
 
@@ -768,6 +787,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--recipes", default=DEFAULT_RECIPES, help="tag recipes, comma-separated ('' for none)"
     )
     parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
+    parser.add_argument(
+        "--contextual", metavar="FWD,BWD",
+        help="also each recipe with these character LMs' contextual features",
+    )  # fmt: skip
     parser.add_argument("--device", default="cpu", help="rnnkit's device (cpu; or auto, cuda)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--random-seed", type=int, default=1, help="for models and data (1)")
@@ -805,6 +828,11 @@ def main(argv: list[str] | None = None) -> int:
         kit = bench_seed_size_kit(corpus, args)
         seed = bench_seed(corpus, args)
         recipes = [bench_recipe(path, args) for path in args.recipe_list]
+        if args.contextual:
+            lms = [resolve(p.strip()) for p in args.contextual.split(",")]
+            recipes += [
+                bench_recipe(path, args, [str(p) for p in lms]) for path in args.recipe_list
+            ]
     except RnnkitError as err:
         progress(f"error: {err}")
         return 2

@@ -241,8 +241,9 @@ class TaggerGraph(nn.Module):
     """The tagger's batch (see :meth:`Tagger.emissions`) → tags ``(batch, time)`` and
     emissions ``(batch, time, tags)``."""
 
-    def __init__(self, tagger: nn.Module):
+    def __init__(self, tagger: nn.Module, names: Sequence[str]):
         super().__init__()
+        self.names = list(names)  # of the inputs, in order
         self.tagger = tagger
         self.rnn = UnpackedRNN(tagger.encoder.rnn)
         chars = tagger.chars
@@ -251,23 +252,21 @@ class TaggerGraph(nn.Module):
         )
         self.crf_decode = _scripted() if tagger.crf is not None else None
 
-    def forward(
-        self,
-        words: torch.Tensor,
-        mask: torch.Tensor,
-        forms: torch.Tensor | None = None,
-        chars: torch.Tensor | None = None,
-        char_lengths: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = dict(zip(self.names, inputs, strict=True))
         t = self.tagger
+        words, mask = b["words"], b["mask"]
         x = t.embed(words)
         if t.chars is not None:
+            chars, lengths = b["chars"], b["char_lengths"]
             if self.char_rnn is not None:
                 # CharFeatures: the final states of both directions of a packed BiLSTM
-                _, per_form = self.char_rnn(t.chars.embed(chars), char_lengths.clamp(min=1))
+                _, per_form = self.char_rnn(t.chars.embed(chars), lengths.clamp(min=1))
             else:
-                per_form = t.chars(chars, char_lengths)  # the CNN needs no packing
-            x = torch.cat([x, per_form[forms]], dim=-1)
+                per_form = t.chars(chars, lengths)  # the CNN needs no packing
+            x = torch.cat([x, per_form[b["forms"]]], dim=-1)
+        if t.contextual is not None:  # the character LMs run inside the graph
+            x = torch.cat([x, t.contextual(b)], dim=-1)
         hidden, _ = self.rnn(x, _lengths(mask))
         emissions = t.out(hidden)
         if t.crf is None:
@@ -280,14 +279,20 @@ class TaggerGraph(nn.Module):
 class NeuralClassifierGraph(nn.Module):
     """words, mask ``(batch, time)`` → probabilities ``(batch, labels)``."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, names: Sequence[str]):
         super().__init__()
+        self.names = list(names)  # of the inputs, in order
         self.model = model
         self.rnn = UnpackedRNN(model.encoder.rnn)
 
-    def forward(self, words: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        b = dict(zip(self.names, inputs, strict=True))
         m = self.model
-        hidden, _ = self.rnn(m.embed(words), _lengths(mask))
+        words, mask = b["words"], b["mask"]
+        x = m.embed(words)
+        if m.contextual is not None:  # the character LMs run inside the graph
+            x = torch.cat([x, m.contextual(b)], dim=-1)
+        hidden, _ = self.rnn(x, _lengths(mask))
         return torch.softmax(m.out(m.pool(hidden, mask)).float(), dim=-1)
 
 
@@ -551,6 +556,24 @@ def _check_on_lengths(
     return check
 
 
+def _contextual_axes(module: Any) -> dict[str, Axes]:
+    """Graph inputs of contextual features: each LM's character ids and word places."""
+    if module is None:
+        return {}
+    axes: dict[str, Axes] = {}
+    for i in range(len(module.lms)):
+        axes[f"ctx{i}_ids"] = ("batch", f"chars{i}")
+        axes[f"ctx{i}_at"] = ("batch", "time")
+    return axes
+
+
+def _contextual_inputs(model: nn.Module, token_lists: Sequence[Sequence[str]]) -> dict:
+    """What a graph with contextual features reads besides the batch: the LMs' inputs."""
+    if model.contextual is None:
+        return {}
+    return model.contextual.inputs(token_lists)
+
+
 # ------------------------------------------------------------------------------------ tag
 def _tag_graphs(task: Any) -> Plan:
     samples = _data_or_vocab(
@@ -563,14 +586,16 @@ def _tag_graphs(task: Any) -> Plan:
     axes: dict[str, Axes] = {
         "words": ("batch", "time"), "mask": ("batch", "time"), "forms": ("batch", "time"),
         "chars": ("forms", "letters"), "char_lengths": ("forms",),
-    }  # fmt: skip
+    } | _contextual_axes(task.model.contextual)  # fmt: skip
+    names += list(_contextual_axes(task.model.contextual))
 
     def batch(lengths: Sequence[int], shift: int = 0) -> dict[str, torch.Tensor]:
-        return task.make_batch(_cut(samples, lengths, shift), with_tags=False)
+        rows = _cut(samples, lengths, shift)
+        return task.make_batch(rows, with_tags=False) | _contextual_inputs(task.model, rows)
 
     example = batch(TRACE_LENGTHS)
     graph = Graph(
-        "model", TaggerGraph(task.model),
+        "model", TaggerGraph(task.model, names),
         inputs={n: axes[n] for n in names},
         outputs={"tags": ("batch", "time"), "emissions": ("batch", "time", len(task.tag_vocab))},
         example=tuple(example[n] for n in names), ids=("tags",),
@@ -597,7 +622,10 @@ def _classify_graphs(task: Any) -> Plan:
 
     def batch(lengths: Sequence[int], shift: int = 0) -> dict[str, torch.Tensor]:
         texts = [joiner.join(row) for row in _cut(samples, lengths, shift)]
-        return task.collate([task.encode(t) for t in texts])
+        found = task.collate([task.encode(t) for t in texts])
+        if task.bow:
+            return found
+        return found | _contextual_inputs(task.model, [t.split() or [""] for t in texts])
 
     if task.bow:
         names = ["features", "counts", "offsets"]
@@ -606,9 +634,10 @@ def _classify_graphs(task: Any) -> Plan:
             "features": ("entries",), "counts": ("entries",), "offsets": ("batch",)
         }  # fmt: skip
     else:
-        names = ["words", "mask"]
-        module = NeuralClassifierGraph(task.model)
         inputs = {"words": ("batch", "time"), "mask": ("batch", "time")}
+        inputs |= _contextual_axes(task.model.contextual)
+        names = list(inputs)
+        module = NeuralClassifierGraph(task.model, names)
     example = batch(TRACE_LENGTHS)
     graph = Graph(
         "model", module, inputs=inputs,

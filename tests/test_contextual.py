@@ -82,6 +82,8 @@ def test_tagger_with_contextual_features_reloads_from_its_own_directory(char_lms
     assert again.predict(sentences) == before
     assert again.evaluate("test") == metrics
     assert (out / "contextual.json").exists()
+    # ONNX: the LMs run inside the graph, checked against PyTorch before it is written.
+    assert main(["export", "--model", str(out), "--out", str(tmp_path / "tagger.onnx")]) == 0
     frozen = [p for n, p in again.model.named_parameters() if n.startswith("contextual.")]
     assert frozen and not any(p.requires_grad for p in frozen)
 
@@ -177,5 +179,6 @@ def test_classifier_with_contextual_features_trains_and_reloads_alone(char_lms, 
     before = rnnkit.load(out).predict(texts)
     shutil.rmtree(lm)
     assert rnnkit.load(out).predict(texts) == before
+    assert main(["export", "--model", str(out), "--out", str(tmp_path / "c.onnx")]) == 0
     bad = tsv_overrides(tmp_path, f"model.contextual=[{char_lms[0]}]", "data.tokenize=chars")
     assert main(["train", "classify", "--out", str(tmp_path / "x"), *bad]) == 2
