@@ -541,12 +541,38 @@ def crack_cells(args, cipher: str, lengths, key_lengths) -> dict:
     return tallies
 
 
+def plot_crack_curve(tallies: dict, ways: list[str], lengths, path: Path) -> None:
+    """Substitution symbol error against message length, one line per way."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for way in ways:
+        errors = [100 * (1 - tallies[(way, n, 26)].accuracy) for n in lengths]
+        ax.plot(lengths, errors, marker="o", label=way)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(lengths), [str(n) for n in lengths])
+    ax.set_xlabel("message length (characters)")
+    ax.set_ylabel("symbol error (%)")
+    ax.set_title("simple substitution, unknown key")
+    ax.axhline(5, color="grey", ls=":", lw=1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def crack_report(args: argparse.Namespace) -> str:
     """Vigenère by key length x message length; substitution by message length; speed."""
     ways_v = ["LM search", "classical"] + (["end-to-end"] if args.vigenere_model else [])
     ways_s = ["LM search", "classical"] + (["end-to-end"] if args.substitution_model else [])
     vig = crack_cells(args, "vigenere", args.vigenere_lengths, range(1, 9))
     sub = crack_cells(args, "substitution", args.substitution_lengths, [26])
+    if args.crack_plot:
+        plot_crack_curve(sub, ways_s, args.substitution_lengths, args.crack_plot)
     lines = [
         f"## Cracking unknown keys ({datetime.now(timezone.utc):%Y-%m-%d}, {cpu_model()},"
         f" {os.cpu_count()} cores, torch {torch.__version__})",
@@ -647,6 +673,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     crack.add_argument("--crack", metavar="LM_DIR", help="the character LM that guides the search")
     crack.add_argument("--crack-text", help="held-out English text the messages come from")
     crack.add_argument("--crack-messages", type=int, default=10, help="messages per cell (10)")
+    crack.add_argument("--crack-plot", type=Path, help="draw the substitution curve here (PNG)")
     crack.add_argument("--vigenere-model", help="an end-to-end Vigenère cipher model")
     crack.add_argument("--substitution-model", help="an end-to-end substitution cipher model")
     crack.add_argument(

@@ -182,3 +182,16 @@ def test_classifier_with_contextual_features_trains_and_reloads_alone(char_lms, 
     assert main(["export", "--model", str(out), "--out", str(tmp_path / "c.onnx")]) == 0
     bad = tsv_overrides(tmp_path, f"model.contextual=[{char_lms[0]}]", "data.tokenize=chars")
     assert main(["train", "classify", "--out", str(tmp_path / "x"), *bad]) == 2
+
+
+def test_a_backward_lm_reads_and_writes_right_to_left(char_lms, tmp_path):
+    fwd, bwd = (load_task(d) for d in char_lms)
+    assert bwd.tokens_of("cat.") == [".", "t", "a", "c"]
+    (result,) = bwd.predict(["the mat."], length=12, temperature=0)
+    assert len(result["text"]) == 12
+    assert bwd.format("the mat.", result) == result["text"] + "the mat."
+    assert "".join(bwd.stream("the mat.", length=12, temperature=0)) == result["text"]
+    text = tmp_path / "t.txt"
+    text.write_text("the dog ate the bone. the cat sat on the mat. " * 4)
+    forward, backward = fwd.evaluate_file(text)["bpc"], bwd.evaluate_file(text)["bpc"]
+    assert 0 < backward < 4 and 0 < forward < 4

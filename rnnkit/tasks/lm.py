@@ -399,19 +399,21 @@ class LMTask:
         """The continuation of one prompt, a token at a time (see :class:`LMOptions`)."""
         (prompt,) = check_inputs([text])
         o = resolve_options(self, options, **overrides)
-        return self.generate(prompt, o.length, o.temperature, o.top_k, o.top_p, o.seed)
+        pieces = self.generate(prompt, o.length, o.temperature, o.top_k, o.top_p, o.seed)
+        if self.config.data.reverse:  # written last character first: shown in reading order
+            return iter(["".join(pieces)[::-1]])
+        return pieces
 
     def predict(
         self, inputs: Sequence[str], options: Any = None, **overrides: Any
     ) -> list[dict[str, Any]]:
         """Continue each prompt: ``{"prompt": ..., "text": the continuation}`` per input.
 
-        A backward LM (``data.reverse``) writes what comes *before* the prompt; ``text`` is
-        then in reading order, while :meth:`stream` yields it last character first."""
+        A backward LM (``data.reverse``) writes what comes *before* the prompt, in reading
+        order (and :meth:`stream` gives it in one piece)."""
         prompts = check_inputs(inputs)
         o = resolve_options(self, options, **overrides)
-        step = -1 if self.config.data.reverse else 1
-        return [{"prompt": p, "text": "".join(self.stream(p, o))[::step]} for p in prompts]
+        return [{"prompt": p, "text": "".join(self.stream(p, o))} for p in prompts]
 
     def joiner(self, prompt: str) -> str:
         """What goes between a prompt and its continuation when shown: generated words each
