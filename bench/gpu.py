@@ -83,10 +83,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
 from rnnkit.data.text import resolve_data_path
+from rnnkit.nn.tagger import TagModelConfig
 from rnnkit.runtime import pick_device
 from rnnkit.tasks import build_task
 from rnnkit.tasks.lm import LMConfig, LMTask
-from rnnkit.tasks.tag import TagConfig, TagModelConfig, TagTask
+from rnnkit.tasks.tag import TagConfig, TagTask
 from rnnkit.train import TrainConfig, Trainer, autocast_dtype, make_optimizer
 
 REPO = Path(__file__).resolve().parent.parent

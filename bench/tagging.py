@@ -5,7 +5,7 @@ side always on the CPU):
 
 1. **Seed size, rnnkit** — the seed tutorial's "realistic" BiLSTM-CRF size: 11 tags counting
    its begin and end pseudo-tags, sentences of 30 tokens, embedding 100, BiLSTM hidden 200 (100
-   per direction), one layer, no dropout. A ``rnnkit.tasks.tag.Tagger`` is built directly
+   per direction), one layer, no dropout. A ``rnnkit.nn.tagger.Tagger`` is built directly
    (``chars="none"``, ``head="crf"``, unconstrained) over a synthetic corpus of random word ids
    from a 10k-word vocabulary and random tags. rnnkit's CRF keeps start and end scores as
    vectors, so its tag set holds the 9 real tags; the seed's 11 are those 9 plus its begin and
@@ -80,8 +80,9 @@ from rnnkit.data.batching import move
 from rnnkit.data.text import resolve_data_path
 from rnnkit.errors import RnnkitError
 from rnnkit.nn.crf import CRF
+from rnnkit.nn.tagger import Tagger, TagModelConfig
 from rnnkit.tasks import build_task
-from rnnkit.tasks.tag import TagConfig, Tagger, TagModelConfig, TagTask
+from rnnkit.tasks.tag import TagConfig, TagTask
 from rnnkit.train import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
