@@ -61,8 +61,9 @@ from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
 from rnnkit.data.batching import move
 from rnnkit.data.text import as_streams, windows
 from rnnkit.errors import RnnkitError
+from rnnkit.nn.language_model import LMModelConfig
 from rnnkit.tasks import build_task
-from rnnkit.tasks.lm import LMConfig, LMModelConfig, LMTask
+from rnnkit.tasks.lm import LMConfig, LMTask
 from rnnkit.train import Trainer
 
 REPO = Path(__file__).resolve().parent.parent

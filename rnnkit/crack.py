@@ -36,7 +36,7 @@ from rnnkit.data.ciphers import (
 )
 from rnnkit.data.vocab import UNK
 from rnnkit.errors import ConfigError, DataError
-from rnnkit.tasks.lm import start_id
+from rnnkit.nn.language_model import start_id
 
 Method = Literal["search", "classical"]
 MAX_TEXT = 100_000  # characters of ciphertext in one crack

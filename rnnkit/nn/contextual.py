@@ -22,6 +22,7 @@ from torch import nn
 
 from rnnkit.data.vocab import UNK, Vocab
 from rnnkit.errors import ModelDirError
+from rnnkit.nn.language_model import LanguageModel, LMModelConfig, start_id
 
 FILE = "contextual.json"  # in the directory of a model that holds the LMs
 
@@ -57,8 +58,6 @@ class ContextualChars(nn.Module):
     def inputs(self, token_lists: Sequence[Sequence[str]]) -> dict[str, torch.Tensor]:
         """Character ids and word positions for each LM: ``ctx{i}_ids`` ``(n, chars)`` and
         ``ctx{i}_at`` ``(n, words)`` (where each word's state is read; 0 on padding)."""
-        from rnnkit.tasks.lm import start_id
-
         out = {}
         width = max(len(t) for t in token_lists)
         for i, (vocab, backward) in enumerate(zip(self.vocabs, self.reverse, strict=True)):
@@ -116,7 +115,6 @@ class ContextualChars(nn.Module):
     def build(cls, described: Sequence[dict[str, Any]], tune: bool = False) -> ContextualChars:
         """Empty LMs of the described shapes (weights come with the model that holds them)."""
         from rnnkit.config import from_dict
-        from rnnkit.tasks.lm import LanguageModel, LMModelConfig
 
         lms, vocabs = [], []
         for entry in described:
