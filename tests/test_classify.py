@@ -12,9 +12,10 @@ from rnnkit.config import from_dict, parse_overrides, read_yaml
 from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
 from rnnkit.data.vectors import write_vectors
 from rnnkit.errors import ConfigError, DataError
+from rnnkit.nn.classifiers import NeuralClassifier
 from rnnkit.nn.pooling import Pooling
 from rnnkit.tasks import build_task
-from rnnkit.tasks.classify import ClassifyConfig, ClassifyTask, NeuralClassifier, ngrams
+from rnnkit.tasks.classify import ClassifyConfig, ClassifyTask, ngrams
 from rnnkit.train import Trainer
 from tests.conftest import ROOT, run_cli
 
