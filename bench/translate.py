@@ -50,7 +50,8 @@ from machine import cpu_model, cpu_ticks, others_share, publish  # noqa: E402
 from rnnkit.config import from_dict, read_yaml  # noqa: E402
 from rnnkit.data.parallel import Pair  # noqa: E402
 from rnnkit.datasets import data_dir  # noqa: E402
-from rnnkit.tasks.translate import EOS_ID, TranslateConfig, TranslateTask  # noqa: E402
+from rnnkit.nn.seq2seq import EOS_ID  # noqa: E402
+from rnnkit.tasks.translate import TranslateConfig, TranslateTask  # noqa: E402
 
 RESULTS = REPO / "bench" / "RESULTS.md"
 RECIPE = REPO / "configs" / "fra-eng-tutorial.yaml"
@@ -86,7 +87,7 @@ def build_task(args: argparse.Namespace) -> tuple[TranslateTask, str]:
     task.config, task.data_dir, task.report = config, None, ""
     task._splits = {"train": pairs, "dev": pairs[:256], "test": pairs[:256]}
     task.vocab, task.target_vocab = task._build_vocabs()
-    from rnnkit.tasks.translate import Seq2Seq
+    from rnnkit.nn.seq2seq import Seq2Seq
 
     task.model = Seq2Seq(len(task.vocab), len(task.target_vocab), config.model)
     return task, "synthetic pairs (--synthetic, or no eng-fra/fra.txt in the data directory)"

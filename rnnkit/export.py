@@ -702,7 +702,7 @@ def _lm_graphs(task: Any) -> Plan:
 
 # ------------------------------------------------------------------------------ translate
 def _translate_graphs(task: Any) -> Plan:
-    from rnnkit.tasks.translate import BOS_ID
+    from rnnkit.nn.seq2seq import BOS_ID
 
     model = task.model
     decoder = model.decoder

@@ -224,7 +224,7 @@ def test_translate_graphs_greedy_loop_equals_predict_beam_1(name, models, tmp_pa
     expected = [r["translation"] for r in task.predict(FRENCH, beam=1)]
 
     encoder, decoder = session(paths[0]), session(paths[1])
-    from rnnkit.tasks.translate import BOS_ID, EOS_ID
+    from rnnkit.nn.seq2seq import BOS_ID, EOS_ID
 
     batch = task.make_batch([normalise_french(s) for s in FRENCH])
     start = run(encoder, source=batch["source"], source_mask=batch["source_mask"])

@@ -22,15 +22,8 @@ from rnnkit.data.parallel import (
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.nn.attention import Attention
 from rnnkit.nn.search import beam_search, greedy_search
-from rnnkit.tasks.translate import (
-    BOS_ID,
-    EOS_ID,
-    Seq2Seq,
-    TranslateConfig,
-    TranslateModelConfig,
-    TranslateTask,
-    corpus_scores,
-)
+from rnnkit.nn.seq2seq import BOS_ID, EOS_ID, Seq2Seq, TranslateModelConfig
+from rnnkit.tasks.translate import TranslateConfig, TranslateTask, corpus_scores
 from tests.conftest import run_cli
 
 SUBJECTS = [("je suis", "i am"), ("il est", "he is"), ("elle est", "she is"),

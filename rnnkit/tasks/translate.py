@@ -1,11 +1,11 @@
 """Translation: a sentence → a sentence, with an encoder-decoder and attention.
 
-Source words → embedding → (bi)GRU or LSTM encoder over packed batches → a GRU or LSTM decoder
-that attends over the encoder outputs (Bahdanau's additive score, or Luong's dot or general)
-and predicts the target one word at a time. Training is batched and masked, with teacher
-forcing at a set ratio; decoding is batched greedy or beam search. Scores are sacrebleu's BLEU
-and chrF (0–100, BLEU with the ``13a`` tokeniser) of each distinct source sentence against all
-of its translations in the split.
+The model (:mod:`rnnkit.nn.seq2seq`): source words → embedding → (bi)GRU or LSTM encoder over
+packed batches → a GRU or LSTM decoder that attends over the encoder outputs (Bahdanau's
+additive score, or Luong's dot or general) and predicts the target one word at a time. Training
+is batched and masked, with teacher forcing at a set ratio; decoding is batched greedy or beam
+search. Scores are sacrebleu's BLEU and chrF (0–100, BLEU with the ``13a`` tokeniser) of each
+distinct source sentence against all of its translations in the split.
 
 Data is one tab-separated parallel file, normalised as the seed does and cut into
 train/dev/test by a hash of the normalised source sentence (:func:`rnnkit.data.parallel.split_of`),
@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.data.batching import bucket_batches, pad
@@ -38,12 +36,9 @@ from rnnkit.data.parallel import (
     split_of,
 )
 from rnnkit.data.text import resolve_data_path
-from rnnkit.data.vocab import PAD, UNK, Vocab
+from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
-from rnnkit.nn.attention import AttentionKind
-from rnnkit.nn.decoder import AttentionDecoder, DecoderRnn, State
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
-from rnnkit.nn.search import Hypotheses, beam_search, greedy_search
+from rnnkit.nn.seq2seq import BOS_ID, EOS, EOS_ID, SPECIALS, Seq2Seq, TranslateModelConfig
 from rnnkit.tasks.base import check_inputs, option, resolve_options, shard
 from rnnkit.train import TrainConfig
 
@@ -58,9 +53,6 @@ class TranslateOptions:
     attention: bool = option(False, "also return the attention weights and both token lists")
 
 
-BOS, EOS = "<s>", "</s>"
-SPECIALS = (PAD, UNK, BOS, EOS)  # ids 0, 1, 2, 3 in both vocabularies
-BOS_ID, EOS_ID = 2, 3
 SPLITS = ("train", "dev", "test")
 
 
@@ -83,45 +75,6 @@ class TranslateDataConfig:
             raise ConfigError("data.max_length must be ≥ 0 and data.min_freq ≥ 1")
         if self.filter_prefixes and not self.prefixes:
             raise ConfigError("data.filter_prefixes is on but data.prefixes is empty")
-
-
-@dataclass
-class TranslateModelConfig:
-    source_dim: int = 256  # source word embeddings
-    target_dim: int = 256  # target word embeddings
-    encoder_rnn: RnnType = "gru"
-    bidirectional: bool = True
-    encoder_layers: int = 1
-    hidden_size: int = 256  # encoder, per direction
-    decoder_rnn: DecoderRnn = "gru"
-    decoder_layers: int = 1
-    decoder_size: int = 256
-    attention: AttentionKind = "bahdanau"  # bahdanau (additive), dot or general (Luong)
-    input_feeding: bool = True  # the decoder also reads its previous attentional vector
-    dropout: float = 0.2
-    tie_target: bool = False  # output layer = target embeddings (target_dim = decoder_size)
-    pretrained_source: str = ""  # word2vec/GloVe text file for the source embeddings
-    pretrained_target: str = ""  # ... and for the target embeddings
-    freeze: bool = False  # keep pretrained embeddings fixed
-
-    def validate(self) -> None:
-        check_sizes(
-            source_dim=self.source_dim, target_dim=self.target_dim, hidden_size=self.hidden_size,
-            decoder_size=self.decoder_size, encoder_layers=self.encoder_layers,
-            decoder_layers=self.decoder_layers,
-        )  # fmt: skip
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
-        if self.decoder_rnn not in ("gru", "lstm"):
-            raise ConfigError(f"bad value {self.decoder_rnn!r} for model.decoder_rnn (gru, lstm)")
-        memory = self.hidden_size * (2 if self.bidirectional else 1)
-        if self.attention == "dot" and memory != self.decoder_size:
-            raise ConfigError(
-                f"model.attention=dot needs model.decoder_size ({self.decoder_size}) to equal the "
-                f"encoder output size ({memory}); use general or bahdanau"
-            )
-        if self.tie_target and self.target_dim != self.decoder_size:
-            raise ConfigError("model.tie_target needs model.target_dim = model.decoder_size")
 
 
 @dataclass
@@ -170,126 +123,6 @@ class TranslateConfig:
     model: TranslateModelConfig = field(default_factory=TranslateModelConfig)
     train: TranslateTrainConfig = field(default_factory=_default_train)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-
-
-class Seq2Seq(nn.Module):
-    """Encoder, attention decoder and (for autoencoder pre-training) a source decoder."""
-
-    def __init__(
-        self, sources: int, targets: int, config: TranslateModelConfig, autoencoder: bool = False
-    ):
-        super().__init__()
-        c = self.config = config
-        self.src_embed = nn.Embedding(sources, c.source_dim, padding_idx=0)
-        self.drop = nn.Dropout(c.dropout)
-        self.encoder = RecurrentEncoder(
-            c.source_dim, c.hidden_size, c.encoder_rnn, c.encoder_layers, c.bidirectional,
-            c.dropout,
-        )  # fmt: skip
-        self.directions = 2 if c.bidirectional else 1
-        memory = self.encoder.output_size
-        options = {
-            "rnn": c.decoder_rnn, "layers": c.decoder_layers, "attention": c.attention,
-            "dropout": c.dropout, "input_feeding": c.input_feeding,
-        }  # fmt: skip
-        self.decoder = AttentionDecoder(
-            targets, c.target_dim, c.decoder_size, memory, memory, tie_embeddings=c.tie_target,
-            **options,
-        )  # fmt: skip
-        self.reconstruct: AttentionDecoder | None = None
-        # Autoencoder steps leave the translation decoder out, translation steps the other.
-        self.skips_parameters = autoencoder
-        if autoencoder:
-            self.reconstruct = AttentionDecoder(
-                sources, c.source_dim, c.decoder_size, memory, memory, **options
-            )
-        self.teacher_forcing = 1.0
-        self.label_smoothing = 0.0
-
-    def encode(self, source: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """source, mask ``(batch, source)`` → outputs ``(batch, source, memory)`` and a summary
-        ``(batch, memory)``: the top layer's final state of each direction, concatenated."""
-        outputs, state = self.encoder(self.drop(self.src_embed(source)), mask)
-        h = state[0] if isinstance(state, tuple) else state  # (layers * dirs, batch, hidden)
-        top = h.view(-1, self.directions, h.shape[1], h.shape[2])[-1]
-        return outputs, top.transpose(0, 1).reshape(h.shape[1], -1)
-
-    def start(self, batch: dict[str, Any], decoder: AttentionDecoder | None = None) -> State:
-        decoder = decoder or self.decoder
-        memory, summary = self.encode(batch["source"], batch["source_mask"])
-        return decoder.init_state(memory, batch["source_mask"], summary)
-
-    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Mean cross-entropy per target word (``</s>`` included).
-
-        batch: ``source``, ``source_mask`` ``(batch, source)``; ``target_in`` (``<s>`` + words),
-        ``target_out`` (words + ``</s>``), ``target_mask`` ``(batch, target)``; ``autoencode``
-        True trains the source decoder on the source instead.
-        """
-        decoder = self.decoder
-        if batch.get("autoencode"):
-            if self.reconstruct is None:
-                raise ConfigError("autoencoder batches need train.autoencoder_epochs > 0")
-            decoder = self.reconstruct
-        state = self.start(batch, decoder)
-        inputs = batch["target_in"]
-        if not self.training or self.teacher_forcing >= 1:
-            logits, _ = decoder(inputs, state)
-        else:
-            forced = torch.rand(inputs.shape[0], device=inputs.device) < self.teacher_forcing
-            steps, prev = [], inputs[:, 0]
-            for t in range(inputs.shape[1]):
-                logits_t, _, state = decoder.step(prev, state)
-                steps.append(logits_t)
-                if t + 1 < inputs.shape[1]:
-                    prev = torch.where(forced, inputs[:, t + 1], logits_t.detach().argmax(-1))
-            logits = torch.stack(steps, 1)
-        mask = batch["target_mask"]
-        return F.cross_entropy(
-            logits[mask].float(), batch["target_out"][mask], label_smoothing=self.label_smoothing
-        )
-
-    def log_probs_step(self, tokens: torch.Tensor, state: State):
-        """The search's step: log-probabilities ``(n, vocab)`` with ``<pad>``, ``<unk>`` and
-        ``<s>`` never chosen, attention ``(n, source)``, new state."""
-        logits, weights, state = self.decoder.step(tokens, state)
-        logits = logits.float()
-        logits[:, :BOS_ID] = float("-inf")
-        logits[:, BOS_ID] = float("-inf")
-        return torch.log_softmax(logits, dim=-1), weights, state
-
-    @torch.no_grad()
-    def translate(
-        self,
-        batch: dict[str, Any],
-        beam: int = 1,
-        alpha: float = 0.0,
-        max_length: int | torch.Tensor = 100,
-        attention: bool = False,
-    ) -> Hypotheses:
-        """Search for translations of ``batch`` (``source``, ``source_mask``)."""
-        state = self.start(batch)
-        if beam == 1:
-            return greedy_search(
-                self.log_probs_step, state, BOS_ID, EOS_ID, max_length, keep_attention=attention
-            )
-        return beam_search(
-            self.log_probs_step, state, BOS_ID, EOS_ID, max_length, beam, alpha,
-            keep_attention=attention,
-        )  # fmt: skip
-
-    @torch.no_grad()
-    def sequence_scores(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Summed log-probabilities ``(batch,)`` of the target sequences of ``batch`` (masked
-        positions excluded), scored as the search scores them."""
-        state = self.start(batch)
-        inputs, out, mask = batch["target_in"], batch["target_out"], batch["target_mask"]
-        total = torch.zeros(inputs.shape[0], device=inputs.device)
-        for t in range(inputs.shape[1]):
-            log_probs, _, state = self.log_probs_step(inputs[:, t], state)
-            picked = log_probs.gather(1, out[:, t : t + 1]).squeeze(1)
-            total = total + picked.masked_fill(~mask[:, t], 0.0)
-        return total
 
 
 class _Epoch:
@@ -571,4 +404,4 @@ def corpus_scores(hypotheses: list[str], references: Sequence[Sequence[str]]) ->
     return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
 
 
-__all__ = ["TranslateConfig", "TranslateTask", "Seq2Seq", "corpus_scores"]
+__all__ = ["TranslateConfig", "TranslateTask", "corpus_scores"]
