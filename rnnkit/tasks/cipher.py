@@ -1,8 +1,8 @@
 """The cipher task: recover plaintext from Caesar or Vigenère ciphertext, one symbol per symbol.
 
 Messages are generated on the fly (the seed's way), either as random symbols or as windows of a
-real text normalised to the alphabet. The model is embedding → recurrent encoder → linear, with
-a softmax over the alphabet at every position.
+real text normalised to the alphabet. The model (:mod:`rnnkit.nn.cipher_net`) is embedding →
+recurrent encoder → linear, with a softmax over the alphabet at every position.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from rnnkit import checkpoint as ckpt
@@ -29,7 +28,7 @@ from rnnkit.data.ciphers import (
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.nn.cipher_net import CipherModelConfig, CipherNet
 from rnnkit.tasks.base import NoOptions, check_inputs, resolve_options
 from rnnkit.train import TrainConfig
 
@@ -107,23 +106,6 @@ class CipherDataConfig:
             raise ConfigError("data.holdout must lie strictly between 0 and 1")
 
 
-@dataclass
-class CipherModelConfig:
-    embedding_dim: int = 32
-    hidden_size: int = 64
-    rnn: RnnType = "lstm"
-    layers: int = 1
-    bidirectional: bool = False
-    dropout: float = 0.0
-
-    def validate(self) -> None:
-        check_sizes(
-            embedding_dim=self.embedding_dim, hidden_size=self.hidden_size, layers=self.layers
-        )
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
-
-
 def _default_train() -> TrainConfig:
     # Batch 256 trained fastest of 64, 256 and 1024 for the default sizes on a 2-core CPU.
     return TrainConfig(epochs=10, batch_size=256, lr=1e-2)
@@ -135,41 +117,6 @@ class CipherConfig:
     data: CipherDataConfig = field(default_factory=CipherDataConfig)
     model: CipherModelConfig = field(default_factory=CipherModelConfig)
     train: TrainConfig = field(default_factory=_default_train)
-
-
-class CipherNet(nn.Module):
-    """embedding → recurrent encoder → dropout → linear, one distribution per position."""
-
-    def __init__(self, vocab_size: int, config: CipherModelConfig, pad_id: int = 0):
-        super().__init__()
-        self.pad_id = pad_id
-        self.embed = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_id)
-        self.encoder = RecurrentEncoder(
-            config.embedding_dim,
-            config.hidden_size,
-            rnn=config.rnn,
-            layers=config.layers,
-            bidirectional=config.bidirectional,
-            dropout=config.dropout,
-        )
-        self.dropout = nn.Dropout(config.dropout)
-        self.out = nn.Linear(self.encoder.output_size, vocab_size)
-
-    def forward(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """source, mask: ``(batch, time)`` → logits ``(batch, time, vocab)``."""
-        hidden, _ = self.encoder(self.embed(source), mask)
-        return self.out(self.dropout(hidden))
-
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean cross-entropy over real (unpadded) positions."""
-        logits = self(batch["source"], batch["mask"])
-        return F.cross_entropy(logits[batch["mask"]], batch["target"][batch["mask"]])
-
-    def decode(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Most likely symbol ids ``(batch, time)``; padding is never predicted."""
-        logits = self(source, mask)
-        logits[..., self.pad_id] = float("-inf")
-        return logits.argmax(-1).masked_fill(~mask, self.pad_id)
 
 
 class _EpochBatches:
@@ -427,4 +374,4 @@ class CipherTask:
         return ckpt.load_trained(task, directory, device)
 
 
-__all__ = ["CipherConfig", "CipherTask", "CipherNet"]
+__all__ = ["CipherConfig", "CipherTask"]

@@ -5,10 +5,11 @@
 * ``cbow``: the mean of the context words' embeddings predicts the centre word.
 * ``skipgram``: the centre word's embedding predicts each context word.
 
-Each method has separate input vectors (``model.embed``, the ones exported) and output vectors
-(``model.out``). The prediction is trained with negative sampling (``model.loss: negative``:
-the true word against ``model.negatives`` noise words drawn from the unigram distribution raised
-to ``model.noise_power``) or, for small vocabularies, a full softmax (``model.loss: softmax``).
+The model (:mod:`rnnkit.nn.word_embedder`) has, for each method, separate input vectors
+(``model.embed``, the ones exported) and output vectors (``model.out``). The prediction is
+trained with negative sampling (``model.loss: negative``: the true word against
+``model.negatives`` noise words drawn from the unigram distribution raised to
+``model.noise_power``) or, for small vocabularies, a full softmax (``model.loss: softmax``).
 
 Each line of the text is a sentence; contexts never cross a line. Words rarer than
 ``data.min_count`` are dropped from the text before windows are laid (as word2vec does), and
@@ -33,16 +34,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.data import contexts as ctx
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
-from rnnkit.nn.encoder import check_sizes
 from rnnkit.nn.similarity import WordVectors
+from rnnkit.nn.word_embedder import PAD_ID, EmbedModelConfig, WordEmbedder
 from rnnkit.tasks.base import check_inputs, option, resolve_options
 from rnnkit.train import TrainConfig
 
@@ -54,8 +53,6 @@ class EmbedOptions:
     k: int = option(10, "nearest neighbours to list per word", 1, 1000)
 
 
-Method = Literal["ngram", "cbow", "skipgram"]
-PAD_ID = 0  # <pad>: fills empty CBOW context slots; its vector is never read or trained
 CHUNK = 1 << 17  # centre positions per chunk of examples (shuffled within the chunk)
 EVAL_SEED = 20_231  # the held-out examples and their noise words are the same at every epoch
 EVAL_BATCH = 8192
@@ -89,23 +86,6 @@ class EmbedDataConfig:
             raise ConfigError(f"bad value {self.max_vocab} for data.max_vocab (must be ≥ 3)")
         if self.subsample < 0:
             raise ConfigError(f"bad value {self.subsample} for data.subsample (must be ≥ 0)")
-
-
-@dataclass
-class EmbedModelConfig:
-    method: Method = "skipgram"
-    dim: int = 100  # size of the word vectors
-    loss: Literal["negative", "softmax"] = "negative"  # negative sampling, or a full softmax
-    negatives: int = 5  # noise words per example (loss: negative)
-    noise_power: float = 0.75  # noise distribution: unigram counts raised to this power
-    context: int = 2  # ngram: previous words read (the seed's trigram model reads 2)
-    hidden_size: int = 128  # ngram: hidden layer (and output vector) size
-
-    def validate(self) -> None:
-        check_sizes(dim=self.dim, negatives=self.negatives, context=self.context)
-        check_sizes(hidden_size=self.hidden_size)
-        if self.noise_power < 0:
-            raise ConfigError(f"bad value {self.noise_power} for model.noise_power (must be ≥ 0)")
 
 
 def _default_train() -> TrainConfig:
@@ -148,66 +128,6 @@ class EmbedConfig:
                     "train.momentum and train.weight_decay must be 0 with train.optimizer sgd "
                     "(sparse gradients)"
                 )
-
-
-class WordEmbedder(nn.Module):
-    """Input vectors → a context encoding per example → scores against output vectors."""
-
-    def __init__(self, vocab_size: int, config: EmbedModelConfig, sparse: bool):
-        super().__init__()
-        c = config
-        self.method, self.objective, self.sparse = c.method, c.loss, sparse
-        self.embed = nn.Embedding(vocab_size, c.dim, sparse=sparse)
-        nn.init.uniform_(self.embed.weight, -0.5 / c.dim, 0.5 / c.dim)  # word2vec's start
-        width = c.dim
-        self.hidden = None
-        if c.method == "ngram":
-            self.hidden = nn.Linear(c.context * c.dim, c.hidden_size)
-            width = c.hidden_size
-        self.out = nn.Embedding(vocab_size, width, sparse=sparse)
-        nn.init.zeros_(self.out.weight)  # word2vec's start
-
-    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The vector that predicts each example's target ``(batch, width)``.
-
-        inputs: skipgram ``(batch,)`` centre ids; cbow ``(batch, slots)`` context ids, ``0``
-        in empty slots; ngram ``(batch, context)`` previous word ids, oldest first.
-        """
-        if self.method == "skipgram":
-            return self.embed(inputs)
-        if self.method == "cbow":
-            total = F.embedding_bag(
-                inputs, self.embed.weight, mode="sum", sparse=self.sparse, padding_idx=PAD_ID
-            )
-            count = (inputs != PAD_ID).sum(1, keepdim=True).clamp(min=1)
-            # The mean goes forward; backward, each context word gets the whole error of the
-            # mean, not its 1/n share: word2vec's and gensim's CBOW update (cbow_mean=1).
-            return total + (total / count - total).detach()
-        return F.relu(self.hidden(self.embed(inputs).flatten(1)))
-
-    def example_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Loss of each example ``(batch,)``.
-
-        batch: ``input`` (see :meth:`encode`), ``target`` ``(batch,)``, and for negative
-        sampling ``negatives`` ``(batch, k)``. Negative sampling: ``-log σ(u_t·h) - Σ_n log
-        σ(-u_n·h)`` over the noise words that differ from the target; softmax: cross-entropy.
-        """
-        h = self.encode(batch["input"])
-        target = batch["target"]
-        if self.objective == "softmax":
-            return F.cross_entropy(h @ self.out.weight.T, target, reduction="none")
-        negatives = batch["negatives"]
-        words = torch.cat([target.unsqueeze(1), negatives], dim=1)  # (batch, 1 + k)
-        scores = (self.out(words) * h.unsqueeze(1)).sum(-1)  # (batch, 1 + k)
-        real = (negatives != target.unsqueeze(1)).to(scores.dtype)
-        return -F.logsigmoid(scores[:, 0]) - (F.logsigmoid(-scores[:, 1:]) * real).sum(1)
-
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The mean loss per example as its value, with the gradient of the sum: ``train.lr``
-        is then a per-example step size, as in word2vec, whatever the batch size."""
-        per_example = self.example_losses(batch)
-        total = per_example.sum()
-        return per_example.mean().detach() + (total - total.detach())
 
 
 @dataclass
