@@ -9,8 +9,9 @@ import torch
 from rnnkit import checkpoint as ckpt
 from rnnkit.config import from_dict
 from rnnkit.data.vectors import write_vectors
+from rnnkit.metrics import confusion_table
 from rnnkit.tasks import build_task
-from rnnkit.tasks.tag import TagConfig, TagTask, confusion_table
+from rnnkit.tasks.tag import TagConfig, TagTask
 from rnnkit.train import Trainer
 from tests.conftest import run_cli
 

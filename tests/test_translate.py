@@ -20,10 +20,11 @@ from rnnkit.data.parallel import (
     split_of,
 )
 from rnnkit.errors import ConfigError, DataError
+from rnnkit.metrics import corpus_scores
 from rnnkit.nn.attention import Attention
 from rnnkit.nn.search import beam_search, greedy_search
 from rnnkit.nn.seq2seq import BOS_ID, EOS_ID, Seq2Seq, TranslateModelConfig
-from rnnkit.tasks.translate import TranslateConfig, TranslateTask, corpus_scores
+from rnnkit.tasks.translate import TranslateConfig, TranslateTask
 from tests.conftest import run_cli
 
 SUBJECTS = [("je suis", "i am"), ("il est", "he is"), ("elle est", "she is"),

@@ -27,6 +27,7 @@ from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.metrics import label_scores
 from rnnkit.nn.classifiers import BowClassifier, ClassifyModelConfig, NeuralClassifier
 from rnnkit.nn.contextual import FILE as CONTEXTUAL_FILE
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
@@ -387,22 +388,9 @@ class ClassifyTask:
         return self._score([self.encode(ex.text) for ex in examples], [ex.label for ex in examples])
 
     def _score(self, encoded: Sequence[Any], gold: list[str]) -> dict[str, float]:
-        from sklearn.metrics import classification_report, confusion_matrix, f1_score
-
-        from rnnkit.tasks.tag import confusion_table
-
         best = self.probabilities(encoded).argmax(dim=1).tolist()
         predicted = [self.label_vocab.itos[i] for i in best]
-        right = sum(g == p for g, p in zip(gold, predicted, strict=True))
-        metrics = {
-            "accuracy": right / max(1, len(gold)),
-            "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
-        }
-        labels = sorted(set(gold) | set(predicted))
-        report = classification_report(gold, predicted, labels=labels, digits=4, zero_division=0)
-        self.report = report + "\n" + confusion_table([gold], [predicted])
-        matrix = confusion_matrix(gold, predicted, labels=labels)
-        self.confusion = (labels, matrix.tolist())
+        metrics, self.report, self.confusion = label_scores(gold, predicted)
         return metrics
 
     def plot_confusion(self, path: str | Path, title: str = "") -> None:

@@ -23,6 +23,7 @@ from rnnkit.data.tagged import Sentence, check_tag, convert, read_columns, read_
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.metrics import confusion_table, entity_scores, token_accuracy
 from rnnkit.nn.contextual import FILE as CONTEXTUAL_FILE
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.nn.tagger import Tagger, TagModelConfig
@@ -328,13 +329,10 @@ class TagTask:
         """
         predicted = self.tag([s.tokens for s in sentences])
         gold = [s.tags for s in sentences]
-        pairs = _token_pairs(gold, predicted)
-        right = sum(g == p for g, p in pairs)
-        total = sum(len(g) for g in gold)
-        metrics = {"accuracy": right / max(1, total)}
+        metrics = {"accuracy": token_accuracy(gold, predicted)}
         tables = []
         if self.file_scheme:
-            entity_metrics, table = _entity_scores(gold, predicted, self.file_scheme)
+            entity_metrics, table = entity_scores(gold, predicted, self.file_scheme)
             metrics.update(entity_metrics)
             tables.append(table)
         tables.append(confusion_table(gold, predicted))
@@ -366,53 +364,4 @@ class TagTask:
         return ckpt.load_trained(task, directory, device)
 
 
-def _entity_scores(
-    gold: list[list[str]], predicted: list[list[str]], scheme: str
-) -> tuple[dict[str, float], str]:
-    """seqeval in strict IOB2 mode: micro precision/recall/F1, per-type F1, and its table."""
-    from seqeval.metrics import classification_report
-    from seqeval.scheme import IOB2
-
-    gold2 = [convert(g, scheme, "IOB2") for g in gold]
-    pred2 = [convert(p, scheme, "IOB2") for p in predicted]
-    options = {"mode": "strict", "scheme": IOB2, "zero_division": 0}
-    report = classification_report(gold2, pred2, output_dict=True, **options)
-    micro = report["micro avg"]
-    metrics = {"precision": micro["precision"], "recall": micro["recall"], "f1": micro["f1-score"]}
-    for kind, row in report.items():
-        if not kind.endswith(" avg"):
-            metrics[f"f1_{kind}"] = row["f1-score"]
-    table = classification_report(gold2, pred2, digits=4, **options)
-    return {k: float(v) for k, v in metrics.items()}, table
-
-
-def _token_pairs(gold: list[list[str]], predicted: list[list[str]]) -> list[tuple[str, str]]:
-    """(gold, predicted) for every token; the sentences must match in length."""
-    return [
-        pair for gs, ps in zip(gold, predicted, strict=True) for pair in zip(gs, ps, strict=True)
-    ]
-
-
-def confusion_table(gold: list[list[str]], predicted: list[list[str]], top: int = 12) -> str:
-    """Token-level confusion counts as text: the ``top`` commonest tags (in gold or predicted)
-    as rows and columns, rarer ones folded into "other"; gold down, predicted across."""
-    pairs = Counter(_token_pairs(gold, predicted))
-    seen = Counter()  # how often each tag occurs, in gold or predicted
-    for (g, p), n in pairs.items():
-        seen[g] += n
-        seen[p] += n
-    shown = [t for t, _ in seen.most_common(top)]
-    labels = [*shown, "other"] if len(seen) > top else shown
-    fold = {t: t for t in shown}
-    grid = Counter()
-    for (g, p), n in pairs.items():
-        grid[fold.get(g, "other"), fold.get(p, "other")] += n
-    width = max(7, *(len(t) + 1 for t in labels))
-    lines = ["confusion (rows: gold, columns: predicted)"]
-    lines.append(" " * width + "".join(f"{t:>{width}}" for t in labels))
-    for g in labels:
-        lines.append(f"{g:<{width}}" + "".join(f"{grid[g, p]:>{width}}" for p in labels))
-    return "\n".join(lines)
-
-
-__all__ = ["TagConfig", "TagTask", "confusion_table"]
+__all__ = ["TagConfig", "TagTask"]

@@ -32,12 +32,12 @@ from rnnkit.data.parallel import (
     light_normalise,
     normalise,
     read_pairs,
-    reference_streams,
     split_of,
 )
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.metrics import corpus_scores
 from rnnkit.nn.seq2seq import BOS_ID, EOS, EOS_ID, SPECIALS, Seq2Seq, TranslateModelConfig
 from rnnkit.tasks.base import check_inputs, option, resolve_options, shard
 from rnnkit.train import TrainConfig
@@ -391,17 +391,4 @@ class TranslateTask:
         return ckpt.load_trained(cls(config, data_dir, vocabs=vocabs), directory, device)
 
 
-def corpus_scores(hypotheses: list[str], references: Sequence[Sequence[str]]) -> dict[str, float]:
-    """sacrebleu BLEU (13a tokenisation) and chrF, 0–100, with one reference list per
-    hypothesis (of any lengths ≥ 1; see :func:`reference_streams`)."""
-    import sacrebleu
-
-    streams = reference_streams(references)
-    # force: the seed's normalisation splits punctuation off on both sides, which sacrebleu
-    # would otherwise warn about on every call; 13a leaves such text as it is.
-    bleu = sacrebleu.corpus_bleu(hypotheses, streams, tokenize="13a", force=True)
-    chrf = sacrebleu.corpus_chrf(hypotheses, streams)
-    return {"bleu": float(bleu.score), "chrf": float(chrf.score)}
-
-
-__all__ = ["TranslateConfig", "TranslateTask", "corpus_scores"]
+__all__ = ["TranslateConfig", "TranslateTask"]
