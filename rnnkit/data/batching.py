@@ -1,8 +1,10 @@
-"""Turning lists of id sequences into padded, masked batches, and grouping them by length."""
+"""Turning lists of id sequences into padded, masked batches, grouping them by length, and
+laying out an epoch of training batches with its own seeded random draws."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -64,3 +66,31 @@ def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torc
         k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
         for k, v in batch.items()
     }
+
+
+def epoch_seed(seed: int, epoch: int, stride: int = 1, offset: int = 0) -> int:
+    """The seed of an epoch's random draws, ``seed * 7919 + epoch * stride + offset``: a
+    deterministic function of ``train.seed`` and the epoch (numbered from 1), so that a resumed
+    run draws what an uninterrupted one would have."""
+    return seed * 7919 + epoch * stride + offset
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator seeded with :func:`epoch_seed` for the epoch's shuffling and sampling."""
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
+
+
+class Epoch:
+    """One epoch of training batches: ``order`` lists the example indices of each batch, and
+    ``make(rows)`` builds that batch (a dict of tensors) when iteration reaches it. Iterating
+    again gives the same batches in the same order."""
+
+    def __init__(self, order: list[list[int]], make: Callable[[list[int]], dict[str, Any]]):
+        self.order, self.make = order, make
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for rows in self.order:
+            yield self.make(rows)

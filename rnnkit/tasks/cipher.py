@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from rnnkit import checkpoint as ckpt
-from rnnkit.data.batching import pad
+from rnnkit.data.batching import epoch_seed, pad
 from rnnkit.data.ciphers import (
     SEED_ALPHABET,
     RandomSymbols,
@@ -249,7 +249,7 @@ class CipherTask:
         return (self.recode((ids - 1).clamp(min=0), mask) + 1).masked_fill(~mask, 0)
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _EpochBatches:
-        seed = self.config.train.seed * 7919 + epoch * 104_729 + 17
+        seed = epoch_seed(self.config.train.seed, epoch, stride=104_729, offset=17)
         return _EpochBatches(self, seed, rank, world_size)
 
     def heldout_batches(self, split: str) -> list[dict[str, torch.Tensor]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from rnnkit import checkpoint as ckpt
-from rnnkit.data.batching import bucket_batches, pad
+from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, pad
 from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
@@ -92,23 +92,6 @@ def ngrams(tokens: Sequence[str], low: int, high: int, joiner: str = " ") -> lis
 def smoothed_idf(documents: int, document_freq: torch.Tensor) -> torch.Tensor:
     """scikit-learn's smoothed idf: ``ln((1 + N) / (1 + df)) + 1``."""
     return torch.log((1.0 + documents) / (1.0 + document_freq.double())).float() + 1.0
-
-
-class _Epoch:
-    """One epoch of shuffled training batches (length-bucketed for the neural model)."""
-
-    def __init__(self, task: ClassifyTask, order: list[list[int]]):
-        self.task, self.order = task, order
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        encoded, labels = self.task.encoded("train")
-        for rows in self.order:
-            batch = self.task.collate([encoded[i] for i in rows])
-            batch["labels"] = labels[rows]
-            yield batch
 
 
 # --------------------------------------------------------------------------------- task
@@ -313,13 +296,21 @@ class ClassifyTask:
             return 0
         return len(encoded[0] if self.model.contextual is not None else encoded)
 
-    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
-        encoded, _ = self.encoded("train")
-        generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Epoch:
+        """Shuffled batches of training texts with their ``labels`` ``(batch,)`` (see
+        :meth:`collate`); length-bucketed for the neural model."""
+        encoded, labels = self.encoded("train")
+        generator = epoch_generator(self.config.train.seed, epoch)
         # Similar lengths share a batch for the recurrent model; a bag has no length.
         lengths = [self.length(item) for item in encoded]
         order = bucket_batches(lengths, self.config.train.batch_size, True, generator)
-        return _Epoch(self, shard(order, rank, world_size))
+
+        def make(rows: list[int]) -> dict[str, torch.Tensor]:
+            batch = self.collate([encoded[i] for i in rows])
+            batch["labels"] = labels[rows]
+            return batch
+
+        return Epoch(shard(order, rank, world_size), make)
 
     # ------------------------------------------------------------ prediction
     @torch.no_grad()

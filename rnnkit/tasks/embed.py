@@ -37,6 +37,7 @@ import torch
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.data import contexts as ctx
+from rnnkit.data.batching import epoch_generator
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
@@ -300,7 +301,7 @@ class EmbedTask:
                 "the embed task cannot train on several processes: its sparse embedding "
                 "updates have no DistributedDataParallel path; run it as one process"
             )
-        g = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+        g = epoch_generator(self.config.train.seed, epoch)
         return _Epoch(self, self.plan(*self.corpus, g), g)
 
     # ------------------------------------------------------------ evaluation

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 
 from rnnkit import checkpoint as ckpt
+from rnnkit.data.batching import epoch_generator
 from rnnkit.data.text import EOS, Level, as_streams, read_text, resolve_data_path, tokenize, windows
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
@@ -191,7 +192,7 @@ class LMTask:
         offset = 0
         if d.random_offset:
             # Never past the last predictable position, or a short text's epoch would be empty.
-            g = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+            g = epoch_generator(self.config.train.seed, epoch)
             offset = int(torch.randint(min(d.bptt, rows.shape[1] - 1), (1,), generator=g))
         return _Windows(rows, d.bptt, offset)
 

@@ -10,7 +10,7 @@ scores are seqeval's strict IOB2 precision, recall and F1.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 
 from rnnkit import checkpoint as ckpt
-from rnnkit.data.batching import bucket_batches, pad
+from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, pad
 from rnnkit.data.tagged import Sentence, check_tag, convert, read_columns, read_conllu, spans
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
@@ -68,21 +68,6 @@ class TagConfig:
     data: TagDataConfig = field(default_factory=TagDataConfig)
     model: TagModelConfig = field(default_factory=TagModelConfig)
     train: TrainConfig = field(default_factory=_default_train)
-
-
-class _Epoch:
-    """One epoch of shuffled, length-bucketed training batches."""
-
-    def __init__(self, task: TagTask, order: list[list[int]]):
-        self.task, self.order = task, order
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        sentences = self.task.sentences("train")
-        for rows in self.order:
-            yield self.task.make_batch([sentences[i] for i in rows])
 
 
 class TagTask:
@@ -256,12 +241,15 @@ class TagTask:
             batch["tags"], _ = pad(ids)
         return batch
 
-    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Epoch:
+        """Shuffled, length-bucketed batches of training sentences (see :meth:`make_batch`)."""
         train = self.sentences("train")
-        generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+        generator = epoch_generator(self.config.train.seed, epoch)
         lengths = [len(s.tokens) for s in train]
         order = bucket_batches(lengths, self.config.train.batch_size, True, generator)
-        return _Epoch(self, shard(order, rank, world_size))
+        return Epoch(
+            shard(order, rank, world_size), lambda rows: self.make_batch([train[i] for i in rows])
+        )
 
     # ------------------------------------------------------------ prediction
     @torch.no_grad()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 
 from rnnkit import checkpoint as ckpt
-from rnnkit.data.batching import bucket_batches, pad
+from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, pad
 from rnnkit.data.parallel import (
     SEED_PREFIXES,
     Pair,
@@ -123,19 +123,6 @@ class TranslateConfig:
     model: TranslateModelConfig = field(default_factory=TranslateModelConfig)
     train: TranslateTrainConfig = field(default_factory=_default_train)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
-
-
-class _Epoch:
-    def __init__(self, task: TranslateTask, order: list[list[int]], autoencode: bool):
-        self.task, self.order, self.autoencode = task, order, autoencode
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        pairs = self.task.pairs("train")
-        for rows in self.order:
-            yield self.task.make_batch([pairs[i] for i in rows], autoencode=self.autoencode)
 
 
 class TranslateTask:
@@ -259,13 +246,19 @@ class TranslateTask:
             batch["autoencode"] = autoencode
         return batch
 
-    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Epoch:
+        """Shuffled batches of training pairs bucketed by target length (see
+        :meth:`make_batch`); in the first ``train.autoencoder_epochs`` epochs, source → source
+        batches bucketed by source length."""
         train = self.pairs("train")
-        generator = torch.Generator().manual_seed(self.config.train.seed * 7919 + epoch)
+        generator = epoch_generator(self.config.train.seed, epoch)
         autoencode = epoch <= self.config.train.autoencoder_epochs
         lengths = [len(p.source.split()) if autoencode else len(p.target.split()) for p in train]
         order = bucket_batches(lengths, self.config.train.batch_size, True, generator)
-        return _Epoch(self, shard(order, rank, world_size), autoencode)
+        return Epoch(
+            shard(order, rank, world_size),
+            lambda rows: self.make_batch([train[i] for i in rows], autoencode=autoencode),
+        )
 
     # ------------------------------------------------------------ prediction
     def _limits(self, batch: dict[str, Any]) -> torch.Tensor:
