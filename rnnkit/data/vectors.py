@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from rnnkit.data.text import resolve_data_path
 from rnnkit.errors import DataError
 
 
@@ -115,3 +116,29 @@ def initialise_embedding(
             else:
                 weight[row] = vectors[hit]
     return len(itos) - first - len(missing), missing
+
+
+def load_pretrained(
+    weight: torch.Tensor,
+    itos: list[str],
+    name: str,
+    data_dir: Path | None,
+    first: int,
+    freeze: bool = False,
+    unit: str = "words",
+) -> tuple[int, list[str]]:
+    """Initialise an embedding's ``weight`` ``(vocab, dim)`` from the vector file a recipe names
+    (absolute, or inside ``data_dir``), as :func:`initialise_embedding` does for the entries of
+    ``itos`` from ``first`` on; with ``freeze`` the weight gets no gradient. Prints how many
+    ``unit`` (words, tokens) were found and a few of those missing. Returns (found, missing)."""
+    path = resolve_data_path(name, data_dir)
+    found, missing = initialise_embedding(weight.data, itos, path, first)
+    if freeze:
+        weight.requires_grad_(False)
+    shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
+    print(
+        f"pretrained vectors {path}: {found} of {found + len(missing)} {unit} found; "
+        f"missing: {shown or 'none'}",
+        flush=True,
+    )
+    return found, missing

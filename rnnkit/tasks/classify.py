@@ -25,6 +25,7 @@ from rnnkit import checkpoint as ckpt
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, pad
 from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
 from rnnkit.data.text import resolve_data_path
+from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import label_scores
@@ -153,8 +154,11 @@ class ClassifyTask:
                 contextual = ContextualChars.load(m.contextual, m.contextual_tune, data_dir)
             self._context = FeatureCache()
             self.model = NeuralClassifier(len(self.vocab), labels, config.model, contextual)
-            if vocabs is None and config.model.pretrained:
-                self._load_pretrained()
+            if vocabs is None and m.pretrained:
+                self.pretrained_found, self.pretrained_missing = load_pretrained(
+                    self.model.embed.weight, self.vocab.itos, m.pretrained, data_dir,
+                    len(self.vocab.specials), m.freeze,
+                )  # fmt: skip
 
     @property
     def default_metric(self) -> str:
@@ -230,22 +234,6 @@ class ClassifyTask:
             ids = {self.vocab.stoi[f] for f in self.features(ex.text) if f in self.vocab.stoi}
             df[list(ids)] += 1
         return smoothed_idf(len(train), df)
-
-    def _load_pretrained(self) -> None:
-        from rnnkit.data.vectors import initialise_embedding
-
-        path = resolve_data_path(self.config.model.pretrained, self.data_dir)
-        weight = self.model.embed.weight
-        found, missing = initialise_embedding(weight.data, self.vocab.itos, path, first=2)
-        self.pretrained_found, self.pretrained_missing = found, missing
-        if self.config.model.freeze:
-            weight.requires_grad_(False)
-        shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
-        print(
-            f"pretrained vectors {path}: {found} of {found + len(missing)} words found; "
-            f"missing: {shown or 'none'}",
-            flush=True,
-        )
 
     def encode(self, text: str) -> Any:
         """One text as the model reads it: for bow a pair of tensors (distinct n-gram ids,

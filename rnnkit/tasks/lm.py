@@ -19,6 +19,7 @@ import torch
 from rnnkit import checkpoint as ckpt
 from rnnkit.data.batching import epoch_generator
 from rnnkit.data.text import EOS, Level, as_streams, read_text, resolve_data_path, tokenize, windows
+from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.nn.language_model import LanguageModel, LMModelConfig
@@ -126,19 +127,11 @@ class LMTask:
         else:
             self.vocab = vocab
         self.model = LanguageModel(len(self.vocab), config.model)
-        if vocab is None and config.model.pretrained:
-            self._load_pretrained()
-
-    def _load_pretrained(self) -> None:
-        from rnnkit.data.vectors import initialise_embedding
-
-        path = self._path(self.config.model.pretrained)
-        weight = self.model.embed.weight
-        first = len(self.vocab.specials)
-        found, missing = initialise_embedding(weight.data, self.vocab.itos, path, first)
-        if self.config.model.freeze:
-            weight.requires_grad_(False)
-        print(f"pretrained vectors {path}: {found} of {found + len(missing)} tokens found")
+        m = config.model
+        if vocab is None and m.pretrained:
+            weight, itos = self.model.embed.weight, self.vocab.itos
+            first = len(self.vocab.specials)
+            load_pretrained(weight, itos, m.pretrained, data_dir, first, m.freeze, unit="tokens")
 
     # ------------------------------------------------------------------ data
     def _path(self, name: str) -> Path:

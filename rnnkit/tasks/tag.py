@@ -21,6 +21,7 @@ from rnnkit import checkpoint as ckpt
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, pad
 from rnnkit.data.tagged import Sentence, check_tag, convert, read_columns, read_conllu, spans
 from rnnkit.data.text import resolve_data_path
+from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import confusion_table, entity_scores, token_accuracy
@@ -120,8 +121,11 @@ class TagTask:
             self.model_scheme, contextual,
         )  # fmt: skip
         self.pretrained_found: int | None = None
-        if vocabs is None and config.model.pretrained:
-            self._load_pretrained()
+        if vocabs is None and m.pretrained:
+            weight, itos = self.model.embed.weight, self.vocab.itos
+            self.pretrained_found, _ = load_pretrained(
+                weight, itos, m.pretrained, data_dir, len(self.vocab.specials), m.freeze
+            )
 
     @property
     def default_metric(self) -> str:
@@ -194,22 +198,6 @@ class TagTask:
             Vocab.build(words, min_freq=self.config.data.min_freq),
             Vocab.build(chars),
             Vocab.build(tags, min_freq=0, specials=[], unk=None),  # unseen scheme tags too
-        )
-
-    def _load_pretrained(self) -> None:
-        from rnnkit.data.vectors import initialise_embedding
-
-        path = resolve_data_path(self.config.model.pretrained, self.data_dir)
-        weight = self.model.embed.weight
-        found, missing = initialise_embedding(weight.data, self.vocab.itos, path, first=2)
-        self.pretrained_found = found
-        if self.config.model.freeze:
-            weight.requires_grad_(False)
-        shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
-        print(
-            f"pretrained vectors {path}: {found} of {found + len(missing)} words found; "
-            f"missing: {shown or 'none'}",
-            flush=True,
         )
 
     def _chars(self, form: str) -> list[int]:

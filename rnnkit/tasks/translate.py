@@ -35,6 +35,7 @@ from rnnkit.data.parallel import (
     split_of,
 )
 from rnnkit.data.text import resolve_data_path
+from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import corpus_scores
@@ -162,8 +163,13 @@ class TranslateTask:
         self.model = Seq2Seq(len(self.vocab), len(self.target_vocab), config.model, auto)
         self.model.teacher_forcing = config.train.teacher_forcing
         self.model.label_smoothing = config.train.label_smoothing
-        if vocabs is None:
-            self._load_pretrained()
+        m = config.model
+        for name, vocab, embed in (
+            (m.pretrained_source, self.vocab, self.model.src_embed),
+            (m.pretrained_target, self.target_vocab, self.model.decoder.embed),
+        ):
+            if vocabs is None and name:
+                load_pretrained(embed.weight, vocab.itos, name, data_dir, len(SPECIALS), m.freeze)
 
     @property
     def default_metric(self) -> str:
@@ -205,26 +211,6 @@ class TranslateTask:
         target = Counter(w for p in train for w in p.target.split())
         m = self.config.data.min_freq
         return Vocab.build(source, m, specials=SPECIALS), Vocab.build(target, m, specials=SPECIALS)
-
-    def _load_pretrained(self) -> None:
-        from rnnkit.data.vectors import initialise_embedding
-
-        c = self.config.model
-        for name, vocab, embed in (
-            (c.pretrained_source, self.vocab, self.model.src_embed),
-            (c.pretrained_target, self.target_vocab, self.model.decoder.embed),
-        ):
-            if not name:
-                continue
-            path = resolve_data_path(name, self.data_dir)
-            found, missing = initialise_embedding(embed.weight.data, vocab.itos, path, first=4)
-            if c.freeze:
-                embed.weight.requires_grad_(False)
-            print(
-                f"pretrained vectors {path}: {found} of {found + len(missing)} words found",
-                file=sys.stderr,
-                flush=True,
-            )
 
     def _clean(self, text: str) -> str:
         return normalise(text) if self.config.data.normalise else light_normalise(text)
