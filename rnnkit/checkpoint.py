@@ -52,7 +52,6 @@ from safetensors.torch import save as st_save
 from rnnkit.errors import ModelDirError
 
 JOURNAL = "commit.json"
-MODEL_FILES = ("config.json", "model.safetensors")
 WRITER_LOCK = ".writer.lock"
 COMMIT_LOCK = ".commit.lock"
 CHECKSUM_KEY = "rnnkit_sha256"
