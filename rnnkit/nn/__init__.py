@@ -1,4 +1,4 @@
-"""Neural building blocks shared by the tasks."""
+"""Neural building blocks shared by the tasks, and the models made of them (one module each)."""
 
 from rnnkit.nn.encoder import RecurrentEncoder
 from rnnkit.nn.sampling import filter_logits, sample_next
