@@ -143,7 +143,7 @@ class _Plan:
     count: int
 
 
-class _Epoch:
+class _ChunkedEpoch:
     """One epoch of shuffled example batches, made chunk by chunk."""
 
     def __init__(self, task: EmbedTask, plan: _Plan, generator: torch.Generator):
@@ -295,14 +295,14 @@ class EmbedTask:
             batch["negatives"] = ctx.draw_negatives(self.table, shape, g)
         return batch
 
-    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Epoch:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _ChunkedEpoch:
         if world_size > 1:
             raise ConfigError(
                 "the embed task cannot train on several processes: its sparse embedding "
                 "updates have no DistributedDataParallel path; run it as one process"
             )
         g = epoch_generator(self.config.train.seed, epoch)
-        return _Epoch(self, self.plan(*self.corpus, g), g)
+        return _ChunkedEpoch(self, self.plan(*self.corpus, g), g)
 
     # ------------------------------------------------------------ evaluation
     def _examples(self, lines: list[str], where: str) -> dict[str, Any]:
