@@ -469,11 +469,12 @@ class CrackTally:
     seconds: float = 0.0
 
     def add(self, guess: str, truth: str, seconds: float) -> None:
+        """``guess`` is aligned with ``truth`` character for character."""
         from rnnkit.data.ciphers import Letters
 
-        got, want = Letters(guess).values, Letters(truth).values
-        self.right += int((got == want).sum()) if len(got) == len(want) else 0
-        self.letters += len(want)
+        places = Letters(truth).positions.tolist()
+        self.right += sum(guess[p].lower() == truth[p].lower() for p in places)
+        self.letters += len(places)
         self.messages += 1
         self.seconds += seconds
 
@@ -489,7 +490,7 @@ class CrackTally:
 def crack_ways(args: argparse.Namespace, cipher: str):
     """The ways to break ``cipher``: name → function(ciphertexts) → plaintexts."""
     from rnnkit.crack import CharScorer, crack
-    from rnnkit.data.ciphers import SEED_ALPHABET, normalise
+    from rnnkit.data.ciphers import SEED_ALPHABET, Letters, normalise
     from rnnkit.tasks import load_task
 
     scorer = CharScorer(load_task(args.crack))
@@ -503,9 +504,20 @@ def crack_ways(args: argparse.Namespace, cipher: str):
 
         def end_to_end(texts: list[str]) -> list[str]:
             # The model's alphabet is upper-case letters and one separator; separators pass
-            # through a classical cipher, so its letters line up with the message's.
+            # through a classical cipher, so the letters it reads are the message's letters,
+            # in order. Its answer at those places goes back into the message.
             clean = [normalise(t, SEED_ALPHABET, "-", collapse=True) for t in texts]
-            return [r["plaintext"] for r in model.predict(clean)]
+            out = []
+            for text, seen, result in zip(texts, clean, model.predict(clean), strict=True):
+                places = Letters(text).positions.tolist()
+                read = [g for g, c in zip(result["plaintext"], seen, strict=True) if c != "-"]
+                if len(read) != len(places):  # a letter whose upper case is two ("ß")
+                    read = ["?"] * len(places)
+                chars = list(text)
+                for place, letter in zip(places, read, strict=True):
+                    chars[place] = letter
+                out.append("".join(chars))
+            return out
 
         ways["end-to-end"] = end_to_end
     return ways
@@ -579,8 +591,8 @@ def crack_report(args: argparse.Namespace) -> str:
         "",
         f"Command: `python {shlex.join(sys.argv)}`",
         "",
-        f"Messages: {args.crack_messages} windows of `{args.crack_text}` per cell (held out"
-        f" from every model), a fresh random key each. LM: `{args.crack}`."
+        f"Messages: {args.crack_messages} windows of `{args.crack_text}` per cell, a fresh"
+        f" random key each. LM: `{args.crack}`."
         + (f" End-to-end Vigenère: `{args.vigenere_model}`." if args.vigenere_model else "")
         + (f" End-to-end substitution: `{args.substitution_model}`." if args.substitution_model
            else "")
