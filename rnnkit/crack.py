@@ -31,6 +31,7 @@ from rnnkit.data.ciphers import (
     LETTERS,
     CipherName,
     Letters,
+    decipher,
     encipher_letters,
     key_text,
 )
@@ -41,6 +42,7 @@ from rnnkit.nn.language_model import start_id
 Method = Literal["search", "classical"]
 MAX_TEXT = 100_000  # characters of ciphertext in one crack
 MAX_PERIOD = 64
+SEARCH_WINDOW = 2_000  # characters of a long ciphertext that the key is searched on
 
 # Relative frequencies of a..z in English prose (the usual published table).
 ENGLISH = torch.tensor(
@@ -420,17 +422,28 @@ def crack(
     method: Method = "search",
     max_period: int = 8,
 ) -> Cracked:
-    """Break ``text`` enciphered with ``cipher`` under an unknown key."""
+    """Break ``text`` enciphered with ``cipher`` under an unknown key.
+
+    The key is searched for on the first :data:`SEARCH_WINDOW` characters (plenty to find it,
+    and the LM's work stays bounded), then the whole text is deciphered with it."""
     if not 1 <= max_period <= MAX_PERIOD:
         raise ConfigError(f"bad value {max_period} for max_period (from 1 to {MAX_PERIOD})")
+    _letters_of(text)  # bounded, and holding letters
+    head = text
+    if len(text) > SEARCH_WINDOW:
+        cut = text.rfind(" ", 0, SEARCH_WINDOW)
+        head = text[: cut if cut > SEARCH_WINDOW // 2 else SEARCH_WINDOW]
     if cipher == "substitution":
-        return crack_substitution(text, scorer, method)
-    if cipher == "caesar":
-        result = crack_vigenere(text, scorer, 1, method)
-        return Cracked(result.plaintext, result.key, result.score)
-    if cipher == "vigenere":
-        return crack_vigenere(text, scorer, max_period, method)
-    raise ConfigError(f"unknown cipher {cipher!r} (caesar, vigenere, substitution)")
+        found = crack_substitution(head, scorer, method)
+    elif cipher in ("caesar", "vigenere"):
+        found = crack_vigenere(head, scorer, 1 if cipher == "caesar" else max_period, method)
+        if cipher == "caesar":
+            found.period = None
+    else:
+        raise ConfigError(f"unknown cipher {cipher!r} (caesar, vigenere, substitution)")
+    if head is not text:  # the key found on the head deciphers all of it
+        found.plaintext = decipher(text, cipher, found.key)
+    return found
 
 
 # ------------------------------------------------------------------------------- command

@@ -263,3 +263,13 @@ def test_end_to_end_vigenere_passes_separators_through(tmp_path):
         plain = "".join(task.alphabet[i - 1] for i in target.tolist())
         cipher = "".join(task.alphabet[i - 1] for i in source.tolist())
         assert cipher == encipher(plain, "vigenere", "key")
+
+
+def test_a_long_ciphertext_is_searched_on_its_head_and_deciphered_whole(english_lm):
+    from rnnkit.crack import SEARCH_WINDOW
+
+    scorer = CharScorer(load_task(english_lm))
+    long = " ".join(ENGLISH.read_text().split())
+    assert len(long) > SEARCH_WINDOW
+    result = crack(encipher(long, "vigenere", "kit"), "vigenere", scorer)
+    assert result.key == "kit" and result.plaintext == long
