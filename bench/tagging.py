@@ -282,7 +282,9 @@ def seed_size_trainer(head: str, args: argparse.Namespace, out_dir: str) -> Trai
     tags = [f"T{i}" for i in range(SEED_REAL_TAGS)]
     model = Tagger(SEED_WORDS, 2, tags, seed_size_config(head), scheme=None)
     train = dataclasses.replace(TagConfig().train, device=args.device)
-    stand_in = SimpleNamespace(model=model, default_metric="accuracy")
+    stand_in = SimpleNamespace(
+        model=model, default_metric="accuracy", metric_goals={"accuracy": "max"}
+    )
     return Trainer(stand_in, train, out_dir, log=lambda _: None)
 
 
