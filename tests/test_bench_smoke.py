@@ -1,5 +1,6 @@
-"""The prepared GPU benchmark runs end to end in its CPU dry-run mode (as pytorch/examples
-smoke-tests every model type with --dry-run), so that it works when a GPU is lent."""
+"""Benchmarks run end to end in their quick modes, and the prepared GPU one in its CPU dry-run
+mode (as pytorch/examples smoke-tests every model type with --dry-run), so that it works when
+a GPU is lent."""
 
 from __future__ import annotations
 
@@ -21,3 +22,14 @@ def test_gpu_benchmark_dry_run_completes(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "gpu-report.json").read_text())
     assert report and (tmp_path / "gpu-report.md").exists()
+
+
+def test_tagging_benchmark_quick_run_completes(tmp_path):
+    """The seed-size sections of bench/tagging.py (no data needed), so it cannot rot unseen."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "tagging.py"), "--quick", "--recipes", ""],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "seed size, rnnkit" in run.stdout
