@@ -46,10 +46,8 @@ def apply_key(
     symbols: ``(batch, time)`` alphabet indices; keys: ``(batch, max_key_length)``;
     key_lengths: ``(batch,)``, each ≥ 1. Returns ``(batch, time)``.
     """
-    time = symbols.shape[1]
-    position = torch.arange(time, device=symbols.device).unsqueeze(0) % key_lengths.unsqueeze(1)
-    shift = keys.gather(1, position)
-    return (symbols + sign * shift) % size
+    # Every symbol enciphered: the pass-through cipher with nothing passing through.
+    return encipher_batch(symbols, "vigenere", (sign * keys) % size, key_lengths, size)
 
 
 def encrypt_text(text: str, key: str | int, alphabet: str = SEED_ALPHABET) -> str:
