@@ -91,6 +91,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"rnnkit: error: {message} (see '{self.prog} --help')\n")
 
 
+# What --dry-run puts over a recipe's train section: a couple of updates, one evaluation.
+DRY_RUN_STEPS = 2
+DRY_RUN_TRAIN = {
+    "epochs": 1,
+    "max_steps": DRY_RUN_STEPS,
+    "max_minutes": None,
+    "patience": None,
+    "target": None,
+    "progress": False,
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rnnkit", description="Recurrent sequence models: train, evaluate, use.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -105,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true", help="bit-for-bit repeatable on CPU")
     p.add_argument("--device", help="auto (default), cpu, cuda, mps")
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check a recipe end to end: read its data, build the model, take "
+        f"{DRY_RUN_STEPS} steps, evaluate once, save",
+    )
     _add_data_dir(p)
 
     for verb, spec in VERBS.items():
@@ -220,6 +238,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         value = getattr(args, flag)
         if value is not None and value is not False:  # `0 in (None, False)` is True
             extra = merge(extra, {"train": {key: value}})
+    if args.dry_run:  # after the overrides, so that nothing on the command line undoes it
+        extra = merge(extra, {"train": DRY_RUN_TRAIN})
     from rnnkit import checkpoint as ckpt
     from rnnkit.runtime import rank
 
