@@ -200,7 +200,8 @@ def resolve(path: str | Path) -> Path:
     return path
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make the entries of ``path`` (renames into it) durable; a no-op where that is refused."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -227,7 +228,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     _write_durably(tmp, data)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -247,7 +248,7 @@ def commit(directory: str | Path, files: dict[str, bytes]) -> None:
         recover(directory)
         for name, data in files.items():
             _write_durably(directory / f"{name}.next", data)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         with _commit_lock(directory, shared=False):
             atomic_write_text(directory / JOURNAL, json.dumps(sorted(files)))
             _roll_forward(directory)
@@ -259,9 +260,9 @@ def _roll_forward(directory: Path) -> None:
         pending = directory / f"{name}.next"
         if pending.exists():
             os.replace(pending, directory / name)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     (directory / JOURNAL).unlink()
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def recover(directory: str | Path) -> None:

@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per query")
 
     from rnnkit.crack import add_crack_parser
-    from rnnkit.datasets import add_data_parser
+    from rnnkit.datasets.command import add_data_parser
     from rnnkit.export import add_export_parser
     from rnnkit.serve.command import add_serve_parser
 
@@ -545,7 +545,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from rnnkit.datasets import cmd_data as run
+    from rnnkit.datasets.command import cmd_data as run
 
     return run(args)
 

@@ -2,17 +2,28 @@ import contextlib
 import functools
 import hashlib
 import http.server
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from rnnkit import datasets
 from rnnkit.cli import main
-from rnnkit.datasets import DataFile, Dataset, fetch, import_dataset, list_datasets
+from rnnkit.datasets import (
+    DataFile,
+    Dataset,
+    fetch,
+    import_dataset,
+    list_datasets,
+    parse_registry,
+)
+from rnnkit.datasets.registry import tomllib  # tomli on Python 3.10
 from rnnkit.errors import DataError
 
-from .conftest import SHARED_DATA, run_cli
+from .conftest import ROOT, SHARED_DATA, run_cli
 
 FILES = {"a.txt": b"alpha\n", "sub/b.txt": b"beta\n" * 1000}
 
@@ -23,6 +34,17 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         self.server.requests.append(self.path)
+        if self.path.endswith("/flaky") and self.server.requests.count(self.path) == 1:
+            self.send_error(503)  # the first time only
+            return
+        if self.path.endswith("/hang"):  # promises 100 bytes, sends 10, waits for the test
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            self.server.release.wait(60)
+            return
         if self.path.endswith("/truncated"):  # promises 100 bytes, sends 10, hangs up
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -40,11 +62,13 @@ def serving(directory: Path):
         ("127.0.0.1", 0), functools.partial(_Handler, directory=str(directory))
     )
     httpd.requests = []
+    httpd.release = threading.Event()
     thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}", httpd.requests
     finally:
+        httpd.release.set()
         httpd.shutdown()
         httpd.server_close()
         thread.join()
@@ -104,7 +128,7 @@ def test_a_checksum_mismatch_keeps_nothing(server, tmp_path, corrupt):
     serve(root, {**FILES, "sub/b.txt": corrupt})  # a.txt is fine, b.txt is not
     data = tmp_path / "data"
     with pytest.raises(DataError) as err:
-        fetch("fake", data, registry=registry)
+        fetch("fake", data, registry=registry, retries=0)
     message = str(err.value)
     assert message.startswith("fake/sub/b.txt: ") and "\n" not in message
     expected = registry["fake"].files[1].sha256
@@ -123,7 +147,7 @@ def test_a_failed_download_keeps_nothing_in_an_existing_folder(server, tmp_path)
     (data / "fake").mkdir(parents=True)
     (data / "fake" / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match=r"^fake/sub/b\.txt: download failed: HTTP 404"):
-        fetch("fake", data, registry=fake_registry(url))
+        fetch("fake", data, registry=fake_registry(url), retries=0)
     assert everything(data) == ["fake", "fake/notes.txt"]
 
 
@@ -135,7 +159,7 @@ def test_a_connection_cut_mid_file_keeps_nothing(server, tmp_path):
         DataError,
         match=r"^fake/truncated: download failed: the connection closed after 10 bytes, 90 short",
     ):
-        fetch("fake", tmp_path / "data", registry=registry)
+        fetch("fake", tmp_path / "data", registry=registry, retries=0)
     assert not (tmp_path / "data").exists()
 
 
@@ -171,6 +195,107 @@ def test_the_mirror_replaces_every_address(server, tmp_path, monkeypatch):
     fetch("fake", tmp_path, registry=registry)
     assert requests == ["/fake/a.txt", "/fake/sub/b.txt"]  # import-only files too
     assert list_datasets(tmp_path, registry)[0].status == "verified"
+
+
+def test_pooch_retries_a_failed_download(server, tmp_path):
+    root, url, requests = server
+    serve(root, {"flaky": b"flaky\n"})
+    registry = fake_registry(url, {"flaky": b"flaky\n"})
+    fetch("fake", tmp_path, registry=registry, retries=1)
+    assert requests == ["/fake/flaky", "/fake/flaky"]  # a 503, then the file
+    assert list_datasets(tmp_path, registry)[0].status == "verified"
+
+
+def test_a_mismatch_in_an_existing_folder_leaves_it_as_it_was(server, tmp_path):
+    """pooch's hash check fails the third file after two verified: none of them is kept."""
+    root, url, requests = server
+    files = {**FILES, "c.txt": b"gamma\n"}
+    registry = fake_registry(url, files)
+    serve(root, {**files, "c.txt": b"GAMMA\n"})
+    data = tmp_path / "data"
+    (data / "fake").mkdir(parents=True)
+    (data / "fake" / "a.txt").write_bytes(b"ALPHA\n")  # damaged: to be replaced
+    with pytest.raises(DataError) as err:
+        fetch("fake", data, registry=registry, retries=1)
+    assert str(err.value).startswith("fake/c.txt: sha256 mismatch: expected ")
+    assert requests == ["/fake/a.txt", "/fake/sub/b.txt", "/fake/c.txt", "/fake/c.txt"]
+    assert everything(data) == ["fake", "fake/a.txt"]  # no staging folder, no sub/
+    assert (data / "fake" / "a.txt").read_bytes() == b"ALPHA\n"
+
+
+def registry_toml(base_url: str, files: dict[str, bytes]) -> str:
+    """The registry file that :func:`fake_registry` makes in Python."""
+    lines = ['[fake]\nlicense = "CC0"\nsource = "made up for the tests"']
+    for path, data in files.items():
+        sha = hashlib.sha256(data).hexdigest()
+        lines.append(f'[[fake.files]]\npath = "{path}"\nsize = {len(data)}\nsha256 = "{sha}"')
+        lines.append(f'url = "{base_url}/fake/{path}"')
+    return "\n".join(lines)
+
+
+def test_a_killed_fetch_leaves_no_dataset_folder(server, tmp_path):
+    root, url, requests = server
+    files = {**FILES, "hang": b"0123456789" * 10}
+    serve(root, files)
+    data = tmp_path / "data"
+    script = (
+        "import sys; from rnnkit.datasets import fetch, parse_registry; "
+        "fetch('fake', sys.argv[1], registry=parse_registry(sys.argv[2]), retries=0)"
+    )
+    toml = registry_toml(url, files)
+    with subprocess.Popen([sys.executable, "-c", script, str(data), toml], cwd=ROOT) as proc:
+        deadline = time.monotonic() + 120
+        while "/fake/hang" not in requests and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.kill()
+    assert requests == ["/fake/a.txt", "/fake/sub/b.txt", "/fake/hang"]
+    assert "fake" not in everything(data)  # a.txt and sub/b.txt were fetched, but not kept
+    assert list_datasets(data, parse_registry(toml))[0].status == "missing"
+    registry = fake_registry(url)
+    fetch("fake", data, registry=registry)  # clears what the killed run left
+    assert everything(data) == ["fake", "fake/a.txt", "fake/sub", "fake/sub/b.txt"]
+
+
+def test_the_shipped_registry_loads_and_is_packaged():
+    registry = datasets.default_registry()
+    assert {"tinyshakespeare", "ud-english-ewt", "conll2003", "langid"} <= set(registry)
+    for d in registry.values():
+        assert d.files and d.folder == d.name
+        for f in d.files:
+            assert (f.size is None) == (f.sha256 is None)
+            assert f.url is None or f.url.startswith("https://raw.githubusercontent.com/")
+    assert registry["conll2003"].files[0] == DataFile("eng.train", None, None, None)
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["tool"]["setuptools"]["package-data"]["rnnkit.datasets"] == ["registry.toml"]
+
+
+ENTRY = '[x]\nlicense = "L"\nsource = "S"\n'
+FILE = '[[x.files]]\npath = "a.txt"\n'
+SHA = '"' + "0" * 64 + '"'
+
+
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        ("[x", "Expected ']'"),
+        (ENTRY, "x.files: missing"),
+        ('[x]\nlicense = 1\nsource = "S"\nfiles = []', "x.license: expected str, got 1"),
+        (ENTRY + "files = []", "x.files: empty"),
+        (ENTRY + 'folder = "../y"\n' + FILE, "x.folder: '../y' is not a plain folder name"),
+        (ENTRY + FILE + "sizes = 3", "x.files[0].sizes: unknown field (known: path, size, "),
+        (ENTRY + FILE + 'size = "3"\nsha256 = ' + SHA, "x.files[0].size: expected int, got '3'"),
+        (ENTRY + FILE + "size = 3", "x.files[0]: size and sha256 come together"),
+        (ENTRY + FILE + 'size = 3\nsha256 = "abc"', "x.files[0].sha256: expected 64 lowercase"),
+        (ENTRY + '[[x.files]]\npath = "../a"', "x.files[0].path: '../a' is not a new relative"),
+        (ENTRY + FILE + FILE, "x.files[1].path: 'a.txt' is not a new relative path"),
+    ],
+)
+def test_a_malformed_registry_entry_is_a_one_line_error(text, complaint):
+    with pytest.raises(DataError) as err:
+        parse_registry(text, "mine.toml")
+    message = str(err.value)
+    assert message.startswith("mine.toml: ") and complaint in message and "\n" not in message
 
 
 def test_fetch_names_the_import_only_files_then_import_completes(server, tmp_path):
@@ -251,7 +376,7 @@ def test_cli_list_shows_the_registered_datasets(tmp_path, server):
     result = run_cli("data", "list", "--data-dir", str(tmp_path), env={"RNNKIT_DATA_MIRROR": url})
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()[2::2]]
-    assert names == list(datasets.DATASETS)
+    assert names == list(datasets.default_registry())
     assert {"ud-english-ewt", "uner-english-ewt"} <= set(names)
     assert result.stdout.count("missing") == len(names)
 
@@ -263,7 +388,8 @@ need_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="no shared dat
 def test_the_registry_matches_the_shared_data():
     # CoNLL-2003 is licensed: nobody may publish it, so no data directory holds it unasked.
     assert {r.name: r.status for r in list_datasets(SHARED_DATA)} == {
-        name: "missing" if name == "conll2003" else "verified" for name in datasets.DATASETS
+        name: "missing" if name == "conll2003" else "verified"
+        for name in datasets.default_registry()
     }
 
 
