@@ -56,12 +56,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import common as bench
 import torch
-from machine import cpu_model, cpu_ticks, others_share, publish
+from common import progress
 from torch import nn
 
 from rnnkit.config import from_dict
-from rnnkit.data.batching import move
 from rnnkit.tasks import build_task
 from rnnkit.tasks.cipher import CipherConfig
 from rnnkit.train import Trainer
@@ -89,8 +89,6 @@ QUICK = {
     "rnnkit_epoch_messages": 256,
     "rnnkit_max_epochs": 8,
 }
-# Other processes busier than this share of the CPU during the run make the timings suspect.
-BUSY_SHARE = 0.05
 
 
 @dataclass
@@ -124,10 +122,6 @@ class SideResult:
 
 def secs(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds:.2f} s"
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------- the seed's loop
@@ -265,35 +259,15 @@ def rnnkit_config(
 
 
 def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> Throughput:
-    """Time the Trainer's per-batch work over ``task.train_batches`` (batch making included)."""
+    """Time the Trainer's own step over ``task.train_batches`` (batch making included)."""
     task = build_task("cipher", config)
     trainer = Trainer(task, config.train, out_dir, log=lambda _: None)
-    c = config.train
-    model, optimizer = trainer.model, trainer.optimizer
-    model.train()
-    warmup, messages, start, epoch = 2, 0, 0.0, 0
-    while True:
-        epoch += 1
-        for batch in task.train_batches(epoch):
-            for group in optimizer.param_groups:
-                group["lr"] = c.lr  # the Trainer sets it every step (constant schedule here)
-            batch = move(batch, trainer.device)
-            with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=False):
-                loss = model.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.clip_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), c.clip_norm)
-            optimizer.step()
-            float(loss.detach())  # the Trainer reads the loss every step
-            if warmup:
-                warmup -= 1
-                if not warmup:
-                    start = time.perf_counter()
-                continue
-            messages += batch["source"].shape[0]
-            if time.perf_counter() - start >= seconds:
-                return Throughput(messages, time.perf_counter() - start)
+    step = bench.training_step(
+        trainer, bench.endless(task.train_batches), lambda b: (len(b["source"]), 0)
+    )
+    bench.warm(step, 2)
+    rate = bench.run_for(step, seconds)
+    return Throughput(rate.items, rate.seconds)
 
 
 def read_history(out_dir: Path) -> list[dict]:
@@ -360,17 +334,6 @@ def flops_per_message(embedding_dim: int, hidden: int, length: int = 32, vocab: 
     return 3.0 * length * per_symbol
 
 
-def matmul_peak(seconds: float = 2.0) -> float:
-    """The machine's float32 matrix-multiply rate (GFLOP/s) on 2048x2048 products."""
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    torch.mm(a, b)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        count += 1
-    return count * 2 * 2048**3 / (time.perf_counter() - start) / 1e9
-
-
 def size_section(
     embedding_dim: int, hidden: int, seed: SideResult, kit: SideResult, peak: float
 ) -> str:
@@ -410,24 +373,14 @@ def size_section(
 
 def header(args: argparse.Namespace, config: CipherConfig, others: float | None) -> str:
     t = config.train
-    threads = "torch default" if args.threads is None else "set by --threads"
-    if others is None:
-        contention = "other processes' CPU use during the run: unknown"
-    else:
-        contention = f"other processes used {others:.0%} of the CPU during the run"
-    busy = []
-    if others is not None and others > BUSY_SHARE:
-        busy = ["- **warning**: the CPU was shared with other work; these timings are unreliable"]
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = shlex.join(["python", *sys.argv])
     return "\n".join(
         [
-            f"### Cipher benchmark: seed loop vs rnnkit ({now}){' [quick]' if args.quick else ''}",
-            "",
-            f"- command: `{command}`",
-            f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
-            f"device cpu, torch threads {torch.get_num_threads()} ({threads}); {contention}",
-            *busy,
+            *bench.header(
+                "Cipher benchmark: seed loop vs rnnkit",
+                args,
+                others,
+                f"torch {torch.__version__}, device cpu, {bench.threads(args)}",
+            ),
             f"- seed side: batch 1, Adam lr {SEED_LR}, no clipping; validates every "
             f"{args.seed_eval_every} messages on {args.eval_messages} held-out messages, "
             f"gives up after {args.seed_budget:g} s",
@@ -586,7 +539,7 @@ def crack_report(args: argparse.Namespace) -> str:
     if args.crack_plot:
         plot_crack_curve(sub, ways_s, args.substitution_lengths, args.crack_plot)
     lines = [
-        f"## Cracking unknown keys ({datetime.now(timezone.utc):%Y-%m-%d}, {cpu_model()},"
+        f"## Cracking unknown keys ({datetime.now(timezone.utc):%Y-%m-%d}, {bench.cpu_model()},"
         f" {os.cpu_count()} cores, torch {torch.__version__})",
         "",
         f"Command: `python {shlex.join(sys.argv)}`",
@@ -666,14 +619,11 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = CipherConfig().model
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench.parser(__doc__, "~15 s with tiny budgets")
     parser.add_argument("--embedding-dim", type=int, help=f"default {defaults.embedding_dim}")
     parser.add_argument("--hidden", type=int, help=f"default {defaults.hidden_size}")
     parser.add_argument("--sizes", help="several EMBEDDINGxHIDDEN pairs, e.g. 32x64,5x10")
-    parser.add_argument("--quick", action="store_true", help="~15 s smoke run with tiny budgets")
-    parser.add_argument("--append", type=Path, help="also append the report to this file")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--throughput-seconds", type=float, help="training time timed per side")
     parser.add_argument("--seed-budget", type=float, help="seed: seconds to reach 99%%")
     parser.add_argument("--eval-messages", type=int, help="held-out messages per validation")
@@ -696,12 +646,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--substitution-lengths", default=CRACK_SUBSTITUTION_LENGTHS,
         type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,...,1024)",
     )  # fmt: skip
-    args = parser.parse_args(argv)
+    args = bench.finish(parser, parser.parse_args(argv), FULL, QUICK)
     if args.crack and not args.crack_text:
         parser.error("--crack needs --crack-text (e.g. DATA/wikitext-2/test.txt)")
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
     if args.sizes and (args.embedding_dim or args.hidden):
         parser.error("give either --sizes or --embedding-dim/--hidden, not both")
     if args.sizes:
@@ -739,28 +686,18 @@ def bench_size(embedding_dim: int, hidden: int, args: argparse.Namespace) -> str
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
-    probe = cpu_ticks()
-    time.sleep(1.0)
-    busy_now = others_share(probe)
-    if busy_now is not None and busy_now > BUSY_SHARE:
-        progress(
-            f"warning: other processes use {busy_now:.0%} of the CPU; timings will be unreliable "
-            "(with several torch threads, small ops can then slow down a hundredfold)"
-        )
+    bench.busy_now()
     if args.crack:
-        publish(crack_report(args), args.append)
+        bench.publish(crack_report(args), args.target)
         return 0
-    args.peak = matmul_peak(0.5 if args.quick else 2.0)
+    args.peak = bench.matmul_rate(2048, 2048, 2048, 0.5 if args.quick else 2.0, torch.device("cpu"))
     progress(f"matmul peak {args.peak:.0f} GFLOP/s")
-    before = cpu_ticks()
+    before = bench.cpu_ticks()
     sections = [bench_size(embedding_dim, hidden, args) for embedding_dim, hidden in args.size_list]
-    others = others_share(before)
+    others = bench.others_share(before)
     config = rnnkit_config(*args.size_list[0], args)
-    report = header(args, config, others) + "\n" + "\n".join(sections)
-    publish(report, args.append)
+    bench.publish(header(args, config, others) + "\n" + "\n".join(sections), args.target)
     return 0
 
 

@@ -1,17 +1,34 @@
-"""What the benchmarks share beyond the machine header: progress lines, tiny models, versions."""
+"""The harness every benchmark shares: one command line (``--quick`` smoke runs, ``--publish`` /
+``--append``, ``--threads``), one report header (the command, the machine and how busy it was),
+progress lines, timing loops around rnnkit's own training step, and publishing. A benchmark
+keeps only what it measures, so that two benchmarks cannot drift apart on how they measure."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
+import os
+import platform
 import random
+import shlex
+import statistics
 import string
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "RESULTS.md"
+# Other processes busier than this share of the CPU during a run make its timings suspect.
+BUSY_SHARE = 0.05
 
 
 def progress(message: str) -> None:
@@ -19,6 +36,299 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def version(package: str) -> str:
+    """An installed package's version, or '?'."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def resolve(path: str | Path) -> Path:
+    """``path`` as given, or inside the repository root when it is relative and absent, so
+    that a benchmark runs from anywhere."""
+    p = Path(path).expanduser()
+    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
+        return REPO / p
+    return p.resolve()
+
+
+def load_recipe(path: str, task: str, config_class: type, overrides: list[str] = ()) -> Any:
+    """The ``task`` recipe at ``path`` with CLI-style ``key=value`` overrides, checked as the
+    CLI checks it (so that a bad key stops the benchmark before it measures anything)."""
+    from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
+
+    base = read_yaml(resolve(path))
+    if base.get("task", task) != task:
+        raise SystemExit(f"{path} is a {base['task']!r} recipe, not {task!r}")
+    return from_dict(config_class, merge(base, parse_overrides(list(overrides))))
+
+
+# --------------------------------------------------------------------------------- machine
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_ticks() -> tuple[int, int, int] | None:
+    """(all ticks, busy ticks of the machine, ticks of this process) from /proc, or None."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        own = int(after_name[11]) + int(after_name[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+    busy = user + nice + system + irq + softirq + steal
+    return busy + idle + iowait, busy, own
+
+
+def others_share(before: tuple[int, int, int] | None, ours: float = 0.0) -> float | None:
+    """Share of the whole CPU that other processes used since ``before``; ``ours`` ticks of
+    this process's children (servers, workers) are not counted as others'."""
+    after = cpu_ticks()
+    if before is None or after is None or after[0] <= before[0]:
+        return None
+    total, busy, own = (a - b for a, b in zip(after, before, strict=True))
+    return max(0.0, busy - own - ours) / total
+
+
+def contention(others: float | None) -> tuple[str, list[str]]:
+    """The report's line on how busy the machine was, and a warning line when too busy."""
+    if others is None:
+        return "other processes' CPU use during the run: unknown", []
+    line = f"other processes used {others:.0%} of the CPU during the run"
+    if others <= BUSY_SHARE:
+        return line, []
+    progress(f"warning: other processes used {others:.0%} of the CPU; timings are unreliable")
+    return line, ["- **warning**: the CPU was shared with other work; these timings are unreliable"]
+
+
+def busy_now() -> None:
+    """Warn before measuring when the machine is busy already: with several torch threads,
+    small ops then slow down a hundredfold."""
+    probe = cpu_ticks()
+    time.sleep(1.0)
+    share = others_share(probe)
+    if share is not None and share > BUSY_SHARE:
+        progress(f"warning: other processes use {share:.0%} of the CPU; timings will be unreliable")
+
+
+def threads(args: argparse.Namespace) -> str:
+    """torch's thread count and where it came from."""
+    where = "torch default"
+    if getattr(args, "threads", None) is not None:
+        where = "set by --threads"
+    elif os.environ.get("OMP_NUM_THREADS"):
+        where = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+    return f"torch threads {torch.get_num_threads()} ({where})"
+
+
+def header(
+    title: str, args: argparse.Namespace, others: float | None, machine: str, smoke: str = ""
+) -> list[str]:
+    """A report's first lines: title and date, the command, the machine (``machine`` says
+    what follows the cores: versions, device, threads) and how busy it was, warnings."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    busy, warning = contention(others)
+    if args.quick and smoke:
+        warning.append(f"- **--quick smoke run**: {smoke}")
+    return [
+        f"### {title} ({now}){' [quick]' if args.quick else ''}",
+        "",
+        f"- command: `{shlex.join(['python', *sys.argv])}`",
+        f"- machine: {os.cpu_count()} cores ({cpu_model()}), {machine}; {busy}",
+        *warning,
+    ]
+
+
+def publish(report: str, append: Path | None) -> None:
+    """Print a report, and append it to ``append`` (bench/RESULTS.md) when one is given."""
+    print(report)
+    if append is not None:
+        append.parent.mkdir(parents=True, exist_ok=True)
+        with append.open("a", encoding="utf-8") as handle:
+            handle.write(report + "\n")
+        progress(f"appended to {append}")
+
+
+# ---------------------------------------------------------------------------- command line
+def int_list(text: str) -> list[int]:
+    """A comma-separated list of whole numbers ≥ 1 (an argparse ``type``)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers, e.g. 1,64") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least one number, each ≥ 1")
+    return values
+
+
+def parser(
+    doc: str, smoke: str, data_dir: bool = False, threads: bool = True
+) -> argparse.ArgumentParser:
+    """The flags every benchmark takes: ``--quick`` (a smoke run, never published),
+    ``--publish``, ``--append FILE``, and ``--threads`` and ``--data-dir`` where asked."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help=f"smoke run: {smoke}")
+    p.add_argument("--publish", action="store_true", help="also append the report to RESULTS.md")
+    p.add_argument("--append", type=Path, help="also append the report to this file")
+    if threads:
+        p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
+    if data_dir:
+        p.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
+    return p
+
+
+def finish(
+    p: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    full: dict[str, Any] | None = None,
+    quick: dict[str, Any] | None = None,
+) -> argparse.Namespace:
+    """Fill in the flags a smoke run changes (each may still be given), check the shared
+    ones, set torch's threads, and name where the report goes (``args.target``)."""
+    for key, value in ((quick if args.quick else full) or {}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        p.error("--threads must be ≥ 1")
+    if args.publish and args.append is not None:
+        p.error("give --publish or --append, not both")
+    if args.quick and (args.publish or args.append is not None):
+        p.error("a --quick smoke run is not published")
+    if getattr(args, "threads", None) is not None:
+        torch.set_num_threads(args.threads)
+    if getattr(args, "data_dir", None) is not None:
+        args.data_dir = resolve(args.data_dir)
+    args.target = RESULTS if args.publish else args.append
+    return args
+
+
+# --------------------------------------------------------------------------------- timing
+@dataclass
+class Rate:
+    """Work timed so far: items (sentences, messages, rows), tokens, steps, seconds."""
+
+    items: int = 0
+    tokens: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+Step = Callable[[], tuple[int, int]]  # one update or call; returns (items, tokens)
+
+
+def synchronize(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def warm(step: Callable[[], Any], count: int = 3, seconds: float = 0.0) -> int:
+    """Untimed calls: at least ``count`` and at least ``seconds``; how many were made."""
+    start, done = time.perf_counter(), 0
+    while done < count or time.perf_counter() - start < seconds:
+        step()
+        done += 1
+    return done
+
+
+def run_for(
+    step: Step,
+    seconds: float,
+    into: Rate | None = None,
+    min_steps: int = 1,
+    device: torch.device | None = None,
+) -> Rate:
+    """Call ``step`` until ``seconds`` have passed and ``min_steps`` were taken; add the work
+    to ``into`` (a new Rate by default). ``device`` is synchronised at both ends."""
+    rate = into or Rate()
+    synchronize(device)
+    start, steps = time.perf_counter(), 0
+    while steps < min_steps or time.perf_counter() - start < seconds:
+        items, tokens = step()
+        rate.items, rate.tokens, steps = rate.items + items, rate.tokens + tokens, steps + 1
+    synchronize(device)
+    rate.steps += steps
+    rate.seconds += time.perf_counter() - start
+    return rate
+
+
+def run_steps(step: Step, count: int) -> Rate:
+    """Call ``step`` ``count`` times."""
+    return run_for(step, 0.0, min_steps=count)
+
+
+def median_seconds(call: Callable[[], object], repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def endless(batches_of_epoch: Callable[[int], Iterable[Any]]) -> Iterator[Any]:
+    """Epoch 1's batches, then epoch 2's, and so on."""
+    for epoch in itertools.count(1):
+        yield from batches_of_epoch(epoch)
+
+
+def training_step(
+    trainer: Any, batches: Iterator[dict[str, Any]], count: Callable[[dict[str, Any]], tuple]
+) -> Step:
+    """A step for the timing loops that is ``trainer``'s own training step
+    (``Trainer.train_step``: autocast, loss, backward, clipping, optimizer) on the next batch,
+    so that a benchmark's rnnkit figures are those of real training; ``count(batch)`` says
+    the (items, tokens) it held."""
+    trainer.model.train()
+
+    def step() -> tuple[int, int]:
+        batch = next(batches)
+        trainer.train_step(batch)
+        return count(batch)
+
+    return step
+
+
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    fused = optimizer.defaults.get("fused")
+    return f"{type(optimizer).__name__}{' (fused)' if fused else ''} lr {optimizer.defaults['lr']}"
+
+
+def matmul_rate(m: int, k: int, n: int, seconds: float, device: torch.device) -> float:
+    """GFLOP/s of float32 ``torch.mm`` of an ``m x k`` by a ``k x n`` matrix."""
+    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
+    out = torch.empty(m, n, device=device)
+    inner = max(1, 10_000_000 // (m * k * n))  # calls between clock reads for small products
+    for _ in range(2):
+        torch.mm(a, b, out=out)
+    synchronize(device)
+    calls, start = 0, time.perf_counter()
+    while True:
+        for _ in range(inner):
+            torch.mm(a, b, out=out)
+        synchronize(device)
+        calls += inner
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return 2 * m * k * n * calls / elapsed / 1e9
+
+
+# ---------------------------------------------------------------------------------- inputs
 def train_tiny_model(task: str, root: Path) -> Path:
     """A tiny ``task`` model trained by ``tests/tiny.py`` under ``root``; its directory."""
     if str(REPO) not in sys.path:
@@ -32,35 +342,26 @@ def train_tiny_model(task: str, root: Path) -> Path:
     return model
 
 
-def version(package: str) -> str:
-    """An installed package's version, or '?'."""
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
+def model_dirs(given: dict[str, str | None], tasks: dict[str, str], root: Path) -> dict[str, Path]:
+    """Name → model directory: the one given for it, else one found under ``root``
+    (``root/NAME`` or ``root/TASK/model``), else a tiny model trained there."""
+    found: dict[str, Path] = {}
+    for name, task in tasks.items():
+        if given.get(name) is not None:
+            path = Path(given[name]).expanduser().resolve()
+            if not (path / "config.json").is_file():
+                raise SystemExit(f"--{name} {path}: not a model directory (no config.json)")
+            found[name] = path
+            continue
+        for candidate in (root / name, root / task / "model"):
+            if (candidate / "config.json").is_file():
+                found[name] = candidate
+                break
+        else:
+            found[name] = train_tiny_model(task, root / task)
+    return found
 
 
-RESULTS = REPO / "bench" / "RESULTS.md"
-
-
-def add_publish_flags(parser: argparse.ArgumentParser) -> None:
-    """``--publish`` (append the report to bench/RESULTS.md) and ``--append FILE``."""
-    parser.add_argument(
-        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
-    )
-    parser.add_argument("--append", type=Path, help="also append the report to this file")
-
-
-def report_target(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path | None:
-    """Where the report goes besides stdout; a smoke run (``--quick``) is never published."""
-    if args.publish and args.append is not None:
-        parser.error("give --publish or --append, not both")
-    if getattr(args, "quick", False) and (args.publish or args.append is not None):
-        parser.error("a --quick smoke run is not published")
-    return RESULTS if args.publish else args.append
-
-
-# ---------------------------------------------------------------------------------- inputs
 def tagger_sentences() -> list[str]:
     """Short English sentences (4-12 words) with people and places, in the words of the
     tiny NER tagger of tests/tiny.py."""

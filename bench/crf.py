@@ -40,7 +40,7 @@ CPU can slow small ops down a hundredfold; the report says how much CPU other pr
     .venv/bin/python bench/crf.py                      # 9 and 20 tags, about a minute
     .venv/bin/python bench/crf.py --tags 5,9,20,50 --threads 1
     .venv/bin/python bench/crf.py --publish            # also append to bench/RESULTS.md
-    .venv/bin/python bench/crf.py --check              # smoke run: batch 8, a few seconds
+    .venv/bin/python bench/crf.py --quick              # smoke run: batch 8, a few seconds
 
 The markdown report goes to stdout; progress goes to stderr. Needs pytorch-crf (a dev
 dependency: ``pip install pytorch-crf``).
@@ -49,44 +49,32 @@ dependency: ``pip install pytorch-crf``).
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
-from pathlib import Path
 
+import common as bench
 import torch
-from machine import cpu_model, cpu_ticks, others_share, publish
+from common import progress
 from torch import nn
 
 from rnnkit.nn.crf import CRF
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "RESULTS.md"
 # The seed tutorial's score for moves that can never happen (into begin, out of finish) and its
 # starting value for every tag but begin.
 SEED_IMPOSSIBLE = -10000.0
-# Flag values that --check changes (each may still be given explicitly).
-# --check also shrinks the batch, since even one pass of the seed loop over 32 sentences takes
+# Flag values that --quick changes (each may still be given explicitly).
+# --quick also shrinks the batch, since even one pass of the seed loop over 32 sentences takes
 # seconds.
 FULL = {"batch": 32, "warmup": 5, "repeats": 50, "seed_warmup": 1, "seed_repeats": 5}
-CHECK = {"batch": 8, "warmup": 1, "repeats": 3, "seed_warmup": 0, "seed_repeats": 1}
+QUICK = {"batch": 8, "warmup": 1, "repeats": 3, "seed_warmup": 0, "seed_repeats": 1}
 TOLERANCE = 1e-4
 TARGET_PEER = 2.0
 TARGET_SEED = 100.0
-# Other processes busier than this share of the CPU during the run make the timings suspect.
-BUSY_SHARE = 0.05
 IMPLEMENTATIONS = ("rnnkit", "pytorch-crf", "seed loop")
 OPERATIONS = ("NLL forward+backward", "Viterbi decode")
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------ seed loop
@@ -441,37 +429,19 @@ def tags_section(problem: Problem, agreement: Agreement, cases: list[Case]) -> s
 
 
 def header(args: argparse.Namespace, others: float | None) -> str:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    threads = "torch default"
-    if args.threads is not None:
-        threads = "set by --threads"
-    elif os.environ.get("OMP_NUM_THREADS"):
-        threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-    if others is None:
-        contention = "other processes' CPU use during the run: unknown"
-    else:
-        contention = f"other processes used {others:.0%} of the CPU during the run"
-    warning = []
-    if others is not None and others > BUSY_SHARE:
-        warning = [
-            "- **warning**: the CPU was shared with other work; these timings are unreliable"
-        ]
-    if args.check:
-        warning.append("- **--check smoke run**: a handful of calls; not a measurement")
-    try:
-        peer_version = metadata.version("pytorch-crf")
-    except metadata.PackageNotFoundError:
-        peer_version = "?"
+    machine = (
+        f"torch {torch.__version__}, pytorch-crf {bench.version('pytorch-crf')}, device cpu, "
+        f"float32, {bench.threads(args)}"
+    )
     return "\n".join(
         [
-            f"### CRF benchmark: rnnkit vs pytorch-crf vs seed loop ({now})"
-            f"{' [check]' if args.check else ''}",
-            "",
-            f"- command: `{shlex.join(['python', *sys.argv])}`",
-            f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
-            f"pytorch-crf {peer_version}, device cpu, float32, torch threads "
-            f"{torch.get_num_threads()} ({threads}); {contention}",
-            *warning,
+            *bench.header(
+                "CRF benchmark: rnnkit vs pytorch-crf vs seed loop",
+                args,
+                others,
+                machine,
+                "a handful of calls; not a measurement",
+            ),
             f"- problem: batch {args.batch}, padded length {args.length}, lengths uniform in "
             f"[{args.min_length}, {args.length}] (first sentence full length), random emissions "
             f"(requiring grad), gold tags and CRF scores; random seed {args.random_seed}",
@@ -491,49 +461,22 @@ def header(args: argparse.Namespace, others: float | None) -> str:
 
 
 # ------------------------------------------------------------------------------------ main
-def parse_tags(text: str) -> list[int]:
-    try:
-        tags = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SystemExit(f"bad --tags {text!r} (expected numbers, e.g. 9,20)") from None
-    if not tags or min(tags) < 1:
-        raise SystemExit("--tags needs at least one tag count, each ≥ 1")
-    return tags
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tags", default="9,20", help="tag counts, comma-separated (9,20)")
-    parser.add_argument("--batch", type=int, help="sentences per batch (32; check 8)")
-    parser.add_argument("--length", type=int, default=40, help="padded length (40)")
-    parser.add_argument("--min-length", type=int, default=20, help="shortest sentence (20)")
-    parser.add_argument("--warmup", type=int, help="untimed calls per case (5; check 1)")
-    parser.add_argument("--repeats", type=int, help="timed calls per case (50; check 3)")
-    parser.add_argument("--seed-warmup", type=int, help="seed loop: untimed calls (1; check 0)")
-    parser.add_argument("--seed-repeats", type=int, help="seed loop: timed calls (5; check 1)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
-    parser.add_argument("--random-seed", type=int, default=0, help="for the random problem (0)")
-    parser.add_argument(
-        "--check", action="store_true", help="smoke run of a few seconds (batch 8, 3 calls)"
-    )
-    parser.add_argument(
-        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
-    )
-    parser.add_argument("--append", type=Path, help="also append the report to this file")
-    args = parser.parse_args(argv)
-    for key, value in (CHECK if args.check else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    p = bench.parser(__doc__, "a few seconds (batch 8, 3 calls)")
+    p.add_argument("--tags", default=[9, 20], type=bench.int_list, help="tag counts (9,20)")
+    p.add_argument("--batch", type=int, help="sentences per batch (32; quick 8)")
+    p.add_argument("--length", type=int, default=40, help="padded length (40)")
+    p.add_argument("--min-length", type=int, default=20, help="shortest sentence (20)")
+    p.add_argument("--warmup", type=int, help="untimed calls per case (5; quick 1)")
+    p.add_argument("--repeats", type=int, help="timed calls per case (50; quick 3)")
+    p.add_argument("--seed-warmup", type=int, help="seed loop: untimed calls (1; quick 0)")
+    p.add_argument("--seed-repeats", type=int, help="seed loop: timed calls (5; quick 1)")
+    p.add_argument("--random-seed", type=int, default=0, help="for the random problem (0)")
+    args = bench.finish(p, p.parse_args(argv), FULL, QUICK)
     if args.batch < 1 or not 1 <= args.min_length <= args.length:
-        parser.error("need --batch ≥ 1 and 1 ≤ --min-length ≤ --length")
+        p.error("need --batch ≥ 1 and 1 ≤ --min-length ≤ --length")
     if min(args.repeats, args.seed_repeats) < 1 or min(args.warmup, args.seed_warmup) < 0:
-        parser.error("repeats must be ≥ 1 and warm-ups ≥ 0")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be ≥ 1")
-    if args.publish and args.append is not None:
-        parser.error("give --publish or --append, not both")
-    args.tag_list = parse_tags(args.tags)
-    args.target = RESULTS if args.publish else args.append
+        p.error("repeats must be ≥ 1 and warm-ups ≥ 0")
     return args
 
 
@@ -544,15 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         progress("error: pytorch-crf is not installed (pip install pytorch-crf)")
         return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
-    before = cpu_ticks()
-    sections = [tags_section(*bench_tags(tags, args)) for tags in args.tag_list]
-    others = others_share(before)
-    if others is not None and others > BUSY_SHARE:
-        progress(f"warning: other processes used {others:.0%} of the CPU; timings are unreliable")
-    publish(header(args, others) + "\n" + "\n".join(sections), args.target)
+    progress(f"torch threads {torch.get_num_threads()}")
+    before = bench.cpu_ticks()
+    sections = [tags_section(*bench_tags(tags, args)) for tags in args.tags]
+    others = bench.others_share(before)
+    bench.publish(header(args, others) + "\n" + "\n".join(sections), args.target)
     return 0
 
 

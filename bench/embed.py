@@ -48,36 +48,25 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
+import common as bench
 import torch
-from machine import cpu_model, cpu_ticks, others_share, publish
+from common import progress
 
 from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
-from rnnkit.data.batching import move
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks import build_task
 from rnnkit.tasks.embed import EmbedConfig, EmbedTask
 from rnnkit.train import Trainer
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "RESULTS.md"
 RECIPES = {"cbow": "configs/wikitext2-cbow.yaml", "skipgram": "configs/wikitext2-skipgram.yaml"}
 QUICK_LINES = 2000
-# Other processes busier than this share of the CPU during the run make the timings suspect.
-BUSY_SHARE = 0.05
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -108,20 +97,11 @@ def train_rnnkit(task: EmbedTask, config: EmbedConfig) -> Side:
     side = Side(words=task.corpus[0].numel())
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         trainer = Trainer(task, config.train, tmp, log=lambda _: None)
-        model, optimizer = trainer.model, trainer.optimizer
-        model.train()
+        trainer.model.train()
         start = time.perf_counter()
         batches = task.train_batches(1)
-        total = len(batches)
-        for step, batch in enumerate(batches):
-            for group in optimizer.param_groups:
-                group["lr"] = trainer._lr_at(step, total)
-            batch = move(batch, trainer.device)
-            loss = model.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            float(loss.detach())
+        for step, batch in enumerate(batches):  # the epoch's linear decay, as fit sets it
+            trainer.train_step(batch, trainer._lr_at(step, len(batches)))
             side.examples += batch["target"].numel()
         side.seconds = time.perf_counter() - start
     side.loss = task.evaluate()["loss"]
@@ -178,17 +158,9 @@ def score_gensim(task: EmbedTask, model) -> float:
 
 
 # -------------------------------------------------------------------------------- setup
-def resolve(path: str) -> Path:
-    """``path`` as given, or inside the repository root when it is relative and absent."""
-    p = Path(path).expanduser()
-    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
-        return REPO / p
-    return p
-
-
 def load_config(method: str, args: argparse.Namespace, tmp: Path) -> EmbedConfig:
     recipe = args.config or RECIPES[method]
-    base = read_yaml(resolve(recipe))
+    base = read_yaml(bench.resolve(recipe))
     if base.get("task", "embed") != "embed":
         raise SystemExit(f"{recipe} is a '{base['task']}' recipe, not 'embed'")
     extra = parse_overrides(args.overrides)
@@ -220,37 +192,20 @@ def bench_method(method: str, args: argparse.Namespace) -> Run:
 
 # ------------------------------------------------------------------------------- report
 def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> str:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    threads = "torch default"
-    if args.threads is not None:
-        threads = "set by --threads"
-    elif os.environ.get("OMP_NUM_THREADS"):
-        threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-    if others is None:
-        contention = "other processes' CPU use during the run: unknown"
-    else:
-        contention = f"other processes used {others:.0%} of the CPU during the run"
-    warning = []
-    if others is not None and others > BUSY_SHARE:
-        warning.append(
-            "- **warning**: the CPU was shared with other work; these timings are unreliable"
-        )
-    if args.quick:
-        warning.append(f"- **--quick smoke run**: the first {QUICK_LINES:,} lines only")
-    try:
-        peer_version = metadata.version("gensim")
-    except metadata.PackageNotFoundError:
-        peer_version = "?"
     c = runs[0].config
     d, m = c.data, c.model
+    machine = (
+        f"torch {torch.__version__}, gensim {bench.version('gensim')}, device cpu; rnnkit: "
+        f"{bench.threads(args)}; gensim: {args.workers} worker threads"
+    )
     lines = [
-        f"### Word2vec benchmark: rnnkit vs gensim ({now}){' [quick]' if args.quick else ''}",
-        "",
-        f"- command: `{shlex.join(['python', *sys.argv])}`",
-        f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
-        f"gensim {peer_version}, device cpu; rnnkit: torch threads {torch.get_num_threads()} "
-        f"({threads}); gensim: {args.workers} worker threads; {contention}",
-        *warning,
+        *bench.header(
+            "Word2vec benchmark: rnnkit vs gensim",
+            args,
+            others,
+            machine,
+            f"the first {QUICK_LINES:,} lines only",
+        ),  # fmt: skip
         f"- corpus: {d.train}{', lowercased' if d.lowercase else ''}, {runs[0].sentences:,} "
         f"sentences, {runs[0].kit.words:,} words of a {runs[0].vocab:,}-word vocabulary "
         f"(min count {d.min_count}); both sides get the same token lists",
@@ -285,22 +240,15 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench.parser(__doc__, f"--lines {QUICK_LINES}", data_dir=True)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.add_argument(
         "--config", help="one embed recipe for both methods (default: configs/wikitext2-*.yaml)"
     )
     parser.add_argument("--methods", default="cbow,skipgram", help="cbow,skipgram (default)")
-    parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
     parser.add_argument("--lines", type=int, help="train on the first N lines only")
-    parser.add_argument("--quick", action="store_true", help=f"smoke run: --lines {QUICK_LINES}")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     parser.add_argument("--workers", type=int, help="gensim worker threads (default: cores)")
-    parser.add_argument(
-        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
-    )
-    parser.add_argument("--append", type=Path, help="also append the report to this file")
-    args = parser.parse_intermixed_args(argv)
+    args = bench.finish(parser, parser.parse_intermixed_args(argv))
     args.method_list = [x.strip() for x in args.methods.split(",") if x.strip()]
     if not args.method_list or any(x not in RECIPES for x in args.method_list):
         parser.error("--methods takes cbow and/or skipgram, comma-separated")
@@ -308,13 +256,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.lines = QUICK_LINES
     if args.lines is not None and args.lines < 10:
         parser.error("--lines must be ≥ 10")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be ≥ 1")
     args.workers = args.workers or os.cpu_count() or 1
-    if args.publish and args.append is not None:
-        parser.error("give --publish or --append, not both")
-    args.target = RESULTS if args.publish else args.append
-    args.data_dir = resolve(args.data_dir)
     return args
 
 
@@ -325,15 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         progress("error: gensim is not installed (a benchmark-only dependency: pip install gensim)")
         return 2
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    before = cpu_ticks()
+    before = bench.cpu_ticks()
     try:
         runs = [bench_method(method, args) for method in args.method_list]
     except RnnkitError as err:
         progress(f"error: {err}")
         return 2
-    publish(report(runs, args, others_share(before)), args.target)
+    bench.publish(report(runs, args, bench.others_share(before)), args.target)
     return 0
 
 

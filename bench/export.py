@@ -41,54 +41,25 @@ The markdown report goes to stdout, progress to stderr. Needs onnx and onnxrunti
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import common as bench
 import numpy as np
 import torch
-from common import (
-    add_publish_flags,
-    progress,
-    report_target,
-    rot13_ciphertexts,
-    tagger_sentences,
-    train_tiny_model,
-    version,
-)
-from machine import contention as machine_contention
-from machine import cpu_model, cpu_ticks, others_share, publish
+from common import progress, rot13_ciphertexts, tagger_sentences
 
-REPO = Path(__file__).resolve().parent.parent
 MODELS = {"tagger": "tag", "cipher": "cipher"}  # report name → task
 # Flag values that --quick changes (each may still be given explicitly).
 FULL = {"warmup": 20, "repeats": 200}
 QUICK = {"warmup": 3, "repeats": 20}
-BUSY_SHARE = 0.05  # other processes busier than this share of the CPU make timings suspect
-
-
-# ---------------------------------------------------------------------------------- models
-def model_dirs(args: argparse.Namespace, scratch: Path) -> dict[str, Path]:
-    given = {"tagger": args.tagger, "cipher": args.cipher}
-    found = {}
-    for name, task in MODELS.items():
-        if given[name] is None:
-            found[name] = train_tiny_model(task, scratch / task)
-            continue
-        path = Path(given[name]).expanduser().resolve()
-        if not (path / "config.json").is_file():
-            raise SystemExit(f"--{name} {path}: not a model directory (no config.json)")
-        found[name] = path
-    return found
 
 
 # ---------------------------------------------------------------------------------- timing
@@ -210,10 +181,6 @@ def report(
     others: float | None,
     args: argparse.Namespace,
 ) -> str:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    contention, warning = machine_contention(others, BUSY_SHARE)
-    if args.quick:
-        warning.append("- **--quick smoke run**: a few calls per case; not a measurement")
     threads = "set by --threads" if args.threads is not None else "torch's default"
     given = args.tagger or args.cipher
     models = (
@@ -226,17 +193,20 @@ def report(
         f"{r['graphs'][0]['max_abs_diff']:.1g}"
         for name, r in exports.items()
     )
+    machine = (
+        f"Python {platform.python_version()}, torch {torch.__version__}, onnxruntime "
+        f"{bench.version('onnxruntime')}, onnx {bench.version('onnx')}; device cpu, float32; "
+        f"torch threads {torch.get_num_threads()} ({threads}), onnxruntime intra-op threads "
+        f"{args.ort_threads}, inter-op 1"
+    )
     lines = [
-        f"### ONNX export benchmark: onnxruntime vs PyTorch ({now})"
-        f"{' [quick]' if args.quick else ''}",
-        "",
-        f"- command: `{shlex.join(['python', *sys.argv])}`",
-        f"- machine: {os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, "
-        f"torch {torch.__version__}, onnxruntime {version('onnxruntime')}, onnx "
-        f"{version('onnx')}; device cpu, float32; torch threads {torch.get_num_threads()} "
-        f"({threads}), onnxruntime intra-op threads {args.ort_threads}, inter-op 1; "
-        f"{contention}",
-        *warning,
+        *bench.header(
+            "ONNX export benchmark: onnxruntime vs PyTorch",
+            args,
+            others,
+            machine,
+            "a few calls per case; not a measurement",
+        ),  # fmt: skip
         f"- models: {models}; exported by `rnnkit.export.export_onnx` (TorchScript exporter, "
         f"opset {next(iter(exports.values()))['opset']}, parity check on): {exported}",
         "- PyTorch: `Tagger.decode(batch)` / `CipherNet.decode(ids, mask)` under `torch.no_grad()`"
@@ -263,9 +233,8 @@ def report(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run, a few seconds")
-    parser.add_argument("--batches", default="1,64", help="batch sizes, comma-separated (1,64)")
+    parser = bench.parser(__doc__, "a few seconds", threads=False)
+    parser.add_argument("--batches", default=[1, 64], type=bench.int_list, help="sizes (1,64)")
     parser.add_argument("--warmup", type=int, help="untimed calls per case and side (20; q 3)")
     parser.add_argument("--repeats", type=int, help="timed calls per case and side (200; q 20)")
     parser.add_argument(
@@ -273,22 +242,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tagger", metavar="DIR", help="a trained tag model")
     parser.add_argument("--cipher", metavar="DIR", help="a trained cipher model")
-    add_publish_flags(parser)
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    try:
-        args.sizes = [int(b) for b in args.batches.split(",") if b.strip()]
-    except ValueError:
-        parser.error(f"bad --batches {args.batches!r} (expected numbers, e.g. 1,64)")
-    if not args.sizes or min(args.sizes) < 1:
-        parser.error("--batches needs at least one batch size, each ≥ 1")
+    args = bench.finish(parser, parser.parse_args(argv), FULL, QUICK)
+    args.sizes = args.batches
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be ≥ 1 and --warmup ≥ 0")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be ≥ 1")
-    args.target = report_target(parser, args)
     return args
 
 
@@ -300,19 +257,19 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         progress("error: onnx and onnxruntime are not installed (pip install onnx onnxruntime)")
         return 2
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
+    if str(bench.REPO) not in sys.path:
+        sys.path.insert(0, str(bench.REPO))
     import rnnkit
     from rnnkit.export import export_onnx
 
     # Fixed now: training the tiny models imports tests/conftest.py, which sets one thread.
     threads = args.threads if args.threads is not None else torch.get_num_threads()
     args.ort_threads = threads
-    progress(f"torch and onnxruntime threads {threads}, cores {os.cpu_count()}")
+    progress(f"torch and onnxruntime threads {threads}")
     builders = {"tagger": tagger_cases, "cipher": cipher_cases}
     with tempfile.TemporaryDirectory(prefix="rnnkit-bench-export-") as tmp:
         scratch = Path(tmp)
-        dirs = model_dirs(args, scratch)
+        dirs = bench.model_dirs({n: getattr(args, n) for n in MODELS}, MODELS, scratch)
         exports, cases = {}, []
         for name, directory in dirs.items():
             started = time.perf_counter()
@@ -322,12 +279,10 @@ def main(argv: list[str] | None = None) -> int:
             path = exports[name]["graphs"][0]["path"]
             cases += builders[name](task, path, args.sizes, threads)
         torch.set_num_threads(threads)
-        before = cpu_ticks()
+        before = bench.cpu_ticks()
         run_cases(cases, args.warmup, args.repeats)
-        others = others_share(before)
-    if others is not None and others > BUSY_SHARE:
-        progress(f"warning: other processes used {others:.0%} of the CPU; timings are unreliable")
-    publish(report(cases, exports, dirs, others, args), args.target)
+        others = bench.others_share(before)
+    bench.publish(report(cases, exports, dirs, others, args), args.target)
     return 0
 
 

@@ -71,12 +71,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lm as lm_bench
 import torch
-from common import progress
-from machine import cpu_model
+from common import cpu_model, progress
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -618,7 +618,7 @@ class Bench:
         loop = lm_bench.PlainLoop(self.lm_task, config, self.device)
         loop.optimizer = make_optimizer(loop.model, config.train, self.device)  # the Trainer's
         loop.autocast = autocast_dtype(config.train, self.device) is not None
-        return loop
+        return SimpleNamespace(step=lambda: loop.step()[1])  # its tokens are the units here
 
     def tag_bare_loop(self, bf16: bool) -> BareTagLoop:
         config = dataclasses.replace(

@@ -41,24 +41,18 @@ stderr.
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
+import common as bench
 import torch
-from machine import cpu_model, cpu_ticks, others_share, publish
+from common import progress
 from torch import nn
 from torch.nn import functional as F
 
-from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
-from rnnkit.data.batching import move
 from rnnkit.data.text import as_streams, windows
 from rnnkit.errors import RnnkitError
 from rnnkit.nn.language_model import LMModelConfig
@@ -66,7 +60,6 @@ from rnnkit.tasks import build_task
 from rnnkit.tasks.lm import LMConfig, LMTask
 from rnnkit.train import Trainer
 
-REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "configs/shakespeare-char.yaml"
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -76,82 +69,6 @@ TEMPERATURE = 0.8
 # Flag values that --quick changes (each may still be given explicitly).
 FULL = {"seconds": 20.0, "matmul_seconds": 3.0, "gen_tokens": 500, "rounds": 2}
 QUICK = {"seconds": 2.0, "matmul_seconds": 0.5, "gen_tokens": 100, "rounds": 1}
-# Other processes busier than this share of the CPU during the run make the timings suspect.
-BUSY_SHARE = 0.05
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-@dataclass
-class Span:
-    """Training work timed so far for one side."""
-
-    tokens: int = 0
-    steps: int = 0
-    seconds: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
-
-
-Step = Callable[[], int]  # one training update; returns the number of target tokens
-
-
-def run_for(step: Step, seconds: float, span: Span) -> None:
-    """Call ``step`` until ``seconds`` have passed; add the work to ``span``.
-
-    Each step ends by reading the loss as a Python float, which waits for the device.
-    """
-    start = time.perf_counter()
-    while True:
-        span.tokens += step()
-        span.steps += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            break
-    span.seconds += elapsed
-
-
-def endless(batches_of_epoch: Callable[[int], Iterable[Any]]) -> Iterator[Any]:
-    """Epoch 1's batches, then epoch 2's, and so on."""
-    epoch = 0
-    while True:
-        epoch += 1
-        yield from batches_of_epoch(epoch)
-
-
-# -------------------------------------------------------------------------------- rnnkit
-class RnnkitLoop:
-    """``Trainer.fit``'s per-batch work, with the Trainer's model, device and optimizer."""
-
-    def __init__(self, task: LMTask, trainer: Trainer):
-        self.trainer = trainer
-        self.batches = endless(task.train_batches)
-        self.autocast = trainer.device.type == "cuda" and trainer.config.amp
-        trainer.model.train()
-
-    def step(self) -> int:
-        t, c = self.trainer, self.trainer.config
-        for group in t.optimizer.param_groups:
-            group["lr"] = c.lr  # the Trainer sets it every step (no schedule here)
-        batch = move(next(self.batches), t.device)
-        with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss = t.model.loss(batch)
-        t.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.clip_norm:
-            torch.nn.utils.clip_grad_norm_(t.model.parameters(), c.clip_norm)
-        t.optimizer.step()
-        float(loss.detach())  # the Trainer reads the loss every step
-        return batch["target"].numel()
 
 
 # ---------------------------------------------------------------------------- plain loop
@@ -218,7 +135,7 @@ class PlainLoop:
         self.position = 0
         self.state: Any = None
 
-    def step(self) -> int:
+    def step(self) -> tuple[int, int]:
         if self.position == len(self.spans):
             self.position, self.state = 0, None  # a new epoch starts from a fresh state
         start, length = self.spans[self.position]
@@ -236,7 +153,7 @@ class PlainLoop:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
         self.optimizer.step()
         float(loss.detach())
-        return target.numel()
+        return target.shape[0], target.numel()
 
 
 # --------------------------------------------------------------------------------- FLOPs
@@ -251,27 +168,6 @@ class MatmulRate:
     @property
     def shape(self) -> str:
         return f"{self.m}x{self.k} @ {self.k}x{self.n}"
-
-
-def matmul_rate(m: int, k: int, n: int, seconds: float, device: torch.device) -> float:
-    """GFLOP/s of float32 ``torch.mm`` of an ``m x k`` by a ``k x n`` matrix."""
-    a = torch.randn(m, k, device=device)
-    b = torch.randn(k, n, device=device)
-    out = torch.empty(m, n, device=device)
-    inner = max(1, 10_000_000 // (m * k * n))  # calls between clock reads for small products
-    for _ in range(2):
-        torch.mm(a, b, out=out)
-    synchronize(device)
-    calls = 0
-    start = time.perf_counter()
-    while True:
-        for _ in range(inner):
-            torch.mm(a, b, out=out)
-        synchronize(device)
-        calls += inner
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return 2 * m * k * n * calls / elapsed / 1e9
 
 
 def layer_inputs(m: LMModelConfig) -> list[int]:
@@ -323,14 +219,11 @@ def generation_rate(task: LMTask, prompt: str, length: int) -> tuple[float, floa
     return count / elapsed, elapsed
 
 
-# ----------------------------------------------------------------------------- machine
-
-
 # ------------------------------------------------------------------------------ results
 @dataclass
 class Results:
-    kit: Span = field(default_factory=Span)
-    plain: Span = field(default_factory=Span)
+    kit: bench.Rate = field(default_factory=bench.Rate)
+    plain: bench.Rate = field(default_factory=bench.Rate)
     peak: float = 0.0
     steps: list[MatmulRate] = field(default_factory=list)
     generation: float = 0.0
@@ -342,81 +235,66 @@ class Results:
 
 def measure(config: LMConfig, task: LMTask, args: argparse.Namespace) -> Results:
     results = Results()
-    before = cpu_ticks()
+    before = bench.cpu_ticks()
     with tempfile.TemporaryDirectory(prefix="bench-lm-") as tmp:
         trainer = Trainer(task, config.train, tmp, log=lambda _: None)
-        results.optimizer = describe_optimizer(trainer.optimizer)
+        results.optimizer = bench.describe_optimizer(trainer.optimizer)
         results.device = str(trainer.device)
-        kit = RnnkitLoop(task, trainer)
-        plain = PlainLoop(task, config, trainer.device)
-        for _ in range(WARMUP_STEPS):
-            kit.step()
-            plain.step()
+        kit = bench.training_step(
+            trainer,
+            bench.endless(task.train_batches),
+            lambda b: (b["target"].shape[0], b["target"].numel()),
+        )
+        plain = PlainLoop(task, config, trainer.device).step
+        bench.warm(kit, WARMUP_STEPS)
+        bench.warm(plain, WARMUP_STEPS)
         share = args.seconds / args.rounds
         for r in range(1, args.rounds + 1):
             progress(f"training, round {r}/{args.rounds}: rnnkit, then plain, {share:g} s each")
-            run_for(kit.step, share, results.kit)
-            run_for(plain.step, share, results.plain)
-        progress(f"  rnnkit {results.kit.rate:,.0f} tok/s, plain {results.plain.rate:,.0f} tok/s")
+            bench.run_for(kit, share, results.kit)
+            bench.run_for(plain, share, results.plain)
+        kit_rate, plain_rate = results.kit.tokens_per_second, results.plain.tokens_per_second
+        progress(f"  rnnkit {kit_rate:,.0f} tok/s, plain {plain_rate:,.0f} tok/s")
         device = trainer.device
         progress(f"matmul {PEAK_SIZE}x{PEAK_SIZE}")
-        results.peak = matmul_rate(PEAK_SIZE, PEAK_SIZE, PEAK_SIZE, args.matmul_seconds, device)
+        results.peak = bench.matmul_rate(
+            PEAK_SIZE, PEAK_SIZE, PEAK_SIZE, args.matmul_seconds, device
+        )
         for m, k, n, label in step_shapes(config):
             progress(f"matmul {m}x{k} @ {k}x{n}")
-            rate = matmul_rate(m, k, n, args.matmul_seconds, device)
+            rate = bench.matmul_rate(m, k, n, args.matmul_seconds, device)
             results.steps.append(MatmulRate(m, k, n, rate, label))
         progress(f"generating {args.gen_tokens} tokens")
         results.generation, results.generation_seconds = generation_rate(
             task, args.prompt, args.gen_tokens
         )
-    results.others = others_share(before)
+    results.others = bench.others_share(before)
     return results
-
-
-def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
-    fused = optimizer.defaults.get("fused")
-    return f"{type(optimizer).__name__}{' (fused)' if fused else ''}"
 
 
 def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Namespace) -> str:
     m, t, d = config.model, config.train, config.data
     vocab = len(task.vocab)
     flops, how = flops_per_token(m, vocab)
-    kit_gflops = results.kit.rate * flops / 1e9
-    plain_gflops = results.plain.rate * flops / 1e9
-    ratio = results.kit.rate / results.plain.rate if results.plain.rate else float("nan")
+    kit_rate, plain_rate = results.kit.tokens_per_second, results.plain.tokens_per_second
+    kit_gflops, plain_gflops = kit_rate * flops / 1e9, plain_rate * flops / 1e9
+    ratio = kit_rate / plain_rate if plain_rate else float("nan")
     autocast = results.device.startswith("cuda") and t.amp
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    threads = "torch default"
-    if args.threads is not None:
-        threads = "set by --threads"
-    elif os.environ.get("OMP_NUM_THREADS"):
-        threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-    if results.others is None:
-        contention = "other processes' CPU use during the run: unknown"
-    else:
-        contention = f"other processes used {results.others:.0%} of the CPU during the run"
-    warning = []
-    if results.others is not None and results.others > BUSY_SHARE:
-        warning = [
-            "- **warning**: the CPU was shared with other work; these timings are unreliable"
-        ]
     output = "adaptive softmax" if m.adaptive_softmax else "tied" if m.tie_weights else "full"
     lines = [
-        f"### LM benchmark: rnnkit vs plain PyTorch ({now}){' [quick]' if args.quick else ''}",
-        "",
-        f"- command: `{shlex.join(['python', *sys.argv])}`",
-        f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
-        f"device {results.device}, torch threads {torch.get_num_threads()} ({threads}); "
-        f"{contention}",
-        *warning,
+        *bench.header(
+            "LM benchmark: rnnkit vs plain PyTorch",
+            args,
+            results.others,
+            f"torch {torch.__version__}, device {results.device}, {bench.threads(args)}",
+        ),
         f"- recipe: `{args.config}`, data {d.train} ({d.level} level), "
         f"{task.ids('train').numel():,} training tokens",
         f"- sizes: embedding {m.embedding_dim}, hidden {m.hidden_size}, layers {m.layers}, "
         f"rnn {m.rnn}, vocab {vocab:,}, output {output}, batch {t.batch_size}, bptt {d.bptt}; "
         f"dropout {m.dropout}, embedding dropout {m.embedding_dropout}"
         f"{', bf16 autocast on both sides' if autocast else ''}",
-        f"- rnnkit: {results.optimizer} lr {t.lr}, clip_norm {t.clip_norm}; plain: Adam "
+        f"- rnnkit: {results.optimizer}, clip_norm {t.clip_norm}; plain: Adam "
         f"(not fused) lr {t.lr}, clip_norm {t.clip_norm}",
         f"- training: {WARMUP_STEPS} warm-up steps, then {args.seconds:g} s per side in "
         f"{args.rounds} alternating round(s): rnnkit {results.kit.steps:,} steps in "
@@ -425,8 +303,8 @@ def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Name
         "",
         "| measure | value |",
         "|---|---:|",
-        f"| rnnkit training, tokens/s | {results.kit.rate:,.0f} |",
-        f"| plain loop training, tokens/s | {results.plain.rate:,.0f} |",
+        f"| rnnkit training, tokens/s | {kit_rate:,.0f} |",
+        f"| plain loop training, tokens/s | {plain_rate:,.0f} |",
         f"| ratio rnnkit / plain | **{ratio:.3f}** |",
         f"| model FLOPs per token (training = 3 x forward) | {flops / 1e6:,.3f} M |",
         f"| achieved GFLOP/s, rnnkit (plain) | {kit_gflops:,.2f} ({plain_gflops:,.2f}) |",
@@ -453,59 +331,34 @@ def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Name
 
 
 # ------------------------------------------------------------------------------------ main
-def resolve(path: str) -> Path:
-    """``path`` as given, or inside the repository root when it is relative and absent."""
-    p = Path(path).expanduser()
-    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
-        return REPO / p
-    return p
-
-
-def load_config(args: argparse.Namespace) -> LMConfig:
-    base = read_yaml(resolve(args.config))
-    if base.get("task", "lm") != "lm":
-        raise SystemExit(f"{args.config} is a '{base['task']}' recipe, not 'lm'")
-    return from_dict(LMConfig, merge(base, parse_overrides(args.overrides)))
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
-    parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
-    parser.add_argument("--quick", action="store_true", help="~2 s spans, 100 generated tokens")
-    parser.add_argument("--append", type=Path, help="also append the report to this file")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
-    parser.add_argument("--seconds", type=float, help="training time per side (20; quick 2)")
-    parser.add_argument("--rounds", type=int, help="alternating rounds per side (2; quick 1)")
-    parser.add_argument("--matmul-seconds", type=float, help="time per matmul shape (3; quick 0.5)")
-    parser.add_argument("--gen-tokens", type=int, help="tokens to generate (500; quick 100)")
-    parser.add_argument("--prompt", default="", help="generation prompt (default: none)")
-    args = parser.parse_intermixed_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    p = bench.parser(__doc__, "~2 s spans, 100 generated tokens", data_dir=True)
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
+    p.add_argument("--seconds", type=float, help="training time per side (20; quick 2)")
+    p.add_argument("--rounds", type=int, help="alternating rounds per side (2; quick 1)")
+    p.add_argument("--matmul-seconds", type=float, help="time per matmul shape (3; quick 0.5)")
+    p.add_argument("--gen-tokens", type=int, help="tokens to generate (500; quick 100)")
+    p.add_argument("--prompt", default="", help="generation prompt (default: none)")
+    args = bench.finish(p, p.parse_intermixed_args(argv), FULL, QUICK)
     if args.rounds < 1 or args.seconds <= 0 or args.gen_tokens < 1:
-        parser.error("--rounds and --gen-tokens must be ≥ 1 and --seconds > 0")
+        p.error("--rounds and --gen-tokens must be ≥ 1 and --seconds > 0")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     try:
-        config = load_config(args)
+        config = bench.load_recipe(args.config, "lm", LMConfig, args.overrides)
         progress(
             f"building the task ({config.data.train}, torch threads {torch.get_num_threads()})"
         )
-        task = build_task("lm", config, resolve(args.data_dir))
+        task = build_task("lm", config, args.data_dir)
         results = measure(config, task, args)
     except RnnkitError as err:
         progress(f"error: {err}")
         return 2
-    text = report(config, task, results, args)
-    publish(text, args.append)
+    bench.publish(report(config, task, results, args), args.target)
     return 0
 
 

@@ -51,21 +51,16 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import common as bench
 import torch
-from common import add_publish_flags, progress, report_target
-from machine import contention, cpu_model, cpu_ticks, publish
+from common import progress, resolve
 
-from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks import task_class
 
-REPO = Path(__file__).resolve().parent.parent
-# Other processes busier than this share of the CPU during a run make its timings suspect.
-BUSY_SHARE = 0.05
 # Smaller models and a higher learning rate for --quick, so that a dev target is met in seconds.
 QUICK_TAG = [
     "model.word_dim=32",
@@ -120,20 +115,6 @@ class Workload:
         return value >= self.target if self.higher_is_better else value <= self.target
 
 
-def resolve(path: str) -> Path:
-    """``path`` as given, or inside the repository root when it is relative and absent."""
-    p = Path(path).expanduser()
-    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
-        return REPO / p
-    return p.resolve()
-
-
-def load_config(task: str, recipe: str, overrides: list[str]) -> Any:
-    """The recipe with its overrides, checked the CLI's way (so a bad key stops us here)."""
-    base = read_yaml(resolve(recipe))
-    return from_dict(task_class(task).config_class(), merge(base, parse_overrides(overrides)))
-
-
 def workloads(args: argparse.Namespace) -> list[Workload]:
     budget = [
         "train.progress=false",
@@ -145,8 +126,8 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
     ]
     tag = [*(QUICK_TAG if args.quick else []), *budget, f"train.max_steps={args.tag_steps}"]
     lm = [*(QUICK_LM if args.quick else []), *budget, f"train.max_steps={args.lm_steps}"]
-    tag_config = load_config("tag", args.tag_config, tag)
-    lm_config = load_config("lm", args.lm_config, lm)
+    tag_config = bench.load_recipe(args.tag_config, "tag", task_class("tag").config_class(), tag)
+    lm_config = bench.load_recipe(args.lm_config, "lm", task_class("lm").config_class(), lm)
     tag_batch = tag_config.train.batch_size
     lm_batch, bptt = lm_config.train.batch_size, lm_config.data.bptt
     found = [
@@ -230,17 +211,6 @@ def children_ticks() -> int:
     return round((times.children_user + times.children_system) * os.sysconf("SC_CLK_TCK"))
 
 
-def others_share(before: tuple[tuple[int, int, int] | None, int]) -> float | None:
-    """Share of the whole CPU used by processes other than this one and its children."""
-    ticks, children = before
-    after = cpu_ticks()
-    if ticks is None or after is None or after[0] <= ticks[0]:
-        return None
-    total, busy, own = (a - b for a, b in zip(after, ticks, strict=True))
-    ours = own + children_ticks() - children
-    return max(0.0, busy - ours) / total
-
-
 def command_for(w: Workload, processes: int, out: Path, data_dir: Path) -> list[str]:
     launch = [sys.executable, "-m", "rnnkit"]
     if processes > 1:
@@ -263,17 +233,17 @@ def shown_command(w: Workload, processes: int, threads: int, data_dir: str) -> s
 def run_one(w: Workload, processes: int, args: argparse.Namespace, tmp: Path) -> Run:
     threads = max(1, args.threads // processes)
     run = Run(w, processes, threads)
-    run.command = shown_command(w, processes, threads, args.data_dir)
+    run.command = shown_command(w, processes, threads, args.shown_data_dir)
     out = tmp / f"{w.task}-{processes}p"
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(bench.REPO), env.get("PYTHONPATH")]))
     progress(f"{w.name}: {processes} process(es) x {threads} thread(s), {w.overrides[-1]}")
-    before = (cpu_ticks(), children_ticks())
+    before, children = bench.cpu_ticks(), children_ticks()
     start = time.perf_counter()
     try:
         done = subprocess.run(
-            command_for(w, processes, out, resolve(args.data_dir)),
-            cwd=REPO,
+            command_for(w, processes, out, args.data_dir),
+            cwd=bench.REPO,
             env=env,
             capture_output=True,
             text=True,
@@ -286,7 +256,7 @@ def run_one(w: Workload, processes: int, args: argparse.Namespace, tmp: Path) ->
     except subprocess.TimeoutExpired:
         run.error = "timed out (the guard did not stop it)"
     run.wall_s = time.perf_counter() - start
-    run.others = others_share(before)
+    run.others = bench.others_share(before, children_ticks() - children)  # torchrun's too
     state_file = out / "trainer.json"
     if state_file.exists():
         state = json.loads(state_file.read_text(encoding="utf-8"))["state"]
@@ -359,30 +329,26 @@ def record_lines(runs: list[Run]) -> list[str]:
 
 
 def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     shares = [r.others for r in runs if r.others is not None]
-    busiest = max(shares) if shares else None
-    busy_line, warning = contention(busiest, BUSY_SHARE)
-    if args.quick:
-        warning.append(
-            "- **--quick smoke run**: smaller models and a higher learning rate than the "
-            "recipes, seconds of training; not a measurement of the recipes"
-        )
     splits = ", ".join(
         f"{p} process{'es' if p > 1 else ''} × {max(1, args.threads // p)} thread"
         f"{'s' if max(1, args.threads // p) > 1 else ''}"
         for p in args.proc_list
     )
-    lines = [
-        f"### Scale benchmark: 1 process vs {max(args.proc_list)} (torchrun + DDP, gloo) on "
-        f"{os.cpu_count()} CPU cores ({now}){' [quick]' if args.quick else ''}",
-        "",
-        f"- command: `{shlex.join(['python', *sys.argv])}` ({total_s / 60:.1f} min in all)",
-        f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, device "
-        f"cpu, float32; {splits} (set by OMP_NUM_THREADS for each run); runs one after the "
-        f"other; busiest run: {busy_line}",
-        *warning,
-    ]
+    machine = (
+        f"torch {torch.__version__}, device cpu, float32; {splits} (set by OMP_NUM_THREADS for "
+        "each run); runs one after the other (the busiest run)"
+    )
+    title = f"Scale benchmark: 1 process vs {max(args.proc_list)} (torchrun + DDP, gloo) on "
+    lines = bench.header(
+        f"{title}{os.cpu_count()} CPU cores",
+        args,
+        max(shares) if shares else None,
+        machine,
+        "smaller models and a higher learning rate than the recipes, seconds of training; "
+        "not a measurement of the recipes",
+    )
+    lines[2] = lines[2][:-1] + f"` ({total_s / 60:.1f} min in all)"
     for w in {id(r.workload): r.workload for r in runs}.values():
         goal = "≥" if w.higher_is_better else "≤"
         shown = [o for o in w.overrides if not o.startswith(("train.progress", "train.check"))]
@@ -405,10 +371,7 @@ def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small models, ~1 minute in all")
-    add_publish_flags(parser)
-    parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
+    parser = bench.parser(__doc__, "small models, ~1 minute in all", data_dir=True, threads=False)
     parser.add_argument("--procs", default="1,2", help="process counts to compare (1,2)")
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="threads shared out (cores)"
@@ -424,9 +387,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--guard-minutes", type=float, help="train.max_minutes, a guard (15; quick 2)"
     )
     args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args.shown_data_dir = args.data_dir  # as typed, for the commands the report shows
+    args = bench.finish(parser, args, FULL, QUICK)
     try:
         args.proc_list = sorted({int(p) for p in args.procs.split(",") if p.strip()})
     except ValueError:
@@ -438,7 +400,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--tasks takes tag, lm or both")
     if min(args.tag_steps, args.lm_steps, args.threads) < 1 or args.guard_minutes <= 0:
         parser.error("step budgets and --threads must be ≥ 1, --guard-minutes > 0")
-    args.target_file = report_target(parser, args)
     return args
 
 
@@ -456,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
             for processes in args.proc_list:
                 runs.append(run_one(w, processes, args, Path(tmp)))
     text = report(runs, args, time.perf_counter() - started)
-    publish(text, args.target_file)
+    bench.publish(text, args.target)
     return 1 if any(r.error for r in runs) else 0
 
 

@@ -49,30 +49,18 @@ import asyncio
 import math
 import os
 import platform
-import shlex
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
+import common as bench
 import httpx
-from common import (
-    add_publish_flags,
-    progress,
-    report_target,
-    rot13_ciphertexts,
-    tagger_sentences,
-    train_tiny_model,
-    version,
-)
-from machine import contention as machine_contention
-from machine import cpu_model, cpu_ticks, publish
+from common import progress, rot13_ciphertexts, tagger_sentences
 
-REPO = Path(__file__).resolve().parent.parent
 # Served name → the task of its tiny model.
 MODELS = {"tagger": "tag", "cipher": "cipher", "translator": "translate"}
 MODES = {"on": [], "off": ["--no-batching"]}
@@ -83,8 +71,6 @@ SHOWN_FAILURES = 5  # failure messages printed per run
 # Flag values that --quick changes (each may still be given explicitly).
 FULL = {"requests": 5_000, "translator_requests": 1_000, "warmup": 64, "max_seconds": 300.0}
 QUICK = {"requests": 200, "translator_requests": 50, "warmup": 8, "max_seconds": 60.0}
-# Other processes busier than this share of the CPU during the run make the timings suspect.
-BUSY_SHARE = 0.05
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -104,29 +90,10 @@ INPUTS = {"tagger": tagger_sentences, "cipher": rot13_ciphertexts, "translator":
 
 
 # ---------------------------------------------------------------------------------- models
-def is_model_dir(path: Path) -> bool:
-    return (path / "config.json").is_file()
-
-
 def model_dirs(args: argparse.Namespace, scratch: Path) -> dict[str, Path]:
     """Served name → model directory: given, found under --models-from, or trained."""
-    given = {"tagger": args.tagger, "cipher": args.cipher, "translator": args.translator}
-    found: dict[str, Path] = {}
-    for name, task in MODELS.items():
-        if given[name] is not None:
-            path = Path(given[name]).expanduser().resolve()  # the server runs in the repo root
-            if not is_model_dir(path):
-                raise SystemExit(f"--{name} {path}: not a model directory (no config.json)")
-            found[name] = path
-            continue
-        root = Path(args.models_from).expanduser().resolve() if args.models_from else scratch
-        for candidate in (root / name, root / task / "model"):
-            if is_model_dir(candidate):
-                found[name] = candidate
-                break
-        else:
-            found[name] = train_tiny_model(task, root / task)
-    return found
+    root = Path(args.models_from).expanduser().resolve() if args.models_from else scratch
+    return bench.model_dirs({n: getattr(args, n) for n in MODELS}, MODELS, root)
 
 
 def describe_models(dirs: dict[str, Path], args: argparse.Namespace) -> str:
@@ -201,7 +168,7 @@ def start_server(dirs: dict[str, Path], mode: str, device: str, log: Path) -> Se
     argv += ["--host", "127.0.0.1", "--port", str(port), "--device", device]
     argv += ["--log-level", "warning", *MODES[mode]]
     with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=bench.REPO)
     server = Server(process, f"http://127.0.0.1:{port}", log, argv)
     deadline = time.monotonic() + STARTUP_S
     try:
@@ -333,16 +300,6 @@ class Run:
     @property
     def failed(self) -> int:
         return len(self.load.failures)
-
-
-def others_share(before: tuple[int, int, int] | None, servers_s: float) -> float | None:
-    """Share of the whole CPU that processes other than this one and its servers (which used
-    ``servers_s`` CPU seconds) used since ``before``."""
-    after = cpu_ticks()
-    if before is None or after is None or after[0] <= before[0]:
-        return None
-    total, busy, own = (a - b for a, b in zip(after, before, strict=True))
-    return max(0.0, busy - own - servers_s * TICK) / total
 
 
 def delta(after: float | None, before: float | None) -> float | None:
@@ -477,16 +434,19 @@ def report(
     others: float | None,
     args: argparse.Namespace,
 ) -> str:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    contention, warning = machine_contention(others, BUSY_SHARE)
-    if args.quick:
-        warning.append("- **--quick smoke run**: a few hundred requests; not a measurement")
+    machine = (
+        f"Python {platform.python_version()}, torch {bench.version('torch')}, uvicorn "
+        f"{bench.version('uvicorn')}, fastapi {bench.version('fastapi')}, httpx "
+        f"{bench.version('httpx')}; server device {args.device}, torch threads its default"
+    )
+    lines = bench.header("Serve benchmark: `rnnkit serve`, micro-batching on vs off", args, others,
+                         machine, "a few hundred requests; not a measurement")  # fmt: skip
     failed = sum(r.failed for r in runs.values())
     if failed:
-        warning.append(f"- **{failed:,} requests FAILED**: the figures below do not count them")
+        lines.append(f"- **{failed:,} requests FAILED**: the figures below do not count them")
     stopped = [f"{r.model} (batching {r.mode})" for r in runs.values() if r.load.stopped]
     if stopped:
-        warning.append(
+        lines.append(
             f"- **stopped at --max-seconds {args.max_seconds:g}** before the request count: "
             + ", ".join(stopped)
         )
@@ -507,16 +467,7 @@ def report(
         *(f"--model {n}=DIR" for n in MODELS),
         "--host 127.0.0.1 --port PORT --log-level warning [--no-batching]",
     ]
-    lines = [
-        f"### Serve benchmark: `rnnkit serve`, micro-batching on vs off ({now})"
-        f"{' [quick]' if args.quick else ''}",
-        "",
-        f"- command: `{shlex.join(['python', *sys.argv])}`",
-        f"- machine: {os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, "
-        f"torch {version('torch')}, uvicorn {version('uvicorn')}, fastapi {version('fastapi')}, "
-        f"httpx {version('httpx')}; server device {args.device}, torch threads its default; "
-        f"{contention}",
-        *warning,
+    lines += [
         f"- server: `{' '.join(example)}`, its other limits at their defaults (batching on: "
         "at most 64 inputs per predict call, 2 ms wait for stragglers); one server per mode, "
         "the models loaded in turn",
@@ -543,8 +494,7 @@ def report(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run, under a minute")
+    parser = bench.parser(__doc__, "under a minute", threads=False)
     parser.add_argument("--requests", type=int, help="tagger and cipher requests (5000; q 200)")
     parser.add_argument("--translator-requests", type=int, help="translator requests (1000; q 50)")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (32)")
@@ -555,26 +505,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cipher", metavar="DIR", help="a trained cipher model to serve")
     parser.add_argument("--translator", metavar="DIR", help="a trained translate model to serve")
     parser.add_argument("--device", default="cpu", help="the server's device (cpu)")
-    add_publish_flags(parser)
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = bench.finish(parser, parser.parse_args(argv), FULL, QUICK)
     if min(args.requests, args.translator_requests, args.concurrency) < 1 or args.warmup < 0:
         parser.error("--requests, --translator-requests and --concurrency must be ≥ 1")
     if args.max_seconds <= 0:
         parser.error("--max-seconds must be > 0")
-    args.target = report_target(parser, args)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    progress(f"cores {os.cpu_count()}")
     with tempfile.TemporaryDirectory(prefix="rnnkit-bench-serve-") as tmp:
         scratch = Path(tmp)
         dirs = model_dirs(args, scratch)
-        before = cpu_ticks()
+        before = bench.cpu_ticks()
         runs: dict[tuple[str, str], Run] = {}
         totals: dict[str, dict[str, float | None]] = {}
         try:
@@ -585,19 +529,17 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"error: {err}")
             return 2
     servers_s = sum(t["cpu_s"] or 0.0 for t in totals.values())
-    others = others_share(before, servers_s)
-    if others is not None and others > BUSY_SHARE:
-        progress(f"warning: other processes used {others:.0%} of the CPU; timings are unreliable")
+    others = bench.others_share(before, servers_s * TICK)  # the servers' ticks are ours
     failed = sum(r.failed for r in runs.values())
     text = report(runs, totals, dirs, others, args)
     if failed:
         for run in runs.values():
             if run.failed:
                 shout_failures(run)
-        publish(text, None)
+        bench.publish(text, None)
         progress(f"!!! {failed:,} requests failed; nothing published !!!")
         return 1
-    publish(text, args.target)
+    bench.publish(text, args.target)
     return 0
 
 

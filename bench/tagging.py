@@ -56,26 +56,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import os
 import random
-import shlex
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
+import common as bench
 import torch
+from common import Rate, Step, median_seconds, progress, run_for, run_steps, warm
 from crf import SeedLoopCRF
-from machine import cpu_model, cpu_ticks, others_share, publish
 from torch import nn
 
-from rnnkit.config import from_dict, read_yaml
 from rnnkit.data.batching import move
 from rnnkit.data.text import resolve_data_path
 from rnnkit.errors import RnnkitError
@@ -85,8 +80,6 @@ from rnnkit.tasks import build_task
 from rnnkit.tasks.tag import TagConfig, TagTask
 from rnnkit.train import Trainer
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "RESULTS.md"
 DEFAULT_RECIPES = "configs/ewt-upos.yaml,configs/uner-ewt-ner.yaml"
 # The seed tutorial's "realistic" size.
 SEED_WORDS = 10_000
@@ -122,116 +115,6 @@ QUICK = {
     "latency_sentences": 5,
     "tag_repeats": 1,
 }
-# Other processes busier than this share of the CPU during the run make the timings suspect.
-BUSY_SHARE = 0.05
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------- timing
-@dataclass
-class Rate:
-    """Training or tagging work timed so far."""
-
-    sentences: int = 0
-    tokens: int = 0
-    calls: int = 0
-    seconds: float = 0.0
-
-    @property
-    def per_second(self) -> float:
-        return self.sentences / self.seconds if self.seconds > 0 else float("nan")
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
-
-
-Step = Callable[[], tuple[int, int]]  # one update (or call); returns (sentences, tokens)
-
-
-def run_for(step: Step, seconds: float) -> Rate:
-    """Call ``step`` until ``seconds`` have passed (at least once)."""
-    rate = Rate()
-    start = time.perf_counter()
-    while True:
-        sentences, tokens = step()
-        rate.sentences += sentences
-        rate.tokens += tokens
-        rate.calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            rate.seconds = elapsed
-            return rate
-
-
-def run_steps(step: Step, count: int) -> Rate:
-    """Call ``step`` ``count`` times."""
-    rate = Rate()
-    start = time.perf_counter()
-    for _ in range(count):
-        sentences, tokens = step()
-        rate.sentences += sentences
-        rate.tokens += tokens
-    rate.calls = count
-    rate.seconds = time.perf_counter() - start
-    return rate
-
-
-def warm(step: Step, count: int = WARMUP_STEPS) -> None:
-    for _ in range(count):
-        step()
-
-
-def median_seconds(call: Callable[[], object], repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
-def endless(batches_of_epoch: Callable[[int], Iterable[Any]]) -> Iterator[Any]:
-    """Epoch 1's batches, then epoch 2's, and so on."""
-    for epoch in itertools.count(1):
-        yield from batches_of_epoch(epoch)
-
-
-# ------------------------------------------------------------------------ rnnkit training
-class KitLoop:
-    """``Trainer.fit``'s per-batch work, with the Trainer's model, device and optimizer."""
-
-    def __init__(self, trainer: Trainer, batches: Iterator[dict[str, torch.Tensor]]):
-        self.trainer = trainer
-        self.batches = batches
-        self.autocast = trainer.device.type == "cuda" and trainer.config.amp
-        trainer.model.train()
-
-    def step(self) -> tuple[int, int]:
-        t, c = self.trainer, self.trainer.config
-        for group in t.optimizer.param_groups:
-            group["lr"] = c.lr  # the Trainer sets it every step (no schedule here)
-        batch = next(self.batches)
-        mask = batch["mask"]
-        sentences, tokens = mask.shape[0], int(mask.sum())
-        batch = move(batch, t.device)
-        with torch.autocast(t.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss = t.model.loss(batch)
-        t.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if c.clip_norm:
-            torch.nn.utils.clip_grad_norm_(t.model.parameters(), c.clip_norm)
-        t.optimizer.step()
-        float(loss.detach())  # the Trainer reads the loss every step
-        return sentences, tokens
-
-
-def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
-    fused = optimizer.defaults.get("fused")
-    return f"{type(optimizer).__name__}{' (fused)' if fused else ''} lr {optimizer.defaults['lr']}"
 
 
 # ----------------------------------------------------------------------- synthetic corpus
@@ -334,22 +217,25 @@ def decode_step(model: Tagger, batch: dict[str, torch.Tensor]) -> Step:
     return step
 
 
+def counted(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    return batch["mask"].shape[0], int(batch["mask"].sum())
+
+
 def bench_seed_size_kit(corpus: Corpus, args: argparse.Namespace) -> SeedSizeKit:
     out = SeedSizeKit()
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
         crf_trainer = seed_size_trainer("crf", args, tmp)
         soft_trainer = seed_size_trainer("softmax", args, tmp)
-        out.optimizer = describe_optimizer(crf_trainer.optimizer)
+        out.optimizer = bench.describe_optimizer(crf_trainer.optimizer)
         out.device = str(crf_trainer.device)
         device = crf_trainer.device
         for size in args.batch_list:
             batches = corpus.batches(size)
             progress(f"seed size, rnnkit, batch {size}: {args.seconds:g} s each part")
             for name, trainer in (("crf", crf_trainer), ("softmax", soft_trainer)):
-                loop = KitLoop(trainer, itertools.cycle(batches))
-                warm(loop.step)
-                rate = run_for(loop.step, args.seconds)
-                (out.train if name == "crf" else out.softmax)[size] = rate
+                step = bench.training_step(trainer, itertools.cycle(batches), counted)
+                warm(step)
+                (out.train if name == "crf" else out.softmax)[size] = run_for(step, args.seconds)
             crf_step = crf_only_step(size, device)
             warm(crf_step)
             out.crf_only[size] = run_for(crf_step, args.seconds)
@@ -515,15 +401,12 @@ def bench_recipe(
     path: str, args: argparse.Namespace, contextual: list[str] | None = None
 ) -> RecipeResult:
     out = RecipeResult(path + (" + contextual" if contextual else ""))
-    base = read_yaml(resolve(path))
-    if base.get("task") != "tag":
-        raise SystemExit(f"{path} is a {base.get('task')!r} recipe, not 'tag'")
-    config = from_dict(TagConfig, base)
+    config = bench.load_recipe(path, "tag", TagConfig)
     if contextual:
         config.model.contextual = contextual
     config.train.device = args.device
     out.model = describe_model(config)
-    data_dir = resolve(args.data_dir)
+    data_dir = args.data_dir
     missing = missing_files(config, data_dir)
     if missing:
         out.note = f"skipped: {', '.join(missing)} not found under {data_dir}"
@@ -535,16 +418,16 @@ def bench_recipe(
     out.batch = config.train.batch_size
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
         trainer = Trainer(task, config.train, tmp, log=lambda _: None)
-        out.model += f"; {describe_optimizer(trainer.optimizer)}"
-        loop = KitLoop(trainer, endless(task.train_batches))
-        warm(loop.step)
+        out.model += f"; {bench.describe_optimizer(trainer.optimizer)}"
+        step = bench.training_step(trainer, bench.endless(task.train_batches), counted)
+        warm(step)
         progress(f"  training: {args.steps} steps")
-        out.train = run_steps(loop.step, args.steps)
+        out.train = run_steps(step, args.steps)
         progress(f"  {out.train.per_second:,.0f} sent/s, {out.train.tokens_per_second:,.0f} tok/s")
         if contextual:  # the same batches again: every sentence's features now cached
-            again = KitLoop(trainer, endless(task.train_batches))
-            warm(again.step)
-            out.cached = run_steps(again.step, args.steps)
+            again = bench.training_step(trainer, bench.endless(task.train_batches), counted)
+            warm(again)
+            out.cached = run_steps(again, args.steps)
             progress(f"  cached: {out.cached.per_second:,.0f} sent/s")
     dev = [s.tokens for s in task.sentences("dev") if s.tokens]
     chosen = pick_latency_sentences(dev, args.latency_sentences)
@@ -641,7 +524,7 @@ def tagging_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult])
     ]
     for size, rate in kit.tagging.items():
         lines.append(
-            f"| seed size, rnnkit `Tagger.decode` | {size} | {rate.seconds / rate.calls * 1e3:.1f} "
+            f"| seed size, rnnkit `Tagger.decode` | {size} | {rate.seconds / rate.steps * 1e3:.1f} "
             f"| {rate.per_second:,.0f} | {rate.tokens_per_second:,.0f} |"
         )
     lines.append(
@@ -671,37 +554,23 @@ def report(
     others: float | None,
     args: argparse.Namespace,
 ) -> str:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    threads = "torch default"
-    if args.threads is not None:
-        threads = "set by --threads"
-    elif os.environ.get("OMP_NUM_THREADS"):
-        threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-    if others is None:
-        contention = "other processes' CPU use during the run: unknown"
-    else:
-        contention = f"other processes used {others:.0%} of the CPU during the run"
-    warning = []
-    if others is not None and others > BUSY_SHARE:
-        warning.append(
-            "- **warning**: the CPU was shared with other work; these timings are unreliable"
-        )
-    if args.quick:
-        warning.append("- **--quick smoke run**: a handful of steps; not a measurement")
     verdicts = ", ".join(
         f"batch {size}: {rate.per_second:,.0f} sent/s, "
         f"{'met' if rate.per_second >= TARGET else '**not met**'}"
         for size, rate in kit.train.items()
     )
+    machine = (
+        f"torch {torch.__version__}, rnnkit device {kit.device} (seed side: cpu), float32, "
+        f"{bench.threads(args)}"
+    )
     lines = [
-        f"### Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF ({now})"
-        f"{' [quick]' if args.quick else ''}",
-        "",
-        f"- command: `{shlex.join(['python', *sys.argv])}`",
-        f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
-        f"rnnkit device {kit.device} (seed side: cpu), float32, torch threads "
-        f"{torch.get_num_threads()} ({threads}); {contention}",
-        *warning,
+        *bench.header(
+            "Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF",
+            args,
+            others,
+            machine,
+            "a handful of steps; not a measurement",
+        ),
         f"- seed size: {SEED_REAL_TAGS} tags + begin/end = {SEED_REAL_TAGS + 2} (rnnkit: "
         f"{SEED_REAL_TAGS} tags with start/end score vectors), length {SEED_LENGTH}, embedding "
         f"{SEED_EMBEDDING}, BiLSTM hidden {SEED_HIDDEN} ({SEED_HIDDEN // 2} per direction), "
@@ -712,7 +581,7 @@ def report(
         "per batch size",
         f"- seed's algorithm: one sentence per update, SGD lr {SEED_LR}, weight decay "
         f"{SEED_WEIGHT_DECAY}, random initial LSTM state; {args.seed_warmup} warm-up sentences, "
-        f"then {seed.loop.calls} (per-tag loop) and {seed.vectorised.calls} (forward "
+        f"then {seed.loop.steps} (per-tag loop) and {seed.vectorised.steps} (forward "
         f"vectorised) timed; log Z of both forward algorithms agree to {seed.agreement:.1e}",
         f"- target ≥ {TARGET:,.0f} training sentences/s at the seed size: {verdicts}",
         f"- for scale, quoted by the issue (not measured here): {QUOTED}",
@@ -742,7 +611,7 @@ def report(
             continue
         lines.append(
             f"- `{r.path}`: {r.model}; {r.sentences:,} training sentences; {WARMUP_STEPS} "
-            f"warm-up steps then {r.train.calls} timed ({r.train.seconds:.1f} s, batch making "
+            f"warm-up steps then {r.train.steps} timed ({r.train.seconds:.1f} s, batch making "
             f"included); tagging after those steps, `task.tag` (batch making and tag strings "
             f"included): one sentence = median of {r.latency_count} dev sentences of the median "
             f"length ({r.latency_length}); batches = {r.sample} random dev sentences, median of "
@@ -753,96 +622,57 @@ def report(
 
 
 # ------------------------------------------------------------------------------------ main
-def resolve(path: str) -> Path:
-    """``path`` as given, or inside the repository root when it is relative and absent."""
-    p = Path(path).expanduser()
-    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
-        return REPO / p
-    return p
-
-
-def parse_sizes(text: str, flag: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SystemExit(f"bad {flag} {text!r} (expected numbers, e.g. 32,128)") from None
-    if not sizes or min(sizes) < 1:
-        raise SystemExit(f"{flag} needs at least one size, each ≥ 1")
-    return sizes
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run, well under 20 s")
-    parser.add_argument("--batches", default="32,128", help="seed-size rnnkit batch sizes")
-    parser.add_argument("--seconds", type=float, help="seed size: time per timed part (5; q 0.3)")
-    parser.add_argument("--steps", type=int, help="recipes: timed training steps (60; quick 3)")
-    parser.add_argument("--seed-sentences", type=int, help="seed loop: timed sentences (30; q 3)")
-    parser.add_argument(
+    p = bench.parser(__doc__, "well under 20 s", data_dir=True)
+    p.add_argument("--batches", default=[32, 128], type=bench.int_list, help="seed-size batches")
+    p.add_argument("--seconds", type=float, help="seed size: time per timed part (5; q 0.3)")
+    p.add_argument("--steps", type=int, help="recipes: timed training steps (60; quick 3)")
+    p.add_argument("--seed-sentences", type=int, help="seed loop: timed sentences (30; q 3)")
+    p.add_argument(
         "--vectorised-sentences", type=int, help="seed, forward vectorised: timed (120; q 10)"
     )
-    parser.add_argument("--seed-warmup", type=int, help="seed: warm-up sentences (3; quick 1)")
-    parser.add_argument(
-        "--latency-sentences", type=int, help="one-sentence tagging calls (50; quick 5)"
-    )
-    parser.add_argument("--tag-repeats", type=int, help="batch tagging runs, median (3; q 1)")
-    parser.add_argument(
+    p.add_argument("--seed-warmup", type=int, help="seed: warm-up sentences (3; quick 1)")
+    p.add_argument("--latency-sentences", type=int, help="one-sentence tagging calls (50; q 5)")
+    p.add_argument("--tag-repeats", type=int, help="batch tagging runs, median (3; q 1)")
+    p.add_argument(
         "--recipes", default=DEFAULT_RECIPES, help="tag recipes, comma-separated ('' for none)"
     )
-    parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
-    parser.add_argument(
+    p.add_argument(
         "--contextual", metavar="FWD,BWD",
         help="also each recipe with these character LMs' contextual features",
     )  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="rnnkit's device (cpu; or auto, cuda)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
-    parser.add_argument("--random-seed", type=int, default=1, help="for models and data (1)")
-    parser.add_argument(
-        "--publish", action="store_true", help="also append the report to bench/RESULTS.md"
-    )
-    parser.add_argument("--append", type=Path, help="also append the report to this file")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    p.add_argument("--device", default="cpu", help="rnnkit's device (cpu; or auto, cuda)")
+    p.add_argument("--random-seed", type=int, default=1, help="for models and data (1)")
+    args = bench.finish(p, p.parse_args(argv), FULL, QUICK)
     counts = ("steps", "seed_sentences", "vectorised_sentences", "latency_sentences")
     if min(getattr(args, k) for k in (*counts, "tag_repeats")) < 1 or args.seed_warmup < 0:
-        parser.error("step, sentence and repeat counts must be ≥ 1 (--seed-warmup ≥ 0)")
+        p.error("step, sentence and repeat counts must be ≥ 1 (--seed-warmup ≥ 0)")
     if args.seconds <= 0:
-        parser.error("--seconds must be > 0")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be ≥ 1")
-    if args.publish and args.append is not None:
-        parser.error("give --publish or --append, not both")
-    args.batch_list = parse_sizes(args.batches, "--batches")
+        p.error("--seconds must be > 0")
+    args.batch_list = args.batches
     args.recipe_list = [p.strip() for p in args.recipes.split(",") if p.strip()]
-    args.target = RESULTS if args.publish else args.append
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
-    before = cpu_ticks()
+    progress(f"torch threads {torch.get_num_threads()}")
+    before = bench.cpu_ticks()
     try:
         corpus = make_corpus(args.random_seed)
         kit = bench_seed_size_kit(corpus, args)
         seed = bench_seed(corpus, args)
         recipes = [bench_recipe(path, args) for path in args.recipe_list]
         if args.contextual:
-            lms = [resolve(p.strip()) for p in args.contextual.split(",")]
+            lms = [bench.resolve(p.strip()) for p in args.contextual.split(",")]
             recipes += [
                 bench_recipe(path, args, [str(p) for p in lms]) for path in args.recipe_list
             ]
     except RnnkitError as err:
         progress(f"error: {err}")
         return 2
-    others = others_share(before)
-    if others is not None and others > BUSY_SHARE:
-        progress(f"warning: other processes used {others:.0%} of the CPU; timings are unreliable")
-    publish(report(kit, seed, recipes, others, args), args.target)
+    others = bench.others_share(before)
+    bench.publish(report(kit, seed, recipes, others, args), args.target)
     return 0
 
 

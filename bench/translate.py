@@ -30,10 +30,10 @@ else synthetic ones (random words, 3–9 per side, same vocabulary sizes), which
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
+import dataclasses
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,22 +45,19 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from machine import cpu_model, cpu_ticks, others_share, publish  # noqa: E402
+import common as bench  # noqa: E402
+from common import progress  # noqa: E402
 
 from rnnkit.config import from_dict, read_yaml  # noqa: E402
 from rnnkit.data.parallel import Pair  # noqa: E402
 from rnnkit.datasets import data_dir  # noqa: E402
 from rnnkit.nn.seq2seq import EOS_ID  # noqa: E402
 from rnnkit.tasks.translate import TranslateConfig, TranslateTask  # noqa: E402
+from rnnkit.train import Trainer  # noqa: E402
 
-RESULTS = REPO / "bench" / "RESULTS.md"
 RECIPE = REPO / "configs" / "fra-eng-tutorial.yaml"
 SEED_MAX_LENGTH = 10
 WARMUP = 3
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def synthetic_pairs(count: int, seed: int = 1) -> list[Pair]:
@@ -96,43 +93,22 @@ def build_task(args: argparse.Namespace) -> tuple[TranslateTask, str]:
 def bench_rnnkit(
     task: TranslateTask, seconds: float, batch_size: int, bf16: bool
 ) -> tuple[float, int]:
-    """Target tokens/s of the Trainer's step at this batch size (in bfloat16 autocast, as
-    ``train.cpu_amp: true`` trains, or in float32), and the steps timed. Starts from the
-    same initial weights each time."""
-    model = task.model.train()
-    initial = {k: v.clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    task.config.train.batch_size = batch_size
-
-    def endless():
-        epoch = 1
-        while True:
-            yield from task.train_batches(epoch)
-            epoch += 1
-
-    batches = endless()
-
-    def step() -> int:
-        batch = next(batches)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        float(loss.detach())
-        return int(batch["target_mask"].sum())
-
-    for _ in range(WARMUP):
-        step()
-    tokens, steps, start = 0, 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        tokens += step()
-        steps += 1
-    rate = tokens / (time.perf_counter() - start)
-    model.load_state_dict(initial)
-    task.config.train.batch_size = 64
-    return rate, steps
+    """Target tokens/s of the Trainer's own step at this batch size (in bfloat16 autocast,
+    ``train.cpu_amp: true``, or in float32), and the steps timed. The recipe's optimizer is
+    fused Adam 1e-3 with clip_norm 1.0, what this loop typed out by hand before the harness
+    change. Starts from the same initial weights each time."""
+    initial = {k: v.clone() for k, v in task.model.state_dict().items()}
+    recipe = task.config.train
+    task.config.train = dataclasses.replace(recipe, batch_size=batch_size, cpu_amp=bf16)
+    with tempfile.TemporaryDirectory(prefix="bench-translate-") as tmp:
+        trainer = Trainer(task, task.config.train, tmp, log=lambda _: None)
+        tokens = lambda b: (len(b["target_mask"]), int(b["target_mask"].sum()))  # noqa: E731
+        step = bench.training_step(trainer, bench.endless(task.train_batches), tokens)
+        bench.warm(step, WARMUP)
+        rate = bench.run_for(step, seconds)
+    task.model.load_state_dict(initial)
+    task.config.train = recipe
+    return rate.tokens_per_second, rate.steps
 
 
 class SeedEncoder(nn.Module):
@@ -234,21 +210,17 @@ def _native_bf16() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = bench.parser(__doc__, "tiny timings")
     parser.add_argument("--seconds", type=float, default=60.0, help="rnnkit training time")
     parser.add_argument("--seed-pairs", type=int, default=300, help="pairs the seed loop trains")
     parser.add_argument("--decode", type=int, default=512, help="dev sources to translate")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--data-dir", help="where eng-fra/fra.txt lives")
     parser.add_argument("--synthetic", action="store_true", help="synthetic pairs even if found")
-    parser.add_argument("--quick", action="store_true", help="smoke run: tiny timings")
-    parser.add_argument("--publish", action="store_true", help="append to bench/RESULTS.md")
-    args = parser.parse_args(argv)
+    args = bench.finish(parser, parser.parse_args(argv))
     if args.quick:
         args.seconds, args.seed_pairs, args.decode = 3.0, 20, 64
-    torch.set_num_threads(args.threads)
     torch.manual_seed(1)
-    ticks = cpu_ticks()
+    ticks = bench.cpu_ticks()
     task, data = build_task(args)
     progress(f"data: {data}")
     settings = [(64, False), (64, True), (256, False), (256, True)]
@@ -260,16 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     seed = bench_seed(task, args.seed_pairs)
     progress("decoding ...")
     decode = bench_decoding(task, args.decode)
-    busy = others_share(ticks)
-    command = "python bench/translate.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    busy = bench.others_share(ticks)
+    machine = f"torch {torch.__version__}, device cpu, {bench.threads(args)}"
     lines = [
-        f"\n### Translation benchmark: rnnkit vs the seed's one-pair loop "
-        f"({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)"
-        f"{' (quick smoke run)' * args.quick}",
         "",
-        f"`{command.strip()}` · {cpu_model()}, {os.cpu_count()} cores, {args.threads} torch "
-        f"threads, CPU" + (f" · other processes used {busy:.0%} of the CPU" if busy else ""),
-        f"Data: {data}. Model: configs/fra-eng-tutorial.yaml sizes.",
+        *bench.header(
+            "Translation benchmark: rnnkit vs the seed's one-pair loop",
+            args,
+            busy,
+            machine,
+            "tiny timings; not a measurement",
+        ),  # fmt: skip
+        f"- data: {data}. Model: configs/fra-eng-tutorial.yaml sizes.",
         "",
         "| training | target tokens/s | ratio over the seed's loop (target ≥30×) |",
         "|---|---:|---:|",
@@ -288,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| greedy | {decode[1]:,.0f} |",
         f"| beam 5 | {decode[5]:,.0f} |",
     ]
-    publish("\n".join(lines), RESULTS if args.publish else None)
+    bench.publish("\n".join(lines), args.target)
     return 0
 
 

@@ -213,6 +213,13 @@ class Trainer:
         self.step_loss = self.ddp if self.ddp is not None else self.model.loss
         if config.compile:
             self.step_loss = torch.compile(self.step_loss)
+        half = autocast_dtype(config, self.device)
+        self.autocast, self.half = half is not None, half or torch.bfloat16
+        # float16 has too little range for raw gradients: scale the loss, unscale before
+        # clipping, and skip steps whose gradients overflowed (bfloat16 needs none of this).
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.autocast and self.half == torch.float16
+        )
         self.board = None
         if config.tensorboard and self.is_main:
             try:
@@ -377,11 +384,6 @@ class Trainer:
             return self._summary(0.0)
         started = time.perf_counter()
         elapsed_before = self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
-        half = autocast_dtype(c, self.device)
-        autocast, half = half is not None, half or torch.bfloat16
-        # float16 has too little range for raw gradients: scale the loss, unscale before
-        # clipping, and skip steps whose gradients overflowed (bfloat16 needs none of this).
-        scaler = torch.amp.GradScaler("cuda", enabled=autocast and half == torch.float16)
         stop = False
         while self.state.epoch < c.epochs and not stop:
             epoch = self.state.epoch + 1
@@ -401,38 +403,7 @@ class Trainer:
                 if i < self.state.batch_in_epoch:
                     continue  # already trained on before the run was interrupted
                 minutes = self._agreed((elapsed_before + time.perf_counter() - started) / 60)
-                lr = self._lr_at(self.state.step, total, minutes)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                batch = move(batch, self.device)
-                step_started = time.perf_counter()
-                with torch.autocast(self.device.type, dtype=half, enabled=autocast):
-                    loss, value = self._loss(batch)
-                if not math.isfinite(value):
-                    # Stop before the broken weights reach a checkpoint: the files on disk
-                    # stay those of the last finished epoch, and --resume starts from there.
-                    raise DivergedError(
-                        f"training diverged: the loss is {value} at step {self.state.step + 1} "
-                        f"(epoch {epoch}); lower train.lr or set train.clip_norm"
-                    )
-                self.optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(self.optimizer)
-                norm = None
-                if c.clip_norm:
-                    norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
-                    # Clipping cannot mend inf or NaN; under float16 loss scaling an overflow
-                    # is expected now and then, and the scaler skips that step itself.
-                    if not math.isfinite(float(norm)) and not scaler.is_enabled():
-                        raise DivergedError(
-                            f"training diverged: the gradient norm is {float(norm)} at step "
-                            f"{self.state.step + 1} (epoch {epoch}); lower train.lr"
-                        )
-                scaler.step(self.optimizer)
-                scaler.update()
-                self.state.step += 1
-                if self.board is not None:
-                    self._board_step(value, lr, norm, batch, time.perf_counter() - step_started)
+                value = self.train_step(batch, self._lr_at(self.state.step, total, minutes))
                 self.state.batch_in_epoch = i + 1
                 self.state.loss_sum += value
                 bar.update(1)
@@ -454,6 +425,50 @@ class Trainer:
         self.save()
         self.plot(force=True)
         return self._summary(time.perf_counter() - started)
+
+    def train_step(self, batch: dict[str, Any], lr: float | None = None) -> float:
+        """One update on ``batch``, exactly as :meth:`fit` takes it: learning rate, autocast,
+        the loss (weighted across processes), backward (through the float16 loss scaler),
+        gradient clipping, the optimizer step, TensorBoard scalars. Returns the batch's mean
+        loss. ``fit`` calls it for every batch, and the benchmarks time it, so that what they
+        measure is the training step itself. ``lr`` sets the rate for this step (``fit``
+        passes its schedule's); None keeps the optimizer's. Raises :class:`DivergedError` on
+        a non-finite loss, or gradient norm, before the weights change."""
+        c, where = self.config, f"step {self.state.step + 1} (epoch {self.state.epoch + 1})"
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        batch = move(batch, self.device)
+        started = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=self.half, enabled=self.autocast):
+            loss, value = self._loss(batch)
+        if not math.isfinite(value):
+            # Stop before the broken weights reach a checkpoint: the files on disk stay
+            # those of the last finished epoch, and --resume starts from there.
+            raise DivergedError(
+                f"training diverged: the loss is {value} at {where}; lower train.lr or set "
+                "train.clip_norm"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        norm = None
+        if c.clip_norm:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
+            # Clipping cannot mend inf or NaN; under float16 loss scaling an overflow is
+            # expected now and then, and the scaler skips that step itself.
+            if not math.isfinite(float(norm)) and not self.scaler.is_enabled():
+                raise DivergedError(
+                    f"training diverged: the gradient norm is {float(norm)} at {where}; "
+                    "lower train.lr"
+                )
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.state.step += 1
+        if self.board is not None:
+            rate = self.optimizer.param_groups[0]["lr"]
+            self._board_step(value, rate, norm, batch, time.perf_counter() - started)
+        return value
 
     # ------------------------------------------------------------ processes
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, float]:
