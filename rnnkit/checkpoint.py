@@ -392,7 +392,7 @@ def read_model_config(directory: str | Path) -> dict[str, Any]:
 
 def read_task_config(directory: str | Path, task: str, config_class: type) -> Any:
     """Parse the config of a model directory made by ``task`` into ``config_class``."""
-    from rnnkit.config import from_dict
+    from rnnkit.config import from_dict, upgrade
     from rnnkit.errors import ConfigError
 
     directory = Path(directory)
@@ -400,7 +400,7 @@ def read_task_config(directory: str | Path, task: str, config_class: type) -> An
     if stored["task"] != task:
         raise ModelDirError(f"{directory} holds a '{stored['task']}' model, not a {task} model")
     try:
-        return from_dict(config_class, stored["config"])
+        return from_dict(config_class, upgrade(stored["config"]))
     except (ConfigError, KeyError, TypeError) as err:
         raise ModelDirError(
             f"{directory}/config.json is not a valid {task} config: {err}"

@@ -228,7 +228,7 @@ def _closed_pipe() -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
+    from rnnkit.config import from_dict, merge, parse_overrides, read_yaml, upgrade
     from rnnkit.tasks import build_task, task_class
     from rnnkit.train import Trainer
 
@@ -255,7 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         stored = ckpt.read_model_config(out)
         if stored["task"] != args.task:
             raise RnnkitError(f"{out} holds a '{stored['task']}' run, not '{args.task}'")
-        base = stored["config"]
+        base = upgrade(stored["config"])
     else:
         if not args.out:
             raise RnnkitError("--out DIR is required (or --resume DIR)")

@@ -19,6 +19,20 @@ from rnnkit.errors import ConfigError
 
 T = TypeVar("T")
 
+# Keys renamed so that one concept has one name in every task's config. An old name in a recipe
+# or an override is an error that names the new one; the config.json of a model directory
+# written before the renaming is read with its keys moved (:func:`upgrade`).
+RENAMED = {
+    "data.valid": "data.dev",
+    "data.valid_fraction": "data.dev_fraction",
+    "data.min_count": "data.min_freq",
+    "model.min_freq": "data.min_freq",
+    "model.word_dim": "model.embedding_dim",
+    "model.dim": "model.embedding_dim",
+    "model.source_dim": "model.source_embedding_dim",
+    "model.target_dim": "model.target_embedding_dim",
+}
+
 
 def _describe(tp: Any) -> str:
     if get_origin(tp) is Literal:
@@ -107,6 +121,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
+        old = prefix + str(unknown[0])
+        if old in RENAMED:
+            raise ConfigError(f"config key '{old}' is now called '{RENAMED[old]}'")
         choices = ", ".join(fields)
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (choices: {choices})")
     kwargs = {}
@@ -122,6 +139,17 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if callable(validate):
         validate()
     return obj
+
+
+def upgrade(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config with every key of :data:`RENAMED` moved to its new name."""
+    config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for old, new in RENAMED.items():
+        (section, key), (new_section, new_key) = old.split("."), new.split(".")
+        if isinstance(config.get(section), dict) and key in config[section]:
+            value = config[section].pop(key)
+            config.setdefault(new_section, {}).setdefault(new_key, value)
+    return config
 
 
 def _field_default(f: dataclasses.Field) -> Any:

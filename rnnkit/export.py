@@ -659,7 +659,7 @@ def _lm_graphs(task: Any) -> Plan:
     rnn = model.encoder.rnn
     lstm = isinstance(rnn, nn.LSTM)
     samples = _data_or_vocab(
-        lambda: [task.ids("valid")[:2000].tolist()],
+        lambda: [task.ids("dev")[:2000].tolist()],
         lambda: Samples([list(range(len(task.vocab))) * 3], "every id of the vocabulary"),
     )
     state_axes: Axes = (rnn.num_layers, "batch", rnn.hidden_size)

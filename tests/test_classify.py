@@ -45,7 +45,7 @@ def tsv_overrides(tmp_path, *extra):
     )}  # fmt: skip
     return [
         *(f"data.{s}={p}" for s, p in files.items()),
-        "model.word_dim=16",
+        "model.embedding_dim=16",
         "model.hidden_size=16",
         "model.attention_dim=8",
         "model.dropout=0.1",
@@ -226,7 +226,12 @@ def test_pooling_ignores_padding(kind):
 
 @pytest.mark.parametrize("kind", ["max", "mean", "attention"])
 def test_neural_classifier_scores_a_text_the_same_alone_or_padded(kind):
-    sizes = ["model.word_dim=8", "model.hidden_size=8", "model.layers=2", "model.attention_dim=4"]
+    sizes = [
+        "model.embedding_dim=8",
+        "model.hidden_size=8",
+        "model.layers=2",
+        "model.attention_dim=4",
+    ]
     config = config_from(["data.train=x", f"model.pooling={kind}", *sizes]).model
     model = NeuralClassifier(20, 3, config).eval()
     short = {"words": torch.tensor([[5, 6, 7]]), "mask": torch.ones(1, 3, dtype=torch.bool)}

@@ -69,3 +69,26 @@ def test_values_that_would_misbehave_later_are_refused_now():
         CipherTask(from_dict(CipherConfig, {"model": {"layers": 0}}))
     with pytest.raises(ConfigError, match="model.dropout"):
         CipherTask(from_dict(CipherConfig, {"model": {"dropout": 2}}))
+
+
+def test_an_old_key_name_is_one_line_naming_the_new_one():
+    from rnnkit.tasks.embed import EmbedConfig
+
+    for old, new in (("data.min_count", "data.min_freq"), ("model.dim", "model.embedding_dim")):
+        section, key = old.split(".")
+        with pytest.raises(ConfigError, match=f"config key '{old}' is now called '{new}'"):
+            from_dict(EmbedConfig, {"data": {"train": "x.txt"}, section: {key: 5}})
+
+
+def test_a_stored_config_with_old_names_is_read_with_the_new_ones():
+    from rnnkit.config import upgrade
+    from rnnkit.tasks.classify import ClassifyConfig
+
+    stored = {"data": {"train": "t.tsv", "valid": "d.tsv"}, "model": {"min_freq": 3, "word_dim": 7}}
+    moved = upgrade(stored)
+    assert moved == {"data": {"train": "t.tsv", "dev": "d.tsv", "min_freq": 3},
+                     "model": {"embedding_dim": 7}}  # fmt: skip
+    assert stored["model"] == {"min_freq": 3, "word_dim": 7}  # the caller's copy is untouched
+    config = from_dict(ClassifyConfig, {k: v for k, v in moved.items() if k != "data"}
+                       | {"data": {"train": "t.tsv", "min_freq": 3}})  # fmt: skip
+    assert config.data.min_freq == 3 and config.model.embedding_dim == 7

@@ -154,7 +154,7 @@ def test_conll03_recipe_on_a_synthetic_file_of_its_format(char_lms, tmp_path):
     out = tmp_path / "ner"
     assert main([
         "train", "tag", "--config", str(recipe), "--data-dir", str(data), "--out", str(out),
-        f"model.contextual=[{char_lms[0]},{char_lms[1]}]", "model.word_dim=8",
+        f"model.contextual=[{char_lms[0]},{char_lms[1]}]", "model.embedding_dim=8",
         "model.char_dim=4", "model.char_hidden=4", "model.hidden_size=8", "train.epochs=2",
         "train.progress=false",
     ]) == 0  # fmt: skip

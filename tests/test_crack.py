@@ -175,7 +175,7 @@ def english_lm(tmp_path_factory) -> Path:
     out = root / "model"
     assert main([
         "train", "lm", "--out", str(out), f"data.train={root / 'train.txt'}",
-        f"data.valid={root / 'valid.txt'}", "data.bptt=64", "model.embedding_dim=16",
+        f"data.dev={root / 'valid.txt'}", "data.bptt=64", "model.embedding_dim=16",
         "model.hidden_size=96", "model.layers=1", "model.dropout=0", "train.batch_size=8",
         "train.epochs=40", "train.lr=0.01", "train.progress=false",
     ]) == 0  # fmt: skip

@@ -130,8 +130,9 @@ def test_two_machines_on_loopback(recipe, tmp_path):
 
 def test_a_task_that_cannot_run_distributed_says_so(tmp_path):
     corpus = _corpus(tmp_path / "corpus.txt")
-    run = torchrun("train", "embed", f"data.train={corpus}", "data.min_count=1", "model.dim=8",
-                   "train.progress=false", "--out", str(tmp_path / "e"))  # fmt: skip
+    run = torchrun("train", "embed", f"data.train={corpus}", "data.min_freq=1",
+                   "model.embedding_dim=8", "train.progress=false",
+                   "--out", str(tmp_path / "e"))  # fmt: skip
     out, err = run.communicate(timeout=120)
     assert run.returncode != 0
     assert "cannot train on several processes" in err

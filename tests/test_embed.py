@@ -35,8 +35,8 @@ def _corpus(path, lines=300, seed=0):
 
 def _task(path, **sections) -> EmbedTask:
     raw = {
-        "data": {"train": str(path), "min_count": 1, "subsample": 0, "eval_examples": 500},
-        "model": {"dim": 8},
+        "data": {"train": str(path), "min_freq": 1, "subsample": 0, "eval_examples": 500},
+        "model": {"embedding_dim": 8},
         "train": {"batch_size": 64, "device": "cpu", "progress": False},
     }
     for section, values in sections.items():
@@ -250,7 +250,7 @@ def test_config_refuses_what_sparse_sgd_cannot_do():
 
 def test_saved_model_gives_the_same_vectors_and_scores(tmp_path):
     path = _corpus(tmp_path / "c.txt", lines=60)
-    task = _task(path, data={"valid": str(path)})
+    task = _task(path, data={"dev": str(path)})
     for batch in task.train_batches(1):
         task.model.loss(batch).backward()
         with torch.no_grad():
@@ -271,8 +271,8 @@ def test_train_export_and_query_through_the_cli(tmp_path):
     corpus = _corpus(tmp_path / "c.txt")
     out = tmp_path / "model"
     run = run_cli(
-        "train", "embed", "--out", str(out), f"data.train={corpus}", "data.min_count=1",
-        "model.method=cbow", "model.dim=8", "train.epochs=2", "train.batch_size=128",
+        "train", "embed", "--out", str(out), f"data.train={corpus}", "data.min_freq=1",
+        "model.method=cbow", "model.embedding_dim=8", "train.epochs=2", "train.batch_size=128",
         "train.progress=false", "train.device=cpu", "data.eval_examples=300",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

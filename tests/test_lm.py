@@ -12,7 +12,7 @@ from .conftest import run_cli
 
 
 def _task(path, **sections) -> LMTask:
-    raw = {"data": {"train": str(path), "valid": str(path), "eval_streams": 1}}
+    raw = {"data": {"train": str(path), "dev": str(path), "eval_streams": 1}}
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     torch.manual_seed(0)
@@ -126,7 +126,7 @@ def test_tied_and_adaptive_heads_save_and_reload_exactly(tmp_path, variant):
     task = _task(path, data={"level": "word"}, model={**SMALL, **variant, "cutoffs": [5, 20]})
     ckpt.save_model(tmp_path / "m", task)
     loaded = LMTask.from_dir(tmp_path / "m")
-    ids = task.ids("valid")[:50].view(1, -1)
+    ids = task.ids("dev")[:50].view(1, -1)
     task.model.eval()
     with torch.no_grad():
         a = task.model.log_probs(task.model(ids)[0])

@@ -61,7 +61,7 @@ def ner_overrides(tmp_path, *extra):
         "data.tag_column=2",
         "data.separator=tab",
         "data.scheme=IOB2",
-        "model.word_dim=16",
+        "model.embedding_dim=16",
         "model.char_dim=8",
         "model.char_hidden=8",
         "model.hidden_size=16",
@@ -180,7 +180,7 @@ def test_pos_softmax_on_conllu_with_pretrained_vectors(tmp_path, capsys):
     vectors = tmp_path / "vectors.txt"
     write_vectors(vectors, ["dog", "cat"], torch.tensor([[0.5] * 8, [-0.5] * 8]))
     config = config_from(
-        [f"data.train={files['a']}", f"data.dev={files['b']}", "model.word_dim=8",
+        [f"data.train={files['a']}", f"data.dev={files['b']}", "model.embedding_dim=8",
          f"model.pretrained={vectors}", "model.freeze=true", "model.chars=none",
          "model.hidden_size=16", "model.layers=1", "train.epochs=10", "train.lr=0.02",
          "train.batch_size=16", "train.progress=false"]

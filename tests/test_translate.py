@@ -58,7 +58,12 @@ def write_pairs(path, extra_columns=False):
 
 
 TINY = {
-    "model": {"source_dim": 16, "target_dim": 16, "hidden_size": 16, "decoder_size": 16},
+    "model": {
+        "source_embedding_dim": 16,
+        "target_embedding_dim": 16,
+        "hidden_size": 16,
+        "decoder_size": 16,
+    },
     "train": {"epochs": 2, "batch_size": 16, "device": "cpu", "progress": False},
 }
 
@@ -139,7 +144,8 @@ def test_attention_gives_padding_exactly_zero_weight(kind):
 def tiny_model(targets, decoder_rnn="gru", attention="bahdanau", feed=True, seed=0):
     torch.manual_seed(seed)
     config = TranslateModelConfig(
-        source_dim=8, target_dim=8, hidden_size=8, decoder_size=16, decoder_rnn=decoder_rnn,
+        source_embedding_dim=8, target_embedding_dim=8, hidden_size=8, decoder_size=16,
+        decoder_rnn=decoder_rnn,
         attention=attention, input_feeding=feed, dropout=0.0, encoder_rnn="lstm",
         decoder_layers=2 if decoder_rnn == "lstm" else 1,
     )  # fmt: skip
@@ -197,7 +203,8 @@ def test_beam_search_finds_the_best_sequence_by_enumeration(kind):
     model = tiny_model(7, *kind)
     if kind[1] == "dot":  # dot needs the decoder as wide as the encoder outputs
         config = TranslateModelConfig(
-            source_dim=8, target_dim=8, hidden_size=8, decoder_size=16, decoder_rnn="lstm",
+            source_embedding_dim=8, target_embedding_dim=8, hidden_size=8, decoder_size=16,
+            decoder_rnn="lstm",
             attention="dot", input_feeding=False, dropout=0.0,
         )  # fmt: skip
         torch.manual_seed(3)
@@ -260,7 +267,7 @@ def test_train_save_load_translate_through_the_cli(tmp_path):
     path = write_pairs(tmp_path / "pairs.txt")
     out = tmp_path / "model"
     overrides = [
-        f"data.file={path}", "model.source_dim=16", "model.target_dim=16",
+        f"data.file={path}", "model.source_embedding_dim=16", "model.target_embedding_dim=16",
         "model.hidden_size=16", "model.decoder_size=16", "train.epochs=2",
         "train.batch_size=16", "train.progress=false", "train.autoencoder_epochs=1",
         "train.teacher_forcing=0.5", "decode.beam=3",

@@ -37,7 +37,7 @@ def overrides(task: str, root: Path) -> list[str]:
         text = root / "lm.txt"
         text.write_text("the cat sat on the mat. the dog ate the bone. " * 100)
         return [
-            f"data.train={text}", f"data.valid={text}", "data.bptt=32",
+            f"data.train={text}", f"data.dev={text}", "data.bptt=32",
             "model.embedding_dim=16", "model.hidden_size=32", "train.batch_size=8",
             "train.epochs=2", *quiet,
         ]  # fmt: skip
@@ -48,14 +48,15 @@ def overrides(task: str, root: Path) -> list[str]:
     if task == "embed":
         corpus = _corpus(root / "corpus.txt")
         return [
-            f"data.train={corpus}", "data.min_count=1", "data.subsample=0",
-            "data.eval_examples=200", "model.dim=8", "train.batch_size=64", "train.epochs=2",
+            f"data.train={corpus}", "data.min_freq=1", "data.subsample=0",
+            "data.eval_examples=200", "model.embedding_dim=8", "train.batch_size=64",
+            "train.epochs=2",
             *quiet,
         ]  # fmt: skip
     if task == "translate":
         pairs = write_pairs(root / "pairs.tsv")
         return [
-            f"data.file={pairs}", "model.source_dim=16", "model.target_dim=16",
+            f"data.file={pairs}", "model.source_embedding_dim=16", "model.target_embedding_dim=16",
             "model.hidden_size=16", "model.decoder_size=16", "train.epochs=3",
             "train.batch_size=16", *quiet,
         ]  # fmt: skip

@@ -100,7 +100,7 @@ def initialise_embedding(
     if vectors.shape[1] != weight.shape[1]:
         raise DataError(
             f"vectors have {vectors.shape[1]} dimensions; the model's embeddings have "
-            f"{weight.shape[1]} (set model.word_dim to match)",
+            f"{weight.shape[1]} (set model.embedding_dim to match)",
             str(path),
         )
     index = {w: i for i, w in enumerate(words)}

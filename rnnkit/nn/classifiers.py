@@ -24,7 +24,6 @@ from rnnkit.nn.pooling import Pooling, PoolingKind
 @dataclass
 class ClassifyModelConfig:
     kind: Literal["bow", "neural"] = "neural"
-    min_freq: int = 1  # rarer training n-grams are dropped (bow) / words share <unk> (neural)
     # kind=bow: the seed's logistic regression on a bag of n-grams
     features: Literal["counts", "tfidf"] = "counts"  # tfidf: count × smoothed idf (sklearn's)
     norm: Literal["none", "l2"] = "none"  # l2: scale each text's feature vector to length 1
@@ -32,7 +31,7 @@ class ClassifyModelConfig:
     ngram_max: int = 1  # ... to ngram_max, both included
     max_features: int | None = None  # keep the most frequent n-grams only (null = all)
     # kind=neural: embedding → BiLSTM/GRU → pooling → linear
-    word_dim: int = 100
+    embedding_dim: int = 100
     pretrained: str = ""  # a word2vec/GloVe text file to initialise the word embeddings
     freeze: bool = False  # keep pretrained embeddings fixed
     rnn: RnnType = "lstm"
@@ -49,8 +48,6 @@ class ClassifyModelConfig:
     contextual_tune: bool = False  # fine-tune those LMs too (default: frozen, cached)
 
     def validate(self) -> None:
-        if self.min_freq < 1:
-            raise ConfigError(f"bad value {self.min_freq} for model.min_freq (must be ≥ 1)")
         if self.kind == "bow":
             if not 1 <= self.ngram_min <= self.ngram_max:
                 raise ConfigError(
@@ -66,7 +63,7 @@ class ClassifyModelConfig:
                     )
             return
         check_sizes(
-            word_dim=self.word_dim, hidden_size=self.hidden_size, layers=self.layers,
+            embedding_dim=self.embedding_dim, hidden_size=self.hidden_size, layers=self.layers,
             attention_dim=self.attention_dim,
         )  # fmt: skip
         if not 0 <= self.dropout < 1:
@@ -137,9 +134,9 @@ class NeuralClassifier(nn.Module):
         super().__init__()
         c = config
         self.config = c
-        self.embed = nn.Embedding(words, c.word_dim, padding_idx=0)
+        self.embed = nn.Embedding(words, c.embedding_dim, padding_idx=0)
         self.contextual = contextual
-        width = c.word_dim + (contextual.output_size if contextual is not None else 0)
+        width = c.embedding_dim + (contextual.output_size if contextual is not None else 0)
         self.drop = nn.Dropout(c.dropout)
         self.encoder = RecurrentEncoder(
             width, c.hidden_size, c.rnn, c.layers, bidirectional=c.bidirectional,

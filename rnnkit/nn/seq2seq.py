@@ -29,8 +29,8 @@ BOS_ID, EOS_ID = 2, 3
 
 @dataclass
 class TranslateModelConfig:
-    source_dim: int = 256  # source word embeddings
-    target_dim: int = 256  # target word embeddings
+    source_embedding_dim: int = 256  # source word embeddings
+    target_embedding_dim: int = 256  # target word embeddings
     encoder_rnn: RnnType = "gru"
     bidirectional: bool = True
     encoder_layers: int = 1
@@ -41,14 +41,16 @@ class TranslateModelConfig:
     attention: AttentionKind = "bahdanau"  # bahdanau (additive), dot or general (Luong)
     input_feeding: bool = True  # the decoder also reads its previous attentional vector
     dropout: float = 0.2
-    tie_target: bool = False  # output layer = target embeddings (target_dim = decoder_size)
+    # The output layer shares the target embeddings (target_embedding_dim = decoder_size).
+    tie_target: bool = False
     pretrained_source: str = ""  # word2vec/GloVe text file for the source embeddings
     pretrained_target: str = ""  # ... and for the target embeddings
     freeze: bool = False  # keep pretrained embeddings fixed
 
     def validate(self) -> None:
         check_sizes(
-            source_dim=self.source_dim, target_dim=self.target_dim, hidden_size=self.hidden_size,
+            source_embedding_dim=self.source_embedding_dim, hidden_size=self.hidden_size,
+            target_embedding_dim=self.target_embedding_dim,
             decoder_size=self.decoder_size, encoder_layers=self.encoder_layers,
             decoder_layers=self.decoder_layers,
         )  # fmt: skip
@@ -62,8 +64,10 @@ class TranslateModelConfig:
                 f"model.attention=dot needs model.decoder_size ({self.decoder_size}) to equal the "
                 f"encoder output size ({memory}); use general or bahdanau"
             )
-        if self.tie_target and self.target_dim != self.decoder_size:
-            raise ConfigError("model.tie_target needs model.target_dim = model.decoder_size")
+        if self.tie_target and self.target_embedding_dim != self.decoder_size:
+            raise ConfigError(
+                "model.tie_target needs model.target_embedding_dim = model.decoder_size"
+            )
 
 
 class Seq2Seq(nn.Module):
@@ -74,10 +78,10 @@ class Seq2Seq(nn.Module):
     ):
         super().__init__()
         c = self.config = config
-        self.src_embed = nn.Embedding(sources, c.source_dim, padding_idx=0)
+        self.src_embed = nn.Embedding(sources, c.source_embedding_dim, padding_idx=0)
         self.drop = nn.Dropout(c.dropout)
         self.encoder = RecurrentEncoder(
-            c.source_dim, c.hidden_size, c.encoder_rnn, c.encoder_layers, c.bidirectional,
+            c.source_embedding_dim, c.hidden_size, c.encoder_rnn, c.encoder_layers, c.bidirectional,
             c.dropout,
         )  # fmt: skip
         self.directions = 2 if c.bidirectional else 1
@@ -87,15 +91,15 @@ class Seq2Seq(nn.Module):
             "dropout": c.dropout, "input_feeding": c.input_feeding,
         }  # fmt: skip
         self.decoder = AttentionDecoder(
-            targets, c.target_dim, c.decoder_size, memory, memory, tie_embeddings=c.tie_target,
-            **options,
+            targets, c.target_embedding_dim, c.decoder_size, memory, memory,
+            tie_embeddings=c.tie_target, **options,
         )  # fmt: skip
         self.reconstruct: AttentionDecoder | None = None
         # Autoencoder steps leave the translation decoder out, translation steps the other.
         self.skips_parameters = autoencoder
         if autoencoder:
             self.reconstruct = AttentionDecoder(
-                sources, c.source_dim, c.decoder_size, memory, memory, **options
+                sources, c.source_embedding_dim, c.decoder_size, memory, memory, **options
             )
         self.teacher_forcing = 1.0
         self.label_smoothing = 0.0

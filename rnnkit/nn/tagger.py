@@ -21,7 +21,7 @@ from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 class TagModelConfig:
     """The tagger's sizes, features and head (``model:`` of a tag recipe)."""
 
-    word_dim: int = 100
+    embedding_dim: int = 100
     pretrained: str = ""  # a word2vec/GloVe text file to initialise the word embeddings
     freeze: bool = False  # keep pretrained embeddings fixed
     chars: CharKind = "lstm"  # character-level word features: none, lstm or cnn
@@ -42,7 +42,9 @@ class TagModelConfig:
     contextual_tune: bool = False  # fine-tune those LMs too (default: frozen, cached)
 
     def validate(self) -> None:
-        check_sizes(word_dim=self.word_dim, hidden_size=self.hidden_size, layers=self.layers)
+        check_sizes(
+            embedding_dim=self.embedding_dim, hidden_size=self.hidden_size, layers=self.layers
+        )
         if not 0 <= self.word_dropout < 1:
             raise ConfigError(f"bad value {self.word_dropout} for model.word_dropout")
 
@@ -62,8 +64,8 @@ class Tagger(nn.Module):
         super().__init__()
         c = config
         self.config = c
-        self.embed = nn.Embedding(words, c.word_dim, padding_idx=0)
-        width = c.word_dim
+        self.embed = nn.Embedding(words, c.embedding_dim, padding_idx=0)
+        width = c.embedding_dim
         self.chars = None
         if c.chars != "none":
             self.chars = CharFeatures(chars, c.char_dim, c.char_hidden, kind=c.chars)

@@ -21,7 +21,7 @@ PAD_ID = 0  # <pad>: fills empty CBOW context slots; its vector is never read or
 @dataclass
 class EmbedModelConfig:
     method: Method = "skipgram"
-    dim: int = 100  # size of the word vectors
+    embedding_dim: int = 100  # size of the word vectors
     loss: Literal["negative", "softmax"] = "negative"  # negative sampling, or a full softmax
     negatives: int = 5  # noise words per example (loss: negative)
     noise_power: float = 0.75  # noise distribution: unigram counts raised to this power
@@ -29,8 +29,8 @@ class EmbedModelConfig:
     hidden_size: int = 128  # ngram: hidden layer (and output vector) size
 
     def validate(self) -> None:
-        check_sizes(dim=self.dim, negatives=self.negatives, context=self.context)
-        check_sizes(hidden_size=self.hidden_size)
+        check_sizes(embedding_dim=self.embedding_dim, negatives=self.negatives)
+        check_sizes(context=self.context, hidden_size=self.hidden_size)
         if self.noise_power < 0:
             raise ConfigError(f"bad value {self.noise_power} for model.noise_power (must be ≥ 0)")
 
@@ -42,12 +42,13 @@ class WordEmbedder(nn.Module):
         super().__init__()
         c = config
         self.method, self.objective, self.sparse = c.method, c.loss, sparse
-        self.embed = nn.Embedding(vocab_size, c.dim, sparse=sparse)
-        nn.init.uniform_(self.embed.weight, -0.5 / c.dim, 0.5 / c.dim)  # word2vec's start
-        width = c.dim
+        self.embed = nn.Embedding(vocab_size, c.embedding_dim, sparse=sparse)
+        bound = 0.5 / c.embedding_dim  # word2vec's start
+        nn.init.uniform_(self.embed.weight, -bound, bound)
+        width = c.embedding_dim
         self.hidden = None
         if c.method == "ngram":
-            self.hidden = nn.Linear(c.context * c.dim, c.hidden_size)
+            self.hidden = nn.Linear(c.context * c.embedding_dim, c.hidden_size)
             width = c.hidden_size
         self.out = nn.Embedding(vocab_size, width, sparse=sparse)
         nn.init.zeros_(self.out.weight)  # word2vec's start

@@ -58,12 +58,15 @@ class ClassifyDataConfig:
     split_seed: int = 1  # the held-out split's seed (independent of train.seed)
     lowercase: bool = True
     tokenize: Literal["whitespace", "chars"] = "whitespace"  # words, or characters
+    min_freq: int = 1  # rarer training n-grams are dropped (bow) / words share <unk> (neural)
 
     def validate(self) -> None:
         if not self.train:
             raise ConfigError("data.train must name a file")
         if not self.dev and not 0 < self.dev_fraction < 1:
             raise ConfigError(f"bad value {self.dev_fraction} for data.dev_fraction (0 < f < 1)")
+        if self.min_freq < 1:
+            raise ConfigError(f"bad value {self.min_freq} for data.min_freq (must be ≥ 1)")
 
 
 def _default_train() -> TrainConfig:
@@ -215,15 +218,15 @@ class ClassifyTask:
     def _build_vocabs(self) -> tuple[Vocab, Vocab]:
         train = self.examples("train")
         labels = Vocab.build(Counter(ex.label for ex in train), specials=[], unk=None)
-        m = self.config.model
+        m, d = self.config.model, self.config.data
         if self.bow:
             counts = Counter(f for ex in train for f in self.features(ex.text))
-            vocab = Vocab.build(counts, m.min_freq, m.max_features, specials=[], unk=None)
+            vocab = Vocab.build(counts, d.min_freq, m.max_features, specials=[], unk=None)
         else:
             counts = Counter(t for ex in train for t in self.tokens(ex.text))
-            vocab = Vocab.build(counts, min_freq=m.min_freq)
+            vocab = Vocab.build(counts, min_freq=d.min_freq)
         if not len(vocab):
-            raise ConfigError(f"no training token occurs model.min_freq={m.min_freq} times")
+            raise ConfigError(f"no training token occurs data.min_freq={d.min_freq} times")
         return vocab, labels
 
     def _idf(self) -> torch.Tensor:

@@ -12,7 +12,7 @@ trained with negative sampling (``model.loss: negative``: the true word against
 ``model.noise_power``) or, for small vocabularies, a full softmax (``model.loss: softmax``).
 
 Each line of the text is a sentence; contexts never cross a line. Words rarer than
-``data.min_count`` are dropped from the text before windows are laid (as word2vec does), and
+``data.min_freq`` are dropped from the text before windows are laid (as word2vec does), and
 frequent words are subsampled (``data.subsample``). Examples are made per chunk of the corpus
 with tensor operations (:mod:`rnnkit.data.contexts`), shuffled within the chunk, and batched.
 
@@ -64,11 +64,11 @@ class EmbedDataConfig:
     """The corpus and how examples are cut from it."""
 
     train: str = ""  # a text file, absolute or inside the data directory; one sentence a line
-    valid: str = ""  # "" = the last valid_fraction of the training lines
+    dev: str = ""  # "" = the last dev_fraction of the training lines
     test: str = ""  # "" = score the validation text
-    valid_fraction: float = 0.05
+    dev_fraction: float = 0.05
     lowercase: bool = False  # fold the text to lower case before counting
-    min_count: int = 5  # rarer words are dropped from the text
+    min_freq: int = 5  # rarer words are dropped from the text
     max_vocab: int | None = None  # keep at most this many words (specials included)
     window: int = 5  # cbow, skipgram: context words on each side of the centre
     dynamic_window: bool = True  # each centre draws its window from 1..window (word2vec)
@@ -78,9 +78,9 @@ class EmbedDataConfig:
     def validate(self) -> None:
         if not self.train:
             raise ConfigError("data.train must name a text file")
-        if not 0 < self.valid_fraction < 1:
-            raise ConfigError("data.valid_fraction must lie strictly between 0 and 1")
-        for name in ("min_count", "window", "eval_examples"):
+        if not 0 < self.dev_fraction < 1:
+            raise ConfigError("data.dev_fraction must lie strictly between 0 and 1")
+        for name in ("min_freq", "window", "eval_examples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bad value {getattr(self, name)} for data.{name} (must be ≥ 1)")
         if self.max_vocab is not None and self.max_vocab < 3:
@@ -203,12 +203,12 @@ class EmbedTask:
             lines = self.lines("train")
             counter = Counter(word for line in lines for word in line.split())
             d = config.data
-            self.vocab = Vocab.build(counter, min_freq=d.min_count, max_size=d.max_vocab)
+            self.vocab = Vocab.build(counter, min_freq=d.min_freq, max_size=d.max_vocab)
             self.counts = self._aligned(counter)
             if len(self.vocab) <= len(self.vocab.specials):
-                raise DataError(f"no word occurs {d.min_count}+ times (data.min_count)", d.train)
+                raise DataError(f"no word occurs {d.min_freq}+ times (data.min_freq)", d.train)
             self.corpus = ctx.encode_lines(lines, self.vocab)
-            self._eval_set("valid")  # a missing or useless dev text stops us before training
+            self._eval_set("dev")  # a missing or useless dev text stops us before training
             self._files.clear()
         else:
             self.vocab = vocab
@@ -233,14 +233,14 @@ class EmbedTask:
         return self._files[name]
 
     def lines(self, split: str) -> list[str]:
-        """The lines (sentences) of ``train``, ``valid`` or ``test``."""
+        """The lines (sentences) of ``train``, ``dev`` or ``test``."""
         d = self.config.data
         if split == "test" and d.test:
             return self._file_lines(d.test)
-        if split in ("valid", "test") and d.valid:
-            return self._file_lines(d.valid)
+        if split in ("dev", "test") and d.dev:
+            return self._file_lines(d.dev)
         lines = self._file_lines(d.train)
-        cut = len(lines) - max(1, int(len(lines) * d.valid_fraction)) if not d.valid else None
+        cut = len(lines) - max(1, int(len(lines) * d.dev_fraction)) if not d.dev else None
         if cut is None:
             return lines
         return lines[:cut] if split == "train" else lines[cut:]
@@ -328,12 +328,12 @@ class EmbedTask:
     def _eval_set(self, split: str) -> dict[str, Any]:
         if split not in self._eval:
             d = self.config.data
-            name = (d.test if split == "test" and d.test else d.valid) or d.train
+            name = (d.test if split == "test" and d.test else d.dev) or d.train
             self._eval[split] = self._examples(self.lines(split), name)
         return self._eval[split]
 
     def evaluate(self, split: str = "dev") -> dict[str, float]:
-        return self.score(self._eval_set("valid" if split == "dev" else "test"))
+        return self.score(self._eval_set(split))
 
     def evaluate_file(self, path: str | Path) -> dict[str, float]:
         text = read_text(path)

@@ -45,9 +45,9 @@ class LMOptions:
 class LMDataConfig:
     level: Level = "char"
     train: str = ""  # a text file, absolute or inside the data directory
-    valid: str = ""  # "" = the last valid_fraction of the training file
+    dev: str = ""  # "" = the last dev_fraction of the training file
     test: str = ""  # "" = score the validation text
-    valid_fraction: float = 0.1
+    dev_fraction: float = 0.1
     min_freq: int = 1  # rarer tokens become <unk>
     max_vocab: int | None = None
     bptt: int = 128  # tokens per truncated-BPTT window
@@ -58,8 +58,8 @@ class LMDataConfig:
     def validate(self) -> None:
         if not self.train:
             raise ConfigError("data.train must name a text file")
-        if not 0 < self.valid_fraction < 1:
-            raise ConfigError("data.valid_fraction must lie strictly between 0 and 1")
+        if not 0 < self.dev_fraction < 1:
+            raise ConfigError("data.dev_fraction must lie strictly between 0 and 1")
         if self.bptt < 1:
             raise ConfigError("data.bptt must be ≥ 1")
         if self.eval_streams < 1:
@@ -122,7 +122,7 @@ class LMTask:
         if vocab is None:  # training: the splits training needs are encoded now, read once
             self.vocab = self._build_vocab()
             self.ids("train")
-            self.ids("valid")
+            self.ids("dev")
             self._files.clear()
         else:
             self.vocab = vocab
@@ -153,10 +153,10 @@ class LMTask:
         d = self.config.data
         if split == "test" and d.test:
             return self._file_tokens(d.test)
-        if split in ("valid", "test") and d.valid:
-            return self._file_tokens(d.valid)
+        if split in ("dev", "test") and d.dev:
+            return self._file_tokens(d.dev)
         tokens = self._file_tokens(d.train)
-        cut = int(len(tokens) * (1 - d.valid_fraction)) if not d.valid else len(tokens)
+        cut = int(len(tokens) * (1 - d.dev_fraction)) if not d.dev else len(tokens)
         return tokens[:cut] if split == "train" else tokens[cut:]
 
     def _build_vocab(self) -> Vocab:
@@ -165,7 +165,7 @@ class LMTask:
         return Vocab.build(counts, min_freq=d.min_freq, max_size=d.max_vocab)
 
     def ids(self, split: str) -> torch.Tensor:
-        """The token ids of a split (``train``, ``valid``, ``test``) as one 1-D tensor."""
+        """The token ids of a split (``train``, ``dev``, ``test``) as one 1-D tensor."""
         if split not in self._ids:
             self._ids[split] = torch.tensor(self.vocab.encode(self._tokens(split)))
         return self._ids[split]
@@ -191,7 +191,7 @@ class LMTask:
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, split: str = "dev") -> dict[str, float]:
-        return self.score(self.ids("valid" if split == "dev" else "test"))
+        return self.score(self.ids(split))
 
     def evaluate_file(self, path: str | Path) -> dict[str, float]:
         return self.score(torch.tensor(self.vocab.encode(self.tokens_of(read_text(path)))))
