@@ -72,22 +72,13 @@ SHIFT = 13
 SEED_LR = 0.001
 TARGET = 0.99
 
-# Flag values that --quick changes (all of them may still be given explicitly).
-FULL = {
-    "throughput_seconds": 20.0,
-    "seed_budget": 300.0,
-    "eval_messages": 500,
-    "seed_eval_every": 50,
-    "rnnkit_epoch_messages": 256,
-    "rnnkit_max_epochs": 400,
-}
-QUICK = {
-    "throughput_seconds": 3.0,
-    "seed_budget": 6.0,
-    "eval_messages": 200,
-    "seed_eval_every": 50,
-    "rnnkit_epoch_messages": 256,
-    "rnnkit_max_epochs": 8,
+TUNED = {  # flag: (value, --quick value, help)
+    "throughput_seconds": (20.0, 3.0, "training time timed per side"),
+    "seed_budget": (300.0, 6.0, "seed: seconds to reach 99%%"),
+    "eval_messages": (500, 200, "held-out messages per validation"),
+    "seed_eval_every": (50, 50, "seed: validate every N messages"),
+    "rnnkit_epoch_messages": (256, 256, "rnnkit: messages per epoch"),
+    "rnnkit_max_epochs": (400, 8, "rnnkit: give up after N epochs"),
 }
 
 
@@ -619,17 +610,11 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = CipherConfig().model
-    parser = bench.parser(__doc__, "~15 s with tiny budgets")
+    parser = bench.parser(__doc__, "~15 s with tiny budgets", tuned=TUNED)
     parser.add_argument("--embedding-dim", type=int, help=f"default {defaults.embedding_dim}")
     parser.add_argument("--hidden", type=int, help=f"default {defaults.hidden_size}")
     parser.add_argument("--sizes", help="several EMBEDDINGxHIDDEN pairs, e.g. 32x64,5x10")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--throughput-seconds", type=float, help="training time timed per side")
-    parser.add_argument("--seed-budget", type=float, help="seed: seconds to reach 99%%")
-    parser.add_argument("--eval-messages", type=int, help="held-out messages per validation")
-    parser.add_argument("--seed-eval-every", type=int, help="seed: validate every N messages")
-    parser.add_argument("--rnnkit-epoch-messages", type=int, help="rnnkit: messages per epoch")
-    parser.add_argument("--rnnkit-max-epochs", type=int, help="rnnkit: give up after N epochs")
     parser.add_argument("--rnnkit-batch", type=int, help="rnnkit: batch size (default: its own)")
     crack = parser.add_argument_group("cracking unknown keys (instead of the ROT13 race)")
     crack.add_argument("--crack", metavar="LM_DIR", help="the character LM that guides the search")
@@ -646,7 +631,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--substitution-lengths", default=CRACK_SUBSTITUTION_LENGTHS,
         type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,...,1024)",
     )  # fmt: skip
-    args = bench.finish(parser, parser.parse_args(argv), FULL, QUICK)
+    args = bench.finish(parser, parser.parse_args(argv))
     if args.crack and not args.crack_text:
         parser.error("--crack needs --crack-text (e.g. DATA/wikitext-2/test.txt)")
     if args.sizes and (args.embedding_dim or args.hidden):

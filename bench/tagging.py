@@ -96,24 +96,14 @@ TAG_SAMPLE = 256  # dev sentences tagged in batches
 TARGET = 1_000.0  # training sentences/s at the seed size
 # Figures quoted by the issue, for scale only.
 QUOTED = "seed loop ~14 sent/s, forward vectorised ~123, Flair 0.15 ~77 (1,260 tok/s)"
-# Flag values that --quick changes (each may still be given explicitly).
-FULL = {
-    "seconds": 5.0,
-    "steps": 60,
-    "seed_sentences": 30,
-    "vectorised_sentences": 120,
-    "seed_warmup": 3,
-    "latency_sentences": 50,
-    "tag_repeats": 3,
-}
-QUICK = {
-    "seconds": 0.3,
-    "steps": 3,
-    "seed_sentences": 3,
-    "vectorised_sentences": 10,
-    "seed_warmup": 1,
-    "latency_sentences": 5,
-    "tag_repeats": 1,
+TUNED = {  # flag: (value, --quick value, help)
+    "seconds": (5.0, 0.3, "seed size: time per timed part"),
+    "steps": (60, 3, "recipes: timed training steps"),
+    "seed_sentences": (30, 3, "seed loop: timed sentences"),
+    "vectorised_sentences": (120, 10, "seed, forward vectorised: timed sentences"),
+    "seed_warmup": (3, 1, "seed: warm-up sentences"),
+    "latency_sentences": (50, 5, "one-sentence tagging calls"),
+    "tag_repeats": (3, 1, "batch tagging runs, median"),
 }
 
 
@@ -229,7 +219,7 @@ def bench_seed_size_kit(corpus: Corpus, args: argparse.Namespace) -> SeedSizeKit
         out.optimizer = bench.describe_optimizer(crf_trainer.optimizer)
         out.device = str(crf_trainer.device)
         device = crf_trainer.device
-        for size in args.batch_list:
+        for size in args.batches:
             batches = corpus.batches(size)
             progress(f"seed size, rnnkit, batch {size}: {args.seconds:g} s each part")
             for name, trainer in (("crf", crf_trainer), ("softmax", soft_trainer)):
@@ -623,17 +613,8 @@ def report(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "well under 20 s", data_dir=True)
+    p = bench.parser(__doc__, "well under 20 s", data_dir=True, tuned=TUNED)
     p.add_argument("--batches", default=[32, 128], type=bench.int_list, help="seed-size batches")
-    p.add_argument("--seconds", type=float, help="seed size: time per timed part (5; q 0.3)")
-    p.add_argument("--steps", type=int, help="recipes: timed training steps (60; quick 3)")
-    p.add_argument("--seed-sentences", type=int, help="seed loop: timed sentences (30; q 3)")
-    p.add_argument(
-        "--vectorised-sentences", type=int, help="seed, forward vectorised: timed (120; q 10)"
-    )
-    p.add_argument("--seed-warmup", type=int, help="seed: warm-up sentences (3; quick 1)")
-    p.add_argument("--latency-sentences", type=int, help="one-sentence tagging calls (50; q 5)")
-    p.add_argument("--tag-repeats", type=int, help="batch tagging runs, median (3; q 1)")
     p.add_argument(
         "--recipes", default=DEFAULT_RECIPES, help="tag recipes, comma-separated ('' for none)"
     )
@@ -643,13 +624,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--device", default="cpu", help="rnnkit's device (cpu; or auto, cuda)")
     p.add_argument("--random-seed", type=int, default=1, help="for models and data (1)")
-    args = bench.finish(p, p.parse_args(argv), FULL, QUICK)
-    counts = ("steps", "seed_sentences", "vectorised_sentences", "latency_sentences")
-    if min(getattr(args, k) for k in (*counts, "tag_repeats")) < 1 or args.seed_warmup < 0:
-        p.error("step, sentence and repeat counts must be ≥ 1 (--seed-warmup ≥ 0)")
-    if args.seconds <= 0:
-        p.error("--seconds must be > 0")
-    args.batch_list = args.batches
+    args = bench.finish(p, p.parse_args(argv))
     args.recipe_list = [p.strip() for p in args.recipes.split(",") if p.strip()]
     return args
 

@@ -58,6 +58,11 @@ from rnnkit.train import Trainer  # noqa: E402
 RECIPE = REPO / "configs" / "fra-eng-tutorial.yaml"
 SEED_MAX_LENGTH = 10
 WARMUP = 3
+TUNED = {  # flag: (value, --quick value, help)
+    "seconds": (60.0, 3.0, "rnnkit training time"),
+    "seed_pairs": (300, 20, "pairs the seed loop trains"),
+    "decode": (512, 64, "dev sources to translate"),
+}
 
 
 def synthetic_pairs(count: int, seed: int = 1) -> list[Pair]:
@@ -183,11 +188,8 @@ def bench_seed(task: TranslateTask, pairs: int, hidden: int = 256) -> float:
         dec_opt.step()
         return trained
 
-    for _ in range(WARMUP):
-        one_pair()
-    start = time.perf_counter()
-    tokens = sum(one_pair() for _ in range(pairs))
-    return tokens / (time.perf_counter() - start)
+    bench.warm(one_pair, WARMUP)
+    return bench.run_steps(lambda: (1, one_pair()), pairs).tokens_per_second
 
 
 def bench_decoding(task: TranslateTask, count: int) -> dict[int, float]:
@@ -210,15 +212,10 @@ def _native_bf16() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = bench.parser(__doc__, "tiny timings")
-    parser.add_argument("--seconds", type=float, default=60.0, help="rnnkit training time")
-    parser.add_argument("--seed-pairs", type=int, default=300, help="pairs the seed loop trains")
-    parser.add_argument("--decode", type=int, default=512, help="dev sources to translate")
+    parser = bench.parser(__doc__, "tiny timings", tuned=TUNED)
     parser.add_argument("--data-dir", help="where eng-fra/fra.txt lives")
     parser.add_argument("--synthetic", action="store_true", help="synthetic pairs even if found")
     args = bench.finish(parser, parser.parse_args(argv))
-    if args.quick:
-        args.seconds, args.seed_pairs, args.decode = 3.0, 20, 64
     torch.manual_seed(1)
     ticks = bench.cpu_ticks()
     task, data = build_task(args)
