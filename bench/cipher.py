@@ -83,16 +83,6 @@ TUNED = {  # flag: (value, --quick value, help)
 
 
 @dataclass
-class Throughput:
-    messages: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
 class TargetRun:
     """How a run towards the target accuracy went."""
 
@@ -107,7 +97,7 @@ class TargetRun:
 @dataclass
 class SideResult:
     side: str
-    throughput: Throughput
+    throughput: bench.Rate  # items: messages
     target: TargetRun
 
 
@@ -183,16 +173,15 @@ def seed_setup(
     return net, optimizer, nn.CrossEntropyLoss(), random.Random(seed)
 
 
-def seed_throughput(embedding_dim: int, hidden: int, seconds: float, seed: int) -> Throughput:
+def seed_throughput(embedding_dim: int, hidden: int, seconds: float, seed: int) -> bench.Rate:
     net, optimizer, loss_fn, rng = seed_setup(embedding_dim, hidden, seed)
-    for _ in range(20):  # warm-up, not timed
+
+    def step() -> tuple[int, int]:
         seed_train_step(net, optimizer, loss_fn, rng)
-    messages = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        seed_train_step(net, optimizer, loss_fn, rng)
-        messages += 1
-    return Throughput(messages, time.perf_counter() - start)
+        return 1, 0
+
+    bench.warm(step, 20)
+    return bench.run_for(step, seconds)
 
 
 def seed_time_to_target(embedding_dim: int, hidden: int, args: argparse.Namespace) -> TargetRun:
@@ -249,7 +238,7 @@ def rnnkit_config(
     return from_dict(CipherConfig, overrides)
 
 
-def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> Throughput:
+def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> bench.Rate:
     """Time the Trainer's own step over ``task.train_batches`` (batch making included)."""
     task = build_task("cipher", config)
     trainer = Trainer(task, config.train, out_dir, log=lambda _: None)
@@ -257,8 +246,7 @@ def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> Th
         trainer, bench.endless(task.train_batches), lambda b: (len(b["source"]), 0)
     )
     bench.warm(step, 2)
-    rate = bench.run_for(step, seconds)
-    return Throughput(rate.items, rate.seconds)
+    return bench.run_for(step, seconds)
 
 
 def read_history(out_dir: Path) -> list[dict]:
@@ -315,7 +303,7 @@ def format_target(run: TargetRun) -> str:
 
 def training_seconds(result: SideResult) -> float:
     """Messages needed for the target (or consumed without it) over the measured rate."""
-    rate = result.throughput.rate
+    rate = result.throughput.per_second
     return result.target.messages / rate if rate else float("nan")
 
 
@@ -337,13 +325,17 @@ def size_section(
     ]
     for result in (seed, kit):
         rows.append(
-            f"| {result.side} | {result.throughput.rate:,.0f} | {format_target(result.target)} "
-            f"| {result.target.accuracy:.4f} |"
+            f"| {result.side} | {result.throughput.per_second:,.0f} "
+            f"| {format_target(result.target)} | {result.target.accuracy:.4f} |"
         )
-    ratio = kit.throughput.rate / seed.throughput.rate if seed.throughput.rate else float("nan")
+    ratio = (
+        kit.throughput.per_second / seed.throughput.per_second
+        if seed.throughput.per_second
+        else float("nan")
+    )
     flops = flops_per_message(embedding_dim, hidden)
-    seed_gflops = seed.throughput.rate * flops / 1e9
-    kit_gflops = kit.throughput.rate * flops / 1e9
+    seed_gflops = seed.throughput.per_second * flops / 1e9
+    kit_gflops = kit.throughput.per_second * flops / 1e9
     rows += [
         "",
         f"- throughput ratio rnnkit/seed: **{ratio:.1f}x**",
@@ -354,8 +346,8 @@ def size_section(
         f"- rnnkit: {kit.target.detail}",
         f"- training alone to the target, at the measured rates: seed "
         f"{training_seconds(seed):.2f} s, rnnkit {training_seconds(kit):.2f} s",
-        f"- throughput samples: seed {seed.throughput.messages:,} msgs in "
-        f"{seed.throughput.seconds:.1f} s, rnnkit {kit.throughput.messages:,} msgs in "
+        f"- throughput samples: seed {seed.throughput.items:,} msgs in "
+        f"{seed.throughput.seconds:.1f} s, rnnkit {kit.throughput.items:,} msgs in "
         f"{kit.throughput.seconds:.1f} s",
         "",
     ]
@@ -404,13 +396,11 @@ def crack_messages(text: str, length: int, count: int, seed: int) -> list[str]:
 
 
 @dataclass
-class CrackTally:
-    """Letters right, letters seen, messages and seconds, for one way on one set of messages."""
+class CrackTally(bench.Rate):
+    """One way on one set of messages: messages (items), letters seen (tokens), letters right
+    and seconds."""
 
     right: int = 0
-    letters: int = 0
-    messages: int = 0
-    seconds: float = 0.0
 
     def add(self, guess: str, truth: str, seconds: float) -> None:
         """``guess`` is aligned with ``truth`` character for character."""
@@ -418,17 +408,13 @@ class CrackTally:
 
         places = Letters(truth).positions.tolist()
         self.right += sum(guess[p].lower() == truth[p].lower() for p in places)
-        self.letters += len(places)
-        self.messages += 1
+        self.tokens += len(places)
+        self.items += 1
         self.seconds += seconds
 
     @property
     def accuracy(self) -> float:
-        return self.right / max(1, self.letters)
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds if self.seconds else 0.0
+        return self.right / max(1, self.tokens)
 
 
 def crack_ways(args: argparse.Namespace, cipher: str):
@@ -542,58 +528,47 @@ def crack_report(args: argparse.Namespace) -> str:
            else "")
         + " Accuracy counts letters only (everything else passes through).",
         "",
+    ]  # fmt: skip
+    vl = args.vigenere_lengths
+    keys = {str(k): [k] for k in range(1, 9)} | {"**all**": range(1, 9)}
+    vig_rows = [
+        [label, *(f"{merged(vig, w, [n], ks).accuracy:.2%}" for n in vl for w in ways_v)]
+        for label, ks in keys.items()
+    ]
+    sub_rows = [
+        [n, *(f"{1 - sub[(w, n, 26)].accuracy:.2%}" for w in ways_s)]
+        for n in args.substitution_lengths
+    ]
+    speeds = {
+        "Vigenère (all lengths)": (vig, ways_v, vl, range(1, 9)),
+        "substitution (all lengths)": (sub, ways_s, args.substitution_lengths, [26]),
+    }
+    speed_rows = [
+        [name, *(f"{merged(t, w, ns, ks).per_second:.2f}" if w in ways else "–" for w in ways_s)]
+        for name, (t, ways, ns, ks) in speeds.items()
+    ]
+    lines += [
         "### Vigenère, key length 1-8: letter accuracy",
         "",
-        "| key length | " + " | ".join(
-            f"{w} {n}" for n in args.vigenere_lengths for w in ways_v
-        ) + " |",
-        "|---|" + "---:|" * (len(ways_v) * len(args.vigenere_lengths)),
-    ]  # fmt: skip
-
-    def row(label, cells, tallies, ways, lengths, key_lengths):
-        values = []
-        for n in lengths:
-            for w in ways:
-                merged = CrackTally()
-                for k in key_lengths:
-                    t = tallies[(w, n, k)]
-                    merged.right += t.right
-                    merged.letters += t.letters
-                values.append(cells(merged))
-        return f"| {label} | " + " | ".join(values) + " |"
-
-    def pct(t):
-        return f"{t.accuracy:.2%}"
-
-    for k in range(1, 9):
-        lines.append(row(str(k), pct, vig, ways_v, args.vigenere_lengths, [k]))
-    lines.append(row("**all**", pct, vig, ways_v, args.vigenere_lengths, range(1, 9)))
-    lines += [
+        *bench.table(["key length", *(f"{w} {n}" for n in vl for w in ways_v)], vig_rows),
         "",
         "### Simple substitution (26 letters): symbol error",
         "",
-        "| message length | " + " | ".join(ways_s) + " |",
-        "|---:|" + "---:|" * len(ways_s),
+        *bench.table(["message length", *ways_s], sub_rows, left=0),
+        "",
+        "### Messages cracked per second",
+        "",
+        *bench.table(["cipher", *ways_s], speed_rows),
     ]
-    for n in args.substitution_lengths:
-        cells = [f"{1 - sub[(w, n, 26)].accuracy:.2%}" for w in ways_s]
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += ["", "### Messages cracked per second", "", "| cipher | " + " | ".join(ways_s) + " |",
-              "|---|" + "---:|" * len(ways_s)]  # fmt: skip
-    for cipher, tallies, ways, lengths, keys in (
-        ("Vigenère (all lengths)", vig, ways_v, args.vigenere_lengths, range(1, 9)),
-        ("substitution (all lengths)", sub, ways_s, args.substitution_lengths, [26]),
-    ):
-        cells = []
-        for w in ways_s:
-            if w not in ways:
-                cells.append("–")
-                continue
-            parts = [tallies[(w, n, k)] for n in lengths for k in keys]
-            seconds = sum(t.seconds for t in parts)
-            cells.append(f"{sum(t.messages for t in parts) / seconds:.2f}")
-        lines.append(f"| {cipher} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def merged(tallies: dict, way: str, lengths, key_lengths) -> CrackTally:
+    """One way's tallies over some message and key lengths, summed."""
+    parts = [tallies[(way, n, k)] for n in lengths for k in key_lengths]
+    total = CrackTally(sum(t.items for t in parts), sum(t.tokens for t in parts))
+    total.seconds, total.right = sum(t.seconds for t in parts), sum(t.right for t in parts)
+    return total
 
 
 # ------------------------------------------------------------------------------------ main
@@ -649,7 +624,7 @@ def bench_size(embedding_dim: int, hidden: int, args: argparse.Namespace) -> str
     progress(f"== embedding {embedding_dim}, hidden {hidden}")
     progress("seed: throughput")
     seed_speed = seed_throughput(embedding_dim, hidden, args.throughput_seconds, args.seed)
-    progress(f"  {seed_speed.rate:.0f} msg/s")
+    progress(f"  {seed_speed.per_second:.0f} msg/s")
     progress("seed: time to target")
     seed_run = seed_time_to_target(embedding_dim, hidden, args)
     config = rnnkit_config(embedding_dim, hidden, args)
@@ -657,7 +632,7 @@ def bench_size(embedding_dim: int, hidden: int, args: argparse.Namespace) -> str
     with tempfile.TemporaryDirectory(prefix="bench-cipher-") as tmp:
         progress("rnnkit: throughput")
         kit_speed = rnnkit_throughput(speed_config, args.throughput_seconds, Path(tmp) / "speed")
-        progress(f"  {kit_speed.rate:.0f} msg/s")
+        progress(f"  {kit_speed.per_second:.0f} msg/s")
         progress("rnnkit: time to target (Trainer.fit)")
         kit_run = rnnkit_time_to_target(config, Path(tmp) / "fit")
     return size_section(
