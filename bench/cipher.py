@@ -16,8 +16,7 @@ torch's default thread count.
 Measured for each side and each size:
 
 1. training throughput (messages/s): a timed training loop for a fixed wall-clock span, no
-   validation inside it. For rnnkit this loop walks ``task.train_batches(epoch)`` and does what
-   ``Trainer.fit`` does per batch (loss, zero_grad, backward, gradient clipping, step);
+   validation inside it. For rnnkit, ``Trainer.train_step`` over ``task.train_batches(epoch)``;
 2. wall time until dev character accuracy first reaches the target (0.99), validation
    included, from freshly initialised weights. The seed loop validates every
    ``--seed-eval-every`` messages and gives up after ``--seed-budget`` seconds (checked at
@@ -28,18 +27,13 @@ Measured for each side and each size:
    frequent checks; the report also gives the pure training time to the target (messages
    needed over the measured throughput).
 
-Run from the repository root, on an otherwise idle machine: with torch's default thread count
-a second busy process makes small ops up to a hundred times slower, so the report states how
-much of the CPU other processes used during the run and warns when it was more than 5%::
+Run::
 
     .venv/bin/python bench/cipher.py                              # 32x64, about a minute
     .venv/bin/python bench/cipher.py --sizes 32x64,5x10           # also the seed's 5/10 sizes
-    .venv/bin/python bench/cipher.py --append bench/RESULTS.md    # also append the report
-    .venv/bin/python bench/cipher.py --quick                      # ~15 s smoke run
 
 The seed loop's time to the target is capped by ``--seed-budget`` (300 s), so a run where it
-fails takes up to five minutes more per size. The markdown report goes to stdout; progress goes
-to stderr.
+fails takes up to five minutes more per size.
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
 """The harness every benchmark shares: one command line (``--quick`` smoke runs, ``--publish`` /
 ``--append``, ``--threads``), one report header (the command, the machine and how busy it was),
 progress lines, timing loops around rnnkit's own training step, and publishing. A benchmark
-keeps only what it measures, so that two benchmarks cannot drift apart on how they measure."""
+keeps only what it measures, so that two benchmarks cannot drift apart on how they measure.
+
+Every benchmark runs from anywhere (relative paths fall back to the repository root), best on
+an otherwise idle machine: a busy CPU slows small ops down a hundredfold, and the report says
+how much of it other processes used. ``python bench/NAME.py --quick`` is its smoke run,
+``--publish`` also appends the report to bench/RESULTS.md; the markdown report goes to stdout,
+progress to stderr."""
 
 from __future__ import annotations
 

@@ -34,16 +34,12 @@ milliseconds per batch of 32 sentences for each operation and implementation, an
 speed-up over the others (their time / rnnkit's time). The targets are ≥2x over pytorch-crf on
 both operations and ≥100x over the seed loop.
 
-Run from the repository root, on an otherwise idle machine (with several torch threads a busy
-CPU can slow small ops down a hundredfold; the report says how much CPU other processes used)::
+Run::
 
     .venv/bin/python bench/crf.py                      # 9 and 20 tags, about a minute
     .venv/bin/python bench/crf.py --tags 5,9,20,50 --threads 1
-    .venv/bin/python bench/crf.py --publish            # also append to bench/RESULTS.md
-    .venv/bin/python bench/crf.py --quick              # smoke run: batch 8, a few seconds
 
-The markdown report goes to stdout; progress goes to stderr. Needs pytorch-crf (a dev
-dependency: ``pip install pytorch-crf``).
+Needs pytorch-crf (a dev dependency: ``pip install pytorch-crf``).
 """
 
 from __future__ import annotations

@@ -27,15 +27,12 @@ onnxruntime); onnxruntime runs with one inter-op thread. Both are stated in the 
 Models: by default the tiny models of the tests (``tests/tiny.py``), trained in a few seconds
 into a temporary directory; ``--tagger DIR`` and ``--cipher DIR`` bench real trained models.
 
-Run from the repository root, on an otherwise idle machine (the report says how much CPU other
-processes used)::
+Run::
 
     .venv/bin/python bench/export.py                    # tiny models, under a minute
     .venv/bin/python bench/export.py --tagger runs/uner-ner --cipher runs/rot13
-    .venv/bin/python bench/export.py --publish          # also append to bench/RESULTS.md
-    .venv/bin/python bench/export.py --quick            # smoke run, a few seconds
 
-The markdown report goes to stdout, progress to stderr. Needs onnx and onnxruntime.
+Needs onnx and onnxruntime.
 """
 
 from __future__ import annotations

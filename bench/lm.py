@@ -24,16 +24,12 @@ Measured in one process, on the device the recipe picks (``train.device``, ``aut
 4. **generation speed** (tokens/s): ``task.generate(prompt, length=N, temperature=0.8, seed=0)``
    consumed to the end (batch 1), with the model trained by (1) for a few seconds.
 
-Run from anywhere (relative paths fall back to the repository root), on an otherwise idle
-machine; the report says how much CPU other processes used while it ran::
+Run::
 
     .venv/bin/python bench/lm.py                                  # shakespeare-char, ~1 min
     .venv/bin/python bench/lm.py --config configs/X.yaml model.hidden_size=256
-    .venv/bin/python bench/lm.py --append bench/RESULTS.md        # also append the report
-    .venv/bin/python bench/lm.py --quick                          # ~15 s smoke run
 
-``key=value`` overrides work as on the CLI. The markdown report goes to stdout, progress to
-stderr.
+``key=value`` overrides work as on the CLI.
 """
 
 from __future__ import annotations

@@ -30,14 +30,10 @@ one where the step budget ends):
 On 2 cores no speed-up is expected: the point is an honest measured ratio. The report also
 says how much CPU other processes used during each run.
 
-Run from the repository root (paths fall back to it), on an otherwise idle machine::
+Run::
 
-    .venv/bin/python bench/scale.py --quick       # small models, ~1 minute: a smoke run
     .venv/bin/python bench/scale.py               # the recipes' models, 2 epochs each, ~11 min
-    .venv/bin/python bench/scale.py --publish     # also append the report to bench/RESULTS.md
     .venv/bin/python bench/scale.py --tag-steps 392 --lm-steps 245 --procs 1,2
-
-The markdown report goes to stdout, progress to stderr.
 """
 
 from __future__ import annotations

@@ -31,15 +31,10 @@ into a temporary directory. ``--models-from DIR`` keeps them: each of ``DIR/tagg
 ``DIR/tag/model`` (and ``cipher/model``, ``translate/model``), else a tiny model is trained
 there. ``--tagger DIR``, ``--cipher DIR`` and ``--translator DIR`` bench real trained models.
 
-Run from the repository root, on an otherwise idle machine (the report says how much CPU other
-processes used)::
+Run::
 
     .venv/bin/python bench/serve.py                      # 2 modes x 3 models, a couple of minutes
     .venv/bin/python bench/serve.py --tagger runs/uner-ner --translator runs/fra-eng
-    .venv/bin/python bench/serve.py --publish            # also append to bench/RESULTS.md
-    .venv/bin/python bench/serve.py --quick              # smoke run, under a minute
-
-The markdown report goes to stdout, progress to stderr.
 """
 
 from __future__ import annotations

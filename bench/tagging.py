@@ -3,20 +3,19 @@
 Measured in one process, on one machine (rnnkit on ``--device``, the CPU by default; the seed
 side always on the CPU):
 
-1. **Seed size, rnnkit** — the seed tutorial's "realistic" BiLSTM-CRF size: 11 tags counting
-   its begin and end pseudo-tags, sentences of 30 tokens, embedding 100, BiLSTM hidden 200 (100
-   per direction), one layer, no dropout. A ``rnnkit.nn.tagger.Tagger`` is built directly
-   (``chars="none"``, ``head="crf"``, unconstrained) over a synthetic corpus of random word ids
-   from a 10k-word vocabulary and random tags. rnnkit's CRF keeps start and end scores as
-   vectors, so its tag set holds the 9 real tags; the seed's 11 are those 9 plus its begin and
-   end tags inside the transition matrix, the same distribution. Training uses the
-   ``Trainer``'s own optimizer (fused Adam on the CPU, lr 0.002 as in the tag recipes) and its
-   per-batch step: loss, ``zero_grad(set_to_none=True)``, backward, ``clip_grad_norm_`` 5.0,
-   step, ``float(loss)``. Timed for ``--seconds`` per batch size (32, the recipes' default,
-   and 128; ``--batches``) after 3 warm-up steps. Where the time goes: the same step with a
-   softmax head instead of the CRF (everything but the CRF), and the CRF's NLL forward+backward
-   alone on random emissions. Tagging: ``Tagger.decode`` on ready tensors, one sentence (median
-   latency) and batches of 32 and 256 (sentences/s).
+1. **Seed size, rnnkit** — the seed tutorial's "realistic" BiLSTM-CRF size: 11 tags counting its
+   begin and end pseudo-tags, sentences of 30 tokens, embedding 100, BiLSTM hidden 200 (100 per
+   direction), one layer, no dropout. A ``rnnkit.nn.tagger.Tagger`` is built directly
+   (``chars="none"``, ``head="crf"``, unconstrained) over a synthetic corpus of random word ids from
+   a 10k-word vocabulary and random tags. rnnkit's CRF keeps start and end scores as vectors, so its
+   tag set holds the 9 real tags; the seed's 11 are those 9 plus its begin and end tags inside the
+   transition matrix, the same distribution. Training uses the ``Trainer``'s own optimizer (fused
+   Adam on the CPU, lr 0.002 as in the tag recipes) and ``Trainer.train_step`` (``clip_norm`` 5.0).
+   Timed for ``--seconds`` per batch size (32, the recipes' default, and 128; ``--batches``) after 3
+   warm-up steps. Where the time goes: the same step with a softmax head instead of the CRF
+   (everything but the CRF), and the CRF's NLL forward+backward alone on random emissions. Tagging:
+   ``Tagger.decode`` on ready tensors, one sentence (median latency) and batches of 32 and 256
+   (sentences/s).
 2. **Seed size, the seed's algorithm** — the tutorial's BiLSTM-CRF re-implemented (the CRF part
    is ``SeedLoopCRF`` from ``bench/crf.py``): one sentence per update, embedding → ``nn.LSTM``
    (bidirectional, 100 per direction, a fresh random initial state per sentence as in the
@@ -40,15 +39,10 @@ For scale (figures from the issue, not measured here): the tutorial's loop does 
 sentences/s at the seed size on this CPU, 123 with only its forward algorithm vectorised, and
 Flair 0.15 about 77 (1,260 tokens/s). The target is ≥ 1,000 training sentences/s at that size.
 
-Run from anywhere, on an otherwise idle machine (the report says how much CPU other processes
-used while it ran)::
+Run::
 
     .venv/bin/python bench/tagging.py                    # all three sections, about 2 min
     .venv/bin/python bench/tagging.py --threads 1 --batches 32,64,128
-    .venv/bin/python bench/tagging.py --publish          # also append to bench/RESULTS.md
-    .venv/bin/python bench/tagging.py --quick            # smoke run, well under 20 s
-
-The markdown report goes to stdout, progress to stderr.
 """
 
 from __future__ import annotations

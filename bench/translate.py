@@ -2,13 +2,12 @@
 
 Measured in one process, on one machine, on the same pairs and at the same sizes:
 
-1. **rnnkit** — the model of ``configs/fra-eng-tutorial.yaml`` (embeddings 256, bidirectional
-   GRU encoder 256 per direction, GRU decoder 256 with Bahdanau attention and input feeding),
-   trained the Trainer's way: batches of 64 from ``task.train_batches`` (length-bucketed),
-   ``model.loss``, ``zero_grad(set_to_none=True)``, backward, ``clip_grad_norm_`` 1.0, fused
-   Adam 1e-3. Timed for ``--seconds`` after 3 warm-up steps; target tokens (``</s>`` included)
-   counted from the masks. Four rows: batch 64 (the recipe's) and 256, each in float32 and
-   in bfloat16 autocast (``train.cpu_amp: true``).
+1. **rnnkit** — the model of ``configs/fra-eng-tutorial.yaml`` (embeddings 256, bidirectional GRU
+   encoder 256 per direction, GRU decoder 256 with Bahdanau attention and input feeding),
+   ``Trainer.train_step`` (fused Adam 1e-3, ``clip_norm`` 1.0) over ``task.train_batches``
+   (length-bucketed batches of 64). Timed for ``--seconds`` after 3 warm-up steps; target tokens
+   (``</s>`` included) counted from the masks. Four rows: batch 64 (the recipe's) and 256, each in
+   float32 and in bfloat16 autocast (``train.cpu_amp: true``).
 2. **The seed's loop** — the tutorial's algorithm re-implemented here in our own words: one
    pair per update; a GRU encoder of 256 fed one word at a time; an attention decoder whose
    attention is a linear layer from [embedding; hidden] to ``MAX_LENGTH`` (10) positions,
@@ -23,8 +22,6 @@ The pairs are the tutorial recipe's training pairs when ``--data-dir`` holds ``e
 else synthetic ones (random words, 3–9 per side, same vocabulary sizes), which the report says.
 
     .venv/bin/python bench/translate.py                 # about 6 minutes
-    .venv/bin/python bench/translate.py --publish       # also append to bench/RESULTS.md
-    .venv/bin/python bench/translate.py --quick         # smoke run, well under 30 s
 """
 
 from __future__ import annotations
