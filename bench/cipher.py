@@ -16,8 +16,7 @@ torch's default thread count.
 Measured for each side and each size:
 
 1. training throughput (messages/s): a timed training loop for a fixed wall-clock span, no
-   validation inside it. For rnnkit this loop walks ``task.train_batches(epoch)`` and does what
-   ``Trainer.fit`` does per batch (loss, zero_grad, backward, gradient clipping, step);
+   validation inside it. For rnnkit, ``Trainer.train_step`` over ``task.train_batches(epoch)``;
 2. wall time until dev character accuracy first reaches the target (0.99), validation
    included, from freshly initialised weights. The seed loop validates every
    ``--seed-eval-every`` messages and gives up after ``--seed-budget`` seconds (checked at
@@ -28,18 +27,13 @@ Measured for each side and each size:
    frequent checks; the report also gives the pure training time to the target (messages
    needed over the measured throughput).
 
-Run from the repository root, on an otherwise idle machine: with torch's default thread count
-a second busy process makes small ops up to a hundred times slower, so the report states how
-much of the CPU other processes used during the run and warns when it was more than 5%::
+Run::
 
     .venv/bin/python bench/cipher.py                              # 32x64, about a minute
     .venv/bin/python bench/cipher.py --sizes 32x64,5x10           # also the seed's 5/10 sizes
-    .venv/bin/python bench/cipher.py --append bench/RESULTS.md    # also append the report
-    .venv/bin/python bench/cipher.py --quick                      # ~15 s smoke run
 
 The seed loop's time to the target is capped by ``--seed-budget`` (300 s), so a run where it
-fails takes up to five minutes more per size. The markdown report goes to stdout; progress goes
-to stderr.
+fails takes up to five minutes more per size.
 """
 
 from __future__ import annotations
@@ -72,33 +66,14 @@ SHIFT = 13
 SEED_LR = 0.001
 TARGET = 0.99
 
-# Flag values that --quick changes (all of them may still be given explicitly).
-FULL = {
-    "throughput_seconds": 20.0,
-    "seed_budget": 300.0,
-    "eval_messages": 500,
-    "seed_eval_every": 50,
-    "rnnkit_epoch_messages": 256,
-    "rnnkit_max_epochs": 400,
+TUNED = {  # flag: (value, --quick value, help)
+    "throughput_seconds": (20.0, 3.0, "training time timed per side"),
+    "seed_budget": (300.0, 6.0, "seed: seconds to reach 99%%"),
+    "eval_messages": (500, 200, "held-out messages per validation"),
+    "seed_eval_every": (50, 50, "seed: validate every N messages"),
+    "rnnkit_epoch_messages": (256, 256, "rnnkit: messages per epoch"),
+    "rnnkit_max_epochs": (400, 8, "rnnkit: give up after N epochs"),
 }
-QUICK = {
-    "throughput_seconds": 3.0,
-    "seed_budget": 6.0,
-    "eval_messages": 200,
-    "seed_eval_every": 50,
-    "rnnkit_epoch_messages": 256,
-    "rnnkit_max_epochs": 8,
-}
-
-
-@dataclass
-class Throughput:
-    messages: int
-    seconds: float
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass
@@ -116,7 +91,7 @@ class TargetRun:
 @dataclass
 class SideResult:
     side: str
-    throughput: Throughput
+    throughput: bench.Rate  # items: messages
     target: TargetRun
 
 
@@ -192,16 +167,15 @@ def seed_setup(
     return net, optimizer, nn.CrossEntropyLoss(), random.Random(seed)
 
 
-def seed_throughput(embedding_dim: int, hidden: int, seconds: float, seed: int) -> Throughput:
+def seed_throughput(embedding_dim: int, hidden: int, seconds: float, seed: int) -> bench.Rate:
     net, optimizer, loss_fn, rng = seed_setup(embedding_dim, hidden, seed)
-    for _ in range(20):  # warm-up, not timed
+
+    def step() -> tuple[int, int]:
         seed_train_step(net, optimizer, loss_fn, rng)
-    messages = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        seed_train_step(net, optimizer, loss_fn, rng)
-        messages += 1
-    return Throughput(messages, time.perf_counter() - start)
+        return 1, 0
+
+    bench.warm(step, 20)
+    return bench.run_for(step, seconds)
 
 
 def seed_time_to_target(embedding_dim: int, hidden: int, args: argparse.Namespace) -> TargetRun:
@@ -258,7 +232,7 @@ def rnnkit_config(
     return from_dict(CipherConfig, overrides)
 
 
-def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> Throughput:
+def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> bench.Rate:
     """Time the Trainer's own step over ``task.train_batches`` (batch making included)."""
     task = build_task("cipher", config)
     trainer = Trainer(task, config.train, out_dir, log=lambda _: None)
@@ -266,8 +240,7 @@ def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> Th
         trainer, bench.endless(task.train_batches), lambda b: (len(b["source"]), 0)
     )
     bench.warm(step, 2)
-    rate = bench.run_for(step, seconds)
-    return Throughput(rate.items, rate.seconds)
+    return bench.run_for(step, seconds)
 
 
 def read_history(out_dir: Path) -> list[dict]:
@@ -324,7 +297,7 @@ def format_target(run: TargetRun) -> str:
 
 def training_seconds(result: SideResult) -> float:
     """Messages needed for the target (or consumed without it) over the measured rate."""
-    rate = result.throughput.rate
+    rate = result.throughput.per_second
     return result.target.messages / rate if rate else float("nan")
 
 
@@ -346,13 +319,17 @@ def size_section(
     ]
     for result in (seed, kit):
         rows.append(
-            f"| {result.side} | {result.throughput.rate:,.0f} | {format_target(result.target)} "
-            f"| {result.target.accuracy:.4f} |"
+            f"| {result.side} | {result.throughput.per_second:,.0f} "
+            f"| {format_target(result.target)} | {result.target.accuracy:.4f} |"
         )
-    ratio = kit.throughput.rate / seed.throughput.rate if seed.throughput.rate else float("nan")
+    ratio = (
+        kit.throughput.per_second / seed.throughput.per_second
+        if seed.throughput.per_second
+        else float("nan")
+    )
     flops = flops_per_message(embedding_dim, hidden)
-    seed_gflops = seed.throughput.rate * flops / 1e9
-    kit_gflops = kit.throughput.rate * flops / 1e9
+    seed_gflops = seed.throughput.per_second * flops / 1e9
+    kit_gflops = kit.throughput.per_second * flops / 1e9
     rows += [
         "",
         f"- throughput ratio rnnkit/seed: **{ratio:.1f}x**",
@@ -363,8 +340,8 @@ def size_section(
         f"- rnnkit: {kit.target.detail}",
         f"- training alone to the target, at the measured rates: seed "
         f"{training_seconds(seed):.2f} s, rnnkit {training_seconds(kit):.2f} s",
-        f"- throughput samples: seed {seed.throughput.messages:,} msgs in "
-        f"{seed.throughput.seconds:.1f} s, rnnkit {kit.throughput.messages:,} msgs in "
+        f"- throughput samples: seed {seed.throughput.items:,} msgs in "
+        f"{seed.throughput.seconds:.1f} s, rnnkit {kit.throughput.items:,} msgs in "
         f"{kit.throughput.seconds:.1f} s",
         "",
     ]
@@ -413,13 +390,11 @@ def crack_messages(text: str, length: int, count: int, seed: int) -> list[str]:
 
 
 @dataclass
-class CrackTally:
-    """Letters right, letters seen, messages and seconds, for one way on one set of messages."""
+class CrackTally(bench.Rate):
+    """One way on one set of messages: messages (items), letters seen (tokens), letters right
+    and seconds."""
 
     right: int = 0
-    letters: int = 0
-    messages: int = 0
-    seconds: float = 0.0
 
     def add(self, guess: str, truth: str, seconds: float) -> None:
         """``guess`` is aligned with ``truth`` character for character."""
@@ -427,17 +402,13 @@ class CrackTally:
 
         places = Letters(truth).positions.tolist()
         self.right += sum(guess[p].lower() == truth[p].lower() for p in places)
-        self.letters += len(places)
-        self.messages += 1
+        self.tokens += len(places)
+        self.items += 1
         self.seconds += seconds
 
     @property
     def accuracy(self) -> float:
-        return self.right / max(1, self.letters)
-
-    @property
-    def rate(self) -> float:
-        return self.messages / self.seconds if self.seconds else 0.0
+        return self.right / max(1, self.tokens)
 
 
 def crack_ways(args: argparse.Namespace, cipher: str):
@@ -551,58 +522,47 @@ def crack_report(args: argparse.Namespace) -> str:
            else "")
         + " Accuracy counts letters only (everything else passes through).",
         "",
+    ]  # fmt: skip
+    vl = args.vigenere_lengths
+    keys = {str(k): [k] for k in range(1, 9)} | {"**all**": range(1, 9)}
+    vig_rows = [
+        [label, *(f"{merged(vig, w, [n], ks).accuracy:.2%}" for n in vl for w in ways_v)]
+        for label, ks in keys.items()
+    ]
+    sub_rows = [
+        [n, *(f"{1 - sub[(w, n, 26)].accuracy:.2%}" for w in ways_s)]
+        for n in args.substitution_lengths
+    ]
+    speeds = {
+        "Vigenère (all lengths)": (vig, ways_v, vl, range(1, 9)),
+        "substitution (all lengths)": (sub, ways_s, args.substitution_lengths, [26]),
+    }
+    speed_rows = [
+        [name, *(f"{merged(t, w, ns, ks).per_second:.2f}" if w in ways else "–" for w in ways_s)]
+        for name, (t, ways, ns, ks) in speeds.items()
+    ]
+    lines += [
         "### Vigenère, key length 1-8: letter accuracy",
         "",
-        "| key length | " + " | ".join(
-            f"{w} {n}" for n in args.vigenere_lengths for w in ways_v
-        ) + " |",
-        "|---|" + "---:|" * (len(ways_v) * len(args.vigenere_lengths)),
-    ]  # fmt: skip
-
-    def row(label, cells, tallies, ways, lengths, key_lengths):
-        values = []
-        for n in lengths:
-            for w in ways:
-                merged = CrackTally()
-                for k in key_lengths:
-                    t = tallies[(w, n, k)]
-                    merged.right += t.right
-                    merged.letters += t.letters
-                values.append(cells(merged))
-        return f"| {label} | " + " | ".join(values) + " |"
-
-    def pct(t):
-        return f"{t.accuracy:.2%}"
-
-    for k in range(1, 9):
-        lines.append(row(str(k), pct, vig, ways_v, args.vigenere_lengths, [k]))
-    lines.append(row("**all**", pct, vig, ways_v, args.vigenere_lengths, range(1, 9)))
-    lines += [
+        *bench.table(["key length", *(f"{w} {n}" for n in vl for w in ways_v)], vig_rows),
         "",
         "### Simple substitution (26 letters): symbol error",
         "",
-        "| message length | " + " | ".join(ways_s) + " |",
-        "|---:|" + "---:|" * len(ways_s),
+        *bench.table(["message length", *ways_s], sub_rows, left=0),
+        "",
+        "### Messages cracked per second",
+        "",
+        *bench.table(["cipher", *ways_s], speed_rows),
     ]
-    for n in args.substitution_lengths:
-        cells = [f"{1 - sub[(w, n, 26)].accuracy:.2%}" for w in ways_s]
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += ["", "### Messages cracked per second", "", "| cipher | " + " | ".join(ways_s) + " |",
-              "|---|" + "---:|" * len(ways_s)]  # fmt: skip
-    for cipher, tallies, ways, lengths, keys in (
-        ("Vigenère (all lengths)", vig, ways_v, args.vigenere_lengths, range(1, 9)),
-        ("substitution (all lengths)", sub, ways_s, args.substitution_lengths, [26]),
-    ):
-        cells = []
-        for w in ways_s:
-            if w not in ways:
-                cells.append("–")
-                continue
-            parts = [tallies[(w, n, k)] for n in lengths for k in keys]
-            seconds = sum(t.seconds for t in parts)
-            cells.append(f"{sum(t.messages for t in parts) / seconds:.2f}")
-        lines.append(f"| {cipher} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def merged(tallies: dict, way: str, lengths, key_lengths) -> CrackTally:
+    """One way's tallies over some message and key lengths, summed."""
+    parts = [tallies[(way, n, k)] for n in lengths for k in key_lengths]
+    total = CrackTally(sum(t.items for t in parts), sum(t.tokens for t in parts))
+    total.seconds, total.right = sum(t.seconds for t in parts), sum(t.right for t in parts)
+    return total
 
 
 # ------------------------------------------------------------------------------------ main
@@ -619,17 +579,11 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = CipherConfig().model
-    parser = bench.parser(__doc__, "~15 s with tiny budgets")
+    parser = bench.parser(__doc__, "~15 s with tiny budgets", tuned=TUNED)
     parser.add_argument("--embedding-dim", type=int, help=f"default {defaults.embedding_dim}")
     parser.add_argument("--hidden", type=int, help=f"default {defaults.hidden_size}")
     parser.add_argument("--sizes", help="several EMBEDDINGxHIDDEN pairs, e.g. 32x64,5x10")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--throughput-seconds", type=float, help="training time timed per side")
-    parser.add_argument("--seed-budget", type=float, help="seed: seconds to reach 99%%")
-    parser.add_argument("--eval-messages", type=int, help="held-out messages per validation")
-    parser.add_argument("--seed-eval-every", type=int, help="seed: validate every N messages")
-    parser.add_argument("--rnnkit-epoch-messages", type=int, help="rnnkit: messages per epoch")
-    parser.add_argument("--rnnkit-max-epochs", type=int, help="rnnkit: give up after N epochs")
     parser.add_argument("--rnnkit-batch", type=int, help="rnnkit: batch size (default: its own)")
     crack = parser.add_argument_group("cracking unknown keys (instead of the ROT13 race)")
     crack.add_argument("--crack", metavar="LM_DIR", help="the character LM that guides the search")
@@ -646,7 +600,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--substitution-lengths", default=CRACK_SUBSTITUTION_LENGTHS,
         type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,...,1024)",
     )  # fmt: skip
-    args = bench.finish(parser, parser.parse_args(argv), FULL, QUICK)
+    args = bench.finish(parser, parser.parse_args(argv))
     if args.crack and not args.crack_text:
         parser.error("--crack needs --crack-text (e.g. DATA/wikitext-2/test.txt)")
     if args.sizes and (args.embedding_dim or args.hidden):
@@ -664,7 +618,7 @@ def bench_size(embedding_dim: int, hidden: int, args: argparse.Namespace) -> str
     progress(f"== embedding {embedding_dim}, hidden {hidden}")
     progress("seed: throughput")
     seed_speed = seed_throughput(embedding_dim, hidden, args.throughput_seconds, args.seed)
-    progress(f"  {seed_speed.rate:.0f} msg/s")
+    progress(f"  {seed_speed.per_second:.0f} msg/s")
     progress("seed: time to target")
     seed_run = seed_time_to_target(embedding_dim, hidden, args)
     config = rnnkit_config(embedding_dim, hidden, args)
@@ -672,7 +626,7 @@ def bench_size(embedding_dim: int, hidden: int, args: argparse.Namespace) -> str
     with tempfile.TemporaryDirectory(prefix="bench-cipher-") as tmp:
         progress("rnnkit: throughput")
         kit_speed = rnnkit_throughput(speed_config, args.throughput_seconds, Path(tmp) / "speed")
-        progress(f"  {kit_speed.rate:.0f} msg/s")
+        progress(f"  {kit_speed.per_second:.0f} msg/s")
         progress("rnnkit: time to target (Trainer.fit)")
         kit_run = rnnkit_time_to_target(config, Path(tmp) / "fit")
     return size_section(

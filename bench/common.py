@@ -1,12 +1,19 @@
 """The harness every benchmark shares: one command line (``--quick`` smoke runs, ``--publish`` /
 ``--append``, ``--threads``), one report header (the command, the machine and how busy it was),
 progress lines, timing loops around rnnkit's own training step, and publishing. A benchmark
-keeps only what it measures, so that two benchmarks cannot drift apart on how they measure."""
+keeps only what it measures, so that two benchmarks cannot drift apart on how they measure.
+
+Every benchmark runs from anywhere (relative paths fall back to the repository root), best on
+an otherwise idle machine: a busy CPU slows small ops down a hundredfold, and the report says
+how much of it other processes used. ``python bench/NAME.py --quick`` is its smoke run,
+``--publish`` also appends the report to bench/RESULTS.md; the markdown report goes to stdout,
+progress to stderr."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import itertools
 import os
 import platform
@@ -17,7 +24,7 @@ import string
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -170,10 +177,16 @@ def int_list(text: str) -> list[int]:
 
 
 def parser(
-    doc: str, smoke: str, data_dir: bool = False, threads: bool = True
+    doc: str,
+    smoke: str,
+    data_dir: bool = False,
+    threads: bool = True,
+    tuned: dict[str, tuple[Any, Any, str]] | None = None,
 ) -> argparse.ArgumentParser:
     """The flags every benchmark takes: ``--quick`` (a smoke run, never published),
-    ``--publish``, ``--append FILE``, and ``--threads`` and ``--data-dir`` where asked."""
+    ``--publish``, ``--append FILE``, and ``--threads`` and ``--data-dir`` where asked; and one
+    ``--NAME`` per entry of ``tuned`` (``name: (full value, quick value, help)``): a number
+    whose value a smoke run changes, ≥ 1 (a count) or > 0 (seconds), or ≥ 0 for a warm-up."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help=f"smoke run: {smoke}")
     p.add_argument("--publish", action="store_true", help="also append the report to RESULTS.md")
@@ -182,20 +195,24 @@ def parser(
         p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     if data_dir:
         p.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
+    p.tuned = tuned or {}
+    for name, (full, quick, text) in p.tuned.items():
+        flag = "--" + name.replace("_", "-")
+        p.add_argument(flag, type=type(full), help=f"{text} ({full:g}; quick {quick:g})")
     return p
 
 
-def finish(
-    p: argparse.ArgumentParser,
-    args: argparse.Namespace,
-    full: dict[str, Any] | None = None,
-    quick: dict[str, Any] | None = None,
-) -> argparse.Namespace:
-    """Fill in the flags a smoke run changes (each may still be given), check the shared
-    ones, set torch's threads, and name where the report goes (``args.target``)."""
-    for key, value in ((quick if args.quick else full) or {}).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+def finish(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Fill in the ``tuned`` flags not given (a smoke run's values under ``--quick``), check
+    them and the shared ones, set torch's threads, and name where the report goes
+    (``args.target``)."""
+    for name, (full, quick, _) in p.tuned.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+        value, warmup, count = getattr(args, name), "warmup" in name, isinstance(full, int)
+        if value < 0 or (not warmup and (value < 1 if count else value == 0)):
+            least = "≥ 0" if warmup else "≥ 1" if count else "> 0"
+            p.error(f"--{name.replace('_', '-')} must be {least}")
     if getattr(args, "threads", None) is not None and args.threads < 1:
         p.error("--threads must be ≥ 1")
     if args.publish and args.append is not None:
@@ -208,6 +225,26 @@ def finish(
         args.data_dir = resolve(args.data_dir)
     args.target = RESULTS if args.publish else args.append
     return args
+
+
+def needs(*modules: str, pip: str = "") -> bool:
+    """Whether the peer packages a benchmark compares with import; if not, says so."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        progress(
+            f"error: {', '.join(missing)} not installed (pip install {pip or ' '.join(modules)})"
+        )
+    return not missing
+
+
+def table(head: list[str], rows: Iterable[Iterable[Any]], left: int = 1) -> list[str]:
+    """A markdown table: the ``head`` cells, then ``rows``; the first ``left`` columns are
+    aligned left, the rest (figures) right."""
+
+    def line(cells: Iterable[Any]) -> str:
+        return "| " + " | ".join(str(c) for c in cells) + " |"
+
+    return [line(head), "|" + "---|" * left + "---:|" * (len(head) - left), *map(line, rows)]
 
 
 # --------------------------------------------------------------------------------- timing
@@ -279,6 +316,39 @@ def median_seconds(call: Callable[[], object], repeats: int) -> float:
         call()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+@dataclass
+class Calls:
+    """A call timed again and again (``prepare`` runs untimed before each) and its seconds."""
+
+    run: Callable[[], Any]
+    warmup: int
+    repeats: int
+    prepare: Callable[[], Any] = lambda: None
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples) * 1e3 if self.samples else float("nan")
+
+
+def interleaved(calls: list[Calls]) -> None:
+    """Warm each of ``calls`` up, then time them in interleaved rounds, so that drifting
+    machine load hits all alike; fewer repeats are spread evenly over the rounds."""
+    for c in calls:
+        for _ in range(c.warmup):
+            c.prepare()
+            c.run()
+    rounds = max(c.repeats for c in calls)
+    plans = [{(i * rounds) // c.repeats for i in range(c.repeats)} for c in calls]
+    for r in range(rounds):
+        for c, plan in zip(calls, plans, strict=True):
+            if r in plan:
+                c.prepare()
+                start = time.perf_counter()
+                c.run()
+                c.samples.append(time.perf_counter() - start)
 
 
 def endless(batches_of_epoch: Callable[[int], Iterable[Any]]) -> Iterator[Any]:

@@ -34,30 +34,24 @@ milliseconds per batch of 32 sentences for each operation and implementation, an
 speed-up over the others (their time / rnnkit's time). The targets are ≥2x over pytorch-crf on
 both operations and ≥100x over the seed loop.
 
-Run from the repository root, on an otherwise idle machine (with several torch threads a busy
-CPU can slow small ops down a hundredfold; the report says how much CPU other processes used)::
+Run::
 
     .venv/bin/python bench/crf.py                      # 9 and 20 tags, about a minute
     .venv/bin/python bench/crf.py --tags 5,9,20,50 --threads 1
-    .venv/bin/python bench/crf.py --publish            # also append to bench/RESULTS.md
-    .venv/bin/python bench/crf.py --quick              # smoke run: batch 8, a few seconds
 
-The markdown report goes to stdout; progress goes to stderr. Needs pytorch-crf (a dev
-dependency: ``pip install pytorch-crf``).
+Needs pytorch-crf (a dev dependency: ``pip install pytorch-crf``).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import common as bench
 import torch
-from common import progress
+from common import Calls, progress
 from torch import nn
 
 from rnnkit.nn.crf import CRF
@@ -65,11 +59,15 @@ from rnnkit.nn.crf import CRF
 # The seed tutorial's score for moves that can never happen (into begin, out of finish) and its
 # starting value for every tag but begin.
 SEED_IMPOSSIBLE = -10000.0
-# Flag values that --quick changes (each may still be given explicitly).
-# --quick also shrinks the batch, since even one pass of the seed loop over 32 sentences takes
-# seconds.
-FULL = {"batch": 32, "warmup": 5, "repeats": 50, "seed_warmup": 1, "seed_repeats": 5}
-QUICK = {"batch": 8, "warmup": 1, "repeats": 3, "seed_warmup": 0, "seed_repeats": 1}
+# flag: (value, --quick value, help); --quick also shrinks the batch, since even one pass of
+# the seed loop over 32 sentences takes seconds.
+TUNED = {
+    "batch": (32, 8, "sentences per batch"),
+    "warmup": (5, 1, "untimed calls per case"),
+    "repeats": (50, 3, "timed calls per case"),
+    "seed_warmup": (1, 0, "seed loop: untimed calls"),
+    "seed_repeats": (5, 1, "seed loop: timed calls"),
+}
 TOLERANCE = 1e-4
 TARGET_PEER = 2.0
 TARGET_SEED = 100.0
@@ -216,15 +214,7 @@ def seed_emissions(problem: Problem) -> torch.Tensor:
 class Case:
     implementation: str
     operation: str
-    run: Callable[[], object]
-    prepare: Callable[[], None]
-    warmup: int
-    repeats: int
-    samples: list[float] = field(default_factory=list)
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.samples) * 1e3 if self.samples else float("nan")
+    calls: bench.Calls
 
 
 def clear_grads(*tensors: torch.Tensor) -> Callable[[], None]:
@@ -268,19 +258,18 @@ def build_cases(problem: Problem, args: argparse.Namespace) -> list[Case]:
     def seed_decode() -> object:
         return [seed.viterbi(seed_plain[row, :length]) for row, length in enumerate(lengths)]
 
-    def noop() -> None:
-        pass
-
     fast = (args.warmup, args.repeats)
     slow = (args.seed_warmup, args.seed_repeats)
     nll_op, decode_op = OPERATIONS
     return [
-        Case("rnnkit", nll_op, kit_nll, clear_grads(kit_em, *crf.parameters()), *fast),
-        Case("pytorch-crf", nll_op, peer_nll, clear_grads(peer_em, *peer.parameters()), *fast),
-        Case("seed loop", nll_op, seed_nll, clear_grads(seed_em, *seed.parameters()), *slow),
-        Case("rnnkit", decode_op, kit_decode, noop, *fast),
-        Case("pytorch-crf", decode_op, peer_decode, noop, *fast),
-        Case("seed loop", decode_op, seed_decode, noop, *slow),
+        Case("rnnkit", nll_op, Calls(kit_nll, *fast, clear_grads(kit_em, *crf.parameters()))),
+        Case(
+            "pytorch-crf", nll_op, Calls(peer_nll, *fast, clear_grads(peer_em, *peer.parameters()))
+        ),
+        Case("seed loop", nll_op, Calls(seed_nll, *slow, clear_grads(seed_em, *seed.parameters()))),
+        Case("rnnkit", decode_op, Calls(kit_decode, *fast)),
+        Case("pytorch-crf", decode_op, Calls(peer_decode, *fast)),
+        Case("seed loop", decode_op, Calls(seed_decode, *slow)),
     ]
 
 
@@ -339,29 +328,6 @@ def check_agreement(problem: Problem) -> Agreement:
 
 
 # --------------------------------------------------------------------------------- timing
-def spread(count: int, rounds: int) -> set[int]:
-    """``count`` round numbers spread evenly over ``range(rounds)``."""
-    return {(i * rounds) // count for i in range(count)}
-
-
-def measure(cases: list[Case]) -> None:
-    """Warm every case up, then time them in interleaved rounds."""
-    for case in cases:
-        for _ in range(case.warmup):
-            case.prepare()
-            case.run()
-    rounds = max(case.repeats for case in cases)
-    plans = [spread(case.repeats, rounds) for case in cases]
-    for r in range(rounds):
-        for case, plan in zip(cases, plans, strict=True):
-            if r not in plan:
-                continue
-            case.prepare()
-            start = time.perf_counter()
-            case.run()
-            case.samples.append(time.perf_counter() - start)
-
-
 def bench_tags(tags: int, args: argparse.Namespace) -> tuple[Problem, Agreement, list[Case]]:
     progress(f"== {tags} tags: checking agreement")
     problem = make_problem(tags, args)
@@ -376,9 +342,9 @@ def bench_tags(tags: int, args: argparse.Namespace) -> tuple[Problem, Agreement,
         f"  timing: {args.repeats} calls each for rnnkit and pytorch-crf, "
         f"{args.seed_repeats} for the seed loop"
     )
-    measure(cases)
-    for case in cases:
-        progress(f"  {case.operation:<21} {case.implementation:<12} {case.median_ms:10.2f} ms")
+    bench.interleaved([case.calls for case in cases])
+    for c in cases:
+        progress(f"  {c.operation:<21} {c.implementation:<12} {c.calls.median_ms:10.2f} ms")
     return problem, agreement, cases
 
 
@@ -392,8 +358,8 @@ def verdict(value: float, target: float) -> str:
 
 
 def tags_section(problem: Problem, agreement: Agreement, cases: list[Case]) -> str:
-    times = {(c.implementation, c.operation): c.median_ms for c in cases}
-    counts = {(c.implementation, c.operation): len(c.samples) for c in cases}
+    times = {(c.implementation, c.operation): c.calls.median_ms for c in cases}
+    counts = {(c.implementation, c.operation): len(c.calls.samples) for c in cases}
     lines = [
         f"#### {problem.tags} tags (seed loop: {problem.tags + 2}, with begin and finish)",
         "",
@@ -462,30 +428,20 @@ def header(args: argparse.Namespace, others: float | None) -> str:
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "a few seconds (batch 8, 3 calls)")
+    p = bench.parser(__doc__, "a few seconds (batch 8, 3 calls)", tuned=TUNED)
     p.add_argument("--tags", default=[9, 20], type=bench.int_list, help="tag counts (9,20)")
-    p.add_argument("--batch", type=int, help="sentences per batch (32; quick 8)")
     p.add_argument("--length", type=int, default=40, help="padded length (40)")
     p.add_argument("--min-length", type=int, default=20, help="shortest sentence (20)")
-    p.add_argument("--warmup", type=int, help="untimed calls per case (5; quick 1)")
-    p.add_argument("--repeats", type=int, help="timed calls per case (50; quick 3)")
-    p.add_argument("--seed-warmup", type=int, help="seed loop: untimed calls (1; quick 0)")
-    p.add_argument("--seed-repeats", type=int, help="seed loop: timed calls (5; quick 1)")
     p.add_argument("--random-seed", type=int, default=0, help="for the random problem (0)")
-    args = bench.finish(p, p.parse_args(argv), FULL, QUICK)
-    if args.batch < 1 or not 1 <= args.min_length <= args.length:
-        p.error("need --batch ≥ 1 and 1 ≤ --min-length ≤ --length")
-    if min(args.repeats, args.seed_repeats) < 1 or min(args.warmup, args.seed_warmup) < 0:
-        p.error("repeats must be ≥ 1 and warm-ups ≥ 0")
+    args = bench.finish(p, p.parse_args(argv))
+    if not 1 <= args.min_length <= args.length:
+        p.error("need 1 ≤ --min-length ≤ --length")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        import torchcrf  # noqa: F401
-    except ImportError:
-        progress("error: pytorch-crf is not installed (pip install pytorch-crf)")
+    if not bench.needs("torchcrf", pip="pytorch-crf"):
         return 2
     progress(f"torch threads {torch.get_num_threads()}")
     before = bench.cpu_ticks()

@@ -13,10 +13,9 @@ Both sides train on the same corpus with the same settings, one epoch each, in o
   threshold ``data.subsample`` (the same formula on both sides), starting learning rate
   ``train.lr`` decayed linearly over the epoch, CBOW with the mean of the context vectors
   (gensim ``cbow_mean=1``), no hierarchical softmax, one epoch.
-* **rnnkit**: the task is built the CLI's way; the timed loop is ``Trainer.fit``'s work per
-  batch with the Trainer's own optimizer (sparse SGD) and learning-rate schedule: batches from
-  ``task.train_batches(1)`` (pair generation, shuffling and negative sampling included in the
-  time), loss, ``zero_grad``, backward, step, ``float(loss)``. Torch threads: torch's default
+* **rnnkit**: the task is built the CLI's way; ``Trainer.train_step`` (sparse SGD) with fit's
+  learning-rate schedule over ``task.train_batches(1)`` (pair generation, shuffling and
+  negative sampling included in the time). Torch threads: torch's default
   (the number of cores) unless ``--threads`` says otherwise.
 * **gensim** (a benchmark-only dependency, ``pip install gensim``; not one of rnnkit's):
   ``Word2Vec(vector_size, window, negative, hs=0, sg, sample, alpha=train.lr, min_alpha=
@@ -32,16 +31,12 @@ the negative-sampling loss on the recipe's validation text scored by rnnkit's ev
 each side's input and output vectors (gensim's ``wv.vectors`` and ``syn1neg`` copied into the
 rnnkit model).
 
-Run from the repository root, on an otherwise idle machine (the report says how much CPU other
-processes used)::
+Run::
 
     .venv/bin/python bench/embed.py                        # WikiText-2, both methods, ~1 min
     .venv/bin/python bench/embed.py --methods skipgram model.dim=300
-    .venv/bin/python bench/embed.py --publish              # also append to bench/RESULTS.md
-    .venv/bin/python bench/embed.py --quick                # smoke run: 2,000 lines, seconds
 
-``key=value`` overrides work as on the CLI. The markdown report goes to stdout; progress goes
-to stderr.
+``key=value`` overrides work as on the CLI.
 """
 
 from __future__ import annotations

@@ -27,39 +27,36 @@ onnxruntime); onnxruntime runs with one inter-op thread. Both are stated in the 
 Models: by default the tiny models of the tests (``tests/tiny.py``), trained in a few seconds
 into a temporary directory; ``--tagger DIR`` and ``--cipher DIR`` bench real trained models.
 
-Run from the repository root, on an otherwise idle machine (the report says how much CPU other
-processes used)::
+Run::
 
     .venv/bin/python bench/export.py                    # tiny models, under a minute
     .venv/bin/python bench/export.py --tagger runs/uner-ner --cipher runs/rot13
-    .venv/bin/python bench/export.py --publish          # also append to bench/RESULTS.md
-    .venv/bin/python bench/export.py --quick            # smoke run, a few seconds
 
-The markdown report goes to stdout, progress to stderr. Needs onnx and onnxruntime.
+Needs onnx and onnxruntime.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import common as bench
 import numpy as np
 import torch
-from common import progress, rot13_ciphertexts, tagger_sentences
+from common import Calls, progress, rot13_ciphertexts, tagger_sentences
 
 MODELS = {"tagger": "tag", "cipher": "cipher"}  # report name → task
-# Flag values that --quick changes (each may still be given explicitly).
-FULL = {"warmup": 20, "repeats": 200}
-QUICK = {"warmup": 3, "repeats": 20}
+SPEEDUP = "speed-up (PyTorch / onnxruntime)"
+TUNED = {  # flag: (value, --quick value, help)
+    "warmup": (20, 3, "untimed calls per case and side"),
+    "repeats": (200, 20, "timed calls per case and side"),
+}
 
 
 # ---------------------------------------------------------------------------------- timing
@@ -70,24 +67,8 @@ class Case:
     model: str
     batch: int
     tokens: int  # real tokens (words or symbols) in the batch
-    run_torch: Callable[[], Any]
-    run_ort: Callable[[], Any]
-    torch_s: list[float] = field(default_factory=list)
-    ort_s: list[float] = field(default_factory=list)
-
-    @property
-    def torch_ms(self) -> float:
-        return statistics.median(self.torch_s) * 1e3
-
-    @property
-    def ort_ms(self) -> float:
-        return statistics.median(self.ort_s) * 1e3
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    torch: Calls
+    ort: Calls
 
 
 def ort_session(path: str, threads: int) -> Any:
@@ -99,13 +80,14 @@ def ort_session(path: str, threads: int) -> Any:
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def tagger_cases(task: Any, path: str, sizes: list[int], threads: int) -> list[Case]:
+def tagger_cases(task: Any, path: str, args: argparse.Namespace, threads: int) -> list[Case]:
     session = ort_session(path, threads)
     names = [i.name for i in session.get_inputs()]
     sentences = [s.split() for s in tagger_sentences()]
     by_length = sorted(sentences, key=len)
     cases = []
-    for size in sizes:
+    times = (args.warmup, args.repeats)
+    for size in args.batches:
         rows = [by_length[len(by_length) // 2]] if size == 1 else _cycle(sentences, size)
         batch = task.make_batch(rows, with_tags=False)
         feeds = {n: batch[n].numpy() for n in names}
@@ -119,11 +101,11 @@ def tagger_cases(task: Any, path: str, sizes: list[int], threads: int) -> list[C
 
         _same("tagger", size, run_torch().numpy(), run_ort())
         tokens = int(batch["mask"].sum())
-        cases.append(Case("tagger", size, tokens, run_torch, run_ort))
+        cases.append(Case("tagger", size, tokens, Calls(run_torch, *times), Calls(run_ort, *times)))
     return cases
 
 
-def cipher_cases(task: Any, path: str, sizes: list[int], threads: int) -> list[Case]:
+def cipher_cases(task: Any, path: str, args: argparse.Namespace, threads: int) -> list[Case]:
     from rnnkit.data.batching import pad
 
     session = ort_session(path, threads)
@@ -133,7 +115,8 @@ def cipher_cases(task: Any, path: str, sizes: list[int], threads: int) -> list[C
     texts = [normalise(t, task.alphabet, unknown) for t in rot13_ciphertexts(64)]
     by_length = sorted(texts, key=len)
     cases = []
-    for size in sizes:
+    times = (args.warmup, args.repeats)
+    for size in args.batches:
         rows = [by_length[len(by_length) // 2]] if size == 1 else _cycle(texts, size)
         ids, mask = pad([task.vocab.encode(t) for t in rows])
         feeds = {"ids": ids.numpy(), "mask": mask.numpy()}
@@ -146,7 +129,8 @@ def cipher_cases(task: Any, path: str, sizes: list[int], threads: int) -> list[C
             return session.run(["decoded"], feeds)[0]
 
         _same("cipher", size, run_torch().numpy(), run_ort())
-        cases.append(Case("cipher", size, int(mask.sum()), run_torch, run_ort))
+        tokens = int(mask.sum())
+        cases.append(Case("cipher", size, tokens, Calls(run_torch, *times), Calls(run_ort, *times)))
     return cases
 
 
@@ -159,17 +143,13 @@ def _same(model: str, size: int, ours: np.ndarray, theirs: np.ndarray) -> None:
         raise SystemExit(f"{model}, batch {size}: onnxruntime's ids differ from PyTorch's")
 
 
-def run_cases(cases: list[Case], warmup: int, repeats: int) -> None:
-    for case in cases:
-        for _ in range(warmup):
-            case.run_torch()
-            case.run_ort()
-        for _ in range(repeats):  # interleaved: drifting load hits both sides alike
-            case.torch_s.append(timed(case.run_torch))
-            case.ort_s.append(timed(case.run_ort))
+def run_cases(cases: list[Case]) -> None:
+    for c in cases:
+        bench.interleaved([c.torch, c.ort])
+        torch_ms, ort_ms = c.torch.median_ms, c.ort.median_ms
         progress(
-            f"  {case.model:<7} batch {case.batch:>3}: PyTorch {case.torch_ms:8.3f} ms, "
-            f"onnxruntime {case.ort_ms:8.3f} ms, speed-up {case.torch_ms / case.ort_ms:.2f}x"
+            f"  {c.model:<7} batch {c.batch:>3}: PyTorch {torch_ms:8.3f} ms, "
+            f"onnxruntime {ort_ms:8.3f} ms, speed-up {torch_ms / ort_ms:.2f}x"
         )
 
 
@@ -218,44 +198,40 @@ def report(
         f"- timing: median ms per batch; per case {args.warmup} untimed, then {args.repeats} "
         "timed calls of each side, interleaved; speed-up = PyTorch ms / onnxruntime ms",
         "",
-        "| model | batch | tokens | PyTorch ms | onnxruntime ms "
-        "| speed-up (PyTorch / onnxruntime) |",
-        "|---|---:|---:|---:|---:|---:|",
+        *bench.table(
+            ["model", "batch", "tokens", "PyTorch ms", "onnxruntime ms", SPEEDUP],
+            (
+                [
+                    c.model,
+                    c.batch,
+                    f"{c.tokens:,}",
+                    f"{c.torch.median_ms:.3f}",
+                    f"{c.ort.median_ms:.3f}",
+                    f"**{c.torch.median_ms / c.ort.median_ms:.2f}×**",
+                ]
+                for c in cases
+            ),  # fmt: skip
+        ),
+        "",
     ]
-    for c in cases:
-        lines.append(
-            f"| {c.model} | {c.batch} | {c.tokens:,} | {c.torch_ms:.3f} | {c.ort_ms:.3f} | "
-            f"**{c.torch_ms / c.ort_ms:.2f}×** |"
-        )
-    lines.append("")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = bench.parser(__doc__, "a few seconds", threads=False)
+    parser = bench.parser(__doc__, "a few seconds", threads=False, tuned=TUNED)
     parser.add_argument("--batches", default=[1, 64], type=bench.int_list, help="sizes (1,64)")
-    parser.add_argument("--warmup", type=int, help="untimed calls per case and side (20; q 3)")
-    parser.add_argument("--repeats", type=int, help="timed calls per case and side (200; q 20)")
     parser.add_argument(
         "--threads", type=int, help="torch and onnxruntime intra-op threads (torch's default)"
     )
     parser.add_argument("--tagger", metavar="DIR", help="a trained tag model")
     parser.add_argument("--cipher", metavar="DIR", help="a trained cipher model")
-    args = bench.finish(parser, parser.parse_args(argv), FULL, QUICK)
-    args.sizes = args.batches
-    if args.repeats < 1 or args.warmup < 0:
-        parser.error("--repeats must be ≥ 1 and --warmup ≥ 0")
-    return args
+    return bench.finish(parser, parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        progress("error: onnx and onnxruntime are not installed (pip install onnx onnxruntime)")
+    if not bench.needs("onnx", "onnxruntime"):
         return 2
     if str(bench.REPO) not in sys.path:
         sys.path.insert(0, str(bench.REPO))
@@ -277,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"exported and checked {name} in {time.perf_counter() - started:.1f} s")
             task = rnnkit.load(directory)
             path = exports[name]["graphs"][0]["path"]
-            cases += builders[name](task, path, args.sizes, threads)
+            cases += builders[name](task, path, args, threads)
         torch.set_num_threads(threads)
         before = bench.cpu_ticks()
-        run_cases(cases, args.warmup, args.repeats)
+        run_cases(cases)
         others = bench.others_share(before)
     bench.publish(report(cases, exports, dirs, others, args), args.target)
     return 0

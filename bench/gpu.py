@@ -5,17 +5,16 @@ char recipe trained for a GPU budget. Made to finish inside a 10-minute device c
 Parts (each stopped at its own time budget; the whole run by ``--budget-s``, 540 s):
 
 a. **char LM throughput** (tokens/s), ``configs/shakespeare-char.yaml``'s shapes (batch 32,
-   bptt 128, embedding 64, 2 x 384 LSTM, vocabulary 67), bf16 autocast. rnnkit: the real
-   ``Trainer.fit`` over the task's own batches; the task is stood in for by a thin wrapper
-   whose batch iterator reads the clock (after warm-up steps, with a device sync at each end
-   of the timed window) and whose dev evaluation is a stub, so only training steps are timed
-   and nothing is written in their way. Bare: ``PlainLM``/``PlainLoop`` from ``bench/lm.py``
-   (``nn.Embedding`` → ``nn.LSTM`` → ``nn.Linear``, the state carried between windows) over
-   the same token streams, with the optimizer the Trainer makes (Adam, fused), the same
-   learning rate and ``clip_grad_norm_``. Target: rnnkit ≥ 80% of bare.
+   bptt 128, embedding 64, 2 x 384 LSTM, vocabulary 67), bf16 autocast. rnnkit:
+   ``Trainer.train_step`` over the task's own batches, timed by the shared harness
+   (bench/common.py: warm-up, then a window with the device synchronised at both ends).
+   Bare: ``PlainLoop`` from ``bench/lm.py`` (``nn.Embedding`` → ``nn.LSTM`` → ``nn.Linear``,
+   the state carried between windows) over the same token streams, with the optimizer the
+   Trainer makes (Adam, fused), the same learning rate and ``clip_grad_norm_``. Target:
+   rnnkit ≥ 80% of bare.
 b. **tagger throughput** (sentences/s), ``configs/ewt-upos.yaml``'s shapes (batch 32, word 100
    + character BiLSTM 2 x 64, 2-layer BiLSTM 2 x 256, 17 tags), bf16 autocast. rnnkit: the
-   ``Tagger``'s own loss through ``Trainer.fit`` as in (a), batches made by the task as
+   ``Tagger``'s own loss through ``Trainer.train_step`` as in (a), batches made by the task as
    training goes (as in a real run), and again with the same batches made beforehand. Bare:
    the same network in plain modules (``nn.Embedding``, a bidirectional ``nn.LSTM`` over the
    packed characters of each batch's word forms, a 2-layer ``nn.LSTM(bidirectional=True)``
@@ -45,9 +44,9 @@ columns where the ``conllu`` package is missing. rnnkit must be importable (``PY
     OUT=/tmp/r python3 bench/gpu.py --budget-s 300 --train-minutes 2 --lm model.hidden_size=512
     python3 bench/gpu.py --train model.hidden_size=1024 --train train.batch_size=128  # (e) only
 
-``--dry-run`` runs every part at tiny sizes for a few steps (bf16 rows through ``cpu_amp`` on a
-CPU) and exits non-zero unless every part completed. The markdown report goes to stdout,
-progress to stderr.
+``--dry-run`` (``--quick``) runs every part at tiny sizes for a few steps (bf16 rows through
+``cpu_amp`` on a CPU) and exits non-zero unless every part completed. The markdown report goes
+to stdout (and to RESULTS.md with ``--publish``), progress to stderr.
 """
 
 from __future__ import annotations
@@ -55,11 +54,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import itertools
 import json
 import math
 import os
 import random
-import shlex
 import shutil
 import signal
 import sys
@@ -71,17 +70,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
+import common as bench
 import lm as lm_bench
 import torch
-from common import cpu_model, progress
+from common import progress
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
 from rnnkit.data.text import resolve_data_path
 from rnnkit.nn.tagger import TagModelConfig
 from rnnkit.runtime import pick_device
@@ -90,7 +88,6 @@ from rnnkit.tasks.lm import LMConfig, LMTask
 from rnnkit.tasks.tag import TagConfig, TagTask
 from rnnkit.train import TrainConfig, Trainer, autocast_dtype, make_optimizer
 
-REPO = Path(__file__).resolve().parent.parent
 LM_RECIPE = "configs/shakespeare-char.yaml"
 TAG_RECIPE = "configs/ewt-upos.yaml"
 RATIO_TARGET = 0.80  # rnnkit's throughput over the bare loop's
@@ -111,42 +108,33 @@ DRY_TAG = [
     "model.hidden_size=16",
     "train.batch_size=8",
 ]
-FULL = {
-    "seconds": 8.0,
-    "warmup_steps": 5,
-    "warmup_s": 1.5,
-    "compile_warmup_lm": 10,
-    "compile_warmup_tag": 40,
-    "min_steps": 3,
-    "budget_s": 540.0,
-    "train_minutes": 4.0,
-}
-DRY = {
-    "seconds": 0.3,
-    "warmup_steps": 1,
-    "warmup_s": 0.0,
-    "compile_warmup_lm": 2,
-    "compile_warmup_tag": 3,
-    "min_steps": 2,
-    "budget_s": 300.0,
-    "train_minutes": 0.05,
+TUNED = {  # flag: (value, --dry-run value, help)
+    "budget_s": (540.0, 300.0, "whole-run guard, s"),
+    "seconds": (8.0, 0.3, "timed seconds per row"),
+    "warmup_steps": (5, 1, "untimed steps per row"),
+    "warmup_s": (1.5, 0.0, "... and untimed seconds"),
+    "compile_warmup_lm": (10, 2, "compiled LM warm-up steps"),
+    "compile_warmup_tag": (40, 3, "compiled tagger warm-up steps"),
+    "min_steps": (3, 2, "timed steps at least"),
+    "train_minutes": (4.0, 0.05, "(e) budget, minutes"),
+    "premade_batches": (400, 400, "tagger batches made beforehand"),
 }
 # Longest each part may run (capped by what is left of --budget-s); dry-run parts get the same.
 PART_BUDGET_S = {"a": 60.0, "b": 120.0, "c": 120.0, "d": 240.0}
 COMPILE_RESERVE_S = 150.0  # kept back from (e) for (d) when compile exists
+UNIT = {"char LM": "tokens", "tagger": "sentences"}  # what a workload's throughput counts
+COUNT = {  # (items, tokens) of a batch, read without waiting for the device
+    "char LM": lambda b: (b["target"].shape[0], b["target"].numel()),
+    "tagger": lambda b: (b["words"].shape[0], 0),
+}
 SYNTHETIC_TAGS = "NOUN PUNCT VERB PRON ADP DET PROPN ADJ AUX ADV CCONJ PART NUM SCONJ X INTJ SYM"
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def device_name(device: torch.device) -> str:
     """The device as every figure names it."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({cpu_model()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({bench.cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def cudnn_version() -> int | None:
@@ -196,14 +184,17 @@ class Row:
     workload: str  # "char LM" or "tagger"
     side: str  # "rnnkit Trainer", "bare loop", ...
     precision: str  # "bf16 autocast" or "fp32"
-    compiled: bool
     device: str
-    unit: str  # what ``units`` counts
+    compiled: bool = False
+    unit: str = ""  # what ``units`` counts: the workload's
     units: int = 0
     steps: int = 0
     seconds: float = 0.0
     warmup_steps: int = 0
     warmup_s: float = 0.0  # compilation included, for compiled rows
+
+    def __post_init__(self) -> None:
+        self.unit = self.unit or UNIT[self.workload]
 
     @property
     def per_s(self) -> float:
@@ -222,121 +213,12 @@ class Part:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class Timing:
-    """How one row is timed: untimed warm-up (steps and seconds, both), then the window."""
-
-    warmup: int
-    warmup_s: float
-    seconds: float
-    min_steps: int
-
-
-def time_loop(
-    step: Callable[[], int], timing: Timing, device: torch.device
-) -> tuple[int, int, float, float, int]:
-    """``(units, steps, seconds, warm-up seconds, warm-up steps)`` of calling ``step``."""
-    start = time.perf_counter()
-    done = 0
-    while done < timing.warmup or time.perf_counter() - start < timing.warmup_s:
-        step()
-        done += 1
-    synchronize(device)
-    t0 = time.perf_counter()
-    units = steps = 0
-    while steps < timing.min_steps or time.perf_counter() - t0 < timing.seconds:
-        units += step()
-        steps += 1
-    synchronize(device)
-    return units, steps, time.perf_counter() - t0, t0 - start, done
-
-
-# ----------------------------------------------------------------- rnnkit, timed in situ
-class TimedTask:
-    """What ``Trainer.fit`` needs of a task, around a real one: its model, its batches (epoch
-    after epoch, or a fixed list made beforehand) with the clock read as the Trainer takes
-    them, a stub dev evaluation and no files of its own. After the warm-up the device is
-    synchronised and the clock starts; once the window (and its least steps) has passed the
-    device is synchronised again and the epoch ends, which ends ``fit`` (``epochs=1``)."""
-
-    default_metric = "loss"
-    metric_goals = {"loss": "min"}
-
-    def __init__(
-        self,
-        task: Any,
-        units: Callable[[dict[str, Any]], int],
-        timing: Timing,
-        device: torch.device,
-        premade: list[dict[str, Any]] | None = None,
-    ):
-        self.task, self.model = task, task.model
-        self.units, self.timing, self.device, self.premade = units, timing, device, premade
-        self.result = (0, 0, 0.0, 0.0, 0)  # as time_loop's
-
-    def _source(self) -> Iterator[dict[str, Any]]:
-        if self.premade is not None:
-            while True:
-                yield from self.premade
-        epoch = 0
-        while True:
-            epoch += 1
-            yield from self.task.train_batches(epoch)
-
-    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _TimedEpoch:
-        return _TimedEpoch(self)
-
-    def evaluate(self) -> dict[str, float]:
-        return {"loss": 0.0}
-
-    def model_files(self) -> dict[str, bytes]:
-        return {}
-
-
-class _TimedEpoch:
-    def __init__(self, timed: TimedTask):
-        self.timed = timed
-
-    def __len__(self) -> int:
-        return 10**6  # a constant schedule: the length only sizes a (hidden) progress bar
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        t, timing = self.timed, self.timed.timing
-        source = t._source()
-        start = time.perf_counter()
-        done = 0
-        while done < timing.warmup or time.perf_counter() - start < timing.warmup_s:
-            yield next(source)
-            done += 1
-        synchronize(t.device)
-        t0 = time.perf_counter()
-        units = steps = 0
-        while True:
-            batch = next(source)
-            yield batch  # the Trainer has taken its step on it when it asks for the next
-            units += t.units(batch)
-            steps += 1
-            if steps >= timing.min_steps and time.perf_counter() - t0 >= timing.seconds:
-                break
-        synchronize(t.device)
-        t.result = (units, steps, time.perf_counter() - t0, t0 - start, done)
-
-
 def bench_config(base: TrainConfig, device: torch.device, bf16: bool, compiled: bool) -> Any:
-    """The recipe's train section for one timed loop: one 'epoch', constant learning rate."""
+    """The recipe's train section for one timed loop: no TensorBoard, this device and
+    precision (the learning rate stays the optimizer's: constant)."""
     extra: dict[str, Any] = {"compile": compiled} if HAS_COMPILE else {}
     return dataclasses.replace(
         base,
-        epochs=1,
-        max_steps=None,
-        max_minutes=None,
-        schedule="constant",
-        warmup_steps=0,
-        patience=None,
-        target=None,
-        metric="",
-        progress=False,
-        checkpoint_every=0,
         tensorboard="",
         device=str(device),
         amp=bf16,
@@ -394,52 +276,33 @@ class BareTagger(nn.Module):
         return F.cross_entropy(scores[mask], b["tags"][mask])
 
 
-class BareTagLoop:
+class BareTagLoop(lm_bench.PlainUpdate):
     """A hand-written loop over padded batches made beforehand and already on the device."""
 
     def __init__(self, task: TagTask, batches: list[dict[str, torch.Tensor]], config: Any):
         device = batches[0]["words"].device
         torch.manual_seed(config.train.seed)
-        m = config.model
-        tags = len(task.tag_vocab)
-        self.model = BareTagger(len(task.vocab), len(task.char_vocab), tags, m).to(device)
-        self.model.train()
-        self.optimizer = make_optimizer(self.model, config.train, device)
-        self.clip_norm = config.train.clip_norm
+        tags, m = len(task.tag_vocab), config.model
+        model = BareTagger(len(task.vocab), len(task.char_vocab), tags, m).to(device)
+        optimizer = make_optimizer(model, config.train, device)
+        super().__init__(model, optimizer, config.train.clip_norm, device)
         self.half = autocast_dtype(config.train, device)  # the Trainer's own rule
-        self.autocast = self.half is not None
-        self.device = device
-        self.batches = [
-            (
-                b,
-                b["mask"].sum(1).cpu(),
-                b["char_lengths"].cpu().clamp(min=1) if "char_lengths" in b else None,
-            )
-            for b in batches
-        ]
-        self.position = 0
+        self.batches = itertools.cycle(
+            [
+                (b, b["mask"].sum(1).cpu(), b["char_lengths"].cpu().clamp(min=1))
+                if "char_lengths" in b
+                else (b, b["mask"].sum(1).cpu(), None)
+                for b in batches
+            ]
+        )
 
-    def step(self) -> int:
-        batch, lengths, char_lengths = self.batches[self.position % len(self.batches)]
-        self.position += 1
-        with torch.autocast(
-            self.device.type, dtype=self.half or torch.bfloat16, enabled=self.autocast
-        ):
-            loss = self.model(batch, lengths, char_lengths)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.clip_norm:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
-        self.optimizer.step()
-        float(loss.detach())
-        return int(batch["words"].shape[0])
+    def step(self) -> tuple[int, int]:
+        batch, lengths, char_lengths = next(self.batches)
+        self.update(lambda: self.model(batch, lengths, char_lengths))
+        return int(batch["words"].shape[0]), 0
 
 
 # ----------------------------------------------------------------------------------- data
-def conllu_available() -> bool:
-    return importlib.util.find_spec("conllu") is not None
-
-
 def conllu_to_columns(source: Path, target: Path) -> None:
     """A CoNLL-U file's words and UPOS tags as ``token<TAB>tag`` lines (no ``conllu``
     package needed): multiword ranges and empty nodes left out, as rnnkit's reader does."""
@@ -493,14 +356,6 @@ def as_columns(config: TagConfig, train: Path, dev: Path) -> None:
     d.separator, d.token_column, d.tag_column, d.comment, d.scheme = "tab", 0, 1, "", "none"
 
 
-def resolve(path: str) -> Path:
-    """``path`` as given, or inside the repository root when it is relative and absent."""
-    p = Path(path).expanduser()
-    if not p.is_absolute() and not p.exists() and (REPO / p).exists():
-        return REPO / p
-    return p.resolve()
-
-
 # ---------------------------------------------------------------------------------- bench
 class Bench:
     def __init__(self, args: argparse.Namespace, out_dir: Path):
@@ -519,33 +374,33 @@ class Bench:
             "e": Part("e", "Shakespeare char recipe trained for its GPU budget"),
         }
         self.started = datetime.now(timezone.utc)
-        self.timing = Timing(args.warmup_steps, args.warmup_s, args.seconds, args.min_steps)
+        self.ticks, self.others = bench.cpu_ticks(), None
 
     # ----------------------------------------------------------------- set-up
     def lm_config(self, recipe: str = LM_RECIPE, extra: list[str] | None = None) -> LMConfig:
-        sets = [*(DRY_LM if self.args.dry_run else []), *self.args.lm, *(extra or [])]
-        config = from_dict(LMConfig, merge(read_yaml(resolve(recipe)), parse_overrides(sets)))
+        sets = [*(DRY_LM if self.args.quick else []), *self.args.lm, *(extra or [])]
+        config = bench.load_recipe(recipe, "lm", LMConfig, sets)
         config.train.device = str(self.device)
-        data_dir = resolve(self.args.data_dir)
+        data_dir = self.args.data_dir
         if resolve_data_path(config.data.train, data_dir).exists():
             self.data["lm"] = f"{config.data.train} under {self.args.data_dir}"
         else:
             path = self.tmp / "synthetic.txt"
             if not path.exists():
-                synthetic_text(path, 200_000 if self.args.dry_run else 1_115_394, 0)
+                synthetic_text(path, 200_000 if self.args.quick else 1_115_394, 0)
             self.data["lm"] = f"synthetic text ({config.data.train} not found): same shapes"
             config.data.train = str(path)
         return config
 
     def tag_config(self) -> TagConfig:
-        sets = [*(DRY_TAG if self.args.dry_run else []), *self.args.tag]
-        config = from_dict(TagConfig, merge(read_yaml(resolve(TAG_RECIPE)), parse_overrides(sets)))
+        sets = [*(DRY_TAG if self.args.quick else []), *self.args.tag]
+        config = bench.load_recipe(TAG_RECIPE, "tag", TagConfig, sets)
         config.train.device = str(self.device)
-        data_dir = resolve(self.args.data_dir)
+        data_dir = self.args.data_dir
         train = resolve_data_path(config.data.train, data_dir)
         dev = resolve_data_path(config.data.dev, data_dir)
         if train.exists() and dev.exists():
-            if conllu_available():
+            if importlib.util.find_spec("conllu") is not None:
                 config.data.test = ""  # not needed here
                 self.data["tag"] = f"{config.data.train} under {self.args.data_dir}"
             else:
@@ -557,7 +412,7 @@ class Bench:
                     "(no conllu package here)"
                 )
         else:
-            n = 600 if self.args.dry_run else 12_544
+            n = 600 if self.args.quick else 12_544
             synthetic_tagged(self.tmp / "train.tsv", n, 0)
             synthetic_tagged(self.tmp / "dev.tsv", max(50, n // 6), 1)
             as_columns(config, self.tmp / "train.tsv", self.tmp / "dev.tsv")
@@ -571,84 +426,65 @@ class Bench:
         task: Any,
         config: Any,
         bf16: bool,
-        units: Callable[[dict[str, Any]], int],
-        unit: str,
         compiled: bool = False,
         premade: list[dict[str, Any]] | None = None,
     ) -> Row:
-        timing = self.timing
-        if compiled:
-            warmup = (
-                self.args.compile_warmup_tag
-                if workload == "tagger"
-                else self.args.compile_warmup_lm
-            )
-            timing = dataclasses.replace(timing, warmup=warmup)
+        """rnnkit's own training step (``Trainer.train_step``) from the initial weights."""
         side = "rnnkit Trainer" + (", batches made beforehand" if premade is not None else "")
-        row = Row(workload, side, precision(bf16), compiled, self.name, unit)
-        progress(f"  {workload}, {side}, {row.precision}{', compiled' if compiled else ''} "
-                 f"on {self.name}")  # fmt: skip
         task.model.load_state_dict(self.initial[workload])
         if hasattr(task.model, "carry"):
             task.model.carry = None
-        timed = TimedTask(task, units, timing, self.device, premade)
         train = bench_config(config.train, self.device, bf16, compiled)
-        with tempfile.TemporaryDirectory(prefix="bench-gpu-", dir=self.tmp) as out:
-            trainer = Trainer(timed, train, out, log=lambda _: None)
-            trainer.plot = lambda force=False: None  # no curve.png for a timed loop
-            trainer.fit()
-        row.units, row.steps, row.seconds, row.warmup_s, row.warmup_steps = timed.result
-        if row.steps == 0:
-            raise RuntimeError("the Trainer took no timed step")
-        progress(f"    {row.per_s:,.0f} {unit}/s ({row.steps} steps, {row.seconds:.1f} s)")
+        torch.manual_seed(train.seed)
+        trainer = Trainer(task, train, self.tmp, log=lambda _: None)
+        batches = bench.endless(task.train_batches) if premade is None else itertools.cycle(premade)
+        step = bench.training_step(trainer, batches, COUNT[workload])
+        warmup = self.args.warmup_steps
+        if compiled:
+            warmup = getattr(
+                self.args, "compile_warmup_" + ("tag" if workload == "tagger" else "lm")
+            )
+        return self.timed_row(
+            Row(workload, side, precision(bf16), self.name, compiled), step, warmup
+        )
+
+    def timed_row(self, row: Row, step: bench.Step, warmup: int) -> Row:
+        """``row`` filled in by the shared harness: warm-up, then the timed window."""
+        progress(f"  {row.workload}, {row.side}, {row.precision}"
+                 f"{', compiled' if row.compiled else ''} on {self.name}")  # fmt: skip
+        start = time.perf_counter()
+        row.warmup_steps = bench.warm(step, warmup, self.args.warmup_s)
+        bench.synchronize(self.device)
+        row.warmup_s = time.perf_counter() - start
+        rate = bench.run_for(step, self.args.seconds, None, self.args.min_steps, self.device)
+        row.units = rate.tokens if row.unit == "tokens" else rate.items
+        row.steps, row.seconds = rate.steps, rate.seconds
+        progress(f"    {row.per_s:,.0f} {row.unit}/s ({row.steps} steps, {row.seconds:.1f} s)")
         return row
 
-    def bare_row(self, workload: str, loop: Any, bf16: bool, unit: str) -> Row:
-        row = Row(workload, "bare loop", precision(bf16), False, self.name, unit)
-        progress(f"  {workload}, bare loop, {row.precision} on {self.name}")
-        result = time_loop(loop.step, self.timing, self.device)
-        row.units, row.steps, row.seconds, row.warmup_s, row.warmup_steps = result
-        progress(f"    {row.per_s:,.0f} {unit}/s ({row.steps} steps, {row.seconds:.1f} s)")
-        return row
-
-    def lm_bare_loop(self, bf16: bool) -> Any:
+    def lm_pair(self, part: Part, bf16: bool) -> None:
+        kit = self.kit_row("char LM", self.lm_task, self.lm, bf16)
         config = dataclasses.replace(
             self.lm, train=bench_config(self.lm.train, self.device, bf16, False)
         )
         loop = lm_bench.PlainLoop(self.lm_task, config, self.device)
         loop.optimizer = make_optimizer(loop.model, config.train, self.device)  # the Trainer's
-        loop.autocast = autocast_dtype(config.train, self.device) is not None
-        return SimpleNamespace(step=lambda: loop.step()[1])  # its tokens are the units here
-
-    def tag_bare_loop(self, bf16: bool) -> BareTagLoop:
-        config = dataclasses.replace(
-            self.tag, train=bench_config(self.tag.train, self.device, bf16, False)
-        )
-        return BareTagLoop(self.tag_task, self.tag_batches, config)
-
-    @staticmethod
-    def lm_units(batch: dict[str, Any]) -> int:
-        return int(batch["target"].numel())
-
-    @staticmethod
-    def tag_units(batch: dict[str, Any]) -> int:
-        return int(batch["words"].shape[0])
-
-    def lm_pair(self, part: Part, bf16: bool) -> None:
-        kit = self.kit_row("char LM", self.lm_task, self.lm, bf16, self.lm_units, "tokens")
-        part.rows.append(kit)
-        bare = self.bare_row("char LM", self.lm_bare_loop(bf16), bf16, "tokens")
-        part.rows.append(bare)
+        loop.half = autocast_dtype(config.train, self.device)
+        bare = self.timed_row(Row("char LM", "bare loop", precision(bf16), self.name), loop.step, 0)
+        part.rows += [kit, bare]
         part.figures[f"char LM {precision(bf16)}: rnnkit / bare"] = kit.per_s / bare.per_s
 
     def tag_pair(self, part: Part, bf16: bool, premade: bool) -> None:
-        kit = self.kit_row("tagger", self.tag_task, self.tag, bf16, self.tag_units, "sentences")
+        kit = self.kit_row("tagger", self.tag_task, self.tag, bf16)
         part.rows.append(kit)
         if premade:
-            ready = self.kit_row("tagger", self.tag_task, self.tag, bf16, self.tag_units,
-                                 "sentences", premade=self.tag_batches)  # fmt: skip
+            ready = self.kit_row("tagger", self.tag_task, self.tag, bf16, premade=self.tag_batches)
             part.rows.append(ready)
-        bare = self.bare_row("tagger", self.tag_bare_loop(bf16), bf16, "sentences")
+        config = dataclasses.replace(
+            self.tag, train=bench_config(self.tag.train, self.device, bf16, False)
+        )
+        loop = BareTagLoop(self.tag_task, self.tag_batches, config)
+        bare = self.timed_row(Row("tagger", "bare loop", precision(bf16), self.name), loop.step, 0)
         part.rows.append(bare)
         part.figures[f"tagger {precision(bf16)}: rnnkit / bare"] = kit.per_s / bare.per_s
         if premade:
@@ -686,13 +522,11 @@ class Bench:
     def part_d(self, part: Part) -> None:
         eager = {r.workload: r for r in self.parts["a"].rows + self.parts["b"].rows
                  if r.side == "rnnkit Trainer"}  # fmt: skip
-        for workload in ("char LM", "tagger"):
-            if workload == "char LM":
-                row = self.kit_row(workload, self.lm_task, self.lm, True, self.lm_units,
-                                   "tokens", compiled=True)  # fmt: skip
-            else:
-                row = self.kit_row(workload, self.tag_task, self.tag, True, self.tag_units,
-                                   "sentences", compiled=True)  # fmt: skip
+        for workload, task, config in (
+            ("char LM", self.lm_task, self.lm),
+            ("tagger", self.tag_task, self.tag),
+        ):
+            row = self.kit_row(workload, task, config, True, compiled=True)
             part.rows.append(row)
             if workload in eager:
                 part.figures[f"{workload}: compiled / eager"] = row.per_s / eager[workload].per_s
@@ -702,7 +536,7 @@ class Bench:
         a = self.args
         extra = ["train.progress=false", "train.epochs=100000000", "train.target=null",
                  "train.patience=null"]  # fmt: skip
-        if a.dry_run:
+        if a.quick:
             extra += ["train.max_steps=8"]
         config = self.lm_config(a.train_recipe, [*a.train, *extra])
         config.train.max_minutes = seconds / 60
@@ -710,7 +544,7 @@ class Bench:
         part.figures["data"] = self.data["lm"]  # a synthetic stand-in's loss means nothing
         part.figures["budget, minutes"] = round(seconds / 60, 3)
         progress(f"  training {a.train_recipe} for {seconds / 60:.2f} min on {self.name}")
-        task = build_task("lm", config, resolve(a.data_dir))
+        task = build_task("lm", config, a.data_dir)
         run = self.tmp / "lm-run"
         trainer = Trainer(task, config.train, run, log=lambda m: progress("    " + m))
         summary = trainer.fit()
@@ -748,7 +582,7 @@ class Bench:
         part = self.parts[key]
         allowed = min(budget_s, self.clock.left())
         progress(f"({key}) {part.title} — up to {max(0.0, allowed):.0f} s")
-        if allowed < (2 if self.args.dry_run else 20):
+        if allowed < (2 if self.args.quick else 20):
             part.status = "skipped"
             part.note = f"only {max(0.0, self.clock.left()):.0f} s left of the budget"
             self.write()
@@ -777,8 +611,8 @@ class Bench:
         self.lm = self.lm_config()
         self.tag = self.tag_config()
         progress("building the tasks")
-        self.lm_task: LMTask = build_task("lm", self.lm, resolve(a.data_dir))
-        self.tag_task: TagTask = build_task("tag", self.tag, resolve(a.data_dir))
+        self.lm_task: LMTask = build_task("lm", self.lm, a.data_dir)
+        self.tag_task: TagTask = build_task("tag", self.tag, a.data_dir)
         self.initial = {
             "char LM": {k: v.clone() for k, v in self.lm_task.model.state_dict().items()},
             "tagger": {k: v.clone() for k, v in self.tag_task.model.state_dict().items()},
@@ -791,17 +625,17 @@ class Bench:
         self.run_part("a", PART_BUDGET_S["a"], self.part_a)
         self.run_part("b", PART_BUDGET_S["b"], self.part_b)
         self.run_part("c", PART_BUDGET_S["c"], self.part_c)
-        reserve = COMPILE_RESERVE_S if HAS_COMPILE and not a.dry_run else 0.0
+        reserve = COMPILE_RESERVE_S if HAS_COMPILE and not a.quick else 0.0
         train_s = min(a.train_minutes * 60, self.clock.left() - reserve - 30)
-        if a.dry_run:
+        if a.quick:
             train_s = a.train_minutes * 60
         e = self.parts["e"]
-        if train_s < (1 if a.dry_run else 60):
+        if train_s < (1 if a.quick else 60):
             e.status = "skipped"
             e.note = f"only {max(0.0, self.clock.left()):.0f} s left of the budget"
             self.write()
         else:
-            slack = 30 if a.dry_run else 120  # the last dev evaluation and checkpoint
+            slack = 30 if a.quick else 120  # the last dev evaluation and checkpoint
             self.run_part("e", train_s + slack, lambda part: self.part_e(part, train_s))
         if HAS_COMPILE:
             self.run_part("d", PART_BUDGET_S["d"], self.part_d)
@@ -838,16 +672,14 @@ class Bench:
             "device_type": self.device.type,
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version()
-            if torch.backends.cudnn.is_available()
-            else None,
+            "cudnn": cudnn_version(),
             "tf32": {
                 "matmul": torch.backends.cuda.matmul.allow_tf32,
                 "cudnn": torch.backends.cudnn.allow_tf32,
             },
-            "cpu": f"{os.cpu_count()} cores ({cpu_model()})",
-            "dry_run": self.args.dry_run,
-            "command": shlex.join(["python", *sys.argv]),
+            "cpu": f"{os.cpu_count()} cores ({bench.cpu_model()})",
+            "dry_run": self.args.quick,
+            "command": " ".join(["python", *sys.argv]),
             "started": self.started.isoformat(timespec="seconds"),
             "elapsed_s": round(self.clock.used(), 1),
             "budget_s": self.args.budget_s,
@@ -864,21 +696,18 @@ class Bench:
         }
 
     def markdown(self) -> str:
-        now = self.started.strftime("%Y-%m-%d %H:%M UTC")
-        dry = " [dry run]" if self.args.dry_run else ""
-        lines = [
-            f"### GPU benchmark: rnnkit on {self.name} ({now}){dry}",
-            "",
-            f"- command: `{shlex.join(['python', *sys.argv])}` ({self.clock.used():.0f} s of "
-            f"a {self.args.budget_s:.0f} s budget)",
-            f"- device: **{self.name}**; torch {torch.__version__}, CUDA {torch.version.cuda}, "
+        machine = (
+            f"device **{self.name}**; torch {torch.__version__}, CUDA {torch.version.cuda}, "
             f"cuDNN {cudnn_version()}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
-            f"TF32 cuDNN {torch.backends.cudnn.allow_tf32}; host {os.cpu_count()} cores "
-            f"({cpu_model()})",
+            f"TF32 cuDNN {torch.backends.cudnn.allow_tf32}, {bench.threads(self.args)}"
+        )
+        smoke = "tiny sizes, a fraction of a second per row: a check that every part runs"
+        lines = [
+            *bench.header(
+                f"GPU benchmark: rnnkit on {self.name}", self.args, self.others, machine, smoke
+            ),
+            f"- time: {self.clock.used():.0f} s of a {self.args.budget_s:.0f} s budget",
         ]
-        if self.args.dry_run:
-            lines.append("- **dry run**: tiny sizes, a fraction of a second per row: a check that "
-                         "every part runs, not a measurement")  # fmt: skip
         if self.device.type != "cuda":
             lines.append("- **no CUDA device**: these are CPU figures (bf16 rows via `cpu_amp`)")
         lines += [f"- data, {k}: {v}" for k, v in self.data.items()]
@@ -888,21 +717,32 @@ class Bench:
             f"- timing: untimed warm-up of ≥ {self.args.warmup_steps} steps and ≥ "
             f"{self.args.warmup_s:g} s (compiled: ≥ {self.args.compile_warmup_lm} LM, "
             f"{self.args.compile_warmup_tag} tagger steps), then ≥ {self.args.seconds:g} s per "
-            "row, the device synchronised at both ends; rnnkit rows run `Trainer.fit` itself "
-            "(constant learning rate, no dev evaluation in the window); rows run in the order "
+            "row, the device synchronised at both ends; rnnkit rows time `Trainer.train_step` "
+            "(the optimizer's constant learning rate, no dev evaluation); rows run in the order "
             "listed, each from the same initial weights",
             "",
-            "| part | workload | side | precision | compiled | device | throughput | steps | "
-            "timed s | warm-up s |",
-            "|---|---|---|---|---|---|---:|---:|---:|---:|",
         ]
-        for p in self.parts.values():
-            for r in p.rows:
-                lines.append(
-                    f"| {p.key} | {r.workload} | {r.side} | {r.precision} | "
-                    f"{'yes' if r.compiled else 'no'} | {r.device} | {r.per_s:,.0f} {r.unit}/s | "
-                    f"{r.steps:,} | {r.seconds:.1f} | {r.warmup_s:.1f} |"
-                )
+        head = ["part", "workload", "side", "precision", "compiled", "device", "throughput"]
+        lines += bench.table(
+            [*head, "steps", "timed s", "warm-up s"],
+            (
+                [
+                    p.key,
+                    r.workload,
+                    r.side,
+                    r.precision,
+                    "yes" if r.compiled else "no",
+                    r.device,
+                    f"{r.per_s:,.0f} {r.unit}/s",
+                    f"{r.steps:,}",
+                    f"{r.seconds:.1f}",
+                    f"{r.warmup_s:.1f}",
+                ]  # fmt: skip
+                for p in self.parts.values()
+                for r in p.rows
+            ),
+            left=6,
+        )
         lines.append("")
         for p in self.parts.values():
             shown = "; ".join(f"{k}: {show(v)}" for k, v in p.figures.items())
@@ -945,41 +785,17 @@ def show(value: Any) -> str:
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, a few steps (CPU)")
-    parser.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if any), cuda, cpu")
-    parser.add_argument("--budget-s", type=float, help="whole-run guard, s (540; dry 300)")
-    parser.add_argument("--seconds", type=float, help="timed seconds per row (8; dry 0.3)")
-    parser.add_argument("--warmup-steps", type=int, help="untimed steps per row (5; dry 1)")
-    parser.add_argument("--warmup-s", type=float, help="... and untimed seconds (1.5; dry 0)")
-    parser.add_argument("--compile-warmup-lm", type=int, help="compiled LM warm-up (10; dry 2)")
-    parser.add_argument("--compile-warmup-tag", type=int, help="compiled tagger (40; dry 3)")
-    parser.add_argument("--min-steps", type=int, help="timed steps at least (3; dry 2)")
-    parser.add_argument("--train-minutes", type=float, help="(e) budget, minutes (4; dry 0.05)")
-    parser.add_argument(
-        "--premade-batches", type=int, default=400, help="tagger batches made beforehand (400)"
-    )
-    parser.add_argument("--lm", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for the LM recipe (every LM part)")  # fmt: skip
-    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for the tagger recipe")  # fmt: skip
-    parser.add_argument("--train-recipe", default=LM_RECIPE, help=f"(e)'s recipe ({LM_RECIPE})")
-    parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for (e) only, after --lm")  # fmt: skip
-    args = parser.parse_args(argv)
-    for key, value in (DRY if args.dry_run else FULL).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.seconds <= 0 or args.budget_s <= 0 or args.train_minutes <= 0:
-        parser.error("--seconds, --budget-s and --train-minutes must be > 0")
-    if min(args.warmup_steps, args.compile_warmup_lm, args.compile_warmup_tag) < 0:
-        parser.error("warm-up steps must be ≥ 0")
-    if args.warmup_s < 0:
-        parser.error("--warmup-s must be ≥ 0")
-    if min(args.min_steps, args.premade_batches) < 1:
-        parser.error("--min-steps and --premade-batches must be ≥ 1")
-    return args
+    p = bench.parser(__doc__, "tiny sizes, a few steps (CPU)", data_dir=True, tuned=TUNED)
+    p.add_argument("--dry-run", dest="quick", action="store_true", help="the same as --quick")
+    p.add_argument("--device", default="auto", help="auto (CUDA if any), cuda, cpu")
+    p.add_argument("--lm", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for the LM recipe (every LM part)")  # fmt: skip
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for the tagger recipe")  # fmt: skip
+    p.add_argument("--train-recipe", default=LM_RECIPE, help=f"(e)'s recipe ({LM_RECIPE})")
+    p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for (e) only, after --lm")  # fmt: skip
+    return bench.finish(p, p.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -988,18 +804,19 @@ def main(argv: list[str] | None = None) -> int:
         progress("error: run bench/gpu.py as one process, not under torchrun")
         return 2
     out_dir = Path(os.environ.get("OUT") or "gpu-report")
-    bench = Bench(args, out_dir)
+    b = Bench(args, out_dir)
     try:
-        bench.run()
+        b.run()
     finally:
-        bench.write()
-        shutil.rmtree(bench.tmp, ignore_errors=True)
-    print(bench.markdown())
+        b.others = bench.others_share(b.ticks)
+        b.write()
+        shutil.rmtree(b.tmp, ignore_errors=True)
+    bench.publish(b.markdown(), args.target)
     progress(f"report: {out_dir / 'gpu-report.md'}, {out_dir / 'gpu-report.json'}")
-    if bench.device.type != "cuda" and not args.dry_run:
+    if b.device.type != "cuda" and not args.quick:
         progress("warning: no CUDA device; these are CPU figures")
-    problems = bench.check()
-    if args.dry_run and problems:
+    problems = b.check()
+    if args.quick and problems:
         progress("dry run failed: " + "; ".join(problems))
         return 1
     return 0

@@ -3,11 +3,9 @@ matrix-multiply rate, and generation speed, for one LM recipe on one machine.
 
 Measured in one process, on the device the recipe picks (``train.device``, ``auto`` by default):
 
-1. **rnnkit training throughput** (tokens/s): the task is built the CLI's way
-   (``build_task("lm", config, data_dir)``), the optimizer is the ``Trainer``'s own (so fused
-   Adam and the rest are the same), and the timed loop walks ``task.train_batches(epoch)`` doing
-   what ``Trainer.fit`` does per batch: loss, ``zero_grad(set_to_none=True)``, backward,
-   ``clip_grad_norm_`` with ``train.clip_norm``, step, ``float(loss)``. No validation.
+1. **rnnkit training throughput** (tokens/s): the task built the CLI's way
+   (``build_task("lm", config, data_dir)``), ``Trainer.train_step`` timed over
+   ``task.train_batches(epoch)`` by the shared harness (bench/common.py). No validation.
 2. **plain loop throughput** (tokens/s): the same model written by hand — ``nn.Embedding`` →
    dropout → ``nn.LSTM``/``GRU``/``RNN`` (``batch_first``, same layers and dropout) → dropout →
    ``nn.Linear`` (tied, or adaptive softmax, when the recipe says so) — over the same token
@@ -26,16 +24,12 @@ Measured in one process, on the device the recipe picks (``train.device``, ``aut
 4. **generation speed** (tokens/s): ``task.generate(prompt, length=N, temperature=0.8, seed=0)``
    consumed to the end (batch 1), with the model trained by (1) for a few seconds.
 
-Run from anywhere (relative paths fall back to the repository root), on an otherwise idle
-machine; the report says how much CPU other processes used while it ran::
+Run::
 
     .venv/bin/python bench/lm.py                                  # shakespeare-char, ~1 min
     .venv/bin/python bench/lm.py --config configs/X.yaml model.hidden_size=256
-    .venv/bin/python bench/lm.py --append bench/RESULTS.md        # also append the report
-    .venv/bin/python bench/lm.py --quick                          # ~15 s smoke run
 
-``key=value`` overrides work as on the CLI. The markdown report goes to stdout, progress to
-stderr.
+``key=value`` overrides work as on the CLI.
 """
 
 from __future__ import annotations
@@ -44,6 +38,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,9 +61,12 @@ CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.
 PEAK_SIZE = 2048
 WARMUP_STEPS = 3
 TEMPERATURE = 0.8
-# Flag values that --quick changes (each may still be given explicitly).
-FULL = {"seconds": 20.0, "matmul_seconds": 3.0, "gen_tokens": 500, "rounds": 2}
-QUICK = {"seconds": 2.0, "matmul_seconds": 0.5, "gen_tokens": 100, "rounds": 1}
+TUNED = {  # flag: (value, --quick value, help)
+    "seconds": (20.0, 2.0, "training time per side"),
+    "rounds": (2, 1, "alternating rounds per side"),
+    "matmul_seconds": (3.0, 0.5, "time per matmul shape"),
+    "gen_tokens": (500, 100, "tokens to generate"),
+}
 
 
 # ---------------------------------------------------------------------------- plain loop
@@ -116,20 +114,42 @@ class PlainLM(nn.Module):
         return F.cross_entropy(self.out(flat), target.reshape(-1)), state
 
 
-class PlainLoop:
+class PlainUpdate:
+    """Bare PyTorch's training update, the peer of ``Trainer.train_step`` (here and in
+    bench/gpu.py): the loss under autocast when ``half`` is set, ``zero_grad``, backward,
+    ``clip_grad_norm_``, the optimizer's step, ``float(loss)``."""
+
+    def __init__(self, model: nn.Module, optimizer: Any, clip_norm: float, device: Any):
+        self.model, self.optimizer, self.clip_norm, self.device = (
+            model,
+            optimizer,
+            clip_norm,
+            device,
+        )
+        self.half: torch.dtype | None = None
+        self.model.train()
+
+    def update(self, loss_of: Callable[[], torch.Tensor]) -> None:
+        with torch.autocast(self.device.type, dtype=self.half, enabled=self.half is not None):
+            loss = loss_of()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+        self.optimizer.step()
+        float(loss.detach())
+
+
+class PlainLoop(PlainUpdate):
     """A hand-written truncated-BPTT loop over the same streams and windows."""
 
     def __init__(self, task: LMTask, config: LMConfig, device: torch.device):
         torch.manual_seed(config.train.seed)
-        self.model = PlainLM(len(task.vocab), config.model).to(device)
-        self.model.train()
         t = config.train
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay
-        )
-        self.clip_norm = t.clip_norm
-        self.autocast = device.type == "cuda" and t.amp
-        self.device = device
+        model = PlainLM(len(task.vocab), config.model).to(device)
+        adam = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        super().__init__(model, adam, t.clip_norm, device)
+        self.half = torch.bfloat16 if device.type == "cuda" and t.amp else None
         self.rows = as_streams(task.ids("train"), t.batch_size).to(device)
         self.spans = windows(self.rows, config.data.bptt)
         self.position = 0
@@ -142,17 +162,15 @@ class PlainLoop:
         self.position += 1
         tokens = self.rows[:, start : start + length]
         target = self.rows[:, start + 1 : start + 1 + length]
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+
+        def loss_of() -> torch.Tensor:
             loss, state = self.model(tokens, target, self.state)
-        self.state = (
-            tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.clip_norm:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
-        self.optimizer.step()
-        float(loss.detach())
+            self.state = (
+                tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+            )
+            return loss
+
+        self.update(loss_of)
         return target.shape[0], target.numel()
 
 
@@ -332,18 +350,11 @@ def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Name
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "~2 s spans, 100 generated tokens", data_dir=True)
+    p = bench.parser(__doc__, "~2 s spans, 100 generated tokens", data_dir=True, tuned=TUNED)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
-    p.add_argument("--seconds", type=float, help="training time per side (20; quick 2)")
-    p.add_argument("--rounds", type=int, help="alternating rounds per side (2; quick 1)")
-    p.add_argument("--matmul-seconds", type=float, help="time per matmul shape (3; quick 0.5)")
-    p.add_argument("--gen-tokens", type=int, help="tokens to generate (500; quick 100)")
     p.add_argument("--prompt", default="", help="generation prompt (default: none)")
-    args = bench.finish(p, p.parse_intermixed_args(argv), FULL, QUICK)
-    if args.rounds < 1 or args.seconds <= 0 or args.gen_tokens < 1:
-        p.error("--rounds and --gen-tokens must be ≥ 1 and --seconds > 0")
-    return args
+    return bench.finish(p, p.parse_intermixed_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,14 +30,10 @@ one where the step budget ends):
 On 2 cores no speed-up is expected: the point is an honest measured ratio. The report also
 says how much CPU other processes used during each run.
 
-Run from the repository root (paths fall back to it), on an otherwise idle machine::
+Run::
 
-    .venv/bin/python bench/scale.py --quick       # small models, ~1 minute: a smoke run
     .venv/bin/python bench/scale.py               # the recipes' models, 2 epochs each, ~11 min
-    .venv/bin/python bench/scale.py --publish     # also append the report to bench/RESULTS.md
     .venv/bin/python bench/scale.py --tag-steps 392 --lm-steps 245 --procs 1,2
-
-The markdown report goes to stdout, progress to stderr.
 """
 
 from __future__ import annotations
@@ -77,21 +73,13 @@ QUICK_LM = [
     "train.lr=0.01",
     "train.warmup_steps=20",
 ]
-# Flag values that --quick changes (each may still be given explicitly). The full step budgets
-# are two epochs of each recipe (392 and about 245 steps per epoch at batch 32).
-FULL = {
-    "tag_steps": 784,
-    "lm_steps": 490,
-    "tag_target": 0.80,
-    "lm_target": 2.0,
-    "guard_minutes": 15.0,
-}
-QUICK = {
-    "tag_steps": 450,
-    "lm_steps": 300,
-    "tag_target": 0.80,
-    "lm_target": 2.2,
-    "guard_minutes": 2.0,
+TUNED = {  # flag: (value, --quick value, help); the full step budgets are two epochs of each
+    # recipe (392 and about 245 steps per epoch at batch 32)
+    "tag_steps": (784, 450, "tagger step budget"),
+    "lm_steps": (490, 300, "LM step budget"),
+    "tag_target": (0.80, 0.80, "dev accuracy target"),
+    "lm_target": (2.0, 2.2, "dev loss target"),
+    "guard_minutes": (15.0, 2.0, "train.max_minutes, a guard"),
 }
 
 
@@ -371,7 +359,9 @@ def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = bench.parser(__doc__, "small models, ~1 minute in all", data_dir=True, threads=False)
+    parser = bench.parser(
+        __doc__, "small models, ~1 minute in all", data_dir=True, threads=False, tuned=TUNED
+    )
     parser.add_argument("--procs", default="1,2", help="process counts to compare (1,2)")
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="threads shared out (cores)"
@@ -379,16 +369,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", default="tag,lm", help="workloads: tag, lm (both)")
     parser.add_argument("--tag-config", default="configs/ewt-upos.yaml")
     parser.add_argument("--lm-config", default="configs/shakespeare-char.yaml")
-    parser.add_argument("--tag-steps", type=int, help="tagger step budget (784; quick 450)")
-    parser.add_argument("--lm-steps", type=int, help="LM step budget (490; quick 300)")
-    parser.add_argument("--tag-target", type=float, help="dev accuracy target (0.80)")
-    parser.add_argument("--lm-target", type=float, help="dev loss target (2.0; quick 2.2)")
-    parser.add_argument(
-        "--guard-minutes", type=float, help="train.max_minutes, a guard (15; quick 2)"
-    )
     args = parser.parse_args(argv)
     args.shown_data_dir = args.data_dir  # as typed, for the commands the report shows
-    args = bench.finish(parser, args, FULL, QUICK)
+    args = bench.finish(parser, args)
     try:
         args.proc_list = sorted({int(p) for p in args.procs.split(",") if p.strip()})
     except ValueError:
@@ -398,8 +381,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.task_list = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not args.task_list or set(args.task_list) - {"tag", "lm"}:
         parser.error("--tasks takes tag, lm or both")
-    if min(args.tag_steps, args.lm_steps, args.threads) < 1 or args.guard_minutes <= 0:
-        parser.error("step budgets and --threads must be ≥ 1, --guard-minutes > 0")
+    if args.threads < 1:
+        parser.error("--threads must be ≥ 1")
     return args
 
 

@@ -31,15 +31,10 @@ into a temporary directory. ``--models-from DIR`` keeps them: each of ``DIR/tagg
 ``DIR/tag/model`` (and ``cipher/model``, ``translate/model``), else a tiny model is trained
 there. ``--tagger DIR``, ``--cipher DIR`` and ``--translator DIR`` bench real trained models.
 
-Run from the repository root, on an otherwise idle machine (the report says how much CPU other
-processes used)::
+Run::
 
     .venv/bin/python bench/serve.py                      # 2 modes x 3 models, a couple of minutes
     .venv/bin/python bench/serve.py --tagger runs/uner-ner --translator runs/fra-eng
-    .venv/bin/python bench/serve.py --publish            # also append to bench/RESULTS.md
-    .venv/bin/python bench/serve.py --quick              # smoke run, under a minute
-
-The markdown report goes to stdout, progress to stderr.
 """
 
 from __future__ import annotations
@@ -68,9 +63,12 @@ STARTUP_S = 180.0  # how long a server may take to load its models and answer /h
 CLIENT_TIMEOUT_S = 60.0  # per request; the server's own limit is 30 s (504)
 STOP_S = 15.0  # how long a server may take to shut down after SIGTERM
 SHOWN_FAILURES = 5  # failure messages printed per run
-# Flag values that --quick changes (each may still be given explicitly).
-FULL = {"requests": 5_000, "translator_requests": 1_000, "warmup": 64, "max_seconds": 300.0}
-QUICK = {"requests": 200, "translator_requests": 50, "warmup": 8, "max_seconds": 60.0}
+TUNED = {  # flag: (value, --quick value, help)
+    "requests": (5_000, 200, "tagger and cipher requests"),
+    "translator_requests": (1_000, 50, "translator requests"),
+    "warmup": (64, 8, "untimed requests per model first"),
+    "max_seconds": (300.0, 60.0, "time limit per run"),
+}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -494,22 +492,16 @@ def report(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = bench.parser(__doc__, "under a minute", threads=False)
-    parser.add_argument("--requests", type=int, help="tagger and cipher requests (5000; q 200)")
-    parser.add_argument("--translator-requests", type=int, help="translator requests (1000; q 50)")
+    parser = bench.parser(__doc__, "under a minute", threads=False, tuned=TUNED)
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (32)")
-    parser.add_argument("--warmup", type=int, help="untimed requests per model first (64; q 8)")
-    parser.add_argument("--max-seconds", type=float, help="time limit per run (300; quick 60)")
     parser.add_argument("--models-from", metavar="DIR", help="take (or train) tiny models here")
     parser.add_argument("--tagger", metavar="DIR", help="a trained tag model to serve")
     parser.add_argument("--cipher", metavar="DIR", help="a trained cipher model to serve")
     parser.add_argument("--translator", metavar="DIR", help="a trained translate model to serve")
     parser.add_argument("--device", default="cpu", help="the server's device (cpu)")
-    args = bench.finish(parser, parser.parse_args(argv), FULL, QUICK)
-    if min(args.requests, args.translator_requests, args.concurrency) < 1 or args.warmup < 0:
-        parser.error("--requests, --translator-requests and --concurrency must be ≥ 1")
-    if args.max_seconds <= 0:
-        parser.error("--max-seconds must be > 0")
+    args = bench.finish(parser, parser.parse_args(argv))
+    if args.concurrency < 1:
+        parser.error("--concurrency must be ≥ 1")
     return args
 
 

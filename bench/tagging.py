@@ -3,20 +3,19 @@
 Measured in one process, on one machine (rnnkit on ``--device``, the CPU by default; the seed
 side always on the CPU):
 
-1. **Seed size, rnnkit** — the seed tutorial's "realistic" BiLSTM-CRF size: 11 tags counting
-   its begin and end pseudo-tags, sentences of 30 tokens, embedding 100, BiLSTM hidden 200 (100
-   per direction), one layer, no dropout. A ``rnnkit.nn.tagger.Tagger`` is built directly
-   (``chars="none"``, ``head="crf"``, unconstrained) over a synthetic corpus of random word ids
-   from a 10k-word vocabulary and random tags. rnnkit's CRF keeps start and end scores as
-   vectors, so its tag set holds the 9 real tags; the seed's 11 are those 9 plus its begin and
-   end tags inside the transition matrix, the same distribution. Training uses the
-   ``Trainer``'s own optimizer (fused Adam on the CPU, lr 0.002 as in the tag recipes) and its
-   per-batch step: loss, ``zero_grad(set_to_none=True)``, backward, ``clip_grad_norm_`` 5.0,
-   step, ``float(loss)``. Timed for ``--seconds`` per batch size (32, the recipes' default,
-   and 128; ``--batches``) after 3 warm-up steps. Where the time goes: the same step with a
-   softmax head instead of the CRF (everything but the CRF), and the CRF's NLL forward+backward
-   alone on random emissions. Tagging: ``Tagger.decode`` on ready tensors, one sentence (median
-   latency) and batches of 32 and 256 (sentences/s).
+1. **Seed size, rnnkit** — the seed tutorial's "realistic" BiLSTM-CRF size: 11 tags counting its
+   begin and end pseudo-tags, sentences of 30 tokens, embedding 100, BiLSTM hidden 200 (100 per
+   direction), one layer, no dropout. A ``rnnkit.nn.tagger.Tagger`` is built directly
+   (``chars="none"``, ``head="crf"``, unconstrained) over a synthetic corpus of random word ids from
+   a 10k-word vocabulary and random tags. rnnkit's CRF keeps start and end scores as vectors, so its
+   tag set holds the 9 real tags; the seed's 11 are those 9 plus its begin and end tags inside the
+   transition matrix, the same distribution. Training uses the ``Trainer``'s own optimizer (fused
+   Adam on the CPU, lr 0.002 as in the tag recipes) and ``Trainer.train_step`` (``clip_norm`` 5.0).
+   Timed for ``--seconds`` per batch size (32, the recipes' default, and 128; ``--batches``) after 3
+   warm-up steps. Where the time goes: the same step with a softmax head instead of the CRF
+   (everything but the CRF), and the CRF's NLL forward+backward alone on random emissions. Tagging:
+   ``Tagger.decode`` on ready tensors, one sentence (median latency) and batches of 32 and 256
+   (sentences/s).
 2. **Seed size, the seed's algorithm** — the tutorial's BiLSTM-CRF re-implemented (the CRF part
    is ``SeedLoopCRF`` from ``bench/crf.py``): one sentence per update, embedding → ``nn.LSTM``
    (bidirectional, 100 per direction, a fresh random initial state per sentence as in the
@@ -40,15 +39,10 @@ For scale (figures from the issue, not measured here): the tutorial's loop does 
 sentences/s at the seed size on this CPU, 123 with only its forward algorithm vectorised, and
 Flair 0.15 about 77 (1,260 tokens/s). The target is ≥ 1,000 training sentences/s at that size.
 
-Run from anywhere, on an otherwise idle machine (the report says how much CPU other processes
-used while it ran)::
+Run::
 
     .venv/bin/python bench/tagging.py                    # all three sections, about 2 min
     .venv/bin/python bench/tagging.py --threads 1 --batches 32,64,128
-    .venv/bin/python bench/tagging.py --publish          # also append to bench/RESULTS.md
-    .venv/bin/python bench/tagging.py --quick            # smoke run, well under 20 s
-
-The markdown report goes to stdout, progress to stderr.
 """
 
 from __future__ import annotations
@@ -96,24 +90,14 @@ TAG_SAMPLE = 256  # dev sentences tagged in batches
 TARGET = 1_000.0  # training sentences/s at the seed size
 # Figures quoted by the issue, for scale only.
 QUOTED = "seed loop ~14 sent/s, forward vectorised ~123, Flair 0.15 ~77 (1,260 tok/s)"
-# Flag values that --quick changes (each may still be given explicitly).
-FULL = {
-    "seconds": 5.0,
-    "steps": 60,
-    "seed_sentences": 30,
-    "vectorised_sentences": 120,
-    "seed_warmup": 3,
-    "latency_sentences": 50,
-    "tag_repeats": 3,
-}
-QUICK = {
-    "seconds": 0.3,
-    "steps": 3,
-    "seed_sentences": 3,
-    "vectorised_sentences": 10,
-    "seed_warmup": 1,
-    "latency_sentences": 5,
-    "tag_repeats": 1,
+TUNED = {  # flag: (value, --quick value, help)
+    "seconds": (5.0, 0.3, "seed size: time per timed part"),
+    "steps": (60, 3, "recipes: timed training steps"),
+    "seed_sentences": (30, 3, "seed loop: timed sentences"),
+    "vectorised_sentences": (120, 10, "seed, forward vectorised: timed sentences"),
+    "seed_warmup": (3, 1, "seed: warm-up sentences"),
+    "latency_sentences": (50, 5, "one-sentence tagging calls"),
+    "tag_repeats": (3, 1, "batch tagging runs, median"),
 }
 
 
@@ -229,7 +213,7 @@ def bench_seed_size_kit(corpus: Corpus, args: argparse.Namespace) -> SeedSizeKit
         out.optimizer = bench.describe_optimizer(crf_trainer.optimizer)
         out.device = str(crf_trainer.device)
         device = crf_trainer.device
-        for size in args.batch_list:
+        for size in args.batches:
             batches = corpus.batches(size)
             progress(f"seed size, rnnkit, batch {size}: {args.seconds:g} s each part")
             for name, trainer in (("crf", crf_trainer), ("softmax", soft_trainer)):
@@ -623,17 +607,8 @@ def report(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "well under 20 s", data_dir=True)
+    p = bench.parser(__doc__, "well under 20 s", data_dir=True, tuned=TUNED)
     p.add_argument("--batches", default=[32, 128], type=bench.int_list, help="seed-size batches")
-    p.add_argument("--seconds", type=float, help="seed size: time per timed part (5; q 0.3)")
-    p.add_argument("--steps", type=int, help="recipes: timed training steps (60; quick 3)")
-    p.add_argument("--seed-sentences", type=int, help="seed loop: timed sentences (30; q 3)")
-    p.add_argument(
-        "--vectorised-sentences", type=int, help="seed, forward vectorised: timed (120; q 10)"
-    )
-    p.add_argument("--seed-warmup", type=int, help="seed: warm-up sentences (3; quick 1)")
-    p.add_argument("--latency-sentences", type=int, help="one-sentence tagging calls (50; q 5)")
-    p.add_argument("--tag-repeats", type=int, help="batch tagging runs, median (3; q 1)")
     p.add_argument(
         "--recipes", default=DEFAULT_RECIPES, help="tag recipes, comma-separated ('' for none)"
     )
@@ -643,13 +618,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--device", default="cpu", help="rnnkit's device (cpu; or auto, cuda)")
     p.add_argument("--random-seed", type=int, default=1, help="for models and data (1)")
-    args = bench.finish(p, p.parse_args(argv), FULL, QUICK)
-    counts = ("steps", "seed_sentences", "vectorised_sentences", "latency_sentences")
-    if min(getattr(args, k) for k in (*counts, "tag_repeats")) < 1 or args.seed_warmup < 0:
-        p.error("step, sentence and repeat counts must be ≥ 1 (--seed-warmup ≥ 0)")
-    if args.seconds <= 0:
-        p.error("--seconds must be > 0")
-    args.batch_list = args.batches
+    args = bench.finish(p, p.parse_args(argv))
     args.recipe_list = [p.strip() for p in args.recipes.split(",") if p.strip()]
     return args
 

@@ -2,13 +2,12 @@
 
 Measured in one process, on one machine, on the same pairs and at the same sizes:
 
-1. **rnnkit** — the model of ``configs/fra-eng-tutorial.yaml`` (embeddings 256, bidirectional
-   GRU encoder 256 per direction, GRU decoder 256 with Bahdanau attention and input feeding),
-   trained the Trainer's way: batches of 64 from ``task.train_batches`` (length-bucketed),
-   ``model.loss``, ``zero_grad(set_to_none=True)``, backward, ``clip_grad_norm_`` 1.0, fused
-   Adam 1e-3. Timed for ``--seconds`` after 3 warm-up steps; target tokens (``</s>`` included)
-   counted from the masks. Four rows: batch 64 (the recipe's) and 256, each in float32 and
-   in bfloat16 autocast (``train.cpu_amp: true``).
+1. **rnnkit** — the model of ``configs/fra-eng-tutorial.yaml`` (embeddings 256, bidirectional GRU
+   encoder 256 per direction, GRU decoder 256 with Bahdanau attention and input feeding),
+   ``Trainer.train_step`` (fused Adam 1e-3, ``clip_norm`` 1.0) over ``task.train_batches``
+   (length-bucketed batches of 64). Timed for ``--seconds`` after 3 warm-up steps; target tokens
+   (``</s>`` included) counted from the masks. Four rows: batch 64 (the recipe's) and 256, each in
+   float32 and in bfloat16 autocast (``train.cpu_amp: true``).
 2. **The seed's loop** — the tutorial's algorithm re-implemented here in our own words: one
    pair per update; a GRU encoder of 256 fed one word at a time; an attention decoder whose
    attention is a linear layer from [embedding; hidden] to ``MAX_LENGTH`` (10) positions,
@@ -23,8 +22,6 @@ The pairs are the tutorial recipe's training pairs when ``--data-dir`` holds ``e
 else synthetic ones (random words, 3–9 per side, same vocabulary sizes), which the report says.
 
     .venv/bin/python bench/translate.py                 # about 6 minutes
-    .venv/bin/python bench/translate.py --publish       # also append to bench/RESULTS.md
-    .venv/bin/python bench/translate.py --quick         # smoke run, well under 30 s
 """
 
 from __future__ import annotations
@@ -58,6 +55,11 @@ from rnnkit.train import Trainer  # noqa: E402
 RECIPE = REPO / "configs" / "fra-eng-tutorial.yaml"
 SEED_MAX_LENGTH = 10
 WARMUP = 3
+TUNED = {  # flag: (value, --quick value, help)
+    "seconds": (60.0, 3.0, "rnnkit training time"),
+    "seed_pairs": (300, 20, "pairs the seed loop trains"),
+    "decode": (512, 64, "dev sources to translate"),
+}
 
 
 def synthetic_pairs(count: int, seed: int = 1) -> list[Pair]:
@@ -183,11 +185,8 @@ def bench_seed(task: TranslateTask, pairs: int, hidden: int = 256) -> float:
         dec_opt.step()
         return trained
 
-    for _ in range(WARMUP):
-        one_pair()
-    start = time.perf_counter()
-    tokens = sum(one_pair() for _ in range(pairs))
-    return tokens / (time.perf_counter() - start)
+    bench.warm(one_pair, WARMUP)
+    return bench.run_steps(lambda: (1, one_pair()), pairs).tokens_per_second
 
 
 def bench_decoding(task: TranslateTask, count: int) -> dict[int, float]:
@@ -210,15 +209,10 @@ def _native_bf16() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = bench.parser(__doc__, "tiny timings")
-    parser.add_argument("--seconds", type=float, default=60.0, help="rnnkit training time")
-    parser.add_argument("--seed-pairs", type=int, default=300, help="pairs the seed loop trains")
-    parser.add_argument("--decode", type=int, default=512, help="dev sources to translate")
+    parser = bench.parser(__doc__, "tiny timings", tuned=TUNED)
     parser.add_argument("--data-dir", help="where eng-fra/fra.txt lives")
     parser.add_argument("--synthetic", action="store_true", help="synthetic pairs even if found")
     args = bench.finish(parser, parser.parse_args(argv))
-    if args.quick:
-        args.seconds, args.seed_pairs, args.decode = 3.0, 20, 64
     torch.manual_seed(1)
     ticks = bench.cpu_ticks()
     task, data = build_task(args)
