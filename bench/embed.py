@@ -3,13 +3,13 @@
 Both sides train on the same corpus with the same settings, one epoch each, in one process:
 
 * **corpus**: the recipe's training text (WikiText-2 ``train.txt`` by default), lowercased as
-  the recipe says, one sentence per line. rnnkit builds its vocabulary (``data.min_count``;
+  the recipe says, one sentence per line. rnnkit builds its vocabulary (``data.min_freq``;
   WikiText's own ``<unk>`` token is rnnkit's unknown word and is dropped). gensim gets the very
   same token lists with every word outside that vocabulary already removed, so its
-  ``min_count`` keeps the same words and both sides see the same words in the same sentences.
-* **settings** (from the recipe, the same on both sides): vector size ``model.dim``, window
-  ``data.window`` (reduced at random per centre word on both sides when
-  ``data.dynamic_window``), ``model.negatives`` noise words from counts^0.75, subsampling
+  ``min_count=1`` keeps the same words and both sides see the same words in the same sentences.
+* **settings** (from the recipe, the same on both sides): vector size
+  ``model.embedding_dim``, window ``data.window`` (reduced at random per centre word on both
+  sides when ``data.dynamic_window``), ``model.negatives`` noise words from counts^0.75, subsampling
   threshold ``data.subsample`` (the same formula on both sides), starting learning rate
   ``train.lr`` decayed linearly over the epoch, CBOW with the mean of the context vectors
   (gensim ``cbow_mean=1``), no hierarchical softmax, one epoch.
@@ -34,7 +34,7 @@ rnnkit model).
 Run::
 
     .venv/bin/python bench/embed.py                        # WikiText-2, both methods, ~1 min
-    .venv/bin/python bench/embed.py --methods skipgram model.dim=300
+    .venv/bin/python bench/embed.py --methods skipgram model.embedding_dim=300
 
 ``key=value`` overrides work as on the CLI.
 """
@@ -116,7 +116,7 @@ def train_gensim(task: EmbedTask, config: EmbedConfig, workers: int) -> Side:
     d, m, t = config.data, config.model, config.train
     sentences = [s for s in gensim_sentences(task) if s]
     model = Word2Vec(
-        vector_size=m.dim,
+        vector_size=m.embedding_dim,
         window=d.window,
         negative=m.negatives,
         ns_exponent=m.noise_power,
@@ -203,8 +203,8 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
         ),  # fmt: skip
         f"- corpus: {d.train}{', lowercased' if d.lowercase else ''}, {runs[0].sentences:,} "
         f"sentences, {runs[0].kit.words:,} words of a {runs[0].vocab:,}-word vocabulary "
-        f"(min count {d.min_count}); both sides get the same token lists",
-        f"- settings, both sides: dim {m.dim}, window {d.window}"
+        f"(min count {d.min_freq}); both sides get the same token lists",
+        f"- settings, both sides: dim {m.embedding_dim}, window {d.window}"
         f"{' (reduced at random)' if d.dynamic_window else ''}, {m.negatives} negatives "
         f"(counts^{m.noise_power:g}), subsampling {d.subsample:g}, one epoch, lr decayed "
         f"linearly; rnnkit sparse SGD, batch {c.train.batch_size}",

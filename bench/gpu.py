@@ -102,7 +102,7 @@ DRY_LM = [
     "data.bptt=16",
 ]
 DRY_TAG = [
-    "model.word_dim=16",
+    "model.embedding_dim=16",
     "model.char_dim=8",
     "model.char_hidden=8",
     "model.hidden_size=16",
@@ -237,8 +237,8 @@ class BareTagger(nn.Module):
         if m.chars not in ("lstm", "none") or m.rnn != "lstm":
             raise ValueError("the bare tagger covers chars lstm/none with an lstm encoder only")
         self.word_dropout = m.word_dropout
-        self.embed = nn.Embedding(words, m.word_dim, padding_idx=0)
-        width = m.word_dim
+        self.embed = nn.Embedding(words, m.embedding_dim, padding_idx=0)
+        width = m.embedding_dim
         self.char_embed: nn.Embedding | None = None
         if m.chars == "lstm":
             self.char_embed = nn.Embedding(chars, m.char_dim, padding_idx=0)
@@ -657,7 +657,7 @@ class Bench:
                 f"{m.dropout}; {t.optimizer} lr {t.lr}, clip_norm {t.clip_norm}"
             ),
             "tagger": (
-                f"word {tm.word_dim} (vocabulary {len(self.tag_task.vocab):,}), chars "
+                f"word {tm.embedding_dim} (vocabulary {len(self.tag_task.vocab):,}), chars "
                 f"{tm.chars} {tm.char_dim}/{tm.char_hidden}, {tm.layers} x {tm.hidden_size} "
                 f"bi-{tm.rnn}, {len(self.tag_task.tag_vocab)} tags, {tm.head} head, dropout "
                 f"{tm.dropout}, batch {tt.batch_size} (mean length ~"

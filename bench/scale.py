@@ -59,7 +59,7 @@ from rnnkit.tasks import task_class
 
 # Smaller models and a higher learning rate for --quick, so that a dev target is met in seconds.
 QUICK_TAG = [
-    "model.word_dim=32",
+    "model.embedding_dim=32",
     "model.char_dim=16",
     "model.char_hidden=16",
     "model.hidden_size=64",

@@ -132,7 +132,7 @@ def make_corpus(seed: int) -> Corpus:
 
 def seed_size_config(head: str) -> TagModelConfig:
     return TagModelConfig(
-        word_dim=SEED_EMBEDDING,
+        embedding_dim=SEED_EMBEDDING,
         chars="none",
         hidden_size=SEED_HIDDEN // 2,
         layers=1,
@@ -364,7 +364,7 @@ def describe_model(config: TagConfig) -> str:
     m = config.model
     chars = "no chars" if m.chars == "none" else f"char {m.chars} {m.char_dim}/{m.char_hidden}"
     return (
-        f"word {m.word_dim}, {chars}, {m.layers}x{m.hidden_size} bi-{m.rnn}, {m.head} head, "
+        f"word {m.embedding_dim}, {chars}, {m.layers}x{m.hidden_size} bi-{m.rnn}, {m.head} head, "
         f"dropout {m.dropout}, batch {config.train.batch_size}"
     )
 
