@@ -23,8 +23,8 @@ demo: venv
 	$(BIN)/python -m rnnkit demo --out runs/cipher-demo
 
 lint: venv
-	$(BIN)/ruff check rnnkit tests bench
-	$(BIN)/ruff format --check rnnkit tests bench
+	$(BIN)/ruff check rnnkit tests bench examples
+	$(BIN)/ruff format --check rnnkit tests bench examples
 
 test: lint
 	$(BIN)/python -m pytest -q

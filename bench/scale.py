@@ -114,8 +114,8 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
     ]
     tag = [*(QUICK_TAG if args.quick else []), *budget, f"train.max_steps={args.tag_steps}"]
     lm = [*(QUICK_LM if args.quick else []), *budget, f"train.max_steps={args.lm_steps}"]
-    tag_config = bench.load_recipe(args.tag_config, "tag", task_class("tag").config_class(), tag)
-    lm_config = bench.load_recipe(args.lm_config, "lm", task_class("lm").config_class(), lm)
+    tag_config = bench.load_recipe(args.tag_config, "tag", task_class("tag").Config, tag)
+    lm_config = bench.load_recipe(args.lm_config, "lm", task_class("lm").Config, lm)
     tag_batch = tag_config.train.batch_size
     lm_batch, bptt = lm_config.train.batch_size, lm_config.data.bptt
     found = [

@@ -425,15 +425,6 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(tensors)
 
 
-def task_files(task: Any) -> dict[str, bytes]:
-    """``config.json`` and ``vocab.json`` of a task that has one config and one vocabulary."""
-    from rnnkit import __version__
-    from rnnkit.config import to_dict
-
-    config = {"task": task.name, "rnnkit_version": __version__, "config": to_dict(task.config)}
-    return {"config.json": json_bytes(config), "vocab.json": json_bytes(task.vocab.to_dict())}
-
-
 def load_trained(task: Any, directory: str | Path, device: str = "cpu") -> Any:
     """Fill ``task.model`` with the weights of ``directory``, on ``device``, in eval mode."""
     from rnnkit.runtime import pick_device

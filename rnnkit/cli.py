@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -189,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        return COMMANDS[args.command](args)
+        with _log_on_stderr():
+            return COMMANDS[args.command](args)
     except RnnkitError as err:
         print(f"rnnkit: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -217,6 +221,28 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+
+
+class _Stderr(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is when a message comes (a test may have swapped it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _log_on_stderr() -> Iterator[None]:
+    """While a command runs, the library's own messages (epochs, what was read or fetched) go
+    to stderr as plain lines; a program that imports rnnkit decides that for itself."""
+    logger, handler = logging.getLogger("rnnkit"), _Stderr()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _closed_pipe() -> int:
@@ -271,7 +297,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         base.setdefault("task", args.task)
         if base["task"] != args.task:
             raise RnnkitError(f"{args.config} is a '{base['task']}' recipe, not '{args.task}'")
-    config = from_dict(cls.config_class(), merge(base, extra))
+    config = from_dict(cls.Config, merge(base, extra))
     task = build_task(args.task, config, args.data_dir)  # it applies $RNNKIT_DATA and the cache
     if args.resume:
         # Every vocabulary the model was built on (words, characters, tags, labels, targets,
@@ -303,11 +329,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _clear_run(out: Path) -> None:
     """Remove what an earlier rnnkit run left in ``out``: only the files rnnkit writes, and
     only when its ``config.json`` is rnnkit's (a user's own files are never deleted)."""
-    names = (
-        "config.json vocab.json model.safetensors trainer.json trainer.safetensors "
-        "optimizer.safetensors metrics.jsonl curve.png commit.json chars.json tags.json "
-        "labels.json counts.json target.json"
-    ).split()
+    from rnnkit.tasks.storage import run_files
+
+    names = sorted(run_files())
     config = out / "config.json"
     try:
         ours = "rnnkit_version" in json.loads(config.read_text(encoding="utf-8"))

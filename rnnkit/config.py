@@ -141,6 +141,11 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     return obj
 
 
+def section(cls: type, **values: Any) -> Any:
+    """A config field whose default is ``cls(**values)``: a task's own training defaults."""
+    return dataclasses.field(default_factory=lambda: cls(**values))
+
+
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config with every key of :data:`RENAMED` moved to its new name."""
     config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}

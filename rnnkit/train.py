@@ -13,6 +13,7 @@ mid-epoch resumes bit for bit.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import sys
@@ -38,6 +39,8 @@ from rnnkit.runtime import (
     world_size,
 )
 from rnnkit.tasks.base import metric_goal
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -165,6 +168,11 @@ class _State:
 class Trainer:
     """Trains ``task.model`` and writes a model directory to ``out_dir`` as it goes."""
 
+    # What training adds to the task's own files (see rnnkit/tasks/storage.py).
+    FILES = (
+        "trainer.json", "trainer.safetensors", "optimizer.safetensors", "metrics.jsonl", "curve.png"
+    )  # fmt: skip
+
     def __init__(
         self,
         task: Any,
@@ -177,7 +185,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.rank, self.world = rank(), world_size()
         self.is_main = self.rank == 0
-        shown = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        shown = log or logger.info  # the CLI shows rnnkit's log on stderr
         self.log = shown if self.is_main else (lambda msg: None)  # one voice: rank 0's
         self.device = pick_device(config.device)
         if self.device.type == "cuda" and self.world > 1:

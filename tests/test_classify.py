@@ -241,18 +241,19 @@ def test_neural_classifier_scores_a_text_the_same_alone_or_padded(kind):
 
 
 # -------------------------------------------------------------------------- pretrained
-def test_pretrained_vectors_found_missing_and_frozen(tmp_path, capsys):
+def test_pretrained_vectors_found_missing_and_frozen(tmp_path, caplog):
     vectors = tmp_path / "vectors.txt"
     rows = torch.arange(3 * 16, dtype=torch.float32).reshape(3, 16) / 10
     write_vectors(vectors, ["dog", "cheese", "unrelated"], rows)
     overrides = tsv_overrides(
         tmp_path, f"model.pretrained={vectors}", "model.freeze=true", "train.epochs=1"
     )
-    task = build_task("classify", config_from(overrides))
+    with caplog.at_level("INFO", logger="rnnkit"):
+        task = build_task("classify", config_from(overrides))
     words = len(task.vocab) - 2
     assert task.pretrained_found == 2  # dog, cheese
     assert len(task.pretrained_missing) == words - 2 and "cat" in task.pretrained_missing
-    assert f"2 of {words} words found" in capsys.readouterr().out
+    assert f"2 of {words} words found" in caplog.text
     dog, cheese = task.vocab.stoi["dog"], task.vocab.stoi["cheese"]
     assert torch.equal(task.model.embed.weight[dog], rows[0])
     Trainer(task, task.config.train, tmp_path / "run", log=lambda _: None).fit()

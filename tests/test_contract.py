@@ -23,8 +23,17 @@ from tests.tiny import SAMPLE_INPUTS, overrides
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_task_is_built_trained_one_step_saved_reloaded_and_predicts_the_same(name, tmp_path):
+    raw = parse_overrides(overrides(name, tmp_path / "data") + ["train.max_steps=1"])
+    options = {"seed": 7, "length": 20} if name == "lm" else {}
+    check_contract(name, raw, SAMPLE_INPUTS[name], tmp_path, options)
+
+
+def check_contract(name: str, raw: dict, inputs: list[str], tmp_path, options=None) -> None:
+    """What every registered task must do: declare the contract's members, train one step
+    from the config ``raw``, report only metrics it can rank, save, reload, and answer
+    ``inputs`` as plain JSON, the same after reloading, alone or together, in any order."""
     cls = task_class(name)
-    members = {"config_class", "default_metric", "train_batches", "evaluate", "evaluate_file",
+    members = {"Config", "default_metric", "train_batches", "evaluate", "evaluate_file",
                "predict", "format", "labels", "model_files", "from_dir", "Options", "metric_goals",
                "name"}  # fmt: skip
     missing = sorted(m for m in members if not hasattr(cls, m))
@@ -33,8 +42,7 @@ def test_task_is_built_trained_one_step_saved_reloaded_and_predicts_the_same(nam
     assert dataclasses.is_dataclass(cls.Options)
     assert set(cls.metric_goals.values()) <= {"max", "min"}
 
-    raw = parse_overrides(overrides(name, tmp_path / "data") + ["train.max_steps=1"])
-    config = from_dict(cls.config_class(), raw)
+    config = from_dict(cls.Config, raw)
     task = build_task(name, config)
     summary = Trainer(task, config.train, tmp_path / "model", log=lambda _: None).fit()
     assert summary["steps"] == 1
@@ -45,9 +53,8 @@ def test_task_is_built_trained_one_step_saved_reloaded_and_predicts_the_same(nam
         labels, rows = task.confusion
         assert len(rows) == len(labels) and all(len(r) == len(labels) for r in rows)
 
-    inputs = SAMPLE_INPUTS[name]
     ckpt.save_model(tmp_path / "saved", task)
-    options = {"seed": 7, "length": 20} if name == "lm" else {}
+    options = options or {}
     before = task.predict(inputs, options)
     assert len(before) == len(inputs)
     assert json.loads(json.dumps(before)) == before  # plain JSON data, nothing else
@@ -120,7 +127,7 @@ def test_metric_goals_decide_the_direction_and_refuse_unknown_names():
 
 def test_a_misspelt_train_metric_stops_before_training(tmp_path):
     raw = parse_overrides(overrides("cipher", tmp_path) + ["train.metric=acuracy"])
-    config = from_dict(task_class("cipher").config_class(), raw)
+    config = from_dict(task_class("cipher").Config, raw)
     with pytest.raises(ConfigError, match="acuracy"):
         Trainer(build_task("cipher", config), config.train, tmp_path / "m")
     assert not (tmp_path / "m").exists()

@@ -20,7 +20,7 @@ def test_there_are_recipes():
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_recipe_is_a_valid_config(recipe):
     data = read_yaml(recipe)
-    config = from_dict(task_class(data["task"]).config_class(), data)
+    config = from_dict(task_class(data["task"]).Config, data)
     assert config.task == data["task"]
     assert config.train.max_minutes is None or config.train.max_minutes <= 60
 

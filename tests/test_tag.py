@@ -175,7 +175,7 @@ def write_conllu(path, n, seed):
     return path
 
 
-def test_pos_softmax_on_conllu_with_pretrained_vectors(tmp_path, capsys):
+def test_pos_softmax_on_conllu_with_pretrained_vectors(tmp_path, caplog):
     files = {s: write_conllu(tmp_path / f"{s}.conllu", 80, i) for i, s in enumerate(["a", "b"])}
     vectors = tmp_path / "vectors.txt"
     write_vectors(vectors, ["dog", "cat"], torch.tensor([[0.5] * 8, [-0.5] * 8]))
@@ -185,8 +185,9 @@ def test_pos_softmax_on_conllu_with_pretrained_vectors(tmp_path, capsys):
          "model.hidden_size=16", "model.layers=1", "train.epochs=10", "train.lr=0.02",
          "train.batch_size=16", "train.progress=false"]
     )  # fmt: skip
-    task = build_task("tag", config)
-    assert "2 of 8 words found" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="rnnkit"):
+        task = build_task("tag", config)
+    assert "2 of 8 words found" in caplog.text
     dog = task.vocab.stoi["dog"]
     assert task.model.embed.weight[dog].tolist() == [0.5] * 8
     Trainer(task, config.train, tmp_path / "run", log=lambda _: None).fit()

@@ -66,7 +66,7 @@ def overrides(task: str, root: Path) -> list[str]:
 def train_tiny(task: str, root: Path, *extra: str) -> Path:
     """Train a tiny ``task`` model; returns its model directory ``root/model``."""
     config = from_dict(
-        task_class(task).config_class(), parse_overrides(overrides(task, root) + list(extra))
+        task_class(task).Config, parse_overrides(overrides(task, root) + list(extra))
     )
     built = build_task(task, config)
     out = root / "model"

@@ -60,6 +60,14 @@ def bucket_batches(
     return [batches[i] for i in perm]
 
 
+def longest_first(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of the indices of the non-empty items, longest first, for inference: similar
+    lengths share a batch and waste little on padding. Items of length 0 are left out."""
+    todo = [i for i, n in enumerate(lengths) if n]
+    batches = bucket_batches([lengths[i] for i in todo], batch_size, shuffle=False)
+    return [[todo[j] for j in batch] for batch in batches]
+
+
 def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Send every tensor of a batch dict to ``device`` (non-tensors pass through)."""
     return {

@@ -51,16 +51,8 @@ def apply_key(
 
 
 def encrypt_text(text: str, key: str | int, alphabet: str = SEED_ALPHABET) -> str:
-    """Encrypt a string already in ``alphabet`` with a shift (Caesar) or a keyword (Vigenère)."""
-    return _shift_text(text, key, alphabet, sign=1)
-
-
-def decrypt_text(text: str, key: str | int, alphabet: str = SEED_ALPHABET) -> str:
-    """Inverse of :func:`encrypt_text`."""
-    return _shift_text(text, key, alphabet, sign=-1)
-
-
-def _shift_text(text: str, key: str | int, alphabet: str, sign: int) -> str:
+    """Encrypt a string already in ``alphabet`` with a shift (Caesar) or a keyword (Vigenère).
+    Shifting by ``len(alphabet) - key`` decrypts."""
     if not text:
         return ""
     index = {ch: i for i, ch in enumerate(alphabet)}
@@ -70,7 +62,7 @@ def _shift_text(text: str, key: str | int, alphabet: str, sign: int) -> str:
     shifts = [key] if isinstance(key, int) else [index[ch] for ch in key]
     symbols = torch.tensor([[index[ch] for ch in text]])
     keys = torch.tensor([shifts])
-    out = apply_key(symbols, keys, torch.tensor([len(shifts)]), len(alphabet), sign)
+    out = apply_key(symbols, keys, torch.tensor([len(shifts)]), len(alphabet))
     return "".join(alphabet[i] for i in out[0].tolist())
 
 

@@ -64,11 +64,11 @@ def tokenize(text: str, level: Level) -> list[str]:
     return tokens
 
 
-def detokenize(tokens: list[str], level: Level) -> str:
-    """Inverse of :func:`tokenize` up to whitespace: words are joined by spaces."""
-    if level == "char":
-        return "".join(tokens)
-    return " ".join(tokens).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+def split_tail(items: list, split: str, fraction: float) -> list:
+    """Held-out data from the end of the training text: ``train`` gets all but the last
+    ``fraction`` of ``items`` (at least one is held out), ``dev`` and ``test`` that tail."""
+    cut = len(items) - max(1, int(len(items) * fraction))
+    return items[:cut] if split == "train" else items[cut:]
 
 
 def as_streams(ids: torch.Tensor, streams: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ so a multi-gigabyte file costs one pass and little memory.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,8 @@ import torch
 
 from rnnkit.data.text import resolve_data_path
 from rnnkit.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 def read_vectors(
@@ -129,16 +132,15 @@ def load_pretrained(
 ) -> tuple[int, list[str]]:
     """Initialise an embedding's ``weight`` ``(vocab, dim)`` from the vector file a recipe names
     (absolute, or inside ``data_dir``), as :func:`initialise_embedding` does for the entries of
-    ``itos`` from ``first`` on; with ``freeze`` the weight gets no gradient. Prints how many
+    ``itos`` from ``first`` on; with ``freeze`` the weight gets no gradient. Logs how many
     ``unit`` (words, tokens) were found and a few of those missing. Returns (found, missing)."""
     path = resolve_data_path(name, data_dir)
     found, missing = initialise_embedding(weight.data, itos, path, first)
     if freeze:
         weight.requires_grad_(False)
     shown = ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")
-    print(
+    logger.info(
         f"pretrained vectors {path}: {found} of {found + len(missing)} {unit} found; "
-        f"missing: {shown or 'none'}",
-        flush=True,
+        f"missing: {shown or 'none'}"
     )
     return found, missing

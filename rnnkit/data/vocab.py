@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -108,11 +107,6 @@ class Vocab:
         if itos[: len(specials)] != specials or len(set(itos)) != len(itos):
             raise ModelDirError("vocabulary is inconsistent (specials or duplicate tokens)")
         return cls(itos[len(specials) :], specials=specials, unk=unk)
-
-    def save(self, path: str | Path) -> None:
-        from rnnkit.checkpoint import atomic_write_text
-
-        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from rnnkit.datasets.fetching import MIRROR_ENV, fetch, import_dataset
@@ -40,11 +37,10 @@ def cmd_data(args: argparse.Namespace) -> int:
         _print_rows(list_datasets(root), root)
         return 0
     dataset = get_dataset(args.name)
-    with _shown_on_stderr(logging.getLogger("rnnkit.datasets")):
-        if args.data_command == "fetch":
-            outcome = fetch(args.name, root, args.mirror, progress=sys.stderr.isatty())
-        else:
-            outcome = import_dataset(args.name, args.dir, root)
+    if args.data_command == "fetch":
+        outcome = fetch(args.name, root, args.mirror, progress=sys.stderr.isatty())
+    else:
+        outcome = import_dataset(args.name, args.dir, root)
     verb = "fetched" if args.data_command == "fetch" else "imported"
     if outcome.written:
         size = sum((outcome.folder / p).stat().st_size for p in outcome.written)
@@ -58,21 +54,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     else:
         print(f"{dataset.name}: all {_files(len(outcome.present))} already in {outcome.folder}")
     return 0
-
-
-@contextlib.contextmanager
-def _shown_on_stderr(logger: logging.Logger) -> Iterator[None]:
-    """While the command runs, the library's messages (what it downloads or copies) on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
 
 
 def _files(n: int) -> str:

@@ -23,8 +23,8 @@ from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 from rnnkit.nn.search import Hypotheses, beam_search, greedy_search
 
 BOS, EOS = "<s>", "</s>"
-SPECIALS = (PAD, UNK, BOS, EOS)  # ids 0, 1, 2, 3 in both vocabularies
-BOS_ID, EOS_ID = 2, 3
+SPECIALS = (PAD, UNK, BOS, EOS)  # the first ids of both vocabularies, in this order
+BOS_ID, EOS_ID = SPECIALS.index(BOS), SPECIALS.index(EOS)
 
 
 @dataclass

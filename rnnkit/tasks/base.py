@@ -34,6 +34,9 @@ class Task(Protocol):
     name: ClassVar[str]
     """The registry name (``cipher``, ``lm``, ...), also stored in ``config.json``."""
 
+    Config: ClassVar[type]
+    """The config dataclass (sections ``data``, ``model``, ``train``, ...)."""
+
     Options: ClassVar[type]
     """The dataclass of predict options; every field made with :func:`option`."""
 
@@ -42,7 +45,7 @@ class Task(Protocol):
     (``min``) is better; ``f1_PER`` falls back to the goal of ``f1``."""
 
     config: Any
-    """The task's config dataclass, as built by :meth:`config_class`."""
+    """The task's config, an instance of :attr:`Config`."""
 
     report: str
     """The text tables of the last evaluation (per-type scores, samples), or ``""``."""
@@ -53,11 +56,6 @@ class Task(Protocol):
 
     model: torch.nn.Module
     """The model; ``model.loss(batch)`` is a scalar to minimise."""
-
-    @staticmethod
-    def config_class() -> type:
-        """The config dataclass (sections ``data``, ``model``, ``train``, ...)."""
-        ...
 
     @property
     def default_metric(self) -> str:
@@ -189,6 +187,12 @@ def shard(order: Sequence[Sequence[int]], rank: int, world_size: int) -> list[li
     return [list(rows[rank::world_size]) for rows in order if len(rows) >= world_size]
 
 
+def for_inference(model: torch.nn.Module) -> torch.device:
+    """Put ``model`` in eval mode (dropout off) and return the device its weights are on."""
+    model.eval()
+    return next(model.parameters()).device
+
+
 # ---------------------------------------------------------------------------- inputs
 @dataclass
 class Limits:
@@ -283,6 +287,7 @@ __all__ = [
     "check_inputs",
     "check_option_bounds",
     "shard",
+    "for_inference",
     "metric_goal",
     "options_schema",
 ]

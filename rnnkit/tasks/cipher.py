@@ -15,8 +15,8 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F
 
-from rnnkit import checkpoint as ckpt
-from rnnkit.data.batching import epoch_seed, pad
+from rnnkit.config import section
+from rnnkit.data.batching import epoch_seed, longest_first, pad
 from rnnkit.data.ciphers import (
     SEED_ALPHABET,
     RandomSymbols,
@@ -29,7 +29,8 @@ from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.cipher_net import CipherModelConfig, CipherNet
-from rnnkit.tasks.base import NoOptions, check_inputs, resolve_options
+from rnnkit.tasks import storage
+from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options
 from rnnkit.train import TrainConfig
 
 # Fixed streams for held-out messages: dev (checked each epoch) and test (``rnnkit eval``).
@@ -106,17 +107,13 @@ class CipherDataConfig:
             raise ConfigError("data.holdout must lie strictly between 0 and 1")
 
 
-def _default_train() -> TrainConfig:
-    # Batch 256 trained fastest of 64, 256 and 1024 for the default sizes on a 2-core CPU.
-    return TrainConfig(epochs=10, batch_size=256, lr=1e-2)
-
-
 @dataclass
 class CipherConfig:
     task: Literal["cipher"] = "cipher"
     data: CipherDataConfig = field(default_factory=CipherDataConfig)
     model: CipherModelConfig = field(default_factory=CipherModelConfig)
-    train: TrainConfig = field(default_factory=_default_train)
+    # Batch 256 trained fastest of 64, 256 and 1024 for the default sizes on a 2-core CPU.
+    train: TrainConfig = section(TrainConfig, epochs=10, batch_size=256, lr=1e-2)
 
 
 class _EpochBatches:
@@ -149,6 +146,8 @@ class CipherTask:
     """Builds the cipher model and its data; trains via the Trainer; predicts and evaluates."""
 
     name = "cipher"
+    Config = CipherConfig
+    VOCABS = {"vocab.json": "vocab"}
     default_metric = "char_accuracy"
     Options = NoOptions
     metric_goals = {
@@ -158,11 +157,9 @@ class CipherTask:
         "loss": "min",
     }
 
-    @staticmethod
-    def config_class() -> type[CipherConfig]:
-        return CipherConfig
-
-    def __init__(self, config: CipherConfig, data_dir: Path | None = None):
+    def __init__(
+        self, config: CipherConfig, data_dir: Path | None = None, vocabs: tuple[Vocab] | None = None
+    ):
         self.config = config
         self.data_dir = data_dir
         self.report = ""  # open-text tasks have no tables beyond their metrics
@@ -170,6 +167,8 @@ class CipherTask:
         d = config.data
         self.alphabet = d.alphabet
         self.vocab = Vocab(list(d.alphabet), specials=[PAD], unk=None)
+        if vocabs is not None and vocabs[0] != self.vocab:
+            raise ModelDirError("vocab.json does not match the alphabet in config.json")
         self.model = CipherNet(len(self.vocab), config.model, self.vocab.pad_id)
         self._sources: dict[str, Any] = {}
         self.letters = len(d.alphabet) - len(d.passthrough)  # symbols below this are enciphered
@@ -267,8 +266,7 @@ class CipherTask:
 
     @torch.no_grad()
     def score(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
-        self.model.eval()
-        device = next(self.model.parameters()).device
+        device = for_inference(self.model)
         right = chars = whole = messages = letter_right = letters = 0
         loss_sum = 0.0
         for batch in batches:
@@ -343,13 +341,10 @@ class CipherTask:
     def decrypt(self, texts: Sequence[str], batch_size: int = 256) -> list[str]:
         """Decrypt each text. Foreign characters are read as the unknown symbol; "" gives ""."""
         d = self.config.data
-        self.model.eval()
-        device = next(self.model.parameters()).device
+        device = for_inference(self.model)
         clean = [normalise(t, d.alphabet, d.unknown) for t in texts]
         out = [""] * len(clean)
-        todo = [i for i, t in enumerate(clean) if t]
-        for start in range(0, len(todo), batch_size):
-            rows = todo[start : start + batch_size]
+        for rows in longest_first([len(t) for t in clean], batch_size):
             ids, mask = pad([self.vocab.encode(clean[i]) for i in rows], self.vocab.pad_id)
             ids = self.recode_ids(ids, mask)
             best = self.model.decode(ids.to(device), mask.to(device)).cpu()
@@ -358,20 +353,8 @@ class CipherTask:
         return out
 
     # --------------------------------------------------------------- storage
-    def model_files(self) -> dict[str, bytes]:
-        return ckpt.task_files(self)
-
-    @classmethod
-    def from_dir(
-        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
-    ) -> CipherTask:
-        directory = Path(directory)
-        task = cls(ckpt.read_task_config(directory, cls.name, CipherConfig), data_dir)
-        if Vocab.load(directory / "vocab.json") != task.vocab:
-            raise ModelDirError(
-                f"{directory}/vocab.json does not match the alphabet in config.json"
-            )
-        return ckpt.load_trained(task, directory, device)
+    model_files = storage.model_files
+    from_dir = classmethod(storage.from_dir)
 
 
 __all__ = ["CipherConfig", "CipherTask"]

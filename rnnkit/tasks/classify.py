@@ -11,7 +11,7 @@ and macro-F1 (scikit-learn's).
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,8 +21,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from rnnkit import checkpoint as ckpt
-from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, pad
+from rnnkit.config import section
+from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vectors import load_pretrained
@@ -30,10 +30,12 @@ from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import label_scores
 from rnnkit.nn.classifiers import BowClassifier, ClassifyModelConfig, NeuralClassifier
-from rnnkit.nn.contextual import FILE as CONTEXTUAL_FILE
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
-from rnnkit.tasks.base import check_inputs, option, resolve_options, shard
+from rnnkit.tasks import storage
+from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
 from rnnkit.train import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,16 +71,14 @@ class ClassifyDataConfig:
             raise ConfigError(f"bad value {self.min_freq} for data.min_freq (must be ≥ 1)")
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=20, batch_size=32, lr=2e-3, clip_norm=5.0, patience=5)
-
-
 @dataclass
 class ClassifyConfig:
     task: Literal["classify"] = "classify"
     data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
     model: ClassifyModelConfig = field(default_factory=ClassifyModelConfig)
-    train: TrainConfig = field(default_factory=_default_train)
+    train: TrainConfig = section(
+        TrainConfig, epochs=20, batch_size=32, lr=2e-3, clip_norm=5.0, patience=5
+    )
 
 
 # ----------------------------------------------------------------------------- features
@@ -103,12 +103,10 @@ class ClassifyTask:
     """Reads labeled texts, builds a BoW or neural classifier, trains, predicts and scores."""
 
     name = "classify"
+    Config = ClassifyConfig
+    VOCABS = {"vocab.json": "vocab", "labels.json": "label_vocab"}
     Options = ClassifyOptions
     metric_goals = {"accuracy": "max", "macro_f1": "max"}
-
-    @staticmethod
-    def config_class() -> type[ClassifyConfig]:
-        return ClassifyConfig
 
     def __init__(
         self,
@@ -134,16 +132,17 @@ class ClassifyTask:
                     self.examples(split)
             if not config.data.dev:
                 held, kept = len(self.examples("dev")), len(self.examples("train"))
-                print(
+                logger.info(
                     f"dev: {held} of {held + kept} training examples held out "
                     f"(data.dev_fraction={config.data.dev_fraction}, "
-                    f"data.split_seed={config.data.split_seed})",
-                    file=sys.stderr,
-                    flush=True,
+                    f"data.split_seed={config.data.split_seed})"
                 )
             self.vocab, self.label_vocab = self._build_vocabs()
         else:
             self.vocab, self.label_vocab = vocabs
+            want = [] if self.bow else [PAD, UNK]
+            if self.vocab.specials != want or self.label_vocab.specials or not len(vocabs[1]):
+                raise ModelDirError("vocab.json or labels.json does not fit the config")
         labels = len(self.label_vocab)
         if self.bow:
             self.model: nn.Module = BowClassifier(len(self.vocab), labels, config.model)
@@ -307,14 +306,10 @@ class ClassifyTask:
     @torch.no_grad()
     def probabilities(self, encoded: Sequence[Any], batch_size: int = 256) -> torch.Tensor:
         """Label probabilities ``(texts, labels)`` of encoded texts (see :meth:`encode`)."""
-        self.model.eval()
-        device = next(self.model.parameters()).device
+        device = for_inference(self.model)
         out = torch.empty(len(encoded), len(self.label_vocab))
-        order = list(range(len(encoded)))
-        if not self.bow:  # similar lengths share a batch
-            order.sort(key=lambda i: -self.length(encoded[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        # Every text counts as length 1 or more here: an empty one still gets probabilities.
+        for rows in longest_first([max(1, self.length(e)) for e in encoded], batch_size):
             batch = self.collate([encoded[i] for i in rows])
             logits = self.model.logits({k: v.to(device) for k, v in batch.items()})
             out[rows] = torch.softmax(logits.float(), dim=-1).cpu()
@@ -384,29 +379,8 @@ class ClassifyTask:
         plot_confusion_matrix(*self.confusion, path, title=title)
 
     # --------------------------------------------------------------- storage
-    def model_files(self) -> dict[str, bytes]:
-        files = ckpt.task_files(self)
-        files["labels.json"] = ckpt.json_bytes(self.label_vocab.to_dict())
-        if not self.bow and self.model.contextual is not None:
-            files[CONTEXTUAL_FILE] = ckpt.json_bytes(self.model.contextual.describe())
-        return files
-
-    @classmethod
-    def from_dir(
-        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
-    ) -> ClassifyTask:
-        directory = Path(directory)
-        config = ckpt.read_task_config(directory, cls.name, ClassifyConfig)
-        vocab, labels = (Vocab.load(directory / n) for n in ("vocab.json", "labels.json"))
-        want = [] if config.model.kind == "bow" else [PAD, UNK]
-        if vocab.specials != want or labels.specials or not len(labels):
-            raise ModelDirError(f"{directory}: vocab.json or labels.json does not fit the config")
-        m = config.model
-        contextual = None
-        if m.kind == "neural" and m.contextual:  # the LMs travel inside this directory
-            contextual = ContextualChars.from_model_dir(directory, m.contextual_tune)
-        task = cls(config, data_dir, vocabs=(vocab, labels), contextual=contextual)
-        return ckpt.load_trained(task, directory, device)
+    model_files = storage.model_files
+    from_dir = classmethod(storage.from_dir)
 
 
 __all__ = ["ClassifyConfig", "ClassifyTask", "ngrams", "smoothed_idf"]

@@ -36,14 +36,16 @@ from typing import Any, Literal
 import torch
 
 from rnnkit import checkpoint as ckpt
+from rnnkit.config import section
 from rnnkit.data import contexts as ctx
 from rnnkit.data.batching import epoch_generator
-from rnnkit.data.text import read_text, resolve_data_path
+from rnnkit.data.text import read_text, resolve_data_path, split_tail
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.similarity import WordVectors
 from rnnkit.nn.word_embedder import PAD_ID, EmbedModelConfig, WordEmbedder
-from rnnkit.tasks.base import check_inputs, option, resolve_options
+from rnnkit.tasks import storage
+from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options
 from rnnkit.train import TrainConfig
 
 
@@ -89,8 +91,13 @@ class EmbedDataConfig:
             raise ConfigError(f"bad value {self.subsample} for data.subsample (must be ≥ 0)")
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(
+@dataclass
+class EmbedConfig:
+    task: Literal["embed"] = "embed"
+    data: EmbedDataConfig = field(default_factory=EmbedDataConfig)
+    model: EmbedModelConfig = field(default_factory=EmbedModelConfig)
+    train: TrainConfig = section(
+        TrainConfig,
         epochs=5,
         batch_size=4096,
         optimizer="sgd",
@@ -99,14 +106,6 @@ def _default_train() -> TrainConfig:
         schedule="linear",
         metric="loss",
     )
-
-
-@dataclass
-class EmbedConfig:
-    task: Literal["embed"] = "embed"
-    data: EmbedDataConfig = field(default_factory=EmbedDataConfig)
-    model: EmbedModelConfig = field(default_factory=EmbedModelConfig)
-    train: TrainConfig = field(default_factory=_default_train)
 
     def validate(self) -> None:
         t = self.train
@@ -177,19 +176,18 @@ class EmbedTask:
     """Reads the corpus, builds the embedder, trains via the Trainer, scores, answers queries."""
 
     name = "embed"
+    Config = EmbedConfig
+    VOCABS = {"vocab.json": "vocab"}
+    EXTRA_FILES = ("counts.json",)  # word counts, for the noise distribution and subsampling
     default_metric = "loss"
     Options = EmbedOptions
     metric_goals = {"loss": "min", "perplexity": "min", "coverage": "max"}
-
-    @staticmethod
-    def config_class() -> type[EmbedConfig]:
-        return EmbedConfig
 
     def __init__(
         self,
         config: EmbedConfig,
         data_dir: Path | None = None,
-        vocab: Vocab | None = None,
+        vocabs: tuple[Vocab] | None = None,
         counts: Sequence[int] | None = None,
     ):
         self.config = config
@@ -199,7 +197,7 @@ class EmbedTask:
         self._files: dict[str, list[str]] = {}  # lines of each file read
         self._eval: dict[str, dict[str, Any]] = {}  # held-out examples of each split, made once
         self._table: torch.Tensor | None = None
-        if vocab is None:  # training: count, encode, and make the dev examples now
+        if vocabs is None:  # training: count, encode, and make the dev examples now
             lines = self.lines("train")
             counter = Counter(word for line in lines for word in line.split())
             d = config.data
@@ -211,10 +209,12 @@ class EmbedTask:
             self._eval_set("dev")  # a missing or useless dev text stops us before training
             self._files.clear()
         else:
-            self.vocab = vocab
+            (self.vocab,) = vocabs
             self.counts = torch.tensor(list(counts or []), dtype=torch.long)
-            if self.counts.numel() != len(vocab):
-                raise ModelDirError(f"{self.counts.numel()} word counts for {len(vocab)} words")
+            if self.counts.numel() != len(self.vocab):
+                raise ModelDirError(
+                    f"{self.counts.numel()} word counts for {len(self.vocab)} words"
+                )
         sparse = config.train.optimizer == "sgd"
         self.model = WordEmbedder(len(self.vocab), config.model, sparse)
 
@@ -240,10 +240,7 @@ class EmbedTask:
         if split in ("dev", "test") and d.dev:
             return self._file_lines(d.dev)
         lines = self._file_lines(d.train)
-        cut = len(lines) - max(1, int(len(lines) * d.dev_fraction)) if not d.dev else None
-        if cut is None:
-            return lines
-        return lines[:cut] if split == "train" else lines[cut:]
+        return lines if d.dev else split_tail(lines, split, d.dev_fraction)
 
     @property
     def table(self) -> torch.Tensor:
@@ -345,8 +342,7 @@ class EmbedTask:
         """``loss``: the training objective per example (negative sampling with fixed noise
         words, or cross-entropy); ``coverage``: the share of the text's words in the
         vocabulary; and for the softmax, ``perplexity``."""
-        self.model.eval()
-        device = next(self.model.parameters()).device
+        device = for_inference(self.model)
         examples = held_out["examples"]
         count = examples["target"].numel()
         total = 0.0
@@ -404,18 +400,13 @@ class EmbedTask:
 
     # --------------------------------------------------------------- storage
     def model_files(self) -> dict[str, bytes]:
-        files = ckpt.task_files(self)
-        files["counts.json"] = ckpt.json_bytes(self.counts.tolist())
-        return files
+        return storage.model_files(self) | {"counts.json": ckpt.json_bytes(self.counts.tolist())}
 
     @classmethod
     def from_dir(
         cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
     ) -> EmbedTask:
-        directory = Path(directory)
-        config = ckpt.read_task_config(directory, cls.name, EmbedConfig)
-        vocab = Vocab.load(directory / "vocab.json")
-        counts = ckpt.read_json(directory / "counts.json")
+        counts = ckpt.read_json(Path(directory) / "counts.json")
         if not isinstance(counts, list) or not all(isinstance(n, int) for n in counts):
             raise ModelDirError(f"{directory}/counts.json is not a list of word counts")
-        return ckpt.load_trained(cls(config, data_dir, vocab, counts), directory, device)
+        return storage.from_dir(cls, directory, data_dir, device, counts=counts)

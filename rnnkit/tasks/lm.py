@@ -16,15 +16,25 @@ from typing import Any, Literal
 
 import torch
 
-from rnnkit import checkpoint as ckpt
+from rnnkit.config import section
 from rnnkit.data.batching import epoch_generator
-from rnnkit.data.text import EOS, Level, as_streams, read_text, resolve_data_path, tokenize, windows
+from rnnkit.data.text import (
+    EOS,
+    Level,
+    as_streams,
+    read_text,
+    resolve_data_path,
+    split_tail,
+    tokenize,
+    windows,
+)
 from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.nn.language_model import LanguageModel, LMModelConfig
 from rnnkit.nn.sampling import sample_next
-from rnnkit.tasks.base import check_inputs, option, resolve_options
+from rnnkit.tasks import storage
+from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options
 from rnnkit.train import TrainConfig
 
 
@@ -68,16 +78,14 @@ class LMDataConfig:
             raise ConfigError("data.reverse needs data.level char (a backward character LM)")
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=20, batch_size=64, lr=2e-3, clip_norm=1.0, metric="loss")
-
-
 @dataclass
 class LMConfig:
     task: Literal["lm"] = "lm"
     data: LMDataConfig = field(default_factory=LMDataConfig)
     model: LMModelConfig = field(default_factory=LMModelConfig)
-    train: TrainConfig = field(default_factory=_default_train)
+    train: TrainConfig = section(
+        TrainConfig, epochs=20, batch_size=64, lr=2e-3, clip_norm=1.0, metric="loss"
+    )
 
 
 class _Windows:
@@ -103,15 +111,15 @@ class LMTask:
     """Builds the language model and its token streams; scores, generates, saves."""
 
     name = "lm"
+    Config = LMConfig
+    VOCABS = {"vocab.json": "vocab"}
     default_metric = "loss"
     Options = LMOptions
     metric_goals = {"loss": "min", "perplexity": "min", "bpc": "min"}
 
-    @staticmethod
-    def config_class() -> type[LMConfig]:
-        return LMConfig
-
-    def __init__(self, config: LMConfig, data_dir: Path | None = None, vocab: Vocab | None = None):
+    def __init__(
+        self, config: LMConfig, data_dir: Path | None = None, vocabs: tuple[Vocab] | None = None
+    ):
         self.config = config
         self.data_dir = data_dir
         self.report = ""  # open-text tasks have no tables beyond their metrics
@@ -119,16 +127,16 @@ class LMTask:
         self.level = config.data.level
         self._ids: dict[str, torch.Tensor] = {}
         self._files: dict[str, list[str]] = {}  # tokens of each file read, until encoded
-        if vocab is None:  # training: the splits training needs are encoded now, read once
+        if vocabs is None:  # training: the splits training needs are encoded now, read once
             self.vocab = self._build_vocab()
             self.ids("train")
             self.ids("dev")
             self._files.clear()
         else:
-            self.vocab = vocab
+            (self.vocab,) = vocabs
         self.model = LanguageModel(len(self.vocab), config.model)
         m = config.model
-        if vocab is None and m.pretrained:
+        if vocabs is None and m.pretrained:
             weight, itos = self.model.embed.weight, self.vocab.itos
             first = len(self.vocab.specials)
             load_pretrained(weight, itos, m.pretrained, data_dir, first, m.freeze, unit="tokens")
@@ -156,8 +164,7 @@ class LMTask:
         if split in ("dev", "test") and d.dev:
             return self._file_tokens(d.dev)
         tokens = self._file_tokens(d.train)
-        cut = int(len(tokens) * (1 - d.dev_fraction)) if not d.dev else len(tokens)
-        return tokens[:cut] if split == "train" else tokens[cut:]
+        return tokens if d.dev else split_tail(tokens, split, d.dev_fraction)
 
     def _build_vocab(self) -> Vocab:
         d = self.config.data
@@ -199,8 +206,7 @@ class LMTask:
     @torch.no_grad()
     def score(self, ids: torch.Tensor) -> dict[str, float]:
         """``loss`` (nats per token), ``perplexity`` and, for characters, ``bpc``."""
-        self.model.eval()
-        device = next(self.model.parameters()).device
+        device = for_inference(self.model)
         rows = as_streams(ids, min(self.config.data.eval_streams, max(1, ids.numel() // 2)))
         rows = rows.to(device)
         state, total, count = None, 0.0, 0
@@ -231,8 +237,7 @@ class LMTask:
         Characters come as they are; words come with a trailing space, and ``<eos>`` as a
         newline. ``temperature=0`` is greedy and needs no seed.
         """
-        self.model.eval()
-        device = next(self.model.parameters()).device
+        device = for_inference(self.model)
         generator = torch.Generator(device=device)
         generator.manual_seed(seed if seed is not None else torch.seed())
         prompt_tokens = list(prompt) if self.level == "char" else prompt.split()
@@ -297,14 +302,5 @@ class LMTask:
         return text + self.joiner(text) + result["text"]
 
     # --------------------------------------------------------------- storage
-    def model_files(self) -> dict[str, bytes]:
-        return ckpt.task_files(self)
-
-    @classmethod
-    def from_dir(
-        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
-    ) -> LMTask:
-        directory = Path(directory)
-        config = ckpt.read_task_config(directory, cls.name, LMConfig)
-        vocab = Vocab.load(directory / "vocab.json")
-        return ckpt.load_trained(cls(config, data_dir, vocab=vocab), directory, device)
+    model_files = storage.model_files
+    from_dir = classmethod(storage.from_dir)

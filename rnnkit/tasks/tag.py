@@ -17,18 +17,18 @@ from typing import Any, Literal
 
 import torch
 
-from rnnkit import checkpoint as ckpt
-from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, pad
+from rnnkit.config import section
+from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.tagged import Sentence, check_tag, convert, read_columns, read_conllu, spans
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import confusion_table, entity_scores, token_accuracy
-from rnnkit.nn.contextual import FILE as CONTEXTUAL_FILE
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.nn.tagger import Tagger, TagModelConfig
-from rnnkit.tasks.base import NoOptions, check_inputs, resolve_options, shard
+from rnnkit.tasks import storage
+from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options, shard
 from rnnkit.train import TrainConfig
 
 _SEPARATORS = {"whitespace": None, "tab": "\t", "space": " "}
@@ -59,31 +59,27 @@ class TagDataConfig:
             raise ConfigError("data.min_freq and data.max_word_length must be ≥ 1")
 
 
-def _default_train() -> TrainConfig:
-    return TrainConfig(epochs=30, batch_size=32, lr=2e-3, clip_norm=5.0, patience=5)
-
-
 @dataclass
 class TagConfig:
     task: Literal["tag"] = "tag"
     data: TagDataConfig = field(default_factory=TagDataConfig)
     model: TagModelConfig = field(default_factory=TagModelConfig)
-    train: TrainConfig = field(default_factory=_default_train)
+    train: TrainConfig = section(
+        TrainConfig, epochs=30, batch_size=32, lr=2e-3, clip_norm=5.0, patience=5
+    )
 
 
 class TagTask:
     """Reads tagged sentences, builds the tagger, trains via the Trainer, tags and evaluates."""
 
     name = "tag"
+    Config = TagConfig
+    VOCABS = {"vocab.json": "vocab", "chars.json": "char_vocab", "tags.json": "tag_vocab"}
     Options = NoOptions
     metric_goals = {"accuracy": "max", "precision": "max", "recall": "max", "f1": "max"}
     # Character ids of word forms, kept for speed; cleared when full, so that a server that
     # meets endless new forms holds a bounded amount.
     CHAR_CACHE_SIZE = 100_000
-
-    @staticmethod
-    def config_class() -> type[TagConfig]:
-        return TagConfig
 
     def __init__(
         self,
@@ -113,6 +109,8 @@ class TagTask:
             self.vocab, self.char_vocab, self.tag_vocab = self._build_vocabs()
         else:
             self.vocab, self.char_vocab, self.tag_vocab = vocabs
+            if self.vocab.specials != [PAD, UNK]:
+                raise ModelDirError("vocab.json is not a tagger's word vocabulary")
         m = config.model
         if contextual is None and m.contextual:
             contextual = ContextualChars.load(m.contextual, m.contextual_tune, data_dir)
@@ -243,13 +241,9 @@ class TagTask:
     @torch.no_grad()
     def tag(self, token_lists: Sequence[Sequence[str]], batch_size: int = 256) -> list[list[str]]:
         """Tags (in the files' scheme) for each token list; an empty list gets no tags."""
-        self.model.eval()
-        device = next(self.model.parameters()).device
+        device = for_inference(self.model)
         out: list[list[str]] = [[] for _ in token_lists]
-        todo = [i for i, t in enumerate(token_lists) if len(t)]
-        todo.sort(key=lambda i: -len(token_lists[i]))  # similar lengths share a batch
-        for start in range(0, len(todo), batch_size):
-            rows = todo[start : start + batch_size]
+        for rows in longest_first([len(t) for t in token_lists], batch_size):
             batch = self.make_batch([token_lists[i] for i in rows], with_tags=False)
             best = self.model.decode({k: v.to(device) for k, v in batch.items()}).cpu()
             for row, i in enumerate(rows):
@@ -316,28 +310,8 @@ class TagTask:
         return metrics
 
     # --------------------------------------------------------------- storage
-    def model_files(self) -> dict[str, bytes]:
-        files = ckpt.task_files(self)
-        files["chars.json"] = ckpt.json_bytes(self.char_vocab.to_dict())
-        files["tags.json"] = ckpt.json_bytes(self.tag_vocab.to_dict())
-        if self.model.contextual is not None:
-            files[CONTEXTUAL_FILE] = ckpt.json_bytes(self.model.contextual.describe())
-        return files
-
-    @classmethod
-    def from_dir(
-        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
-    ) -> TagTask:
-        directory = Path(directory)
-        config = ckpt.read_task_config(directory, cls.name, TagConfig)
-        vocabs = tuple(Vocab.load(directory / n) for n in ("vocab.json", "chars.json", "tags.json"))
-        if vocabs[0].specials != [PAD, UNK]:
-            raise ModelDirError(f"{directory}/vocab.json is not a tagger's word vocabulary")
-        contextual = None
-        if config.model.contextual:  # the LMs travel inside this directory
-            contextual = ContextualChars.from_model_dir(directory, config.model.contextual_tune)
-        task = cls(config, data_dir, vocabs=vocabs, contextual=contextual)
-        return ckpt.load_trained(task, directory, device)
+    model_files = storage.model_files
+    from_dir = classmethod(storage.from_dir)
 
 
 __all__ = ["TagConfig", "TagTask"]

@@ -14,7 +14,7 @@ so no source sentence is in two splits.
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 import torch
 
-from rnnkit import checkpoint as ckpt
-from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, pad
+from rnnkit.config import section
+from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.parallel import (
     SEED_PREFIXES,
     Pair,
@@ -40,8 +40,11 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import corpus_scores
 from rnnkit.nn.seq2seq import BOS_ID, EOS, EOS_ID, SPECIALS, Seq2Seq, TranslateModelConfig
-from rnnkit.tasks.base import check_inputs, option, resolve_options, shard
+from rnnkit.tasks import storage
+from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
 from rnnkit.train import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 MAX_BEAM = 64  # a wider beam multiplies memory and time for no measurable gain here
 
@@ -113,16 +116,14 @@ class DecodeConfig:
             raise ConfigError(f"bad value {self.length_penalty} for decode.length_penalty")
 
 
-def _default_train() -> TranslateTrainConfig:
-    return TranslateTrainConfig(epochs=30, batch_size=64, lr=1e-3, clip_norm=1.0, patience=5)
-
-
 @dataclass
 class TranslateConfig:
     task: Literal["translate"] = "translate"
     data: TranslateDataConfig = field(default_factory=TranslateDataConfig)
     model: TranslateModelConfig = field(default_factory=TranslateModelConfig)
-    train: TranslateTrainConfig = field(default_factory=_default_train)
+    train: TranslateTrainConfig = section(
+        TranslateTrainConfig, epochs=30, batch_size=64, lr=1e-3, clip_norm=1.0, patience=5
+    )
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
@@ -130,12 +131,10 @@ class TranslateTask:
     """Reads a parallel file, builds the encoder-decoder, trains, translates and scores."""
 
     name = "translate"
+    Config = TranslateConfig
+    VOCABS = {"vocab.json": "vocab", "target.json": "target_vocab"}
     Options = TranslateOptions
     metric_goals = {"bleu": "max", "chrf": "max"}
-
-    @staticmethod
-    def config_class() -> type[TranslateConfig]:
-        return TranslateConfig
 
     def __init__(
         self,
@@ -150,15 +149,15 @@ class TranslateTask:
         self.confusion = None
         if vocabs is None:
             counts = {s: len(self.pairs(s)) for s in SPLITS}
-            print(
+            logger.info(
                 f"{counts['train']} training, {counts['dev']} dev and {counts['test']} test pairs "
-                f"from {self.config.data.file}",
-                file=sys.stderr,
-                flush=True,
+                f"from {self.config.data.file}"
             )
             self.vocab, self.target_vocab = self._build_vocabs()
         else:
             self.vocab, self.target_vocab = vocabs
+            if any(v.specials != list(SPECIALS) for v in vocabs):
+                raise ModelDirError("it does not hold a translation model's vocabularies")
         auto = config.train.autoencoder_epochs > 0
         self.model = Seq2Seq(len(self.vocab), len(self.target_vocab), config.model, auto)
         self.model.teacher_forcing = config.train.teacher_forcing
@@ -261,12 +260,10 @@ class TranslateTask:
         beam = d.beam if beam is None else beam
         if not 1 <= beam <= MAX_BEAM:
             raise ConfigError(f"beam size must be from 1 to {MAX_BEAM}, not {beam}")
-        self.model.eval()
-        device = next(self.model.parameters()).device
+        device = for_inference(self.model)
         out: list[Any] = [None] * len(sources)
-        order = sorted(range(len(sources)), key=lambda i: -len(sources[i].split()))
-        for start in range(0, len(order), d.batch_size):
-            rows = order[start : start + d.batch_size]
+        # Every source counts as one word or more: an empty one is still translated.
+        for rows in longest_first([max(1, len(s.split())) for s in sources], d.batch_size):
             batch = self.make_batch([sources[i] for i in rows])
             batch = {k: v.to(device) for k, v in batch.items()}
             found = self.model.translate(
@@ -352,22 +349,8 @@ class TranslateTask:
         return metrics
 
     # --------------------------------------------------------------- storage
-    def model_files(self) -> dict[str, bytes]:
-        files = ckpt.task_files(self)
-        files["target.json"] = ckpt.json_bytes(self.target_vocab.to_dict())
-        return files
-
-    @classmethod
-    def from_dir(
-        cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
-    ) -> TranslateTask:
-        directory = Path(directory)
-        config = ckpt.read_task_config(directory, cls.name, TranslateConfig)
-        vocabs = (Vocab.load(directory / "vocab.json"), Vocab.load(directory / "target.json"))
-        for v in vocabs:
-            if v.specials != list(SPECIALS):
-                raise ModelDirError(f"{directory} does not hold a translation model's vocabularies")
-        return ckpt.load_trained(cls(config, data_dir, vocabs=vocabs), directory, device)
+    model_files = storage.model_files
+    from_dir = classmethod(storage.from_dir)
 
 
 __all__ = ["TranslateConfig", "TranslateTask"]
