@@ -82,17 +82,39 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+TICK = os.sysconf("SC_CLK_TCK")  # CPU ticks per second in /proc
+
+
+def process_ticks(pid: int | str = "self") -> int | None:
+    """User + system CPU ticks of a process so far (``/proc/PID/stat``), or None."""
+    try:
+        after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(after_name[11]) + int(after_name[12])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def memory_kib(pid: int, key: str = "VmRSS") -> int | None:
+    """A process's resident memory (``VmRSS``) or its peak (``VmHWM``) in KiB, or None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def cpu_ticks() -> tuple[int, int, int] | None:
     """(all ticks, busy ticks of the machine, ticks of this process) from /proc, or None."""
     try:
         first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
         user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in first[1:9])
-        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        own = int(after_name[11]) + int(after_name[12])  # utime + stime
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         return None
+    own = process_ticks()
     busy = user + nice + system + irq + softirq + steal
-    return busy + idle + iowait, busy, own
+    return None if own is None else (busy + idle + iowait, busy, own)
 
 
 def others_share(before: tuple[int, int, int] | None, ours: float = 0.0) -> float | None:
@@ -237,12 +259,15 @@ def needs(*modules: str, pip: str = "") -> bool:
     return not missing
 
 
-def table(head: list[str], rows: Iterable[Iterable[Any]], left: int = 1) -> list[str]:
-    """A markdown table: the ``head`` cells, then ``rows``; the first ``left`` columns are
-    aligned left, the rest (figures) right."""
+def table(head: str | list[str], rows: Iterable[Any], left: int = 1) -> list[str]:
+    """A markdown table: the ``head`` cells, then ``rows``, each a list of cells or a string of
+    them joined by " | " (so is a string ``head``); the first ``left`` columns are aligned
+    left, the rest (figures) right."""
+    if isinstance(head, str):
+        head = [cell.strip() for cell in head.split("|")]
 
-    def line(cells: Iterable[Any]) -> str:
-        return "| " + " | ".join(str(c) for c in cells) + " |"
+    def line(cells: str | Iterable[Any]) -> str:
+        return "| " + (cells if isinstance(cells, str) else " | ".join(map(str, cells))) + " |"
 
     return [line(head), "|" + "---|" * left + "---:|" * (len(head) - left), *map(line, rows)]
 
@@ -430,6 +455,13 @@ def model_dirs(given: dict[str, str | None], tasks: dict[str, str], root: Path) 
         else:
             found[name] = train_tiny_model(task, root / task)
     return found
+
+
+def models_line(dirs: dict[str, Path], given: bool) -> str:
+    """The report's words for the models of :func:`model_dirs`."""
+    if not given:
+        return "the tiny models of `tests/tiny.py`, trained for this run"
+    return "; ".join(f"{name} `{path}`" for name, path in dirs.items())
 
 
 def tagger_sentences() -> list[str]:
