@@ -158,20 +158,20 @@ def threads(args: argparse.Namespace) -> str:
     return f"torch threads {torch.get_num_threads()} ({where})"
 
 
-def header(
-    title: str, args: argparse.Namespace, others: float | None, machine: str, smoke: str = ""
-) -> list[str]:
+def header(title: str, args: argparse.Namespace, others: float | None, machine: str) -> list[str]:
     """A report's first lines: title and date, the command, the machine (``machine`` says
-    what follows the cores: versions, device, threads) and how busy it was, warnings."""
+    what follows the cores and torch: versions, device, threads) and how busy it was,
+    warnings; a smoke run says what ``--quick`` shrank (the parser's ``smoke``)."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     busy, warning = contention(others)
-    if args.quick and smoke:
-        warning.append(f"- **--quick smoke run**: {smoke}")
+    if args.quick:
+        warning.append(f"- **--quick smoke run**: {args.smoke}; not a measurement")
     return [
         f"### {title} ({now}){' [quick]' if args.quick else ''}",
         "",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
-        f"- machine: {os.cpu_count()} cores ({cpu_model()}), {machine}; {busy}",
+        f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
+        f"{machine}; {busy}",
         *warning,
     ]
 
@@ -205,10 +205,11 @@ def parser(
     threads: bool = True,
     tuned: dict[str, tuple[Any, Any, str]] | None = None,
 ) -> argparse.ArgumentParser:
-    """The flags every benchmark takes: ``--quick`` (a smoke run, never published),
-    ``--publish``, ``--append FILE``, and ``--threads`` and ``--data-dir`` where asked; and one
-    ``--NAME`` per entry of ``tuned`` (``name: (full value, quick value, help)``): a number
-    whose value a smoke run changes, ≥ 1 (a count) or > 0 (seconds), or ≥ 0 for a warm-up."""
+    """The flags every benchmark takes: ``--quick`` (a smoke run, never published; ``smoke``
+    says what it shrinks, in the help and the report), ``--publish``, ``--append FILE``, and
+    ``--threads`` and ``--data-dir`` where asked; and one ``--NAME`` per entry of ``tuned``
+    (``name: (full value, quick value, help)``): a number whose value a smoke run changes, ≥ 1
+    (a count) or > 0 (seconds), or ≥ 0 for a warm-up."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help=f"smoke run: {smoke}")
     p.add_argument("--publish", action="store_true", help="also append the report to RESULTS.md")
@@ -217,7 +218,7 @@ def parser(
         p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     if data_dir:
         p.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
-    p.tuned = tuned or {}
+    p.smoke, p.tuned = smoke, tuned or {}
     for name, (full, quick, text) in p.tuned.items():
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, type=type(full), help=f"{text} ({full:g}; quick {quick:g})")
@@ -245,7 +246,7 @@ def finish(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Nam
         torch.set_num_threads(args.threads)
     if getattr(args, "data_dir", None) is not None:
         args.data_dir = resolve(args.data_dir)
-    args.target = RESULTS if args.publish else args.append
+    args.target, args.smoke = RESULTS if args.publish else args.append, p.smoke
     return args
 
 

@@ -2,51 +2,27 @@
 recipes' shapes, bf16 autocast against fp32, torch.compile against eager, and the Shakespeare
 char recipe trained for a GPU budget. Made to finish inside a 10-minute device call.
 
-Parts (each stopped at its own time budget; the whole run by ``--budget-s``, 540 s):
+Parts, each stopped at its own budget, the whole run at ``--budget-s``; run order a, b, c, e, d:
 
-a. **char LM throughput** (tokens/s), ``configs/shakespeare-char.yaml``'s shapes (batch 32,
-   bptt 128, embedding 64, 2 x 384 LSTM, vocabulary 67), bf16 autocast. rnnkit:
-   ``Trainer.train_step`` over the task's own batches, timed by the shared harness
-   (bench/common.py: warm-up, then a window with the device synchronised at both ends).
-   Bare: ``PlainLoop`` from ``bench/lm.py`` (``nn.Embedding`` → ``nn.LSTM`` → ``nn.Linear``,
-   the state carried between windows) over the same token streams, with the optimizer the
-   Trainer makes (Adam, fused), the same learning rate and ``clip_grad_norm_``. Target:
-   rnnkit ≥ 80% of bare.
-b. **tagger throughput** (sentences/s), ``configs/ewt-upos.yaml``'s shapes (batch 32, word 100
-   + character BiLSTM 2 x 64, 2-layer BiLSTM 2 x 256, 17 tags), bf16 autocast. rnnkit: the
-   ``Tagger``'s own loss through ``Trainer.train_step`` as in (a), batches made by the task as
-   training goes (as in a real run), and again with the same batches made beforehand. Bare:
-   the same network in plain modules (``nn.Embedding``, a bidirectional ``nn.LSTM`` over the
-   packed characters of each batch's word forms, a 2-layer ``nn.LSTM(bidirectional=True)``
-   over the packed padded sentences, ``nn.Linear``, cross-entropy on the mask), over the
-   same padded batches made beforehand, already on the device, lengths kept on the host.
-   Target: rnnkit ≥ 80% of bare.
+a. **char LM throughput**, ``configs/shakespeare-char.yaml``'s shapes, bf16: rnnkit's
+   ``Trainer.train_step`` against ``PlainLoop`` of bench/lm.py with the Trainer's optimizer.
+b. **tagger throughput**, ``configs/ewt-upos.yaml``'s shapes, bf16: rnnkit (batches made as
+   training goes, and made beforehand) against ``BareTagger`` (the same network in plain
+   modules) over the batches made beforehand. Target for (a) and (b): rnnkit ≥ 80% of bare.
 c. **bf16 autocast vs fp32** for both workloads, both sides.
-d. **compiled vs eager**: rnnkit with ``train.compile=true`` (bf16) against (a)/(b)'s eager
-   rows; warm-up steps cover compilation (and the tagger's recompiles for new lengths).
-   Skipped with a note where ``TrainConfig`` has no ``compile`` key.
-e. **the recipe trained**: ``configs/shakespeare-char.yaml`` (``--train-recipe``; ``--lm`` and
-   then ``--train`` overrides apply) by ``Trainer.fit`` for ``--train-minutes`` (4; as
-   ``train.max_minutes``, so its cosine schedule anneals over them), epochs unbounded, dev
-   evaluated and checkpointed at each epoch end as in a real run; its validation loss
-   (nats/char, nanoGPT's split), target ≤ 1.40 (nanoGPT's GPU figure: 1.4697).
+d. **compiled vs eager**: rnnkit with ``train.compile=true`` against (a)/(b)'s rows.
+e. **the recipe trained** (``--train-recipe``; ``--lm``, then ``--train`` overrides) by
+   ``Trainer.fit`` for ``--train-minutes``; its validation loss, target ≤ 1.40 nats/char.
 
-Run order: a, b, c, e, d (the recipe's budget keeps time for d). Every figure names its device
-(``torch.cuda.get_device_name``). ``$OUT`` (default ``./gpu-report``) receives
-``gpu-report.json`` and ``gpu-report.md`` after every part, so a run killed at its limit still
-ships what it finished, plus the recipe run's ``lm-metrics.jsonl`` and ``lm-curve.png``.
-Data comes from ``--data-dir`` (tinyshakespeare/, ud-english-ewt/); where it is missing,
-synthetic files of the same shapes stand in (and the report says so); CoNLL-U is converted to
-columns where the ``conllu`` package is missing. rnnkit must be importable (``PYTHONPATH=.``)::
+``$OUT`` (default ``./gpu-report``) receives ``gpu-report.json`` and ``gpu-report.md`` after
+every part, so a run killed at its limit still ships what it finished, plus the recipe run's
+``lm-metrics.jsonl`` and ``lm-curve.png``. Data missing from ``--data-dir`` is replaced by
+synthetic files of the same shapes (the report says so). ``--dry-run`` (``--quick``) runs
+every part at tiny sizes and exits non-zero unless every part completed::
 
     PYTHONPATH=. python3 bench/gpu.py --data-dir data          # on the GPU machine, ~9 min
     .venv/bin/python bench/gpu.py --dry-run                     # CPU, tiny sizes, ~20-40 s
     OUT=/tmp/r python3 bench/gpu.py --budget-s 300 --train-minutes 2 --lm model.hidden_size=512
-    python3 bench/gpu.py --train model.hidden_size=1024 --train train.batch_size=128  # (e) only
-
-``--dry-run`` (``--quick``) runs every part at tiny sizes for a few steps (bf16 rows through
-``cpu_amp`` on a CPU) and exits non-zero unless every part completed. The markdown report goes
-to stdout (and to RESULTS.md with ``--publish``), progress to stderr.
 """
 
 from __future__ import annotations
@@ -95,12 +71,7 @@ LOSS_TARGET = 1.40  # validation nats/char of the recipe trained for its GPU bud
 NANOGPT_LOSS = 1.4697  # nanoGPT's Shakespeare-char validation loss on a GPU, for scale
 HAS_COMPILE = hasattr(TrainConfig(), "compile")
 # Sizes and step counts of --dry-run: everything tiny, a few steps per part.
-DRY_LM = [
-    "model.embedding_dim=16",
-    "model.hidden_size=32",
-    "train.batch_size=4",
-    "data.bptt=16",
-]
+DRY_LM = ["model.embedding_dim=16", "model.hidden_size=32", "train.batch_size=4", "data.bptt=16"]
 DRY_TAG = [
     "model.embedding_dim=16",
     "model.char_dim=8",
@@ -127,6 +98,7 @@ COUNT = {  # (items, tokens) of a batch, read without waiting for the device
     "char LM": lambda b: (b["target"].shape[0], b["target"].numel()),
     "tagger": lambda b: (b["words"].shape[0], 0),
 }
+SMOKE = "tiny sizes, a fraction of a second per row (CPU): a check that every part runs"
 SYNTHETIC_TAGS = "NOUN PUNCT VERB PRON ADP DET PROPN ADJ AUX ADV CCONJ PART NUM SCONJ X INTJ SYM"
 
 
@@ -697,15 +669,12 @@ class Bench:
 
     def markdown(self) -> str:
         machine = (
-            f"device **{self.name}**; torch {torch.__version__}, CUDA {torch.version.cuda}, "
+            f"device **{self.name}**; CUDA {torch.version.cuda}, "
             f"cuDNN {cudnn_version()}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
             f"TF32 cuDNN {torch.backends.cudnn.allow_tf32}, {bench.threads(self.args)}"
         )
-        smoke = "tiny sizes, a fraction of a second per row: a check that every part runs"
         lines = [
-            *bench.header(
-                f"GPU benchmark: rnnkit on {self.name}", self.args, self.others, machine, smoke
-            ),
+            *bench.header(f"GPU benchmark: rnnkit on {self.name}", self.args, self.others, machine),
             f"- time: {self.clock.used():.0f} s of a {self.args.budget_s:.0f} s budget",
         ]
         if self.device.type != "cuda":
@@ -785,7 +754,7 @@ def show(value: Any) -> str:
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "tiny sizes, a few steps (CPU)", data_dir=True, tuned=TUNED)
+    p = bench.parser(__doc__, SMOKE, data_dir=True, tuned=TUNED)
     p.add_argument("--dry-run", dest="quick", action="store_true", help="the same as --quick")
     p.add_argument("--device", default="auto", help="auto (CUDA if any), cuda, cpu")
     p.add_argument("--lm", action="append", default=[], metavar="KEY=VALUE",

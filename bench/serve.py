@@ -265,7 +265,7 @@ def bench_mode(
             run = Run(
                 name, mode, count, args.concurrency, done, rss_before, bench.memory_kib(server.pid),
                 delta(cpu_s(server.pid), server_before),
-                delta(cpu_s(), client_before),
+                delta(cpu_s(), client_before)
             )  # fmt: skip
             runs.append(run)
             progress(
@@ -361,12 +361,12 @@ def report(
     args: argparse.Namespace,
 ) -> str:
     machine = (
-        f"Python {platform.python_version()}, torch {bench.version('torch')}, uvicorn "
+        f"Python {platform.python_version()}, uvicorn "
         f"{bench.version('uvicorn')}, fastapi {bench.version('fastapi')}, httpx "
         f"{bench.version('httpx')}; server device {args.device}, torch threads its default"
     )
-    lines = bench.header("Serve benchmark: `rnnkit serve`, micro-batching on vs off", args, others,
-                         machine, "a few hundred requests; not a measurement")  # fmt: skip
+    title = "Serve benchmark: `rnnkit serve`, micro-batching on vs off"
+    lines = bench.header(title, args, others, machine)
     failed = sum(r.failed for r in runs.values())
     if failed:
         lines.append(f"- **{failed:,} requests FAILED**: the figures below do not count them")
@@ -421,7 +421,9 @@ def report(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = bench.parser(__doc__, "under a minute", threads=False, tuned=TUNED)
+    parser = bench.parser(
+        __doc__, "a few hundred requests, under a minute", threads=False, tuned=TUNED
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (32)")
     parser.add_argument("--models-from", metavar="DIR", help="take (or train) tiny models here")
     parser.add_argument("--tagger", metavar="DIR", help="a trained tag model to serve")
