@@ -169,15 +169,11 @@ def seed_time_to_target(embedding_dim: int, hidden: int, args: argparse.Namespac
         elapsed = time.perf_counter() - start
         progress(f"  seed: {messages} messages  dev char acc {accuracy:.4f}  {elapsed:.1f}s")
         if accuracy >= TARGET or elapsed >= args.seed_budget:
-            return TargetRun(
-                reached=accuracy >= TARGET,
-                seconds=elapsed,
-                messages=messages,
-                accuracy=accuracy,
-                limit=f"{args.seed_budget:g} s",
-                detail=f"{secs(eval_seconds)} of it validation, "
-                f"{secs(elapsed - eval_seconds)} training",
+            detail = (
+                f"{secs(eval_seconds)} of it validation, {secs(elapsed - eval_seconds)} training"
             )
+            limit = f"{args.seed_budget:g} s"
+            return TargetRun(accuracy >= TARGET, elapsed, messages, accuracy, limit, detail)
 
 
 # -------------------------------------------------------------------------------- rnnkit
@@ -238,24 +234,13 @@ def rnnkit_time_to_target(config: CipherConfig, out_dir: Path) -> TargetRun:
         f"({total_messages / fit_seconds:,.0f} msg/s end to end)"
     )
     last = history[-1]
+    accuracy = last["char_accuracy"]
     for record in history:
         if record["char_accuracy"] >= TARGET:
-            return TargetRun(
-                reached=True,
-                seconds=record["elapsed_s"],
-                messages=record["epoch"] * per_epoch,
-                accuracy=last["char_accuracy"],
-                limit="",
-                detail=detail,
-            )
-    return TargetRun(
-        reached=False,
-        seconds=last["elapsed_s"],
-        messages=total_messages,
-        accuracy=last["char_accuracy"],
-        limit=f"{config.train.epochs} epochs",
-        detail=detail,
-    )
+            messages = record["epoch"] * per_epoch
+            return TargetRun(True, record["elapsed_s"], messages, accuracy, "", detail)
+    limit = f"{config.train.epochs} epochs"
+    return TargetRun(False, last["elapsed_s"], total_messages, accuracy, limit, detail)
 
 
 # ----------------------------------------------------------------------------- reporting

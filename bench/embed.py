@@ -180,18 +180,17 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
         "- words/s: corpus words (before subsampling) / training seconds; held-out loss: "
         "rnnkit's negative-sampling loss on the validation text with each side's vectors",
         "",
-        "| method | lr | rnnkit words/s | gensim words/s | ratio rnnkit/gensim "
-        "| rnnkit held-out loss | gensim held-out loss |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *bench.table(
+            "method | lr | rnnkit words/s | gensim words/s | ratio rnnkit/gensim | rnnkit "
+            "held-out loss | gensim held-out loss",
+            (
+                f"{r.method} | {r.config.train.lr:g} | {r.kit.rate:,.0f} | {r.peer.rate:,.0f} | "
+                f"**{r.kit.rate / r.peer.rate:.2f}×** | {r.kit.loss:.4f} | {r.peer.loss:.4f}"
+                for r in runs
+            ),
+        ),
+        "",
     ]
-    for run in runs:
-        ratio = run.kit.rate / run.peer.rate if run.peer.rate else float("nan")
-        lines.append(
-            f"| {run.method} | {run.config.train.lr:g} | {run.kit.rate:,.0f} "
-            f"| {run.peer.rate:,.0f} | **{ratio:.2f}×** | {run.kit.loss:.4f} "
-            f"| {run.peer.loss:.4f} |"
-        )
-    lines.append("")
     for run in runs:
         lines.append(
             f"- {run.method}: rnnkit {run.kit.seconds:.1f} s for {run.kit.examples:,} examples "

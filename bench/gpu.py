@@ -69,7 +69,6 @@ TAG_RECIPE = "configs/ewt-upos.yaml"
 RATIO_TARGET = 0.80  # rnnkit's throughput over the bare loop's
 LOSS_TARGET = 1.40  # validation nats/char of the recipe trained for its GPU budget
 NANOGPT_LOSS = 1.4697  # nanoGPT's Shakespeare-char validation loss on a GPU, for scale
-HAS_COMPILE = hasattr(TrainConfig(), "compile")
 # Sizes and step counts of --dry-run: everything tiny, a few steps per part.
 DRY_LM = ["model.embedding_dim=16", "model.hidden_size=32", "train.batch_size=4", "data.bptt=16"]
 DRY_TAG = [
@@ -92,7 +91,7 @@ TUNED = {  # flag: (value, --dry-run value, help)
 }
 # Longest each part may run (capped by what is left of --budget-s); dry-run parts get the same.
 PART_BUDGET_S = {"a": 60.0, "b": 120.0, "c": 120.0, "d": 240.0}
-COMPILE_RESERVE_S = 150.0  # kept back from (e) for (d) when compile exists
+COMPILE_RESERVE_S = 150.0  # kept back from (e) for (d)
 UNIT = {"char LM": "tokens", "tagger": "sentences"}  # what a workload's throughput counts
 COUNT = {  # (items, tokens) of a batch, read without waiting for the device
     "char LM": lambda b: (b["target"].shape[0], b["target"].numel()),
@@ -132,20 +131,6 @@ def deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-
-
-class Clock:
-    """The whole run's time budget."""
-
-    def __init__(self, total_s: float):
-        self.total_s = total_s
-        self.start = time.perf_counter()
-
-    def used(self) -> float:
-        return time.perf_counter() - self.start
-
-    def left(self) -> float:
-        return self.total_s - self.used()
 
 
 # -------------------------------------------------------------------------------- results
@@ -188,14 +173,9 @@ class Part:
 def bench_config(base: TrainConfig, device: torch.device, bf16: bool, compiled: bool) -> Any:
     """The recipe's train section for one timed loop: no TensorBoard, this device and
     precision (the learning rate stays the optimizer's: constant)."""
-    extra: dict[str, Any] = {"compile": compiled} if HAS_COMPILE else {}
+    cpu_amp = bf16 and device.type == "cpu"
     return dataclasses.replace(
-        base,
-        tensorboard="",
-        device=str(device),
-        amp=bf16,
-        cpu_amp=bf16 and device.type == "cpu",
-        **extra,
+        base, tensorboard="", device=str(device), amp=bf16, cpu_amp=cpu_amp, compile=compiled
     )
 
 
@@ -280,15 +260,11 @@ def conllu_to_columns(source: Path, target: Path) -> None:
     package needed): multiword ranges and empty nodes left out, as rnnkit's reader does."""
     lines = []
     for line in source.read_text(encoding="utf-8").split("\n"):
-        if not line.strip():
-            if lines and lines[-1]:
-                lines.append("")
-            continue
-        if line.startswith("#"):
-            continue
         fields = line.split("\t")
-        if len(fields) == 10 and fields[0].isdigit():
+        if len(fields) == 10 and fields[0].isdigit():  # comments have no ten fields
             lines.append(f"{fields[1]}\t{fields[3]}")
+        elif not line.strip() and lines and lines[-1]:
+            lines.append("")
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -333,7 +309,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, out_dir: Path):
         self.args = args
         self.out_dir = out_dir
-        self.clock = Clock(args.budget_s)
+        self.start = time.perf_counter()  # of the whole run's budget, --budget-s
         self.device = pick_device(args.device)
         self.name = device_name(self.device)
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
@@ -411,11 +387,10 @@ class Bench:
         trainer = Trainer(task, train, self.tmp, log=lambda _: None)
         batches = bench.endless(task.train_batches) if premade is None else itertools.cycle(premade)
         step = bench.training_step(trainer, batches, COUNT[workload])
-        warmup = self.args.warmup_steps
-        if compiled:
-            warmup = getattr(
-                self.args, "compile_warmup_" + ("tag" if workload == "tagger" else "lm")
-            )
+        kind = "tag" if workload == "tagger" else "lm"
+        warmup = (
+            getattr(self.args, f"compile_warmup_{kind}") if compiled else self.args.warmup_steps
+        )
         return self.timed_row(
             Row(workload, side, precision(bf16), self.name, compiled), step, warmup
         )
@@ -552,11 +527,11 @@ class Bench:
     # ------------------------------------------------------------- scheduling
     def run_part(self, key: str, budget_s: float, body: Callable[[Part], None]) -> None:
         part = self.parts[key]
-        allowed = min(budget_s, self.clock.left())
+        allowed = min(budget_s, self.left())
         progress(f"({key}) {part.title} — up to {max(0.0, allowed):.0f} s")
         if allowed < (2 if self.args.quick else 20):
             part.status = "skipped"
-            part.note = f"only {max(0.0, self.clock.left()):.0f} s left of the budget"
+            part.note = f"only {max(0.0, self.left()):.0f} s left of the budget"
             self.write()
             return
         start = time.perf_counter()
@@ -597,25 +572,19 @@ class Bench:
         self.run_part("a", PART_BUDGET_S["a"], self.part_a)
         self.run_part("b", PART_BUDGET_S["b"], self.part_b)
         self.run_part("c", PART_BUDGET_S["c"], self.part_c)
-        reserve = COMPILE_RESERVE_S if HAS_COMPILE and not a.quick else 0.0
-        train_s = min(a.train_minutes * 60, self.clock.left() - reserve - 30)
+        reserve = 0.0 if a.quick else COMPILE_RESERVE_S
+        train_s = min(a.train_minutes * 60, self.left() - reserve - 30)
         if a.quick:
             train_s = a.train_minutes * 60
         e = self.parts["e"]
         if train_s < (1 if a.quick else 60):
             e.status = "skipped"
-            e.note = f"only {max(0.0, self.clock.left()):.0f} s left of the budget"
+            e.note = f"only {max(0.0, self.left()):.0f} s left of the budget"
             self.write()
         else:
             slack = 30 if a.quick else 120  # the last dev evaluation and checkpoint
             self.run_part("e", train_s + slack, lambda part: self.part_e(part, train_s))
-        if HAS_COMPILE:
-            self.run_part("d", PART_BUDGET_S["d"], self.part_d)
-        else:
-            d = self.parts["d"]
-            d.status = "skipped"
-            d.note = "this rnnkit's TrainConfig has no `compile` key"
-            self.write()
+        self.run_part("d", PART_BUDGET_S["d"], self.part_d)
 
     # --------------------------------------------------------------- reports
     def shapes(self) -> dict[str, str]:
@@ -653,9 +622,8 @@ class Bench:
             "dry_run": self.args.quick,
             "command": " ".join(["python", *sys.argv]),
             "started": self.started.isoformat(timespec="seconds"),
-            "elapsed_s": round(self.clock.used(), 1),
+            "elapsed_s": round(self.used(), 1),
             "budget_s": self.args.budget_s,
-            "compile_available": HAS_COMPILE,
             "data": self.data,
             "shapes": self.shapes() if hasattr(self, "tag_batches") else {},
             "parts": [
@@ -675,7 +643,7 @@ class Bench:
         )
         lines = [
             *bench.header(f"GPU benchmark: rnnkit on {self.name}", self.args, self.others, machine),
-            f"- time: {self.clock.used():.0f} s of a {self.args.budget_s:.0f} s budget",
+            f"- time: {self.used():.0f} s of a {self.args.budget_s:.0f} s budget",
         ]
         if self.device.type != "cuda":
             lines.append("- **no CUDA device**: these are CPU figures (bf16 rows via `cpu_amp`)")
@@ -730,14 +698,14 @@ class Bench:
         (self.out_dir / "gpu-report.md").write_text(self.markdown(), encoding="utf-8")
 
     def check(self) -> list[str]:
-        """What did not complete (for --dry-run): every part must be ok, but (d) may be
-        skipped where rnnkit has no train.compile."""
-        problems = []
-        for p in self.parts.values():
-            if p.status == "ok" or (p.key == "d" and not HAS_COMPILE and p.status == "skipped"):
-                continue
-            problems.append(f"({p.key}) {p.status}: {p.note}")
-        return problems
+        """What did not complete (for --dry-run): every part must be ok."""
+        return [f"({p.key}) {p.status}: {p.note}" for p in self.parts.values() if p.status != "ok"]
+
+    def used(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.args.budget_s - self.used()
 
 
 def precision(bf16: bool) -> str:

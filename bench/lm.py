@@ -104,12 +104,8 @@ class PlainUpdate:
     ``clip_grad_norm_``, the optimizer's step, ``float(loss)``."""
 
     def __init__(self, model: nn.Module, optimizer: Any, clip_norm: float, device: Any):
-        self.model, self.optimizer, self.clip_norm, self.device = (
-            model,
-            optimizer,
-            clip_norm,
-            device,
-        )
+        self.model, self.optimizer = model, optimizer
+        self.clip_norm, self.device = clip_norm, device
         self.half: torch.dtype | None = None
         self.model.train()
 

@@ -18,30 +18,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common as bench
 import torch
+from common import progress
 from torch import nn
 from torch.nn import functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from rnnkit.config import from_dict, read_yaml
+from rnnkit.data.parallel import Pair
+from rnnkit.datasets import data_dir
+from rnnkit.nn.seq2seq import EOS_ID
+from rnnkit.tasks.translate import TranslateConfig, TranslateTask
+from rnnkit.train import Trainer
 
-import common as bench  # noqa: E402
-from common import progress  # noqa: E402
-
-from rnnkit.config import from_dict, read_yaml  # noqa: E402
-from rnnkit.data.parallel import Pair  # noqa: E402
-from rnnkit.datasets import data_dir  # noqa: E402
-from rnnkit.nn.seq2seq import EOS_ID  # noqa: E402
-from rnnkit.tasks.translate import TranslateConfig, TranslateTask  # noqa: E402
-from rnnkit.train import Trainer  # noqa: E402
-
-RECIPE = REPO / "configs" / "fra-eng-tutorial.yaml"
+RECIPE = bench.REPO / "configs" / "fra-eng-tutorial.yaml"
 SEED_MAX_LENGTH = 10
 WARMUP = 3
 TUNED = {  # flag: (value, --quick value, help)
@@ -217,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     decode = bench_decoding(task, args.decode)
     busy = bench.others_share(ticks)
     machine = f"device cpu, {bench.threads(args)}"
+    rows = [
+        f"rnnkit, batch {b}, {'bfloat16 autocast' if bf16 else 'float32'} ({steps} steps) | "
+        f"{rate:,.0f} | **{rate / seed:.1f}×**"
+        for (b, bf16), (rate, steps) in ours.items()
+    ]
+    rows.append(f"seed's one-pair loop ({args.seed_pairs} pairs) | {seed:,.0f} | 1.0×")
     lines = [
         "",
         *bench.header(
@@ -224,22 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         ),
         f"- data: {data}. Model: configs/fra-eng-tutorial.yaml sizes.",
         "",
-        "| training | target tokens/s | ratio over the seed's loop (target ≥30×) |",
-        "|---|---:|---:|",
-        *(
-            f"| rnnkit, batch {b}, {'bfloat16 autocast' if bf16 else 'float32'} "
-            f"({steps} steps) | {rate:,.0f} | **{rate / seed:.1f}×** |"
-            for (b, bf16), (rate, steps) in ours.items()
-        ),
-        f"| seed's one-pair loop ({args.seed_pairs} pairs) | {seed:,.0f} | 1.0× |",
+        *bench.table("training | target tokens/s | ratio over the seed's loop (target ≥30×)", rows),
         "",
         "- the recipe trains at batch 64; bfloat16 autocast is `train.cpu_amp: true` (this CPU "
         "has native bf16: " + ("yes" if _native_bf16() else "no") + ")",
         "",
-        "| decoding (batch 128) | sentences/s |",
-        "|---|---:|",
-        f"| greedy | {decode[1]:,.0f} |",
-        f"| beam 5 | {decode[5]:,.0f} |",
+        *bench.table(
+            "decoding (batch 128) | sentences/s",
+            [("greedy", f"{decode[1]:,.0f}"), ("beam 5", f"{decode[5]:,.0f}")],
+        ),
     ]
     bench.publish("\n".join(lines), args.target)
     return 0
