@@ -243,17 +243,12 @@ def fmt(value: float, spec: str = ",.0f") -> str:
 
 
 def table(runs: list[Run]) -> list[str]:
-    lines = [
-        "| workload | processes × threads | steps | training s | steps/s | throughput | "
-        "speed-up | time to target, s (step) | speed-up | final dev | wall s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for run in runs:
         w = run.workload
         if run.error and not run.records:
-            lines.append(
-                f"| {w.name} | {run.processes} × {run.threads} | failed: {run.error} "
-                "| | | | | | | | |"
+            rows.append(
+                f"{w.name} | {run.processes} × {run.threads} | failed: {run.error}" + " |" * 8
             )
             continue
         base = next((r for r in runs if r.workload is w and r.processes == 1), None)
@@ -265,13 +260,14 @@ def table(runs: list[Run]) -> list[str]:
             base_reached = base.reached if base else None
             if base_reached and reached["elapsed_s"] > 0:
                 speed_target = f"{base_reached['elapsed_s'] / reached['elapsed_s']:.2f}×"
-        lines.append(
-            f"| {w.name} | {run.processes} × {run.threads} | {run.steps:,} | "
+        rows.append(
+            f"{w.name} | {run.processes} × {run.threads} | {run.steps:,} | "
             f"{fmt(run.elapsed_s, '.1f')} | {fmt(run.steps_per_s, '.2f')} | "
             f"{fmt(run.throughput)} {w.unit}/s | {speed} | {to_target} | {speed_target} | "
-            f"{w.metric} {fmt(run.final, '.4f')} | {run.wall_s:.1f} |"
+            f"{w.metric} {fmt(run.final, '.4f')} | {run.wall_s:.1f}"
         )
-    return lines
+    head = "workload | processes × threads | steps | training s | steps/s | throughput | speed-up "
+    return bench.table(head + "| time to target, s (step) | speed-up | final dev | wall s", rows, 2)
 
 
 def record_lines(runs: list[Run]) -> list[str]:

@@ -29,7 +29,6 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -87,13 +86,9 @@ class Corpus:
     def batches(self, size: int) -> list[dict[str, torch.Tensor]]:
         out = []
         for start in range(0, self.words.shape[0] - size + 1, size):
-            words = self.words[start : start + size]
+            words, tags = self.words[start : start + size], self.tags[start : start + size]
             out.append(
-                {
-                    "words": words,
-                    "mask": torch.ones(words.shape, dtype=torch.bool),
-                    "tags": self.tags[start : start + size],
-                }
+                {"words": words, "mask": torch.ones_like(words, dtype=torch.bool), "tags": tags}
             )
         return out
 
@@ -300,10 +295,7 @@ def bench_seed(corpus: Corpus, args: argparse.Namespace) -> SeedSide:
         step = seed_train_step(model, corpus)
         warm(step, args.seed_warmup)
         rate = run_steps(step, count)
-        if model is loop_model:
-            out.loop = rate
-        else:
-            out.vectorised = rate
+        setattr(out, "loop" if model is loop_model else "vectorised", rate)
         progress(f"  {rate.per_second:,.1f} sent/s")
     loop_model.eval()
     words = iter(corpus.words)
@@ -393,12 +385,8 @@ def bench_recipe(
     out.latency_length = statistics.median_low(len(s) for s in chosen)
     out.latency_count = len(chosen)
     task.tag([chosen[0]])
-    samples = []
-    for tokens in chosen:
-        start = time.perf_counter()
-        task.tag([tokens])
-        samples.append(time.perf_counter() - start)
-    out.latency_ms = statistics.median(samples) * 1e3
+    each = iter(chosen)
+    out.latency_ms = median_seconds(lambda: task.tag([next(each)]), len(chosen)) * 1e3
     sample = random.Random(args.random_seed).sample(dev, min(TAG_SAMPLE, len(dev)))
     out.sample = len(sample)
     tokens = sum(len(s) for s in sample)
