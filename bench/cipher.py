@@ -1,39 +1,16 @@
 """Benchmark: the seed tutorial's one-message-at-a-time cipher loop against rnnkit's cipher task.
 
-Both sides learn the same task (ROT13 over ``A``-``Z`` plus ``-``, random 32-symbol messages made
-on the fly) with the same model sizes, in one process on the same machine, on the CPU, with
-torch's default thread count.
-
-* **seed**: a re-implementation of the tutorial's loop: per message, Python ``random`` picks the
-  plaintext, which is enciphered and turned into two ``(32,)`` long tensors; then
-  ``nn.Embedding`` → ``nn.LSTM`` on ``(seq_len, 1, E)`` → ``nn.Linear`` → ``CrossEntropyLoss``
-  and one Adam step (lr 0.001), batch size 1. Validation: character accuracy on held-out
-  messages, one at a time.
-* **rnnkit**: the library itself (``CipherTask`` built the CLI's way by ``build_task``, which
-  seeds first, + ``Trainer``) with its own defaults for the batch size, learning rate and
-  everything else, only the model sizes set.
-
-Measured for each side and each size:
-
-1. training throughput (messages/s): a timed training loop for a fixed wall-clock span, no
-   validation inside it. For rnnkit, ``Trainer.train_step`` over ``task.train_batches(epoch)``;
-2. wall time until dev character accuracy first reaches the target (0.99), validation
-   included, from freshly initialised weights. The seed loop validates every
-   ``--seed-eval-every`` messages and gives up after ``--seed-budget`` seconds (checked at
-   validation points); rnnkit runs ``Trainer.fit`` with ``train.target`` set and short epochs
-   (``--rnnkit-epoch-messages``), and the time is the ``elapsed_s`` of the first epoch in
-   ``metrics.jsonl`` that reached the target. The whole ``fit`` wall time (checkpoints and plots
-   included) is reported too. Both sides learn ROT13 within a few hundred messages, hence the
-   frequent checks; the report also gives the pure training time to the target (messages
-   needed over the measured throughput).
-
-Run::
+Both learn ROT13 over ``A``-``Z`` plus ``-`` (random 32-symbol messages) at the same model
+sizes, on the CPU. The seed side re-implements the tutorial's loop (one message per Adam
+step, lr 0.001); rnnkit is ``CipherTask`` + ``Trainer`` with its own defaults. Per side and
+size: training messages/s (``Trainer.train_step`` for rnnkit), and wall time until dev
+character accuracy reaches 0.99 from fresh weights, validation included (the seed loop checks
+every ``--seed-eval-every`` messages, up to ``--seed-budget`` s; rnnkit runs ``Trainer.fit``
+with short epochs). ``--crack LM`` instead measures breaking unknown Vigenère and substitution
+keys (``rnnkit.crack``: LM search, classical, and end-to-end models if given).
 
     .venv/bin/python bench/cipher.py                              # 32x64, about a minute
     .venv/bin/python bench/cipher.py --sizes 32x64,5x10           # also the seed's 5/10 sizes
-
-The seed loop's time to the target is capped by ``--seed-budget`` (300 s), so a run where it
-fails takes up to five minutes more per size.
 """
 
 from __future__ import annotations
@@ -42,12 +19,10 @@ import argparse
 import json
 import os
 import random
-import shlex
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import common as bench
@@ -194,15 +169,11 @@ def seed_time_to_target(embedding_dim: int, hidden: int, args: argparse.Namespac
         elapsed = time.perf_counter() - start
         progress(f"  seed: {messages} messages  dev char acc {accuracy:.4f}  {elapsed:.1f}s")
         if accuracy >= TARGET or elapsed >= args.seed_budget:
-            return TargetRun(
-                reached=accuracy >= TARGET,
-                seconds=elapsed,
-                messages=messages,
-                accuracy=accuracy,
-                limit=f"{args.seed_budget:g} s",
-                detail=f"{secs(eval_seconds)} of it validation, "
-                f"{secs(elapsed - eval_seconds)} training",
+            detail = (
+                f"{secs(eval_seconds)} of it validation, {secs(elapsed - eval_seconds)} training"
             )
+            limit = f"{args.seed_budget:g} s"
+            return TargetRun(accuracy >= TARGET, elapsed, messages, accuracy, limit, detail)
 
 
 # -------------------------------------------------------------------------------- rnnkit
@@ -263,24 +234,13 @@ def rnnkit_time_to_target(config: CipherConfig, out_dir: Path) -> TargetRun:
         f"({total_messages / fit_seconds:,.0f} msg/s end to end)"
     )
     last = history[-1]
+    accuracy = last["char_accuracy"]
     for record in history:
         if record["char_accuracy"] >= TARGET:
-            return TargetRun(
-                reached=True,
-                seconds=record["elapsed_s"],
-                messages=record["epoch"] * per_epoch,
-                accuracy=last["char_accuracy"],
-                limit="",
-                detail=detail,
-            )
-    return TargetRun(
-        reached=False,
-        seconds=last["elapsed_s"],
-        messages=total_messages,
-        accuracy=last["char_accuracy"],
-        limit=f"{config.train.epochs} epochs",
-        detail=detail,
-    )
+            messages = record["epoch"] * per_epoch
+            return TargetRun(True, record["elapsed_s"], messages, accuracy, "", detail)
+    limit = f"{config.train.epochs} epochs"
+    return TargetRun(False, last["elapsed_s"], total_messages, accuracy, limit, detail)
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -349,15 +309,10 @@ def size_section(
 
 
 def header(args: argparse.Namespace, config: CipherConfig, others: float | None) -> str:
-    t = config.train
+    t, machine = config.train, f"device cpu, {bench.threads(args)}"
     return "\n".join(
         [
-            *bench.header(
-                "Cipher benchmark: seed loop vs rnnkit",
-                args,
-                others,
-                f"torch {torch.__version__}, device cpu, {bench.threads(args)}",
-            ),
+            *bench.header("Cipher benchmark: seed loop vs rnnkit", args, others, machine),
             f"- seed side: batch 1, Adam lr {SEED_LR}, no clipping; validates every "
             f"{args.seed_eval_every} messages on {args.eval_messages} held-out messages, "
             f"gives up after {args.seed_budget:g} s",
@@ -505,23 +460,21 @@ def crack_report(args: argparse.Namespace) -> str:
     """Vigenère by key length x message length; substitution by message length; speed."""
     ways_v = ["LM search", "classical"] + (["end-to-end"] if args.vigenere_model else [])
     ways_s = ["LM search", "classical"] + (["end-to-end"] if args.substitution_model else [])
+    before = bench.cpu_ticks()
     vig = crack_cells(args, "vigenere", args.vigenere_lengths, range(1, 9))
     sub = crack_cells(args, "substitution", args.substitution_lengths, [26])
     if args.crack_plot:
         plot_crack_curve(sub, ways_s, args.substitution_lengths, args.crack_plot)
+    machine = f"device cpu, {bench.threads(args)}"
     lines = [
-        f"## Cracking unknown keys ({datetime.now(timezone.utc):%Y-%m-%d}, {bench.cpu_model()},"
-        f" {os.cpu_count()} cores, torch {torch.__version__})",
-        "",
-        f"Command: `python {shlex.join(sys.argv)}`",
-        "",
-        f"Messages: {args.crack_messages} windows of `{args.crack_text}` per cell, a fresh"
+        *bench.header("Cracking unknown keys", args, bench.others_share(before), machine),
+        f"- messages: {args.crack_messages} windows of `{args.crack_text}` per cell, a fresh"
         f" random key each. LM: `{args.crack}`."
         + (f" End-to-end Vigenère: `{args.vigenere_model}`." if args.vigenere_model else "")
         + (f" End-to-end substitution: `{args.substitution_model}`." if args.substitution_model
            else "")
         + " Accuracy counts letters only (everything else passes through).",
-        "",
+        ""
     ]  # fmt: skip
     vl = args.vigenere_lengths
     keys = {str(k): [k] for k in range(1, 9)} | {"**all**": range(1, 9)}
@@ -542,15 +495,15 @@ def crack_report(args: argparse.Namespace) -> str:
         for name, (t, ways, ns, ks) in speeds.items()
     ]
     lines += [
-        "### Vigenère, key length 1-8: letter accuracy",
+        "#### Vigenère, key length 1-8: letter accuracy",
         "",
         *bench.table(["key length", *(f"{w} {n}" for n in vl for w in ways_v)], vig_rows),
         "",
-        "### Simple substitution (26 letters): symbol error",
+        "#### Simple substitution (26 letters): symbol error",
         "",
         *bench.table(["message length", *ways_s], sub_rows, left=0),
         "",
-        "### Messages cracked per second",
+        "#### Messages cracked per second",
         "",
         *bench.table(["cipher", *ways_s], speed_rows),
     ]
@@ -579,7 +532,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = CipherConfig().model
-    parser = bench.parser(__doc__, "~15 s with tiny budgets", tuned=TUNED)
+    parser = bench.parser(__doc__, "tiny budgets, ~15 s", tuned=TUNED)
     parser.add_argument("--embedding-dim", type=int, help=f"default {defaults.embedding_dim}")
     parser.add_argument("--hidden", type=int, help=f"default {defaults.hidden_size}")
     parser.add_argument("--sizes", help="several EMBEDDINGxHIDDEN pairs, e.g. 32x64,5x10")
@@ -594,11 +547,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     crack.add_argument("--substitution-model", help="an end-to-end substitution cipher model")
     crack.add_argument(
         "--vigenere-lengths", default=CRACK_VIGENERE_LENGTHS,
-        type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,128,256)",
+        type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,128,256)"
     )  # fmt: skip
     crack.add_argument(
         "--substitution-lengths", default=CRACK_SUBSTITUTION_LENGTHS,
-        type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,...,1024)",
+        type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,...,1024)"
     )  # fmt: skip
     args = bench.finish(parser, parser.parse_args(argv))
     if args.crack and not args.crack_text:

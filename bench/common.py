@@ -82,17 +82,39 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+TICK = os.sysconf("SC_CLK_TCK")  # CPU ticks per second in /proc
+
+
+def process_ticks(pid: int | str = "self") -> int | None:
+    """User + system CPU ticks of a process so far (``/proc/PID/stat``), or None."""
+    try:
+        after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(after_name[11]) + int(after_name[12])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def memory_kib(pid: int, key: str = "VmRSS") -> int | None:
+    """A process's resident memory (``VmRSS``) or its peak (``VmHWM``) in KiB, or None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def cpu_ticks() -> tuple[int, int, int] | None:
     """(all ticks, busy ticks of the machine, ticks of this process) from /proc, or None."""
     try:
         first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
         user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in first[1:9])
-        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        own = int(after_name[11]) + int(after_name[12])  # utime + stime
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         return None
+    own = process_ticks()
     busy = user + nice + system + irq + softirq + steal
-    return busy + idle + iowait, busy, own
+    return None if own is None else (busy + idle + iowait, busy, own)
 
 
 def others_share(before: tuple[int, int, int] | None, ours: float = 0.0) -> float | None:
@@ -136,20 +158,20 @@ def threads(args: argparse.Namespace) -> str:
     return f"torch threads {torch.get_num_threads()} ({where})"
 
 
-def header(
-    title: str, args: argparse.Namespace, others: float | None, machine: str, smoke: str = ""
-) -> list[str]:
+def header(title: str, args: argparse.Namespace, others: float | None, machine: str) -> list[str]:
     """A report's first lines: title and date, the command, the machine (``machine`` says
-    what follows the cores: versions, device, threads) and how busy it was, warnings."""
+    what follows the cores and torch: versions, device, threads) and how busy it was,
+    warnings; a smoke run says what ``--quick`` shrank (the parser's ``smoke``)."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     busy, warning = contention(others)
-    if args.quick and smoke:
-        warning.append(f"- **--quick smoke run**: {smoke}")
+    if args.quick:
+        warning.append(f"- **--quick smoke run**: {args.smoke}; not a measurement")
     return [
         f"### {title} ({now}){' [quick]' if args.quick else ''}",
         "",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
-        f"- machine: {os.cpu_count()} cores ({cpu_model()}), {machine}; {busy}",
+        f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
+        f"{machine}; {busy}",
         *warning,
     ]
 
@@ -183,10 +205,11 @@ def parser(
     threads: bool = True,
     tuned: dict[str, tuple[Any, Any, str]] | None = None,
 ) -> argparse.ArgumentParser:
-    """The flags every benchmark takes: ``--quick`` (a smoke run, never published),
-    ``--publish``, ``--append FILE``, and ``--threads`` and ``--data-dir`` where asked; and one
-    ``--NAME`` per entry of ``tuned`` (``name: (full value, quick value, help)``): a number
-    whose value a smoke run changes, ≥ 1 (a count) or > 0 (seconds), or ≥ 0 for a warm-up."""
+    """The flags every benchmark takes: ``--quick`` (a smoke run, never published; ``smoke``
+    says what it shrinks, in the help and the report), ``--publish``, ``--append FILE``, and
+    ``--threads`` and ``--data-dir`` where asked; and one ``--NAME`` per entry of ``tuned``
+    (``name: (full value, quick value, help)``): a number whose value a smoke run changes, ≥ 1
+    (a count) or > 0 (seconds), or ≥ 0 for a warm-up."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help=f"smoke run: {smoke}")
     p.add_argument("--publish", action="store_true", help="also append the report to RESULTS.md")
@@ -195,7 +218,7 @@ def parser(
         p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     if data_dir:
         p.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
-    p.tuned = tuned or {}
+    p.smoke, p.tuned = smoke, tuned or {}
     for name, (full, quick, text) in p.tuned.items():
         flag = "--" + name.replace("_", "-")
         p.add_argument(flag, type=type(full), help=f"{text} ({full:g}; quick {quick:g})")
@@ -223,7 +246,7 @@ def finish(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Nam
         torch.set_num_threads(args.threads)
     if getattr(args, "data_dir", None) is not None:
         args.data_dir = resolve(args.data_dir)
-    args.target = RESULTS if args.publish else args.append
+    args.target, args.smoke = RESULTS if args.publish else args.append, p.smoke
     return args
 
 
@@ -237,12 +260,15 @@ def needs(*modules: str, pip: str = "") -> bool:
     return not missing
 
 
-def table(head: list[str], rows: Iterable[Iterable[Any]], left: int = 1) -> list[str]:
-    """A markdown table: the ``head`` cells, then ``rows``; the first ``left`` columns are
-    aligned left, the rest (figures) right."""
+def table(head: str | list[str], rows: Iterable[Any], left: int = 1) -> list[str]:
+    """A markdown table: the ``head`` cells, then ``rows``, each a list of cells or a string of
+    them joined by " | " (so is a string ``head``); the first ``left`` columns are aligned
+    left, the rest (figures) right."""
+    if isinstance(head, str):
+        head = [cell.strip() for cell in head.split("|")]
 
-    def line(cells: Iterable[Any]) -> str:
-        return "| " + " | ".join(str(c) for c in cells) + " |"
+    def line(cells: str | Iterable[Any]) -> str:
+        return "| " + (cells if isinstance(cells, str) else " | ".join(map(str, cells))) + " |"
 
     return [line(head), "|" + "---|" * left + "---:|" * (len(head) - left), *map(line, rows)]
 
@@ -430,6 +456,13 @@ def model_dirs(given: dict[str, str | None], tasks: dict[str, str], root: Path) 
         else:
             found[name] = train_tiny_model(task, root / task)
     return found
+
+
+def models_line(dirs: dict[str, Path], given: bool) -> str:
+    """The report's words for the models of :func:`model_dirs`."""
+    if not given:
+        return "the tiny models of `tests/tiny.py`, trained for this run"
+    return "; ".join(f"{name} `{path}`" for name, path in dirs.items())
 
 
 def tagger_sentences() -> list[str]:

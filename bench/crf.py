@@ -1,40 +1,13 @@
 """Benchmark: rnnkit's CRF against pytorch-crf and the seed tutorial's per-tag loop.
 
-For each tag count (9 and 20 by default) one random problem is made: a batch of 32 sentences
-padded to length 40, with lengths drawn uniformly from [20, 40] (the first sentence is always
-full length), random emissions ``(batch, time, tags)`` that require gradients (as the output of
-a tagger's encoder would), random gold tags, and random transition, start and end scores. Three
-implementations score the same problem, in one process, on the CPU:
-
-* **rnnkit**: ``rnnkit.nn.crf.CRF``: ``nll(..., reduction="sum")`` then ``.backward()``;
-  ``decode`` (Viterbi) under ``torch.no_grad()``. Padded batch with a mask.
-* **pytorch-crf**: ``torchcrf.CRF(tags, batch_first=True)`` with rnnkit's transition, start and
-  end scores copied in: ``-crf(emissions, tags, mask, reduction="sum")`` then ``.backward()``;
-  ``decode``. Padded batch with a mask.
-* **seed loop**: the algorithm of the seed tutorial's BiLSTM-CRF, re-implemented here. It has no
-  batching: each sentence is scored alone, at its own length. Its tag set holds the real tags
-  plus a begin and a finish tag, and one ``(tags+2, tags+2)`` matrix (indexed ``[to, from]``)
-  holds the transitions, the start scores (moves out of begin) and the end scores (moves into
-  finish); moves into begin and out of finish score -10000. The forward algorithm loops over
-  time steps and, inside, over every next tag, building one log-sum-exp per tag (the maximum
-  found with an argmax read back as a Python int, as the tutorial does), and joins the per-tag
-  results with ``torch.cat``; the gold score is a Python loop over the steps. NLL: one
-  ``backward()`` per sentence (the tutorial trains on one sentence at a time). Viterbi: the same
-  per step, per tag loop taking an argmax per tag, back-pointers kept in Python lists.
-
-Before timing, the three are checked against each other on the problem: per-sentence NLL of
-pytorch-crf and of the seed loop against rnnkit's (to 1e-4), rnnkit's and pytorch-crf's
-gradients with respect to the emissions (to 1e-4), and the decoded paths (equal).
-
-Timing: every case gets untimed warm-up calls, then timed calls (``time.perf_counter``) in
-interleaved rounds, so that drifting machine load hits all alike; gradients are cleared
-between calls outside the timer. The seed loop is a hundred or more times slower, so it is timed
-over fewer calls (``--seed-repeats``), spread evenly over the rounds. Reported: the median
-milliseconds per batch of 32 sentences for each operation and implementation, and rnnkit's
-speed-up over the others (their time / rnnkit's time). The targets are ≥2x over pytorch-crf on
-both operations and ≥100x over the seed loop.
-
-Run::
+Per tag count (``--tags``) one random problem: a batch of 32 sentences padded to 40, lengths
+uniform in [20, 40], random emissions requiring gradients, gold tags and CRF scores. Timed on
+the CPU: NLL forward+backward (summed) and Viterbi decoding by rnnkit's ``CRF`` and by
+``torchcrf.CRF`` (the same scores copied in), both on the padded batch with a mask, and by
+``SeedLoopCRF``: the tutorial's algorithm, one sentence at a time at its own length, begin and
+finish tags inside its transition matrix, a log-sum-exp (or argmax) per next tag per step.
+The three are first checked to agree (NLL, emission gradients to 1e-4; paths equal). Targets:
+≥2x over pytorch-crf, ≥100x over the seed loop.
 
     .venv/bin/python bench/crf.py                      # 9 and 20 tags, about a minute
     .venv/bin/python bench/crf.py --tags 5,9,20,50 --threads 1
@@ -396,17 +369,12 @@ def tags_section(problem: Problem, agreement: Agreement, cases: list[Case]) -> s
 
 def header(args: argparse.Namespace, others: float | None) -> str:
     machine = (
-        f"torch {torch.__version__}, pytorch-crf {bench.version('pytorch-crf')}, device cpu, "
-        f"float32, {bench.threads(args)}"
+        f"pytorch-crf {bench.version('pytorch-crf')}, device cpu, float32, {bench.threads(args)}"
     )
     return "\n".join(
         [
             *bench.header(
-                "CRF benchmark: rnnkit vs pytorch-crf vs seed loop",
-                args,
-                others,
-                machine,
-                "a handful of calls; not a measurement",
+                "CRF benchmark: rnnkit vs pytorch-crf vs seed loop", args, others, machine
             ),
             f"- problem: batch {args.batch}, padded length {args.length}, lengths uniform in "
             f"[{args.min_length}, {args.length}] (first sentence full length), random emissions "
@@ -428,7 +396,7 @@ def header(args: argparse.Namespace, others: float | None) -> str:
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "a few seconds (batch 8, 3 calls)", tuned=TUNED)
+    p = bench.parser(__doc__, "batch 8, a handful of calls, a few seconds", tuned=TUNED)
     p.add_argument("--tags", default=[9, 20], type=bench.int_list, help="tag counts (9,20)")
     p.add_argument("--length", type=int, default=40, help="padded length (40)")
     p.add_argument("--min-length", type=int, default=20, help="shortest sentence (20)")

@@ -1,42 +1,17 @@
 """Benchmark: training throughput of rnnkit's CBOW and skip-gram against gensim's Word2Vec.
 
-Both sides train on the same corpus with the same settings, one epoch each, in one process:
-
-* **corpus**: the recipe's training text (WikiText-2 ``train.txt`` by default), lowercased as
-  the recipe says, one sentence per line. rnnkit builds its vocabulary (``data.min_freq``;
-  WikiText's own ``<unk>`` token is rnnkit's unknown word and is dropped). gensim gets the very
-  same token lists with every word outside that vocabulary already removed, so its
-  ``min_count=1`` keeps the same words and both sides see the same words in the same sentences.
-* **settings** (from the recipe, the same on both sides): vector size
-  ``model.embedding_dim``, window ``data.window`` (reduced at random per centre word on both
-  sides when ``data.dynamic_window``), ``model.negatives`` noise words from counts^0.75, subsampling
-  threshold ``data.subsample`` (the same formula on both sides), starting learning rate
-  ``train.lr`` decayed linearly over the epoch, CBOW with the mean of the context vectors
-  (gensim ``cbow_mean=1``), no hierarchical softmax, one epoch.
-* **rnnkit**: the task is built the CLI's way; ``Trainer.train_step`` (sparse SGD) with fit's
-  learning-rate schedule over ``task.train_batches(1)`` (pair generation, shuffling and
-  negative sampling included in the time). Torch threads: torch's default
-  (the number of cores) unless ``--threads`` says otherwise.
-* **gensim** (a benchmark-only dependency, ``pip install gensim``; not one of rnnkit's):
-  ``Word2Vec(vector_size, window, negative, hs=0, sg, sample, alpha=train.lr, min_alpha=
-  alpha * 1e-4, cbow_mean=1, min_count=1, workers=W, seed)``, ``build_vocab`` untimed, then one
-  timed ``train(epochs=1)``. gensim trains with W worker threads (its optimised C routines
-  release Python's lock); W is the number of cores unless ``--workers`` says otherwise, the same
-  parallelism torch gets by default. Its reduced window and subsampling use its own random
-  numbers, so the two sides draw different (equally distributed) examples.
-
-Reported, per method: words per second (words of the corpus, before subsampling, divided by
-the training seconds), the ratio rnnkit/gensim, and, as a check that both did the same job,
-the negative-sampling loss on the recipe's validation text scored by rnnkit's evaluation with
-each side's input and output vectors (gensim's ``wv.vectors`` and ``syn1neg`` copied into the
-rnnkit model).
-
-Run::
+One epoch each of the recipe's training text (WikiText-2 by default), the same settings on
+both sides (vector size, window, negatives, subsampling, lr decayed linearly, CBOW mean):
+rnnkit's task built the CLI's way and ``Trainer.train_step`` with fit's learning-rate
+schedule (pair making and negative sampling timed); gensim ``Word2Vec.train`` with
+``--workers`` threads on the same token lists, words outside rnnkit's vocabulary removed.
+Reported per method: corpus words/s, the ratio rnnkit/gensim, and as a check that both did the
+same job, rnnkit's held-out negative-sampling loss with each side's vectors.
 
     .venv/bin/python bench/embed.py                        # WikiText-2, both methods, ~1 min
     .venv/bin/python bench/embed.py --methods skipgram model.embedding_dim=300
 
-``key=value`` overrides work as on the CLI.
+``key=value`` overrides work as on the CLI. Needs gensim (benchmark only).
 """
 
 from __future__ import annotations
@@ -190,17 +165,11 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
     c = runs[0].config
     d, m = c.data, c.model
     machine = (
-        f"torch {torch.__version__}, gensim {bench.version('gensim')}, device cpu; rnnkit: "
+        f"gensim {bench.version('gensim')}, device cpu; rnnkit: "
         f"{bench.threads(args)}; gensim: {args.workers} worker threads"
     )
     lines = [
-        *bench.header(
-            "Word2vec benchmark: rnnkit vs gensim",
-            args,
-            others,
-            machine,
-            f"the first {QUICK_LINES:,} lines only",
-        ),  # fmt: skip
+        *bench.header("Word2vec benchmark: rnnkit vs gensim", args, others, machine),
         f"- corpus: {d.train}{', lowercased' if d.lowercase else ''}, {runs[0].sentences:,} "
         f"sentences, {runs[0].kit.words:,} words of a {runs[0].vocab:,}-word vocabulary "
         f"(min count {d.min_freq}); both sides get the same token lists",
@@ -211,18 +180,17 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
         "- words/s: corpus words (before subsampling) / training seconds; held-out loss: "
         "rnnkit's negative-sampling loss on the validation text with each side's vectors",
         "",
-        "| method | lr | rnnkit words/s | gensim words/s | ratio rnnkit/gensim "
-        "| rnnkit held-out loss | gensim held-out loss |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        *bench.table(
+            "method | lr | rnnkit words/s | gensim words/s | ratio rnnkit/gensim | rnnkit "
+            "held-out loss | gensim held-out loss",
+            (
+                f"{r.method} | {r.config.train.lr:g} | {r.kit.rate:,.0f} | {r.peer.rate:,.0f} | "
+                f"**{r.kit.rate / r.peer.rate:.2f}×** | {r.kit.loss:.4f} | {r.peer.loss:.4f}"
+                for r in runs
+            ),
+        ),
+        "",
     ]
-    for run in runs:
-        ratio = run.kit.rate / run.peer.rate if run.peer.rate else float("nan")
-        lines.append(
-            f"| {run.method} | {run.config.train.lr:g} | {run.kit.rate:,.0f} "
-            f"| {run.peer.rate:,.0f} | **{ratio:.2f}×** | {run.kit.loss:.4f} "
-            f"| {run.peer.loss:.4f} |"
-        )
-    lines.append("")
     for run in runs:
         lines.append(
             f"- {run.method}: rnnkit {run.kit.seconds:.1f} s for {run.kit.examples:,} examples "
@@ -235,7 +203,7 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = bench.parser(__doc__, f"--lines {QUICK_LINES}", data_dir=True)
+    parser = bench.parser(__doc__, f"the first {QUICK_LINES:,} lines only", data_dir=True)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.add_argument(
         "--config", help="one embed recipe for both methods (default: configs/wikitext2-*.yaml)"
@@ -257,10 +225,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        import gensim  # noqa: F401
-    except ImportError:
-        progress("error: gensim is not installed (a benchmark-only dependency: pip install gensim)")
+    if not bench.needs("gensim"):  # a benchmark-only dependency
         return 2
     before = bench.cpu_ticks()
     try:

@@ -1,33 +1,11 @@
 """Benchmark: the ONNX export in onnxruntime against the PyTorch model it came from.
 
-What it measures: for the tagger and the cipher model, each is exported with
-``rnnkit.export.export_onnx`` (the parity check on) into a temporary directory, loaded in an
-``onnxruntime.InferenceSession`` (CPU provider, default graph optimisations), and both sides
-answer the same prebuilt batches, in one process, on the CPU:
-
-* **PyTorch**: the task's own decoding path, under ``torch.no_grad()``: ``Tagger.decode(batch)``
-  (packed BiLSTM encoder, then Viterbi for a CRF head) and ``CipherNet.decode(ids, mask)``.
-* **onnxruntime**: ``session.run`` on the same tensors as numpy arrays: the exported graph,
-  Viterbi included, returns the same ids.
-
-Batches: 1 and 64 inputs (``--batches``). Tagger inputs are short English sentences with
-people and places (4-12 words), cycled to fill a batch and tensorised once by
-``TagTask.make_batch``; cipher inputs are ROT13 ciphertexts of 16-32 symbols (in the model's
-alphabet), padded once. The batch of 1 is one mid-length input. Before timing, both sides'
-ids are compared (they must be equal). Each case then gets ``--warmup`` untimed calls and
-``--repeats`` timed calls (``time.perf_counter``) in interleaved rounds (one PyTorch call,
-then one onnxruntime call), so drifting machine load hits both alike. Reported: the median
-milliseconds per batch for each side, and the speed-up of onnxruntime (PyTorch ms /
-onnxruntime ms). Tensorising the text is left out on both sides.
-
-Threads: ``--threads N`` sets torch's intra-op threads and onnxruntime's
-``intra_op_num_threads`` alike (default: torch's default, and the same number for
-onnxruntime); onnxruntime runs with one inter-op thread. Both are stated in the report.
-
-Models: by default the tiny models of the tests (``tests/tiny.py``), trained in a few seconds
-into a temporary directory; ``--tagger DIR`` and ``--cipher DIR`` bench real trained models.
-
-Run::
+The tagger and the cipher model are exported by ``rnnkit.export.export_onnx`` and answer the
+same prebuilt batches (``--batches``; tensorising not timed) in ``onnxruntime`` (CPU provider)
+and in PyTorch (``Tagger.decode``, ``CipherNet.decode`` under ``no_grad``); both must return
+the same ids. Calls are timed interleaved; reported: median ms per batch and the speed-up.
+``--threads`` sets torch's and onnxruntime's intra-op threads alike. Models: the tiny ones of
+``tests/tiny.py``, or ``--tagger DIR`` / ``--cipher DIR``.
 
     .venv/bin/python bench/export.py                    # tiny models, under a minute
     .venv/bin/python bench/export.py --tagger runs/uner-ner --cipher runs/rot13
@@ -174,19 +152,13 @@ def report(
         for name, r in exports.items()
     )
     machine = (
-        f"Python {platform.python_version()}, torch {torch.__version__}, onnxruntime "
+        f"Python {platform.python_version()}, onnxruntime "
         f"{bench.version('onnxruntime')}, onnx {bench.version('onnx')}; device cpu, float32; "
         f"torch threads {torch.get_num_threads()} ({threads}), onnxruntime intra-op threads "
         f"{args.ort_threads}, inter-op 1"
     )
     lines = [
-        *bench.header(
-            "ONNX export benchmark: onnxruntime vs PyTorch",
-            args,
-            others,
-            machine,
-            "a few calls per case; not a measurement",
-        ),  # fmt: skip
+        *bench.header("ONNX export benchmark: onnxruntime vs PyTorch", args, others, machine),
         f"- models: {models}; exported by `rnnkit.export.export_onnx` (TorchScript exporter, "
         f"opset {next(iter(exports.values()))['opset']}, parity check on): {exported}",
         "- PyTorch: `Tagger.decode(batch)` / `CipherNet.decode(ids, mask)` under `torch.no_grad()`"
@@ -219,7 +191,9 @@ def report(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = bench.parser(__doc__, "a few seconds", threads=False, tuned=TUNED)
+    parser = bench.parser(
+        __doc__, "a few calls per case, a few seconds", threads=False, tuned=TUNED
+    )
     parser.add_argument("--batches", default=[1, 64], type=bench.int_list, help="sizes (1,64)")
     parser.add_argument(
         "--threads", type=int, help="torch and onnxruntime intra-op threads (torch's default)"

@@ -2,51 +2,27 @@
 recipes' shapes, bf16 autocast against fp32, torch.compile against eager, and the Shakespeare
 char recipe trained for a GPU budget. Made to finish inside a 10-minute device call.
 
-Parts (each stopped at its own time budget; the whole run by ``--budget-s``, 540 s):
+Parts, each stopped at its own budget, the whole run at ``--budget-s``; run order a, b, c, e, d:
 
-a. **char LM throughput** (tokens/s), ``configs/shakespeare-char.yaml``'s shapes (batch 32,
-   bptt 128, embedding 64, 2 x 384 LSTM, vocabulary 67), bf16 autocast. rnnkit:
-   ``Trainer.train_step`` over the task's own batches, timed by the shared harness
-   (bench/common.py: warm-up, then a window with the device synchronised at both ends).
-   Bare: ``PlainLoop`` from ``bench/lm.py`` (``nn.Embedding`` → ``nn.LSTM`` → ``nn.Linear``,
-   the state carried between windows) over the same token streams, with the optimizer the
-   Trainer makes (Adam, fused), the same learning rate and ``clip_grad_norm_``. Target:
-   rnnkit ≥ 80% of bare.
-b. **tagger throughput** (sentences/s), ``configs/ewt-upos.yaml``'s shapes (batch 32, word 100
-   + character BiLSTM 2 x 64, 2-layer BiLSTM 2 x 256, 17 tags), bf16 autocast. rnnkit: the
-   ``Tagger``'s own loss through ``Trainer.train_step`` as in (a), batches made by the task as
-   training goes (as in a real run), and again with the same batches made beforehand. Bare:
-   the same network in plain modules (``nn.Embedding``, a bidirectional ``nn.LSTM`` over the
-   packed characters of each batch's word forms, a 2-layer ``nn.LSTM(bidirectional=True)``
-   over the packed padded sentences, ``nn.Linear``, cross-entropy on the mask), over the
-   same padded batches made beforehand, already on the device, lengths kept on the host.
-   Target: rnnkit ≥ 80% of bare.
+a. **char LM throughput**, ``configs/shakespeare-char.yaml``'s shapes, bf16: rnnkit's
+   ``Trainer.train_step`` against ``PlainLoop`` of bench/lm.py with the Trainer's optimizer.
+b. **tagger throughput**, ``configs/ewt-upos.yaml``'s shapes, bf16: rnnkit (batches made as
+   training goes, and made beforehand) against ``BareTagger`` (the same network in plain
+   modules) over the batches made beforehand. Target for (a) and (b): rnnkit ≥ 80% of bare.
 c. **bf16 autocast vs fp32** for both workloads, both sides.
-d. **compiled vs eager**: rnnkit with ``train.compile=true`` (bf16) against (a)/(b)'s eager
-   rows; warm-up steps cover compilation (and the tagger's recompiles for new lengths).
-   Skipped with a note where ``TrainConfig`` has no ``compile`` key.
-e. **the recipe trained**: ``configs/shakespeare-char.yaml`` (``--train-recipe``; ``--lm`` and
-   then ``--train`` overrides apply) by ``Trainer.fit`` for ``--train-minutes`` (4; as
-   ``train.max_minutes``, so its cosine schedule anneals over them), epochs unbounded, dev
-   evaluated and checkpointed at each epoch end as in a real run; its validation loss
-   (nats/char, nanoGPT's split), target ≤ 1.40 (nanoGPT's GPU figure: 1.4697).
+d. **compiled vs eager**: rnnkit with ``train.compile=true`` against (a)/(b)'s rows.
+e. **the recipe trained** (``--train-recipe``; ``--lm``, then ``--train`` overrides) by
+   ``Trainer.fit`` for ``--train-minutes``; its validation loss, target ≤ 1.40 nats/char.
 
-Run order: a, b, c, e, d (the recipe's budget keeps time for d). Every figure names its device
-(``torch.cuda.get_device_name``). ``$OUT`` (default ``./gpu-report``) receives
-``gpu-report.json`` and ``gpu-report.md`` after every part, so a run killed at its limit still
-ships what it finished, plus the recipe run's ``lm-metrics.jsonl`` and ``lm-curve.png``.
-Data comes from ``--data-dir`` (tinyshakespeare/, ud-english-ewt/); where it is missing,
-synthetic files of the same shapes stand in (and the report says so); CoNLL-U is converted to
-columns where the ``conllu`` package is missing. rnnkit must be importable (``PYTHONPATH=.``)::
+``$OUT`` (default ``./gpu-report``) receives ``gpu-report.json`` and ``gpu-report.md`` after
+every part, so a run killed at its limit still ships what it finished, plus the recipe run's
+``lm-metrics.jsonl`` and ``lm-curve.png``. Data missing from ``--data-dir`` is replaced by
+synthetic files of the same shapes (the report says so). ``--dry-run`` (``--quick``) runs
+every part at tiny sizes and exits non-zero unless every part completed::
 
     PYTHONPATH=. python3 bench/gpu.py --data-dir data          # on the GPU machine, ~9 min
     .venv/bin/python bench/gpu.py --dry-run                     # CPU, tiny sizes, ~20-40 s
     OUT=/tmp/r python3 bench/gpu.py --budget-s 300 --train-minutes 2 --lm model.hidden_size=512
-    python3 bench/gpu.py --train model.hidden_size=1024 --train train.batch_size=128  # (e) only
-
-``--dry-run`` (``--quick``) runs every part at tiny sizes for a few steps (bf16 rows through
-``cpu_amp`` on a CPU) and exits non-zero unless every part completed. The markdown report goes
-to stdout (and to RESULTS.md with ``--publish``), progress to stderr.
 """
 
 from __future__ import annotations
@@ -93,14 +69,8 @@ TAG_RECIPE = "configs/ewt-upos.yaml"
 RATIO_TARGET = 0.80  # rnnkit's throughput over the bare loop's
 LOSS_TARGET = 1.40  # validation nats/char of the recipe trained for its GPU budget
 NANOGPT_LOSS = 1.4697  # nanoGPT's Shakespeare-char validation loss on a GPU, for scale
-HAS_COMPILE = hasattr(TrainConfig(), "compile")
 # Sizes and step counts of --dry-run: everything tiny, a few steps per part.
-DRY_LM = [
-    "model.embedding_dim=16",
-    "model.hidden_size=32",
-    "train.batch_size=4",
-    "data.bptt=16",
-]
+DRY_LM = ["model.embedding_dim=16", "model.hidden_size=32", "train.batch_size=4", "data.bptt=16"]
 DRY_TAG = [
     "model.embedding_dim=16",
     "model.char_dim=8",
@@ -121,12 +91,13 @@ TUNED = {  # flag: (value, --dry-run value, help)
 }
 # Longest each part may run (capped by what is left of --budget-s); dry-run parts get the same.
 PART_BUDGET_S = {"a": 60.0, "b": 120.0, "c": 120.0, "d": 240.0}
-COMPILE_RESERVE_S = 150.0  # kept back from (e) for (d) when compile exists
+COMPILE_RESERVE_S = 150.0  # kept back from (e) for (d)
 UNIT = {"char LM": "tokens", "tagger": "sentences"}  # what a workload's throughput counts
 COUNT = {  # (items, tokens) of a batch, read without waiting for the device
     "char LM": lambda b: (b["target"].shape[0], b["target"].numel()),
     "tagger": lambda b: (b["words"].shape[0], 0),
 }
+SMOKE = "tiny sizes, a fraction of a second per row (CPU): a check that every part runs"
 SYNTHETIC_TAGS = "NOUN PUNCT VERB PRON ADP DET PROPN ADJ AUX ADV CCONJ PART NUM SCONJ X INTJ SYM"
 
 
@@ -160,20 +131,6 @@ def deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
-
-
-class Clock:
-    """The whole run's time budget."""
-
-    def __init__(self, total_s: float):
-        self.total_s = total_s
-        self.start = time.perf_counter()
-
-    def used(self) -> float:
-        return time.perf_counter() - self.start
-
-    def left(self) -> float:
-        return self.total_s - self.used()
 
 
 # -------------------------------------------------------------------------------- results
@@ -216,14 +173,9 @@ class Part:
 def bench_config(base: TrainConfig, device: torch.device, bf16: bool, compiled: bool) -> Any:
     """The recipe's train section for one timed loop: no TensorBoard, this device and
     precision (the learning rate stays the optimizer's: constant)."""
-    extra: dict[str, Any] = {"compile": compiled} if HAS_COMPILE else {}
+    cpu_amp = bf16 and device.type == "cpu"
     return dataclasses.replace(
-        base,
-        tensorboard="",
-        device=str(device),
-        amp=bf16,
-        cpu_amp=bf16 and device.type == "cpu",
-        **extra,
+        base, tensorboard="", device=str(device), amp=bf16, cpu_amp=cpu_amp, compile=compiled
     )
 
 
@@ -308,15 +260,11 @@ def conllu_to_columns(source: Path, target: Path) -> None:
     package needed): multiword ranges and empty nodes left out, as rnnkit's reader does."""
     lines = []
     for line in source.read_text(encoding="utf-8").split("\n"):
-        if not line.strip():
-            if lines and lines[-1]:
-                lines.append("")
-            continue
-        if line.startswith("#"):
-            continue
         fields = line.split("\t")
-        if len(fields) == 10 and fields[0].isdigit():
+        if len(fields) == 10 and fields[0].isdigit():  # comments have no ten fields
             lines.append(f"{fields[1]}\t{fields[3]}")
+        elif not line.strip() and lines and lines[-1]:
+            lines.append("")
     target.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -361,7 +309,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, out_dir: Path):
         self.args = args
         self.out_dir = out_dir
-        self.clock = Clock(args.budget_s)
+        self.start = time.perf_counter()  # of the whole run's budget, --budget-s
         self.device = pick_device(args.device)
         self.name = device_name(self.device)
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
@@ -439,11 +387,10 @@ class Bench:
         trainer = Trainer(task, train, self.tmp, log=lambda _: None)
         batches = bench.endless(task.train_batches) if premade is None else itertools.cycle(premade)
         step = bench.training_step(trainer, batches, COUNT[workload])
-        warmup = self.args.warmup_steps
-        if compiled:
-            warmup = getattr(
-                self.args, "compile_warmup_" + ("tag" if workload == "tagger" else "lm")
-            )
+        kind = "tag" if workload == "tagger" else "lm"
+        warmup = (
+            getattr(self.args, f"compile_warmup_{kind}") if compiled else self.args.warmup_steps
+        )
         return self.timed_row(
             Row(workload, side, precision(bf16), self.name, compiled), step, warmup
         )
@@ -580,11 +527,11 @@ class Bench:
     # ------------------------------------------------------------- scheduling
     def run_part(self, key: str, budget_s: float, body: Callable[[Part], None]) -> None:
         part = self.parts[key]
-        allowed = min(budget_s, self.clock.left())
+        allowed = min(budget_s, self.left())
         progress(f"({key}) {part.title} — up to {max(0.0, allowed):.0f} s")
         if allowed < (2 if self.args.quick else 20):
             part.status = "skipped"
-            part.note = f"only {max(0.0, self.clock.left()):.0f} s left of the budget"
+            part.note = f"only {max(0.0, self.left()):.0f} s left of the budget"
             self.write()
             return
         start = time.perf_counter()
@@ -625,25 +572,19 @@ class Bench:
         self.run_part("a", PART_BUDGET_S["a"], self.part_a)
         self.run_part("b", PART_BUDGET_S["b"], self.part_b)
         self.run_part("c", PART_BUDGET_S["c"], self.part_c)
-        reserve = COMPILE_RESERVE_S if HAS_COMPILE and not a.quick else 0.0
-        train_s = min(a.train_minutes * 60, self.clock.left() - reserve - 30)
+        reserve = 0.0 if a.quick else COMPILE_RESERVE_S
+        train_s = min(a.train_minutes * 60, self.left() - reserve - 30)
         if a.quick:
             train_s = a.train_minutes * 60
         e = self.parts["e"]
         if train_s < (1 if a.quick else 60):
             e.status = "skipped"
-            e.note = f"only {max(0.0, self.clock.left()):.0f} s left of the budget"
+            e.note = f"only {max(0.0, self.left()):.0f} s left of the budget"
             self.write()
         else:
             slack = 30 if a.quick else 120  # the last dev evaluation and checkpoint
             self.run_part("e", train_s + slack, lambda part: self.part_e(part, train_s))
-        if HAS_COMPILE:
-            self.run_part("d", PART_BUDGET_S["d"], self.part_d)
-        else:
-            d = self.parts["d"]
-            d.status = "skipped"
-            d.note = "this rnnkit's TrainConfig has no `compile` key"
-            self.write()
+        self.run_part("d", PART_BUDGET_S["d"], self.part_d)
 
     # --------------------------------------------------------------- reports
     def shapes(self) -> dict[str, str]:
@@ -681,9 +622,8 @@ class Bench:
             "dry_run": self.args.quick,
             "command": " ".join(["python", *sys.argv]),
             "started": self.started.isoformat(timespec="seconds"),
-            "elapsed_s": round(self.clock.used(), 1),
+            "elapsed_s": round(self.used(), 1),
             "budget_s": self.args.budget_s,
-            "compile_available": HAS_COMPILE,
             "data": self.data,
             "shapes": self.shapes() if hasattr(self, "tag_batches") else {},
             "parts": [
@@ -697,16 +637,13 @@ class Bench:
 
     def markdown(self) -> str:
         machine = (
-            f"device **{self.name}**; torch {torch.__version__}, CUDA {torch.version.cuda}, "
+            f"device **{self.name}**; CUDA {torch.version.cuda}, "
             f"cuDNN {cudnn_version()}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
             f"TF32 cuDNN {torch.backends.cudnn.allow_tf32}, {bench.threads(self.args)}"
         )
-        smoke = "tiny sizes, a fraction of a second per row: a check that every part runs"
         lines = [
-            *bench.header(
-                f"GPU benchmark: rnnkit on {self.name}", self.args, self.others, machine, smoke
-            ),
-            f"- time: {self.clock.used():.0f} s of a {self.args.budget_s:.0f} s budget",
+            *bench.header(f"GPU benchmark: rnnkit on {self.name}", self.args, self.others, machine),
+            f"- time: {self.used():.0f} s of a {self.args.budget_s:.0f} s budget",
         ]
         if self.device.type != "cuda":
             lines.append("- **no CUDA device**: these are CPU figures (bf16 rows via `cpu_amp`)")
@@ -761,14 +698,14 @@ class Bench:
         (self.out_dir / "gpu-report.md").write_text(self.markdown(), encoding="utf-8")
 
     def check(self) -> list[str]:
-        """What did not complete (for --dry-run): every part must be ok, but (d) may be
-        skipped where rnnkit has no train.compile."""
-        problems = []
-        for p in self.parts.values():
-            if p.status == "ok" or (p.key == "d" and not HAS_COMPILE and p.status == "skipped"):
-                continue
-            problems.append(f"({p.key}) {p.status}: {p.note}")
-        return problems
+        """What did not complete (for --dry-run): every part must be ok."""
+        return [f"({p.key}) {p.status}: {p.note}" for p in self.parts.values() if p.status != "ok"]
+
+    def used(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.args.budget_s - self.used()
 
 
 def precision(bf16: bool) -> str:
@@ -785,7 +722,7 @@ def show(value: Any) -> str:
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "tiny sizes, a few steps (CPU)", data_dir=True, tuned=TUNED)
+    p = bench.parser(__doc__, SMOKE, data_dir=True, tuned=TUNED)
     p.add_argument("--dry-run", dest="quick", action="store_true", help="the same as --quick")
     p.add_argument("--device", default="auto", help="auto (CUDA if any), cuda, cpu")
     p.add_argument("--lm", action="append", default=[], metavar="KEY=VALUE",

@@ -1,30 +1,14 @@
 """Benchmark: rnnkit's language-model training loop against a plain PyTorch loop, the machine's
 matrix-multiply rate, and generation speed, for one LM recipe on one machine.
 
-Measured in one process, on the device the recipe picks (``train.device``, ``auto`` by default):
-
-1. **rnnkit training throughput** (tokens/s): the task built the CLI's way
-   (``build_task("lm", config, data_dir)``), ``Trainer.train_step`` timed over
-   ``task.train_batches(epoch)`` by the shared harness (bench/common.py). No validation.
-2. **plain loop throughput** (tokens/s): the same model written by hand — ``nn.Embedding`` →
-   dropout → ``nn.LSTM``/``GRU``/``RNN`` (``batch_first``, same layers and dropout) → dropout →
-   ``nn.Linear`` (tied, or adaptive softmax, when the recipe says so) — over the same token
-   tensor (``task.ids("train")`` laid out by ``as_streams``) in the same BPTT windows, the state
-   carried and detached between windows, plain ``torch.optim.Adam`` (not fused) with the same
-   learning rate, and ``clip_grad_norm_``. The ratio rnnkit/plain is the toolkit's overhead
-   (about 1.0 is the goal). The two loops run in alternating rounds (``--rounds``) so that
-   drifting machine load hits both alike; each starts with 3 untimed warm-up steps.
-3. **matrix-multiply rate** (GFLOP/s) of float32 ``torch.mm``: a 2048x2048 square product (the
-   peak), and per recurrent layer the product one time step of the cell stands for,
-   ``(batch x (input+hidden)) @ ((input+hidden) x gates*hidden)``. Model FLOPs per token are
-   counted analytically: per layer ``2*G*H*(in+H)`` forward (G = 4 gates for LSTM, 3 for GRU, 1
-   for RNN), the output layer ``2*H*V`` (with a tied projection ``2*H*E + 2*E*V``; with an
-   adaptive softmax only its head, ``2*H*(cutoffs[0] + clusters)``, an underestimate), and
-   training = 3 x forward. Achieved GFLOP/s = tokens/s x FLOPs/token, also as a share of peak.
-4. **generation speed** (tokens/s): ``task.generate(prompt, length=N, temperature=0.8, seed=0)``
-   consumed to the end (batch 1), with the model trained by (1) for a few seconds.
-
-Run::
+1. **rnnkit** tokens/s: ``Trainer.train_step`` over the task's own batches.
+2. **plain loop** tokens/s: the same network in ``torch.nn`` (``PlainLM``) over the same
+   streams and BPTT windows, plain Adam, ``clip_grad_norm_``; the two run in alternating
+   rounds (``--rounds``). The ratio rnnkit/plain is the toolkit's overhead (goal: about 1.0).
+3. **matmul** GFLOP/s of float32 ``torch.mm``: a 2048² product (the peak) and one time step
+   of each recurrent layer; model FLOPs per token counted analytically (training = 3 x
+   forward), so achieved GFLOP/s and the share of peak.
+4. **generation** tokens/s: ``task.generate`` at batch 1 with the model trained by (1).
 
     .venv/bin/python bench/lm.py                                  # shakespeare-char, ~1 min
     .venv/bin/python bench/lm.py --config configs/X.yaml model.hidden_size=256
@@ -120,12 +104,8 @@ class PlainUpdate:
     ``clip_grad_norm_``, the optimizer's step, ``float(loss)``."""
 
     def __init__(self, model: nn.Module, optimizer: Any, clip_norm: float, device: Any):
-        self.model, self.optimizer, self.clip_norm, self.device = (
-            model,
-            optimizer,
-            clip_norm,
-            device,
-        )
+        self.model, self.optimizer = model, optimizer
+        self.clip_norm, self.device = clip_norm, device
         self.half: torch.dtype | None = None
         self.model.train()
 
@@ -298,14 +278,10 @@ def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Name
     kit_gflops, plain_gflops = kit_rate * flops / 1e9, plain_rate * flops / 1e9
     ratio = kit_rate / plain_rate if plain_rate else float("nan")
     autocast = results.device.startswith("cuda") and t.amp
+    machine = f"device {results.device}, {bench.threads(args)}"
     output = "adaptive softmax" if m.adaptive_softmax else "tied" if m.tie_weights else "full"
     lines = [
-        *bench.header(
-            "LM benchmark: rnnkit vs plain PyTorch",
-            args,
-            results.others,
-            f"torch {torch.__version__}, device {results.device}, {bench.threads(args)}",
-        ),
+        *bench.header("LM benchmark: rnnkit vs plain PyTorch", args, results.others, machine),
         f"- recipe: `{args.config}`, data {d.train} ({d.level} level), "
         f"{task.ids('train').numel():,} training tokens",
         f"- sizes: embedding {m.embedding_dim}, hidden {m.hidden_size}, layers {m.layers}, "

@@ -1,36 +1,12 @@
 """Benchmark: training on one process against two (torchrun + DistributedDataParallel, gloo) on
 this machine's CPU, for the UD EWT UPOS tagger and the Shakespeare character language model.
 
-Each workload is trained by the real CLI, ``rnnkit train TASK --config RECIPE``, once per
-process count, one run after the other (never two at once), with the machine's cores split
-evenly between the processes:
-
-- 1 process x T threads: ``OMP_NUM_THREADS=T python -m rnnkit train ...`` (T = the cores),
-- 2 processes x T/2 threads: ``OMP_NUM_THREADS=T/2 torchrun --standalone --nproc_per_node 2
-  -m rnnkit train ...`` (gloo between the processes).
-
-Both runs of a workload have the same recipe, seed, step budget (``train.max_steps``) and
-learning-rate schedule over those steps, and the same global batches: ``train.batch_size`` is
-the global batch, which rnnkit shards across the processes. ``train.max_minutes`` becomes a
-generous guard (it only ends a run that is far slower than expected). From each run's
-``trainer.json`` (its ``state.history`` is ``metrics.jsonl``: one record per epoch end, and
-one where the step budget ends):
-
-- **throughput**: steps x global batch (sentences for the tagger, ``batch_size x bptt``
-  tokens for the LM) / ``elapsed_s`` of the last record. ``elapsed_s`` is the Trainer's clock,
-  from its first step to the end of its last dev evaluation: the dev evaluations and
-  checkpoints at epoch ends are in it, start-up and data reading are not (the ``wall`` column
-  has the whole command, torchrun's start and every process's data reading included).
-- **time to target**: ``elapsed_s`` (and step) of the first record whose dev metric meets the
-  target (tagger: dev accuracy; LM: dev loss in nats/char). Dev is evaluated at epoch ends
-  only, so this is resolved to an epoch.
-- **speed-up** of N processes = their throughput / 1 process's, and 1 process's time to
-  target / theirs.
-
-On 2 cores no speed-up is expected: the point is an honest measured ratio. The report also
-says how much CPU other processes used during each run.
-
-Run::
+Each workload is trained by the real CLI (``rnnkit train``), once per process count, one run
+after the other, the cores split evenly (``OMP_NUM_THREADS``), with the same recipe, seed,
+step budget (``train.max_steps``) and global batch. From each run's ``trainer.json``:
+throughput (steps x global batch / the Trainer's ``elapsed_s``), time to the dev target
+(resolved to an epoch end), and the speed-ups over 1 process. On 2 cores no speed-up is
+expected: the point is an honest measured ratio.
 
     .venv/bin/python bench/scale.py               # the recipes' models, 2 epochs each, ~11 min
     .venv/bin/python bench/scale.py --tag-steps 392 --lm-steps 245 --procs 1,2
@@ -51,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import common as bench
-import torch
 from common import progress, resolve
 
 from rnnkit.errors import RnnkitError
@@ -73,6 +48,7 @@ QUICK_LM = [
     "train.lr=0.01",
     "train.warmup_steps=20",
 ]
+SMOKE = "smaller models and a higher learning rate than the recipes, ~1 minute in all"
 TUNED = {  # flag: (value, --quick value, help); the full step budgets are two epochs of each
     # recipe (392 and about 245 steps per epoch at batch 32)
     "tag_steps": (784, 450, "tagger step budget"),
@@ -267,17 +243,12 @@ def fmt(value: float, spec: str = ",.0f") -> str:
 
 
 def table(runs: list[Run]) -> list[str]:
-    lines = [
-        "| workload | processes × threads | steps | training s | steps/s | throughput | "
-        "speed-up | time to target, s (step) | speed-up | final dev | wall s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows = []
     for run in runs:
         w = run.workload
         if run.error and not run.records:
-            lines.append(
-                f"| {w.name} | {run.processes} × {run.threads} | failed: {run.error} "
-                "| | | | | | | | |"
+            rows.append(
+                f"{w.name} | {run.processes} × {run.threads} | failed: {run.error}" + " |" * 8
             )
             continue
         base = next((r for r in runs if r.workload is w and r.processes == 1), None)
@@ -289,13 +260,14 @@ def table(runs: list[Run]) -> list[str]:
             base_reached = base.reached if base else None
             if base_reached and reached["elapsed_s"] > 0:
                 speed_target = f"{base_reached['elapsed_s'] / reached['elapsed_s']:.2f}×"
-        lines.append(
-            f"| {w.name} | {run.processes} × {run.threads} | {run.steps:,} | "
+        rows.append(
+            f"{w.name} | {run.processes} × {run.threads} | {run.steps:,} | "
             f"{fmt(run.elapsed_s, '.1f')} | {fmt(run.steps_per_s, '.2f')} | "
             f"{fmt(run.throughput)} {w.unit}/s | {speed} | {to_target} | {speed_target} | "
-            f"{w.metric} {fmt(run.final, '.4f')} | {run.wall_s:.1f} |"
+            f"{w.metric} {fmt(run.final, '.4f')} | {run.wall_s:.1f}"
         )
-    return lines
+    head = "workload | processes × threads | steps | training s | steps/s | throughput | speed-up "
+    return bench.table(head + "| time to target, s (step) | speed-up | final dev | wall s", rows, 2)
 
 
 def record_lines(runs: list[Run]) -> list[str]:
@@ -324,18 +296,12 @@ def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
         for p in args.proc_list
     )
     machine = (
-        f"torch {torch.__version__}, device cpu, float32; {splits} (set by OMP_NUM_THREADS for "
+        f"device cpu, float32; {splits} (set by OMP_NUM_THREADS for "
         "each run); runs one after the other (the busiest run)"
     )
     title = f"Scale benchmark: 1 process vs {max(args.proc_list)} (torchrun + DDP, gloo) on "
-    lines = bench.header(
-        f"{title}{os.cpu_count()} CPU cores",
-        args,
-        max(shares) if shares else None,
-        machine,
-        "smaller models and a higher learning rate than the recipes, seconds of training; "
-        "not a measurement of the recipes",
-    )
+    title += f"{os.cpu_count()} CPU cores"
+    lines = bench.header(title, args, max(shares) if shares else None, machine)
     lines[2] = lines[2][:-1] + f"` ({total_s / 60:.1f} min in all)"
     for w in {id(r.workload): r.workload for r in runs}.values():
         goal = "≥" if w.higher_is_better else "≤"
@@ -359,9 +325,7 @@ def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = bench.parser(
-        __doc__, "small models, ~1 minute in all", data_dir=True, threads=False, tuned=TUNED
-    )
+    parser = bench.parser(__doc__, SMOKE, data_dir=True, threads=False, tuned=TUNED)
     parser.add_argument("--procs", default="1,2", help="process counts to compare (1,2)")
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="threads shared out (cores)"

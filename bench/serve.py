@@ -1,37 +1,13 @@
 """Benchmark: ``rnnkit serve`` under load on loopback, micro-batching on vs off.
 
-What it measures: for each mode (batching on, the server's default; batching off,
-``--no-batching``: one predict call per request) a real server is started as a subprocess::
-
-    python -m rnnkit serve --model tagger=DIR --model cipher=DIR --model translator=DIR \\
-        --host 127.0.0.1 --port FREE --log-level warning [--no-batching]
-
-and, once ``GET /health`` answers, each model is loaded in turn: ``--requests`` requests
-(5,000) at ``--concurrency`` (32) for the tagger and for the cipher, ``--translator-requests``
-(1,000) for the translator. Every request is ``POST /v1/models/NAME/predict`` with
-``{"inputs": [one sentence]}``, the sentences taken in turn from a fixed list of realistic
-inputs (tagger: short English sentences with names and places; cipher: ROT13 ciphertexts of
-16-32 symbols from A-Z and '-'; translator: short French sentences). The load comes from one
-``httpx.AsyncClient`` in this process, with as many connections as the concurrency and as many
-workers, each sending its next request as soon as its last was answered. Before each timed run,
-``--warmup`` untimed requests go to the same model. A run stops by itself after its request
-count or ``--max-seconds`` (300), whichever comes first.
-
-Per run: requests/s (answered requests over the run's wall time), p50 and p99 latency (from
-sending a request to having its whole answer), failed requests (any status but 200, a 200
-without exactly one output, or an exception; there must be none, and the script says so loudly
-and exits 1 when there are), the server's resident memory (VmRSS of ``/proc/PID/status``)
-before the model's warm-up and after its timed load, and the CPU time the server and this
-load generator used during the timed load (they share the machine's cores). The number of
-predict calls the server made is not reported: the server does not expose it.
-
-Models: by default the tiny models of the tests (``tests/tiny.py``), trained in a few seconds
-into a temporary directory. ``--models-from DIR`` keeps them: each of ``DIR/tagger``,
-``DIR/cipher`` and ``DIR/translator`` that is a model directory is used as it is, else
-``DIR/tag/model`` (and ``cipher/model``, ``translate/model``), else a tiny model is trained
-there. ``--tagger DIR``, ``--cipher DIR`` and ``--translator DIR`` bench real trained models.
-
-Run::
+Per mode (on, the default; off, ``--no-batching``) one real server runs as a subprocess
+(``python -m rnnkit serve --model NAME=DIR ... --host 127.0.0.1``); each model in turn gets
+``--warmup`` untimed requests, then ``--requests`` (translator: ``--translator-requests``)
+``POST /v1/models/NAME/predict`` requests of one input each, ``--concurrency`` at a time from
+one ``httpx.AsyncClient``, stopped early at ``--max-seconds``. Reported per run: requests/s,
+p50/p99 latency, failures (any failure exits 1, nothing published), the server's VmRSS before
+and after, and the CPU the server and the load generator used. Models: the tiny ones of
+``tests/tiny.py`` (kept with ``--models-from DIR``), or ``--tagger/--cipher/--translator DIR``.
 
     .venv/bin/python bench/serve.py                      # 2 modes x 3 models, a couple of minutes
     .venv/bin/python bench/serve.py --tagger runs/uner-ner --translator runs/fra-eng
@@ -42,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import platform
 import socket
 import subprocess
@@ -69,7 +44,6 @@ TUNED = {  # flag: (value, --quick value, help)
     "warmup": (64, 8, "untimed requests per model first"),
     "max_seconds": (300.0, 60.0, "time limit per run"),
 }
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -87,20 +61,6 @@ def translator_inputs() -> list[str]:
 INPUTS = {"tagger": tagger_sentences, "cipher": rot13_ciphertexts, "translator": translator_inputs}
 
 
-# ---------------------------------------------------------------------------------- models
-def model_dirs(args: argparse.Namespace, scratch: Path) -> dict[str, Path]:
-    """Served name → model directory: given, found under --models-from, or trained."""
-    root = Path(args.models_from).expanduser().resolve() if args.models_from else scratch
-    return bench.model_dirs({n: getattr(args, n) for n in MODELS}, MODELS, root)
-
-
-def describe_models(dirs: dict[str, Path], args: argparse.Namespace) -> str:
-    given = {"tagger": args.tagger, "cipher": args.cipher, "translator": args.translator}
-    if not any(given.values()) and not args.models_from:
-        return "the tiny models of `tests/tiny.py`, trained for this run"
-    return "; ".join(f"{name} `{path}`" for name, path in dirs.items())
-
-
 # ---------------------------------------------------------------------------------- server
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -108,33 +68,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rss_kib(pid: int) -> int | None:
-    """Resident memory of ``pid`` in KiB (VmRSS), or None when it cannot be read."""
-    return _status_kib(pid, "VmRSS:")
-
-
-def peak_rss_kib(pid: int) -> int | None:
-    """Peak resident memory of ``pid`` in KiB (VmHWM), or None."""
-    return _status_kib(pid, "VmHWM:")
-
-
-def _status_kib(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def process_cpu_s(pid: int | str = "self") -> float | None:
-    """User + system CPU seconds of a process so far, from ``/proc/PID/stat``, or None."""
-    try:
-        after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(after_name[11]) + int(after_name[12])) / TICK
-    except (OSError, ValueError, IndexError):
-        return None
+def cpu_s(pid: int | str = "self") -> float | None:
+    """User + system CPU seconds of a process so far, or None."""
+    ticks = bench.process_ticks(pid)
+    return None if ticks is None else ticks / bench.TICK
 
 
 @dataclass
@@ -265,14 +202,6 @@ def load(
     return asyncio.run(_load(server, name, texts, count, concurrency, max_seconds))
 
 
-def percentile_ms(latencies: list[float], q: float) -> float:
-    """The ``q`` quantile (nearest rank) in milliseconds; nan without latencies."""
-    if not latencies:
-        return float("nan")
-    ordered = sorted(latencies)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1e3
-
-
 @dataclass
 class Run:
     """One model under load in one mode."""
@@ -299,6 +228,11 @@ class Run:
     def failed(self) -> int:
         return len(self.load.failures)
 
+    def ms(self, q: float) -> float:
+        """The ``q`` quantile of the latencies (nearest rank) in ms; nan without any."""
+        ordered = sorted(self.load.latencies)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1e3 if ordered else math.nan
+
 
 def delta(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else after - before
@@ -318,26 +252,25 @@ def bench_mode(
         for name in MODELS:
             count = args.translator_requests if name == "translator" else args.requests
             texts = INPUTS[name]()
-            rss_before = rss_kib(server.pid)
+            rss_before = bench.memory_kib(server.pid)
             if args.warmup:
                 warm = load(server, name, texts, args.warmup, args.concurrency, 60.0)
                 if warm.failures:
                     raise RuntimeError(
                         f"warm-up of {name} failed: {warm.failures[0]}\n{server.log_tail()}"
                     )
-            server_before, client_before = process_cpu_s(server.pid), process_cpu_s()
+            server_before, client_before = cpu_s(server.pid), cpu_s()
             progress(f"{name}: {count:,} requests at concurrency {args.concurrency}")
             done = load(server, name, texts, count, args.concurrency, args.max_seconds)
             run = Run(
-                name, mode, count, args.concurrency, done, rss_before, rss_kib(server.pid),
-                delta(process_cpu_s(server.pid), server_before),
-                delta(process_cpu_s(), client_before),
+                name, mode, count, args.concurrency, done, rss_before, bench.memory_kib(server.pid),
+                delta(cpu_s(server.pid), server_before),
+                delta(cpu_s(), client_before)
             )  # fmt: skip
             runs.append(run)
             progress(
-                f"{name}: {run.answered:,} answered in {done.seconds:.1f} s, "
-                f"{run.per_second:,.0f} req/s, p50 {percentile_ms(done.latencies, 0.5):.1f} ms, "
-                f"p99 {percentile_ms(done.latencies, 0.99):.1f} ms, {run.failed} failed"
+                f"{name}: {run.answered:,} answered in {done.seconds:.1f} s, {run.per_second:,.0f} "
+                f"req/s, p50 {run.ms(0.5):.1f} ms, p99 {run.ms(0.99):.1f} ms, {run.failed} failed"
                 + (f" (stopped at --max-seconds {args.max_seconds:g})" if done.stopped else "")
             )
             if done.failures:
@@ -347,7 +280,7 @@ def bench_mode(
                     f"the server died (status {server.process.returncode}) during the {name} "
                     f"run; its log:\n{server.log_tail()}"
                 )
-        totals = {"cpu_s": process_cpu_s(server.pid), "peak_kib": peak_rss_kib(server.pid)}
+        totals = {"cpu_s": cpu_s(server.pid), "peak_kib": bench.memory_kib(server.pid, "VmHWM")}
     finally:
         stop_server(server)
     return runs, totals
@@ -374,28 +307,25 @@ def cores(cpu_s: float | None, seconds: float) -> str:
     return "?" if cpu_s is None or seconds <= 0 else f"{cpu_s / seconds:.2f}"
 
 
-def table(runs: dict[tuple[str, str], Run]) -> list[str]:
-    lines = [
-        "| model | requests × concurrency | req/s on | req/s off | on/off | p50 ms on / off "
-        "| p99 ms on / off | failed on / off | server RSS MiB on (before → after) | off |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def runs_table(runs: dict[tuple[str, str], Run]) -> list[str]:
+    rows = []
     for name in MODELS:
         on, off = runs[name, "on"], runs[name, "off"]
         failed = f"{on.failed} / {off.failed}"
         if on.failed or off.failed:
             failed = f"**{failed}**"
-        lines.append(
-            f"| {name} | {on.requests:,} × {on.concurrency} | {on.per_second:,.0f} | "
+        rows.append(
+            f"{name} | {on.requests:,} × {on.concurrency} | {on.per_second:,.0f} | "
             f"{off.per_second:,.0f} | **{ratio(on.per_second, off.per_second)}** | "
-            f"{percentile_ms(on.load.latencies, 0.5):.1f} / "
-            f"{percentile_ms(off.load.latencies, 0.5):.1f} | "
-            f"{percentile_ms(on.load.latencies, 0.99):.1f} / "
-            f"{percentile_ms(off.load.latencies, 0.99):.1f} | {failed} | "
-            f"{mib(on.rss_before)} → {mib(on.rss_after)} | "
-            f"{mib(off.rss_before)} → {mib(off.rss_after)} |"
+            f"{on.ms(0.5):.1f} / {off.ms(0.5):.1f} | {on.ms(0.99):.1f} / {off.ms(0.99):.1f} | "
+            f"{failed} | {mib(on.rss_before)} → {mib(on.rss_after)} | "
+            f"{mib(off.rss_before)} → {mib(off.rss_after)}"
         )
-    return lines
+    head = (
+        "model | requests × concurrency | req/s on | req/s off | on/off | p50 ms on / off "
+        "| p99 ms on / off | failed on / off | server RSS MiB on (before → after) | off"
+    )
+    return bench.table(head, rows)
 
 
 def summary(runs: dict[tuple[str, str], Run]) -> str:
@@ -404,9 +334,7 @@ def summary(runs: dict[tuple[str, str], Run]) -> str:
         f"{ratio(runs[n, 'on'].per_second, runs[n, 'off'].per_second)} ({n})" for n in MODELS
     )
     p99 = ", ".join(
-        f"{percentile_ms(runs[n, 'off'].load.latencies, 0.99):.0f} → "
-        f"{percentile_ms(runs[n, 'on'].load.latencies, 0.99):.0f} ms ({n})"
-        for n in MODELS
+        f"{runs[n, 'off'].ms(0.99):.0f} → {runs[n, 'on'].ms(0.99):.0f} ms ({n})" for n in MODELS
     )
     growth = [
         r.rss_after - r.rss_before
@@ -433,12 +361,12 @@ def report(
     args: argparse.Namespace,
 ) -> str:
     machine = (
-        f"Python {platform.python_version()}, torch {bench.version('torch')}, uvicorn "
+        f"Python {platform.python_version()}, uvicorn "
         f"{bench.version('uvicorn')}, fastapi {bench.version('fastapi')}, httpx "
         f"{bench.version('httpx')}; server device {args.device}, torch threads its default"
     )
-    lines = bench.header("Serve benchmark: `rnnkit serve`, micro-batching on vs off", args, others,
-                         machine, "a few hundred requests; not a measurement")  # fmt: skip
+    title = "Serve benchmark: `rnnkit serve`, micro-batching on vs off"
+    lines = bench.header(title, args, others, machine)
     failed = sum(r.failed for r in runs.values())
     if failed:
         lines.append(f"- **{failed:,} requests FAILED**: the figures below do not count them")
@@ -460,6 +388,7 @@ def report(
         per_run.append(
             f"- batching {mode}: {'; '.join(parts)}; server peak RSS {mib(total['peak_kib'])} MiB"
         )
+    given = args.models_from or any(getattr(args, n) for n in MODELS)
     example = [
         "python -m rnnkit serve",
         *(f"--model {n}=DIR" for n in MODELS),
@@ -469,7 +398,7 @@ def report(
         f"- server: `{' '.join(example)}`, its other limits at their defaults (batching on: "
         "at most 64 inputs per predict call, 2 ms wait for stragglers); one server per mode, "
         "the models loaded in turn",
-        f"- models: {describe_models(dirs, args)}",
+        f"- models: {bench.models_line(dirs, given)}",
         f"- load: one `httpx.AsyncClient` in the benchmark's process on the same machine, "
         f"{args.concurrency} connections and workers; each request `POST "
         "/v1/models/NAME/predict` with one input from a fixed list (tagger: English sentences "
@@ -479,7 +408,7 @@ def report(
         "- req/s: answered requests over the run's wall time; latency: from sending to the "
         "whole answer; RSS: the server's VmRSS before the model's warm-up and after its load",
         "",
-        *table(runs),
+        *runs_table(runs),
         "",
         "- CPU during each timed load, in cores (CPU seconds per wall second), server and this "
         "load generator:",
@@ -492,7 +421,9 @@ def report(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = bench.parser(__doc__, "under a minute", threads=False, tuned=TUNED)
+    parser = bench.parser(
+        __doc__, "a few hundred requests, under a minute", threads=False, tuned=TUNED
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (32)")
     parser.add_argument("--models-from", metavar="DIR", help="take (or train) tiny models here")
     parser.add_argument("--tagger", metavar="DIR", help="a trained tag model to serve")
@@ -509,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rnnkit-bench-serve-") as tmp:
         scratch = Path(tmp)
-        dirs = model_dirs(args, scratch)
+        root = Path(args.models_from).expanduser().resolve() if args.models_from else scratch
+        dirs = bench.model_dirs({n: getattr(args, n) for n in MODELS}, MODELS, root)
         before = bench.cpu_ticks()
         runs: dict[tuple[str, str], Run] = {}
         totals: dict[str, dict[str, float | None]] = {}
@@ -521,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"error: {err}")
             return 2
     servers_s = sum(t["cpu_s"] or 0.0 for t in totals.values())
-    others = bench.others_share(before, servers_s * TICK)  # the servers' ticks are ours
+    others = bench.others_share(before, servers_s * bench.TICK)  # the servers' ticks are ours
     failed = sum(r.failed for r in runs.values())
     text = report(runs, totals, dirs, others, args)
     if failed:

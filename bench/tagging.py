@@ -1,45 +1,20 @@
 """Benchmark: tagger training throughput and tagging latency, rnnkit vs the seed's BiLSTM-CRF.
 
-Measured in one process, on one machine (rnnkit on ``--device``, the CPU by default; the seed
-side always on the CPU):
+1. **Seed size, rnnkit** (on ``--device``): the seed tutorial's "realistic" size (9 tags, which
+   its begin and end tags make 11; length 30, embedding 100, BiLSTM 2 x 100, no dropout) as a
+   ``Tagger`` (no chars, CRF head) on random sentences; ``Trainer.train_step`` timed for
+   ``--seconds`` per batch size (``--batches``). Where the time goes: the same step with a
+   softmax head, and ``CRF.nll`` forward+backward alone. Tagging: ``Tagger.decode``, one
+   sentence and batches of 32 and 256.
+2. **Seed size, the seed's algorithm** (CPU): the tutorial's BiLSTM-CRF, one sentence per SGD
+   update, its CRF ``SeedLoopCRF`` from bench/crf.py, and again with the forward algorithm
+   vectorised (the tutorial's exercise); its Viterbi for tagging.
+3. **Recipes** (``--recipes``): the task built the CLI's way, ``--steps`` steps timed (batch
+   making included), then ``task.tag`` on dev sentences, one at a time (median length) and in
+   batches of 32 and 256; skipped with a note when the data is missing. ``--contextual
+   FWD,BWD`` adds each recipe with those character LMs' features.
 
-1. **Seed size, rnnkit** — the seed tutorial's "realistic" BiLSTM-CRF size: 11 tags counting its
-   begin and end pseudo-tags, sentences of 30 tokens, embedding 100, BiLSTM hidden 200 (100 per
-   direction), one layer, no dropout. A ``rnnkit.nn.tagger.Tagger`` is built directly
-   (``chars="none"``, ``head="crf"``, unconstrained) over a synthetic corpus of random word ids from
-   a 10k-word vocabulary and random tags. rnnkit's CRF keeps start and end scores as vectors, so its
-   tag set holds the 9 real tags; the seed's 11 are those 9 plus its begin and end tags inside the
-   transition matrix, the same distribution. Training uses the ``Trainer``'s own optimizer (fused
-   Adam on the CPU, lr 0.002 as in the tag recipes) and ``Trainer.train_step`` (``clip_norm`` 5.0).
-   Timed for ``--seconds`` per batch size (32, the recipes' default, and 128; ``--batches``) after 3
-   warm-up steps. Where the time goes: the same step with a softmax head instead of the CRF
-   (everything but the CRF), and the CRF's NLL forward+backward alone on random emissions. Tagging:
-   ``Tagger.decode`` on ready tensors, one sentence (median latency) and batches of 32 and 256
-   (sentences/s).
-2. **Seed size, the seed's algorithm** — the tutorial's BiLSTM-CRF re-implemented (the CRF part
-   is ``SeedLoopCRF`` from ``bench/crf.py``): one sentence per update, embedding → ``nn.LSTM``
-   (bidirectional, 100 per direction, a fresh random initial state per sentence as in the
-   tutorial) → linear to the 11 tags → NLL from the forward algorithm with one log-sum-exp per
-   next tag per step, minus the gold score summed step by step; ``zero_grad``, backward, SGD
-   (lr 0.01, weight decay 1e-4). Also the tutorial's suggested improvement, "forward algorithm
-   vectorised": the same, but each step's log-sum-exp covers every next tag at once (still one
-   sentence at a time; the gold score unchanged). Each is timed over a fixed number of
-   sentences after 3 warm-up ones; the ratio is rnnkit's sentences/s over the seed's. Tagging:
-   the tutorial's Viterbi (a loop over next tags per step), one sentence.
-3. **Recipes** — for each recipe (``configs/ewt-upos.yaml`` and ``configs/uner-ewt-ner.yaml``
-   by default) the task is built the CLI's way (``build_task("tag", config, data_dir)``) and
-   ``--steps`` training steps over ``task.train_batches`` are timed after 3 warm-up steps, batch
-   making included, with the Trainer's optimizer and step as above; tokens are counted from the
-   masks. Then, with that briefly trained model, tagging through ``task.tag``: one dev sentence
-   of the median dev length at a time (median ms over ``--latency-sentences`` of them), and a
-   fixed random sample of 256 dev sentences with ``batch_size`` 32 and 256 (sentences/s). A
-   recipe whose files are missing from ``--data-dir`` is skipped with a note.
-
-For scale (figures from the issue, not measured here): the tutorial's loop does about 14
-sentences/s at the seed size on this CPU, 123 with only its forward algorithm vectorised, and
-Flair 0.15 about 77 (1,260 tokens/s). The target is ≥ 1,000 training sentences/s at that size.
-
-Run::
+Target: ≥ 1,000 training sentences/s at the seed size.
 
     .venv/bin/python bench/tagging.py                    # all three sections, about 2 min
     .venv/bin/python bench/tagging.py --threads 1 --batches 32,64,128
@@ -54,7 +29,6 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -112,13 +86,9 @@ class Corpus:
     def batches(self, size: int) -> list[dict[str, torch.Tensor]]:
         out = []
         for start in range(0, self.words.shape[0] - size + 1, size):
-            words = self.words[start : start + size]
+            words, tags = self.words[start : start + size], self.tags[start : start + size]
             out.append(
-                {
-                    "words": words,
-                    "mask": torch.ones(words.shape, dtype=torch.bool),
-                    "tags": self.tags[start : start + size],
-                }
+                {"words": words, "mask": torch.ones_like(words, dtype=torch.bool), "tags": tags}
             )
         return out
 
@@ -325,10 +295,7 @@ def bench_seed(corpus: Corpus, args: argparse.Namespace) -> SeedSide:
         step = seed_train_step(model, corpus)
         warm(step, args.seed_warmup)
         rate = run_steps(step, count)
-        if model is loop_model:
-            out.loop = rate
-        else:
-            out.vectorised = rate
+        setattr(out, "loop" if model is loop_model else "vectorised", rate)
         progress(f"  {rate.per_second:,.1f} sent/s")
     loop_model.eval()
     words = iter(corpus.words)
@@ -418,12 +385,8 @@ def bench_recipe(
     out.latency_length = statistics.median_low(len(s) for s in chosen)
     out.latency_count = len(chosen)
     task.tag([chosen[0]])
-    samples = []
-    for tokens in chosen:
-        start = time.perf_counter()
-        task.tag([tokens])
-        samples.append(time.perf_counter() - start)
-    out.latency_ms = statistics.median(samples) * 1e3
+    each = iter(chosen)
+    out.latency_ms = median_seconds(lambda: task.tag([next(each)]), len(chosen)) * 1e3
     sample = random.Random(args.random_seed).sample(dev, min(TAG_SAMPLE, len(dev)))
     out.sample = len(sample)
     tokens = sum(len(s) for s in sample)
@@ -444,28 +407,21 @@ def ratio(ours: float, theirs: float) -> str:
 
 
 def training_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult]) -> list[str]:
-    lines = [
-        "| setting | batch | sentences/s | tokens/s | ratio over seed loop | over seed, "
-        "forward vectorised |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
     loop, vec = seed.loop.per_second, seed.vectorised.per_second
-    for size, rate in kit.train.items():
-        lines.append(
-            f"| seed size, rnnkit | {size} | {rate.per_second:,.0f} | "
-            f"{rate.tokens_per_second:,.0f} | **{ratio(rate.per_second, loop)}** | "
-            f"**{ratio(rate.per_second, vec)}** |"
-        )
-    lines += [
-        f"| seed size, seed's loop | 1 | {loop:,.1f} | {seed.loop.tokens_per_second:,.0f} "
-        "| 1.0× | |",
-        f"| seed size, seed's loop, forward vectorised | 1 | {vec:,.1f} | "
-        f"{seed.vectorised.tokens_per_second:,.0f} | {ratio(vec, loop)} | 1.0× |",
+    rows = [
+        f"seed size, rnnkit | {size} | {rate.per_second:,.0f} | {rate.tokens_per_second:,.0f} | "
+        f"**{ratio(rate.per_second, loop)}** | **{ratio(rate.per_second, vec)}**"
+        for size, rate in kit.train.items()
+    ]
+    rows += [
+        f"seed size, seed's loop | 1 | {loop:,.1f} | {seed.loop.tokens_per_second:,.0f} | 1.0× |",
+        f"seed size, seed's loop, forward vectorised | 1 | {vec:,.1f} | "
+        f"{seed.vectorised.tokens_per_second:,.0f} | {ratio(vec, loop)} | 1.0×",
     ]
     plain = {r.path: r for r in recipes}
     for r in recipes:
         if r.note:
-            lines.append(f"| `{r.path}` | | {r.note} | | | |")
+            rows.append(f"`{r.path}` | | {r.note} | | |")
             continue
         rates = [("", r.train)]
         if r.cached is not None:
@@ -475,60 +431,56 @@ def training_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult]
             share = ""
             if r.cached is not None and base is not None and not base.note:
                 share = f" ({rate.per_second / base.train.per_second:.0%} of the recipe)"
-            lines.append(
-                f"| `{r.path}`{label} | {r.batch} | {rate.per_second:,.0f}{share} | "
-                f"{rate.tokens_per_second:,.0f} | | |"
+            rows.append(
+                f"`{r.path}`{label} | {r.batch} | {rate.per_second:,.0f}{share} | "
+                f"{rate.tokens_per_second:,.0f} | |"
             )
-    return lines
+    head = "setting | batch | sentences/s | tokens/s | ratio over seed loop | over seed, forward "
+    return bench.table(head + "vectorised", rows)
 
 
 def parts_table(kit: SeedSizeKit) -> list[str]:
-    lines = [
-        "| seed size, rnnkit | batch | sentences/s | share of a training step's time |",
-        "|---|---:|---:|---:|",
-    ]
+    rows = []
     for size, full in kit.train.items():
         soft, crf = kit.softmax[size], kit.crf_only[size]
-        lines += [
-            f"| training step, CRF head | {size} | {full.per_second:,.0f} | 100% |",
-            f"| training step, softmax head (all but the CRF) | {size} | "
-            f"{soft.per_second:,.0f} | {full.per_second / soft.per_second:.0%} |",
-            f"| CRF NLL forward+backward alone | {size} | {crf.per_second:,.0f} | "
-            f"{full.per_second / crf.per_second:.0%} |",
+        rows += [
+            f"training step, CRF head | {size} | {full.per_second:,.0f} | 100%",
+            f"training step, softmax head (all but the CRF) | {size} | {soft.per_second:,.0f} | "
+            f"{full.per_second / soft.per_second:.0%}",
+            f"CRF NLL forward+backward alone | {size} | {crf.per_second:,.0f} | "
+            f"{full.per_second / crf.per_second:.0%}",
         ]
-    return lines
+    head = "seed size, rnnkit | batch | sentences/s | share of a training step's time"
+    return bench.table(head, rows)
+
+
+def one_row(setting: str, ms: float, tokens: int) -> str:
+    """A tagging row of one sentence of ``tokens`` tokens taking ``ms``."""
+    return f"{setting} | 1 | {ms:.2f} | {1e3 / ms:,.0f} | {tokens * 1e3 / ms:,.0f}"
 
 
 def tagging_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult]) -> list[str]:
-    lines = [
-        "| setting | batch | ms per call (median) | sentences/s | tokens/s |",
-        "|---|---:|---:|---:|---:|",
-        f"| seed size, rnnkit `Tagger.decode` | 1 | {kit.latency_ms:.2f} | "
-        f"{1e3 / kit.latency_ms:,.0f} | {SEED_LENGTH * 1e3 / kit.latency_ms:,.0f} |",
+    rows = [one_row("seed size, rnnkit `Tagger.decode`", kit.latency_ms, SEED_LENGTH)]
+    rows += [
+        f"seed size, rnnkit `Tagger.decode` | {size} | {rate.seconds / rate.steps * 1e3:.1f} | "
+        f"{rate.per_second:,.0f} | {rate.tokens_per_second:,.0f}"
+        for size, rate in kit.tagging.items()
     ]
-    for size, rate in kit.tagging.items():
-        lines.append(
-            f"| seed size, rnnkit `Tagger.decode` | {size} | {rate.seconds / rate.steps * 1e3:.1f} "
-            f"| {rate.per_second:,.0f} | {rate.tokens_per_second:,.0f} |"
-        )
-    lines.append(
-        f"| seed size, seed's Viterbi loop | 1 | {seed.latency_ms:.1f} | "
-        f"{1e3 / seed.latency_ms:,.0f} | {SEED_LENGTH * 1e3 / seed.latency_ms:,.0f} |"
-    )
+    rows.append(one_row("seed size, seed's Viterbi loop", seed.latency_ms, SEED_LENGTH))
     for r in recipes:
         if r.note:
             continue
-        lines.append(
-            f"| `{r.path}` `task.tag`, {r.latency_length} tokens | 1 | {r.latency_ms:.2f} | "
-            f"{1e3 / r.latency_ms:,.0f} | {r.latency_length * 1e3 / r.latency_ms:,.0f} |"
+        setting = f"`{r.path}` `task.tag`"
+        rows.append(
+            one_row(f"{setting}, {r.latency_length} tokens", r.latency_ms, r.latency_length)
         )
-        for size, rate in r.tagging.items():
-            lines.append(
-                f"| `{r.path}` `task.tag`, {r.sample} dev sentences | {size} | "
-                f"{rate.seconds * 1e3:,.0f} (all {r.sample}) | {rate.per_second:,.0f} | "
-                f"{rate.tokens_per_second:,.0f} |"
-            )
-    return lines
+        rows += [
+            f"{setting}, {r.sample} dev sentences | {size} | {rate.seconds * 1e3:,.0f} (all "
+            f"{r.sample}) | {rate.per_second:,.0f} | {rate.tokens_per_second:,.0f}"
+            for size, rate in r.tagging.items()
+        ]
+    head = "setting | batch | ms per call (median) | sentences/s | tokens/s"
+    return bench.table(head, rows)
 
 
 def report(
@@ -543,18 +495,9 @@ def report(
         f"{'met' if rate.per_second >= TARGET else '**not met**'}"
         for size, rate in kit.train.items()
     )
-    machine = (
-        f"torch {torch.__version__}, rnnkit device {kit.device} (seed side: cpu), float32, "
-        f"{bench.threads(args)}"
-    )
+    machine = f"rnnkit device {kit.device} (seed side: cpu), float32, {bench.threads(args)}"
     lines = [
-        *bench.header(
-            "Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF",
-            args,
-            others,
-            machine,
-            "a handful of steps; not a measurement",
-        ),
+        *bench.header("Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF", args, others, machine),
         f"- seed size: {SEED_REAL_TAGS} tags + begin/end = {SEED_REAL_TAGS + 2} (rnnkit: "
         f"{SEED_REAL_TAGS} tags with start/end score vectors), length {SEED_LENGTH}, embedding "
         f"{SEED_EMBEDDING}, BiLSTM hidden {SEED_HIDDEN} ({SEED_HIDDEN // 2} per direction), "
@@ -607,14 +550,14 @@ def report(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "well under 20 s", data_dir=True, tuned=TUNED)
+    p = bench.parser(__doc__, "a handful of steps, well under 20 s", data_dir=True, tuned=TUNED)
     p.add_argument("--batches", default=[32, 128], type=bench.int_list, help="seed-size batches")
     p.add_argument(
         "--recipes", default=DEFAULT_RECIPES, help="tag recipes, comma-separated ('' for none)"
     )
     p.add_argument(
         "--contextual", metavar="FWD,BWD",
-        help="also each recipe with these character LMs' contextual features",
+        help="also each recipe with these character LMs' contextual features"
     )  # fmt: skip
     p.add_argument("--device", default="cpu", help="rnnkit's device (cpu; or auto, cuda)")
     p.add_argument("--random-seed", type=int, default=1, help="for models and data (1)")

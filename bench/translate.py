@@ -1,25 +1,14 @@
 """Benchmark: translation training throughput and decoding speed, rnnkit vs the seed's loop.
 
-Measured in one process, on one machine, on the same pairs and at the same sizes:
+1. **rnnkit**: the model of ``configs/fra-eng-tutorial.yaml``, ``Trainer.train_step`` over
+   ``task.train_batches``, target tokens/s at batch 64 (the recipe's) and 256, each in
+   float32 and bfloat16 autocast (``train.cpu_amp``).
+2. **The seed's loop**, re-implemented: one pair per SGD update, a GRU encoder fed one word at
+   a time, the tutorial's attention decoder over ``MAX_LENGTH`` (10) positions, teacher
+   forcing on half of the pairs.
+3. **Decoding**: ``task.translate`` of dev sources, greedy and beam 5, sentences/s.
 
-1. **rnnkit** — the model of ``configs/fra-eng-tutorial.yaml`` (embeddings 256, bidirectional GRU
-   encoder 256 per direction, GRU decoder 256 with Bahdanau attention and input feeding),
-   ``Trainer.train_step`` (fused Adam 1e-3, ``clip_norm`` 1.0) over ``task.train_batches``
-   (length-bucketed batches of 64). Timed for ``--seconds`` after 3 warm-up steps; target tokens
-   (``</s>`` included) counted from the masks. Four rows: batch 64 (the recipe's) and 256, each in
-   float32 and in bfloat16 autocast (``train.cpu_amp: true``).
-2. **The seed's loop** — the tutorial's algorithm re-implemented here in our own words: one
-   pair per update; a GRU encoder of 256 fed one word at a time; an attention decoder whose
-   attention is a linear layer from [embedding; hidden] to ``MAX_LENGTH`` (10) positions,
-   combined and passed through ReLU into a GRU of 256, log-softmax, NLL summed per step;
-   teacher forcing on half of the pairs (else its own argmax, stopping at EOS); SGD lr 0.01 for
-   encoder and decoder. Timed over a fixed number of pairs after 3 warm-up ones; target tokens
-   counted as the words it was trained on (``EOS`` included).
-3. **Decoding** — ``task.translate`` on the dev sources (or synthetic ones): greedy and beam 5,
-   128 sentences a batch, sentences/s.
-
-The pairs are the tutorial recipe's training pairs when ``--data-dir`` holds ``eng-fra/fra.txt``,
-else synthetic ones (random words, 3–9 per side, same vocabulary sizes), which the report says.
+The pairs are the recipe's when ``--data-dir`` holds ``eng-fra/fra.txt``, else synthetic ones.
 
     .venv/bin/python bench/translate.py                 # about 6 minutes
 """
@@ -29,30 +18,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common as bench
 import torch
+from common import progress
 from torch import nn
 from torch.nn import functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from rnnkit.config import from_dict, read_yaml
+from rnnkit.data.parallel import Pair
+from rnnkit.datasets import data_dir
+from rnnkit.nn.seq2seq import EOS_ID
+from rnnkit.tasks.translate import TranslateConfig, TranslateTask
+from rnnkit.train import Trainer
 
-import common as bench  # noqa: E402
-from common import progress  # noqa: E402
-
-from rnnkit.config import from_dict, read_yaml  # noqa: E402
-from rnnkit.data.parallel import Pair  # noqa: E402
-from rnnkit.datasets import data_dir  # noqa: E402
-from rnnkit.nn.seq2seq import EOS_ID  # noqa: E402
-from rnnkit.tasks.translate import TranslateConfig, TranslateTask  # noqa: E402
-from rnnkit.train import Trainer  # noqa: E402
-
-RECIPE = REPO / "configs" / "fra-eng-tutorial.yaml"
+RECIPE = bench.REPO / "configs" / "fra-eng-tutorial.yaml"
 SEED_MAX_LENGTH = 10
 WARMUP = 3
 TUNED = {  # flag: (value, --quick value, help)
@@ -227,34 +210,29 @@ def main(argv: list[str] | None = None) -> int:
     progress("decoding ...")
     decode = bench_decoding(task, args.decode)
     busy = bench.others_share(ticks)
-    machine = f"torch {torch.__version__}, device cpu, {bench.threads(args)}"
+    machine = f"device cpu, {bench.threads(args)}"
+    rows = [
+        f"rnnkit, batch {b}, {'bfloat16 autocast' if bf16 else 'float32'} ({steps} steps) | "
+        f"{rate:,.0f} | **{rate / seed:.1f}×**"
+        for (b, bf16), (rate, steps) in ours.items()
+    ]
+    rows.append(f"seed's one-pair loop ({args.seed_pairs} pairs) | {seed:,.0f} | 1.0×")
     lines = [
         "",
         *bench.header(
-            "Translation benchmark: rnnkit vs the seed's one-pair loop",
-            args,
-            busy,
-            machine,
-            "tiny timings; not a measurement",
-        ),  # fmt: skip
+            "Translation benchmark: rnnkit vs the seed's one-pair loop", args, busy, machine
+        ),
         f"- data: {data}. Model: configs/fra-eng-tutorial.yaml sizes.",
         "",
-        "| training | target tokens/s | ratio over the seed's loop (target ≥30×) |",
-        "|---|---:|---:|",
-        *(
-            f"| rnnkit, batch {b}, {'bfloat16 autocast' if bf16 else 'float32'} "
-            f"({steps} steps) | {rate:,.0f} | **{rate / seed:.1f}×** |"
-            for (b, bf16), (rate, steps) in ours.items()
-        ),
-        f"| seed's one-pair loop ({args.seed_pairs} pairs) | {seed:,.0f} | 1.0× |",
+        *bench.table("training | target tokens/s | ratio over the seed's loop (target ≥30×)", rows),
         "",
         "- the recipe trains at batch 64; bfloat16 autocast is `train.cpu_amp: true` (this CPU "
         "has native bf16: " + ("yes" if _native_bf16() else "no") + ")",
         "",
-        "| decoding (batch 128) | sentences/s |",
-        "|---|---:|",
-        f"| greedy | {decode[1]:,.0f} |",
-        f"| beam 5 | {decode[5]:,.0f} |",
+        *bench.table(
+            "decoding (batch 128) | sentences/s",
+            [("greedy", f"{decode[1]:,.0f}"), ("beam 5", f"{decode[5]:,.0f}")],
+        ),
     ]
     bench.publish("\n".join(lines), args.target)
     return 0
