@@ -86,9 +86,9 @@ def run(main: Callable[[], int]) -> None:
     sys.exit(status)
 
 
-def describe(config: Any, task: Any = None) -> str:
+def describe(config: Any, task: Any = None, optimizer: Any = None) -> str:
     """A language model's or tagger's recipe in words: sizes, batch, dropout, optimizer; with
-    its built ``task``, the vocabularies too."""
+    its built ``task``, the vocabularies too, and with the ``optimizer`` made, its own words."""
     m, t = config.model, config.train
     words = f" (vocabulary {len(task.vocab):,})" if task is not None else ""
     if hasattr(config.data, "bptt"):  # a language model
@@ -99,7 +99,8 @@ def describe(config: Any, task: Any = None) -> str:
         tags = f", {len(task.tag_vocab)} tags" if task is not None else ""
         shape = f"word {m.embedding_dim}{words}, {chars}, {m.layers} x {m.hidden_size} bi-{m.rnn}"
         shape += f"{tags}, {m.head} head, batch {t.batch_size}"
-    return f"{shape}, dropout {m.dropout}; {t.optimizer} lr {t.lr}, clip_norm {t.clip_norm}"
+    how = f"{t.optimizer} lr {t.lr}" if optimizer is None else describe_optimizer(optimizer)
+    return f"{shape}, dropout {m.dropout}; {how}, clip_norm {t.clip_norm}"
 
 
 # --------------------------------------------------------------------------------- machine

@@ -358,7 +358,7 @@ def bench_recipe(
     out.batch = config.train.batch_size
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
         trainer = Trainer(task, config.train, tmp, log=lambda _: None)
-        out.model += f"; {bench.describe_optimizer(trainer.optimizer)}"
+        out.model = bench.describe(config, optimizer=trainer.optimizer)
         step = bench.training_step(trainer, bench.endless(task.train_batches), counted)
         warm(step)
         progress(f"  training: {args.steps} steps")
