@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -185,22 +184,15 @@ def rnnkit_config(
     ``short_epochs`` makes epochs ``--rnnkit-epoch-messages`` long, so that the dev accuracy is
     checked often; without it they keep rnnkit's default length (for the throughput loop).
     """
-    overrides = {
-        "model": {"embedding_dim": embedding_dim, "hidden_size": hidden},
-        "data": {"eval_messages": args.eval_messages},
-        "train": {
-            "device": "cpu",
-            "progress": False,
-            "seed": args.seed,
-            "target": TARGET,
-            "epochs": args.rnnkit_max_epochs,
-        },
-    }
+    data = {"eval_messages": args.eval_messages}
     if short_epochs:
-        overrides["data"]["train_messages"] = args.rnnkit_epoch_messages
+        data["train_messages"] = args.rnnkit_epoch_messages
+    train = {"device": "cpu", "progress": False, "seed": args.seed, "target": TARGET}
+    train["epochs"] = args.rnnkit_max_epochs
     if args.rnnkit_batch:
-        overrides["train"]["batch_size"] = args.rnnkit_batch
-    return from_dict(CipherConfig, overrides)
+        train["batch_size"] = args.rnnkit_batch
+    model = {"embedding_dim": embedding_dim, "hidden_size": hidden}
+    return from_dict(CipherConfig, {"model": model, "data": data, "train": train})
 
 
 def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> bench.Rate:
@@ -329,8 +321,7 @@ def header(args: argparse.Namespace, config: CipherConfig, others: float | None)
 
 
 # ------------------------------------------------------------------- cracking unknown keys
-CRACK_VIGENERE_LENGTHS = (64, 128, 256)
-CRACK_SUBSTITUTION_LENGTHS = (64, 128, 256, 512, 1024)
+CRACK_LENGTHS = {"vigenere": [64, 128, 256], "substitution": [64, 128, 256, 512, 1024]}
 
 
 def crack_messages(text: str, length: int, count: int, seed: int) -> list[str]:
@@ -545,14 +536,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     crack.add_argument("--crack-plot", type=Path, help="draw the substitution curve here (PNG)")
     crack.add_argument("--vigenere-model", help="an end-to-end Vigenère cipher model")
     crack.add_argument("--substitution-model", help="an end-to-end substitution cipher model")
-    crack.add_argument(
-        "--vigenere-lengths", default=CRACK_VIGENERE_LENGTHS,
-        type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,128,256)"
-    )  # fmt: skip
-    crack.add_argument(
-        "--substitution-lengths", default=CRACK_SUBSTITUTION_LENGTHS,
-        type=lambda t: [int(n) for n in t.split(",")], help="message lengths (64,...,1024)"
-    )  # fmt: skip
+    for cipher, lengths in CRACK_LENGTHS.items():
+        shown = ",".join(map(str, lengths))
+        text = f"message lengths of {cipher} ({shown})"
+        crack.add_argument(f"--{cipher}-lengths", default=lengths, type=bench.int_list, help=text)
     args = bench.finish(parser, parser.parse_args(argv))
     if args.crack and not args.crack_text:
         parser.error("--crack needs --crack-text (e.g. DATA/wikitext-2/test.txt)")
@@ -609,4 +596,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    bench.run(main)

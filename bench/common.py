@@ -60,15 +60,47 @@ def resolve(path: str | Path) -> Path:
     return p.resolve()
 
 
-def load_recipe(path: str, task: str, config_class: type, overrides: list[str] = ()) -> Any:
-    """The ``task`` recipe at ``path`` with CLI-style ``key=value`` overrides, checked as the
-    CLI checks it (so that a bad key stops the benchmark before it measures anything)."""
+def load_recipe(path: str, task: str, overrides: list[str] = ()) -> Any:
+    """The ``task`` recipe at ``path`` (as the task's ``Config``) with CLI-style ``key=value``
+    overrides, checked as the CLI checks it (so that a bad key stops the benchmark before it
+    measures anything)."""
     from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
+    from rnnkit.tasks import task_class
 
     base = read_yaml(resolve(path))
     if base.get("task", task) != task:
         raise SystemExit(f"{path} is a {base['task']!r} recipe, not {task!r}")
-    return from_dict(config_class, merge(base, parse_overrides(list(overrides))))
+    return from_dict(task_class(task).Config, merge(base, parse_overrides(list(overrides))))
+
+
+def run(main: Callable[[], int]) -> None:
+    """A benchmark's entry point: exit with ``main()``'s status, or with 2 and one line (not a
+    traceback) when rnnkit stops it (a bad recipe or override, data missing)."""
+    from rnnkit.errors import RnnkitError
+
+    try:
+        status = main()
+    except RnnkitError as err:
+        progress(f"error: {err}")
+        status = 2
+    sys.exit(status)
+
+
+def describe(config: Any, task: Any = None, optimizer: Any = None) -> str:
+    """A language model's or tagger's recipe in words: sizes, batch, dropout, optimizer; with
+    its built ``task``, the vocabularies too, and with the ``optimizer`` made, its own words."""
+    m, t = config.model, config.train
+    words = f" (vocabulary {len(task.vocab):,})" if task is not None else ""
+    if hasattr(config.data, "bptt"):  # a language model
+        shape = f"embedding {m.embedding_dim}{words}, {m.layers} x {m.hidden_size} {m.rnn}"
+        shape += f", batch {t.batch_size}, bptt {config.data.bptt}"
+    else:
+        chars = "no chars" if m.chars == "none" else f"chars {m.chars} {m.char_dim}/{m.char_hidden}"
+        tags = f", {len(task.tag_vocab)} tags" if task is not None else ""
+        shape = f"word {m.embedding_dim}{words}, {chars}, {m.layers} x {m.hidden_size} bi-{m.rnn}"
+        shape += f"{tags}, {m.head} head, batch {t.batch_size}"
+    how = f"{t.optimizer} lr {t.lr}" if optimizer is None else describe_optimizer(optimizer)
+    return f"{shape}, dropout {m.dropout}; {how}, clip_norm {t.clip_norm}"
 
 
 # --------------------------------------------------------------------------------- machine

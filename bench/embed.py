@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,9 +27,7 @@ import common as bench
 import torch
 from common import progress
 
-from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
 from rnnkit.data.text import read_text, resolve_data_path
-from rnnkit.errors import RnnkitError
 from rnnkit.tasks import build_task
 from rnnkit.tasks.embed import EmbedConfig, EmbedTask
 from rnnkit.train import Trainer
@@ -129,18 +126,13 @@ def score_gensim(task: EmbedTask, model) -> float:
 
 # -------------------------------------------------------------------------------- setup
 def load_config(method: str, args: argparse.Namespace, tmp: Path) -> EmbedConfig:
-    recipe = args.config or RECIPES[method]
-    base = read_yaml(bench.resolve(recipe))
-    if base.get("task", "embed") != "embed":
-        raise SystemExit(f"{recipe} is a '{base['task']}' recipe, not 'embed'")
-    extra = parse_overrides(args.overrides)
-    extra = merge(extra, {"model": {"method": method}, "train": {"epochs": 1, "progress": False}})
-    config = from_dict(EmbedConfig, merge(base, extra))
+    sets = [*args.overrides, f"model.method={method}", "train.epochs=1", "train.progress=false"]
+    config = bench.load_recipe(args.config or RECIPES[method], "embed", sets)
     if args.lines:  # the first lines of the training text only, same for both sides
         source = resolve_data_path(config.data.train, args.data_dir)
         head = tmp / "train-head.txt"
         head.write_text("\n".join(read_text(source).splitlines()[: args.lines]) + "\n")
-        config = from_dict(EmbedConfig, merge(base, merge(extra, {"data": {"train": str(head)}})))
+        config.data.train = str(head)
     return config
 
 
@@ -228,14 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     if not bench.needs("gensim"):  # a benchmark-only dependency
         return 2
     before = bench.cpu_ticks()
-    try:
-        runs = [bench_method(method, args) for method in args.method_list]
-    except RnnkitError as err:
-        progress(f"error: {err}")
-        return 2
+    runs = [bench_method(method, args) for method in args.method_list]
     bench.publish(report(runs, args, bench.others_share(before)), args.target)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    bench.run(main)

@@ -20,7 +20,9 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,62 +60,51 @@ def ort_session(path: str, threads: int) -> Any:
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def build_cases(
+    model: str, inputs: list, prepare: Callable, output: str, session: Any, args: argparse.Namespace
+) -> list[Case]:
+    """One case per ``--batches`` size: ``prepare(rows)`` gives PyTorch's call, onnxruntime's
+    feeds and the real tokens; batch 1 is one mid-length input, larger ones cycle through."""
+    middle, cases = sorted(inputs, key=len)[len(inputs) // 2], []
+    for size in args.batches:
+        rows = [middle] if size == 1 else [inputs[i % len(inputs)] for i in range(size)]
+        run_torch, feeds, tokens = prepare(rows)
+
+        def run_ort(feeds: dict = feeds) -> Any:
+            return session.run([output], feeds)[0]
+
+        _same(model, size, run_torch().numpy(), run_ort())
+        times = (args.warmup, args.repeats)
+        cases.append(Case(model, size, tokens, Calls(run_torch, *times), Calls(run_ort, *times)))
+    return cases
+
+
 def tagger_cases(task: Any, path: str, args: argparse.Namespace, threads: int) -> list[Case]:
     session = ort_session(path, threads)
     names = [i.name for i in session.get_inputs()]
-    sentences = [s.split() for s in tagger_sentences()]
-    by_length = sorted(sentences, key=len)
-    cases = []
-    times = (args.warmup, args.repeats)
-    for size in args.batches:
-        rows = [by_length[len(by_length) // 2]] if size == 1 else _cycle(sentences, size)
+
+    def prepare(rows: list) -> tuple[Callable, dict, int]:
         batch = task.make_batch(rows, with_tags=False)
         feeds = {n: batch[n].numpy() for n in names}
+        return partial(torch.no_grad()(task.model.decode), batch), feeds, int(batch["mask"].sum())
 
-        def run_torch(batch: dict = batch) -> Any:
-            with torch.no_grad():
-                return task.model.decode(batch)
-
-        def run_ort(feeds: dict = feeds) -> Any:
-            return session.run(["tags"], feeds)[0]
-
-        _same("tagger", size, run_torch().numpy(), run_ort())
-        tokens = int(batch["mask"].sum())
-        cases.append(Case("tagger", size, tokens, Calls(run_torch, *times), Calls(run_ort, *times)))
-    return cases
+    sentences = [s.split() for s in tagger_sentences()]
+    return build_cases("tagger", sentences, prepare, "tags", session, args)
 
 
 def cipher_cases(task: Any, path: str, args: argparse.Namespace, threads: int) -> list[Case]:
     from rnnkit.data.batching import pad
-
-    session = ort_session(path, threads)
     from rnnkit.data.ciphers import normalise
 
     unknown = "-" if "-" in task.alphabet else task.alphabet[-1]  # as rnnkit reads foreign text
     texts = [normalise(t, task.alphabet, unknown) for t in rot13_ciphertexts(64)]
-    by_length = sorted(texts, key=len)
-    cases = []
-    times = (args.warmup, args.repeats)
-    for size in args.batches:
-        rows = [by_length[len(by_length) // 2]] if size == 1 else _cycle(texts, size)
+
+    def prepare(rows: list) -> tuple[Callable, dict, int]:
         ids, mask = pad([task.vocab.encode(t) for t in rows])
         feeds = {"ids": ids.numpy(), "mask": mask.numpy()}
+        return partial(torch.no_grad()(task.model.decode), ids, mask), feeds, int(mask.sum())
 
-        def run_torch(ids: torch.Tensor = ids, mask: torch.Tensor = mask) -> Any:
-            with torch.no_grad():
-                return task.model.decode(ids, mask)
-
-        def run_ort(feeds: dict = feeds) -> Any:
-            return session.run(["decoded"], feeds)[0]
-
-        _same("cipher", size, run_torch().numpy(), run_ort())
-        tokens = int(mask.sum())
-        cases.append(Case("cipher", size, tokens, Calls(run_torch, *times), Calls(run_ort, *times)))
-    return cases
-
-
-def _cycle(items: list, n: int) -> list:
-    return [items[i % len(items)] for i in range(n)]
+    return build_cases("cipher", texts, prepare, "decoded", ort_session(path, threads), args)
 
 
 def _same(model: str, size: int, ours: np.ndarray, theirs: np.ndarray) -> None:
@@ -140,12 +131,7 @@ def report(
     args: argparse.Namespace,
 ) -> str:
     threads = "set by --threads" if args.threads is not None else "torch's default"
-    given = args.tagger or args.cipher
-    models = (
-        "; ".join(f"{n} `{p}`" for n, p in dirs.items())
-        if given
-        else "the tiny models of `tests/tiny.py`, trained for this run"
-    )
+    models = bench.models_line(dirs, bool(args.tagger or args.cipher))
     exported = "; ".join(
         f"{name} {r['graphs'][0]['bytes'] / 1024:,.0f} KiB, largest |ONNX - PyTorch| "
         f"{r['graphs'][0]['max_abs_diff']:.1g}"
@@ -237,4 +223,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    bench.run(main)

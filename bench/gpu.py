@@ -327,7 +327,7 @@ class Bench:
     # ----------------------------------------------------------------- set-up
     def lm_config(self, recipe: str = LM_RECIPE, extra: list[str] | None = None) -> LMConfig:
         sets = [*(DRY_LM if self.args.quick else []), *self.args.lm, *(extra or [])]
-        config = bench.load_recipe(recipe, "lm", LMConfig, sets)
+        config = bench.load_recipe(recipe, "lm", sets)
         config.train.device = str(self.device)
         data_dir = self.args.data_dir
         if resolve_data_path(config.data.train, data_dir).exists():
@@ -342,7 +342,7 @@ class Bench:
 
     def tag_config(self) -> TagConfig:
         sets = [*(DRY_TAG if self.args.quick else []), *self.args.tag]
-        config = bench.load_recipe(TAG_RECIPE, "tag", TagConfig, sets)
+        config = bench.load_recipe(TAG_RECIPE, "tag", sets)
         config.train.device = str(self.device)
         data_dir = self.args.data_dir
         train = resolve_data_path(config.data.train, data_dir)
@@ -588,23 +588,11 @@ class Bench:
 
     # --------------------------------------------------------------- reports
     def shapes(self) -> dict[str, str]:
-        m, d, t = self.lm.model, self.lm.data, self.lm.train
-        tm, tt = self.tag.model, self.tag.train
         lengths = [int(b["mask"].sum(1).float().mean()) for b in self.tag_batches[:50]]
+        mean = sum(lengths) / max(1, len(lengths))
         return {
-            "char LM": (
-                f"embedding {m.embedding_dim}, {m.layers} x {m.hidden_size} {m.rnn}, vocabulary "
-                f"{len(self.lm_task.vocab)}, batch {t.batch_size}, bptt {d.bptt}, dropout "
-                f"{m.dropout}; {t.optimizer} lr {t.lr}, clip_norm {t.clip_norm}"
-            ),
-            "tagger": (
-                f"word {tm.embedding_dim} (vocabulary {len(self.tag_task.vocab):,}), chars "
-                f"{tm.chars} {tm.char_dim}/{tm.char_hidden}, {tm.layers} x {tm.hidden_size} "
-                f"bi-{tm.rnn}, {len(self.tag_task.tag_vocab)} tags, {tm.head} head, dropout "
-                f"{tm.dropout}, batch {tt.batch_size} (mean length ~"
-                f"{sum(lengths) / max(1, len(lengths)):.0f}); {tt.optimizer} lr {tt.lr}, "
-                f"clip_norm {tt.clip_norm}"
-            ),
+            "char LM": bench.describe(self.lm, self.lm_task),
+            "tagger": f"{bench.describe(self.tag, self.tag_task)}; mean length ~{mean:.0f}",
         }
 
     def as_json(self) -> dict[str, Any]:
@@ -760,4 +748,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    bench.run(main)

@@ -19,7 +19,6 @@ matrix-multiply rate, and generation speed, for one LM recipe on one machine.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +32,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from rnnkit.data.text import as_streams, windows
-from rnnkit.errors import RnnkitError
 from rnnkit.nn.language_model import LMModelConfig
 from rnnkit.tasks import build_task
 from rnnkit.tasks.lm import LMConfig, LMTask
@@ -284,12 +282,10 @@ def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Name
         *bench.header("LM benchmark: rnnkit vs plain PyTorch", args, results.others, machine),
         f"- recipe: `{args.config}`, data {d.train} ({d.level} level), "
         f"{task.ids('train').numel():,} training tokens",
-        f"- sizes: embedding {m.embedding_dim}, hidden {m.hidden_size}, layers {m.layers}, "
-        f"rnn {m.rnn}, vocab {vocab:,}, output {output}, batch {t.batch_size}, bptt {d.bptt}; "
-        f"dropout {m.dropout}, embedding dropout {m.embedding_dropout}"
-        f"{', bf16 autocast on both sides' if autocast else ''}",
-        f"- rnnkit: {results.optimizer}, clip_norm {t.clip_norm}; plain: Adam "
-        f"(not fused) lr {t.lr}, clip_norm {t.clip_norm}",
+        f"- model: {bench.describe(config, task)}; output {output}, embedding dropout "
+        f"{m.embedding_dropout}{', bf16 autocast on both sides' if autocast else ''}",
+        f"- rnnkit: {results.optimizer}; plain: Adam (not fused) lr {t.lr}, clip_norm "
+        f"{t.clip_norm}",
         f"- training: {WARMUP_STEPS} warm-up steps, then {args.seconds:g} s per side in "
         f"{args.rounds} alternating round(s): rnnkit {results.kit.steps:,} steps in "
         f"{results.kit.seconds:.1f} s, plain {results.plain.steps:,} steps in "
@@ -335,19 +331,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        config = bench.load_recipe(args.config, "lm", LMConfig, args.overrides)
-        progress(
-            f"building the task ({config.data.train}, torch threads {torch.get_num_threads()})"
-        )
-        task = build_task("lm", config, args.data_dir)
-        results = measure(config, task, args)
-    except RnnkitError as err:
-        progress(f"error: {err}")
-        return 2
+    config = bench.load_recipe(args.config, "lm", args.overrides)
+    progress(f"building the task ({config.data.train}, torch threads {torch.get_num_threads()})")
+    task = build_task("lm", config, args.data_dir)
+    results = measure(config, task, args)
     bench.publish(report(config, task, results, args), args.target)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    bench.run(main)

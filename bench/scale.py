@@ -29,25 +29,24 @@ from typing import Any
 import common as bench
 from common import progress, resolve
 
-from rnnkit.errors import RnnkitError
-from rnnkit.tasks import task_class
-
 # Smaller models and a higher learning rate for --quick, so that a dev target is met in seconds.
-QUICK_TAG = [
-    "model.embedding_dim=32",
-    "model.char_dim=16",
-    "model.char_hidden=16",
-    "model.hidden_size=64",
-    "model.layers=1",
-    "train.lr=0.01",
-]
-QUICK_LM = [
-    "model.embedding_dim=32",
-    "model.hidden_size=128",
-    "model.layers=1",
-    "train.lr=0.01",
-    "train.warmup_steps=20",
-]
+QUICK = {
+    "tag": [
+        "model.embedding_dim=32",
+        "model.char_dim=16",
+        "model.char_hidden=16",
+        "model.hidden_size=64",
+        "model.layers=1",
+        "train.lr=0.01",
+    ],
+    "lm": [
+        "model.embedding_dim=32",
+        "model.hidden_size=128",
+        "model.layers=1",
+        "train.lr=0.01",
+        "train.warmup_steps=20",
+    ],
+}
 SMOKE = "smaller models and a higher learning rate than the recipes, ~1 minute in all"
 TUNED = {  # flag: (value, --quick value, help); the full step budgets are two epochs of each
     # recipe (392 and about 245 steps per epoch at batch 32)
@@ -79,6 +78,12 @@ class Workload:
         return value >= self.target if self.higher_is_better else value <= self.target
 
 
+WORKLOADS = {  # task: name, dev metric, whether higher is better, what the throughput counts
+    "tag": ("tagger (UD EWT UPOS)", "accuracy", True, "sentences"),
+    "lm": ("char LM (Shakespeare)", "loss", False, "tokens"),
+}
+
+
 def workloads(args: argparse.Namespace) -> list[Workload]:
     budget = [
         "train.progress=false",
@@ -88,39 +93,20 @@ def workloads(args: argparse.Namespace) -> list[Workload]:
         "train.target=null",
         "train.patience=null",
     ]
-    tag = [*(QUICK_TAG if args.quick else []), *budget, f"train.max_steps={args.tag_steps}"]
-    lm = [*(QUICK_LM if args.quick else []), *budget, f"train.max_steps={args.lm_steps}"]
-    tag_config = bench.load_recipe(args.tag_config, "tag", task_class("tag").Config, tag)
-    lm_config = bench.load_recipe(args.lm_config, "lm", task_class("lm").Config, lm)
-    tag_batch = tag_config.train.batch_size
-    lm_batch, bptt = lm_config.train.batch_size, lm_config.data.bptt
-    found = [
-        Workload(
-            "tagger (UD EWT UPOS)",
-            "tag",
-            args.tag_config,
-            tag,
-            "accuracy",
-            True,
-            args.tag_target,
-            "sentences",
-            tag_batch,
-            f"{tag_batch} sentences",
-        ),
-        Workload(
-            "char LM (Shakespeare)",
-            "lm",
-            args.lm_config,
-            lm,
-            "loss",
-            False,
-            args.lm_target,
-            "tokens",
-            lm_batch * bptt,
-            f"{lm_batch} streams x {bptt} tokens",
-        ),
-    ]
-    return [w for w in found if w.task in args.task_list]
+    found = []
+    for task, (name, metric, higher, unit) in WORKLOADS.items():
+        if task not in args.task_list:
+            continue
+        steps, recipe = getattr(args, f"{task}_steps"), getattr(args, f"{task}_config")
+        sets = [*(QUICK[task] if args.quick else []), *budget, f"train.max_steps={steps}"]
+        config = bench.load_recipe(recipe, task, sets)
+        batch, bptt = config.train.batch_size, getattr(config.data, "bptt", 1)
+        words = f"{batch} streams x {bptt} tokens" if task == "lm" else f"{batch} sentences"
+        target = getattr(args, f"{task}_target")
+        found.append(
+            Workload(name, task, recipe, sets, metric, higher, target, unit, batch * bptt, words)
+        )
+    return found
 
 
 # ----------------------------------------------------------------------------------- runs
@@ -352,11 +338,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        found = workloads(args)
-    except RnnkitError as err:
-        progress(f"error: {err}")
-        return 2
+    found = workloads(args)
     started = time.perf_counter()
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
@@ -369,4 +351,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    bench.run(main)

@@ -27,7 +27,6 @@ import dataclasses
 import itertools
 import random
 import statistics
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,6 @@ from torch import nn
 
 from rnnkit.data.batching import move
 from rnnkit.data.text import resolve_data_path
-from rnnkit.errors import RnnkitError
 from rnnkit.nn.crf import CRF
 from rnnkit.nn.tagger import Tagger, TagModelConfig
 from rnnkit.tasks import build_task
@@ -327,15 +325,6 @@ class RecipeResult:
     cached: Rate | None = None  # contextual: the same steps again, features cached
 
 
-def describe_model(config: TagConfig) -> str:
-    m = config.model
-    chars = "no chars" if m.chars == "none" else f"char {m.chars} {m.char_dim}/{m.char_hidden}"
-    return (
-        f"word {m.embedding_dim}, {chars}, {m.layers}x{m.hidden_size} bi-{m.rnn}, {m.head} head, "
-        f"dropout {m.dropout}, batch {config.train.batch_size}"
-    )
-
-
 def missing_files(config: TagConfig, data_dir: Path) -> list[str]:
     names = [config.data.train, config.data.dev]
     return [n for n in names if not resolve_data_path(n, data_dir).exists()]
@@ -352,11 +341,11 @@ def bench_recipe(
     path: str, args: argparse.Namespace, contextual: list[str] | None = None
 ) -> RecipeResult:
     out = RecipeResult(path + (" + contextual" if contextual else ""))
-    config = bench.load_recipe(path, "tag", TagConfig)
+    config = bench.load_recipe(path, "tag")
     if contextual:
         config.model.contextual = contextual
     config.train.device = args.device
-    out.model = describe_model(config)
+    out.model = bench.describe(config)
     data_dir = args.data_dir
     missing = missing_files(config, data_dir)
     if missing:
@@ -369,7 +358,7 @@ def bench_recipe(
     out.batch = config.train.batch_size
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
         trainer = Trainer(task, config.train, tmp, log=lambda _: None)
-        out.model += f"; {bench.describe_optimizer(trainer.optimizer)}"
+        out.model = bench.describe(config, optimizer=trainer.optimizer)
         step = bench.training_step(trainer, bench.endless(task.train_batches), counted)
         warm(step)
         progress(f"  training: {args.steps} steps")
@@ -570,23 +559,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     progress(f"torch threads {torch.get_num_threads()}")
     before = bench.cpu_ticks()
-    try:
-        corpus = make_corpus(args.random_seed)
-        kit = bench_seed_size_kit(corpus, args)
-        seed = bench_seed(corpus, args)
-        recipes = [bench_recipe(path, args) for path in args.recipe_list]
-        if args.contextual:
-            lms = [bench.resolve(p.strip()) for p in args.contextual.split(",")]
-            recipes += [
-                bench_recipe(path, args, [str(p) for p in lms]) for path in args.recipe_list
-            ]
-    except RnnkitError as err:
-        progress(f"error: {err}")
-        return 2
+    corpus = make_corpus(args.random_seed)
+    kit = bench_seed_size_kit(corpus, args)
+    seed = bench_seed(corpus, args)
+    recipes = [bench_recipe(path, args) for path in args.recipe_list]
+    if args.contextual:
+        lms = [str(bench.resolve(p.strip())) for p in args.contextual.split(",")]
+        recipes += [bench_recipe(path, args, lms) for path in args.recipe_list]
     others = bench.others_share(before)
     bench.publish(report(kit, seed, recipes, others, args), args.target)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    bench.run(main)
