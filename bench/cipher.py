@@ -16,8 +16,6 @@ keys (``rnnkit.crack``: LM search, classical, and end-to-end models if given).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import tempfile
 import time
@@ -110,16 +108,6 @@ def seed_example(rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(cipher), torch.tensor(plain)
 
 
-def seed_train_step(
-    net: SeedNet, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, rng: random.Random
-) -> None:
-    cipher, plain = seed_example(rng)
-    loss = loss_fn(net.scores(cipher), plain)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-
-
 @torch.no_grad()
 def seed_accuracy(net: SeedNet, heldout: list[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Character accuracy, one message at a time, softmax then most likely symbol."""
@@ -132,35 +120,38 @@ def seed_accuracy(net: SeedNet, heldout: list[tuple[torch.Tensor, torch.Tensor]]
     return right / total
 
 
-def seed_setup(
-    embedding_dim: int, hidden: int, seed: int
-) -> tuple[SeedNet, torch.optim.Optimizer, nn.Module, random.Random]:
+def seed_step(embedding_dim: int, hidden: int, seed: int) -> tuple[SeedNet, bench.Step]:
+    """A fresh seed model and its training step: one new message, one update."""
     torch.manual_seed(seed)
     net = SeedNet.create(embedding_dim, hidden)
     optimizer = torch.optim.Adam(net.parameters(), lr=SEED_LR)
-    return net, optimizer, nn.CrossEntropyLoss(), random.Random(seed)
+    loss_fn, rng = nn.CrossEntropyLoss(), random.Random(seed)
+
+    def step() -> tuple[int, int]:
+        cipher, plain = seed_example(rng)
+        loss = loss_fn(net.scores(cipher), plain)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return 1, 0
+
+    return net, step
 
 
 def seed_throughput(embedding_dim: int, hidden: int, seconds: float, seed: int) -> bench.Rate:
-    net, optimizer, loss_fn, rng = seed_setup(embedding_dim, hidden, seed)
-
-    def step() -> tuple[int, int]:
-        seed_train_step(net, optimizer, loss_fn, rng)
-        return 1, 0
-
-    bench.warm(step, 20)
-    return bench.run_for(step, seconds)
+    _, step = seed_step(embedding_dim, hidden, seed)
+    return bench.run_for(step, seconds, warmup=20)
 
 
 def seed_time_to_target(embedding_dim: int, hidden: int, args: argparse.Namespace) -> TargetRun:
     heldout_rng = random.Random(args.seed + 1_000_003)
     heldout = [seed_example(heldout_rng) for _ in range(args.eval_messages)]
-    net, optimizer, loss_fn, rng = seed_setup(embedding_dim, hidden, args.seed)
+    net, step = seed_step(embedding_dim, hidden, args.seed)
     messages, accuracy, eval_seconds = 0, 0.0, 0.0
     start = time.perf_counter()
     while True:
         for _ in range(args.seed_eval_every):
-            seed_train_step(net, optimizer, loss_fn, rng)
+            step()
         messages += args.seed_eval_every
         before_eval = time.perf_counter()
         accuracy = seed_accuracy(net, heldout)
@@ -202,13 +193,7 @@ def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> be
     step = bench.training_step(
         trainer, bench.endless(task.train_batches), lambda b: (len(b["source"]), 0)
     )
-    bench.warm(step, 2)
-    return bench.run_for(step, seconds)
-
-
-def read_history(out_dir: Path) -> list[dict]:
-    lines = (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return bench.run_for(step, seconds, warmup=2)
 
 
 def rnnkit_time_to_target(config: CipherConfig, out_dir: Path) -> TargetRun:
@@ -217,7 +202,7 @@ def rnnkit_time_to_target(config: CipherConfig, out_dir: Path) -> TargetRun:
     start = time.perf_counter()
     trainer.fit()
     fit_seconds = time.perf_counter() - start
-    history = read_history(out_dir)
+    history = trainer.state.history  # what metrics.jsonl holds
     per_epoch = config.data.train_messages
     total_messages = len(history) * per_epoch
     detail = (
@@ -580,7 +565,6 @@ def bench_size(embedding_dim: int, hidden: int, args: argparse.Namespace) -> str
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
     bench.busy_now()
     if args.crack:
         bench.publish(crack_report(args), args.target)

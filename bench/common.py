@@ -276,6 +276,7 @@ def finish(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Nam
         p.error("a --quick smoke run is not published")
     if getattr(args, "threads", None) is not None:
         torch.set_num_threads(args.threads)
+    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
     if getattr(args, "data_dir", None) is not None:
         args.data_dir = resolve(args.data_dir)
     args.target, args.smoke = RESULTS if args.publish else args.append, p.smoke
@@ -347,9 +348,12 @@ def run_for(
     into: Rate | None = None,
     min_steps: int = 1,
     device: torch.device | None = None,
+    warmup: int = 0,
 ) -> Rate:
-    """Call ``step`` until ``seconds`` have passed and ``min_steps`` were taken; add the work
-    to ``into`` (a new Rate by default). ``device`` is synchronised at both ends."""
+    """Call ``step`` until ``seconds`` have passed and ``min_steps`` were taken (after
+    ``warmup`` untimed calls); add the work to ``into`` (a new Rate by default). ``device`` is
+    synchronised at both ends."""
+    warm(step, warmup)
     rate = into or Rate()
     synchronize(device)
     start, steps = time.perf_counter(), 0
@@ -362,9 +366,9 @@ def run_for(
     return rate
 
 
-def run_steps(step: Step, count: int) -> Rate:
-    """Call ``step`` ``count`` times."""
-    return run_for(step, 0.0, min_steps=count)
+def run_steps(step: Step, count: int, warmup: int = 0) -> Rate:
+    """Call ``step`` ``count`` times (after ``warmup`` untimed calls)."""
+    return run_for(step, 0.0, min_steps=count, warmup=warmup)
 
 
 def median_seconds(call: Callable[[], object], repeats: int) -> float:

@@ -410,7 +410,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not bench.needs("torchcrf", pip="pytorch-crf"):
         return 2
-    progress(f"torch threads {torch.get_num_threads()}")
     before = bench.cpu_ticks()
     sections = [tags_section(*bench_tags(tags, args)) for tags in args.tags]
     others = bench.others_share(before)

@@ -186,11 +186,10 @@ def bench_seed_size_kit(corpus: Corpus, args: argparse.Namespace) -> SeedSizeKit
             progress(f"seed size, rnnkit, batch {size}: {args.seconds:g} s each part")
             for name, trainer in (("crf", crf_trainer), ("softmax", soft_trainer)):
                 step = bench.training_step(trainer, itertools.cycle(batches), counted)
-                warm(step)
-                (out.train if name == "crf" else out.softmax)[size] = run_for(step, args.seconds)
+                rate = run_for(step, args.seconds, warmup=3)
+                (out.train if name == "crf" else out.softmax)[size] = rate
             crf_step = crf_only_step(size, device)
-            warm(crf_step)
-            out.crf_only[size] = run_for(crf_step, args.seconds)
+            out.crf_only[size] = run_for(crf_step, args.seconds, warmup=3)
             progress(
                 f"  train {out.train[size].per_second:,.0f} sent/s; softmax head "
                 f"{out.softmax[size].per_second:,.0f}; CRF NLL alone "
@@ -204,8 +203,7 @@ def bench_seed_size_kit(corpus: Corpus, args: argparse.Namespace) -> SeedSizeKit
         out.latency_ms = median_seconds(single, max(args.latency_sentences, 5)) * 1e3
         for size in TAG_BATCHES:
             step = decode_step(model, move(corpus.batches(size)[0], device))
-            warm(step, 1)
-            out.tagging[size] = run_for(step, args.seconds)
+            out.tagging[size] = run_for(step, args.seconds, warmup=1)
         progress(
             f"  decode: one sentence {out.latency_ms:.2f} ms; "
             + ", ".join(f"batch {b} {r.per_second:,.0f} sent/s" for b, r in out.tagging.items())
@@ -291,8 +289,7 @@ def bench_seed(corpus: Corpus, args: argparse.Namespace) -> SeedSide:
     ):
         progress(f"seed size, seed's algorithm ({name}): {count} sentences")
         step = seed_train_step(model, corpus)
-        warm(step, args.seed_warmup)
-        rate = run_steps(step, count)
+        rate = run_steps(step, count, args.seed_warmup)
         setattr(out, "loop" if model is loop_model else "vectorised", rate)
         progress(f"  {rate.per_second:,.1f} sent/s")
     loop_model.eval()
@@ -366,8 +363,7 @@ def bench_recipe(
         progress(f"  {out.train.per_second:,.0f} sent/s, {out.train.tokens_per_second:,.0f} tok/s")
         if contextual:  # the same batches again: every sentence's features now cached
             again = bench.training_step(trainer, bench.endless(task.train_batches), counted)
-            warm(again)
-            out.cached = run_steps(again, args.steps)
+            out.cached = run_steps(again, args.steps, warmup=3)
             progress(f"  cached: {out.cached.per_second:,.0f} sent/s")
     dev = [s.tokens for s in task.sentences("dev") if s.tokens]
     chosen = pick_latency_sentences(dev, args.latency_sentences)

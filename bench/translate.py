@@ -89,8 +89,7 @@ def bench_rnnkit(
         trainer = Trainer(task, task.config.train, tmp, log=lambda _: None)
         tokens = lambda b: (len(b["target_mask"]), int(b["target_mask"].sum()))  # noqa: E731
         step = bench.training_step(trainer, bench.endless(task.train_batches), tokens)
-        bench.warm(step, WARMUP)
-        rate = bench.run_for(step, seconds)
+        rate = bench.run_for(step, seconds, warmup=WARMUP)
     task.model.load_state_dict(initial)
     task.config.train = recipe
     return rate.tokens_per_second, rate.steps
@@ -168,8 +167,7 @@ def bench_seed(task: TranslateTask, pairs: int, hidden: int = 256) -> float:
         dec_opt.step()
         return trained
 
-    bench.warm(one_pair, WARMUP)
-    return bench.run_steps(lambda: (1, one_pair()), pairs).tokens_per_second
+    return bench.run_steps(lambda: (1, one_pair()), pairs, WARMUP).tokens_per_second
 
 
 def bench_decoding(task: TranslateTask, count: int) -> dict[int, float]:
