@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from rnnkit.errors import ConfigError
 from rnnkit.nn.contextual import ContextualChars
+from rnnkit.nn.embeddings import drop_words
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 from rnnkit.nn.pooling import Pooling, PoolingKind
 
@@ -153,9 +154,8 @@ class NeuralClassifier(nn.Module):
         :meth:`ContextualChars.features`.
         """
         words, mask = batch["words"], batch["mask"]
-        if self.training and self.config.word_dropout > 0:
-            drop = torch.rand(words.shape, device=words.device) < self.config.word_dropout
-            words = words.masked_fill(drop & mask, 1)  # id 1 is <unk>
+        if self.training:
+            words = drop_words(words, mask, self.config.word_dropout)
         x = self.embed(words)
         if self.contextual is not None:
             x = torch.cat([x, self.contextual.features(batch)], dim=-1)

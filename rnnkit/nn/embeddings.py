@@ -1,4 +1,4 @@
-"""Word representations: character-level word features, and word vectors from a text file.
+"""Word representations: character-level word features, and word dropout.
 
 :class:`CharFeatures` reads each word's characters with a small BiLSTM (final states of both
 directions, concatenated) or a CNN (max over time of convolutions), the seed tagger's exercise.
@@ -58,3 +58,15 @@ class CharFeatures(nn.Module):
         real = torch.arange(chars.shape[1], device=chars.device) < lengths.unsqueeze(1)
         y = y.masked_fill(~real.unsqueeze(1), float("-inf"))
         return y.max(dim=2).values
+
+
+def drop_words(
+    words: torch.Tensor, mask: torch.Tensor, rate: float, unk_id: int = 1
+) -> torch.Tensor:
+    """Word dropout for training: each real token of ``words`` ``(batch, time)`` becomes
+    ``<unk>`` with probability ``rate``, so that the model learns what to do with words it
+    never saw. ``<unk>`` is id 1 in every word vocabulary (specials ``<pad>``, ``<unk>``)."""
+    if rate <= 0:
+        return words
+    drop = torch.rand(words.shape, device=words.device) < rate
+    return words.masked_fill(drop & mask, unk_id)

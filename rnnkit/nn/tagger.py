@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from rnnkit.errors import ConfigError
 from rnnkit.nn.contextual import ContextualChars
 from rnnkit.nn.crf import CRF, bio_constraints
-from rnnkit.nn.embeddings import CharFeatures, CharKind
+from rnnkit.nn.embeddings import CharFeatures, CharKind, drop_words
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 
 
@@ -95,9 +95,8 @@ class Tagger(nn.Module):
         :meth:`ContextualChars.inputs` to compute them here (fine-tuning).
         """
         words, mask = batch["words"], batch["mask"]
-        if self.training and self.config.word_dropout > 0:
-            drop = torch.rand(words.shape, device=words.device) < self.config.word_dropout
-            words = words.masked_fill(drop & mask, 1)  # id 1 is <unk>
+        if self.training:
+            words = drop_words(words, mask, self.config.word_dropout)
         x = self.embed(words)
         if self.chars is not None:
             per_form = self.chars(batch["chars"], batch["char_lengths"])
