@@ -2,6 +2,7 @@ from collections import Counter
 
 import pytest
 
+from rnnkit.checkpoint import json_bytes
 from rnnkit.data import PAD, UNK, Vocab
 from rnnkit.errors import DataError, ModelDirError
 
@@ -37,12 +38,12 @@ def test_decode_strips_padding_but_keeps_unk():
 
 def test_json_round_trip(tmp_path):
     v = Vocab(list("xyzé"), specials=[PAD], unk=None)
-    v.save(tmp_path / "vocab.json")
+    (tmp_path / "vocab.json").write_bytes(json_bytes(v.to_dict()))  # as a model directory has it
     assert Vocab.load(tmp_path / "vocab.json") == v
 
 
 def test_truncated_vocab_file_is_a_clear_error(tmp_path):
-    Vocab(list("abc")).save(tmp_path / "vocab.json")
+    (tmp_path / "vocab.json").write_bytes(json_bytes(Vocab(list("abc")).to_dict()))
     text = (tmp_path / "vocab.json").read_text()
     (tmp_path / "vocab.json").write_text(text[: len(text) // 2])
     with pytest.raises(ModelDirError, match="not valid JSON"):
