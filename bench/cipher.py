@@ -380,7 +380,7 @@ def crack_ways(args: argparse.Namespace, cipher: str):
 
 def crack_cells(args, cipher: str, lengths, key_lengths) -> dict:
     """Tallies per (way, message length, key length) on the same enciphered messages."""
-    from rnnkit.data.ciphers import Letters, encipher_letters, random_key
+    from rnnkit.data.ciphers import encipher, key_text, random_key
 
     text = Path(args.crack_text).read_text(encoding="utf-8")
     ways = crack_ways(args, cipher)
@@ -389,11 +389,8 @@ def crack_cells(args, cipher: str, lengths, key_lengths) -> dict:
     for length in lengths:
         for key_length in key_lengths:
             plain = crack_messages(text, length, args.crack_messages, args.seed + key_length)
-            secret = []
-            for message in plain:
-                letters = Letters(message)
-                key = random_key(cipher, generator, key_length)
-                secret.append(letters.render(encipher_letters(letters.values, cipher, key)))
+            keys = [key_text(cipher, random_key(cipher, generator, key_length)) for _ in plain]
+            secret = [encipher(m, cipher, key) for m, key in zip(plain, keys, strict=True)]
             for name, way in ways.items():
                 started = time.perf_counter()
                 guesses = way(secret)

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import importlib.util
 import itertools
+import math
 import os
 import platform
 import random
@@ -293,6 +294,12 @@ def needs(*modules: str, pip: str = "") -> bool:
     return not missing
 
 
+def ratio(ours: float, theirs: float, form: str = ".2f", missing: str = "n/a") -> str:
+    """``ours / theirs`` as ``2.15×``; ``missing`` where either is unknown or ``theirs`` is 0."""
+    known = theirs > 0 and not (math.isnan(ours) or math.isnan(theirs))
+    return f"{ours / theirs:{form}}×" if known else missing
+
+
 def table(head: str | list[str], rows: Iterable[Any], left: int = 1) -> list[str]:
     """A markdown table: the ``head`` cells, then ``rows``, each a list of cells or a string of
     them joined by " | " (so is a string ``head``); the first ``left`` columns are aligned
@@ -371,15 +378,6 @@ def run_steps(step: Step, count: int, warmup: int = 0) -> Rate:
     return run_for(step, 0.0, min_steps=count, warmup=warmup)
 
 
-def median_seconds(call: Callable[[], object], repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
-
-
 @dataclass
 class Calls:
     """A call timed again and again (``prepare`` runs untimed before each) and its seconds."""
@@ -399,9 +397,7 @@ def interleaved(calls: list[Calls]) -> None:
     """Warm each of ``calls`` up, then time them in interleaved rounds, so that drifting
     machine load hits all alike; fewer repeats are spread evenly over the rounds."""
     for c in calls:
-        for _ in range(c.warmup):
-            c.prepare()
-            c.run()
+        warm(lambda c=c: (c.prepare(), c.run()), c.warmup)
     rounds = max(c.repeats for c in calls)
     plans = [{(i * rounds) // c.repeats for i in range(c.repeats)} for c in calls]
     for r in range(rounds):
@@ -411,6 +407,13 @@ def interleaved(calls: list[Calls]) -> None:
                 start = time.perf_counter()
                 c.run()
                 c.samples.append(time.perf_counter() - start)
+
+
+def median_seconds(call: Callable[[], object], repeats: int) -> float:
+    """The median of ``repeats`` timed calls."""
+    timed = Calls(call, 0, repeats)
+    interleaved([timed])
+    return timed.median_ms / 1e3
 
 
 def endless(batches_of_epoch: Callable[[int], Iterable[Any]]) -> Iterator[Any]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -193,8 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not bench.needs("onnx", "onnxruntime"):
         return 2
-    if str(bench.REPO) not in sys.path:
-        sys.path.insert(0, str(bench.REPO))
     import rnnkit
     from rnnkit.export import export_onnx
 

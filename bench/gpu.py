@@ -71,13 +71,10 @@ LOSS_TARGET = 1.40  # validation nats/char of the recipe trained for its GPU bud
 NANOGPT_LOSS = 1.4697  # nanoGPT's Shakespeare-char validation loss on a GPU, for scale
 # Sizes and step counts of --dry-run: everything tiny, a few steps per part.
 DRY_LM = ["model.embedding_dim=16", "model.hidden_size=32", "train.batch_size=4", "data.bptt=16"]
-DRY_TAG = [
-    "model.embedding_dim=16",
-    "model.char_dim=8",
-    "model.char_hidden=8",
-    "model.hidden_size=16",
-    "train.batch_size=8",
-]
+DRY_TAG = (  # command-line overrides, as a person would type them
+    "model.embedding_dim=16 model.char_dim=8 model.char_hidden=8 model.hidden_size=16 "
+    "train.batch_size=8"
+).split()
 TUNED = {  # flag: (value, --dry-run value, help)
     "budget_s": (540.0, 300.0, "whole-run guard, s"),
     "seconds": (8.0, 0.3, "timed seconds per row"),

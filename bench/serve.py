@@ -299,10 +299,6 @@ def mib(kib: int | None) -> str:
     return "?" if kib is None else f"{kib / 1024:,.0f}"
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}×" if b > 0 and not math.isnan(a) and not math.isnan(b) else "n/a"
-
-
 def cores(cpu_s: float | None, seconds: float) -> str:
     return "?" if cpu_s is None or seconds <= 0 else f"{cpu_s / seconds:.2f}"
 
@@ -316,7 +312,7 @@ def runs_table(runs: dict[tuple[str, str], Run]) -> list[str]:
             failed = f"**{failed}**"
         rows.append(
             f"{name} | {on.requests:,} × {on.concurrency} | {on.per_second:,.0f} | "
-            f"{off.per_second:,.0f} | **{ratio(on.per_second, off.per_second)}** | "
+            f"{off.per_second:,.0f} | **{bench.ratio(on.per_second, off.per_second)}** | "
             f"{on.ms(0.5):.1f} / {off.ms(0.5):.1f} | {on.ms(0.99):.1f} / {off.ms(0.99):.1f} | "
             f"{failed} | {mib(on.rss_before)} → {mib(on.rss_after)} | "
             f"{mib(off.rss_before)} → {mib(off.rss_after)}"
@@ -331,7 +327,7 @@ def runs_table(runs: dict[tuple[str, str], Run]) -> list[str]:
 def summary(runs: dict[tuple[str, str], Run]) -> str:
     """One or two sentences of what the table shows."""
     speedups = ", ".join(
-        f"{ratio(runs[n, 'on'].per_second, runs[n, 'off'].per_second)} ({n})" for n in MODELS
+        f"{bench.ratio(runs[n, 'on'].per_second, runs[n, 'off'].per_second)} ({n})" for n in MODELS
     )
     p99 = ", ".join(
         f"{runs[n, 'off'].ms(0.99):.0f} → {runs[n, 'on'].ms(0.99):.0f} ms ({n})" for n in MODELS

@@ -29,6 +29,7 @@ import random
 import statistics
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -387,8 +388,7 @@ def bench_recipe(
 
 
 # ------------------------------------------------------------------------------ reporting
-def ratio(ours: float, theirs: float) -> str:
-    return f"{ours / theirs:,.1f}×" if theirs > 0 else ""
+ratio = partial(bench.ratio, form=",.1f", missing="")
 
 
 def training_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult]) -> list[str]:
