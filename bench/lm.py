@@ -332,7 +332,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = bench.load_recipe(args.config, "lm", args.overrides)
-    progress(f"building the task ({config.data.train}, torch threads {torch.get_num_threads()})")
+    progress(f"building the task ({config.data.train})")
     task = build_task("lm", config, args.data_dir)
     results = measure(config, task, args)
     bench.publish(report(config, task, results, args), args.target)

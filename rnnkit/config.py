@@ -150,10 +150,10 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config with every key of :data:`RENAMED` moved to its new name."""
     config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
     for old, new in RENAMED.items():
-        (section, key), (new_section, new_key) = old.split("."), new.split(".")
-        if isinstance(config.get(section), dict) and key in config[section]:
-            value = config[section].pop(key)
-            config.setdefault(new_section, {}).setdefault(new_key, value)
+        (part, key), (new_part, new_key) = old.split("."), new.split(".")
+        if isinstance(config.get(part), dict) and key in config[part]:
+            value = config[part].pop(key)
+            config.setdefault(new_part, {}).setdefault(new_key, value)
     return config
 
 

@@ -33,20 +33,21 @@ def test_recipe_is_a_valid_config(recipe):
 EXCERPT_CHARS = 60_000
 
 
-def _excerpt(text: bytes, budget: int = EXCERPT_CHARS) -> bytes:
-    """Bytes, not text: some files are not UTF-8 (TREC is Latin-1), and stay as they are."""
-    blocked = text.count(b"\n\n") > 50 and text.lstrip()[:1] in (b"#", b"-", b"1")
+def _excerpt(text: bytes, blocked: bool, budget: int = EXCERPT_CHARS) -> bytes:
+    """Bytes, not text: some files are not UTF-8 (TREC is Latin-1), and stay as they are.
+    ``blocked`` files hold one example per blank-line block (tagged sentences), the others
+    one per line."""
     pieces = text.split(b"\n\n") if blocked else text.split(b"\n")
     step = max(1, round(len(text) / budget))
     return (b"\n\n" if blocked else b"\n").join(pieces[::step]).rstrip(b"\n") + b"\n"
 
 
-def _excerpt_data(data: dict, target: Path) -> None:
+def _excerpt_data(data: dict, target: Path, blocked: bool) -> None:
     for value in data.values():
         if isinstance(value, str) and value and (SHARED_DATA / value).is_file():
             path = target / value
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(_excerpt((SHARED_DATA / value).read_bytes()))
+            path.write_bytes(_excerpt((SHARED_DATA / value).read_bytes(), blocked))
 
 
 def _synthetic_conll03(target: Path) -> None:
@@ -74,7 +75,7 @@ def test_recipe_dry_run(recipe, tmp_path):
     if recipe.stem == "conll03-ner":
         _synthetic_conll03(tmp_path / "data")
     else:
-        _excerpt_data(data["data"], tmp_path / "data")
+        _excerpt_data(data["data"], tmp_path / "data", blocked=data["task"] == "tag")
     out = tmp_path / "run"
     args = ["train", data["task"], "--config", str(recipe), "--out", str(out), "--dry-run"]
     assert main([*args, "--data-dir", str(tmp_path / "data"), *overrides]) == 0
