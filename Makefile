@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # pyproject.toml keeps an open range so that users may bring any torch >= 2.4.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test test-slow lint venv clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ lint: venv
 	$(BIN)/ruff format --check rnnkit tests bench examples
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The slow tier (load and soak tests of the server, worst-case work budgets): run by .ci/run.
+test-slow: venv
+	$(BIN)/python -m pytest -q -m slow
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -50,6 +50,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from rnnkit.errors import ModelDirError
+from rnnkit.parsing import MAX_JSON_BYTES, TooDeep, loads_json
 
 JOURNAL = "commit.json"
 WRITER_LOCK = ".writer.lock"
@@ -67,7 +68,7 @@ _VIEWS: contextvars.ContextVar[dict[Path, set[str]] | None] = contextvars.Contex
 # ------------------------------------------------------------------------ locks
 def _holder(lock: Path) -> str:
     try:
-        info = json.loads(lock.read_text(encoding="utf-8"))
+        info = loads_json(lock.read_text(encoding="utf-8")[:4096])
         return f"process {info['pid']} on {info['host']} (since {info['since']})"
     except (OSError, ValueError, KeyError, TypeError):
         return "another process"
@@ -169,7 +170,7 @@ def _journal_names(directory: Path) -> set[str]:
 
 def _read_journal(journal: Path) -> list[str]:
     try:
-        names = json.loads(journal.read_text(encoding="utf-8"))
+        names = loads_json(journal.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         # The journal is written atomically, so a torn one cannot happen; if it is
         # damaged anyway, nothing can be trusted to roll forward.
@@ -215,10 +216,18 @@ def fsync_dir(path: Path) -> None:
 
 
 def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    """Write and fsync ``path``. A failed write (a full disk) removes the partial file and
+    raises an OSError that names it: the OS's own names no file for a write."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        path.unlink(missing_ok=True)
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+        raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -226,7 +235,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    _write_durably(tmp, data)
+    try:
+        _write_durably(tmp, data)
+    except OSError as err:  # name the file the user knows, not the temporary one
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
@@ -307,7 +319,7 @@ def _data_section(data: bytes) -> memoryview:
 def _stored_checksum(data: bytes) -> str | None:
     try:
         header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(bytes(data[8 : 8 + header_len]))
+        header = loads_json(bytes(data[8 : 8 + header_len]))
         return header.get("__metadata__", {}).get(CHECKSUM_KEY)
     except (ValueError, AttributeError):
         return None  # safetensors' own parser reports what is wrong
@@ -356,8 +368,15 @@ def read_tensors_from(data: bytes, where: str = "tensor data") -> dict[str, torc
 
 
 def read_json(path: Path) -> Any:
+    """A JSON file of a model directory, bounded in size and nesting; every way it can be
+    wrong is a ModelDirError naming it."""
+    real = _regular(path)
     try:
-        return json.loads(_regular(path).read_text(encoding="utf-8"))
+        if real.stat().st_size > MAX_JSON_BYTES:
+            raise ModelDirError(f"{path} is larger than {MAX_JSON_BYTES // 2**20} MiB")
+        return loads_json(real.read_text(encoding="utf-8"))
+    except TooDeep as err:
+        raise ModelDirError(f"{path} is {err}") from None
     except FileNotFoundError:
         raise ModelDirError(f"{path} is missing") from None
     except IsADirectoryError:

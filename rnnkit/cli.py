@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--confusion",
         metavar="PNG",
-        help="classify: where to draw the confusion matrix (default: MODEL/confusion-SPLIT.png)",
+        help="classify: draw the confusion matrix as a PNG here (default: none)",
     )
     p.add_argument(
         "--beam", type=int, help="translate: beam size, 1 = greedy (default: the recipe's)"
@@ -268,6 +268,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = merge(extra, {"train": DRY_RUN_TRAIN})
     from rnnkit import checkpoint as ckpt
     from rnnkit.runtime import rank
+    from rnnkit.tasks.base import metric_goal
 
     # Under torchrun only rank 0 owns the directory: it takes the lock, checks and clears it.
     main_process = rank() == 0
@@ -281,35 +282,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         stored = ckpt.read_model_config(out)
         if stored["task"] != args.task:
             raise RnnkitError(f"{out} holds a '{stored['task']}' run, not '{args.task}'")
-        base = upgrade(stored["config"])
+        config = from_dict(cls.Config, merge(upgrade(stored["config"]), extra))
+        task = build_task(args.task, config, args.data_dir)  # $RNNKIT_DATA and the cache too
+        _check_same_vocabularies(task, out)
     else:
         if not args.out:
             raise RnnkitError("--out DIR is required (or --resume DIR)")
         out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise RnnkitError(f"--out {out} is a file, not a directory")
-        # The lock first, then the check: two runs started together cannot both pass it.
-        if main_process:
-            ckpt.acquire_writer(out)
-        if main_process and (out / "config.json").exists() and not args.force:
-            raise RnnkitError(f"{out} already holds a model (use --resume or --force)")
         base = read_yaml(args.config) if args.config else {}
         base.setdefault("task", args.task)
         if base["task"] != args.task:
             raise RnnkitError(f"{args.config} is a '{base['task']}' recipe, not '{args.task}'")
-    config = from_dict(cls.Config, merge(base, extra))
-    task = build_task(args.task, config, args.data_dir)  # it applies $RNNKIT_DATA and the cache
-    if args.resume:
-        # Every vocabulary the model was built on (words, characters, tags, labels, targets,
-        # counts) must come out of the data the same again, or the weights mean other things.
-        for name, data in task.model_files().items():
-            if name != "config.json" and name.endswith(".json"):
-                if ckpt.read_json(out / name) != json.loads(data):
-                    raise RnnkitError(
-                        f"the training data changed since {out} was started ({name} differs)"
-                    )
-    if main_process and not args.resume and out.exists() and args.force:
-        _clear_run(out)
+        # Everything that can be checked without the data is checked before the disk is
+        # touched: the config, the metric's name, and what --out holds.
+        config = from_dict(cls.Config, merge(base, extra))
+        if config.train.metric:
+            metric_goal(cls, config.train.metric)
+        if main_process:
+            _check_out(out, args.force)
+        with _undo_new_directory(out, main_process):
+            # The lock first, then the check again: two runs started together cannot both
+            # pass it.
+            if main_process:
+                ckpt.acquire_writer(out)
+                _check_out(out, args.force)
+            task = build_task(args.task, config, args.data_dir)
+            # Per-type metrics (f1_PER) are known once the data has been read.
+            metric_goal(task, config.train.metric or task.default_metric)
+    if main_process and not args.resume and args.force:
+        _clear_run(out)  # only now: nothing above can fail any more
     trainer = Trainer(task, config.train, out)
     summary = trainer.fit(resume=bool(args.resume))
     if not main_process:
@@ -326,26 +327,102 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clear_run(out: Path) -> None:
-    """Remove what an earlier rnnkit run left in ``out``: only the files rnnkit writes, and
-    only when its ``config.json`` is rnnkit's (a user's own files are never deleted)."""
+def _check_same_vocabularies(task: Any, out: Path) -> None:
+    """Every vocabulary a model was built on (words, characters, tags, labels, targets,
+    counts) must come out of the data the same again on ``--resume``, or the weights would
+    mean other things."""
+    from rnnkit import checkpoint as ckpt
+
+    for name, data in task.model_files().items():
+        if name != "config.json" and name.endswith(".json"):
+            if ckpt.read_json(out / name) != json.loads(data):
+                raise RnnkitError(
+                    f"the training data changed since {out} was started ({name} differs)"
+                )
+
+
+def _run_entries(out: Path) -> tuple[list[str], list[str]]:
+    """What ``out`` holds besides the locks: (names an rnnkit run writes, other names)."""
+    from rnnkit import checkpoint as ckpt
     from rnnkit.tasks.storage import run_files
 
-    names = sorted(run_files())
-    config = out / "config.json"
-    try:
-        ours = "rnnkit_version" in json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError, TypeError):
-        ours = False
-    if not ours:
-        taken = [n for n in names if (out / n).exists()]
-        if taken:  # a training run would overwrite them
-            raise RnnkitError(f"{out / taken[0]} was not written by rnnkit; pick another --out")
+    ours, foreign = [], []
+    known = run_files()
+    for entry in sorted(out.iterdir()):
+        name = entry.name
+        if name in (ckpt.WRITER_LOCK, ckpt.COMMIT_LOCK):
+            continue
+        # confusion-SPLIT.png: what `rnnkit eval` drew into model directories before 0.2
+        rnnkit_file = name in known or (name.endswith(".next") and name[:-5] in known)
+        rnnkit_file = rnnkit_file or (name.startswith("confusion-") and name.endswith(".png"))
+        (ours if rnnkit_file and entry.is_file() else foreign).append(name)
+    return ours, foreign
+
+
+def _written_by_rnnkit(out: Path) -> bool:
+    """Whether ``out``'s config.json (or the one its unfinished commit brings) is rnnkit's."""
+    from rnnkit import checkpoint as ckpt
+
+    for name in ("config.json", "config.json.next"):
+        try:
+            config = ckpt.read_json(out / name)
+        except RnnkitError:
+            continue
+        if isinstance(config, dict) and "rnnkit_version" in config:
+            return True
+    return False
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an ``--out`` that training would harm: a file, a directory holding anything
+    rnnkit did not write (with or without ``--force``), or a model without ``--force``."""
+    if not out.exists():
         return
-    for name in names:
+    if not out.is_dir():
+        raise RnnkitError(f"--out {out} is a file, not a directory")
+    ours, foreign = _run_entries(out)
+    if foreign:
+        raise RnnkitError(
+            f"{out} holds files rnnkit did not write ({', '.join(foreign[:3])}); "
+            "pick an empty or new --out"
+        )
+    if not ours:
+        return
+    if not _written_by_rnnkit(out):
+        raise RnnkitError(f"{out / ours[0]} was not written by rnnkit; pick another --out")
+    if not force:
+        raise RnnkitError(f"{out} already holds a model (use --resume or --force)")
+
+
+@contextlib.contextmanager
+def _undo_new_directory(out: Path, main_process: bool) -> Iterator[None]:
+    """If the block fails, leave no trace of a directory (or lock files) it created: a refused
+    run must not leave an empty ``--out`` behind."""
+    from rnnkit import checkpoint as ckpt
+
+    existed = out.exists()
+    locks = [out / ckpt.WRITER_LOCK, out / ckpt.COMMIT_LOCK]
+    had = [lock.exists() for lock in locks]
+    try:
+        yield
+    except BaseException:
+        if main_process and out.is_dir() and not _run_entries(out)[0]:
+            ckpt.release_writer(out)
+            for lock, there in zip(locks, had, strict=True):
+                if not there:
+                    lock.unlink(missing_ok=True)
+            if not existed:
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only if empty: a file that appeared meanwhile stays
+        raise
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what an earlier rnnkit run left in ``out`` (checked by :func:`_check_out`)."""
+    if not out.exists():
+        return
+    for name in _run_entries(out)[0]:
         (out / name).unlink(missing_ok=True)
-    for stray in out.glob("*.next"):
-        stray.unlink()
 
 
 def _lines(text: str) -> list[str]:
@@ -495,23 +572,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _plot_confusion(task, args: argparse.Namespace, metrics: dict[str, float]) -> None:
-    """Draw the confusion matrix of the evaluation just run, for tasks that have one."""
+    """Draw the confusion matrix of the evaluation just run where ``--confusion`` says (never
+    into the model directory: readers do not write there)."""
     from rnnkit.plots import plot_confusion_matrix
 
-    if task.confusion is None:
-        if args.confusion:
-            raise RnnkitError(f"--confusion: the {task.name} task draws no confusion matrix")
+    if not args.confusion:
         return
+    if task.confusion is None:
+        raise RnnkitError(f"--confusion: the {task.name} task draws no confusion matrix")
     split = Path(args.data).stem if args.data else "test"
-    where = Path(args.confusion or Path(args.model) / f"confusion-{split}.png")
+    where = Path(args.confusion)
     title = f"{Path(args.model).name} on {split}: accuracy {metrics.get('accuracy', 0):.4f}"
     try:
         plot_confusion_matrix(*task.confusion, where, title=title)
     except OSError as err:
-        if args.confusion:
-            raise RnnkitError(f"cannot write {where} ({err.strerror})") from None
-        print(f"rnnkit: note: no confusion matrix, cannot write {where}", file=sys.stderr)
-        return
+        raise RnnkitError(f"cannot write {where} ({err.strerror})") from None
     print(f"confusion matrix: {where}", file=sys.stderr)
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from rnnkit.errors import ConfigError
+from rnnkit.parsing import MAX_YAML_BYTES, TooDeep, loads_yaml
 
 T = TypeVar("T")
 
@@ -182,9 +183,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if not key:
             raise ConfigError(f"override {pair!r} has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            value = loads_yaml(raw) if raw else ""
         except yaml.YAMLError:
             value = raw
+        except TooDeep as err:
+            raise ConfigError(f"override {key}: the value is {err}") from None
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
@@ -210,6 +213,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML recipe; a missing file or bad syntax is a one-line ConfigError."""
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // 1024} kB; not a recipe")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
@@ -218,7 +223,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = loads_yaml(text)
+    except TooDeep as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

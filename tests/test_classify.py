@@ -354,7 +354,8 @@ def test_cli_train_classify_eval_and_reload(tmp_path):
     assert run.returncode == 0, run.stderr
     metrics = json.loads(run.stdout)
     assert set(metrics) == {"accuracy", "macro_f1"} and 0.9 < metrics["accuracy"] <= 1
-    assert (out / "confusion-test.png").read_bytes()[:4] == b"\x89PNG"
+    # A reader never writes into the model directory: no picture unless --confusion asks.
+    assert not list(out.glob("confusion-*")) and "confusion matrix" not in run.stderr
     png = tmp_path / "figs" / "dev.png"
     run = run_cli("eval", "--model", str(out), "--data", str(tmp_path / "dev.tsv"),
                   "--confusion", str(png))  # fmt: skip

@@ -8,7 +8,7 @@ import json
 import pytest
 
 import rnnkit
-from rnnkit.errors import ConfigError, InputError, LimitError
+from rnnkit.errors import ConfigError, InputError, LimitError, RnnkitError
 from tests.conftest import TINY, run_cli
 
 
@@ -162,3 +162,98 @@ def test_resume_refuses_data_whose_labels_changed(tmp_path):
     train = tmp_path / "train.tsv"
     train.write_text(train.read_text().replace("animal\t", "beast\t"))  # same words, new label
     one_line(run_cli("train", "classify", "--resume", str(out)), "labels.json differs")
+
+
+# ------------------------------------------------------------------ reliability II
+def test_force_checks_everything_before_it_deletes_the_old_model(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("train", "cipher", *TINY, "--out", str(out)).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    for bad in ("train.metric=acuracy", "data.plaintext=text", "data.text=/no/such/file.txt"):
+        one_line(run_cli("train", "cipher", *TINY, "--out", str(out), "--force", bad))
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before, bad
+    assert rnnkit.load(out).predict(["URYYB"])[0]["plaintext"]
+
+
+def test_a_users_own_files_are_never_overwritten_with_or_without_force(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "labels.json").write_text('{"my": "labels"}')
+    for force in ([], ["--force"]):
+        one_line(run_cli("train", "cipher", *TINY, "--out", str(mine), *force), "labels.json")
+        assert (mine / "labels.json").read_text() == '{"my": "labels"}'
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("buy milk")
+    for force in ([], ["--force"]):
+        one_line(run_cli("train", "cipher", *TINY, "--out", str(notes), *force), "todo.txt")
+    assert sorted(p.name for p in notes.iterdir()) == ["todo.txt"]
+
+
+def test_a_refused_run_leaves_no_directory_behind(tmp_path):
+    bad = tmp_path / "bad.conllu"  # found, but malformed: refused once the data is read
+    bad.write_text("1\tonly\ttwo\n")
+    data = [f"data.train={bad}", f"data.dev={bad}"]
+    out = tmp_path / "new" / "run"
+    one_line(run_cli("train", "tag", *data, "--out", str(out)), "bad.conllu:1")
+    assert not out.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line(run_cli("train", "tag", *data, "--out", str(empty)), "bad.conllu:1")
+    assert list(empty.iterdir()) == []
+
+
+def test_a_misspelt_per_type_metric_stops_before_training(tmp_path):
+    from tests.test_tag import ner_overrides  # a tiny IOB2 corpus with PER and LOC
+
+    out = tmp_path / "ner"
+    overrides = ner_overrides(tmp_path, "train.metric=f1_NOPE")
+    run = run_cli("train", "tag", *overrides, "--out", str(out))
+    one_line(run, "f1_NOPE", "f1_PER")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["config.json", "vocab.json", "commit.json", ".writer.lock"])
+def test_deeply_nested_json_in_a_model_directory_is_one_line(rot13, tmp_path, name):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(rot13, copy)
+    (copy / name).write_text("[" * 100_000 + "]" * 100_000)
+    if name == ".writer.lock":  # read only to name a writer: the model still loads
+        assert run_cli("decrypt", "--model", str(copy), "URYYB").returncode == 0
+        return
+    for verb in (["decrypt", "--model", str(copy), "URYYB"], ["eval", "--model", str(copy)]):
+        one_line(run_cli(*verb), "nested")
+    with pytest.raises(RnnkitError, match="nested"):
+        rnnkit.load(copy)
+
+
+def test_deeply_nested_yaml_is_one_line(tmp_path):
+    recipe = tmp_path / "deep.yaml"
+    recipe.write_text("[" * 100_000 + "]" * 100_000)
+    one_line(run_cli("train", "cipher", "--config", str(recipe), "--out", str(tmp_path / "m")),
+             "deep.yaml", "nested")  # fmt: skip
+    one_line(run_cli("train", "cipher", "model.layers=" + "[" * 50_000, "--out", "x"), "nested")
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 200_000)
+    one_line(run_cli("train", "cipher", "--config", str(big), "--out", str(tmp_path / "m")), "big")
+
+
+def test_a_vocabulary_of_the_wrong_shape_names_its_file(rot13, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(rot13, copy)
+    (copy / "vocab.json").write_text("5")
+    one_line(run_cli("decrypt", "--model", str(copy), "URYYB"), "vocab.json", "JSON object")
+
+
+def test_a_ten_million_word_line_is_refused_by_file_and_line(tmp_path):
+    trec = tmp_path / "huge.label"
+    with trec.open("w") as f:
+        f.write("HUM:ind Who wrote Hamlet ?\n")
+        f.write("DESC:def " + "what " * 10_000_000 + "?\n")
+    run = run_cli("train", "classify", "data.format=trec", f"data.train={trec}",
+                  "--out", str(tmp_path / "m"))  # fmt: skip
+    one_line(run, "huge.label:2", "50,000,010 characters")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rnnkit.data.text import read_text, refuse_binary
+from rnnkit.data.text import MAX_LINE_CHARS, read_text, refuse_binary, refuse_long_lines
 from rnnkit.errors import DataError
 
 TrecLabels = Literal["coarse", "fine"]
@@ -38,7 +38,7 @@ def read_tsv(path: str | Path) -> list[Example]:
     A line without a tab, with an empty label or with no text after the tab is a DataError.
     """
     examples = []
-    for number, line in enumerate(_lines(read_text(path)), 1):
+    for number, line in enumerate(_lines(read_text(path, MAX_LINE_CHARS)), 1):
         if not line.strip():
             continue
         label, tab, text = line.partition("\t")
@@ -61,11 +61,12 @@ def read_trec_text(path: str | Path) -> str:
     rather than failing or silently dropping it.
     """
     try:
-        return read_text(path)
+        return read_text(path, MAX_LINE_CHARS)
     except DataError as err:
         if err.line is None:  # missing or unreadable; only a decoding error names a line
             raise
     text = Path(path).read_bytes().decode("latin-1")
+    refuse_long_lines(text, path)
     refuse_binary(text, path)  # latin-1 decodes anything, UTF-16 included: refuse that here
     return text
 

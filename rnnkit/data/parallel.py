@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rnnkit.data.text import read_text
+from rnnkit.data.text import MAX_LINE_CHARS, read_text
 from rnnkit.errors import DataError
 
 # The seed's filter: the English side must start with one of these (after normalisation,
@@ -101,7 +101,7 @@ def read_pairs(
     """
     clean = normalise if normalise_text else light_normalise
     pairs = []
-    for number, line in enumerate(read_text(path).split("\n"), 1):
+    for number, line in enumerate(read_text(path, MAX_LINE_CHARS).split("\n"), 1):
         line = line.rstrip("\r")
         if not line.strip():
             continue

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rnnkit.data.text import read_text
+from rnnkit.data.text import MAX_LINE_CHARS, read_text
 from rnnkit.errors import DataError
 
 Scheme = Literal["IOB1", "IOB2", "BIOES"]
@@ -44,7 +44,7 @@ def read_conllu(
     """
     import conllu
 
-    text = read_text(path)
+    text = read_text(path, MAX_LINE_CHARS)
     col = CONLLU_COLUMNS[column]
     sentences: list[Sentence] = []
     block: list[str] = []
@@ -106,7 +106,7 @@ def read_columns(
     ``PREFIX-TYPE`` of that scheme. ``token_column == tag_column`` reads tokens only (the tags
     are then the tokens), for files that have no tags.
     """
-    text = read_text(path)
+    text = read_text(path, MAX_LINE_CHARS)
     sentences: list[Sentence] = []
     tokens: list[str] = []
     tags: list[str] = []

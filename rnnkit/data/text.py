@@ -13,12 +13,21 @@ Level = Literal["char", "word"]
 EOS = "<eos>"
 
 
-def read_text(path: str | Path) -> str:
-    """A UTF-8 text file's contents; a missing or undecodable file is a DataError naming it."""
+# Sentences, questions, token lines and sentence pairs are far shorter than this; a longer
+# line is a file in the wrong format (or an attack), and would be padded into tensors of its
+# length. Streams (language models, embeddings) take any line length.
+MAX_LINE_CHARS = 100_000
+
+
+def read_text(path: str | Path, max_line: int | None = None) -> str:
+    """A UTF-8 text file's contents; a missing or undecodable file, or (when ``max_line`` is
+    given) a line longer than ``max_line`` characters, is a DataError naming it."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not text
         refuse_binary(text, path)
+        if max_line is not None:
+            refuse_long_lines(text, path, max_line)
         return text
     except FileNotFoundError:
         raise DataError("file not found", str(path)) from None
@@ -38,6 +47,22 @@ def refuse_binary(text: str, path: str | Path) -> None:
     if at >= 0:
         line = text.count("\n", 0, at) + 1
         raise DataError("holds NUL bytes: UTF-16 or binary, not UTF-8 text", str(path), line)
+
+
+def refuse_long_lines(text: str, path: str | Path, limit: int = MAX_LINE_CHARS) -> None:
+    """A DataError at the first line of ``text`` longer than ``limit`` characters."""
+    start, number = 0, 1
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        if end - start > limit:
+            raise DataError(
+                f"a line of {end - start:,} characters (the limit is {limit:,}); is this a "
+                "file of one example per line?",
+                str(path),
+                number,
+            )
+        start, number = end + 1, number + 1
 
 
 def resolve_data_path(name: str, data_dir: Path | None) -> Path:

@@ -96,12 +96,19 @@ class Vocab:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Vocab:
+        if not isinstance(data, dict):
+            raise ModelDirError(
+                f"a vocabulary is a JSON object with itos, specials and unk, not "
+                f"{type(data).__name__}"
+            )
         try:
             specials = list(data["specials"])
             itos = list(data["itos"])
             unk = data["unk"]
-        except (KeyError, TypeError) as err:
+        except KeyError as err:
             raise ModelDirError(f"vocabulary is missing its {err} entry") from None
+        except TypeError:
+            raise ModelDirError("vocabulary's itos and specials must be lists") from None
         if not all(isinstance(t, str) for t in itos) or not isinstance(unk, (str, type(None))):
             raise ModelDirError("vocabulary holds something other than strings")
         if itos[: len(specials)] != specials or len(set(itos)) != len(itos):
@@ -112,4 +119,9 @@ class Vocab:
     def load(cls, path: str | Path) -> Vocab:
         from rnnkit.checkpoint import read_json
 
-        return cls.from_dict(read_json(Path(path)))
+        try:
+            return cls.from_dict(read_json(Path(path)))
+        except ModelDirError as err:
+            if str(path) in str(err):
+                raise
+            raise ModelDirError(f"{path}: {err}") from None

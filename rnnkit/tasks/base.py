@@ -236,9 +236,14 @@ def metric_goal(task: Any, metric: str) -> Goal:
     goals = task.metric_goals
     if metric in goals:
         return goals[metric]
-    head = metric.split("_", 1)[0]  # per-type metrics: f1_PER is an f1
-    if head in goals and "_" in metric:
-        return goals[head]
+    head, _, kind = metric.partition("_")  # per-type metrics: f1_PER is an f1
+    if head in goals and kind:
+        # A built task whose metrics come per type (entity types of its tags) lists them.
+        kinds = getattr(task, "metric_kinds", None)
+        if not isinstance(kinds, (list, tuple, set, frozenset)) or kind in kinds:
+            return goals[head]
+        choices = ", ".join(f"{head}_{k}" for k in sorted(kinds)) or "none in this data"
+        raise ConfigError(f"bad value {metric!r} for train.metric (per-type: {choices})")
     raise ConfigError(f"bad value {metric!r} for train.metric (choices: {', '.join(goals)})")
 
 

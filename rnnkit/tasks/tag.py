@@ -129,6 +129,13 @@ class TagTask:
     def default_metric(self) -> str:
         return "f1" if self.file_scheme else "accuracy"
 
+    @property
+    def metric_kinds(self) -> set[str]:
+        """The entity types that per-type metrics (``f1_PER``) may name: none for plain tags."""
+        if not self.file_scheme:
+            return set()
+        return {tag.split("-", 1)[1] for tag in self.tag_vocab.itos if "-" in tag}
+
     # ------------------------------------------------------------------ data
     def read(self, path: str | Path) -> list[Sentence]:
         """Tagged sentences of a file in the recipe's format, tags in the model's scheme."""
