@@ -258,8 +258,13 @@ def commit(directory: str | Path, files: dict[str, bytes]) -> None:
         raise ValueError(f"not a plain file name for a model directory: {bad[0]!r}")
     with writing(directory):
         recover(directory)
-        for name, data in files.items():
-            _write_durably(directory / f"{name}.next", data)
+        try:
+            for name, data in files.items():
+                _write_durably(directory / f"{name}.next", data)
+        except OSError:  # a full disk: before the commit point, so take the halves back
+            for name in files:
+                (directory / f"{name}.next").unlink(missing_ok=True)
+            raise
         fsync_dir(directory)
         with _commit_lock(directory, shared=False):
             atomic_write_text(directory / JOURNAL, json.dumps(sorted(files)))

@@ -390,7 +390,10 @@ def _check_out(out: Path, force: bool) -> None:
         return
     if not _written_by_rnnkit(out):
         raise RnnkitError(f"{out / ours[0]} was not written by rnnkit; pick another --out")
-    if not force:
+    from rnnkit import checkpoint as ckpt
+
+    # A model: config.json, or a commit that died after its commit point (journal written).
+    if not force and ((out / "config.json").exists() or (out / ckpt.JOURNAL).exists()):
         raise RnnkitError(f"{out} already holds a model (use --resume or --force)")
 
 

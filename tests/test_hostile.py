@@ -124,7 +124,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_directory_sound(tmp_path):
     cmd = [sys.executable, "-m", "rnnkit", "train", "cipher", *TINY, "--out", str(out)]
     full = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=small_disk,
                           env={**os.environ}, timeout=300)  # fmt: skip
-    one_line(full, "File too large")
+    one_line(full, "File too large", str(out))  # the file it could not write
     assert not (out / "config.json").exists()  # nothing half-committed
     again = run_cli("train", "cipher", *TINY, "--out", str(out))
     assert again.returncode == 0, again.stderr
