@@ -170,9 +170,9 @@ class Part:
 def bench_config(base: TrainConfig, device: torch.device, bf16: bool, compiled: bool) -> Any:
     """The recipe's train section for one timed loop: no TensorBoard, this device and
     precision (the learning rate stays the optimizer's: constant)."""
-    cpu_amp = bf16 and device.type == "cpu"
+    precision = "bf16" if bf16 else "fp32"
     return dataclasses.replace(
-        base, tensorboard="", device=str(device), amp=bf16, cpu_amp=cpu_amp, compile=compiled
+        base, tensorboard="", device=str(device), precision=precision, compile=compiled
     )
 
 

@@ -32,6 +32,8 @@ RENAMED = {
     "model.dim": "model.embedding_dim",
     "model.source_dim": "model.source_embedding_dim",
     "model.target_dim": "model.target_embedding_dim",
+    "train.amp": "train.precision",  # true → auto, false → fp32
+    "train.cpu_amp": "train.precision",  # true → bf16
 }
 
 
@@ -150,6 +152,12 @@ def section(cls: type, **values: Any) -> Any:
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:
     """A stored config with every key of :data:`RENAMED` moved to its new name."""
     config = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    train = config.get("train")
+    if isinstance(train, dict) and ("amp" in train or "cpu_amp" in train):
+        # Two switches became one setting: CPU autocast on means bf16; autocast off on
+        # CUDA means fp32; the old defaults (CUDA on, CPU off) become auto.
+        amp, cpu_amp = train.pop("amp", True), train.pop("cpu_amp", False)
+        train.setdefault("precision", "bf16" if cpu_amp else "auto" if amp else "fp32")
     for old, new in RENAMED.items():
         (part, key), (new_part, new_key) = old.split("."), new.split(".")
         if isinstance(config.get(part), dict) and key in config[part]:

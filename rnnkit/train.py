@@ -67,11 +67,10 @@ class TrainConfig:
     seed: int = 1
     deterministic: bool = False
     device: str = "auto"
-    amp: bool = True  # autocast on CUDA: bfloat16, or float16 with loss scaling where the GPU
-    # has no bfloat16; ignored elsewhere
-    # bfloat16 autocast on the CPU as well: fast where the CPU has native bf16 (AVX512-BF16
-    # or AMX), slower where it has not; off by default because it changes the numbers.
-    cpu_amp: bool = False
+    # The matmuls' precision. bf16: bfloat16 autocast (float16 with loss scaling on GPUs
+    # without bfloat16); weights, losses and optimizer state stay float32. auto: bf16 on CUDA
+    # and on CPUs with native bf16 (AVX512-BF16, AMX), fp32 elsewhere. fp32: never autocast.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = epoch ends)
     progress: bool = True  # progress bar (shown on terminals only)
     plot_every_s: float = 30.0  # redraw curve.png at most this often during training
@@ -117,12 +116,25 @@ def make_optimizer(
     return cls(params, lr=c.lr, weight_decay=c.weight_decay, fused=fused)
 
 
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX tiles): there
+    bf16 matmuls run at about twice float32's rate; elsewhere they are emulated, and slower."""
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(cpu, probe, None)
+        if check is not None and check():
+            return True
+    return False
+
+
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of training steps, or None without autocast: bfloat16 on CUDA
-    (``train.amp``) or on the CPU (``train.cpu_amp``), float16 on GPUs without bfloat16."""
-    if device.type == "cuda" and config.amp:
+    """The autocast dtype of training steps under ``train.precision``, or None for none:
+    bfloat16 (float16 on GPUs without bfloat16) on CUDA, bfloat16 on CPUs."""
+    if config.precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return None
+    if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and config.cpu_amp:
+    if config.precision == "bf16" or native_bf16():
         return torch.bfloat16
     return None
 
