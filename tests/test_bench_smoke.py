@@ -33,3 +33,17 @@ def test_tagging_benchmark_quick_run_completes(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert "seed size, rnnkit" in run.stdout
+
+
+def test_precision_benchmark_quick_run_completes():
+    """bench/precision.py on the one recipe that needs no data (ROT13 on random messages)."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "precision.py"), "--quick", "--seconds", "1",
+         "--recipes", "cipher-rot13"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    row = next(line for line in run.stdout.splitlines() if line.startswith("| cipher-rot13"))
+    fp32, bf16 = (float(cell) for cell in row.split("|")[4:6])
+    assert fp32 > 0 and bf16 > 0
