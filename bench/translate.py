@@ -2,7 +2,7 @@
 
 1. **rnnkit**: the model of ``configs/fra-eng-tutorial.yaml``, ``Trainer.train_step`` over
    ``task.train_batches``, target tokens/s at batch 64 (the recipe's) and 256, each in
-   float32 and bfloat16 autocast (``train.cpu_amp``).
+   float32 and bfloat16 autocast (``train.precision``).
 2. **The seed's loop**, re-implemented: one pair per SGD update, a GRU encoder fed one word at
    a time, the tutorial's attention decoder over ``MAX_LENGTH`` (10) positions, teacher
    forcing on half of the pairs.
@@ -79,12 +79,14 @@ def bench_rnnkit(
     task: TranslateTask, seconds: float, batch_size: int, bf16: bool
 ) -> tuple[float, int]:
     """Target tokens/s of the Trainer's own step at this batch size (in bfloat16 autocast,
-    ``train.cpu_amp: true``, or in float32), and the steps timed. The recipe's optimizer is
+    ``train.precision: bf16``, or in float32), and the steps timed. The recipe's optimizer is
     fused Adam 1e-3 with clip_norm 1.0, what this loop typed out by hand before the harness
     change. Starts from the same initial weights each time."""
     initial = {k: v.clone() for k, v in task.model.state_dict().items()}
     recipe = task.config.train
-    task.config.train = dataclasses.replace(recipe, batch_size=batch_size, cpu_amp=bf16)
+    task.config.train = dataclasses.replace(
+        recipe, batch_size=batch_size, precision="bf16" if bf16 else "fp32"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-translate-") as tmp:
         trainer = Trainer(task, task.config.train, tmp, log=lambda _: None)
         tokens = lambda b: (len(b["target_mask"]), int(b["target_mask"].sum()))  # noqa: E731
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *bench.table("training | target tokens/s | ratio over the seed's loop (target ≥30×)", rows),
         "",
-        "- the recipe trains at batch 64; bfloat16 autocast is `train.cpu_amp: true` (this CPU "
+        "- the recipe trains at batch 64; bfloat16 autocast is `train.precision: bf16` (this CPU "
         "has native bf16: " + ("yes" if _native_bf16() else "no") + ")",
         "",
         *bench.table(
