@@ -631,9 +631,7 @@ class Bench:
             f"- time: {self.used():.0f} s of a {self.args.budget_s:.0f} s budget",
         ]
         if self.device.type != "cuda":
-            lines.append(
-                "- **no CUDA device**: these are CPU figures (bf16 rows via `train.precision: bf16`)"
-            )
+            lines.append("- **no CUDA device**: CPU figures (bf16 rows: `train.precision: bf16`)")
         lines += [f"- data, {k}: {v}" for k, v in self.data.items()]
         if hasattr(self, "tag_batches"):
             lines += [f"- shapes, {k}: {v}" for k, v in self.shapes().items()]
