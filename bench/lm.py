@@ -5,6 +5,7 @@ matrix-multiply rate, and generation speed, for one LM recipe on one machine.
 2. **plain loop** tokens/s: the same network in ``torch.nn`` (``PlainLM``) over the same
    streams and BPTT windows, plain Adam, ``clip_grad_norm_``; the two run in alternating
    rounds (``--rounds``). The ratio rnnkit/plain is the toolkit's overhead (goal: about 1.0).
+   Both are measured in each of ``--precisions`` (fp32 and bf16 autocast by default).
 3. **matmul** GFLOP/s of float32 ``torch.mm``: a 2048² product (the peak) and one time step
    of each recurrent layer; model FLOPs per token counted analytically (training = 3 x
    forward), so achieved GFLOP/s and the share of peak.
@@ -19,6 +20,7 @@ matrix-multiply rate, and generation speed, for one LM recipe on one machine.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,7 +37,7 @@ from rnnkit.data.text import as_streams, windows
 from rnnkit.nn.language_model import LMModelConfig
 from rnnkit.tasks import build_task
 from rnnkit.tasks.lm import LMConfig, LMTask
-from rnnkit.train import Trainer
+from rnnkit.train import Trainer, autocast_dtype
 
 DEFAULT_CONFIG = "configs/shakespeare-char.yaml"
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -127,7 +129,7 @@ class PlainLoop(PlainUpdate):
         model = PlainLM(len(task.vocab), config.model).to(device)
         adam = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         super().__init__(model, adam, t.clip_norm, device)
-        self.half = torch.bfloat16 if device.type == "cuda" and t.amp else None
+        self.half = autocast_dtype(t, device)  # the precision rnnkit's Trainer would use
         self.rows = as_streams(task.ids("train"), t.batch_size).to(device)
         self.spans = windows(self.rows, config.data.bptt)
         self.position = 0
@@ -218,9 +220,10 @@ def generation_rate(task: LMTask, prompt: str, length: int) -> tuple[float, floa
 # ------------------------------------------------------------------------------ results
 @dataclass
 class Results:
-    kit: bench.Rate = field(default_factory=bench.Rate)
-    plain: bench.Rate = field(default_factory=bench.Rate)
+    # precision → (rnnkit, plain loop)
+    rates: dict[str, tuple[bench.Rate, bench.Rate]] = field(default_factory=dict)
     peak: float = 0.0
+    bf16_peak: float = 0.0
     steps: list[MatmulRate] = field(default_factory=list)
     generation: float = 0.0
     generation_seconds: float = 0.0
@@ -233,29 +236,41 @@ def measure(config: LMConfig, task: LMTask, args: argparse.Namespace) -> Results
     results = Results()
     before = bench.cpu_ticks()
     with tempfile.TemporaryDirectory(prefix="bench-lm-") as tmp:
-        trainer = Trainer(task, config.train, tmp, log=lambda _: None)
-        results.optimizer = bench.describe_optimizer(trainer.optimizer)
-        results.device = str(trainer.device)
-        kit = bench.training_step(
-            trainer,
-            bench.endless(task.train_batches),
-            lambda b: (b["target"].shape[0], b["target"].numel()),
-        )
-        plain = PlainLoop(task, config, trainer.device).step
-        bench.warm(kit, WARMUP_STEPS)
-        bench.warm(plain, WARMUP_STEPS)
-        share = args.seconds / args.rounds
-        for r in range(1, args.rounds + 1):
-            progress(f"training, round {r}/{args.rounds}: rnnkit, then plain, {share:g} s each")
-            bench.run_for(kit, share, results.kit)
-            bench.run_for(plain, share, results.plain)
-        kit_rate, plain_rate = results.kit.tokens_per_second, results.plain.tokens_per_second
-        progress(f"  rnnkit {kit_rate:,.0f} tok/s, plain {plain_rate:,.0f} tok/s")
+        for precision in args.precisions:
+            train = dataclasses.replace(config.train, precision=precision)
+            trainer = Trainer(task, train, f"{tmp}/{precision}", log=lambda _: None)
+            results.optimizer = bench.describe_optimizer(trainer.optimizer)
+            results.device = str(trainer.device)
+            kit = bench.training_step(
+                trainer,
+                bench.endless(task.train_batches),
+                lambda b: (b["target"].shape[0], b["target"].numel()),
+            )
+            plain = PlainLoop(task, dataclasses.replace(config, train=train), trainer.device).step
+            bench.warm(kit, WARMUP_STEPS)
+            bench.warm(plain, WARMUP_STEPS)
+            rates = results.rates[precision] = (bench.Rate(), bench.Rate())
+            share = args.seconds / args.rounds
+            for r in range(1, args.rounds + 1):
+                progress(
+                    f"{precision} training, round {r}/{args.rounds}: rnnkit, then plain, "
+                    f"{share:g} s each"
+                )
+                bench.run_for(kit, share, rates[0])
+                bench.run_for(plain, share, rates[1])
+            progress(
+                f"  {precision}: rnnkit {rates[0].tokens_per_second:,.0f} tok/s, "
+                f"plain {rates[1].tokens_per_second:,.0f} tok/s"
+            )
         device = trainer.device
         progress(f"matmul {PEAK_SIZE}x{PEAK_SIZE}")
         results.peak = bench.matmul_rate(
             PEAK_SIZE, PEAK_SIZE, PEAK_SIZE, args.matmul_seconds, device
         )
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            results.bf16_peak = bench.matmul_rate(
+                PEAK_SIZE, PEAK_SIZE, PEAK_SIZE, args.matmul_seconds, device
+            )
         for m, k, n, label in step_shapes(config):
             progress(f"matmul {m}x{k} @ {k}x{n}")
             rate = bench.matmul_rate(m, k, n, args.matmul_seconds, device)
@@ -272,49 +287,60 @@ def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Name
     m, t, d = config.model, config.train, config.data
     vocab = len(task.vocab)
     flops, how = flops_per_token(m, vocab)
-    kit_rate, plain_rate = results.kit.tokens_per_second, results.plain.tokens_per_second
-    kit_gflops, plain_gflops = kit_rate * flops / 1e9, plain_rate * flops / 1e9
-    ratio = kit_rate / plain_rate if plain_rate else float("nan")
-    autocast = results.device.startswith("cuda") and t.amp
     machine = f"device {results.device}, {bench.threads(args)}"
     output = "adaptive softmax" if m.adaptive_softmax else "tied" if m.tie_weights else "full"
+    spans = ", ".join(
+        f"{p}: rnnkit {kit.steps:,} steps in {kit.seconds:.1f} s, plain {plain.steps:,} in "
+        f"{plain.seconds:.1f} s"
+        for p, (kit, plain) in results.rates.items()
+    )
     lines = [
         *bench.header("LM benchmark: rnnkit vs plain PyTorch", args, results.others, machine),
         f"- recipe: `{args.config}`, data {d.train} ({d.level} level), "
         f"{task.ids('train').numel():,} training tokens",
         f"- model: {bench.describe(config, task)}; output {output}, embedding dropout "
-        f"{m.embedding_dropout}{', bf16 autocast on both sides' if autocast else ''}",
+        f"{m.embedding_dropout}",
         f"- rnnkit: {results.optimizer}; plain: Adam (not fused) lr {t.lr}, clip_norm "
-        f"{t.clip_norm}",
-        f"- training: {WARMUP_STEPS} warm-up steps, then {args.seconds:g} s per side in "
-        f"{args.rounds} alternating round(s): rnnkit {results.kit.steps:,} steps in "
-        f"{results.kit.seconds:.1f} s, plain {results.plain.steps:,} steps in "
-        f"{results.plain.seconds:.1f} s",
+        f"{t.clip_norm}; each precision on both sides (bf16: autocast, float32 weights)",
+        f"- training: {WARMUP_STEPS} warm-up steps, then {args.seconds:g} s per side and "
+        f"precision in {args.rounds} alternating round(s): {spans}",
         "",
         "| measure | value |",
         "|---|---:|",
-        f"| rnnkit training, tokens/s | {kit_rate:,.0f} |",
-        f"| plain loop training, tokens/s | {plain_rate:,.0f} |",
-        f"| ratio rnnkit / plain | **{ratio:.3f}** |",
+    ]
+    peak = results.peak or float("nan")
+    for precision, (kit, plain) in results.rates.items():
+        kit_rate, plain_rate = kit.tokens_per_second, plain.tokens_per_second
+        kit_gflops, plain_gflops = kit_rate * flops / 1e9, plain_rate * flops / 1e9
+        top = results.bf16_peak if precision == "bf16" else peak
+        shown = bench.ratio(kit_rate, plain_rate, ".3f")
+        lines += [
+            f"| {precision}: rnnkit training, tokens/s | {kit_rate:,.0f} |",
+            f"| {precision}: plain loop training, tokens/s | {plain_rate:,.0f} |",
+            f"| {precision}: ratio rnnkit / plain | **{shown}** |",
+            f"| {precision}: achieved GFLOP/s, rnnkit (plain); share of that precision's peak "
+            f"| {kit_gflops:,.2f} ({plain_gflops:,.2f}); {kit_gflops / top:.1%} "
+            f"({plain_gflops / top:.1%}) |",
+        ]
+    lines += [
         f"| model FLOPs per token (training = 3 x forward) | {flops / 1e6:,.3f} M |",
-        f"| achieved GFLOP/s, rnnkit (plain) | {kit_gflops:,.2f} ({plain_gflops:,.2f}) |",
         f"| matmul peak GFLOP/s ({PEAK_SIZE}x{PEAK_SIZE} float32) | {results.peak:,.1f} |",
+        f"| matmul peak GFLOP/s ({PEAK_SIZE}x{PEAK_SIZE} bf16 autocast) | "
+        f"{results.bf16_peak:,.1f} |",
     ]
     for rate in results.steps:
         lines.append(
             f"| matmul GFLOP/s, one step of {rate.label} ({rate.shape}) | {rate.gflops:,.1f} |"
         )
-    peak = results.peak or float("nan")
+    trained = sum(kit.seconds for kit, _ in results.rates.values())
     lines += [
-        f"| fraction of peak, rnnkit (plain) | {kit_gflops / peak:.1%} "
-        f"({plain_gflops / peak:.1%}) |",
         f"| generation tokens/s (batch 1, {args.gen_tokens} tokens, temperature {TEMPERATURE}) "
         f"| {results.generation:,.0f} |",
         "",
         f"- FLOPs: per layer 2*G*H*(in+H) with G={GATES[m.rnn]} ({m.rnn}), {how}; "
         "elementwise gate math, softmax and the optimizer not counted",
         f"- generation: {results.generation_seconds:.2f} s for {args.gen_tokens} tokens, prompt "
-        f"{args.prompt!r}, model trained {results.kit.seconds:.0f} s by the rnnkit loop",
+        f"{args.prompt!r}, model trained {trained:.0f} s by the rnnkit loop",
         "",
     ]
     return "\n".join(lines)
@@ -326,6 +352,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     p.add_argument("--prompt", default="", help="generation prompt (default: none)")
+    p.add_argument(
+        "--precisions", default="fp32,bf16", type=lambda text: text.split(","),
+        help="train.precision values to measure, each on both sides (default fp32,bf16)",
+    )  # fmt: skip
     return bench.finish(p, p.parse_intermixed_args(argv))
 
 
