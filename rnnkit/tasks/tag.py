@@ -257,10 +257,10 @@ class TagTask:
         return out
 
     def _char_widths(self, token_lists: Sequence[Sequence[str]]) -> list[int] | None:
-        """For the batch budget, the positions each word takes where the model reads
-        characters (character features, contextual LMs): its longest word and a space; None
-        where it reads only words. Sentences × words × this bounds every padded tensor."""
-        if self.model.chars is None and self.model.contextual is None:
+        """For the batch budget, the positions each word takes where contextual LMs read the
+        sentence's characters: its longest word and a space. None otherwise: character
+        features read at most ``data.max_word_length`` per word, a constant factor."""
+        if self.model.contextual is None:
             return None
         return [1 + max((len(t) for t in tokens), default=0) for tokens in token_lists]
 
