@@ -24,7 +24,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
@@ -72,14 +72,14 @@ def _held(value: _Deadline) -> Iterator[None]:
         _current.reset(token)  # a worker thread's context must not keep an old deadline
 
 
-def deadline(seconds: float | None):
+def deadline(seconds: float | None) -> AbstractContextManager[None]:
     """A context manager: the work of its block must end within ``seconds`` from now (None:
     no limit, which also turns the default off). Loops inside raise
     :class:`~rnnkit.errors.DeadlineError` at their first check past it."""
     return _held(_make(seconds))
 
 
-def until(end: float | None):
+def until(end: float | None) -> AbstractContextManager[None]:
     """Like :func:`deadline`, with the end given as a ``time.monotonic()`` value (None: no
     limit). The server uses it: a request's clock starts when it arrives, not when the model
     gets to it."""
