@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rnnkit import budget
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import Vocab
@@ -152,7 +153,9 @@ class TruecaseTask:
         """Each text with the capitals the model believes in (its other characters unchanged)."""
         device = for_inference(self.model)
         out = list(texts)
-        for rows in longest_first([len(t) for t in texts], batch_size):
+        # At most the budget's padded characters per batch, and a stop at the deadline.
+        for rows in longest_first([len(t) for t in texts], batch_size, budget.PREDICT_TOKENS):
+            budget.check_deadline()
             batch = self.make_batch([texts[i] for i in rows])
             upper = self.model(batch["chars"].to(device), batch["mask"].to(device)).argmax(-1)
             for row, i in enumerate(rows):
@@ -162,6 +165,7 @@ class TruecaseTask:
                 )
         return out
 
+    @budget.budgeted  # the default deadline unless the caller set one
     def predict(self, inputs: Sequence[str], options: Any = None, **overrides: Any) -> list[dict]:
         texts = check_inputs(inputs)
         resolve_options(self, options, **overrides)

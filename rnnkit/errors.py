@@ -45,3 +45,8 @@ class InputError(RnnkitError):
 
 class LimitError(InputError):
     """Inputs or options over a bound: too many, too long, too large (HTTP 413)."""
+
+
+class DeadlineError(RnnkitError):
+    """A predict call ran past its work budget and was stopped mid-work (HTTP 504); see
+    :mod:`rnnkit.budget`."""

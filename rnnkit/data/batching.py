@@ -60,12 +60,39 @@ def bucket_batches(
     return [batches[i] for i in perm]
 
 
-def longest_first(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+def longest_first(
+    lengths: Sequence[int],
+    batch_size: int,
+    max_tokens: int | None = None,
+    widths: Sequence[int] | None = None,
+) -> list[list[int]]:
     """Batches of the indices of the non-empty items, longest first, for inference: similar
-    lengths share a batch and waste little on padding. Items of length 0 are left out."""
-    todo = [i for i, n in enumerate(lengths) if n]
-    batches = bucket_batches([lengths[i] for i in todo], batch_size, shuffle=False)
-    return [[todo[j] for j in batch] for batch in batches]
+    lengths share a batch and waste little on padding. Items of length 0 are left out.
+
+    With ``max_tokens`` a batch is also closed before its padded size, items × its longest
+    length × its widest of ``widths`` (per item; 1 when not given), would pass ``max_tokens``,
+    so that its memory stays bounded however long the inputs; an item over it alone gets a
+    batch of its own. Batches that fit are exactly those of ``batch_size`` alone, so answers
+    do not change where nothing needed cutting.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    order = sorted((i for i, n in enumerate(lengths) if n), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    longest = widest = 0
+    for i in order:
+        width = widths[i] if widths is not None else 1
+        size = (len(batch) + 1) * max(longest, lengths[i]) * max(widest, width)
+        full = len(batch) == batch_size or (max_tokens is not None and size > max_tokens)
+        if batch and full:
+            batches.append(batch)
+            batch, longest, widest = [], 0, 0
+        batch.append(i)
+        longest, widest = max(longest, lengths[i]), max(widest, width)
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -6,7 +6,8 @@ Tokens that must never be produced (padding, ``<s>``) should get ``-inf`` from i
 
 Both searches stop a hypothesis at ``eos`` or after ``max_length`` tokens (``eos`` included),
 per sentence, and stop altogether once every hypothesis has stopped. A beam of 1 makes the
-same choices as greedy search.
+same choices as greedy search. Each step first checks the caller's work budget
+(:func:`rnnkit.budget.check_deadline`): a search past its deadline stops there.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rnnkit.budget import check_deadline
 from rnnkit.nn.decoder import State, select_state
 
 StepFn = Callable[[torch.Tensor, State], tuple[torch.Tensor, torch.Tensor, State]]
@@ -65,6 +67,7 @@ def greedy_search(
     scores = torch.zeros(batch, device=device)
     tokens, attention = [], []
     for t in range(int(limits.max())):
+        check_deadline()
         log_probs, weights, state = step(prev, state)
         best, token = log_probs.float().max(dim=-1)
         token = token.masked_fill(done, pad)
@@ -126,6 +129,7 @@ def beam_search(
     attention: torch.Tensor | None = None
     offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (batch, 1)
     for t in range(int(limits.max())):
+        check_deadline()
         log_probs, weights, state = step(prev, state)
         log_probs = log_probs.float()
         vocab = log_probs.shape[-1]

@@ -7,7 +7,9 @@ Endpoints: ``GET /health``; ``GET /v1/models``; ``POST /v1/models/{name}/predict
 Errors are JSON ``{"error": {"status", "message"}}`` with a real status: 401 without the API
 key, 404 for an unknown model or path, 413 for a body, an input count or an input length over
 its limit, 422 for a malformed body or bad options, 503 when a model's queue is full, 504 when
-it did not answer in time. Nothing is ever answered 200 that is not an answer.
+it did not answer in time; the work of a request that timed out is stopped too (its predict
+call runs under a deadline, :mod:`rnnkit.budget`). Nothing is ever answered 200 that is not an
+answer.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rnnkit.errors import ConfigError, InputError, LimitError, RnnkitError
+from rnnkit.errors import ConfigError, DeadlineError, InputError, LimitError, RnnkitError
 from rnnkit.serve.batching import Batcher, Busy
 from rnnkit.tasks.base import Limits, check_inputs, options_schema, resolve_options
 
@@ -228,6 +230,7 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
         summary="Answer a batch of inputs, one output per input, in order",
     )
     async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
+        until = time.monotonic() + config.timeout_s  # the work stops then too, not just the wait
         s = model(name)
         options = checked_options(s, body.options)
         inputs = checked_inputs(body.inputs)
@@ -240,11 +243,11 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
             )
         try:
             outputs = await asyncio.wait_for(
-                s.batcher.submit(inputs, options), timeout=config.timeout_s
+                s.batcher.submit(inputs, options, until), timeout=config.timeout_s
             )
         except Busy as err:
             raise HTTPError(503, str(err)) from None
-        except TimeoutError:
+        except (TimeoutError, DeadlineError):
             raise HTTPError(504, f"no answer within {config.timeout_s:g} s") from None
         except RnnkitError as err:
             raise HTTPError(422, str(err)) from None
@@ -261,8 +264,11 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
             raise HTTPError(422, f"model {name!r} ({s.task.name}) does not stream; use predict")
         options = checked_options(s, body.options)
         (text,) = checked_inputs([body.input])
+        until = time.monotonic() + config.timeout_s  # the stream's pieces are made under it
         try:
-            pieces = await s.batcher.run(s.task.stream, text, options)
+            pieces = await s.batcher.run(s.task.stream, text, options, until=until)
+        except DeadlineError:
+            raise HTTPError(504, f"no answer within {config.timeout_s:g} s") from None
         except RnnkitError as err:
             raise HTTPError(422, str(err)) from None
         return StreamingResponse(
@@ -342,6 +348,10 @@ async def _events(batcher: Batcher, pieces: Any, timeout_s: float) -> AsyncItera
     while True:
         try:
             piece = await batcher.run(next, pieces, end)
+        except DeadlineError:  # the generation itself stopped at its deadline
+            error = {"status": 504, "message": f"stopped after {timeout_s:g} s"}
+            yield f"event: error\ndata: {json.dumps({'error': error})}\n\n"
+            return
         except Exception as err:  # noqa: BLE001 - the client hears of it, the server goes on
             error = {"status": 500, "message": f"generation failed ({type(err).__name__})"}
             yield f"event: error\ndata: {json.dumps({'error': error})}\n\n"

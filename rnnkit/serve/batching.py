@@ -5,17 +5,24 @@ model never runs two predict calls at once (two would only fight over the same c
 the worker is busy, new requests wait in a bounded queue; when it is free, it takes every
 waiting request (after a short wait for stragglers), groups them by their options, and runs
 each group as one batch. A full queue is refused at once instead of growing without bound.
+
+A request may carry a deadline (a ``time.monotonic()`` value); a group's predict call runs under
+the latest of its requests' deadlines (:func:`rnnkit.budget.until`), so a call whose callers
+have all timed out stops within a decode step and the model turns to the next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+from rnnkit import budget
 
 
 class Busy(Exception):
@@ -27,6 +34,7 @@ class _Request:
     inputs: list[str]
     options: Any
     done: asyncio.Future = field(repr=False)
+    until: float | None = None  # time.monotonic() by which its work must stop; None: no limit
 
 
 class Batcher:
@@ -64,18 +72,27 @@ class Batcher:
                 pass
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, inputs: list[str], options: Any) -> list[dict[str, Any]]:
-        """The outputs for ``inputs``; raises :class:`Busy` when the queue is full."""
+    async def submit(
+        self, inputs: list[str], options: Any, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The outputs for ``inputs``, worked on until ``until`` at most (a ``time.monotonic()``
+        value; None: the task's default budget); raises :class:`Busy` when the queue is full
+        and :class:`~rnnkit.errors.DeadlineError` when the work ran out of time."""
         done = asyncio.get_running_loop().create_future()
         try:
-            self.queue.put_nowait(_Request(inputs, options, done))
+            self.queue.put_nowait(_Request(inputs, options, done, until))
         except asyncio.QueueFull:
             raise Busy("the model has too many requests waiting; try again shortly") from None
         return await done
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` on the model's worker thread (for streaming, a step at a time)."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    async def run(self, fn: Callable[..., Any], *args: Any, until: float | None = None) -> Any:
+        """Run ``fn(*args)`` on the model's worker thread (for streaming, a step at a time),
+        under the deadline ``until`` when given. run_in_executor does not carry context
+        variables to the thread, so the call runs in a copy of this one's context."""
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, context.run, _within, until, fn, *args
+        )
 
     async def _serve(self) -> None:
         while True:
@@ -116,7 +133,7 @@ class Batcher:
         inputs = [text for r in live for text in r.inputs]
         self.calls += 1
         try:
-            outputs = await self.run(self.predict, inputs, live[0].options)
+            outputs = await self.run(self.predict, inputs, live[0].options, until=_latest(live))
         except Exception as err:  # noqa: BLE001 - every waiting caller hears of it
             for r in live:
                 if not r.done.done():
@@ -127,6 +144,21 @@ class Batcher:
             if not r.done.done():
                 r.done.set_result(outputs[start : start + len(r.inputs)])
             start += len(r.inputs)
+
+
+def _within(until: float | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` under the deadline ``until`` (None: whatever is in force)."""
+    if until is None:
+        return fn(*args)
+    with budget.until(until):
+        return fn(*args)
+
+
+def _latest(requests: list[_Request]) -> float | None:
+    """The deadline of a group: the latest of its requests' (None if one has none), so that
+    no request in it is stopped before its own time is up."""
+    ends = [r.until for r in requests]
+    return None if None in ends else max(ends)  # type: ignore[type-var]
 
 
 def _by_options(requests: list[_Request]) -> list[list[_Request]]:

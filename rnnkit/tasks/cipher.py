@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 from torch.nn import functional as F
 
+from rnnkit import budget
 from rnnkit.config import section
 from rnnkit.data.batching import epoch_seed, longest_first, pad
 from rnnkit.data.ciphers import (
@@ -322,6 +323,7 @@ class CipherTask:
         return batches
 
     # ------------------------------------------------------------ prediction
+    @budget.budgeted
     def predict(
         self, inputs: Sequence[str], options: Any = None, **overrides: Any
     ) -> list[dict[str, Any]]:
@@ -344,7 +346,9 @@ class CipherTask:
         device = for_inference(self.model)
         clean = [normalise(t, d.alphabet, d.unknown) for t in texts]
         out = [""] * len(clean)
-        for rows in longest_first([len(t) for t in clean], batch_size):
+        # A batch holds at most the budget's padded characters, however long the texts.
+        for rows in longest_first([len(t) for t in clean], batch_size, budget.PREDICT_TOKENS):
+            budget.check_deadline()
             ids, mask = pad([self.vocab.encode(clean[i]) for i in rows], self.vocab.pad_id)
             ids = self.recode_ids(ids, mask)
             best = self.model.decode(ids.to(device), mask.to(device)).cpu()

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from rnnkit import budget
 from rnnkit.config import section
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
@@ -309,12 +310,18 @@ class ClassifyTask:
         device = for_inference(self.model)
         out = torch.empty(len(encoded), len(self.label_vocab))
         # Every text counts as length 1 or more here: an empty one still gets probabilities.
-        for rows in longest_first([max(1, self.length(e)) for e in encoded], batch_size):
+        lengths = [max(1, self.length(e)) for e in encoded]
+        widths = None  # positions per word: 1, or the characters contextual LMs read
+        if not self.bow and self.model.contextual is not None:
+            widths = [1 + max(len(w) for w in words) for _, words in encoded]
+        for rows in longest_first(lengths, batch_size, budget.PREDICT_TOKENS, widths):
+            budget.check_deadline()
             batch = self.collate([encoded[i] for i in rows])
             logits = self.model.logits({k: v.to(device) for k, v in batch.items()})
             out[rows] = torch.softmax(logits.float(), dim=-1).cpu()
         return out
 
+    @budget.budgeted
     def predict(
         self, inputs: Sequence[str], options: Any = None, **overrides: Any
     ) -> list[dict[str, Any]]:

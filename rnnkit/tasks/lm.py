@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 
+from rnnkit import budget
 from rnnkit.config import section
 from rnnkit.data.batching import epoch_generator
 from rnnkit.data.text import (
@@ -235,7 +236,8 @@ class LMTask:
         """Yield ``length`` tokens continuing ``prompt``, one at a time (for streaming).
 
         Characters come as they are; words come with a trailing space, and ``<eos>`` as a
-        newline. ``temperature=0`` is greedy and needs no seed.
+        newline. ``temperature=0`` is greedy and needs no seed. Each token first checks the
+        work budget in force where ``next`` is called (see :func:`rnnkit.budget.bound`).
         """
         device = for_inference(self.model)
         generator = torch.Generator(device=device)
@@ -257,6 +259,7 @@ class LMTask:
         if self.level == "char" and UNK in self.vocab:
             banned.append(self.vocab.stoi[UNK])
         for _ in range(length):
+            budget.check_deadline()
             logits = self.model.log_probs(features[:, -1])
             logits[:, banned] = float("-inf")
             token = sample_next(logits, temperature, top_k, top_p, generator)
@@ -269,14 +272,19 @@ class LMTask:
         return "\n" if token == EOS else token + " "
 
     def stream(self, text: str, options: Any = None, **overrides: Any) -> Iterator[str]:
-        """The continuation of one prompt, a token at a time (see :class:`LMOptions`)."""
+        """The continuation of one prompt, a token at a time (see :class:`LMOptions`), within
+        the deadline in force when it is called (:data:`rnnkit.budget.DEFAULT_SECONDS` from
+        now if none is), however late its pieces are asked for."""
         (prompt,) = check_inputs([text])
         o = resolve_options(self, options, **overrides)
-        pieces = self.generate(prompt, o.length, o.temperature, o.top_k, o.top_p, o.seed)
+        pieces = budget.bound(
+            self.generate(prompt, o.length, o.temperature, o.top_k, o.top_p, o.seed)
+        )
         if self.config.data.reverse:  # written last character first: shown in reading order
             return iter(["".join(pieces)[::-1]])
         return pieces
 
+    @budget.budgeted
     def predict(
         self, inputs: Sequence[str], options: Any = None, **overrides: Any
     ) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 
+from rnnkit import budget
 from rnnkit.config import section
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.tagged import Sentence, check_tag, convert, read_columns, read_conllu, spans
@@ -250,7 +251,9 @@ class TagTask:
         """Tags (in the files' scheme) for each token list; an empty list gets no tags."""
         device = for_inference(self.model)
         out: list[list[str]] = [[] for _ in token_lists]
-        for rows in longest_first([len(t) for t in token_lists], batch_size):
+        lengths, widths = [len(t) for t in token_lists], self._char_widths(token_lists)
+        for rows in longest_first(lengths, batch_size, budget.PREDICT_TOKENS, widths):
+            budget.check_deadline()
             batch = self.make_batch([token_lists[i] for i in rows], with_tags=False)
             best = self.model.decode({k: v.to(device) for k, v in batch.items()}).cpu()
             for row, i in enumerate(rows):
@@ -260,6 +263,15 @@ class TagTask:
                 out[i] = tags
         return out
 
+    def _char_widths(self, token_lists: Sequence[Sequence[str]]) -> list[int] | None:
+        """For the batch budget, the positions each word takes where contextual LMs read the
+        sentence's characters: its longest word and a space. None otherwise: character
+        features read at most ``data.max_word_length`` per word, a constant factor."""
+        if self.model.contextual is None:
+            return None
+        return [1 + max((len(t) for t in tokens), default=0) for tokens in token_lists]
+
+    @budget.budgeted
     def predict(
         self, inputs: Sequence[str], options: Any = None, **overrides: Any
     ) -> list[dict[str, Any]]:

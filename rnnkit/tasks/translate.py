@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 
+from rnnkit import budget
 from rnnkit.config import section
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.parallel import (
@@ -262,8 +263,13 @@ class TranslateTask:
             raise ConfigError(f"beam size must be from 1 to {MAX_BEAM}, not {beam}")
         device = for_inference(self.model)
         out: list[Any] = [None] * len(sources)
-        # Every source counts as one word or more: an empty one is still translated.
-        for rows in longest_first([max(1, len(s.split())) for s in sources], d.batch_size):
+        # Every source counts as one word or more: an empty one is still translated. The
+        # search holds each source's encoder outputs once per hypothesis, so a batch's memory
+        # is sentences × beam × padded source length: that is what the budget bounds.
+        words_in = [max(1, len(s.split())) + 1 for s in sources]  # + </s>
+        per_beam = max(1, budget.PREDICT_TOKENS // beam)
+        for rows in longest_first(words_in, d.batch_size, per_beam):
+            budget.check_deadline()
             batch = self.make_batch([sources[i] for i in rows])
             batch = {k: v.to(device) for k, v in batch.items()}
             found = self.model.translate(
@@ -280,6 +286,7 @@ class TranslateTask:
                 out[i] = (words, float(found.scores[j]), weights)
         return out
 
+    @budget.budgeted
     def predict(
         self, inputs: Sequence[str], options: Any = None, **overrides: Any
     ) -> list[dict[str, Any]]:
@@ -293,7 +300,7 @@ class TranslateTask:
         """
         texts = check_inputs(inputs)
         o = resolve_options(self, options, **overrides)
-        sources = [self._clean(t) for t in texts]
+        sources = [self._clean(t) for t in budget.paced(texts)]
         todo = [i for i, s in enumerate(sources) if s.strip()]
         found = dict(
             zip(todo, self.translate([sources[i] for i in todo], o.beam, o.attention), strict=True)
