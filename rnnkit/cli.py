@@ -53,7 +53,9 @@ def _option_flags(field: dataclasses.Field) -> list[str]:
 def _add_predict_parser(sub: Any, verb: str, spec: Verb) -> None:
     """The verb's parser: model, inputs, output, and one flag per field of the task's
     predict options, whose defaults are the options' own (so CLI, Python and HTTP agree)."""
+    from rnnkit.budget import DEFAULT_SECONDS
     from rnnkit.tasks import task_class
+    from rnnkit.tasks.base import DEFAULT_LIMITS
 
     p = sub.add_parser(verb, help=spec.help)
     if verb == "neighbors":
@@ -69,6 +71,11 @@ def _add_predict_parser(sub: Any, verb: str, spec: Verb) -> None:
         p.add_argument("--file", help=f"read {spec.inputs} from this file, one a line")
     p.add_argument("--json", action="store_true", help="one JSON object per input")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--deadline", type=float, default=DEFAULT_SECONDS, metavar="S",
+        help=f"stop a block of {DEFAULT_LIMITS.max_inputs:,} inputs that takes longer than S "
+        f"seconds (default {DEFAULT_SECONDS:g}; 0: no limit)",
+    )  # fmt: skip
     options = task_class(spec.task).Options
     for field in dataclasses.fields(options):
         help_text = f"{field.metadata['help']} (default: {field.default})"
@@ -453,6 +460,7 @@ def _read_inputs(args: argparse.Namespace) -> list[str]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Every predict verb: read inputs, load the model, predict in bounded chunks, print."""
+    from rnnkit import budget
     from rnnkit import checkpoint as ckpt
     from rnnkit.tasks import load_task, task_class
     from rnnkit.tasks.base import DEFAULT_LIMITS, resolve_options
@@ -460,6 +468,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     verb = VERBS[args.command]
     if args.command == "neighbors" and args.vectors:
         return _neighbors_in_file(args)
+    if not 0 <= args.deadline < float("inf"):
+        raise RnnkitError(
+            f"--deadline must be 0 (no limit) or a number of seconds, not {args.deadline}"
+        )
     # Options are checked before anything is read or loaded.
     cls = task_class(verb.task)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls.Options)}
@@ -477,20 +489,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     task = load_task(args.model, device=args.device)
     if args.command == "generate" and not args.json:
-        return _stream(task, args.prompt, options)
+        with budget.deadline(args.deadline or None):
+            return _stream(task, args.prompt, options)
     if args.command == "tag" and args.format == "json":
         args.json = True
+    token_lists = None
     if getattr(args, "conll", None):
         token_lists = [s.tokens for s in task.read_tokens(args.conll)]
         inputs = [" ".join(tokens) for tokens in token_lists]
-        results = task.predict_tokens(token_lists)
-    else:
-        step = DEFAULT_LIMITS.max_inputs
-        results = [
-            r
-            for i in range(0, len(inputs), step)
-            for r in task.predict(inputs[i : i + step], options)
-        ]
+    step, seconds = DEFAULT_LIMITS.max_inputs, args.deadline or None
+    results = []
+    for i in range(0, len(inputs), step):
+        with budget.deadline(seconds):  # each block of inputs gets the whole budget
+            if token_lists is not None:
+                results.extend(task.predict_tokens(token_lists[i : i + step]))
+            else:
+                results.extend(task.predict(inputs[i : i + step], options))
     for i, (text, result) in enumerate(zip(inputs, results, strict=True), 1):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))

@@ -257,3 +257,14 @@ def test_a_ten_million_word_line_is_refused_by_file_and_line(tmp_path):
     run = run_cli("train", "classify", "data.format=trec", f"data.train={trec}",
                   "--out", str(tmp_path / "m"))  # fmt: skip
     one_line(run, "huge.label:2", "50,000,010 characters")
+
+
+def test_a_cli_predict_call_stops_at_its_deadline(tiny_models):
+    long = " ".join(["le chat est sur la table"] * 30)
+    run = run_cli("translate", "--model", str(tiny_models["translate"]), "--beam", "64",
+                  "--deadline", "0.001", long, long)  # fmt: skip
+    one_line(run, "stopped after", "work budget")
+    one_line(run_cli("translate", "--model", str(tiny_models["translate"]), "--deadline", "-1",
+                     "x"), "--deadline")  # fmt: skip
+    quick = run_cli("translate", "--model", str(tiny_models["translate"]), "--deadline", "0", "x")
+    assert quick.returncode == 0, quick.stderr
