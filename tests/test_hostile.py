@@ -223,7 +223,10 @@ def test_deeply_nested_json_in_a_model_directory_is_one_line(rot13, tmp_path, na
     if name == ".writer.lock":  # read only to name a writer: the model still loads
         assert run_cli("decrypt", "--model", str(copy), "URYYB").returncode == 0
         return
-    for verb in (["decrypt", "--model", str(copy), "URYYB"], ["eval", "--model", str(copy)]):
+    verbs = [["decrypt", "--model", str(copy), "URYYB"], ["eval", "--model", str(copy)]]
+    if name == "config.json":  # serve loads every model before it listens
+        verbs.append(["serve", "--model", str(copy), "--port", "9"])
+    for verb in verbs:
         one_line(run_cli(*verb), "nested")
     with pytest.raises(RnnkitError, match="nested"):
         rnnkit.load(copy)
