@@ -385,7 +385,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls.Options)}
     if getattr(args, "plot_attention", None):
         given["attention"] = True
-    options = resolve_options(cls, {k: v for k, v in given.items() if v is not None})
+    # Flags arrive as strings from argv: the one place where option values are converted.
+    options = resolve_options(cls, {k: v for k, v in given.items() if v is not None}, strict=False)
     inputs = [args.prompt] if args.command == "generate" else None
     if inputs is None and not getattr(args, "conll", None):
         inputs = _read_inputs(args)
