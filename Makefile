@@ -26,8 +26,9 @@ lint: venv
 	$(BIN)/ruff check rnnkit tests bench examples
 	$(BIN)/ruff format --check rnnkit tests bench examples
 
+# Tests marked slow (over ~10 s each) are left out here; CI runs them: make test SLOW=1
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(SLOW),,-m "not slow")
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
