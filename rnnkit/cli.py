@@ -454,7 +454,7 @@ def _neighbors_in_file(args: argparse.Namespace) -> int:
     from rnnkit.tasks.base import resolve_options
     from rnnkit.tasks.embed import EmbedTask
 
-    k = resolve_options(EmbedTask, {} if args.k is None else {"k": args.k}).k
+    k = resolve_options(EmbedTask, {} if args.k is None else {"k": args.k}, strict=False).k
     vectors = WordVectors.load(args.vectors)
     words = _read_inputs(args)
     for word, ranked in zip(words, vectors.neighbors(words, k), strict=True):
