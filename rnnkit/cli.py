@@ -477,7 +477,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls.Options)}
     if getattr(args, "plot_attention", None):
         given["attention"] = True
-    options = resolve_options(cls, {k: v for k, v in given.items() if v is not None})
+    # Flags arrive as strings from argv: the one place where option values are converted.
+    options = resolve_options(cls, {k: v for k, v in given.items() if v is not None}, strict=False)
     inputs = [args.prompt] if args.command == "generate" else None
     if inputs is None and not getattr(args, "conll", None):
         inputs = _read_inputs(args)
@@ -547,7 +548,7 @@ def _neighbors_in_file(args: argparse.Namespace) -> int:
     from rnnkit.tasks.base import resolve_options
     from rnnkit.tasks.embed import EmbedTask
 
-    k = resolve_options(EmbedTask, {} if args.k is None else {"k": args.k}).k
+    k = resolve_options(EmbedTask, {} if args.k is None else {"k": args.k}, strict=False).k
     vectors = WordVectors.load(args.vectors)
     words = _read_inputs(args)
     for word, ranked in zip(words, vectors.neighbors(words, k), strict=True):

@@ -43,45 +43,54 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; convert strings from the command line."""
+def _coerce(value: Any, tp: Any, key: str, strict: bool = False) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert strings from the command line.
+
+    ``strict`` is for values that arrive typed (JSON, Python): no conversion from strings, so
+    ``"5"`` is no integer and ``"no"`` no boolean. A whole number still fills an int field and
+    an int a float field, as JSON numbers do.
+    """
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         options = get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in options:
-                return None
+        spelled_none = not strict and isinstance(value, str) and value.lower() in ("none", "null")
+        if (value is None or spelled_none) and type(None) in options:
+            return None
         errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, key)
+                return _coerce(value, option, key, strict)
             except ConfigError as err:
                 errors.append(err)
         raise errors[0] if errors else ConfigError(f"bad value {value!r} for {key}")
     if origin is Literal:
         choices = get_args(tp)
         for choice in choices:
-            if value == choice or (isinstance(value, str) and str(choice) == value):
+            if value == choice and (not strict or type(value) is type(choice)):  # True == 1
+                return choice
+            if not strict and isinstance(value, str) and str(choice) == value:
                 return choice
         listed = ", ".join(str(c) for c in choices)
         raise ConfigError(f"bad value {value!r} for {key} (choices: {listed})")
     if origin in (list, tuple):
         (item_tp, *_) = get_args(tp) or (Any,)
-        if isinstance(value, str):
+        if isinstance(value, str) and not strict:
             value = [v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"bad value {value!r} for {key} (expected a list)")
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, item_tp, f"{key}[{i}]", strict) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"bad value {value!r} for {key} (expected a mapping)")
-        return from_dict(tp, value, prefix=key + ".")
+        return from_dict(tp, value, prefix=key + ".", strict=strict)
     if tp is Any:
         return value
+    if strict and isinstance(value, str) and tp in (bool, int, float):
+        raise ConfigError(f"bad value {value!r} for {key} (expected {_EXPECTED[tp]}, not a string)")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -112,14 +121,21 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"bad value {value!r} for {key} (must be a finite number)")
         return number
     if tp is str:
-        if isinstance(value, (dict, list)):
+        if isinstance(value, (dict, list)) or (strict and not isinstance(value, str)):
             raise ConfigError(f"bad value {value!r} for {key} (expected a string)")
         return str(value)
     raise ConfigError(f"cannot read {key} as {_describe(tp)}")
 
 
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) mapping, rejecting unknown keys by name."""
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number"}
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", strict: bool = False) -> T:
+    """Build dataclass ``cls`` from a (nested) mapping, rejecting unknown keys by name.
+
+    ``strict``: the values arrive typed (JSON, Python), so a string is never read as a number
+    or a boolean; without it, strings from the command line and YAML are converted.
+    """
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
@@ -136,7 +152,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             # A partial section overrides the owner's own defaults for it, not the section
             # class's generic ones (a task may default to another learning rate).
             value = merge(dataclasses.asdict(default), value)
-        kwargs[key] = _coerce(value, hints[key], prefix + key)
+        kwargs[key] = _coerce(value, hints[key], prefix + key, strict)
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):

@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import uvicorn
 
+from rnnkit.serve.connections import uvicorn_config
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -21,9 +23,11 @@ def free_port() -> int:
 
 @contextmanager
 def running(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 until the block ends; yields its base URL."""
+    """Serve ``app`` with uvicorn on 127.0.0.1 until the block ends, with the connection
+    bounds of its ServeConfig as ``rnnkit serve`` sets them; yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    config = uvicorn_config(app, app.state.config, host="127.0.0.1", port=port, log_level="error")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"

@@ -211,6 +211,7 @@ def test_the_command_starts_a_server_and_refuses_bad_setups(tiny_models, tmp_pat
         ),
         (["--model", f"a b={tiny_models['cipher']}"], "a name is"),
         (["--model", str(tiny_models["cipher"]), "--max-inputs", "0"], "--max-inputs"),
+        (["--model", str(tiny_models["cipher"]), "--read-timeout", "0"], "--read-timeout"),
     ]:
         run = run_cli("serve", *args, "--port", str(free_port()))
         assert run.returncode == 2, run.stderr

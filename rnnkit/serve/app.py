@@ -55,6 +55,10 @@ class ServeConfig:
     max_generated: int = 20_000  # tokens one request may ask a language model to generate
     cors_origins: list[str] = field(default_factory=list)  # none: CORS off
     api_key: str | None = None  # when set, every request but /health and the page needs it
+    header_timeout_s: float = 10.0  # for a request's headers, from connect or the last answer
+    read_timeout_s: float = 30.0  # for a whole request (headers and body), from the same
+    keep_alive_s: float = 5.0  # silence after an answer that closes the connection
+    max_connections: int = 4096  # open connections; past it the longest idle one is closed
 
     def limits(self) -> Limits:
         return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars)
@@ -203,7 +207,7 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
 
     def checked_options(s: Served, options: dict[str, Any]) -> Any:
         try:
-            return resolve_options(s.task, options)
+            return resolve_options(s.task, options, strict=True)
         except ConfigError as err:
             raise HTTPError(422, str(err)) from None
 

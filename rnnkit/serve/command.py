@@ -52,6 +52,23 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument(
         "--no-auth", action="store_true", help="allow a non-loopback --host without an API key"
     )
+    p.add_argument(
+        "--header-timeout", type=float, default=d.header_timeout_s,
+        help="seconds a connection has to send a request's headers, from connecting or from "
+        "its last answer; then it is closed",
+    )  # fmt: skip
+    p.add_argument(
+        "--read-timeout", type=float, default=d.read_timeout_s,
+        help="seconds a connection has to send a whole request (headers and body); then 408",
+    )  # fmt: skip
+    p.add_argument(
+        "--keep-alive", type=float, default=d.keep_alive_s,
+        help="seconds of silence after an answer that close the connection",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-connections", type=int, default=d.max_connections,
+        help="open connections; past it, the one idle longest is closed",
+    )  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
 
 
@@ -98,6 +115,7 @@ def _is_loopback(host: str) -> bool:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from rnnkit.serve.app import ServeConfig, create_app
+    from rnnkit.serve.connections import fit_file_limit, listen, uvicorn_config
     from rnnkit.tasks import load_task
     from rnnkit.tasks.base import DEFAULT_LIMITS
 
@@ -110,29 +128,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The tasks' own predict checks bound a call at DEFAULT_LIMITS; the server's are tighter.
     ceiling = {"max_inputs": DEFAULT_LIMITS.max_inputs, "max_chars": DEFAULT_LIMITS.max_chars,
                "max_batch": DEFAULT_LIMITS.max_inputs, "max_body": 2**30, "max_queue": 10**6,
-               "max_generated": 10**7,
+               "max_generated": 10**7, "max_connections": 10**6,
                "port": 65_535}  # fmt: skip
     for flag, high in ceiling.items():
         low = 0 if flag == "port" else 1
         if not low <= getattr(args, flag) <= high:
             raise RnnkitError(f"--{flag.replace('_', '-')} must be from {low} to {high:,}")
-    if not (0 < args.timeout <= 3600 and 0 <= args.batch_wait_ms <= 1000):
-        raise RnnkitError("--timeout must be in (0, 3600] seconds, --batch-wait-ms in [0, 1000]")
+    for flag in ("timeout", "header_timeout", "read_timeout", "keep_alive"):
+        if not 0 < getattr(args, flag) <= 3600:
+            raise RnnkitError(f"--{flag.replace('_', '-')} must be in (0, 3600] seconds")
+    if not 0 <= args.batch_wait_ms <= 1000:
+        raise RnnkitError("--batch-wait-ms must be in [0, 1000]")
     config = ServeConfig(
         max_inputs=args.max_inputs, max_chars=args.max_chars, max_body=args.max_body,
         timeout_s=args.timeout, batching=not args.no_batching, max_batch=args.max_batch,
         batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
         max_generated=args.max_generated,
         cors_origins=args.cors_origin, api_key=key,
+        header_timeout_s=args.header_timeout, read_timeout_s=args.read_timeout,
+        keep_alive_s=args.keep_alive, max_connections=args.max_connections,
     )  # fmt: skip
     # Every model is loaded before the server starts: a bad directory is one line, not a 500.
     models = {
         name: load_task(d, device=args.device) for name, d in parse_models(args.model).items()
     }
+    # Room for every connection allowed: idle sockets must not use up the file descriptors.
+    config.max_connections = fit_file_limit(config.max_connections)
     import uvicorn
 
     app = create_app(models, config)
+    # Bound here, not by uvicorn: a busy port is one line and exit 2, before "serving".
+    sockets = listen(args.host, args.port)
     listed = ", ".join(f"{n} ({t.name})" for n, t in models.items())
-    print(f"rnnkit: serving {listed}; auth {'on' if key else 'off'}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    host, port = sockets[0].getsockname()[:2]  # the port that --port 0 picked, too
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    # uvicorn does not say where it listens on sockets it is handed: this line does.
+    print(f"rnnkit: serving {listed} at {url}; auth {'on' if key else 'off'}", flush=True)
+    server = uvicorn.Server(uvicorn_config(app, config, log_level=args.log_level))
+    server.run(sockets=sockets)
     return 0

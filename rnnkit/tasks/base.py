@@ -152,11 +152,15 @@ def _num(bound: float | None) -> str:
     return "any" if bound is None else f"{bound:g}"
 
 
-def resolve_options(task: Any, options: Any = None, **overrides: Any) -> Any:
+def resolve_options(
+    task: Any, options: Any = None, *, strict: bool = True, **overrides: Any
+) -> Any:
     """``options`` (None, a mapping, or the task's Options) as a checked Options instance.
 
     Keyword overrides replace single fields. Unknown names and bad values raise
-    :class:`~rnnkit.errors.ConfigError` naming ``options.FIELD``.
+    :class:`~rnnkit.errors.ConfigError` naming ``options.FIELD``. Values must have their
+    field's type (``{"length": "5"}`` is refused, as the HTTP schema says); only the CLI,
+    whose flags are strings, passes ``strict=False`` to have them converted.
     """
     cls = task.Options
     if options is None:
@@ -173,7 +177,7 @@ def resolve_options(task: Any, options: Any = None, **overrides: Any) -> Any:
     if bad:
         raise ConfigError(f"option names must be strings, not {bad[0]!r}")
     values.update(overrides)
-    resolved = from_dict(cls, values, prefix="options.")
+    resolved = from_dict(cls, values, prefix="options.", strict=strict)
     check_option_bounds(resolved)
     return resolved
 
