@@ -476,11 +476,13 @@ def _vocab_samples(itos: Sequence[str], first: int, extra: Sequence[str] = ()) -
     return Samples([row], "tokens drawn from the model's vocabulary")
 
 
-def _data_or_vocab(read: Callable[[], list[list[Any]]], fallback: Callable[[], Samples]) -> Samples:
+def _data_or_vocab(
+    read: Callable[[], list[list[Any]]], fallback: Callable[[], Samples], data: bool = True
+) -> Samples:
     """Token rows from the recipe's data; the vocabulary's when the data is not readable here
-    (a model directory copied to another machine)."""
+    (a model directory copied to another machine), or when ``data`` is False (no file read)."""
     try:
-        rows = [r for r in read() if r]
+        rows = [r for r in read() if r] if data else []
     except (RnnkitError, OSError):
         rows = []
     samples = Samples(rows, "the recipe's dev data") if rows else fallback()
@@ -501,7 +503,7 @@ class Plan:
 
 
 # --------------------------------------------------------------------------------- cipher
-def _cipher_graphs(task: Any) -> Plan:
+def _cipher_graphs(task: Any, data: bool = True) -> Plan:
     def read() -> list[list[int]]:
         generator = torch.Generator().manual_seed(0)
         b = task.make_batch(task.source("dev"), 16, generator)  # ciphertexts of dev plaintext
@@ -512,7 +514,7 @@ def _cipher_graphs(task: Any) -> Plan:
         return Samples([torch.randint(1, len(task.vocab), (200,), generator=generator).tolist()],
                        "symbols drawn from the alphabet")  # fmt: skip
 
-    samples = _data_or_vocab(read, fallback)
+    samples = _data_or_vocab(read, fallback, data)
 
     def batch(lengths: Sequence[int], shift: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         from rnnkit.data.batching import pad
@@ -575,10 +577,11 @@ def _contextual_inputs(model: nn.Module, token_lists: Sequence[Sequence[str]]) -
 
 
 # ------------------------------------------------------------------------------------ tag
-def _tag_graphs(task: Any) -> Plan:
+def _tag_graphs(task: Any, data: bool = True) -> Plan:
     samples = _data_or_vocab(
         lambda: [s.tokens for s in task.sentences("dev")],
         lambda: _vocab_samples(task.vocab.itos, 2, ["Zqxjvorth", "Kwambe", "ÉTÉ"]),
+        data,
     )
     names = ["words", "mask"]
     if task.model.chars is not None:
@@ -610,7 +613,7 @@ def _tag_graphs(task: Any) -> Plan:
 
 
 # ------------------------------------------------------------------------------- classify
-def _classify_graphs(task: Any) -> Plan:
+def _classify_graphs(task: Any, data: bool = True) -> Plan:
     joiner = "" if task.config.data.tokenize == "chars" else " "
     samples = _data_or_vocab(
         lambda: [task.tokens(ex.text) for ex in task.examples("dev")],
@@ -618,6 +621,7 @@ def _classify_graphs(task: Any) -> Plan:
             [t for t in task.vocab.itos if joiner or len(t) == 1] if task.bow else task.vocab.itos,
             0 if task.bow else 2, ["zqxjvorth"],
         ),
+        data,
     )  # fmt: skip
 
     def batch(lengths: Sequence[int], shift: int = 0) -> dict[str, torch.Tensor]:
@@ -654,13 +658,14 @@ def _classify_graphs(task: Any) -> Plan:
 
 
 # ------------------------------------------------------------------------------------- lm
-def _lm_graphs(task: Any) -> Plan:
+def _lm_graphs(task: Any, data: bool = True) -> Plan:
     model = task.model
     rnn = model.encoder.rnn
     lstm = isinstance(rnn, nn.LSTM)
     samples = _data_or_vocab(
         lambda: [task.ids("dev")[:2000].tolist()],
         lambda: Samples([list(range(len(task.vocab))) * 3], "every id of the vocabulary"),
+        data,
     )
     state_axes: Axes = (rnn.num_layers, "batch", rnn.hidden_size)
     inputs: dict[str, Axes] = {"tokens": ("batch", 1), "h": state_axes}
@@ -701,7 +706,7 @@ def _lm_graphs(task: Any) -> Plan:
 
 
 # ------------------------------------------------------------------------------ translate
-def _translate_graphs(task: Any) -> Plan:
+def _translate_graphs(task: Any, data: bool = True) -> Plan:
     from rnnkit.nn.seq2seq import BOS_ID
 
     model = task.model
@@ -709,6 +714,7 @@ def _translate_graphs(task: Any) -> Plan:
     samples = _data_or_vocab(
         lambda: [p.source.split() for p in task.pairs("dev")],
         lambda: _vocab_samples(task.vocab.itos, 4, ["zqxjvorth"]),
+        data,
     )
     states = _state_names(decoder, with_memory=False)
     state_axes: dict[str, Axes] = {
@@ -849,11 +855,13 @@ def _compare(graph: Graph, got: dict[str, np.ndarray], expected: dict[str, torch
             graph.diffs[name] = max(graph.diffs.get(name, 0.0), max_abs_diff(got[name], want_np))
 
 
-def _session(data: bytes) -> Any:
+def session(data: bytes, threads: int = 1) -> Any:
+    """An onnxruntime CPU session of ONNX bytes: ``threads`` intra-op threads (1 for the
+    check's small batches: the machine may be shared), one inter-op thread, errors only."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # small check batches; the machine may be shared
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
@@ -991,35 +999,54 @@ def export_onnx(
     import rnnkit
 
     task = rnnkit.load(directory, device="cpu")
+    plan, shown = export_task(task, opset, check)
+    for graph in plan.graphs:
+        graph.path = paths[graph.name]
+        atomic_write_bytes(graph.path, graph.data)
+    return _report(name, opset, check, plan.graphs, shown, plan.data)
+
+
+def export_task(
+    task: Any,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+    data: bool = True,
+    unwritten: str = "nothing written (--no-check writes it anyway)",
+) -> tuple[Plan, list[str]]:
+    """A loaded ``task``'s graphs exported to ONNX in memory (each graph's ``data``) and,
+    unless ``check`` is False, compared in onnxruntime with its PyTorch path (see the module
+    docstring); ``data`` False checks on tokens drawn from the vocabulary, reading no file.
+    Returns the plan and the shapes of the check batches. Raises :class:`ExportError` for a
+    task without graphs or a failed check (``unwritten`` says what follows from a failure).
+    Export (:func:`export_onnx`) and the ONNX backend (:mod:`rnnkit.backends`) both build
+    their graphs here."""
+    if task.name not in BUILDERS:
+        raise ExportError(f"the {task.name} task has no ONNX export (tasks: {', '.join(TASKS)})")
     task.model.eval()
     with torch.no_grad():
-        plan = BUILDERS[name](task)
-    graphs = plan.graphs
-    for graph in graphs:
+        plan = BUILDERS[task.name](task, data)
+    for graph in plan.graphs:
         graph.module.eval()
         graph.data = _export_graph(graph, opset)
-        graph.path = paths[graph.name]
     shown: list[str] = []
     if check:
         try:
-            shown = plan.check({g.name: _session(g.data) for g in graphs})
+            shown = plan.check({g.name: session(g.data) for g in plan.graphs})
         except Exception as err:  # onnxruntime's own exception types
             if not type(err).__module__.startswith("onnxruntime"):
                 raise
             what = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
             raise ExportError(
-                f"onnxruntime cannot run the exported graph ({what}); nothing written"
+                f"onnxruntime cannot run the exported graph ({what}); {unwritten}"
             ) from None
-        failed = [g for g in graphs if _failure(g)]
+        failed = [g for g in plan.graphs if _failure(g)]
         if failed:
             raise ExportError(
                 "the ONNX export differs from PyTorch ("
                 + "; ".join(_failure(g) for g in failed)
-                + "); nothing written (--no-check writes it anyway)"
+                + f"); {unwritten}"
             )
-    for graph in graphs:
-        atomic_write_bytes(graph.path, graph.data)
-    return _report(name, opset, check, graphs, shown, plan.data)
+    return plan, shown
 
 
 def _failure(graph: Graph) -> str:
@@ -1129,9 +1156,11 @@ __all__ = [
     "add_export_parser",
     "cmd_export",
     "export_onnx",
+    "export_task",
     "format_report",
     "max_abs_diff",
     "output_paths",
     "reverse_within",
+    "session",
     "viterbi",
 ]

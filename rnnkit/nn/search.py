@@ -165,4 +165,23 @@ def beam_search(
     )
 
 
-__all__ = ["Hypotheses", "StepFn", "beam_search", "greedy_search", "length_penalty"]
+def search(
+    step: StepFn,
+    state: State,
+    bos: int,
+    eos: int,
+    max_length: int | torch.Tensor,
+    beam_size: int = 1,
+    alpha: float = 0.0,
+    pad: int = 0,
+    keep_attention: bool = False,
+) -> Hypotheses:
+    """:func:`greedy_search` for a beam of 1, else :func:`beam_search` (``alpha``: the length
+    penalty's). The one entry for any step function: PyTorch's decoder step, or onnxruntime's
+    (:mod:`rnnkit.backends`)."""
+    if beam_size == 1:
+        return greedy_search(step, state, bos, eos, max_length, pad, keep_attention)
+    return beam_search(step, state, bos, eos, max_length, beam_size, alpha, pad, keep_attention)
+
+
+__all__ = ["Hypotheses", "StepFn", "beam_search", "greedy_search", "length_penalty", "search"]

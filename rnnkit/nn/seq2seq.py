@@ -20,7 +20,7 @@ from rnnkit.errors import ConfigError
 from rnnkit.nn.attention import AttentionKind
 from rnnkit.nn.decoder import AttentionDecoder, DecoderRnn, State
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
-from rnnkit.nn.search import Hypotheses, beam_search, greedy_search
+from rnnkit.nn.search import Hypotheses, search
 
 BOS, EOS = "<s>", "</s>"
 SPECIALS = (PAD, UNK, BOS, EOS)  # the first ids of both vocabularies, in this order
@@ -166,13 +166,8 @@ class Seq2Seq(nn.Module):
         attention: bool = False,
     ) -> Hypotheses:
         """Search for translations of ``batch`` (``source``, ``source_mask``)."""
-        state = self.start(batch)
-        if beam == 1:
-            return greedy_search(
-                self.log_probs_step, state, BOS_ID, EOS_ID, max_length, keep_attention=attention
-            )
-        return beam_search(
-            self.log_probs_step, state, BOS_ID, EOS_ID, max_length, beam, alpha,
+        return search(
+            self.log_probs_step, self.start(batch), BOS_ID, EOS_ID, max_length, beam, alpha,
             keep_attention=attention,
         )  # fmt: skip
 

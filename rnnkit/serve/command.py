@@ -15,6 +15,7 @@ KEY_ENV = "RNNKIT_API_KEY"
 
 
 def add_serve_parser(sub: Any) -> None:
+    from rnnkit.backends import BACKENDS
     from rnnkit.serve.app import ServeConfig
 
     d = ServeConfig()
@@ -26,6 +27,10 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default="torch",
+        help="what runs the networks: PyTorch, or onnxruntime (graphs exported at load)",
+    )  # fmt: skip
     p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request")
     p.add_argument("--max-chars", type=int, default=d.max_chars, help="characters per input")
     p.add_argument("--max-body", type=int, default=d.max_body, help="bytes per request body")
@@ -150,7 +155,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )  # fmt: skip
     # Every model is loaded before the server starts: a bad directory is one line, not a 500.
     models = {
-        name: load_task(d, device=args.device) for name, d in parse_models(args.model).items()
+        name: load_task(d, device=args.device, backend=args.backend)
+        for name, d in parse_models(args.model).items()
     }
     # Room for every connection allowed: idle sockets must not use up the file descriptors.
     config.max_connections = fit_file_limit(config.max_connections)

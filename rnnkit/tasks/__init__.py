@@ -36,12 +36,20 @@ def build_task(name: str, config: Any, data_dir: str | Path | None = None) -> An
 
 
 def load_task(
-    directory: str | Path, device: str = "cpu", data_dir: str | Path | None = None
+    directory: str | Path,
+    device: str = "cpu",
+    data_dir: str | Path | None = None,
+    backend: str = "torch",
 ) -> Any:
-    """Open a model directory with the task that made it."""
+    """Open a model directory with the task that made it; its predict runs the network in
+    ``backend``, ``torch`` or ``onnx`` (see :mod:`rnnkit.backends`)."""
+    from rnnkit.backends import check_backend, use_backend
+
+    check_backend(backend)
     with ckpt.reading(directory):  # one committed snapshot, even while a trainer writes
         stored = ckpt.read_model_config(directory)
         name = stored["task"]
         if name not in TASKS:
             raise ModelDirError(f"{directory} holds a model of unknown task {name!r}")
-        return task_class(name).from_dir(directory, data_dir=_data_dir(data_dir), device=device)
+        task = task_class(name).from_dir(directory, data_dir=_data_dir(data_dir), device=device)
+    return use_backend(task, backend)

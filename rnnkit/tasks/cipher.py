@@ -157,6 +157,9 @@ class CipherTask:
         "message_accuracy": "max",
         "loss": "min",
     }
+    # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
+    # loaded with backend onnx (its graph "model", as rnnkit.export builds it).
+    runner: Any = None
 
     def __init__(
         self, config: CipherConfig, data_dir: Path | None = None, vocabs: tuple[Vocab] | None = None
@@ -351,10 +354,17 @@ class CipherTask:
             budget.check_deadline()
             ids, mask = pad([self.vocab.encode(clean[i]) for i in rows], self.vocab.pad_id)
             ids = self.recode_ids(ids, mask)
-            best = self.model.decode(ids.to(device), mask.to(device)).cpu()
+            best = self.decode(ids.to(device), mask.to(device)).cpu()
             for row, i in enumerate(rows):
                 out[i] = "".join(self.vocab.decode(best[row, : len(clean[i])].tolist()))
         return out
+
+    def decode(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The predict path's call of the network: the likeliest symbol ids ``(batch, time)``
+        for ids and mask ``(batch, time)``, by PyTorch or by :attr:`runner`'s graph."""
+        if self.runner is not None:
+            return self.runner.run("model", {"ids": ids, "mask": mask})["decoded"]
+        return self.model.decode(ids, mask)
 
     # --------------------------------------------------------------- storage
     model_files = storage.model_files

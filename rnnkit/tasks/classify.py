@@ -108,6 +108,9 @@ class ClassifyTask:
     VOCABS = {"vocab.json": "vocab", "labels.json": "label_vocab"}
     Options = ClassifyOptions
     metric_goals = {"accuracy": "max", "macro_f1": "max"}
+    # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
+    # loaded with backend onnx (its graph "model", as rnnkit.export builds it).
+    runner: Any = None
 
     def __init__(
         self,
@@ -316,10 +319,24 @@ class ClassifyTask:
             widths = [1 + max(len(w) for w in words) for _, words in encoded]
         for rows in longest_first(lengths, batch_size, budget.PREDICT_TOKENS, widths):
             budget.check_deadline()
-            batch = self.collate([encoded[i] for i in rows])
-            logits = self.model.logits({k: v.to(device) for k, v in batch.items()})
-            out[rows] = torch.softmax(logits.float(), dim=-1).cpu()
+            items = [encoded[i] for i in rows]
+            batch = self.collate(items)
+            out[rows] = self.class_probabilities(
+                {k: v.to(device) for k, v in batch.items()}, items
+            ).cpu()
         return out
+
+    def class_probabilities(
+        self, batch: dict[str, torch.Tensor], encoded: Sequence[Any]
+    ) -> torch.Tensor:
+        """The predict path's call of the network: label probabilities ``(batch, labels)`` of
+        a :meth:`collate` batch of ``encoded`` texts, by PyTorch or by :attr:`runner`'s graph
+        (which computes contextual features itself, from the LMs' inputs)."""
+        if self.runner is None:
+            return torch.softmax(self.model.logits(batch).float(), dim=-1)
+        if not self.bow and self.model.contextual is not None:
+            batch = batch | self.model.contextual.inputs([words for _, words in encoded])
+        return self.runner.run("model", batch)["probabilities"]
 
     @budget.budgeted
     def predict(

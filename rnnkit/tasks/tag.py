@@ -81,6 +81,9 @@ class TagTask:
     # Character ids of word forms, kept for speed; cleared when full, so that a server that
     # meets endless new forms holds a bounded amount.
     CHAR_CACHE_SIZE = 100_000
+    # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
+    # loaded with backend onnx (its graph "model", as rnnkit.export builds it).
+    runner: Any = None
 
     def __init__(
         self,
@@ -254,8 +257,9 @@ class TagTask:
         lengths, widths = [len(t) for t in token_lists], self._char_widths(token_lists)
         for rows in longest_first(lengths, batch_size, budget.PREDICT_TOKENS, widths):
             budget.check_deadline()
-            batch = self.make_batch([token_lists[i] for i in rows], with_tags=False)
-            best = self.model.decode({k: v.to(device) for k, v in batch.items()}).cpu()
+            lists = [token_lists[i] for i in rows]
+            batch = self.make_batch(lists, with_tags=False)
+            best = self.decode({k: v.to(device) for k, v in batch.items()}, lists).cpu()
             for row, i in enumerate(rows):
                 tags = [self.tag_vocab.itos[j] for j in best[row, : len(token_lists[i])]]
                 if self.file_scheme and self.model_scheme != self.file_scheme:
@@ -270,6 +274,19 @@ class TagTask:
         if self.model.contextual is None:
             return None
         return [1 + max((len(t) for t in tokens), default=0) for tokens in token_lists]
+
+    def decode(
+        self, batch: dict[str, torch.Tensor], token_lists: Sequence[Sequence[str]]
+    ) -> torch.Tensor:
+        """The predict path's call of the network: the best tag ids ``(batch, time)`` (0 on
+        padding) of a :meth:`make_batch` batch of ``token_lists``, by PyTorch or by
+        :attr:`runner`'s graph (which computes contextual features itself, from the LMs'
+        inputs)."""
+        if self.runner is None:
+            return self.model.decode(batch)
+        if self.model.contextual is not None:
+            batch = batch | self.model.contextual.inputs(token_lists)
+        return self.runner.run("model", batch)["tags"]
 
     @budget.budgeted
     def predict(

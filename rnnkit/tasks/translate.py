@@ -40,6 +40,8 @@ from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import corpus_scores
+from rnnkit.nn.decoder import State
+from rnnkit.nn.search import search
 from rnnkit.nn.seq2seq import BOS_ID, EOS, EOS_ID, SPECIALS, Seq2Seq, TranslateModelConfig
 from rnnkit.tasks import storage
 from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
@@ -136,6 +138,9 @@ class TranslateTask:
     VOCABS = {"vocab.json": "vocab", "target.json": "target_vocab"}
     Options = TranslateOptions
     metric_goals = {"bleu": "max", "chrf": "max"}
+    # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
+    # loaded with backend onnx (its graphs "encoder" and "decoder", as rnnkit.export builds them).
+    runner: Any = None
 
     def __init__(
         self,
@@ -272,9 +277,10 @@ class TranslateTask:
             budget.check_deadline()
             batch = self.make_batch([sources[i] for i in rows])
             batch = {k: v.to(device) for k, v in batch.items()}
-            found = self.model.translate(
-                batch, beam, d.length_penalty, self._limits(batch), attention
-            )
+            found = search(
+                self.step, self.start(batch), BOS_ID, EOS_ID, self._limits(batch), beam,
+                d.length_penalty, keep_attention=attention,
+            )  # fmt: skip
             tokens, lengths = found.tokens.cpu(), found.lengths.cpu()
             for j, i in enumerate(rows):
                 ids = tokens[j, : int(lengths[j])].tolist()
@@ -285,6 +291,26 @@ class TranslateTask:
                     weights = found.attention[j, : int(lengths[j]), :n_src].float().cpu()
                 out[i] = (words, float(found.scores[j]), weights)
         return out
+
+    def start(self, batch: dict[str, Any]) -> State:
+        """The predict path's encoder call: the search's start state (``memory``, ``keys``,
+        ``mask``, ``hidden``, and ``cell``, ``feed`` where the decoder has them; batch first)
+        for a :meth:`make_batch` batch, by PyTorch or by :attr:`runner`'s ``encoder`` graph."""
+        if self.runner is None:
+            return self.model.start(batch)
+        state = self.runner.run("encoder", batch)
+        return {**state, "mask": batch["source_mask"]}
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """The search's step (see :mod:`rnnkit.nn.search`): log-probabilities ``(n, vocab)``
+        with ``<pad>``, ``<unk>`` and ``<s>`` at -inf, attention ``(n, source)`` and the next
+        state, by PyTorch or by :attr:`runner`'s ``decoder`` graph."""
+        if self.runner is None:
+            return self.model.log_probs_step(tokens, state)
+        feeds = {**state, "token": tokens, "source_mask": state["mask"]}
+        out = self.runner.run("decoder", feeds)
+        new = {k: out.get(f"{k}_next", v) for k, v in state.items()}
+        return out["log_probs"], out["attention"], new
 
     @budget.budgeted
     def predict(
