@@ -1,7 +1,9 @@
-"""Benchmark: ``rnnkit serve`` under load on loopback, micro-batching on vs off.
+"""Benchmark: ``rnnkit serve`` under load on loopback, PyTorch vs onnxruntime backend and
+micro-batching on vs off, side by side.
 
-Per mode (on, the default; off, ``--no-batching``) one real server runs as a subprocess
-(``python -m rnnkit serve --model NAME=DIR ... --host 127.0.0.1``); each model in turn gets
+Per backend (``--backends``: torch, onnx) and mode (``--modes``: on, the default; off,
+``--no-batching``) one real server runs as a subprocess (``python -m rnnkit serve --backend B
+--model NAME=DIR ... --host 127.0.0.1``); each model in turn gets
 ``--warmup`` untimed requests, then ``--requests`` (translator: ``--translator-requests``)
 ``POST /v1/models/NAME/predict`` requests of one input each, ``--concurrency`` at a time from
 one ``httpx.AsyncClient``, stopped early at ``--max-seconds``. Reported per run: requests/s,
@@ -9,7 +11,8 @@ p50/p99 latency, failures (any failure exits 1, nothing published), the server's
 and after, and the CPU the server and the load generator used. Models: the tiny ones of
 ``tests/tiny.py`` (kept with ``--models-from DIR``), or ``--tagger/--cipher/--translator DIR``.
 
-    .venv/bin/python bench/serve.py                      # 2 modes x 3 models, a couple of minutes
+    .venv/bin/python bench/serve.py                      # 2 backends x 2 modes x 3 models
+    .venv/bin/python bench/serve.py --backends onnx --modes on
     .venv/bin/python bench/serve.py --tagger runs/uner-ner --translator runs/fra-eng
 """
 
@@ -26,6 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import common as bench
 import httpx
@@ -34,6 +38,7 @@ from common import progress, rot13_ciphertexts, tagger_sentences
 # Served name → the task of its tiny model.
 MODELS = {"tagger": "tag", "cipher": "cipher", "translator": "translate"}
 MODES = {"on": [], "off": ["--no-batching"]}
+BACKENDS = ("torch", "onnx")
 STARTUP_S = 180.0  # how long a server may take to load its models and answer /health
 CLIENT_TIMEOUT_S = 60.0  # per request; the server's own limit is 30 s (504)
 STOP_S = 15.0  # how long a server may take to shut down after SIGTERM
@@ -94,10 +99,11 @@ class Server:
             return "(no log)"
 
 
-def start_server(dirs: dict[str, Path], mode: str, device: str, log: Path) -> Server:
-    """Start a server with ``dirs`` in ``mode`` ("on"/"off") and wait until /health answers."""
+def start_server(dirs: dict[str, Path], backend: str, mode: str, device: str, log: Path) -> Server:
+    """Start a server with ``dirs`` on ``backend`` in ``mode`` ("on"/"off") and wait until
+    /health answers."""
     port = free_port()
-    argv = [sys.executable, "-m", "rnnkit", "serve"]
+    argv = [sys.executable, "-m", "rnnkit", "serve", "--backend", backend]
     for name, path in dirs.items():
         argv += ["--model", f"{name}={path}"]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--device", device]
@@ -204,9 +210,10 @@ def load(
 
 @dataclass
 class Run:
-    """One model under load in one mode."""
+    """One model under load on one backend in one mode."""
 
     model: str
+    backend: str
     mode: str
     requests: int
     concurrency: int
@@ -238,14 +245,15 @@ def delta(after: float | None, before: float | None) -> float | None:
     return None if after is None or before is None else after - before
 
 
-def bench_mode(
-    mode: str, dirs: dict[str, Path], args: argparse.Namespace, scratch: Path
+def bench_server(
+    backend: str, mode: str, dirs: dict[str, Path], args: argparse.Namespace, scratch: Path
 ) -> tuple[list[Run], dict[str, float | None]]:
-    """Start a server in ``mode``, load each model in turn, stop it; the runs, and the
-    server's total CPU seconds and peak memory."""
-    progress(f"== batching {mode}: starting the server")
+    """Start a server on ``backend`` in ``mode``, load each model in turn, stop it; the runs,
+    and the server's total CPU seconds and peak memory."""
+    progress(f"== backend {backend}, batching {mode}: starting the server")
     started = time.perf_counter()
-    server = start_server(dirs, mode, args.device, scratch / f"server-{mode}.log")
+    log = scratch / f"server-{backend}-{mode}.log"
+    server = start_server(dirs, backend, mode, args.device, log)
     runs = []
     try:
         progress(f"server {server.pid} up in {time.perf_counter() - started:.1f} s: {server.url}")
@@ -263,7 +271,8 @@ def bench_mode(
             progress(f"{name}: {count:,} requests at concurrency {args.concurrency}")
             done = load(server, name, texts, count, args.concurrency, args.max_seconds)
             run = Run(
-                name, mode, count, args.concurrency, done, rss_before, bench.memory_kib(server.pid),
+                name, backend, mode, count, args.concurrency, done, rss_before,
+                bench.memory_kib(server.pid),
                 delta(cpu_s(server.pid), server_before),
                 delta(cpu_s(), client_before)
             )  # fmt: skip
@@ -287,7 +296,10 @@ def bench_mode(
 
 
 def shout_failures(run: Run) -> None:
-    progress(f"!!! {run.failed:,} FAILED REQUESTS: {run.model}, batching {run.mode} !!!")
+    progress(
+        f"!!! {run.failed:,} FAILED REQUESTS: {run.model}, backend {run.backend}, "
+        f"batching {run.mode} !!!"
+    )
     for message in run.load.failures[:SHOWN_FAILURES]:
         progress(f"!!!   {message}")
     if run.failed > SHOWN_FAILURES:
@@ -295,6 +307,9 @@ def shout_failures(run: Run) -> None:
 
 
 # ---------------------------------------------------------------------------------- report
+Key = tuple[str, str, str]  # model, backend, mode
+
+
 def mib(kib: int | None) -> str:
     return "?" if kib is None else f"{kib / 1024:,.0f}"
 
@@ -303,16 +318,50 @@ def cores(cpu_s: float | None, seconds: float) -> str:
     return "?" if cpu_s is None or seconds <= 0 else f"{cpu_s / seconds:.2f}"
 
 
-def runs_table(runs: dict[tuple[str, str], Run]) -> list[str]:
+def backends_table(runs: dict[Key, Run], args: argparse.Namespace) -> list[str]:
+    """Backends side by side: one row per model and batching mode, one column group per
+    backend (and onnx/torch where both ran)."""
+    both = len(args.backends) == 2
+    rows = []
+    for mode in args.modes:
+        for name in MODELS:
+            got = [runs[name, b, mode] for b in args.backends]
+            failed = " / ".join(str(r.failed) for r in got)
+            if any(r.failed for r in got):
+                failed = f"**{failed}**"
+            cells = [
+                name, mode, f"{got[0].requests:,} × {got[0].concurrency}",
+                *(f"{r.per_second:,.0f}" for r in got),
+            ]  # fmt: skip
+            if both:
+                cells.append(f"**{rate(got[1], got[0])}**")
+            cells += [
+                " / ".join(f"{r.ms(0.5):.1f}" for r in got),
+                " / ".join(f"{r.ms(0.99):.1f}" for r in got),
+                failed,
+                " / ".join(mib(r.rss_after) for r in got),
+            ]
+            rows.append(cells)
+    names = " / ".join(args.backends)
+    head = [
+        "model", "batching", "requests × concurrency", *(f"req/s {b}" for b in args.backends),
+        *(["onnx/torch"] if both else []), f"p50 ms {names}", f"p99 ms {names}",
+        f"failed {names}", f"server RSS MiB after, {names}",
+    ]  # fmt: skip
+    return bench.table(head, rows, left=2)
+
+
+def modes_table(runs: dict[Key, Run], backend: str) -> list[str]:
+    """Batching on vs off on one backend."""
     rows = []
     for name in MODELS:
-        on, off = runs[name, "on"], runs[name, "off"]
+        on, off = runs[name, backend, "on"], runs[name, backend, "off"]
         failed = f"{on.failed} / {off.failed}"
         if on.failed or off.failed:
             failed = f"**{failed}**"
         rows.append(
             f"{name} | {on.requests:,} × {on.concurrency} | {on.per_second:,.0f} | "
-            f"{off.per_second:,.0f} | **{bench.ratio(on.per_second, off.per_second)}** | "
+            f"{off.per_second:,.0f} | **{rate(on, off)}** | "
             f"{on.ms(0.5):.1f} / {off.ms(0.5):.1f} | {on.ms(0.99):.1f} / {off.ms(0.99):.1f} | "
             f"{failed} | {mib(on.rss_before)} → {mib(on.rss_after)} | "
             f"{mib(off.rss_before)} → {mib(off.rss_after)}"
@@ -324,34 +373,53 @@ def runs_table(runs: dict[tuple[str, str], Run]) -> list[str]:
     return bench.table(head, rows)
 
 
-def summary(runs: dict[tuple[str, str], Run]) -> str:
-    """One or two sentences of what the table shows."""
-    speedups = ", ".join(
-        f"{bench.ratio(runs[n, 'on'].per_second, runs[n, 'off'].per_second)} ({n})" for n in MODELS
-    )
-    p99 = ", ".join(
-        f"{runs[n, 'off'].ms(0.99):.0f} → {runs[n, 'on'].ms(0.99):.0f} ms ({n})" for n in MODELS
-    )
+def rate(ours: Run, theirs: Run) -> str:
+    """``ours``'s requests/s over ``theirs``'s, as ``2.15×``."""
+    return bench.ratio(ours.per_second, theirs.per_second)
+
+
+def summary(runs: dict[Key, Run], args: argparse.Namespace) -> list[str]:
+    """A sentence or two of what the tables show."""
+    lines = []
+    if len(args.backends) == 2:
+        for mode in args.modes:
+            speedups = ", ".join(
+                f"{rate(runs[n, 'onnx', mode], runs[n, 'torch', mode])} ({n})" for n in MODELS
+            )
+            p99 = ", ".join(
+                f"{runs[n, 'torch', mode].ms(0.99):.0f} → {runs[n, 'onnx', mode].ms(0.99):.0f} ms"
+                f" ({n})"
+                for n in MODELS
+            )
+            lines.append(
+                f"- backends, batching {mode}: the onnx backend answered {speedups} the "
+                f"requests/s of the torch backend; p99 latency went {p99} (torch → onnx)."
+            )
+    if len(args.modes) == 2:
+        for backend in args.backends:
+            speedups = ", ".join(
+                f"{rate(runs[n, backend, 'on'], runs[n, backend, 'off'])} ({n})" for n in MODELS
+            )
+            lines.append(
+                f"- batching, backend {backend}: with micro-batching on, the server answered "
+                f"{speedups} the requests/s it answers with one predict call per request."
+            )
     growth = [
         r.rss_after - r.rss_before
         for r in runs.values()
         if r.rss_after is not None and r.rss_before is not None
     ]
-    memory = (
-        f" The server's resident memory grew by at most {max(growth) / 1024:,.0f} MiB in any run."
-        if growth
-        else ""
-    )
-    return (
-        f"- what it shows: with micro-batching on, the server answered {speedups} the "
-        f"requests/s it answers with one predict call per request, and p99 latency went "
-        f"{p99} (off → on).{memory}"
-    )
+    if growth:
+        lines.append(
+            f"- memory: the server's resident memory grew by at most "
+            f"{max(growth) / 1024:,.0f} MiB in any run."
+        )
+    return lines
 
 
 def report(
-    runs: dict[tuple[str, str], Run],
-    totals: dict[str, dict[str, float | None]],
+    runs: dict[Key, Run],
+    totals: dict[tuple[str, str], dict[str, float | None]],
     dirs: dict[str, Path],
     others: float | None,
     args: argparse.Namespace,
@@ -359,41 +427,49 @@ def report(
     machine = (
         f"Python {platform.python_version()}, uvicorn "
         f"{bench.version('uvicorn')}, fastapi {bench.version('fastapi')}, httpx "
-        f"{bench.version('httpx')}; server device {args.device}, torch threads its default"
+        f"{bench.version('httpx')}, onnxruntime {bench.version('onnxruntime')}; server device "
+        f"{args.device}, torch threads its default, onnxruntime intra-op threads the same"
     )
-    title = "Serve benchmark: `rnnkit serve`, micro-batching on vs off"
+    title = "Serve benchmark: `rnnkit serve`, backends " + " vs ".join(args.backends)
+    title += ", micro-batching " + " vs ".join(args.modes)
     lines = bench.header(title, args, others, machine)
     failed = sum(r.failed for r in runs.values())
     if failed:
         lines.append(f"- **{failed:,} requests FAILED**: the figures below do not count them")
-    stopped = [f"{r.model} (batching {r.mode})" for r in runs.values() if r.load.stopped]
+    stopped = [
+        f"{r.model} (backend {r.backend}, batching {r.mode})"
+        for r in runs.values()
+        if r.load.stopped
+    ]
     if stopped:
         lines.append(
             f"- **stopped at --max-seconds {args.max_seconds:g}** before the request count: "
             + ", ".join(stopped)
         )
     per_run = []
-    for mode in MODES:
+    for (backend, mode), total in totals.items():
         parts = [
             f"{r.model} {r.answered:,} in {r.load.seconds:.1f} s (server "
             f"{cores(r.server_cpu_s, r.load.seconds)}, "
             f"client {cores(r.client_cpu_s, r.load.seconds)})"
-            for r in (runs[n, mode] for n in MODELS)
+            for r in (runs[n, backend, mode] for n in MODELS)
         ]
-        total = totals[mode]
         per_run.append(
-            f"- batching {mode}: {'; '.join(parts)}; server peak RSS {mib(total['peak_kib'])} MiB"
+            f"- backend {backend}, batching {mode}: {'; '.join(parts)}; server peak RSS "
+            f"{mib(total['peak_kib'])} MiB"
         )
     given = args.models_from or any(getattr(args, n) for n in MODELS)
     example = [
-        "python -m rnnkit serve",
+        "python -m rnnkit serve --backend torch|onnx",
         *(f"--model {n}=DIR" for n in MODELS),
         "--host 127.0.0.1 --port PORT --log-level warning [--no-batching]",
     ]
     lines += [
         f"- server: `{' '.join(example)}`, its other limits at their defaults (batching on: "
-        "at most 64 inputs per predict call, 2 ms wait for stragglers); one server per mode, "
-        "the models loaded in turn",
+        "at most 64 inputs per predict call, 2 ms wait for stragglers); one server per backend "
+        "and mode, the models loaded in turn; the onnx backend exports each model's graphs at "
+        "load and answers through onnxruntime (CPU provider), the same answers as torch "
+        "(tests/test_onnx_backend.py)",
         f"- models: {bench.models_line(dirs, given)}",
         f"- load: one `httpx.AsyncClient` in the benchmark's process on the same machine, "
         f"{args.concurrency} connections and workers; each request `POST "
@@ -402,24 +478,59 @@ def report(
         f"French sentences); {args.warmup} untimed warm-up requests per model first; at most "
         f"{args.max_seconds:g} s per run",
         "- req/s: answered requests over the run's wall time; latency: from sending to the "
-        "whole answer; RSS: the server's VmRSS before the model's warm-up and after its load",
+        "whole answer; RSS: the server's VmRSS after the model's load (before → after: before "
+        "its warm-up and after its load)",
         "",
-        *runs_table(runs),
+        *backends_table(runs, args),
         "",
+    ]
+    if len(args.modes) == 2:
+        for backend in args.backends:
+            lines += [
+                f"Batching on vs off, backend {backend}:",
+                "",
+                *modes_table(runs, backend),
+                "",
+            ]
+    lines += [
         "- CPU during each timed load, in cores (CPU seconds per wall second), server and this "
         "load generator:",
         *(f"  {line}" for line in per_run),
-        summary(runs),
+        *summary(runs, args),
         "",
     ]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------ main
+def choices(allowed: tuple[str, ...] | list[str], flag: str) -> Any:
+    """An argparse type: a comma-separated list of distinct names out of ``allowed``, in the
+    order of ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        bad = [n for n in names if n not in allowed]
+        if bad or not names or len(set(names)) != len(names):
+            raise argparse.ArgumentTypeError(
+                f"{flag}: distinct names out of {', '.join(allowed)}, comma-separated"
+            )
+        return [n for n in allowed if n in names]
+
+    return parse
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = bench.parser(
         __doc__, "a few hundred requests, under a minute", threads=False, tuned=TUNED
     )
+    parser.add_argument(
+        "--backends", type=choices(BACKENDS, "--backends"), default=list(BACKENDS),
+        help="the server backends to compare (torch,onnx)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--modes", type=choices(list(MODES), "--modes"), default=list(MODES),
+        help="micro-batching on, off or both (on,off)",
+    )  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (32)")
     parser.add_argument("--models-from", metavar="DIR", help="take (or train) tiny models here")
     parser.add_argument("--tagger", metavar="DIR", help="a trained tag model to serve")
@@ -429,22 +540,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = bench.finish(parser, parser.parse_args(argv))
     if args.concurrency < 1:
         parser.error("--concurrency must be ≥ 1")
+    if "onnx" in args.backends and args.device != "cpu":
+        parser.error("--backends onnx runs on the CPU: give --device cpu")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if "onnx" in args.backends and not bench.needs("onnx", "onnxruntime"):
+        return 2
     with tempfile.TemporaryDirectory(prefix="rnnkit-bench-serve-") as tmp:
         scratch = Path(tmp)
         root = Path(args.models_from).expanduser().resolve() if args.models_from else scratch
         dirs = bench.model_dirs({n: getattr(args, n) for n in MODELS}, MODELS, root)
         before = bench.cpu_ticks()
-        runs: dict[tuple[str, str], Run] = {}
-        totals: dict[str, dict[str, float | None]] = {}
+        runs: dict[Key, Run] = {}
+        totals: dict[tuple[str, str], dict[str, float | None]] = {}
         try:
-            for mode in MODES:
-                mode_runs, totals[mode] = bench_mode(mode, dirs, args, scratch)
-                runs.update(((r.model, mode), r) for r in mode_runs)
+            for mode in args.modes:
+                for backend in args.backends:
+                    found, totals[backend, mode] = bench_server(backend, mode, dirs, args, scratch)
+                    runs.update(((r.model, backend, mode), r) for r in found)
         except RuntimeError as err:
             progress(f"error: {err}")
             return 2
