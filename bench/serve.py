@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import platform
 import socket
 import subprocess
@@ -235,6 +236,14 @@ class Run:
     def failed(self) -> int:
         return len(self.load.failures)
 
+    @property
+    def cpu_ms(self) -> float:
+        """The server's CPU milliseconds per answered request (a figure that other jobs on a
+        shared machine disturb less than wall time); nan where unknown."""
+        if self.server_cpu_s is None or not self.answered:
+            return math.nan
+        return self.server_cpu_s / self.answered * 1e3
+
     def ms(self, q: float) -> float:
         """The ``q`` quantile of the latencies (nearest rank) in ms; nan without any."""
         ordered = sorted(self.load.latencies)
@@ -338,6 +347,7 @@ def backends_table(runs: dict[Key, Run], args: argparse.Namespace) -> list[str]:
             cells += [
                 " / ".join(f"{r.ms(0.5):.1f}" for r in got),
                 " / ".join(f"{r.ms(0.99):.1f}" for r in got),
+                " / ".join(f"{r.cpu_ms:.2f}" for r in got),
                 failed,
                 " / ".join(mib(r.rss_after) for r in got),
             ]
@@ -346,7 +356,7 @@ def backends_table(runs: dict[Key, Run], args: argparse.Namespace) -> list[str]:
     head = [
         "model", "batching", "requests × concurrency", *(f"req/s {b}" for b in args.backends),
         *(["onnx/torch"] if both else []), f"p50 ms {names}", f"p99 ms {names}",
-        f"failed {names}", f"server RSS MiB after, {names}",
+        f"server CPU ms per request {names}", f"failed {names}", f"server RSS MiB after, {names}",
     ]  # fmt: skip
     return bench.table(head, rows, left=2)
 
@@ -424,11 +434,16 @@ def report(
     others: float | None,
     args: argparse.Namespace,
 ) -> str:
+    # Training the tiny models imports tests/conftest.py, which sets OMP_NUM_THREADS=1 for
+    # this process and so for the servers it starts.
+    omp = os.environ.get("OMP_NUM_THREADS")
     machine = (
         f"Python {platform.python_version()}, uvicorn "
         f"{bench.version('uvicorn')}, fastapi {bench.version('fastapi')}, httpx "
         f"{bench.version('httpx')}, onnxruntime {bench.version('onnxruntime')}; server device "
-        f"{args.device}, torch threads its default, onnxruntime intra-op threads the same"
+        f"{args.device}, server torch threads "
+        + (f"{omp} (OMP_NUM_THREADS={omp}, inherited)" if omp else "its default")
+        + ", onnxruntime intra-op threads the same"
     )
     title = "Serve benchmark: `rnnkit serve`, backends " + " vs ".join(args.backends)
     title += ", micro-batching " + " vs ".join(args.modes)
@@ -478,8 +493,9 @@ def report(
         f"French sentences); {args.warmup} untimed warm-up requests per model first; at most "
         f"{args.max_seconds:g} s per run",
         "- req/s: answered requests over the run's wall time; latency: from sending to the "
-        "whole answer; RSS: the server's VmRSS after the model's load (before → after: before "
-        "its warm-up and after its load)",
+        "whole answer; server CPU ms per request: the server process's CPU time during the "
+        "timed load over the requests answered; RSS: the server's VmRSS after the model's load "
+        "(before → after: before its warm-up and after its load)",
         "",
         *backends_table(runs, args),
         "",
