@@ -519,7 +519,7 @@ def report(
 
 
 # ------------------------------------------------------------------------------------ main
-def choices(allowed: tuple[str, ...] | list[str], flag: str) -> Any:
+def choices(allowed: tuple[str, ...] | list[str]) -> Any:
     """An argparse type: a comma-separated list of distinct names out of ``allowed``, in the
     order of ``allowed``."""
 
@@ -528,7 +528,7 @@ def choices(allowed: tuple[str, ...] | list[str], flag: str) -> Any:
         bad = [n for n in names if n not in allowed]
         if bad or not names or len(set(names)) != len(names):
             raise argparse.ArgumentTypeError(
-                f"{flag}: distinct names out of {', '.join(allowed)}, comma-separated"
+                f"distinct names out of {', '.join(allowed)}, comma-separated, not {text!r}"
             )
         return [n for n in allowed if n in names]
 
@@ -540,11 +540,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         __doc__, "a few hundred requests, under a minute", threads=False, tuned=TUNED
     )
     parser.add_argument(
-        "--backends", type=choices(BACKENDS, "--backends"), default=list(BACKENDS),
+        "--backends", type=choices(BACKENDS), default=list(BACKENDS),
         help="the server backends to compare (torch,onnx)",
     )  # fmt: skip
     parser.add_argument(
-        "--modes", type=choices(list(MODES), "--modes"), default=list(MODES),
+        "--modes", type=choices(list(MODES)), default=list(MODES),
         help="micro-batching on, off or both (on,off)",
     )  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (32)")
