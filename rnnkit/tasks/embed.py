@@ -57,6 +57,7 @@ class EmbedOptions:
 
 
 CHUNK = 1 << 17  # centre positions per chunk of examples (shuffled within the chunk)
+BLOCK = 64  # cbow, skipgram: batches made at a time
 EVAL_SEED = 20_231  # the held-out examples and their noise words are the same at every epoch
 EVAL_BATCH = 8192
 
@@ -140,6 +141,73 @@ class _Plan:
     sizes: torch.Tensor | None
     targets: torch.Tensor | None
     count: int
+    left: torch.Tensor | None = None  # cbow, skipgram: context words left of each centre
+    right: torch.Tensor | None = None  # and right of it (see contexts.spans)
+
+
+class _WindowEpoch:
+    """One epoch of cbow or skip-gram batches in text order, as word2vec reads the corpus:
+    skip-gram pairs centre by centre, CBOW examples centre by centre (those with a context).
+    Examples are made a block of ``BLOCK`` batches at a time, with their noise words."""
+
+    def __init__(self, task: EmbedTask, plan: _Plan, generator: torch.Generator):
+        self.task, self.plan = task, plan
+        self.state = generator.get_state()  # iterating twice gives the same batches
+        self.batch_size = task.config.train.batch_size
+        assert plan.left is not None and plan.right is not None
+        counts = plan.left + plan.right
+        if task.config.model.method == "skipgram":  # examples are pairs
+            self.ends = counts.cumsum(0)  # one past each centre's last pair
+        else:  # examples are the centres with a context
+            self.centres = (counts > 0).nonzero().squeeze(1)
+
+    def __len__(self) -> int:
+        return math.ceil(self.plan.count / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        g = torch.Generator()
+        g.set_state(self.state)
+        size, count = self.batch_size, self.plan.count
+        for start in range(0, count, BLOCK * size):
+            stop = min(start + BLOCK * size, count)
+            block = self.block(start, stop)
+            shape = (stop - start, self.task.config.model.negatives)
+            block["negatives"] = self.task.sampler.draw(shape, g)
+            for first in range(0, stop - start, size):
+                yield self.cut(block, first, min(first + size, stop - start))
+
+    def block(self, start: int, stop: int) -> dict[str, torch.Tensor]:
+        """Examples ``[start, stop)`` of the epoch (without noise words)."""
+        p = self.plan
+        if self.task.config.model.method == "skipgram":
+            c0 = int(torch.searchsorted(self.ends, start, right=True))
+            c1 = int(torch.searchsorted(self.ends, stop - 1, right=True)) + 1
+            centres, contexts = ctx.window_pairs(p.left, p.right, c0, c1)
+            skip = start - (int(self.ends[c0 - 1]) if c0 else 0)
+            centres, contexts = centres[skip : skip + stop - start], contexts[skip : skip + stop - start]
+            return {"input": p.ids[centres], "target": p.ids[contexts]}
+        rows = self.centres[start:stop]
+        owners, contexts = ctx.window_pairs(p.left, p.right, int(rows[0]), int(rows[-1]) + 1)
+        sizes = p.left[rows] + p.right[rows]
+        return {
+            "input": p.ids[contexts],
+            "offsets": sizes.cumsum(0) - sizes,
+            "target": p.ids[rows],
+        }
+
+    @staticmethod
+    def cut(block: dict[str, torch.Tensor], first: int, last: int) -> dict[str, torch.Tensor]:
+        """Examples ``[first, last)`` of a block as a batch."""
+        batch = {k: block[k][first:last] for k in ("target", "negatives")}
+        if "offsets" not in block:
+            batch["input"] = block["input"][first:last]
+            return batch
+        offsets = block["offsets"]
+        begin = int(offsets[first])
+        end = int(offsets[last]) if last < offsets.numel() else block["input"].numel()
+        batch["input"] = block["input"][begin:end]
+        batch["offsets"] = offsets[first:last] - begin
+        return batch
 
 
 class _ChunkedEpoch:
@@ -197,6 +265,7 @@ class EmbedTask:
         self._files: dict[str, list[str]] = {}  # lines of each file read
         self._eval: dict[str, dict[str, Any]] = {}  # held-out examples of each split, made once
         self._table: torch.Tensor | None = None
+        self._sampler: ctx.NoiseSampler | None = None
         if vocabs is None:  # training: count, encode, and make the dev examples now
             lines = self.lines("train")
             counter = Counter(word for line in lines for word in line.split())
@@ -243,6 +312,13 @@ class EmbedTask:
         return lines if d.dev else split_tail(lines, split, d.dev_fraction)
 
     @property
+    def sampler(self) -> ctx.NoiseSampler:
+        """The noise-word sampler of training batches (built on first use)."""
+        if self._sampler is None:
+            self._sampler = ctx.NoiseSampler(self.counts, self.config.model.noise_power)
+        return self._sampler
+
+    @property
     def table(self) -> torch.Tensor:
         """The noise table for negative sampling (built on first use)."""
         if self._table is None:
@@ -262,11 +338,10 @@ class EmbedTask:
         if d.subsample > 0:
             ids, sentences = ctx.subsample(ids, sentences, keep, g)
         sizes = ctx.window_sizes(ids.numel(), d.window, d.dynamic_window, g)
-        if m.method == "skipgram":
-            count = ctx.count_skipgram_pairs(sentences, sizes)
-        else:
-            count = ctx.count_cbow_rows(sentences, sizes, d.window)
-        return _Plan(ids, sentences, sizes, None, count)
+        left, right = ctx.spans(sentences, sizes)
+        contexts = left + right
+        count = int(contexts.sum() if m.method == "skipgram" else (contexts > 0).sum())
+        return _Plan(ids, sentences, sizes, None, count, left, right)
 
     def chunks(self, plan: _Plan) -> Iterator[dict[str, torch.Tensor]]:
         """The plan's examples, ``input`` and ``target``, one chunk of centres at a time."""
@@ -299,7 +374,10 @@ class EmbedTask:
                 "updates have no DistributedDataParallel path; run it as one process"
             )
         g = epoch_generator(self.config.train.seed, epoch)
-        return _ChunkedEpoch(self, self.plan(*self.corpus, g), g)
+        plan = self.plan(*self.corpus, g)
+        if self.config.model.method == "ngram":
+            return _ChunkedEpoch(self, plan, g)
+        return _WindowEpoch(self, plan, g)
 
     # ------------------------------------------------------------ evaluation
     def _examples(self, lines: list[str], where: str) -> dict[str, Any]:
