@@ -253,7 +253,9 @@ class NoiseSampler:
     def __init__(self, counts: torch.Tensor, power: float = 0.75, size: int = 1 << 20):
         self.table = noise_table(counts, power, size)
 
-    def draw(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> torch.Tensor:
+    def draw(
+        self, shape: tuple[int, ...], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Noise word ids of ``shape`` (long)."""
         n = self.table.numel()
         picks = torch.randint(n, shape, generator=generator)

@@ -12,6 +12,7 @@ word2vec, with no autograd graph and no sparse tensor to build or coalesce.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -295,7 +296,7 @@ class WordEmbedder(nn.Module):
         grad = torch.sigmoid(scores).sub_(1)  # d(-log σ(x))/dx = σ(x) - 1
         grad[:, 1:].neg_().mul_(real)  # x = -s for the noise words
         grad_h = F.embedding_bag(words, out, mode="sum", per_sample_weights=grad)
-        each = torch.arange(size).repeat_interleave(words.shape[1])
+        each = _row_of_each(size, words.shape[1])
         out_grad = RowGrad(out.shape, words.view(-1), h, grad.view(-1), each)
         if self.method == "skipgram":
             return value, (RowGrad(embed.shape, inputs, grad_h), out_grad)
@@ -310,7 +311,7 @@ def _row_dots(h: torch.Tensor, table: torch.Tensor, words: torch.Tensor) -> torc
     h: ``(batch, dim)``; table: ``(vocab, dim)``; words: ``(batch, n)`` ids.
     """
     size, n = words.shape
-    starts = torch.arange(0, size * n + 1, n, device=words.device)
+    starts = _row_starts(size, n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
         pattern = torch.sparse_csr_tensor(
@@ -322,6 +323,20 @@ def _row_dots(h: torch.Tensor, table: torch.Tensor, words: torch.Tensor) -> torc
         )
     dots = torch.sparse.sampled_addmm(pattern, h, table.t(), beta=0.0)
     return dots.values().view(size, n)
+
+
+@functools.lru_cache(maxsize=8)
+def _row_starts(rows: int, n: int) -> torch.Tensor:
+    """``0, n, 2n, ..., rows·n`` ``(rows + 1,)``: where each row of ``n`` entries starts, made
+    once per shape (read-only)."""
+    return torch.arange(0, rows * n + 1, n)
+
+
+@functools.lru_cache(maxsize=8)
+def _row_of_each(rows: int, n: int) -> torch.Tensor:
+    """``0 (n times), 1 (n times), ...`` ``(rows·n,)``: the row of each entry of a
+    ``(rows, n)`` tensor, made once per shape (read-only)."""
+    return torch.arange(rows).repeat_interleave(n)
 
 
 def _bag_sizes(offsets: torch.Tensor, total: int) -> torch.Tensor:

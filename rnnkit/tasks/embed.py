@@ -184,15 +184,18 @@ class _WindowEpoch:
             c1 = int(torch.searchsorted(self.ends, stop - 1, right=True)) + 1
             centres, contexts = ctx.window_pairs(p.left, p.right, c0, c1)
             skip = start - (int(self.ends[c0 - 1]) if c0 else 0)
-            centres, contexts = centres[skip : skip + stop - start], contexts[skip : skip + stop - start]
-            return {"input": p.ids[centres], "target": p.ids[contexts]}
+            pairs = slice(skip, skip + stop - start)
+            return {
+                "input": p.ids.index_select(0, centres[pairs]),
+                "target": p.ids.index_select(0, contexts[pairs]),
+            }
         rows = self.centres[start:stop]
-        owners, contexts = ctx.window_pairs(p.left, p.right, int(rows[0]), int(rows[-1]) + 1)
-        sizes = p.left[rows] + p.right[rows]
+        _, contexts = ctx.window_pairs(p.left, p.right, int(rows[0]), int(rows[-1]) + 1)
+        sizes = p.left.index_select(0, rows) + p.right.index_select(0, rows)
         return {
-            "input": p.ids[contexts],
+            "input": p.ids.index_select(0, contexts),
             "offsets": sizes.cumsum(0) - sizes,
-            "target": p.ids[rows],
+            "target": p.ids.index_select(0, rows),
         }
 
     @staticmethod
