@@ -239,3 +239,44 @@ def test_a_seeded_run_repeats_bit_for_bit(tmp_path, method):
         weights.append([p.detach().clone() for p in task.model.parameters()])
     for a, b in zip(*weights, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["skipgram", "cbow"])
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, method):
+    from rnnkit.train import Trainer
+
+    from .test_embed import _corpus
+
+    path = _corpus(tmp_path / "c.txt", lines=100)
+
+    def make() -> tuple[EmbedTask, EmbedConfig]:
+        torch.manual_seed(0)
+        config = from_dict(
+            EmbedConfig,
+            {
+                "data": {"train": str(path), "min_freq": 1, "subsample": 0, "eval_examples": 200},
+                "model": {"method": method, "embedding_dim": 8},
+                "train": {"batch_size": 64, "epochs": 2, "progress": False, "checkpoint_every": 3},
+            },
+        )
+        return EmbedTask(config), config
+
+    task, config = make()
+    Trainer(task, config.train, tmp_path / "whole", log=lambda _: None).fit()
+    task_b, config = make()
+    trainer = Trainer(task_b, config.train, tmp_path / "cut", log=lambda _: None)
+    step, calls = trainer.train_step, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:  # mid-epoch, two steps after a checkpoint
+            raise KeyboardInterrupt
+        return step(*args, **kwargs)
+
+    trainer.train_step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    task_c, config = make()
+    Trainer(task_c, config.train, tmp_path / "cut", log=lambda _: None).fit(resume=True)
+    for a, b in zip(task.model.parameters(), task_c.model.parameters(), strict=True):
+        assert torch.equal(a, b)

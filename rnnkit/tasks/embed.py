@@ -13,15 +13,18 @@ trained with negative sampling (``model.loss: negative``: the true word against
 
 Each line of the text is a sentence; contexts never cross a line. Words rarer than
 ``data.min_freq`` are dropped from the text before windows are laid (as word2vec does), and
-frequent words are subsampled (``data.subsample``). Examples are made per chunk of the corpus
-with tensor operations (:mod:`rnnkit.data.contexts`), shuffled within the chunk, and batched.
+frequent words are subsampled (``data.subsample``). Each epoch subsamples the whole corpus and
+draws every window with tensor operations (:mod:`rnnkit.data.contexts`); cbow and skip-gram
+examples then come in text order, centre by centre, as word2vec reads them, made a block of
+batches at a time with their noise words; ngram examples are shuffled within chunks.
 
-With ``train.optimizer: sgd`` (the default) both embedding tables get sparse gradients and the
-update touches only the rows of the batch, as in word2vec; the loss's gradient is that of the
-*sum* over the batch, so ``train.lr`` is word2vec's per-example step size (0.025 for skip-gram,
-0.05 for CBOW), decayed linearly to zero (``train.schedule: linear``). With ``adam`` the
-gradients are dense; ``ngram``, whose dense hidden layer would get the summed step of thousands
-of examples, must use it.
+With ``train.optimizer: sgd`` (the default) the update touches only the rows of the batch, as
+in word2vec; for cbow and skip-gram with negative sampling the model computes word2vec's
+gradient by hand and SGD adds its rows in place (see :mod:`rnnkit.nn.word_embedder`). The
+loss's gradient is that of the *sum* over the batch, so ``train.lr`` is word2vec's
+per-example step size (0.025), decayed linearly to zero (``train.schedule: linear``). With
+``adam`` the gradients are dense; ``ngram``, whose dense hidden layer would get the summed
+step of thousands of examples, must use it.
 """
 
 from __future__ import annotations
