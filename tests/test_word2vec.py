@@ -280,3 +280,25 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, method):
     Trainer(task_c, config.train, tmp_path / "cut", log=lambda _: None).fit(resume=True)
     for a, b in zip(task.model.parameters(), task_c.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_row_updates_on_two_threads_equal_the_serial_loop_bit_for_bit():
+    g = torch.Generator().manual_seed(0)
+    vocab, entries = 50, 20_000  # enough entries for the two-thread path; words repeat a lot
+    index = torch.randint(vocab, (entries,), generator=g)
+    vectors = torch.randn(entries // 6, 16, generator=g)
+    source = torch.randint(vectors.shape[0], (entries,), generator=g)
+    weights = torch.randn(entries, generator=g)
+    grad = RowGrad(torch.Size([vocab, 16]), index, vectors, weights, source)
+    start = torch.randn(vocab, 16, generator=g)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            results.append(grad.add_into(start.clone(), alpha=-0.3))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0], results[1])
+    want = start.clone().index_add_(0, index, weights.unsqueeze(1) * vectors[source], alpha=-0.3)
+    torch.testing.assert_close(results[0], want, rtol=1e-5, atol=1e-5)
