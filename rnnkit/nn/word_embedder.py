@@ -52,7 +52,9 @@ class RowGrad(torch.Tensor):
 
     It stands in ``param.grad`` so that :class:`torch.optim.SGD`'s step, ``param.add_(grad,
     alpha=-lr)``, adds those rows into the table in place, touching only them, in one pass over
-    ``vectors`` (word2vec's update, with no ``(n, dim)`` rows made first). ``to_dense()`` gives
+    ``vectors`` (word2vec's update, with no ``(n, dim)`` rows made first). The step consumes
+    it: ``param.grad`` is None afterwards (the batch's tensors are let go, and a model moved or
+    converted later has no such gradient to carry). ``to_dense()`` gives
     the ordinary gradient; any other use (another optimizer, clipping) sees that dense
     gradient, and in-place changes other than a scaling are refused rather than silently lost.
     """
@@ -138,7 +140,11 @@ class RowGrad(torch.Tensor):
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs)
         if func is torch.Tensor.add_ and len(args) == 2 and type(args[0]) is not cls:
-            return args[1].add_into(args[0], kwargs.get("alpha", 1))  # SGD's step
+            table, grad = args  # SGD's step: applied once, then let go
+            grad.add_into(table, kwargs.get("alpha", 1))
+            if table.grad is grad:
+                table.grad = None
+            return table
         if func in (torch.Tensor.to_dense, torch.Tensor.clone):
             return args[0].dense()
         if args and type(args[0]) is cls and getattr(func, "__name__", "").endswith("_"):
