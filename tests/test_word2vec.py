@@ -284,9 +284,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, method):
         assert torch.equal(a, b)
 
 
-def test_row_updates_on_two_threads_equal_the_serial_loop_bit_for_bit():
+def test_row_updates_do_not_depend_on_the_number_of_threads():
     g = torch.Generator().manual_seed(0)
-    vocab, entries = 50, 20_000  # enough entries for the two-thread path; words repeat a lot
+    vocab, entries = 50, 20_000  # words repeat a lot
     index = torch.randint(vocab, (entries,), generator=g)
     vectors = torch.randn(entries // 6, 16, generator=g)
     source = torch.randint(vectors.shape[0], (entries,), generator=g)

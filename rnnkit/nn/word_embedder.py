@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -83,38 +82,21 @@ class RowGrad(torch.Tensor):
     def add_into(self, table: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
         """``table += alpha * self``, in place; returns ``table``.
 
-        Each row gets one axpy per entry straight from ``vectors``, in the entries' order: a
-        ``(vocab × m)`` sparse matrix of the weights times the vectors, added in place. That
-        loop is serial in torch, so with several torch threads the even and the odd rows are
-        updated by two threads at once: they share no row, and each row gets its entries in
-        the same order, so the result is the same, bit for bit, on any number of threads.
+        Each row gets one axpy per entry straight from ``vectors``, in the entries' order (a
+        ``(vocab × m)`` sparse matrix of the weights times the vectors, added in place: one
+        serial loop in torch, so the result does not depend on the number of threads).
         """
         with torch._C.DisableTorchFunctionSubclass():
             if self.weights is None and self.source is None:
                 return table.index_add_(0, self.index, self.vectors, alpha=alpha)
             weights, source = self._parts()
-            if torch.get_num_threads() < 2 or self.index.numel() < _SPLIT or table.dim() != 2:
-                _rows_add(table, self.index, source, weights, self.vectors, alpha)
-                return table
-            odd = (self.index & 1).bool()
-            grad_mode = torch.is_grad_enabled()  # thread-local: the workers take the caller's
-            jobs = [
-                _pool().submit(
-                    _rows_add_half,
-                    grad_mode,
-                    table,
-                    half,
-                    self.index[rows] >> 1,
-                    source[rows],
-                    weights[rows],
-                    self.vectors,
-                    alpha,
-                )
-                for half, rows in ((0, ~odd), (1, odd))
-            ]
-            for job in jobs:
-                job.result()
-            return table
+            matrix = torch.sparse_coo_tensor(
+                torch.stack([self.index, source]),
+                weights,
+                (table.shape[0], self.vectors.shape[0]),
+                check_invariants=False,
+            )
+            return table.addmm_(matrix, self.vectors, alpha=alpha)
 
     def dense(self) -> torch.Tensor:
         """The gradient as an ordinary tensor ``(vocab, dim)``."""
@@ -178,40 +160,6 @@ class RowGrad(torch.Tensor):
             torch.cat([w1, w2]),
             torch.cat([s1, s2 + self.vectors.shape[0]]),
         )
-
-
-_SPLIT = 4096  # entries from which two threads share a row update
-
-
-@functools.cache
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(2, thread_name_prefix="rnnkit-rows")
-
-
-def _rows_add(
-    table: torch.Tensor,
-    index: torch.Tensor,
-    source: torch.Tensor,
-    weights: torch.Tensor,
-    vectors: torch.Tensor,
-    alpha: float,
-) -> None:
-    """``table[index[i]] += alpha * weights[i] * vectors[source[i]]`` for every ``i``, in
-    order, in place (one serial loop of axpys in torch)."""
-    matrix = torch.sparse_coo_tensor(
-        torch.stack([index, source]),
-        weights,
-        (table.shape[0], vectors.shape[0]),
-        check_invariants=False,
-    )
-    table.addmm_(matrix, vectors, alpha=alpha)
-
-
-def _rows_add_half(grad_mode: bool, table: torch.Tensor, half: int, *rest: Any) -> None:
-    """:func:`_rows_add` on the even (``half`` 0) or the odd rows of ``table``, in a worker
-    thread with the caller's grad mode."""
-    with torch.set_grad_enabled(grad_mode):
-        _rows_add(table[half::2], *rest)
 
 
 def _accumulate(table: torch.Tensor, grad: RowGrad) -> None:
