@@ -53,9 +53,9 @@ class RowGrad(torch.Tensor):
     alpha=-lr)``, adds those rows into the table in place, touching only them, in one pass over
     ``vectors`` (word2vec's update, with no ``(n, dim)`` rows made first). The step consumes
     it: ``param.grad`` is None afterwards (the batch's tensors are let go, and a model moved or
-    converted later has no such gradient to carry). ``to_dense()`` gives
-    the ordinary gradient; any other use (another optimizer, clipping) sees that dense
-    gradient, and in-place changes other than a scaling are refused rather than silently lost.
+    converted later has no such gradient to carry). ``to_dense()`` gives the ordinary
+    gradient; any other use (another optimizer, clipping) sees that dense gradient, and
+    in-place changes other than a scaling are refused rather than silently lost.
     """
 
     index: torch.Tensor
