@@ -3,8 +3,9 @@
 One epoch each of the recipe's training text (WikiText-2 by default), the same settings on
 both sides (vector size, window, negatives, subsampling, lr decayed linearly, CBOW mean):
 rnnkit's task built the CLI's way and ``Trainer.train_step`` with fit's learning-rate
-schedule (pair making and negative sampling timed); gensim ``Word2Vec.train`` with
-``--workers`` threads on the same token lists, words outside rnnkit's vocabulary removed.
+schedule (pair making and negative sampling timed, and reported apart); gensim
+``Word2Vec.train`` with ``--workers`` threads (default: one per core, as many as torch's
+threads by default) on the same token lists, words outside rnnkit's vocabulary removed.
 Reported per method: corpus words/s, the ratio rnnkit/gensim, and as a check that both did the
 same job, rnnkit's held-out negative-sampling loss with each side's vectors.
 
@@ -41,6 +42,7 @@ class Side:
     words: int = 0  # corpus words (before subsampling) trained on
     seconds: float = 0.0
     examples: int = 0  # rnnkit: examples (pairs or centre words); gensim: effective words
+    stepping: float = 0.0  # rnnkit: seconds inside Trainer.train_step (the rest made batches)
     loss: float = float("nan")  # held-out negative-sampling loss after the epoch
 
     @property
@@ -68,7 +70,9 @@ def train_rnnkit(task: EmbedTask, config: EmbedConfig) -> Side:
         start = time.perf_counter()
         batches = task.train_batches(1)
         for step, batch in enumerate(batches):  # the epoch's linear decay, as fit sets it
+            began = time.perf_counter()
             trainer.train_step(batch, trainer._lr_at(step, len(batches)))
+            side.stepping += time.perf_counter() - began
             side.examples += batch["target"].numel()
         side.seconds = time.perf_counter() - start
     side.loss = task.evaluate()["loss"]
@@ -168,7 +172,8 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
         f"- settings, both sides: dim {m.embedding_dim}, window {d.window}"
         f"{' (reduced at random)' if d.dynamic_window else ''}, {m.negatives} negatives "
         f"(counts^{m.noise_power:g}), subsampling {d.subsample:g}, one epoch, lr decayed "
-        f"linearly; rnnkit sparse SGD, batch {c.train.batch_size}",
+        f"linearly; rnnkit SGD with word2vec's hand-written gradient, batch "
+        f"{c.train.batch_size}, examples in text order",
         "- words/s: corpus words (before subsampling) / training seconds; held-out loss: "
         "rnnkit's negative-sampling loss on the validation text with each side's vectors",
         "",
@@ -186,7 +191,8 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
     for run in runs:
         lines.append(
             f"- {run.method}: rnnkit {run.kit.seconds:.1f} s for {run.kit.examples:,} examples "
-            f"({'pairs' if run.method == 'skipgram' else 'centre words'}); gensim "
+            f"({'pairs' if run.method == 'skipgram' else 'centre words'}; "
+            f"{run.kit.seconds - run.kit.stepping:.1f} s of it making batches); gensim "
             f"{run.peer.seconds:.1f} s ({run.peer.examples:,} words left after subsampling)"
         )
     lines.append("")

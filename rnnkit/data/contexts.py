@@ -77,6 +77,46 @@ def window_sizes(
     return torch.full((tokens,), window, dtype=torch.long)
 
 
+def spans(sentences: torch.Tensor, sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """How many context words each centre has on its left and on its right ``(tokens,)``
+    each: its window size, cut at the ends of its sentence.
+
+    sentences: ``(tokens,)`` sentence numbers, non-decreasing; sizes: ``(tokens,)`` windows.
+    """
+    n = sentences.numel()
+    where = torch.arange(n)
+    if n == 0:
+        return where, where
+    new = torch.ones(n, dtype=torch.bool)
+    new[1:] = sentences[1:] != sentences[:-1]  # a sentence starts here
+    first = torch.cummax(torch.where(new, where, 0), 0).values  # its sentence's first token
+    end = torch.ones(n, dtype=torch.bool)
+    end[:-1] = new[1:]  # a sentence ends here
+    last = torch.cummin(torch.where(end, where, n).flip(0), 0).values.flip(0)
+    return torch.minimum(sizes, where - first), torch.minimum(sizes, last - where)
+
+
+def window_pairs(
+    left: torch.Tensor, right: torch.Tensor, start: int = 0, stop: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ``(centre, context)`` position pair of the centres in ``[start, stop)``, centre by
+    centre in text order and, within a centre, from the farthest left context to the farthest
+    right one (word2vec's order), given the :func:`spans` ``left`` and ``right``.
+
+    Returns two ``(pairs,)`` long tensors: the centre positions and the context positions.
+    """
+    stop = left.numel() if stop is None else stop
+    counts = left[start:stop] + right[start:stop]
+    centres = torch.repeat_interleave(torch.arange(start, stop), counts)
+    if centres.numel() == 0:
+        return centres, centres
+    firsts = counts.cumsum(0) - counts  # each centre's first pair
+    rank = torch.arange(centres.numel()) - torch.repeat_interleave(firsts, counts)
+    rank -= torch.repeat_interleave(left[start:stop], counts)  # -left .. right - 1
+    rank += rank >= 0  # -left .. -1, 1 .. right: the offsets
+    return centres, centres + rank
+
+
 def _offsets(window: int) -> list[int]:
     return [o for d in range(1, window + 1) for o in (-d, d)]
 
@@ -200,3 +240,23 @@ def draw_negatives(
 ) -> torch.Tensor:
     """Noise word ids of ``shape`` (long), drawn from a :func:`noise_table`."""
     return table[torch.randint(table.numel(), shape, generator=generator)].long()
+
+
+class NoiseSampler:
+    """Draws noise words from the unigram counts raised to ``power``, for training batches.
+
+    A uniform draw from a table of ``size`` word ids in which each word fills a share
+    proportional to ``count ** power`` (:func:`noise_table`), as word2vec draws them. The table
+    is small enough (4 MB by default) to stay in the CPU's cache.
+    """
+
+    def __init__(self, counts: torch.Tensor, power: float = 0.75, size: int = 1 << 20):
+        self.table = noise_table(counts, power, size)
+
+    def draw(
+        self, shape: tuple[int, ...], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Noise word ids of ``shape`` (long)."""
+        n = self.table.numel()
+        picks = torch.randint(n, shape, generator=generator)
+        return self.table.index_select(0, picks.view(-1)).view(shape).long()

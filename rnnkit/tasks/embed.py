@@ -13,15 +13,18 @@ trained with negative sampling (``model.loss: negative``: the true word against
 
 Each line of the text is a sentence; contexts never cross a line. Words rarer than
 ``data.min_freq`` are dropped from the text before windows are laid (as word2vec does), and
-frequent words are subsampled (``data.subsample``). Examples are made per chunk of the corpus
-with tensor operations (:mod:`rnnkit.data.contexts`), shuffled within the chunk, and batched.
+frequent words are subsampled (``data.subsample``). Each epoch subsamples the whole corpus and
+draws every window with tensor operations (:mod:`rnnkit.data.contexts`); cbow and skip-gram
+examples then come in text order, centre by centre, as word2vec reads them, made a block of
+batches at a time with their noise words; ngram examples are shuffled within chunks.
 
-With ``train.optimizer: sgd`` (the default) both embedding tables get sparse gradients and the
-update touches only the rows of the batch, as in word2vec; the loss's gradient is that of the
-*sum* over the batch, so ``train.lr`` is word2vec's per-example step size (0.025 for skip-gram,
-0.05 for CBOW), decayed linearly to zero (``train.schedule: linear``). With ``adam`` the
-gradients are dense; ``ngram``, whose dense hidden layer would get the summed step of thousands
-of examples, must use it.
+With ``train.optimizer: sgd`` (the default) the update touches only the rows of the batch, as
+in word2vec; for cbow and skip-gram with negative sampling the model computes word2vec's
+gradient by hand and SGD adds its rows in place (see :mod:`rnnkit.nn.word_embedder`). The
+loss's gradient is that of the *sum* over the batch, so ``train.lr`` is word2vec's
+per-example step size (0.025), decayed linearly to zero (``train.schedule: linear``). With
+``adam`` the gradients are dense; ``ngram``, whose dense hidden layer would get the summed
+step of thousands of examples, must use it.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class EmbedOptions:
 
 
 CHUNK = 1 << 17  # centre positions per chunk of examples (shuffled within the chunk)
+BLOCK = 64  # cbow, skipgram: batches made at a time
 EVAL_SEED = 20_231  # the held-out examples and their noise words are the same at every epoch
 EVAL_BATCH = 8192
 
@@ -140,6 +144,76 @@ class _Plan:
     sizes: torch.Tensor | None
     targets: torch.Tensor | None
     count: int
+    left: torch.Tensor | None = None  # cbow, skipgram: context words left of each centre
+    right: torch.Tensor | None = None  # and right of it (see contexts.spans)
+
+
+class _WindowEpoch:
+    """One epoch of cbow or skip-gram batches in text order, as word2vec reads the corpus:
+    skip-gram pairs centre by centre, CBOW examples centre by centre (those with a context).
+    Examples are made a block of ``BLOCK`` batches at a time, with their noise words."""
+
+    def __init__(self, task: EmbedTask, plan: _Plan, generator: torch.Generator):
+        self.task, self.plan = task, plan
+        self.state = generator.get_state()  # iterating twice gives the same batches
+        self.batch_size = task.config.train.batch_size
+        assert plan.left is not None and plan.right is not None
+        counts = plan.left + plan.right
+        if task.config.model.method == "skipgram":  # examples are pairs
+            self.ends = counts.cumsum(0)  # one past each centre's last pair
+        else:  # examples are the centres with a context
+            self.centres = (counts > 0).nonzero().squeeze(1)
+
+    def __len__(self) -> int:
+        return math.ceil(self.plan.count / self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        g = torch.Generator()
+        g.set_state(self.state)
+        size, count = self.batch_size, self.plan.count
+        for start in range(0, count, BLOCK * size):
+            stop = min(start + BLOCK * size, count)
+            block = self.block(start, stop)
+            shape = (stop - start, self.task.config.model.negatives)
+            block["negatives"] = self.task.sampler.draw(shape, g)
+            for first in range(0, stop - start, size):
+                yield self.cut(block, first, min(first + size, stop - start))
+
+    def block(self, start: int, stop: int) -> dict[str, torch.Tensor]:
+        """Examples ``[start, stop)`` of the epoch (without noise words)."""
+        p = self.plan
+        if self.task.config.model.method == "skipgram":
+            c0 = int(torch.searchsorted(self.ends, start, right=True))
+            c1 = int(torch.searchsorted(self.ends, stop - 1, right=True)) + 1
+            centres, contexts = ctx.window_pairs(p.left, p.right, c0, c1)
+            skip = start - (int(self.ends[c0 - 1]) if c0 else 0)
+            pairs = slice(skip, skip + stop - start)
+            return {
+                "input": p.ids.index_select(0, centres[pairs]),
+                "target": p.ids.index_select(0, contexts[pairs]),
+            }
+        rows = self.centres[start:stop]
+        _, contexts = ctx.window_pairs(p.left, p.right, int(rows[0]), int(rows[-1]) + 1)
+        sizes = p.left.index_select(0, rows) + p.right.index_select(0, rows)
+        return {
+            "input": p.ids.index_select(0, contexts),
+            "offsets": sizes.cumsum(0) - sizes,
+            "target": p.ids.index_select(0, rows),
+        }
+
+    @staticmethod
+    def cut(block: dict[str, torch.Tensor], first: int, last: int) -> dict[str, torch.Tensor]:
+        """Examples ``[first, last)`` of a block as a batch."""
+        batch = {k: block[k][first:last] for k in ("target", "negatives")}
+        if "offsets" not in block:
+            batch["input"] = block["input"][first:last]
+            return batch
+        offsets = block["offsets"]
+        begin = int(offsets[first])
+        end = int(offsets[last]) if last < offsets.numel() else block["input"].numel()
+        batch["input"] = block["input"][begin:end]
+        batch["offsets"] = offsets[first:last] - begin
+        return batch
 
 
 class _ChunkedEpoch:
@@ -197,6 +271,7 @@ class EmbedTask:
         self._files: dict[str, list[str]] = {}  # lines of each file read
         self._eval: dict[str, dict[str, Any]] = {}  # held-out examples of each split, made once
         self._table: torch.Tensor | None = None
+        self._sampler: ctx.NoiseSampler | None = None
         if vocabs is None:  # training: count, encode, and make the dev examples now
             lines = self.lines("train")
             counter = Counter(word for line in lines for word in line.split())
@@ -243,6 +318,13 @@ class EmbedTask:
         return lines if d.dev else split_tail(lines, split, d.dev_fraction)
 
     @property
+    def sampler(self) -> ctx.NoiseSampler:
+        """The noise-word sampler of training batches (built on first use)."""
+        if self._sampler is None:
+            self._sampler = ctx.NoiseSampler(self.counts, self.config.model.noise_power)
+        return self._sampler
+
+    @property
     def table(self) -> torch.Tensor:
         """The noise table for negative sampling (built on first use)."""
         if self._table is None:
@@ -262,11 +344,10 @@ class EmbedTask:
         if d.subsample > 0:
             ids, sentences = ctx.subsample(ids, sentences, keep, g)
         sizes = ctx.window_sizes(ids.numel(), d.window, d.dynamic_window, g)
-        if m.method == "skipgram":
-            count = ctx.count_skipgram_pairs(sentences, sizes)
-        else:
-            count = ctx.count_cbow_rows(sentences, sizes, d.window)
-        return _Plan(ids, sentences, sizes, None, count)
+        left, right = ctx.spans(sentences, sizes)
+        contexts = left + right
+        count = int(contexts.sum() if m.method == "skipgram" else (contexts > 0).sum())
+        return _Plan(ids, sentences, sizes, None, count, left, right)
 
     def chunks(self, plan: _Plan) -> Iterator[dict[str, torch.Tensor]]:
         """The plan's examples, ``input`` and ``target``, one chunk of centres at a time."""
@@ -299,7 +380,10 @@ class EmbedTask:
                 "updates have no DistributedDataParallel path; run it as one process"
             )
         g = epoch_generator(self.config.train.seed, epoch)
-        return _ChunkedEpoch(self, self.plan(*self.corpus, g), g)
+        plan = self.plan(*self.corpus, g)
+        if self.config.model.method == "ngram":
+            return _ChunkedEpoch(self, plan, g)
+        return _WindowEpoch(self, plan, g)
 
     # ------------------------------------------------------------ evaluation
     def _examples(self, lines: list[str], where: str) -> dict[str, Any]:
