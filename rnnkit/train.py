@@ -68,8 +68,9 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     # The matmuls' precision. bf16: bfloat16 autocast (float16 with loss scaling on GPUs
-    # without bfloat16); weights, losses and optimizer state stay float32. auto: bf16 on CUDA
-    # and on CPUs with native bf16 (AVX512-BF16, AMX), fp32 elsewhere. fp32: never autocast.
+    # without bfloat16); weights, losses and optimizer state stay float32. auto: bf16 on CUDA,
+    # and on CPUs with native bf16 (AVX512-BF16, AMX) for tasks whose models train faster
+    # there (lm, cipher, translate); fp32 elsewhere. fp32: never autocast.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = epoch ends)
     progress: bool = True  # progress bar (shown on terminals only)
@@ -127,14 +128,20 @@ def native_bf16() -> bool:
     return False
 
 
-def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+def autocast_dtype(
+    config: TrainConfig, device: torch.device, cpu_bf16_pays: bool = True
+) -> torch.dtype | None:
     """The autocast dtype of training steps under ``train.precision``, or None for none:
-    bfloat16 (float16 on GPUs without bfloat16) on CUDA, bfloat16 on CPUs."""
+    bfloat16 (float16 on GPUs without bfloat16) on CUDA, bfloat16 on CPUs.
+
+    ``auto`` on a CPU takes bf16 only where it has native bf16 and ``cpu_bf16_pays`` (the
+    task's ``cpu_bf16_pays``: whether its models train faster there, as measured by
+    ``bench/precision.py``)."""
     if config.precision == "fp32" or device.type not in ("cuda", "cpu"):
         return None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if config.precision == "bf16" or native_bf16():
+    if config.precision == "bf16" or (cpu_bf16_pays and native_bf16()):
         return torch.bfloat16
     return None
 
@@ -233,7 +240,7 @@ class Trainer:
         self.step_loss = self.ddp if self.ddp is not None else self.model.loss
         if config.compile:
             self.step_loss = torch.compile(self.step_loss)
-        half = autocast_dtype(config, self.device)
+        half = autocast_dtype(config, self.device, getattr(task, "cpu_bf16_pays", False))
         self.autocast, self.half = half is not None, half or torch.bfloat16
         # float16 has too little range for raw gradients: scale the loss, unscale before
         # clipping, and skip steps whose gradients overflowed (bfloat16 needs none of this).

@@ -180,6 +180,14 @@ def test_precision_fp32_never_autocasts_and_auto_follows_the_cpu(tmp_path):
     auto = _task().config.train
     assert auto.precision == "auto"
     assert autocast_dtype(auto, cpu) == (torch.bfloat16 if native_bf16() else None)
+    assert autocast_dtype(auto, cpu, cpu_bf16_pays=False) is None  # a tagger, a classifier
+    seen: set[torch.dtype] = set()  # and the Trainer asks the task
+    task = _task("train.max_steps=1")
+    first_linear = next(m for m in task.model.modules() if isinstance(m, torch.nn.Linear))
+    first_linear.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    task.cpu_bf16_pays = False
+    Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
+    assert seen == {torch.float32}
 
 
 def test_the_old_amp_switches_name_the_new_setting_and_old_directories_upgrade():

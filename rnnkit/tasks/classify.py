@@ -107,6 +107,7 @@ class ClassifyTask:
     Config = ClassifyConfig
     VOCABS = {"vocab.json": "vocab", "labels.json": "label_vocab"}
     Options = ClassifyOptions
+    cpu_bf16_pays = False  # 0.9-1.0x in bf16 (bench/precision.py)
     metric_goals = {"accuracy": "max", "macro_f1": "max"}
     # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
     # loaded with backend onnx (its graph "model", as rnnkit.export builds it).

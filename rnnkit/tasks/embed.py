@@ -255,6 +255,7 @@ class EmbedTask:
     EXTRA_FILES = ("counts.json",)  # word counts, for the noise distribution and subsampling
     default_metric = "loss"
     Options = EmbedOptions
+    cpu_bf16_pays = False  # no matmul worth it: 1.0x in bf16 (bench/precision.py)
     metric_goals = {"loss": "min", "perplexity": "min", "coverage": "max"}
 
     def __init__(

@@ -137,6 +137,7 @@ class TranslateTask:
     Config = TranslateConfig
     VOCABS = {"vocab.json": "vocab", "target.json": "target_vocab"}
     Options = TranslateOptions
+    cpu_bf16_pays = True  # 1.1-1.4x faster in bf16 on AVX512-BF16 (bench/precision.py)
     metric_goals = {"bleu": "max", "chrf": "max"}
     # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
     # loaded with backend onnx (its graphs "encoder" and "decoder", as rnnkit.export builds them).
