@@ -444,10 +444,13 @@ def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
     return f"{type(optimizer).__name__}{' (fused)' if fused else ''} lr {optimizer.defaults['lr']}"
 
 
-def matmul_rate(m: int, k: int, n: int, seconds: float, device: torch.device) -> float:
-    """GFLOP/s of float32 ``torch.mm`` of an ``m x k`` by a ``k x n`` matrix."""
-    a, b = torch.randn(m, k, device=device), torch.randn(k, n, device=device)
-    out = torch.empty(m, n, device=device)
+def matmul_rate(
+    m: int, k: int, n: int, seconds: float, device: torch.device, dtype: torch.dtype = torch.float32
+) -> float:
+    """GFLOP/s of ``torch.mm`` of an ``m x k`` by a ``k x n`` matrix of ``dtype``."""
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    out = torch.empty(m, n, device=device, dtype=dtype)
     inner = max(1, 10_000_000 // (m * k * n))  # calls between clock reads for small products
     for _ in range(2):
         torch.mm(a, b, out=out)
