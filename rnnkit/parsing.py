@@ -9,6 +9,7 @@ that such a file, or one far larger than any rnnkit writes, is one error naming 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 # Nothing rnnkit writes nests deeper than 4 levels (config.json: file → section → key → list);
@@ -45,12 +46,7 @@ def depth_of(value: Any, limit: int = MAX_DEPTH) -> int:
 def loads_json(text: str | bytes) -> Any:
     """``json.loads`` that raises :class:`ValueError` (never ``RecursionError``) for a
     document nested deeper than :data:`MAX_DEPTH`."""
-    try:
-        value = json.loads(text)
-    except RecursionError:
-        raise TooDeep(f"nested more than {MAX_DEPTH} levels deep") from None
-    depth_of(value)
-    return value
+    return _shallow(json.loads, text)
 
 
 def loads_yaml(text: str) -> Any:
@@ -59,12 +55,21 @@ def loads_yaml(text: str) -> Any:
     ``yaml.YAMLError`` passes through for the caller to place (it carries a line)."""
     import yaml
 
+    return _shallow(yaml.safe_load, text)
+
+
+def _shallow(parse: Callable[[Any], Any], text: str | bytes) -> Any:
+    """``parse(text)``, with deep nesting turned into :class:`TooDeep`: the parser's own
+    recursion limit, or :func:`depth_of` for what passed it."""
     try:
-        value = yaml.safe_load(text)
+        value = parse(text)
     except RecursionError:
         raise TooDeep(f"nested more than {MAX_DEPTH} levels deep") from None
     depth_of(value)
     return value
 
 
-__all__ = ["MAX_DEPTH", "MAX_JSON_BYTES", "MAX_YAML_BYTES", "TooDeep", "depth_of", "loads_json"]
+__all__ = [
+    "MAX_DEPTH", "MAX_JSON_BYTES", "MAX_YAML_BYTES", "TooDeep", "depth_of", "loads_json",
+    "loads_yaml",
+]  # fmt: skip
