@@ -129,7 +129,7 @@ class PlainLoop(PlainUpdate):
         model = PlainLM(len(task.vocab), config.model).to(device)
         adam = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         super().__init__(model, adam, t.clip_norm, device)
-        self.half = autocast_dtype(t, device)  # the precision rnnkit's Trainer would use
+        self.half = autocast_dtype(t, device, task.cpu_bf16_pays)  # as rnnkit's Trainer
         self.rows = as_streams(task.ids("train"), t.batch_size).to(device)
         self.spans = windows(self.rows, config.data.bptt)
         self.position = 0

@@ -113,6 +113,7 @@ def budgeted(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        """``fn``, under the caller's deadline or the default one."""
         if _current.get() is not None:
             return fn(*args, **kwargs)
         with deadline(DEFAULT_SECONDS):
@@ -129,6 +130,7 @@ def bound(pieces: Iterable[T]) -> Iterator[T]:
     source = iter(pieces)
 
     def steps() -> Iterator[T]:
+        """The pieces, each made under ``held``."""
         end = object()
         while True:
             with _held(held):

@@ -104,6 +104,7 @@ def acquire_writer(directory: str | Path) -> None:
 
 
 def release_writer(directory: str | Path) -> None:
+    """Stop being the writer of ``directory`` (a no-op where this process is not)."""
     fd = _WRITING.pop(Path(directory).resolve(), None)
     if fd is not None:
         os.close(fd)  # closing the file releases the lock
@@ -244,6 +245,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
@@ -393,6 +395,7 @@ def read_json(path: Path) -> Any:
 
 
 def json_bytes(obj: Any) -> bytes:
+    """``obj`` as the UTF-8 JSON rnnkit writes into model directories (indented, unescaped)."""
     return (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
 

@@ -114,6 +114,7 @@ DRY_RUN_TRAIN = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``rnnkit`` command line: every verb, its flags and its help."""
     parser = _Parser(prog="rnnkit", description="Recurrent sequence models: train, evaluate, use.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -189,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``rnnkit ARGV``; returns the exit status (2 and one line on stderr for bad input,
+    130 after Ctrl-C)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse stops collecting positionals at the first option; key=value overrides that come
@@ -261,6 +264,8 @@ def _closed_pipe() -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``rnnkit train``: check the recipe, the metric and ``--out`` before the disk is touched,
+    take the writer lock, read the data, then (``--force``) clear the old run and train."""
     from rnnkit.config import from_dict, merge, parse_overrides, read_yaml, upgrade
     from rnnkit.tasks import build_task, task_class
     from rnnkit.train import Trainer
@@ -383,6 +388,8 @@ def _written_by_rnnkit(out: Path) -> bool:
 def _check_out(out: Path, force: bool) -> None:
     """Refuse an ``--out`` that training would harm: a file, a directory holding anything
     rnnkit did not write (with or without ``--force``), or a model without ``--force``."""
+    from rnnkit import checkpoint as ckpt
+
     if not out.exists():
         return
     if not out.is_dir():
@@ -397,8 +404,6 @@ def _check_out(out: Path, force: bool) -> None:
         return
     if not _written_by_rnnkit(out):
         raise RnnkitError(f"{out / ours[0]} was not written by rnnkit; pick another --out")
-    from rnnkit import checkpoint as ckpt
-
     # A model: config.json, or a commit that died after its commit point (journal written).
     if not force and ((out / "config.json").exists() or (out / ckpt.JOURNAL).exists()):
         raise RnnkitError(f"{out} already holds a model (use --resume or --force)")

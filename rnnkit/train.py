@@ -129,14 +129,14 @@ def native_bf16() -> bool:
 
 
 def autocast_dtype(
-    config: TrainConfig, device: torch.device, cpu_bf16_pays: bool = True
+    config: TrainConfig, device: torch.device, cpu_bf16_pays: bool = False
 ) -> torch.dtype | None:
     """The autocast dtype of training steps under ``train.precision``, or None for none:
     bfloat16 (float16 on GPUs without bfloat16) on CUDA, bfloat16 on CPUs.
 
     ``auto`` on a CPU takes bf16 only where it has native bf16 and ``cpu_bf16_pays`` (the
     task's ``cpu_bf16_pays``: whether its models train faster there, as measured by
-    ``bench/precision.py``)."""
+    ``bench/precision.py``; a task that does not say trains in fp32)."""
     if config.precision == "fp32" or device.type not in ("cuda", "cpu"):
         return None
     if device.type == "cuda":

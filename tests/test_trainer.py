@@ -179,7 +179,9 @@ def test_precision_fp32_never_autocasts_and_auto_follows_the_cpu(tmp_path):
         assert autocast_dtype(task.config.train, cpu) == want
     auto = _task().config.train
     assert auto.precision == "auto"
-    assert autocast_dtype(auto, cpu) == (torch.bfloat16 if native_bf16() else None)
+    assert autocast_dtype(auto, cpu, cpu_bf16_pays=True) == (
+        torch.bfloat16 if native_bf16() else None
+    )
     assert autocast_dtype(auto, cpu, cpu_bf16_pays=False) is None  # a tagger, a classifier
     seen: set[torch.dtype] = set()  # and the Trainer asks the task
     task = _task("train.max_steps=1")

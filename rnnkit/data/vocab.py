@@ -119,9 +119,8 @@ class Vocab:
     def load(cls, path: str | Path) -> Vocab:
         from rnnkit.checkpoint import read_json
 
+        data = read_json(Path(path))  # its own errors name the file
         try:
-            return cls.from_dict(read_json(Path(path)))
+            return cls.from_dict(data)
         except ModelDirError as err:
-            if str(path) in str(err):
-                raise
             raise ModelDirError(f"{path}: {err}") from None
