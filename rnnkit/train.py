@@ -38,7 +38,7 @@ from rnnkit.runtime import (
     seed_everything,
     world_size,
 )
-from rnnkit.tasks.base import metric_goal
+from rnnkit.tasks.base import Task, metric_goal
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class Trainer:
 
     def __init__(
         self,
-        task: Any,
+        task: Task,
         config: TrainConfig,
         out_dir: str | Path,
         log: Callable[[str], None] | None = None,
@@ -548,7 +548,7 @@ class Trainer:
         c = self.config
         self.model.eval()
         with torch.no_grad():
-            metrics = self.task.evaluate()
+            metrics = self.task.evaluate().metrics
         self.model.train()
         if self.world > 1:  # one set of numbers, hence one early-stopping decision, for all
             import torch.distributed as dist
