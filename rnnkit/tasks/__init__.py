@@ -10,8 +10,14 @@ from rnnkit import checkpoint as ckpt
 from rnnkit.datasets import data_dir as _data_dir  # --data-dir, else $RNNKIT_DATA, else the cache
 from rnnkit.errors import ConfigError, ModelDirError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the type checker holds every built-in task to the contract
+    from rnnkit.tasks import cipher, classify, embed, lm, tag, translate
     from rnnkit.tasks.base import Task
+
+    _BUILT_IN: tuple[type[Task], ...] = (
+        cipher.CipherTask, lm.LMTask, tag.TagTask, classify.ClassifyTask, embed.EmbedTask,
+        translate.TranslateTask,
+    )  # fmt: skip
 
 TASKS = {
     "cipher": ("rnnkit.tasks.cipher", "CipherTask"),

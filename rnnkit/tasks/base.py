@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
@@ -28,6 +28,7 @@ from typing import (
     Protocol,
     TypeVar,
     Union,
+    cast,
     get_args,
     get_origin,
     get_type_hints,
@@ -45,6 +46,14 @@ from rnnkit.tasks import storage
 Goal = Literal["max", "min"]
 
 
+class Batches(Protocol):
+    """One epoch of training batches (dicts of tensors), its length known before the first."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+
 class Task(Protocol):
     """One sequence task: its config, data, model, metrics and predict path.
 
@@ -56,25 +65,29 @@ class Task(Protocol):
     name: ClassVar[str]
     """The registry name (``cipher``, ``lm``, ...), also stored in ``config.json``."""
 
-    Config: ClassVar[type]
+    Config: ClassVar[type[Any]]
     """The config dataclass (sections ``data``, ``model``, ``train``, ...)."""
 
-    Options: ClassVar[type]
+    Options: ClassVar[type[Any]]
     """The dataclass of predict options; every field made with :func:`option`."""
 
-    VOCABS: ClassVar[Mapping[str, str]]
+    # The types below are exact (dict, not Mapping): a class variable's type is invariant.
+    VOCABS: ClassVar[dict[str, str]]
     """File name → attribute of every vocabulary a model directory keeps, ``vocab.json``
     first; the constructor takes them back in this order."""
 
-    metric_goals: ClassVar[Mapping[str, Goal]]
+    metric_goals: ClassVar[dict[str, Goal]]
     """Every metric :meth:`evaluate` may return, and whether higher (``max``) or lower
     (``min``) is better; ``f1_PER`` falls back to the goal of ``f1``."""
 
     config: Any
     """The task's config, an instance of :attr:`Config`."""
 
-    model: torch.nn.Module
-    """The model; ``model.loss(batch)`` is a scalar to minimise."""
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model; ``model.loss(batch)`` is a scalar to minimise. (Read-only here, so that
+        a task may declare its own model class.)"""
+        ...
 
     def __init__(
         self, config: Any, vocabs: tuple[Vocab, ...], data_dir: Path | None = None
@@ -93,9 +106,7 @@ class Task(Protocol):
         """The dev metric that picks the best checkpoint unless ``train.metric`` says otherwise."""
         ...
 
-    def train_batches(
-        self, epoch: int, rank: int = 0, world_size: int = 1
-    ) -> Iterable[dict[str, Any]]:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Batches:
         """The batches of one epoch: a deterministic function of ``train.seed`` and ``epoch``,
         so that a resumed run sees the data an uninterrupted one would have seen. Under
         several processes, process ``rank`` of ``world_size`` gets its share of each global
@@ -186,14 +197,15 @@ class TaskBase:
     """The steps most tasks share, written once. The built-in tasks inherit it; a task may
     as well write its own: what the rest of rnnkit relies on is :class:`Task`."""
 
+    # Declared here so that a task's plain assignments (``Config = CipherConfig``) take these
+    # types, which are the protocol's.
     name: ClassVar[str]
-    Config: ClassVar[type]
-    Options: ClassVar[type]
-    VOCABS: ClassVar[Mapping[str, str]] = {"vocab.json": "vocab"}
-    metric_goals: ClassVar[Mapping[str, Goal]]
+    Config: ClassVar[type[Any]]
+    Options: ClassVar[type[Any]]
+    VOCABS: ClassVar[dict[str, str]] = {"vocab.json": "vocab"}
+    metric_goals: ClassVar[dict[str, Goal]]
     config: Any
     data_dir: Path | None
-    model: torch.nn.Module
 
     @property
     def default_metric(self) -> str:
@@ -206,14 +218,14 @@ class TaskBase:
 
     def model_files(self) -> dict[str, bytes]:
         """See :func:`rnnkit.tasks.storage.model_files`."""
-        return storage.model_files(self)
+        return storage.model_files(cast(Task, self))
 
     @classmethod
     def from_dir(
         cls: type[BaseT], directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
     ) -> BaseT:
         """See :func:`rnnkit.tasks.storage.from_dir`."""
-        return storage.from_dir(cls, directory, data_dir, device)
+        return cast(BaseT, storage.from_dir(cast("type[Task]", cls), directory, data_dir, device))
 
     def load_vectors(
         self, embed: torch.nn.Embedding, vocab: Vocab, name: str, unit: str = "words"

@@ -174,7 +174,8 @@ class CipherTask(TaskBase):
         (self.vocab,) = vocabs
         if self.vocab != alphabet_vocab(d.alphabet):
             raise ModelDirError("vocab.json does not match the alphabet in config.json")
-        self.model = CipherNet(len(self.vocab), config.model, self.vocab.pad_id)
+        self.pad_id = self.vocab.stoi[PAD]
+        self.model = CipherNet(len(self.vocab), config.model, self.pad_id)
         self._sources: dict[str, Any] = {}
         self.letters = len(d.alphabet) - len(d.passthrough)  # symbols below this are enciphered
         if d.cipher in ("vigenere", "substitution") and d.key == "fixed":
@@ -283,7 +284,7 @@ class CipherTask(TaskBase):
             source, target, mask = (batch[k].to(device) for k in ("source", "target", "mask"))
             logits = self.model(source, mask)
             loss_sum += float(F.cross_entropy(logits[mask], target[mask], reduction="sum"))
-            logits[..., self.vocab.pad_id] = float("-inf")
+            logits[..., self.pad_id] = float("-inf")
             hit = (logits.argmax(-1) == target) & mask
             right += int(hit.sum())
             chars += int(mask.sum())
@@ -351,7 +352,7 @@ class CipherTask(TaskBase):
         # A batch holds at most the budget's padded characters, however long the texts.
         for rows in longest_first([len(t) for t in clean], batch_size, budget.PREDICT_TOKENS):
             budget.check_deadline()
-            ids, mask = pad([self.vocab.encode(clean[i]) for i in rows], self.vocab.pad_id)
+            ids, mask = pad([self.vocab.encode(clean[i]) for i in rows], self.pad_id)
             ids = self.recode_ids(ids, mask)
             best = self.decode(ids.to(device), mask.to(device)).cpu()
             for row, i in enumerate(rows):

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from rnnkit import budget
 from rnnkit.config import section
@@ -201,7 +200,8 @@ class ClassifyTask(TaskBase):
             raise ModelDirError("vocab.json or labels.json does not fit the config")
         labels = len(self.label_vocab)
         self._context = FeatureCache()
-        self.model: nn.Module
+        self.model: BowClassifier | NeuralClassifier
+        self.contextual = None if self.bow else contextual  # the model's character LMs
         if self.bow:
             self.model = BowClassifier(len(self.vocab), labels, config.model)
         else:
@@ -229,9 +229,9 @@ class ClassifyTask(TaskBase):
             contextual = ContextualChars.load(m.contextual, m.contextual_tune, data_dir)
         task = cls(config, classify_vocabs(config, found["train"]), data_dir, contextual)
         task._examples = found
-        if task.bow and m.features == "tfidf":
+        if isinstance(task.model, BowClassifier) and m.features == "tfidf":
             task.model.idf.copy_(task._idf())
-        if not task.bow and m.pretrained:
+        if isinstance(task.model, NeuralClassifier) and m.pretrained:
             vectors = task.load_vectors(task.model.embed, task.vocab, m.pretrained)
             task.pretrained_found, task.pretrained_missing = vectors
         return task
@@ -274,8 +274,8 @@ class ClassifyTask(TaskBase):
                 torch.tensor(list(counts), dtype=torch.long),
                 torch.tensor(list(counts.values()), dtype=torch.float32),
             )
-        ids = self.vocab.encode(self.tokens(text)) or [self.vocab.unk_id]
-        if self.model.contextual is not None:  # the LMs read the words as written
+        ids = self.vocab.encode(self.tokens(text)) or [self.vocab.stoi[UNK]]
+        if self.contextual is not None:  # the LMs read the words as written
             return ids, tuple(text.split()) or ("",)
         return ids
 
@@ -299,18 +299,18 @@ class ClassifyTask(TaskBase):
                 "counts": torch.cat([counts for _, counts in encoded]),
                 "offsets": torch.cumsum(sizes, 0) - sizes,
             }
-        if self.model.contextual is None:
+        if self.contextual is None:
             words, mask = pad(encoded)
             return {"words": words, "mask": mask}
         words, mask = pad([ids for ids, _ in encoded])
         batch = {"words": words, "mask": mask}
-        return batch | self._context.batch(self.model.contextual, [t for _, t in encoded])
+        return batch | self._context.batch(self.contextual, [t for _, t in encoded])
 
     def length(self, encoded: Any) -> int:
         """Tokens of an encoded text (0 for a bag of words, which has no order)."""
         if self.bow:
             return 0
-        return len(encoded[0] if self.model.contextual is not None else encoded)
+        return len(encoded[0] if self.contextual is not None else encoded)
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Epoch:
         """Shuffled batches of training texts with their ``labels`` ``(batch,)`` (see
@@ -337,7 +337,7 @@ class ClassifyTask(TaskBase):
         # Every text counts as length 1 or more here: an empty one still gets probabilities.
         lengths = [max(1, self.length(e)) for e in encoded]
         widths = None  # positions per word: 1, or the characters contextual LMs read
-        if not self.bow and self.model.contextual is not None:
+        if not self.bow and self.contextual is not None:
             widths = [1 + max(len(w) for w in words) for _, words in encoded]
         for rows in longest_first(lengths, batch_size, budget.PREDICT_TOKENS, widths):
             budget.check_deadline()
@@ -356,8 +356,8 @@ class ClassifyTask(TaskBase):
         (which computes contextual features itself, from the LMs' inputs)."""
         if self.runner is None:
             return torch.softmax(self.model.logits(batch).float(), dim=-1)
-        if not self.bow and self.model.contextual is not None:
-            batch = batch | self.model.contextual.inputs([words for _, words in encoded])
+        if not self.bow and self.contextual is not None:
+            batch = batch | self.contextual.inputs([words for _, words in encoded])
         return self.runner.run("model", batch)["probabilities"]
 
     @predictor

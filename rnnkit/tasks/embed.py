@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -48,7 +48,7 @@ from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.similarity import WordVectors
 from rnnkit.nn.word_embedder import PAD_ID, EmbedModelConfig, WordEmbedder
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import Evaluation, TaskBase, for_inference, option, predictor
+from rnnkit.tasks.base import Batches, Evaluation, TaskBase, for_inference, option, predictor
 from rnnkit.train import TrainConfig
 
 
@@ -182,6 +182,7 @@ class _WindowEpoch:
     def block(self, start: int, stop: int) -> dict[str, torch.Tensor]:
         """Examples ``[start, stop)`` of the epoch (without noise words)."""
         p = self.plan
+        assert p.left is not None and p.right is not None  # a cbow or skipgram plan
         if self.task.config.model.method == "skipgram":
             c0 = int(torch.searchsorted(self.ends, start, right=True))
             c1 = int(torch.searchsorted(self.ends, stop - 1, right=True)) + 1
@@ -309,7 +310,8 @@ class EmbedTask(TaskBase):
     def build(cls, config: EmbedConfig, data_dir: Path | None = None) -> EmbedTask:
         """A new embedder on the training text's words: counted and encoded now, with the dev
         examples made (a missing or useless dev text stops us before training)."""
-        d, files = config.data, {}
+        d = config.data
+        files: dict[str, list[str]] = {}
         lines = split_lines(d, data_dir, "train", files)
         counter = Counter(word for line in lines for word in line.split())
         vocab = Vocab.build(counter, min_freq=d.min_freq, max_size=d.max_vocab)
@@ -362,14 +364,15 @@ class EmbedTask(TaskBase):
     def chunks(self, plan: _Plan) -> Iterator[dict[str, torch.Tensor]]:
         """The plan's examples, ``input`` and ``target``, one chunk of centres at a time."""
         method, ids = self.config.model.method, plan.ids
+        sizes = cast(torch.Tensor, plan.sizes)  # None only for ngram, which reads no windows
         for start in range(0, ids.numel(), CHUNK):
             stop = min(start + CHUNK, ids.numel())
             if method == "skipgram":
-                centres, contexts = ctx.skipgram_pairs(plan.sentences, plan.sizes, start, stop)
+                centres, contexts = ctx.skipgram_pairs(plan.sentences, sizes, start, stop)
                 yield {"input": ids[centres], "target": ids[contexts]}
             elif method == "cbow":
                 window = self.config.data.window
-                centres, slots = ctx.cbow_rows(plan.sentences, plan.sizes, window, start, stop)
+                centres, slots = ctx.cbow_rows(plan.sentences, sizes, window, start, stop)
                 words = torch.where(slots >= 0, ids[slots.clamp(min=0)], PAD_ID)
                 yield {"input": words, "target": ids[centres]}
             else:
@@ -383,7 +386,7 @@ class EmbedTask(TaskBase):
             batch["negatives"] = ctx.draw_negatives(self.table, shape, g)
         return batch
 
-    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _ChunkedEpoch:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Batches:
         if world_size > 1:
             raise ConfigError(
                 "the embed task cannot train on several processes: its sparse embedding "

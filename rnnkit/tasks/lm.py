@@ -161,7 +161,8 @@ class LMTask(TaskBase):
     def build(cls, config: LMConfig, data_dir: Path | None = None) -> LMTask:
         """A new model whose vocabulary is the training text's; the splits training needs are
         read and encoded now, each file once."""
-        d, files = config.data, {}
+        d = config.data
+        files: dict[str, list[str]] = {}
         tokens = {split: split_tokens(d, data_dir, split, files) for split in ("train", "dev")}
         vocab = Vocab.build(Counter(tokens["train"]), min_freq=d.min_freq, max_size=d.max_vocab)
         task = cls(config, (vocab,), data_dir)

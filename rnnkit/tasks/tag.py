@@ -13,14 +13,22 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
 from rnnkit import budget
 from rnnkit.config import section
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
-from rnnkit.data.tagged import Sentence, check_tag, convert, read_columns, read_conllu, spans
+from rnnkit.data.tagged import (
+    Scheme,
+    Sentence,
+    check_tag,
+    convert,
+    read_columns,
+    read_conllu,
+    spans,
+)
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
@@ -68,7 +76,7 @@ class TagConfig:
     )
 
 
-def schemes(config: TagConfig) -> tuple[str | None, str | None]:
+def schemes(config: TagConfig) -> tuple[Scheme | None, Scheme | None]:
     """The entity scheme of the files and the one the model learns (None for plain tags)."""
     file_scheme = None if config.data.scheme == "none" else config.data.scheme
     if file_scheme and config.model.tag_scheme != "same":
@@ -96,7 +104,7 @@ def read_sentences(d: TagDataConfig, path: str | Path) -> list[Sentence]:
 def model_tags(config: TagConfig, sentence: Sentence) -> list[str]:
     """A sentence's tags in the scheme the model learns."""
     file_scheme, model_scheme = schemes(config)
-    if file_scheme and model_scheme != file_scheme:
+    if file_scheme and model_scheme and model_scheme != file_scheme:
         return convert(sentence.tags, file_scheme, model_scheme)
     return sentence.tags
 
@@ -235,8 +243,8 @@ class TagTask(TaskBase):
     ) -> dict[str, torch.Tensor]:
         """Pad sentences (or bare token lists) into tensors; see :meth:`Tagger.emissions`."""
         token_lists = [s.tokens if isinstance(s, Sentence) else list(s) for s in sentences]
-        forms = [[word_form(self.config, t) for t in tokens] for tokens in token_lists]
-        words, mask = pad([self.vocab.encode(f) for f in forms])
+        seen = [[word_form(self.config, t) for t in tokens] for tokens in token_lists]
+        words, mask = pad([self.vocab.encode(s) for s in seen])
         batch = {"words": words, "mask": mask}
         if self.model.chars is not None:
             form_ids: dict[str, int] = {}
@@ -247,7 +255,8 @@ class TagTask(TaskBase):
         if self.model.contextual is not None:
             batch.update(self._context.batch(self.model.contextual, token_lists))
         if with_tags:
-            ids = [self.tag_vocab.encode(model_tags(self.config, s)) for s in sentences]
+            gold = [cast(Sentence, s) for s in sentences]  # with_tags: sentences, not tokens
+            ids = [self.tag_vocab.encode(model_tags(self.config, s)) for s in gold]
             batch["tags"], _ = pad(ids)
         return batch
 
@@ -275,7 +284,7 @@ class TagTask(TaskBase):
             best = self.decode({k: v.to(device) for k, v in batch.items()}, lists).cpu()
             for row, i in enumerate(rows):
                 tags = [self.tag_vocab.itos[j] for j in best[row, : len(token_lists[i])]]
-                if self.file_scheme and self.model_scheme != self.file_scheme:
+                if self.file_scheme and self.model_scheme and self.model_scheme != self.file_scheme:
                     tags = convert(tags, self.model_scheme, self.file_scheme)
                 out[i] = tags
         return out

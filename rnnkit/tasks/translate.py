@@ -234,11 +234,12 @@ class TranslateTask(TaskBase):
         src_ids = [self.vocab.encode(s.split()) + [EOS_ID] for s in sources]
         source, source_mask = pad(src_ids)
         batch: dict[str, Any] = {"source": source, "source_mask": source_mask}
-        if all(isinstance(p, Pair) for p in pairs):
+        gold = [p for p in pairs if isinstance(p, Pair)]
+        if len(gold) == len(pairs):
             if autoencode:
                 targets = [ids[:-1] for ids in src_ids]
             else:
-                targets = [self.target_vocab.encode(p.target.split()) for p in pairs]
+                targets = [self.target_vocab.encode(p.target.split()) for p in gold]
             batch["target_in"], _ = pad([[BOS_ID, *t] for t in targets])
             batch["target_out"], batch["target_mask"] = pad([[*t, EOS_ID] for t in targets])
             batch["autoencode"] = autoencode
