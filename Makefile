@@ -1,6 +1,6 @@
 # Two commands set everything up on a machine with only Python and pip:
 #   make demo   virtual environment + install + train the cipher model + decrypt
-#   make test   virtual environment + install + lint + tests
+#   make test   virtual environment + install + lint (ruff, mypy) + tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -32,4 +32,4 @@ test: lint
 	$(BIN)/python -m pytest -q $(if $(SLOW),,-m "not slow")
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache
