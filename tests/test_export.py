@@ -337,10 +337,10 @@ def test_cli_parser_and_command(models, tmp_path, capsys):
 
 
 def test_output_paths():
-    assert export.output_paths("m.onnx", "tag") == {"model": Path("m.onnx")}
-    paths = export.output_paths("runs/fr.onnx", "translate")
+    assert export.output_paths("m.onnx", ["model"]) == {"model": Path("m.onnx")}
+    paths = export.output_paths("runs/fr.onnx", ["encoder", "decoder"])
     assert [str(p) for p in paths.values()] == ["runs/fr.encoder.onnx", "runs/fr.decoder.onnx"]
-    assert str(export.output_paths("fr", "translate")["decoder"]) == "fr.decoder.onnx"
+    assert str(export.output_paths("fr", ["encoder", "decoder"])["decoder"]) == "fr.decoder.onnx"
 
 
 def test_reverse_within_its_length():
@@ -358,7 +358,7 @@ def test_scripted_viterbi_equals_crf_decode():
     emissions = torch.randn(6, 9, len(tags), generator=generator)
     lengths = torch.tensor([9, 1, 4, 7, 2, 9])
     mask = torch.arange(9).unsqueeze(0) < lengths.unsqueeze(1)
-    scripted = export._scripted()
+    scripted = export.scripted_viterbi()
     best = scripted(emissions, mask, *crf._scores()).masked_fill(~mask, 0)
     assert torch.equal(best, crf.decode(emissions, mask)[0])
     one = scripted(emissions[:1, :1], mask[:1, :1], *crf._scores())  # one step: no loop

@@ -77,3 +77,80 @@ class RecurrentEncoder(nn.Module):
         out, state = self.rnn(packed, state)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out, state
+
+
+# ------------------------------------------------------------------ export: no packing
+def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row of ``x`` ``(batch, time, features)`` within its own length ``(batch,)``;
+    positions past a row's length stay where they are. Its own inverse."""
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, time)
+    ends = lengths.unsqueeze(1)  # (batch, 1)
+    index = torch.where(steps < ends, ends - 1 - steps, steps)  # (batch, time)
+    return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.shape[2]))
+
+
+def mask_lengths(mask: torch.Tensor) -> torch.Tensor:
+    """Sequence lengths ``(batch,)`` of a mask ``(batch, time)``, at least 1, as packing takes
+    them."""
+    return mask.sum(dim=1).clamp(min=1)
+
+
+def _one_layer(rnn: nn.RNNBase, layer: int, reverse: bool) -> nn.RNNBase:
+    """A one-layer, one-direction copy of ``layer`` of ``rnn`` (its ``_reverse`` weights when
+    ``reverse``), batch first, for running each direction of a bidirectional layer apart."""
+    extra = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
+    width = rnn.input_size if layer == 0 else 2 * rnn.hidden_size
+    cell = type(rnn)(width, rnn.hidden_size, num_layers=1, bias=rnn.bias, batch_first=True, **extra)
+    suffix = f"l{layer}" + ("_reverse" if reverse else "")
+    names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if rnn.bias else [])
+    with torch.no_grad():
+        for name in names:
+            getattr(cell, f"{name}_l0").copy_(getattr(rnn, f"{name}_{suffix}"))
+    return cell.eval()
+
+
+class UnpackedRNN(nn.Module):
+    """A batch-first ``nn.LSTM``/``GRU``/``RNN`` run over a padded batch without packing (which
+    does not export to ONNX), with the results packing gives at real positions.
+
+    A forward direction reads real tokens before any padding, so its outputs at real positions
+    are the packed ones; a backward direction would read the padding first, so each sequence is
+    reversed within its own length (a gather computed from the lengths), read, and reversed
+    back, layer by layer. Outputs at padded positions are zeroed, as ``pad_packed_sequence``
+    leaves them, and final states are read at each sequence's own end.
+    """
+
+    def __init__(self, rnn: nn.RNNBase):
+        super().__init__()
+        if not rnn.batch_first:
+            raise ValueError("UnpackedRNN takes batch-first recurrent layers only")
+        self.bidirectional = rnn.bidirectional
+        if self.bidirectional:
+            layers = range(rnn.num_layers)
+            self.forwards = nn.ModuleList(_one_layer(rnn, k, False) for k in layers)
+            self.backwards = nn.ModuleList(_one_layer(rnn, k, True) for k in layers)
+        else:
+            self.rnn = rnn  # a one-way network reads real tokens first: run it whole
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x ``(batch, time, input)``, lengths ``(batch,)`` ≥ 1 → outputs ``(batch, time,
+        directions * hidden)``, zero past each length, and the top layer's final hidden state
+        of each direction, concatenated ``(batch, directions * hidden)``."""
+        last = (lengths - 1).view(-1, 1, 1)
+        if self.bidirectional:
+            for forward, backward in zip(self.forwards, self.backwards, strict=True):
+                ahead, _ = forward(x)
+                behind, _ = backward(reverse_within(x, lengths))
+                behind = reverse_within(behind, lengths)
+                x = torch.cat([ahead, behind], dim=2)
+            width = ahead.shape[2]
+            # the forward direction ends at the last real token, the backward one at the first
+            final = torch.cat(
+                [ahead.gather(1, last.expand(-1, 1, width)).squeeze(1), behind[:, 0]], dim=1
+            )
+            outputs = x
+        else:
+            outputs, _ = self.rnn(x)
+            final = outputs.gather(1, last.expand(-1, 1, outputs.shape[2])).squeeze(1)
+        real = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
+        return outputs.masked_fill(~real.unsqueeze(2), 0.0), final

@@ -144,4 +144,40 @@ def _detach(state: Any) -> Any:
     return state.detach()
 
 
-__all__ = ["LMModelConfig", "LanguageModel", "start_id"]
+class LMStepGraph(nn.Module):
+    """One step of :class:`LanguageModel` for ONNX export (sampling stays in Python)."""
+
+    def __init__(self, model: LanguageModel):
+        super().__init__()
+        self.model = model
+        self.lstm = isinstance(model.encoder.rnn, nn.LSTM)
+
+    def forward(
+        self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """tokens ``(batch, 1)``, state h (and c for an LSTM) ``(layers, batch, hidden)`` →
+        log-probabilities ``(batch, vocab)`` and the next h (and c)."""
+        m = self.model
+        state = (h, c) if self.lstm else h
+        # no mask: the language model never packs, so its network runs as it is
+        features, state = m.encoder.rnn(m.embed(tokens), state)
+        log_probs = self.log_probs(features[:, -1])
+        return (log_probs, *state) if self.lstm else (log_probs, state)
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """features ``(batch, hidden)`` → log-probabilities ``(batch, vocab)``."""
+        m = self.model
+        if m.adaptive is None:
+            return m.log_probs(features)
+        # AdaptiveLogSoftmaxWithLoss.log_prob fills an empty tensor slice by slice; the same
+        # values joined with one concatenation export without in-place writes.
+        a = m.adaptive
+        head = F.log_softmax(a.head(features), dim=1)
+        parts = [head[:, : a.shortlist_size]]
+        for i, tail in enumerate(a.tail):
+            cluster = F.log_softmax(tail(features), dim=1)
+            parts.append(cluster + head[:, a.shortlist_size + i].unsqueeze(1))
+        return torch.cat(parts, dim=1)
+
+
+__all__ = ["LMStepGraph", "LMModelConfig", "LanguageModel", "start_id"]

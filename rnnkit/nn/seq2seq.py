@@ -19,7 +19,7 @@ from rnnkit.data.vocab import PAD, UNK
 from rnnkit.errors import ConfigError
 from rnnkit.nn.attention import AttentionKind
 from rnnkit.nn.decoder import AttentionDecoder, DecoderRnn, State
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, UnpackedRNN, check_sizes, mask_lengths
 from rnnkit.nn.search import Hypotheses, search
 
 BOS, EOS = "<s>", "</s>"
@@ -185,4 +185,60 @@ class Seq2Seq(nn.Module):
         return total
 
 
-__all__ = ["BOS", "BOS_ID", "EOS", "EOS_ID", "SPECIALS", "Seq2Seq", "TranslateModelConfig"]
+def state_names(decoder: AttentionDecoder) -> list[str]:
+    """The decoder state's tensors that change from step to step, in graph order: hidden,
+    then cell and feed where the decoder has them."""
+    return ["hidden"] + ["cell"] * (decoder.rnn_type == "lstm") + ["feed"] * decoder.input_feeding
+
+
+class EncoderGraph(nn.Module):
+    """:meth:`Seq2Seq.start` for ONNX export, without packing."""
+
+    def __init__(self, model: Seq2Seq):
+        super().__init__()
+        self.model = model
+        self.rnn = UnpackedRNN(model.encoder.rnn)
+
+    def forward(self, source: torch.Tensor, source_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """source, source_mask ``(batch, source)`` → memory, keys and the decoder's start
+        state (:func:`state_names`), batch first."""
+        m = self.model
+        memory, summary = self.rnn(m.src_embed(source), mask_lengths(source_mask))
+        state = m.decoder.init_state(memory, source_mask, summary)
+        return tuple(state[name] for name in ["memory", "keys", *state_names(m.decoder)])
+
+
+class DecoderStepGraph(nn.Module):
+    """:meth:`Seq2Seq.log_probs_step` for ONNX export: one word."""
+
+    def __init__(self, model: Seq2Seq):
+        super().__init__()
+        self.model = model
+        self.names = state_names(model.decoder)
+        banned = torch.zeros(model.decoder.out.out_features, dtype=torch.bool)
+        banned[: BOS_ID + 1] = True  # <pad>, <unk> and <s>, as the search sees them
+        self.register_buffer("banned", banned, persistent=False)
+
+    def forward(self, token: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """token ``(batch,)``, the state (:func:`state_names`), memory, keys and source_mask
+        → log-probs ``(batch, vocab)``, attention ``(batch, source)`` and the next state."""
+        state = dict(zip([*self.names, "memory", "keys", "mask"], inputs, strict=True))
+        logits, weights, new = self.model.decoder.step(token, state)
+        # log_probs_step bans tokens by writing -inf into slices; a masked fill gives the same
+        # values without an in-place write
+        logits = logits.float().masked_fill(self.banned, float("-inf"))
+        return (torch.log_softmax(logits, dim=-1), weights, *(new[n] for n in self.names))
+
+
+__all__ = [
+    "DecoderStepGraph",
+    "EncoderGraph",
+    "state_names",
+    "BOS",
+    "BOS_ID",
+    "EOS",
+    "EOS_ID",
+    "SPECIALS",
+    "Seq2Seq",
+    "TranslateModelConfig",
+]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol, Union, get_args, get_origin, get_type_hints
@@ -285,6 +285,55 @@ def _json_type(tp: Any) -> dict[str, Any]:
     raise TypeError(f"no JSON type for option annotation {tp!r}")
 
 
+# ------------------------------------------------------------- capability: ONNX export
+Axes = tuple[str | int, ...]
+"""Per dimension of a graph's input or output: a dynamic axis's name, or a fixed size."""
+
+RunGraph = Callable[[str, Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], dict]
+"""``run(graph, feeds, expected)``: the graph's onnxruntime outputs by name (CPU tensors) for
+``feeds`` (tensors by name; those the graph does not take are left out), each output named in
+``expected`` (PyTorch's answer) compared with it."""
+
+
+@dataclass
+class OnnxGraph:
+    """One ONNX graph of a model: the module traced, its inputs and outputs in graph order with
+    their axes, and example inputs by name to trace it with (any axis named in two places must
+    have one size)."""
+
+    name: str  # "model"; a model of several graphs writes each to OUT.NAME.onnx
+    module: torch.nn.Module  # called with the inputs positionally, in ``inputs`` order
+    inputs: dict[str, Axes]
+    outputs: dict[str, Axes]
+    example: Mapping[str, torch.Tensor]
+    ids: tuple[str, ...] = ()  # outputs of decoded ids: must equal PyTorch's exactly
+    greedy: tuple[str, ...] = ()  # scores whose argmax is reported, not enforced
+
+
+@dataclass
+class OnnxPlan:
+    """What a task exports and how export checks it against PyTorch: ``check(run)`` feeds the
+    graphs batches other than the traced one (:data:`RunGraph`) and returns those batches'
+    shapes for the report; ``data`` says where the check's tokens came from."""
+
+    graphs: list[OnnxGraph]
+    check: Callable[[RunGraph], list[str]]
+    data: str
+
+
+class Exportable(Protocol):
+    """Optional capability: a task whose model exports to ONNX (``rnnkit export``, see
+    :mod:`rnnkit.export`). A task that also has a ``runner`` attribute (None for PyTorch) and
+    calls ``runner.run(graph, feeds)`` in place of its network predicts through onnxruntime
+    with ``backend="onnx"`` (:mod:`rnnkit.backends`)."""
+
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """The loaded model's graphs and their check; ``data`` False draws the check's tokens
+        from the vocabulary, reading no file. Raises :class:`rnnkit.export.ExportError` for a
+        model with nothing to export."""
+        ...
+
+
 __all__ = [
     "Task",
     "StreamingTask",
@@ -299,4 +348,9 @@ __all__ = [
     "for_inference",
     "metric_goal",
     "options_schema",
+    "Axes",
+    "Exportable",
+    "OnnxGraph",
+    "OnnxPlan",
+    "RunGraph",
 ]

@@ -29,9 +29,9 @@ from rnnkit.data.ciphers import (
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
-from rnnkit.nn.cipher_net import CipherModelConfig, CipherNet
+from rnnkit.nn.cipher_net import CipherGraph, CipherModelConfig, CipherNet
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options
+from rnnkit.tasks.base import NoOptions, OnnxPlan, check_inputs, for_inference, resolve_options
 from rnnkit.train import TrainConfig
 
 # Fixed streams for held-out messages: dev (checked each epoch) and test (``rnnkit eval``).
@@ -370,6 +370,36 @@ class CipherTask:
     # --------------------------------------------------------------- storage
     model_files = storage.model_files
     from_dir = classmethod(storage.from_dir)
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """One graph, ``model``: ``ids`` int64, ``mask`` bool ``(batch, time)`` → ``logits``
+        float32 ``(batch, time, vocab)`` and ``decoded`` int64 ``(batch, time)``, the likeliest
+        symbol ids (never padding; 0 on padded positions), as :meth:`CipherNet.decode`;
+        checked on ciphertexts of the dev text (else symbols drawn from the alphabet)."""
+        from rnnkit.export import Samples, check_samples, one_graph_plan
+
+        def read() -> list[list[int]]:
+            b = self.make_batch(self.source("dev"), 16, torch.Generator().manual_seed(0))
+            return [row[real].tolist() for row, real in zip(b["source"], b["mask"], strict=True)]
+
+        def drawn() -> Samples:
+            generator = torch.Generator().manual_seed(0)
+            row = torch.randint(1, len(self.vocab), (200,), generator=generator).tolist()
+            return Samples([row], "symbols drawn from the alphabet")
+
+        def batch(rows: list[list[int]]) -> dict[str, torch.Tensor]:
+            return dict(zip(("ids", "mask"), pad(rows), strict=True))
+
+        def expected(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            net = self.model
+            return {"logits": net(b["ids"], b["mask"]), "decoded": net.decode(b["ids"], b["mask"])}
+
+        text = ("batch", "time")
+        outputs = {"logits": (*text, len(self.vocab)), "decoded": text}
+        samples = check_samples(read, drawn, data)
+        graph, inputs = CipherGraph(self.model), {"ids": text, "mask": text}
+        return one_graph_plan(graph, inputs, outputs, samples, batch, expected, ("decoded",))
 
 
 __all__ = ["CipherConfig", "CipherTask"]

@@ -30,10 +30,23 @@ from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import label_scores
-from rnnkit.nn.classifiers import BowClassifier, ClassifyModelConfig, NeuralClassifier
+from rnnkit.nn.classifiers import (
+    BowClassifier,
+    BowClassifierGraph,
+    ClassifyModelConfig,
+    NeuralClassifier,
+    NeuralClassifierGraph,
+)
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
+from rnnkit.tasks.base import (
+    OnnxPlan,
+    check_inputs,
+    for_inference,
+    option,
+    resolve_options,
+    shard,
+)
 from rnnkit.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -406,6 +419,46 @@ class ClassifyTask:
     # --------------------------------------------------------------- storage
     model_files = storage.model_files
     from_dir = classmethod(storage.from_dir)
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """One graph, ``model`` → ``probabilities`` float32 ``(batch, labels)``. It reads what
+        :meth:`collate` makes: neural, ``words`` int64 and ``mask`` bool ``(batch, time)``
+        (with contextual features also the LMs' inputs, :meth:`ContextualChars.inputs`, the LMs
+        running in the graph); bag of n-grams, ``features`` int64 ``(entries,)``, ``counts``
+        float32 ``(entries,)`` and ``offsets`` int64 ``(batch,)``."""
+        from rnnkit.export import check_samples, one_graph_plan, vocab_samples
+
+        model, joiner = self.model, "" if self.config.data.tokenize == "chars" else " "
+        itos = self.vocab.itos
+        if self.bow and not joiner:  # character n-grams: only single characters join back
+            itos = [t for t in itos if len(t) == 1]
+        samples = check_samples(
+            lambda: [self.tokens(ex.text) for ex in self.examples("dev")],
+            lambda: vocab_samples(itos, 0 if self.bow else 2, ["zqxjvorth"]),
+            data,
+        )
+
+        def batch(rows: list[list[str]]) -> dict[str, torch.Tensor]:
+            texts = [joiner.join(row) for row in rows]
+            found = self.collate([self.encode(t) for t in texts])
+            if self.bow or model.contextual is None:
+                return found
+            return found | model.contextual.inputs([t.split() or [""] for t in texts])
+
+        def expected(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {"probabilities": torch.softmax(model.logits(b).float(), -1)}
+
+        outputs = {"probabilities": ("batch", len(self.label_vocab))}
+        if self.bow:
+            inputs: dict[str, Any] = {"features": ("entries",), "counts": ("entries",)}
+            inputs["offsets"] = ("batch",)
+            graph: nn.Module = BowClassifierGraph(model)
+        else:
+            inputs = {"words": ("batch", "time"), "mask": ("batch", "time")}
+            inputs |= model.contextual.onnx_axes() if model.contextual else {}
+            graph = NeuralClassifierGraph(model, list(inputs))
+        return one_graph_plan(graph, inputs, outputs, samples, batch, expected)
 
 
 __all__ = ["ClassifyConfig", "ClassifyTask", "ngrams", "smoothed_idf"]

@@ -32,10 +32,18 @@ from rnnkit.data.text import (
 from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
-from rnnkit.nn.language_model import LanguageModel, LMModelConfig
+from rnnkit.nn.language_model import LanguageModel, LMModelConfig, LMStepGraph
 from rnnkit.nn.sampling import sample_next
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options
+from rnnkit.tasks.base import (
+    OnnxGraph,
+    OnnxPlan,
+    RunGraph,
+    check_inputs,
+    for_inference,
+    option,
+    resolve_options,
+)
 from rnnkit.train import TrainConfig
 
 
@@ -313,3 +321,46 @@ class LMTask:
     # --------------------------------------------------------------- storage
     model_files = storage.model_files
     from_dir = classmethod(storage.from_dir)
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """One graph, ``model``, one step: ``tokens`` int64 ``(batch, 1)``, ``h`` (and ``c``
+        for an LSTM) float32 ``(layers, batch, hidden)``, zeros to start → ``log_probs``
+        float32 ``(batch, vocab)``, ``h_next`` (and ``c_next``). Sampling, banned tokens and
+        the loop stay in Python. Checked over 12 steps, each side carrying its own state."""
+        from rnnkit.export import CHECK_LENGTHS, Samples, check_samples
+
+        model, rnn, steps = self.model, self.model.encoder.rnn, 12
+        names = ["h", "c"] if isinstance(rnn, torch.nn.LSTM) else ["h"]
+        samples = check_samples(
+            lambda: [self.ids("dev")[:2000].tolist()],
+            lambda: Samples([list(range(len(self.vocab))) * 3], "every id of the vocabulary"),
+            data,
+        )
+        state_axes = (rnn.num_layers, "batch", rnn.hidden_size)
+        inputs = {"tokens": ("batch", 1), **{n: state_axes for n in names}}
+        outputs = {"log_probs": ("batch", len(self.vocab))}
+        outputs |= {f"{n}_next": state_axes for n in names}
+
+        def zeros(n: int) -> dict[str, torch.Tensor]:
+            return {name: torch.zeros(rnn.num_layers, n, rnn.hidden_size) for name in names}
+
+        def check(run: RunGraph) -> list[str]:
+            shown = []
+            for shift, size in enumerate(sorted({len(lengths) for lengths in CHECK_LENGTHS}), 1):
+                rows = torch.tensor(samples.cut([steps] * size, shift))
+                ours, theirs = zeros(size), None
+                for t in range(steps):
+                    features, theirs = model(rows[:, t : t + 1], theirs)
+                    parts = theirs if len(names) == 2 else (theirs,)
+                    expected = {"log_probs": model.log_probs(features[:, -1])}
+                    expected |= {f"{n}_next": part for n, part in zip(names, parts, strict=True)}
+                    got = run("model", {"tokens": rows[:, t : t + 1], **ours}, expected)
+                    # each side carries its own state, so any drift would add up over the steps
+                    ours = {n: got[f"{n}_next"] for n in names}
+                shown.append(f"{size} of {steps} steps")
+            return shown
+
+        example = {"tokens": torch.tensor(samples.cut([1, 1, 1])), **zeros(3)}
+        graph = OnnxGraph("model", LMStepGraph(model), inputs, outputs, example)
+        return OnnxPlan([graph], check, samples.source)

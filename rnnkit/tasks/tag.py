@@ -27,9 +27,16 @@ from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import confusion_table, entity_scores, token_accuracy
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
-from rnnkit.nn.tagger import Tagger, TagModelConfig
+from rnnkit.nn.tagger import Tagger, TaggerGraph, TagModelConfig
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options, shard
+from rnnkit.tasks.base import (
+    NoOptions,
+    OnnxPlan,
+    check_inputs,
+    for_inference,
+    resolve_options,
+    shard,
+)
 from rnnkit.train import TrainConfig
 
 _SEPARATORS = {"whitespace": None, "tab": "\t", "space": " "}
@@ -349,6 +356,39 @@ class TagTask:
     # --------------------------------------------------------------- storage
     model_files = storage.model_files
     from_dir = classmethod(storage.from_dir)
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """One graph, ``model``: the tensors of :meth:`make_batch` — ``words``, ``mask``
+        ``(batch, time)``; with character features also ``forms`` ``(batch, time)``, ``chars``
+        ``(forms, letters)`` and ``char_lengths`` ``(forms,)``; with contextual features the
+        LMs' inputs (:meth:`ContextualChars.inputs`), the LMs running in the graph — → ``tags``
+        int64 ``(batch, time)`` (0 on padding) and ``emissions`` float32 ``(batch, time,
+        tags)``. A CRF head runs Viterbi inside the graph; a softmax head takes the argmax."""
+        from rnnkit.export import check_samples, one_graph_plan, vocab_samples
+
+        model, text = self.model, ("batch", "time")
+        inputs: dict[str, Any] = {"words": text, "mask": text}
+        if model.chars is not None:
+            inputs |= {"forms": text, "chars": ("forms", "letters"), "char_lengths": ("forms",)}
+        if model.contextual is not None:
+            inputs |= model.contextual.onnx_axes()
+        samples = check_samples(
+            lambda: [s.tokens for s in self.sentences("dev")],
+            lambda: vocab_samples(self.vocab.itos, 2, ["Zqxjvorth", "Kwambe", "ÉTÉ"]),
+            data,
+        )
+
+        def batch(rows: list[list[str]]) -> dict[str, torch.Tensor]:
+            found = self.make_batch(rows, with_tags=False)
+            return found | (model.contextual.inputs(rows) if model.contextual else {})
+
+        def expected(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {"tags": model.decode(b), "emissions": model.emissions(b)}
+
+        outputs = {"tags": text, "emissions": (*text, len(self.tag_vocab))}
+        graph = TaggerGraph(model, list(inputs))
+        return one_graph_plan(graph, inputs, outputs, samples, batch, expected, ("tags",))
 
 
 __all__ = ["TagConfig", "TagTask"]

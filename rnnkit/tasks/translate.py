@@ -42,9 +42,28 @@ from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import corpus_scores
 from rnnkit.nn.decoder import State
 from rnnkit.nn.search import search
-from rnnkit.nn.seq2seq import BOS_ID, EOS, EOS_ID, SPECIALS, Seq2Seq, TranslateModelConfig
+from rnnkit.nn.seq2seq import (
+    BOS_ID,
+    EOS,
+    EOS_ID,
+    SPECIALS,
+    DecoderStepGraph,
+    EncoderGraph,
+    Seq2Seq,
+    TranslateModelConfig,
+    state_names,
+)
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
+from rnnkit.tasks.base import (
+    OnnxGraph,
+    OnnxPlan,
+    RunGraph,
+    check_inputs,
+    for_inference,
+    option,
+    resolve_options,
+    shard,
+)
 from rnnkit.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -385,6 +404,84 @@ class TranslateTask:
     # --------------------------------------------------------------- storage
     model_files = storage.model_files
     from_dir = classmethod(storage.from_dir)
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """Two graphs, ``encoder`` and ``decoder`` (one step); the search stays in Python.
+
+        The encoder takes ``source`` int64 and ``source_mask`` bool ``(batch, source)`` (word
+        ids closed by ``</s>``, as :meth:`make_batch` encodes them) and returns ``memory``
+        ``(batch, source, memory_size)``, the attention ``keys`` ``(batch, source, key_size)``
+        computed once per sentence, and the decoder's start state: ``hidden`` ``(batch,
+        layers, size)``, ``cell`` (LSTM decoder) and ``feed`` ``(batch, size)`` (input
+        feeding). The decoder takes ``token`` int64 ``(batch,)`` (``<s>`` first), that state,
+        ``memory``, ``keys`` and ``source_mask`` and returns ``log_probs`` ``(batch, vocab)``
+        (``<pad>``, ``<unk>`` and ``<s>`` at -inf, as the search sees them), ``attention``
+        ``(batch, source)`` and the new state as ``hidden_next``, ``cell_next``,
+        ``feed_next``. The check runs 6 decoder steps, both sides reading PyTorch's word."""
+        from rnnkit import export
+
+        model, decoder, states = self.model, self.model.decoder, state_names(self.model.decoder)
+        samples = export.check_samples(
+            lambda: [p.source.split() for p in self.pairs("dev")],
+            lambda: export.vocab_samples(self.vocab.itos, 4, ["zqxjvorth"]),
+            data,
+        )
+        layered = ("batch", decoder.layers, decoder.hidden_size)
+        kinds = {"hidden": layered, "cell": layered, "feed": ("batch", decoder.hidden_size)}
+        state = {n: kinds[n] for n in states}
+        keys, width = decoder.attention.key_layer, model.encoder.output_size
+        memory = {
+            "memory": ("batch", "source", width),
+            "keys": ("batch", "source", width if keys is None else keys.out_features),
+        }
+        source = {"source": ("batch", "source"), "source_mask": ("batch", "source")}
+
+        def batch(lengths: Sequence[int], shift: int = 0) -> dict[str, Any]:
+            # make_batch closes each source with </s>: a row of n words is n + 1 long
+            rows = samples.cut([max(1, n - 1) for n in lengths], shift)
+            return self.make_batch([" ".join(r) for r in rows])
+
+        encoder, example = EncoderGraph(model), batch(export.TRACE_LENGTHS)
+        start = encoder(example["source"], example["source_mask"])
+        step_example = dict(zip([*memory, *states], start, strict=True)) | example
+        step_example["token"] = torch.full((len(export.TRACE_LENGTHS),), BOS_ID)
+        step_inputs = {"token": ("batch",), **state, **memory, "source_mask": source["source_mask"]}
+        step_outputs = {
+            "log_probs": ("batch", len(self.target_vocab)),
+            "attention": ("batch", "source"),
+        }
+        step_outputs |= {f"{n}_next": axes for n, axes in state.items()}
+        graphs = [
+            OnnxGraph("encoder", encoder, source, {**memory, **state}, example),
+            OnnxGraph(
+                "decoder",
+                DecoderStepGraph(model),
+                step_inputs,
+                step_outputs,
+                step_example,
+                greedy=("log_probs",),
+            ),
+        ]
+
+        def check(run: RunGraph) -> list[str]:
+            shown = []
+            for shift, lengths in enumerate(export.CHECK_LENGTHS, 1):
+                b = batch(lengths, shift)
+                theirs = model.start(b)
+                ours = run("encoder", b, {n: theirs[n] for n in graphs[0].outputs})
+                prev = torch.full((len(lengths),), BOS_ID)
+                for _ in range(6):
+                    log_probs, weights, theirs = model.log_probs_step(prev, theirs)
+                    expected = {"log_probs": log_probs, "attention": weights}
+                    expected |= {f"{n}_next": theirs[n] for n in states}
+                    got = run("decoder", {**ours, "token": prev, **b}, expected)
+                    ours |= {n: got[f"{n}_next"] for n in states}
+                    prev = log_probs.argmax(-1)  # both sides read the same next word
+                shown.append(export.batch_shape([int(n) for n in b["source_mask"].sum(1)]))
+            return shown
+
+        return OnnxPlan(graphs, check, samples.source)
 
 
 __all__ = ["TranslateConfig", "TranslateTask"]
