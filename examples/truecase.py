@@ -27,7 +27,8 @@ from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
-from rnnkit.nn.encoder import RecurrentEncoder, check_sizes
+from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
+from rnnkit.nn.encoder import RecurrentEncoder, UnpackedRNN, check_sizes, mask_lengths
 from rnnkit.tasks import storage
 from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options, shard
 from rnnkit.train import TrainConfig
@@ -91,6 +92,23 @@ class CaseModel(nn.Module):
         """Mean cross-entropy over the real (unpadded) characters."""
         mask = batch["mask"]
         return F.cross_entropy(self(batch["chars"], mask)[mask], batch["upper"][mask])
+
+
+class CaseGraph(nn.Module):
+    """:class:`CaseModel` for ONNX export: ``UnpackedRNN`` runs its encoder's weights over the
+    padded batch without packing (which does not export), with the same results."""
+
+    def __init__(self, model: CaseModel):
+        super().__init__()
+        self.model = model
+        self.rnn = UnpackedRNN(model.encoder.rnn)
+
+    def forward(self, chars: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """chars, mask ``(batch, time)`` → scores ``(batch, time, 2)`` and capital
+        ``(batch, time)``, 1 where the model restores a capital (0 on padding)."""
+        hidden, _ = self.rnn(self.model.embed(chars), mask_lengths(mask))
+        scores = self.model.out(hidden)
+        return scores, scores.argmax(-1).masked_fill(~mask, 0)
 
 
 # -------------------------------------------------------------------------------- task
@@ -198,6 +216,30 @@ class TruecaseTask:
     # --------------------------------------------------------------- storage
     model_files = storage.model_files
     from_dir = classmethod(storage.from_dir)
+
+    # ---------------------------------------------------------------- export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """One graph, ``model``: ``chars`` int64 and ``mask`` bool ``(batch, time)``, the
+        lowercased text as :meth:`make_batch` encodes it → ``scores`` float32 ``(batch, time,
+        2)`` and ``capital`` int64 ``(batch, time)``, 1 where a capital goes. Checked on the
+        dev lines (else on characters drawn from the vocabulary)."""
+        samples = check_samples(
+            lambda: [list(lower(t)) for t in self.lines("dev")],
+            lambda: vocab_samples(self.vocab.itos, len(self.vocab.specials)),
+            data,
+        )
+
+        def batch(rows: list[list[str]]) -> dict[str, torch.Tensor]:
+            return self.make_batch(["".join(row) for row in rows])
+
+        def expected(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            scores = self.model(b["chars"], b["mask"])
+            return {"scores": scores, "capital": scores.argmax(-1).masked_fill(~b["mask"], 0)}
+
+        text = ("batch", "time")
+        inputs, outputs = {"chars": text, "mask": text}, {"scores": (*text, 2), "capital": text}
+        graph = CaseGraph(self.model)
+        return one_graph_plan(graph, inputs, outputs, samples, batch, expected, ("capital",))
 
 
 __all__ = ["TruecaseConfig", "TruecaseTask"]

@@ -108,7 +108,7 @@ def use_backend(task: Any, backend: str = "torch") -> Any:
     need("onnx", "backend onnx")
     need("onnxruntime", "backend onnx")
     task.runner = None  # the check compares the graphs with the PyTorch path
-    exported, _ = export_task(
+    exported, _, _ = export_task(
         task, DEFAULT_OPSET, check=True, data=False, unwritten="backend onnx refused"
     )
     task.runner = OnnxRunner(

@@ -377,25 +377,15 @@ def export_onnx(
     if check:
         need("onnxruntime", "the parity check (skipped by --no-check)")
     task = rnnkit.load(directory, device="cpu")
-    plan = _plan(task, True)
-    paths = output_paths(out, [g.name for g in plan.graphs])
+    exported, shown, source = export_task(task, opset, check)
+    paths = output_paths(out, [e.graph.name for e in exported])
     for path in paths.values():
         if path.is_dir():
             raise ExportError(f"--out {path} is a directory; give a file name")
-    exported, shown = export_plan(plan, opset, check)
     for done in exported:
         done.path = paths[done.graph.name]
         atomic_write_bytes(done.path, done.data)
-    return _report(task.name, opset, check, exported, shown, plan.data)
-
-
-def _plan(task: Any, data: bool) -> OnnxPlan:
-    """The task's :class:`OnnxPlan`, its model in eval mode."""
-    if not callable(getattr(task, "onnx_plan", None)):
-        raise ExportError(f"the {task.name} task has no ONNX export (it has no onnx_plan)")
-    task.model.eval()
-    with torch.no_grad():
-        return task.onnx_plan(data=data)
+    return _report(task.name, opset, check, exported, shown, source)
 
 
 def export_task(
@@ -404,26 +394,22 @@ def export_task(
     check: bool = True,
     data: bool = True,
     unwritten: str = "nothing written (--no-check writes it anyway)",
-) -> tuple[list[Exported], list[str]]:
+) -> tuple[list[Exported], list[str], str]:
     """A loaded ``task``'s graphs exported to ONNX in memory and, unless ``check`` is False,
     compared in onnxruntime with its PyTorch path (see the module docstring); ``data`` False
-    checks on tokens drawn from the vocabulary, reading no file. Returns the graphs and the
-    shapes of the check batches. Raises :class:`ExportError` for a task without graphs or a
-    failed check (``unwritten`` says what follows from a failure). Export
-    (:func:`export_onnx`) and the ONNX backend (:mod:`rnnkit.backends`) both export here."""
-    return export_plan(_plan(task, data), opset, check, unwritten)
-
-
-def export_plan(
-    plan: OnnxPlan,
-    opset: int = DEFAULT_OPSET,
-    check: bool = True,
-    unwritten: str = "nothing written (--no-check writes it anyway)",
-) -> tuple[list[Exported], list[str]]:
-    """:func:`export_task` for a plan already made."""
+    checks on tokens drawn from the vocabulary, reading no file. Returns the graphs, the
+    shapes of the check batches and where their tokens came from. Raises
+    :class:`ExportError` for a task without graphs or a failed check (``unwritten`` says what
+    follows from a failure). Export (:func:`export_onnx`) and the ONNX backend
+    (:mod:`rnnkit.backends`) both export here."""
+    if not callable(getattr(task, "onnx_plan", None)):
+        raise ExportError(f"the {task.name} task has no ONNX export (it has no onnx_plan)")
+    task.model.eval()
+    with torch.no_grad():
+        plan = task.onnx_plan(data=data)
     exported = [Exported(g, _export_graph(g, opset)) for g in plan.graphs]
     if not check:
-        return exported, []
+        return exported, [], plan.data
     try:
         with torch.no_grad():
             shown = plan.check(_checker(exported))
@@ -438,7 +424,7 @@ def export_plan(
     if failed:
         joined = "; ".join(failed)
         raise ExportError(f"the ONNX export differs from PyTorch ({joined}); {unwritten}")
-    return exported, shown
+    return exported, shown, plan.data
 
 
 def _report(
@@ -530,6 +516,9 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "OnnxGraph",
+    "OnnxPlan",
+    "RunGraph",
     "CHECK_LENGTHS",
     "TRACE_LENGTHS",
     "ExportError",
@@ -541,7 +530,6 @@ __all__ = [
     "check_samples",
     "cmd_export",
     "export_onnx",
-    "export_plan",
     "export_task",
     "format_report",
     "max_abs_diff",

@@ -29,9 +29,10 @@ from rnnkit.data.ciphers import (
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.export import OnnxPlan, Samples, check_samples, one_graph_plan
 from rnnkit.nn.cipher_net import CipherGraph, CipherModelConfig, CipherNet
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import NoOptions, OnnxPlan, check_inputs, for_inference, resolve_options
+from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options
 from rnnkit.train import TrainConfig
 
 # Fixed streams for held-out messages: dev (checked each epoch) and test (``rnnkit eval``).
@@ -377,7 +378,6 @@ class CipherTask:
         float32 ``(batch, time, vocab)`` and ``decoded`` int64 ``(batch, time)``, the likeliest
         symbol ids (never padding; 0 on padded positions), as :meth:`CipherNet.decode`;
         checked on ciphertexts of the dev text (else symbols drawn from the alphabet)."""
-        from rnnkit.export import Samples, check_samples, one_graph_plan
 
         def read() -> list[list[int]]:
             b = self.make_batch(self.source("dev"), 16, torch.Generator().manual_seed(0))

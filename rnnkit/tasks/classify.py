@@ -29,6 +29,7 @@ from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
 from rnnkit.metrics import label_scores
 from rnnkit.nn.classifiers import (
     BowClassifier,
@@ -39,14 +40,7 @@ from rnnkit.nn.classifiers import (
 )
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import (
-    OnnxPlan,
-    check_inputs,
-    for_inference,
-    option,
-    resolve_options,
-    shard,
-)
+from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
 from rnnkit.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -427,8 +421,6 @@ class ClassifyTask:
         (with contextual features also the LMs' inputs, :meth:`ContextualChars.inputs`, the LMs
         running in the graph); bag of n-grams, ``features`` int64 ``(entries,)``, ``counts``
         float32 ``(entries,)`` and ``offsets`` int64 ``(batch,)``."""
-        from rnnkit.export import check_samples, one_graph_plan, vocab_samples
-
         model, joiner = self.model, "" if self.config.data.tokenize == "chars" else " "
         itos = self.vocab.itos
         if self.bow and not joiner:  # character n-grams: only single characters join back

@@ -32,18 +32,11 @@ from rnnkit.data.text import (
 from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
+from rnnkit.export import CHECK_LENGTHS, OnnxGraph, OnnxPlan, RunGraph, Samples, check_samples
 from rnnkit.nn.language_model import LanguageModel, LMModelConfig, LMStepGraph
 from rnnkit.nn.sampling import sample_next
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import (
-    OnnxGraph,
-    OnnxPlan,
-    RunGraph,
-    check_inputs,
-    for_inference,
-    option,
-    resolve_options,
-)
+from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options
 from rnnkit.train import TrainConfig
 
 
@@ -328,8 +321,6 @@ class LMTask:
         for an LSTM) float32 ``(layers, batch, hidden)``, zeros to start → ``log_probs``
         float32 ``(batch, vocab)``, ``h_next`` (and ``c_next``). Sampling, banned tokens and
         the loop stay in Python. Checked over 12 steps, each side carrying its own state."""
-        from rnnkit.export import CHECK_LENGTHS, Samples, check_samples
-
         model, rnn, steps = self.model, self.model.encoder.rnn, 12
         names = ["h", "c"] if isinstance(rnn, torch.nn.LSTM) else ["h"]
         samples = check_samples(

@@ -25,18 +25,12 @@ from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
 from rnnkit.metrics import confusion_table, entity_scores, token_accuracy
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.nn.tagger import Tagger, TaggerGraph, TagModelConfig
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import (
-    NoOptions,
-    OnnxPlan,
-    check_inputs,
-    for_inference,
-    resolve_options,
-    shard,
-)
+from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options, shard
 from rnnkit.train import TrainConfig
 
 _SEPARATORS = {"whitespace": None, "tab": "\t", "space": " "}
@@ -365,8 +359,6 @@ class TagTask:
         LMs' inputs (:meth:`ContextualChars.inputs`), the LMs running in the graph — → ``tags``
         int64 ``(batch, time)`` (0 on padding) and ``emissions`` float32 ``(batch, time,
         tags)``. A CRF head runs Viterbi inside the graph; a softmax head takes the argmax."""
-        from rnnkit.export import check_samples, one_graph_plan, vocab_samples
-
         model, text = self.model, ("batch", "time")
         inputs: dict[str, Any] = {"words": text, "mask": text}
         if model.chars is not None:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from rnnkit import budget
+from rnnkit import budget, export
 from rnnkit.config import section
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.parallel import (
@@ -54,16 +54,7 @@ from rnnkit.nn.seq2seq import (
     state_names,
 )
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import (
-    OnnxGraph,
-    OnnxPlan,
-    RunGraph,
-    check_inputs,
-    for_inference,
-    option,
-    resolve_options,
-    shard,
-)
+from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
 from rnnkit.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -406,7 +397,7 @@ class TranslateTask:
     from_dir = classmethod(storage.from_dir)
 
     # ------------------------------------------------------------------------------ export
-    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+    def onnx_plan(self, data: bool = True) -> export.OnnxPlan:
         """Two graphs, ``encoder`` and ``decoder`` (one step); the search stays in Python.
 
         The encoder takes ``source`` int64 and ``source_mask`` bool ``(batch, source)`` (word
@@ -419,8 +410,6 @@ class TranslateTask:
         (``<pad>``, ``<unk>`` and ``<s>`` at -inf, as the search sees them), ``attention``
         ``(batch, source)`` and the new state as ``hidden_next``, ``cell_next``,
         ``feed_next``. The check runs 6 decoder steps, both sides reading PyTorch's word."""
-        from rnnkit import export
-
         model, decoder, states = self.model, self.model.decoder, state_names(self.model.decoder)
         samples = export.check_samples(
             lambda: [p.source.split() for p in self.pairs("dev")],
@@ -453,8 +442,8 @@ class TranslateTask:
         }
         step_outputs |= {f"{n}_next": axes for n, axes in state.items()}
         graphs = [
-            OnnxGraph("encoder", encoder, source, {**memory, **state}, example),
-            OnnxGraph(
+            export.OnnxGraph("encoder", encoder, source, {**memory, **state}, example),
+            export.OnnxGraph(
                 "decoder",
                 DecoderStepGraph(model),
                 step_inputs,
@@ -464,7 +453,7 @@ class TranslateTask:
             ),
         ]
 
-        def check(run: RunGraph) -> list[str]:
+        def check(run: export.RunGraph) -> list[str]:
             shown = []
             for shift, lengths in enumerate(export.CHECK_LENGTHS, 1):
                 b = batch(lengths, shift)
@@ -481,7 +470,7 @@ class TranslateTask:
                 shown.append(export.batch_shape([int(n) for n in b["source_mask"].sum(1)]))
             return shown
 
-        return OnnxPlan(graphs, check, samples.source)
+        return export.OnnxPlan(graphs, check, samples.source)
 
 
 __all__ = ["TranslateConfig", "TranslateTask"]
