@@ -10,17 +10,12 @@ every row with at least one real token. A model of one graph is written to ``OUT
 several (an encoder and a decoder step) to ``OUT.NAME.onnx`` each (``OUT`` without ``.onnx``).
 
 Exporter. ``torch.onnx.export(..., dynamo=False)``, the TorchScript-based exporter, for every
-graph. The default (dynamo) exporter was tried first on these same graphs (torch 2.13,
-onnxscript 0.7). It exports the one-way models (cipher, lm) correctly, but ``torch.export``
-gives the output of ``aten.lstm`` the trace's length as a fixed size, so every shape read from
-an LSTM's output becomes a constant: the bidirectional graphs (tagger, classifier, a
-bidirectional cipher) failed in onnxruntime at any other length (``GatherElements``: index out
-of range), and the declared output shapes keep the trace's length. A Viterbi that stays a loop
-also needs ``torch._higher_order_ops.scan``, a private prototype API, and each export took
-1-8 s against 0.05-0.5 s. The TorchScript exporter exports every graph here with dynamic
-shapes, Viterbi as a real ONNX ``Loop`` (:func:`rnnkit.nn.crf.viterbi`), at opsets 17 to 20.
-Packing does not export: :class:`rnnkit.nn.encoder.UnpackedRNN` runs the same weights over the
-padded batch with the packed results.
+graph: it exports them all with dynamic shapes, Viterbi as a real ONNX ``Loop``
+(:func:`rnnkit.nn.crf.viterbi`), at opsets 17 to 20, in 0.05-0.5 s. The dynamo exporter (torch
+2.13, onnxscript 0.7) fixed the trace's length into every shape read from an LSTM's output, so
+the bidirectional graphs failed in onnxruntime at any other length; a Viterbi loop needed the
+private ``torch._higher_order_ops.scan``; each export took 1-8 s. Packing does not export:
+:class:`rnnkit.nn.encoder.UnpackedRNN` runs the same weights over the padded batch.
 
 Parity. Unless ``check=False`` (``--no-check``), every export is run in onnxruntime by the
 plan's check on batches of 1 and 5 sequences of different lengths and one of a single token

@@ -91,7 +91,7 @@ class LanguageModel(nn.Module):
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """features ``(..., hidden)`` → log-probabilities ``(..., vocab)``."""
         if self.adaptive is not None:
-            flat = self.adaptive.log_prob(features.reshape(-1, features.shape[-1]))
+            flat = _adaptive_log_probs(self.adaptive, features.reshape(-1, features.shape[-1]))
             return flat.view(*features.shape[:-1], -1)
         if self.proj is not None:
             features = self.proj(features)
@@ -161,23 +161,20 @@ class LMStepGraph(nn.Module):
         state = (h, c) if self.lstm else h
         # no mask: the language model never packs, so its network runs as it is
         features, state = m.encoder.rnn(m.embed(tokens), state)
-        log_probs = self.log_probs(features[:, -1])
+        log_probs = m.log_probs(features[:, -1])
         return (log_probs, *state) if self.lstm else (log_probs, state)
 
-    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
-        """features ``(batch, hidden)`` → log-probabilities ``(batch, vocab)``."""
-        m = self.model
-        if m.adaptive is None:
-            return m.log_probs(features)
-        # AdaptiveLogSoftmaxWithLoss.log_prob fills an empty tensor slice by slice; the same
-        # values joined with one concatenation export without in-place writes.
-        a = m.adaptive
-        head = F.log_softmax(a.head(features), dim=1)
-        parts = [head[:, : a.shortlist_size]]
-        for i, tail in enumerate(a.tail):
-            cluster = F.log_softmax(tail(features), dim=1)
-            parts.append(cluster + head[:, a.shortlist_size + i].unsqueeze(1))
-        return torch.cat(parts, dim=1)
+
+def _adaptive_log_probs(a: nn.AdaptiveLogSoftmaxWithLoss, features: torch.Tensor) -> torch.Tensor:
+    """``a.log_prob(features)``, features ``(n, hidden)`` → ``(n, vocab)``. That fills an empty
+    tensor slice by slice; the same values joined by one concatenation export to ONNX (no
+    in-place writes)."""
+    head = F.log_softmax(a.head(features), dim=1)
+    parts = [head[:, : a.shortlist_size]]
+    for i, tail in enumerate(a.tail):
+        cluster = F.log_softmax(tail(features), dim=1)
+        parts.append(cluster + head[:, a.shortlist_size + i].unsqueeze(1))
+    return torch.cat(parts, dim=1)
 
 
 __all__ = ["LMStepGraph", "LMModelConfig", "LanguageModel", "start_id"]

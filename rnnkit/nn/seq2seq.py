@@ -151,9 +151,9 @@ class Seq2Seq(nn.Module):
         """The search's step: log-probabilities ``(n, vocab)`` with ``<pad>``, ``<unk>`` and
         ``<s>`` never chosen, attention ``(n, source)``, new state."""
         logits, weights, state = self.decoder.step(tokens, state)
-        logits = logits.float()
-        logits[:, :BOS_ID] = float("-inf")
-        logits[:, BOS_ID] = float("-inf")
+        # a masked fill, not an in-place write, so that the step exports to ONNX
+        banned = torch.arange(logits.shape[-1], device=logits.device) <= BOS_ID
+        logits = logits.float().masked_fill(banned, float("-inf"))
         return torch.log_softmax(logits, dim=-1), weights, state
 
     @torch.no_grad()
@@ -215,19 +215,13 @@ class DecoderStepGraph(nn.Module):
         super().__init__()
         self.model = model
         self.names = state_names(model.decoder)
-        banned = torch.zeros(model.decoder.out.out_features, dtype=torch.bool)
-        banned[: BOS_ID + 1] = True  # <pad>, <unk> and <s>, as the search sees them
-        self.register_buffer("banned", banned, persistent=False)
 
     def forward(self, token: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """token ``(batch,)``, the state (:func:`state_names`), memory, keys and source_mask
         → log-probs ``(batch, vocab)``, attention ``(batch, source)`` and the next state."""
         state = dict(zip([*self.names, "memory", "keys", "mask"], inputs, strict=True))
-        logits, weights, new = self.model.decoder.step(token, state)
-        # log_probs_step bans tokens by writing -inf into slices; a masked fill gives the same
-        # values without an in-place write
-        logits = logits.float().masked_fill(self.banned, float("-inf"))
-        return (torch.log_softmax(logits, dim=-1), weights, *(new[n] for n in self.names))
+        log_probs, weights, new = self.model.log_probs_step(token, state)
+        return (log_probs, weights, *(new[n] for n in self.names))
 
 
 __all__ = [
