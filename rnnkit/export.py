@@ -43,8 +43,6 @@ import torch
 from torch import nn
 
 from rnnkit.errors import RnnkitError
-from rnnkit.nn.crf import scripted_viterbi, viterbi
-from rnnkit.nn.encoder import UnpackedRNN, reverse_within
 from rnnkit.tasks.base import OnnxGraph, OnnxPlan, RunGraph
 
 MIN_OPSET, MAX_OPSET, DEFAULT_OPSET = 17, 20, 17  # 20: the TorchScript exporter's newest
@@ -519,7 +517,6 @@ __all__ = [
     "ExportError",
     "Exported",
     "Samples",
-    "UnpackedRNN",
     "add_export_parser",
     "batch_shape",
     "check_samples",
@@ -531,9 +528,6 @@ __all__ = [
     "need",
     "one_graph_plan",
     "output_paths",
-    "reverse_within",
-    "scripted_viterbi",
     "session",
-    "viterbi",
     "vocab_samples",
 ]

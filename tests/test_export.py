@@ -1,4 +1,4 @@
-"""ONNX export (rnnkit/export.py): each task's graphs, run in onnxruntime, against PyTorch.
+"""ONNX export (rnnkit/export.py, each task's onnx_plan): graphs run in onnxruntime vs PyTorch.
 
 Largest absolute differences from PyTorch seen on the tiny models (torch 2.13 CPU,
 onnxruntime 1.32), each asserted below to be at most 1e-4:
@@ -25,7 +25,8 @@ from rnnkit.data.ciphers import normalise as normalise_cipher
 from rnnkit.data.parallel import normalise as normalise_french
 from rnnkit.data.vocab import PAD, UNK
 from rnnkit.errors import RnnkitError
-from rnnkit.nn.crf import CRF, bio_constraints
+from rnnkit.nn.crf import CRF, bio_constraints, scripted_viterbi
+from rnnkit.nn.encoder import UnpackedRNN, reverse_within
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -160,14 +161,14 @@ def test_bidirectional_check_batches_prove_padding_is_handled(models, tmp_path, 
         real = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
         return outputs.masked_fill(~real.unsqueeze(2), 0.0), outputs[:, -1]
 
-    init = export.UnpackedRNN.__init__
+    init = UnpackedRNN.__init__
 
     def keep_whole(self, rnn):
         init(self, rnn)
         self.naive = rnn
 
-    monkeypatch.setattr(export.UnpackedRNN, "__init__", keep_whole)
-    monkeypatch.setattr(export.UnpackedRNN, "forward", naive)
+    monkeypatch.setattr(UnpackedRNN, "__init__", keep_whole)
+    monkeypatch.setattr(UnpackedRNN, "forward", naive)
     out = tmp_path / "naive.onnx"
     with pytest.raises(export.ExportError, match="differs from PyTorch.*logits by"):
         export.export_onnx(models["cipher-bidirectional"], out)
@@ -346,9 +347,9 @@ def test_output_paths():
 def test_reverse_within_its_length():
     x = torch.arange(12.0).view(2, 6, 1)  # rows 0..5 and 6..11
     lengths = torch.tensor([4, 6])
-    flipped = export.reverse_within(x, lengths).squeeze(2)
+    flipped = reverse_within(x, lengths).squeeze(2)
     assert flipped.tolist() == [[3, 2, 1, 0, 4, 5], [11, 10, 9, 8, 7, 6]]
-    assert torch.equal(export.reverse_within(export.reverse_within(x, lengths), lengths), x)
+    assert torch.equal(reverse_within(reverse_within(x, lengths), lengths), x)
 
 
 def test_scripted_viterbi_equals_crf_decode():
@@ -358,7 +359,7 @@ def test_scripted_viterbi_equals_crf_decode():
     emissions = torch.randn(6, 9, len(tags), generator=generator)
     lengths = torch.tensor([9, 1, 4, 7, 2, 9])
     mask = torch.arange(9).unsqueeze(0) < lengths.unsqueeze(1)
-    scripted = export.scripted_viterbi()
+    scripted = scripted_viterbi()
     best = scripted(emissions, mask, *crf._scores()).masked_fill(~mask, 0)
     assert torch.equal(best, crf.decode(emissions, mask)[0])
     one = scripted(emissions[:1, :1], mask[:1, :1], *crf._scores())  # one step: no loop
