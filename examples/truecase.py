@@ -28,7 +28,7 @@ from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
-from rnnkit.nn.encoder import RecurrentEncoder, UnpackedRNN, check_sizes, mask_lengths
+from rnnkit.nn.encoder import RecurrentEncoder, check_sizes
 from rnnkit.tasks import storage
 from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options, shard
 from rnnkit.train import TrainConfig
@@ -92,23 +92,6 @@ class CaseModel(nn.Module):
         """Mean cross-entropy over the real (unpadded) characters."""
         mask = batch["mask"]
         return F.cross_entropy(self(batch["chars"], mask)[mask], batch["upper"][mask])
-
-
-class CaseGraph(nn.Module):
-    """:class:`CaseModel` for ONNX export: ``UnpackedRNN`` runs its encoder's weights over the
-    padded batch without packing (which does not export), with the same results."""
-
-    def __init__(self, model: CaseModel):
-        super().__init__()
-        self.model = model
-        self.rnn = UnpackedRNN(model.encoder.rnn)
-
-    def forward(self, chars: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """chars, mask ``(batch, time)`` → scores ``(batch, time, 2)`` and capital
-        ``(batch, time)``, 1 where the model restores a capital (0 on padding)."""
-        hidden, _ = self.rnn(self.model.embed(chars), mask_lengths(mask))
-        scores = self.model.out(hidden)
-        return scores, scores.argmax(-1).masked_fill(~mask, 0)
 
 
 # -------------------------------------------------------------------------------- task
@@ -232,14 +215,13 @@ class TruecaseTask:
         def batch(rows: list[list[str]]) -> dict[str, torch.Tensor]:
             return self.make_batch(["".join(row) for row in rows])
 
-        def expected(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            scores = self.model(b["chars"], b["mask"])
-            return {"scores": scores, "capital": scores.argmax(-1).masked_fill(~b["mask"], 0)}
+        def forward(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            scores = self.model(b["chars"], b["mask"])  # packs, except while it is exported
+            return scores, scores.argmax(-1).masked_fill(~b["mask"], 0)
 
         text = ("batch", "time")
         inputs, outputs = {"chars": text, "mask": text}, {"scores": (*text, 2), "capital": text}
-        graph = CaseGraph(self.model)
-        return one_graph_plan(graph, inputs, outputs, samples, batch, expected, ("capital",))
+        return one_graph_plan(self.model, forward, inputs, outputs, samples, batch, ("capital",))
 
 
 __all__ = ["TruecaseConfig", "TruecaseTask"]

@@ -15,7 +15,9 @@ graph: it exports them all with dynamic shapes, Viterbi as a real ONNX ``Loop``
 2.13, onnxscript 0.7) fixed the trace's length into every shape read from an LSTM's output, so
 the bidirectional graphs failed in onnxruntime at any other length; a Viterbi loop needed the
 private ``torch._higher_order_ops.scan``; each export took 1-8 s. Packing does not export:
-:class:`rnnkit.nn.encoder.UnpackedRNN` runs the same weights over the padded batch.
+:func:`rnnkit.nn.encoder.unpacked` runs the same weights over the padded batch, and the
+recurrent layers of ``rnnkit.nn`` use it while they are exported, so a graph is the model's
+own code path (``OnnxGraph.forward``).
 
 Parity. Unless ``check=False`` (``--no-check``), every export is run in onnxruntime by the
 plan's check on batches of 1 and 5 sequences of different lengths and one of a single token
@@ -107,19 +109,38 @@ def check_samples(
     return samples
 
 
+class _Traced(nn.Module):
+    """What the exporter traces: ``graph.forward`` called with the inputs positionally."""
+
+    def __init__(self, graph: OnnxGraph):
+        super().__init__()
+        self.module, self.graph = graph.module, graph  # the module: its weights are the graph's
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        """The graph's inputs in order → its outputs."""
+        return self.graph.forward(dict(zip(self.graph.inputs, inputs, strict=True)))
+
+
 def one_graph_plan(
     module: nn.Module,
+    forward: Callable[[dict[str, torch.Tensor]], Any],
     inputs: dict[str, Any],
     outputs: dict[str, Any],
     samples: Samples,
-    batch: Callable[[list[list[Any]]], Mapping[str, torch.Tensor]],
-    expected: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]],
+    batch: Callable[[list[list[Any]]], dict[str, torch.Tensor]],
     ids: tuple[str, ...] = (),
+    reference: Callable[[dict[str, torch.Tensor]], Any] | None = None,
 ) -> OnnxPlan:
-    """The plan of a model of one graph, ``model``, that reads a batch: traced on rows cut from
-    ``samples`` by :data:`TRACE_LENGTHS`, checked on each of :data:`CHECK_LENGTHS` against
-    ``expected(batch)``, the task's PyTorch outputs by name."""
-    graph = OnnxGraph("model", module, inputs, outputs, batch(samples.cut(TRACE_LENGTHS)), ids)
+    """The plan of a model of one graph, ``model`` (``forward`` with ``module``'s weights), that
+    reads a batch: traced on rows cut from ``samples`` by :data:`TRACE_LENGTHS`, checked on each
+    of :data:`CHECK_LENGTHS` against ``reference(batch)``, the task's PyTorch outputs in the
+    same order; by default ``forward`` itself run by PyTorch, where recurrent layers pack."""
+    example = batch(samples.cut(TRACE_LENGTHS))
+    graph = OnnxGraph("model", module, forward, inputs, outputs, example, ids)
+
+    def expected(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        found = (reference or forward)(b)
+        return dict(zip(outputs, found if isinstance(found, tuple) else (found,), strict=True))
 
     def check(run: RunGraph) -> list[str]:
         shown = []
@@ -256,14 +277,15 @@ def _export_graph(graph: OnnxGraph, opset: int) -> bytes:
         name: {i: a for i, a in enumerate(axes) if isinstance(a, str)}
         for name, axes in {**graph.inputs, **graph.outputs}.items()
     }
-    graph.module.eval()
+    # in eval mode: the exporter leaves every module in the mode the root had
+    traced = _Traced(graph).eval()
     with warnings.catch_warnings(), torch.no_grad():
         # the exporter warns about its deprecation and about LSTMs without initial states
         # (which get zeros of the dynamic batch size; the parity check covers it)
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                graph.module, tuple(graph.example[n] for n in graph.inputs), buffer,
+                traced, tuple(graph.example[n] for n in graph.inputs), buffer,
                 input_names=list(graph.inputs), output_names=list(graph.outputs),
                 dynamic_axes=dynamic_axes, opset_version=opset, do_constant_folding=True,
                 **kwargs,

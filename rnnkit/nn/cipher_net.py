@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rnnkit.errors import ConfigError
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, UnpackedRNN, check_sizes, mask_lengths
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 
 
 @dataclass
@@ -59,30 +59,13 @@ class CipherNet(nn.Module):
 
     def decode(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Most likely symbol ids ``(batch, time)``; padding is never predicted."""
-        logits = self(source, mask)
-        logits[..., self.pad_id] = float("-inf")
-        return logits.argmax(-1).masked_fill(~mask, self.pad_id)
+        return self.best(self(source, mask), mask)
+
+    def best(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The likeliest ids ``(batch, time)`` of logits ``(batch, time, vocab)``: never padding,
+        which fills the padded positions (a masked fill, no in-place write: it exports)."""
+        banned = torch.arange(logits.shape[-1], device=logits.device) == self.pad_id
+        return logits.masked_fill(banned, float("-inf")).argmax(-1).masked_fill(~mask, self.pad_id)
 
 
-class CipherGraph(nn.Module):
-    """:meth:`CipherNet.decode` for ONNX export, without packing: ids, mask ``(batch, time)``
-    → logits ``(batch, time, vocab)``, decoded ``(batch, time)``."""
-
-    def __init__(self, net: CipherNet):
-        super().__init__()
-        self.net = net
-        self.rnn = UnpackedRNN(net.encoder.rnn)
-        banned = torch.zeros(net.out.out_features, dtype=torch.bool)
-        banned[net.pad_id] = True  # padding is never predicted
-        self.register_buffer("banned", banned, persistent=False)
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """ids, mask ``(batch, time)`` → logits ``(batch, time, vocab)``, decoded ids
-        ``(batch, time)`` (padding on padded positions)."""
-        hidden, _ = self.rnn(self.net.embed(ids), mask_lengths(mask))
-        logits = self.net.out(hidden)
-        best = logits.masked_fill(self.banned, float("-inf")).argmax(-1)
-        return logits, best.masked_fill(~mask, self.net.pad_id)
-
-
-__all__ = ["CipherGraph", "CipherModelConfig", "CipherNet"]
+__all__ = ["CipherModelConfig", "CipherNet"]

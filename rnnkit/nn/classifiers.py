@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from rnnkit.errors import ConfigError
 from rnnkit.nn.contextual import ContextualChars
 from rnnkit.nn.embeddings import drop_words
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, UnpackedRNN, check_sizes, mask_lengths
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 from rnnkit.nn.pooling import Pooling, PoolingKind
 
 
@@ -124,6 +124,29 @@ class BowClassifier(nn.Module):
         """The loss is a mean over texts, not over their words (for several processes)."""
         return int(batch["labels"].shape[0])
 
+    def dense_probabilities(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``softmax(logits(batch))`` ``(batch, labels)`` in a form that exports to ONNX.
+
+        ``EmbeddingBag`` with offsets exports as a loop over bags; here each text's sum is one
+        matrix product with a ``(batch, entries)`` membership matrix built from the offsets,
+        the same sum in one operation (memory: batch × entries floats, small for batches of
+        texts).
+        """
+        features, offsets = batch["features"], batch["offsets"]
+        entries = torch.arange(features.shape[0], device=features.device).unsqueeze(0)
+        # the entry count as a tensor: a Python int would be traced as a constant
+        ends = torch.cat([offsets[1:], torch.ones_like(features).sum(dim=0, keepdim=True)])
+        member = (entries >= offsets.unsqueeze(1)) & (entries < ends.unsqueeze(1))
+        member = member.to(torch.float32)  # (batch, entries)
+        weights = batch["counts"]
+        if self.config.features == "tfidf":
+            weights = weights * self.idf[features]
+        if self.config.norm == "l2":
+            norms = (member @ (weights * weights).unsqueeze(1)).squeeze(1)  # (batch,)
+            weights = weights / (member.t() @ norms.sqrt().clamp(min=1e-12).unsqueeze(1)).squeeze(1)
+        scores = member @ (self.linear.weight[features] * weights.unsqueeze(1)) + self.bias
+        return torch.softmax(scores.float(), dim=-1)
+
 
 class NeuralClassifier(nn.Module):
     """words → embedding → (Bi)LSTM/GRU → max/mean/attention pooling → linear → label scores."""
@@ -171,65 +194,7 @@ class NeuralClassifier(nn.Module):
         return int(batch["labels"].shape[0])
 
 
-class NeuralClassifierGraph(nn.Module):
-    """:meth:`NeuralClassifier.logits`' probabilities for ONNX export, without packing. Its
-    inputs are the batch's tensors named in ``names``, in that order (``words``, ``mask``
-    ``(batch, time)``, and the contextual LMs' inputs)."""
-
-    def __init__(self, model: NeuralClassifier, names: list[str]):
-        super().__init__()
-        self.names = names
-        self.model = model
-        self.rnn = UnpackedRNN(model.encoder.rnn)
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        """The batch's tensors → probabilities ``(batch, labels)``."""
-        b = dict(zip(self.names, inputs, strict=True))
-        m, mask = self.model, b["mask"]
-        x = m.embed(b["words"])
-        if m.contextual is not None:  # the character LMs run inside the graph
-            x = torch.cat([x, m.contextual(b)], dim=-1)
-        hidden, _ = self.rnn(x, mask_lengths(mask))
-        return torch.softmax(m.out(m.pool(hidden, mask)).float(), dim=-1)
-
-
-class BowClassifierGraph(nn.Module):
-    """:meth:`BowClassifier.logits`' probabilities for ONNX export.
-
-    ``EmbeddingBag`` with offsets exports as a loop over bags; here each text's sum is one
-    matrix product with a ``(batch, entries)`` membership matrix built from the offsets, the
-    same sum in one operation (memory: batch × entries floats, small for batches of texts).
-    """
-
-    def __init__(self, model: BowClassifier):
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self, features: torch.Tensor, counts: torch.Tensor, offsets: torch.Tensor
-    ) -> torch.Tensor:
-        """features, counts ``(entries,)``, offsets ``(batch,)`` (see
-        :meth:`BowClassifier.feature_weights`) → probabilities ``(batch, labels)``."""
-        m, config = self.model, self.model.config
-        entries = torch.arange(features.shape[0], device=features.device).unsqueeze(0)
-        # the entry count as a tensor: a Python int would be traced as a constant
-        total = torch.ones_like(features).sum(dim=0, keepdim=True)
-        ends = torch.cat([offsets[1:], total])
-        member = (entries >= offsets.unsqueeze(1)) & (entries < ends.unsqueeze(1))
-        member = member.to(torch.float32)  # (batch, entries)
-        weights = counts
-        if config.features == "tfidf":
-            weights = weights * m.idf[features]
-        if config.norm == "l2":
-            norms = (member @ (weights * weights).unsqueeze(1)).squeeze(1)  # (batch,)
-            weights = weights / (member.t() @ norms.sqrt().clamp(min=1e-12).unsqueeze(1)).squeeze(1)
-        scores = member @ (m.linear.weight[features] * weights.unsqueeze(1)) + m.bias
-        return torch.softmax(scores.float(), dim=-1)
-
-
 __all__ = [
-    "BowClassifierGraph",
-    "NeuralClassifierGraph",
     "BowClassifier",
     "ClassifyModelConfig",
     "NeuralClassifier",

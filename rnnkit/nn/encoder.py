@@ -64,12 +64,15 @@ class RecurrentEncoder(nn.Module):
 
         Returns ``(outputs, state)``: outputs ``(batch, time, output_size)`` with zeros at
         padded positions, and the final state (``h`` or ``(h, c)``, each
-        ``(layers * directions, batch, hidden_size)``).
+        ``(layers * directions, batch, hidden_size)``); None while it is being exported to
+        ONNX with a mask (:func:`final_outputs` reads the top layer's from the outputs).
         """
         if x.is_cuda:
             # cuDNN's fused kernel wants the weights in one contiguous block; after a move,
             # a reload or DDP's broadcast they may not be (a no-op when they are).
             self.rnn.flatten_parameters()
+        if mask is not None and torch.onnx.is_in_onnx_export():
+            return unpacked(self.rnn, x, mask_lengths(mask)), None  # packing does not export
         if mask is None or bool(mask.all()):
             return self.rnn(x, state)
         lengths = mask.sum(dim=1).clamp(min=1).cpu()
@@ -95,62 +98,50 @@ def mask_lengths(mask: torch.Tensor) -> torch.Tensor:
     return mask.sum(dim=1).clamp(min=1)
 
 
-def _one_layer(rnn: nn.RNNBase, layer: int, reverse: bool) -> nn.RNNBase:
-    """A one-layer, one-direction copy of ``layer`` of ``rnn`` (its ``_reverse`` weights when
-    ``reverse``), batch first, for running each direction of a bidirectional layer apart."""
-    extra = {"nonlinearity": rnn.nonlinearity} if isinstance(rnn, nn.RNN) else {}
-    width = rnn.input_size if layer == 0 else 2 * rnn.hidden_size
-    cell = type(rnn)(width, rnn.hidden_size, num_layers=1, bias=rnn.bias, batch_first=True, **extra)
+def _direction(rnn: nn.RNNBase, layer: int, reverse: bool, x: torch.Tensor) -> torch.Tensor:
+    """Outputs ``(batch, time, hidden)`` of one direction of one layer of ``rnn`` over ``x``
+    ``(batch, time, input)`` from a zero state, by that layer's own weights."""
     suffix = f"l{layer}" + ("_reverse" if reverse else "")
     names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if rnn.bias else [])
-    with torch.no_grad():
-        for name in names:
-            getattr(cell, f"{name}_l0").copy_(getattr(rnn, f"{name}_{suffix}"))
-    return cell.eval()
+    weights = [getattr(rnn, f"{name}_{suffix}") for name in names]
+    h0 = x.new_zeros(1, x.shape[0], rnn.hidden_size)
+    if isinstance(rnn, nn.LSTM):
+        return torch._VF.lstm(x, (h0, h0), weights, rnn.bias, 1, 0.0, False, False, True)[0]
+    cell = (
+        torch._VF.gru if isinstance(rnn, nn.GRU) else getattr(torch._VF, f"rnn_{rnn.nonlinearity}")
+    )
+    return cell(x, h0, weights, rnn.bias, 1, 0.0, False, False, True)[0]
 
 
-class UnpackedRNN(nn.Module):
-    """A batch-first ``nn.LSTM``/``GRU``/``RNN`` run over a padded batch without packing (which
-    does not export to ONNX), with the results packing gives at real positions.
+def unpacked(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A batch-first ``nn.LSTM``/``GRU``/``RNN`` (in eval mode) run over a padded batch
+    without packing, which does not export to ONNX, with the outputs packing gives: x ``(batch,
+    time, input)``, lengths ``(batch,)`` ≥ 1 → ``(batch, time, directions * hidden)``, zero
+    past each length.
 
     A forward direction reads real tokens before any padding, so its outputs at real positions
     are the packed ones; a backward direction would read the padding first, so each sequence is
     reversed within its own length (a gather computed from the lengths), read, and reversed
-    back, layer by layer. Outputs at padded positions are zeroed, as ``pad_packed_sequence``
-    leaves them, and final states are read at each sequence's own end.
+    back, layer by layer.
     """
+    if not rnn.bidirectional:
+        outputs, _ = rnn(x)  # a one-way network reads real tokens first: run it whole
+    else:
+        for layer in range(rnn.num_layers):
+            ahead = _direction(rnn, layer, False, x)
+            behind = _direction(rnn, layer, True, reverse_within(x, lengths))
+            x = torch.cat([ahead, reverse_within(behind, lengths)], dim=2)
+        outputs = x
+    real = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
+    return outputs.masked_fill(~real.unsqueeze(2), 0.0)
 
-    def __init__(self, rnn: nn.RNNBase):
-        super().__init__()
-        if not rnn.batch_first:
-            raise ValueError("UnpackedRNN takes batch-first recurrent layers only")
-        self.bidirectional = rnn.bidirectional
-        if self.bidirectional:
-            layers = range(rnn.num_layers)
-            self.forwards = nn.ModuleList(_one_layer(rnn, k, False) for k in layers)
-            self.backwards = nn.ModuleList(_one_layer(rnn, k, True) for k in layers)
-        else:
-            self.rnn = rnn  # a one-way network reads real tokens first: run it whole
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x ``(batch, time, input)``, lengths ``(batch,)`` ≥ 1 → outputs ``(batch, time,
-        directions * hidden)``, zero past each length, and the top layer's final hidden state
-        of each direction, concatenated ``(batch, directions * hidden)``."""
-        last = (lengths - 1).view(-1, 1, 1)
-        if self.bidirectional:
-            for forward, backward in zip(self.forwards, self.backwards, strict=True):
-                ahead, _ = forward(x)
-                behind, _ = backward(reverse_within(x, lengths))
-                behind = reverse_within(behind, lengths)
-                x = torch.cat([ahead, behind], dim=2)
-            width = ahead.shape[2]
-            # the forward direction ends at the last real token, the backward one at the first
-            final = torch.cat(
-                [ahead.gather(1, last.expand(-1, 1, width)).squeeze(1), behind[:, 0]], dim=1
-            )
-            outputs = x
-        else:
-            outputs, _ = self.rnn(x)
-            final = outputs.gather(1, last.expand(-1, 1, outputs.shape[2])).squeeze(1)
-        real = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)
-        return outputs.masked_fill(~real.unsqueeze(2), 0.0), final
+def final_outputs(outputs: torch.Tensor, lengths: torch.Tensor, directions: int) -> torch.Tensor:
+    """The top layer's final hidden state of each direction, concatenated ``(batch,
+    directions * hidden)``, read from its outputs ``(batch, time, directions * hidden)``: the
+    forward direction's at each sequence's last real position, the backward one's at the first
+    (the same values as the packed network's final state; lengths ``(batch,)`` ≥ 1)."""
+    width = outputs.shape[2] // directions
+    last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, width)
+    ahead = outputs[:, :, :width].gather(1, last).squeeze(1)
+    return ahead if directions == 1 else torch.cat([ahead, outputs[:, 0, width:]], dim=1)

@@ -144,27 +144,6 @@ def _detach(state: Any) -> Any:
     return state.detach()
 
 
-class LMStepGraph(nn.Module):
-    """One step of :class:`LanguageModel` for ONNX export (sampling stays in Python)."""
-
-    def __init__(self, model: LanguageModel):
-        super().__init__()
-        self.model = model
-        self.lstm = isinstance(model.encoder.rnn, nn.LSTM)
-
-    def forward(
-        self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, ...]:
-        """tokens ``(batch, 1)``, state h (and c for an LSTM) ``(layers, batch, hidden)`` →
-        log-probabilities ``(batch, vocab)`` and the next h (and c)."""
-        m = self.model
-        state = (h, c) if self.lstm else h
-        # no mask: the language model never packs, so its network runs as it is
-        features, state = m.encoder.rnn(m.embed(tokens), state)
-        log_probs = m.log_probs(features[:, -1])
-        return (log_probs, *state) if self.lstm else (log_probs, state)
-
-
 def _adaptive_log_probs(a: nn.AdaptiveLogSoftmaxWithLoss, features: torch.Tensor) -> torch.Tensor:
     """``a.log_prob(features)``, features ``(n, hidden)`` → ``(n, vocab)``. That fills an empty
     tensor slice by slice; the same values joined by one concatenation export to ONNX (no
@@ -177,4 +156,4 @@ def _adaptive_log_probs(a: nn.AdaptiveLogSoftmaxWithLoss, features: torch.Tensor
     return torch.cat(parts, dim=1)
 
 
-__all__ = ["LMStepGraph", "LMModelConfig", "LanguageModel", "start_id"]
+__all__ = ["LMModelConfig", "LanguageModel", "start_id"]

@@ -19,7 +19,7 @@ from rnnkit.data.vocab import PAD, UNK
 from rnnkit.errors import ConfigError
 from rnnkit.nn.attention import AttentionKind
 from rnnkit.nn.decoder import AttentionDecoder, DecoderRnn, State
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, UnpackedRNN, check_sizes, mask_lengths
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes, final_outputs, mask_lengths
 from rnnkit.nn.search import Hypotheses, search
 
 BOS, EOS = "<s>", "</s>"
@@ -107,10 +107,8 @@ class Seq2Seq(nn.Module):
     def encode(self, source: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """source, mask ``(batch, source)`` → outputs ``(batch, source, memory)`` and a summary
         ``(batch, memory)``: the top layer's final state of each direction, concatenated."""
-        outputs, state = self.encoder(self.drop(self.src_embed(source)), mask)
-        h = state[0] if isinstance(state, tuple) else state  # (layers * dirs, batch, hidden)
-        top = h.view(-1, self.directions, h.shape[1], h.shape[2])[-1]
-        return outputs, top.transpose(0, 1).reshape(h.shape[1], -1)
+        outputs, _ = self.encoder(self.drop(self.src_embed(source)), mask)
+        return outputs, final_outputs(outputs, mask_lengths(mask), self.directions)
 
     def start(self, batch: dict[str, Any], decoder: AttentionDecoder | None = None) -> State:
         decoder = decoder or self.decoder
@@ -191,42 +189,7 @@ def state_names(decoder: AttentionDecoder) -> list[str]:
     return ["hidden"] + ["cell"] * (decoder.rnn_type == "lstm") + ["feed"] * decoder.input_feeding
 
 
-class EncoderGraph(nn.Module):
-    """:meth:`Seq2Seq.start` for ONNX export, without packing."""
-
-    def __init__(self, model: Seq2Seq):
-        super().__init__()
-        self.model = model
-        self.rnn = UnpackedRNN(model.encoder.rnn)
-
-    def forward(self, source: torch.Tensor, source_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """source, source_mask ``(batch, source)`` → memory, keys and the decoder's start
-        state (:func:`state_names`), batch first."""
-        m = self.model
-        memory, summary = self.rnn(m.src_embed(source), mask_lengths(source_mask))
-        state = m.decoder.init_state(memory, source_mask, summary)
-        return tuple(state[name] for name in ["memory", "keys", *state_names(m.decoder)])
-
-
-class DecoderStepGraph(nn.Module):
-    """:meth:`Seq2Seq.log_probs_step` for ONNX export: one word."""
-
-    def __init__(self, model: Seq2Seq):
-        super().__init__()
-        self.model = model
-        self.names = state_names(model.decoder)
-
-    def forward(self, token: torch.Tensor, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """token ``(batch,)``, the state (:func:`state_names`), memory, keys and source_mask
-        → log-probs ``(batch, vocab)``, attention ``(batch, source)`` and the next state."""
-        state = dict(zip([*self.names, "memory", "keys", "mask"], inputs, strict=True))
-        log_probs, weights, new = self.model.log_probs_step(token, state)
-        return (log_probs, weights, *(new[n] for n in self.names))
-
-
 __all__ = [
-    "DecoderStepGraph",
-    "EncoderGraph",
     "state_names",
     "BOS",
     "BOS_ID",

@@ -12,9 +12,9 @@ from torch.nn import functional as F
 
 from rnnkit.errors import ConfigError
 from rnnkit.nn.contextual import ContextualChars
-from rnnkit.nn.crf import CRF, bio_constraints, scripted_viterbi
+from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.embeddings import CharFeatures, CharKind, drop_words
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, UnpackedRNN, check_sizes, mask_lengths
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
 
 
 @dataclass
@@ -124,44 +124,4 @@ class Tagger(nn.Module):
         return self.crf.decode(scores, mask)[0]
 
 
-class TaggerGraph(nn.Module):
-    """:meth:`Tagger.decode` for ONNX export, without packing; a CRF's Viterbi is a loop in
-    the graph (:func:`rnnkit.nn.crf.viterbi`). Its inputs are the batch's tensors named in
-    ``names``, in that order (see :meth:`Tagger.emissions`; the contextual LMs' inputs, not
-    their features)."""
-
-    def __init__(self, tagger: Tagger, names: list[str]):
-        super().__init__()
-        self.names = names
-        self.tagger = tagger
-        self.rnn = UnpackedRNN(tagger.encoder.rnn)
-        chars = tagger.chars
-        lstm = chars is not None and chars.kind == "lstm"
-        self.char_rnn = UnpackedRNN(chars.rnn) if lstm else None
-        self.crf_decode = scripted_viterbi() if tagger.crf is not None else None
-
-    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch's tensors → tags ``(batch, time)`` (0 on padding) and emissions
-        ``(batch, time, tags)``."""
-        b = dict(zip(self.names, inputs, strict=True))
-        t, mask = self.tagger, b["mask"]
-        x = t.embed(b["words"])
-        if t.chars is not None:
-            chars, lengths = b["chars"], b["char_lengths"]
-            if self.char_rnn is not None:
-                # CharFeatures: the final states of both directions of a packed BiLSTM
-                _, per_form = self.char_rnn(t.chars.embed(chars), lengths.clamp(min=1))
-            else:
-                per_form = t.chars(chars, lengths)  # the CNN needs no packing
-            x = torch.cat([x, per_form[b["forms"]]], dim=-1)
-        if t.contextual is not None:  # the character LMs run inside the graph
-            x = torch.cat([x, t.contextual(b)], dim=-1)
-        hidden, _ = self.rnn(x, mask_lengths(mask))
-        emissions = t.out(hidden)
-        if self.crf_decode is None:
-            return emissions.argmax(-1).masked_fill(~mask, 0), emissions
-        tags = self.crf_decode(emissions, mask, *t.crf._scores())
-        return tags.masked_fill(~mask, 0), emissions
-
-
-__all__ = ["TaggerGraph", "TagModelConfig", "Tagger"]
+__all__ = ["TagModelConfig", "Tagger"]

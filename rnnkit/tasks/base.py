@@ -297,12 +297,14 @@ RunGraph = Callable[[str, Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]
 
 @dataclass
 class OnnxGraph:
-    """One ONNX graph of a model: the module traced, its inputs and outputs in graph order with
-    their axes, and example inputs by name to trace it with (any axis named in two places must
-    have one size)."""
+    """One ONNX graph of a model: ``forward``, traced, maps a batch (the inputs by name) to the
+    outputs (a tensor or a tuple in ``outputs`` order) with the weights of ``module``; the
+    inputs and outputs in graph order with their axes (any axis named in two places must have
+    one size), and an example batch to trace it with."""
 
     name: str  # "model"; a model of several graphs writes each to OUT.NAME.onnx
-    module: torch.nn.Module  # called with the inputs positionally, in ``inputs`` order
+    module: torch.nn.Module
+    forward: Callable[[dict[str, torch.Tensor]], Any]
     inputs: dict[str, Axes]
     outputs: dict[str, Axes]
     example: Mapping[str, torch.Tensor]

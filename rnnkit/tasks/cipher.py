@@ -30,7 +30,7 @@ from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.export import OnnxPlan, Samples, check_samples, one_graph_plan
-from rnnkit.nn.cipher_net import CipherGraph, CipherModelConfig, CipherNet
+from rnnkit.nn.cipher_net import CipherModelConfig, CipherNet
 from rnnkit.tasks import storage
 from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options
 from rnnkit.train import TrainConfig
@@ -391,15 +391,15 @@ class CipherTask:
         def batch(rows: list[list[int]]) -> dict[str, torch.Tensor]:
             return dict(zip(("ids", "mask"), pad(rows), strict=True))
 
-        def expected(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            net = self.model
-            return {"logits": net(b["ids"], b["mask"]), "decoded": net.decode(b["ids"], b["mask"])}
+        def forward(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.model(b["ids"], b["mask"])
+            return logits, self.model.best(logits, b["mask"])
 
         text = ("batch", "time")
-        outputs = {"logits": (*text, len(self.vocab)), "decoded": text}
+        inputs, outputs = {"ids": text, "mask": text}, {"logits": (*text, len(self.vocab))}
+        outputs["decoded"] = text
         samples = check_samples(read, drawn, data)
-        graph, inputs = CipherGraph(self.model), {"ids": text, "mask": text}
-        return one_graph_plan(graph, inputs, outputs, samples, batch, expected, ("decoded",))
+        return one_graph_plan(self.model, forward, inputs, outputs, samples, batch, ("decoded",))
 
 
 __all__ = ["CipherConfig", "CipherTask"]

@@ -31,13 +31,7 @@ from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
 from rnnkit.metrics import label_scores
-from rnnkit.nn.classifiers import (
-    BowClassifier,
-    BowClassifierGraph,
-    ClassifyModelConfig,
-    NeuralClassifier,
-    NeuralClassifierGraph,
-)
+from rnnkit.nn.classifiers import BowClassifier, ClassifyModelConfig, NeuralClassifier
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.tasks import storage
 from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
@@ -438,19 +432,19 @@ class ClassifyTask:
                 return found
             return found | model.contextual.inputs([t.split() or [""] for t in texts])
 
-        def expected(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {"probabilities": torch.softmax(model.logits(b).float(), -1)}
+        def probabilities(b: dict[str, torch.Tensor]) -> torch.Tensor:
+            return torch.softmax(model.logits(b).float(), -1)
 
         outputs = {"probabilities": ("batch", len(self.label_vocab))}
-        if self.bow:
+        if self.bow:  # the check compares its dense sums with EmbeddingBag's
             inputs: dict[str, Any] = {"features": ("entries",), "counts": ("entries",)}
             inputs["offsets"] = ("batch",)
-            graph: nn.Module = BowClassifierGraph(model)
+            forward = model.dense_probabilities
         else:
             inputs = {"words": ("batch", "time"), "mask": ("batch", "time")}
             inputs |= model.contextual.onnx_axes() if model.contextual else {}
-            graph = NeuralClassifierGraph(model, list(inputs))
-        return one_graph_plan(graph, inputs, outputs, samples, batch, expected)
+            forward = probabilities
+        return one_graph_plan(model, forward, inputs, outputs, samples, batch, (), probabilities)
 
 
 __all__ = ["ClassifyConfig", "ClassifyTask", "ngrams", "smoothed_idf"]

@@ -28,7 +28,8 @@ from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
 from rnnkit.metrics import confusion_table, entity_scores, token_accuracy
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
-from rnnkit.nn.tagger import Tagger, TaggerGraph, TagModelConfig
+from rnnkit.nn.crf import scripted_viterbi
+from rnnkit.nn.tagger import Tagger, TagModelConfig
 from rnnkit.tasks import storage
 from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options, shard
 from rnnkit.train import TrainConfig
@@ -375,12 +376,19 @@ class TagTask:
             found = self.make_batch(rows, with_tags=False)
             return found | (model.contextual.inputs(rows) if model.contextual else {})
 
-        def expected(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {"tags": model.decode(b), "emissions": model.emissions(b)}
+        def forward(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            emissions, mask = model.emissions(b), b["mask"]
+            if model.crf is None:
+                return emissions.argmax(-1).masked_fill(~mask, 0), emissions
+            # a loop of fixed size in the graph for sentences of any length (see viterbi)
+            tags = scripted_viterbi()(emissions, mask, *model.crf._scores())
+            return tags.masked_fill(~mask, 0), emissions
+
+        def reference(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            return model.decode(b), model.emissions(b)  # CRF.decode, not the graph's Viterbi
 
         outputs = {"tags": text, "emissions": (*text, len(self.tag_vocab))}
-        graph = TaggerGraph(model, list(inputs))
-        return one_graph_plan(graph, inputs, outputs, samples, batch, expected, ("tags",))
+        return one_graph_plan(model, forward, inputs, outputs, samples, batch, ("tags",), reference)
 
 
 __all__ = ["TagConfig", "TagTask"]

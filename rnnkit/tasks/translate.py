@@ -47,8 +47,6 @@ from rnnkit.nn.seq2seq import (
     EOS,
     EOS_ID,
     SPECIALS,
-    DecoderStepGraph,
-    EncoderGraph,
     Seq2Seq,
     TranslateModelConfig,
     state_names,
@@ -431,46 +429,46 @@ class TranslateTask:
             rows = samples.cut([max(1, n - 1) for n in lengths], shift)
             return self.make_batch([" ".join(r) for r in rows])
 
-        encoder, example = EncoderGraph(model), batch(export.TRACE_LENGTHS)
-        start = encoder(example["source"], example["source_mask"])
-        step_example = dict(zip([*memory, *states], start, strict=True)) | example
+        def encode(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            start = model.start(b)
+            return tuple(start[n] for n in [*memory, *states])
+
+        def step(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            state = {n: b[n] for n in [*states, *memory]} | {"mask": b["source_mask"]}
+            log_probs, weights, new = model.log_probs_step(b["token"], state)
+            return (log_probs, weights, *(new[n] for n in states))
+
+        example = batch(export.TRACE_LENGTHS)
+        step_example = dict(zip([*memory, *states], encode(example), strict=True)) | example
         step_example["token"] = torch.full((len(export.TRACE_LENGTHS),), BOS_ID)
         step_inputs = {"token": ("batch",), **state, **memory, "source_mask": source["source_mask"]}
-        step_outputs = {
-            "log_probs": ("batch", len(self.target_vocab)),
-            "attention": ("batch", "source"),
-        }
+        step_outputs = {"log_probs": ("batch", len(self.target_vocab))}
+        step_outputs |= {"attention": ("batch", "source")}
         step_outputs |= {f"{n}_next": axes for n, axes in state.items()}
-        graphs = [
-            export.OnnxGraph("encoder", encoder, source, {**memory, **state}, example),
-            export.OnnxGraph(
-                "decoder",
-                DecoderStepGraph(model),
-                step_inputs,
-                step_outputs,
-                step_example,
-                greedy=("log_probs",),
-            ),
-        ]
+        encoder = export.OnnxGraph("encoder", model, encode, source, memory | state, example)
+        decoder_step = export.OnnxGraph(
+            "decoder", model, step, step_inputs, step_outputs, step_example
+        )
+        decoder_step.greedy = ("log_probs",)  # argmax reported
 
         def check(run: export.RunGraph) -> list[str]:
             shown = []
             for shift, lengths in enumerate(export.CHECK_LENGTHS, 1):
                 b = batch(lengths, shift)
-                theirs = model.start(b)
-                ours = run("encoder", b, {n: theirs[n] for n in graphs[0].outputs})
+                theirs = dict(zip(encoder.outputs, encode(b), strict=True))
+                ours = run("encoder", b, theirs)
                 prev = torch.full((len(lengths),), BOS_ID)
                 for _ in range(6):
-                    log_probs, weights, theirs = model.log_probs_step(prev, theirs)
-                    expected = {"log_probs": log_probs, "attention": weights}
-                    expected |= {f"{n}_next": theirs[n] for n in states}
-                    got = run("decoder", {**ours, "token": prev, **b}, expected)
+                    found = step(theirs | b | {"token": prev})
+                    expected = dict(zip(step_outputs, found, strict=True))
+                    got = run("decoder", ours | b | {"token": prev}, expected)
                     ours |= {n: got[f"{n}_next"] for n in states}
-                    prev = log_probs.argmax(-1)  # both sides read the same next word
+                    theirs |= {n: expected[f"{n}_next"] for n in states}
+                    prev = expected["log_probs"].argmax(-1)  # both sides read the same next word
                 shown.append(export.batch_shape([int(n) for n in b["source_mask"].sum(1)]))
             return shown
 
-        return export.OnnxPlan(graphs, check, samples.source)
+        return export.OnnxPlan([encoder, decoder_step], check, samples.source)
 
 
 __all__ = ["TranslateConfig", "TranslateTask"]
