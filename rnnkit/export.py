@@ -109,18 +109,6 @@ def check_samples(
     return samples
 
 
-class _Traced(nn.Module):
-    """What the exporter traces: ``graph.forward`` called with the inputs positionally."""
-
-    def __init__(self, graph: OnnxGraph):
-        super().__init__()
-        self.module, self.graph = graph.module, graph  # the module: its weights are the graph's
-
-    def forward(self, *inputs: torch.Tensor) -> Any:
-        """The graph's inputs in order → its outputs."""
-        return self.graph.forward(dict(zip(self.graph.inputs, inputs, strict=True)))
-
-
 def one_graph_plan(
     module: nn.Module,
     forward: Callable[[dict[str, torch.Tensor]], Any],
@@ -267,6 +255,18 @@ def session(data: bytes, threads: int = 1) -> Any:
 
 
 # ------------------------------------------------------------------------------ exporting
+class _Traced(nn.Module):
+    """What the exporter traces: ``graph.forward`` called with the inputs positionally."""
+
+    def __init__(self, graph: OnnxGraph):
+        super().__init__()
+        self.module, self.graph = graph.module, graph  # the module: its weights are the graph's
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        """The graph's inputs in order → its outputs."""
+        return self.graph.forward(dict(zip(self.graph.inputs, inputs, strict=True)))
+
+
 def _export_graph(graph: OnnxGraph, opset: int) -> bytes:
     """ONNX bytes of one graph, by the TorchScript-based exporter (see the module docstring)."""
     buffer = io.BytesIO()

@@ -49,9 +49,8 @@ class CharFeatures(nn.Module):
         """chars ``(forms, letters)`` padded ids, lengths ``(forms,)`` ≥ 1 → ``(forms, out)``."""
         x = self.embed(chars)
         if self.kind == "lstm" and torch.onnx.is_in_onnx_export():  # packing does not export
-            return final_outputs(
-                unpacked(self.rnn, x, lengths.clamp(min=1)), lengths.clamp(min=1), 2
-            )
+            real = lengths.clamp(min=1)
+            return final_outputs(unpacked(self.rnn, x, real), real, 2)
         if self.kind == "lstm":
             packed = pack_padded_sequence(
                 x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False

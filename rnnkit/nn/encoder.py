@@ -105,6 +105,8 @@ def _direction(rnn: nn.RNNBase, layer: int, reverse: bool, x: torch.Tensor) -> t
     names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if rnn.bias else [])
     weights = [getattr(rnn, f"{name}_{suffix}") for name in names]
     h0 = x.new_zeros(1, x.shape[0], rnn.hidden_size)
+    # torch._VF is what nn.LSTM/GRU/RNN call themselves: a direction runs by the module's own
+    # weights, with no copy of them made at each export
     if isinstance(rnn, nn.LSTM):
         return torch._VF.lstm(x, (h0, h0), weights, rnn.bias, 1, 0.0, False, False, True)[0]
     cell = (
