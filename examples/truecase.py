@@ -27,6 +27,7 @@ from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
+from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
 from rnnkit.nn.encoder import RecurrentEncoder, check_sizes
 from rnnkit.tasks.base import Evaluation, NoOptions, TaskBase, for_inference, predictor, shard
 from rnnkit.train import TrainConfig
@@ -208,6 +209,29 @@ class TruecaseTask(TaskBase):
             if a.isalpha()
         ]
         return {"letter_accuracy": sum(a == b for a, b in pairs) / max(1, len(pairs))}
+
+    # ---------------------------------------------------------------- export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """One graph, ``model``: ``chars`` int64 and ``mask`` bool ``(batch, time)``, the
+        lowercased text as :meth:`make_batch` encodes it → ``scores`` float32 ``(batch, time,
+        2)`` and ``capital`` int64 ``(batch, time)``, 1 where a capital goes. Checked on the
+        dev lines (else on characters drawn from the vocabulary)."""
+        samples = check_samples(
+            lambda: [list(lower(t)) for t in self.lines("dev")],
+            lambda: vocab_samples(self.vocab.itos, len(self.vocab.specials)),
+            data,
+        )
+
+        def batch(rows: list[list[str]]) -> dict[str, torch.Tensor]:
+            return self.make_batch(["".join(row) for row in rows])
+
+        def forward(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            scores = self.model(b["chars"], b["mask"])  # packs, except while it is exported
+            return scores, scores.argmax(-1).masked_fill(~b["mask"], 0)
+
+        text = ("batch", "time")
+        inputs, outputs = {"chars": text, "mask": text}, {"scores": (*text, 2), "capital": text}
+        return one_graph_plan(self.model, forward, inputs, outputs, samples, batch, ("capital",))
 
 
 __all__ = ["TruecaseConfig", "TruecaseTask"]

@@ -4,14 +4,9 @@
 onnxruntime; ``torch`` (the default) through PyTorch. Either way the task's one predict path
 runs: text → tensors, batching, decoding back to text, and any search stay rnnkit's Python
 code, shared by both. Only the call of the network itself goes through a seam: a task that can
-predict through exported graphs has a ``runner`` attribute, None for PyTorch, or an
-:class:`OnnxRunner` whose ``run(graph, feeds)`` the task calls instead of its model:
-
-- ``cipher``: graph ``model`` (``ids``, ``mask`` → ``decoded``);
-- ``tag``: graph ``model`` (the tagger's batch → ``tags``; a CRF's Viterbi runs in the graph);
-- ``classify``: graph ``model`` (neural or bag of n-grams → ``probabilities``);
-- ``translate``: graphs ``encoder`` (the search's start state) and ``decoder`` (one step),
-  driven by :func:`rnnkit.nn.search.search`, the greedy and beam search PyTorch uses too.
+predict through its exported graphs (its ``onnx_plan``, :class:`rnnkit.tasks.base.Exportable`)
+has a ``runner`` attribute, None for PyTorch, or an :class:`OnnxRunner` whose ``run(graph,
+feeds)`` the task calls instead of its model, by the graph names of its plan.
 
 Where the graphs come from. They are exported in memory when the model is loaded, by the same
 code as ``rnnkit export`` (:func:`rnnkit.export.export_task`: the same graphs, the same
@@ -21,15 +16,15 @@ is only ever read, and no ``.onnx`` file left beside the weights can disagree wi
 takes the export's time on top (tenths of a second for small models, a few seconds for large
 ones); a model whose export fails its check is refused with the export's own message.
 
-What is the same. Tags, labels, plaintexts and translations are identical to PyTorch's; class
-probabilities and translation scores agree within :data:`TOLERANCE` (both backends compute in
-float32, in another order of operations). ``tests/test_onnx_backend.py`` checks it for every
-task and model kind above, in Python and over HTTP.
+What is the same. Decoded ids and texts are identical to PyTorch's; probabilities and scores
+agree within :data:`TOLERANCE` (both backends compute in float32, in another order of
+operations). ``tests/test_onnx_backend.py`` checks it for every task and model kind that has
+a runner, in Python and over HTTP.
 
-Tasks without graphs the predict path can use (``lm``: its sampling loop is not wired to the
-step graph; ``embed``: nothing to run) refuse ``backend="onnx"`` with one line naming the task;
-nothing falls back silently. The ONNX backend runs on the CPU, with as many intra-op threads as
-torch uses (``torch.get_num_threads()`` at load time), so that the two compare fairly.
+A task without a runner (one that exports graphs its predict does not use, or none) refuses
+``backend="onnx"`` with one line naming the task; nothing falls back silently. The ONNX backend
+runs on the CPU, with as many intra-op threads as torch uses (``torch.get_num_threads()`` at
+load time), so that the two compare fairly.
 """
 
 from __future__ import annotations
@@ -77,10 +72,14 @@ def check_backend(backend: str) -> str:
 
 def onnx_tasks() -> list[str]:
     """The registered tasks whose predict can run through onnxruntime."""
-    from rnnkit.export import BUILDERS
     from rnnkit.tasks import TASKS, task_class
 
-    return [n for n in TASKS if n in BUILDERS and hasattr(task_class(n), "runner")]
+    return [n for n in TASKS if _serves_onnx(task_class(n))]
+
+
+def _serves_onnx(task: Any) -> bool:
+    """Whether a task (class or object) exports graphs and predicts through a runner."""
+    return callable(getattr(task, "onnx_plan", None)) and hasattr(task, "runner")
 
 
 def use_backend(task: Any, backend: str = "torch") -> Any:
@@ -96,9 +95,9 @@ def use_backend(task: Any, backend: str = "torch") -> Any:
         if hasattr(task, "runner"):
             task.runner = None
         return task
-    from rnnkit.export import DEFAULT_OPSET, _need, export_task
+    from rnnkit.export import DEFAULT_OPSET, export_task, need
 
-    if task.name not in onnx_tasks():
+    if not _serves_onnx(task):
         raise ConfigError(
             f"the {task.name} task has no ONNX backend (backend onnx serves "
             f"{', '.join(onnx_tasks())}); load it with backend torch"
@@ -106,15 +105,15 @@ def use_backend(task: Any, backend: str = "torch") -> Any:
     device = next(task.model.parameters()).device
     if device.type != "cpu":
         raise ConfigError(f"backend onnx runs on the CPU, not {device}; load it with device cpu")
-    _need("onnx", "backend onnx")
-    _need("onnxruntime", "backend onnx")
+    need("onnx", "backend onnx")
+    need("onnxruntime", "backend onnx")
     task.runner = None  # the check compares the graphs with the PyTorch path
-    plan, _ = export_task(
+    exported, _, _ = export_task(
         task, DEFAULT_OPSET, check=True, data=False, unwritten="backend onnx refused"
     )
     task.runner = OnnxRunner(
-        {g.name: g.data for g in plan.graphs},
-        {g.name: list(g.inputs) for g in plan.graphs},
+        {e.graph.name: e.data for e in exported},
+        {e.graph.name: list(e.graph.inputs) for e in exported},
         torch.get_num_threads(),
     )
     return task

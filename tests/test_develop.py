@@ -46,3 +46,34 @@ def test_the_example_task_learns_capitals_from_the_command_line(registered, tmp_
     assert task.evaluate("dev")["letter_accuracy"] > all_lower + 0.02
     # Every line starts with a capital, and every speaker's name is followed by a colon.
     assert task.predict(["first citizen:"])[0]["text"] == "First Citizen:"
+
+
+def test_the_example_task_exports_to_onnx_with_no_change_outside_its_file(registered, tmp_path):
+    """``rnnkit export`` knows no task: the example's own ``onnx_plan`` is enough for a graph
+    that onnxruntime runs and that answers what PyTorch answers on a batch of its own."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import torch
+
+    from rnnkit.cli import main
+    from rnnkit.tasks import load_task
+
+    text = tmp_path / "text.txt"
+    lines = ["Paris is in France.", "Anna met Bo in Oslo.", "We saw the Nile.", "I am here."]
+    text.write_text("\n".join(lines * 5) + "\n", encoding="utf-8")
+    model, out = tmp_path / "model", tmp_path / "case.onnx"
+    args = [f"data.train={text}", f"data.dev={text}", "train.max_steps=2", "train.progress=false"]
+    assert main(["train", "truecase", "--out", str(model), *args]) == 0
+    assert main(["export", "--model", str(model), "--out", str(out)]) == 0
+
+    task = load_task(model)
+    batch = task.make_batch(["rome and paris, not berlin.", "x", "the nile flows north"])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["chars", "mask"]
+    scores, capital = session.run(
+        ["scores", "capital"], {"chars": batch["chars"].numpy(), "mask": batch["mask"].numpy()}
+    )
+    with torch.no_grad():
+        want = task.model(batch["chars"], batch["mask"])
+    assert abs(scores - want.numpy()).max() <= 1e-4
+    assert (capital == want.argmax(-1).masked_fill(~batch["mask"], 0).numpy()).all()

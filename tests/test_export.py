@@ -1,4 +1,4 @@
-"""ONNX export (rnnkit/export.py): each task's graphs, run in onnxruntime, against PyTorch.
+"""ONNX export (rnnkit/export.py, each task's onnx_plan): graphs run in onnxruntime vs PyTorch.
 
 Largest absolute differences from PyTorch seen on the tiny models (torch 2.13 CPU,
 onnxruntime 1.32), each asserted below to be at most 1e-4:
@@ -25,7 +25,9 @@ from rnnkit.data.ciphers import normalise as normalise_cipher
 from rnnkit.data.parallel import normalise as normalise_french
 from rnnkit.data.vocab import PAD, UNK
 from rnnkit.errors import RnnkitError
-from rnnkit.nn.crf import CRF, bio_constraints
+from rnnkit.nn import encoder
+from rnnkit.nn.crf import CRF, bio_constraints, scripted_viterbi
+from rnnkit.nn.encoder import reverse_within
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -154,20 +156,12 @@ def test_bidirectional_check_batches_prove_padding_is_handled(models, tmp_path, 
     """The naive export, a bidirectional network run over the padded batch as it is, reads
     padding before the real tokens in its backward direction: the check must refuse it."""
 
-    def naive(self, x, lengths):
-        rnn = self.naive
+    def naive(rnn, x, lengths):
         outputs, _ = rnn(x)
         real = torch.arange(x.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
-        return outputs.masked_fill(~real.unsqueeze(2), 0.0), outputs[:, -1]
+        return outputs.masked_fill(~real.unsqueeze(2), 0.0)
 
-    init = export.UnpackedRNN.__init__
-
-    def keep_whole(self, rnn):
-        init(self, rnn)
-        self.naive = rnn
-
-    monkeypatch.setattr(export.UnpackedRNN, "__init__", keep_whole)
-    monkeypatch.setattr(export.UnpackedRNN, "forward", naive)
+    monkeypatch.setattr(encoder, "unpacked", naive)
     out = tmp_path / "naive.onnx"
     with pytest.raises(export.ExportError, match="differs from PyTorch.*logits by"):
         export.export_onnx(models["cipher-bidirectional"], out)
@@ -337,18 +331,18 @@ def test_cli_parser_and_command(models, tmp_path, capsys):
 
 
 def test_output_paths():
-    assert export.output_paths("m.onnx", "tag") == {"model": Path("m.onnx")}
-    paths = export.output_paths("runs/fr.onnx", "translate")
+    assert export.output_paths("m.onnx", ["model"]) == {"model": Path("m.onnx")}
+    paths = export.output_paths("runs/fr.onnx", ["encoder", "decoder"])
     assert [str(p) for p in paths.values()] == ["runs/fr.encoder.onnx", "runs/fr.decoder.onnx"]
-    assert str(export.output_paths("fr", "translate")["decoder"]) == "fr.decoder.onnx"
+    assert str(export.output_paths("fr", ["encoder", "decoder"])["decoder"]) == "fr.decoder.onnx"
 
 
 def test_reverse_within_its_length():
     x = torch.arange(12.0).view(2, 6, 1)  # rows 0..5 and 6..11
     lengths = torch.tensor([4, 6])
-    flipped = export.reverse_within(x, lengths).squeeze(2)
+    flipped = reverse_within(x, lengths).squeeze(2)
     assert flipped.tolist() == [[3, 2, 1, 0, 4, 5], [11, 10, 9, 8, 7, 6]]
-    assert torch.equal(export.reverse_within(export.reverse_within(x, lengths), lengths), x)
+    assert torch.equal(reverse_within(reverse_within(x, lengths), lengths), x)
 
 
 def test_scripted_viterbi_equals_crf_decode():
@@ -358,7 +352,7 @@ def test_scripted_viterbi_equals_crf_decode():
     emissions = torch.randn(6, 9, len(tags), generator=generator)
     lengths = torch.tensor([9, 1, 4, 7, 2, 9])
     mask = torch.arange(9).unsqueeze(0) < lengths.unsqueeze(1)
-    scripted = export._scripted()
+    scripted = scripted_viterbi()
     best = scripted(emissions, mask, *crf._scores()).masked_fill(~mask, 0)
     assert torch.equal(best, crf.decode(emissions, mask)[0])
     one = scripted(emissions[:1, :1], mask[:1, :1], *crf._scores())  # one step: no loop

@@ -59,9 +59,13 @@ class CipherNet(nn.Module):
 
     def decode(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Most likely symbol ids ``(batch, time)``; padding is never predicted."""
-        logits = self(source, mask)
-        logits[..., self.pad_id] = float("-inf")
-        return logits.argmax(-1).masked_fill(~mask, self.pad_id)
+        return self.best(self(source, mask), mask)
+
+    def best(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The likeliest ids ``(batch, time)`` of logits ``(batch, time, vocab)``: never padding,
+        which fills the padded positions (a masked fill, no in-place write: it exports)."""
+        banned = torch.arange(logits.shape[-1], device=logits.device) == self.pad_id
+        return logits.masked_fill(banned, float("-inf")).argmax(-1).masked_fill(~mask, self.pad_id)
 
 
 __all__ = ["CipherModelConfig", "CipherNet"]

@@ -126,6 +126,29 @@ class BowClassifier(nn.Module):
         """The loss is a mean over texts, not over their words (for several processes)."""
         return int(batch["labels"].shape[0])
 
+    def dense_probabilities(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``softmax(logits(batch))`` ``(batch, labels)`` in a form that exports to ONNX.
+
+        ``EmbeddingBag`` with offsets exports as a loop over bags; here each text's sum is one
+        matrix product with a ``(batch, entries)`` membership matrix built from the offsets,
+        the same sum in one operation (memory: batch × entries floats, small for batches of
+        texts).
+        """
+        features, offsets = batch["features"], batch["offsets"]
+        entries = torch.arange(features.shape[0], device=features.device).unsqueeze(0)
+        # the entry count as a tensor: a Python int would be traced as a constant
+        ends = torch.cat([offsets[1:], torch.ones_like(features).sum(dim=0, keepdim=True)])
+        member = (entries >= offsets.unsqueeze(1)) & (entries < ends.unsqueeze(1))
+        member = member.to(torch.float32)  # (batch, entries)
+        weights = batch["counts"]
+        if self.config.features == "tfidf":
+            weights = weights * self.idf[features]
+        if self.config.norm == "l2":
+            norms = (member @ (weights * weights).unsqueeze(1)).squeeze(1)  # (batch,)
+            weights = weights / (member.t() @ norms.sqrt().clamp(min=1e-12).unsqueeze(1)).squeeze(1)
+        scores = member @ (self.linear.weight[features] * weights.unsqueeze(1)) + self.bias
+        return torch.softmax(scores.float(), dim=-1)
+
 
 class NeuralClassifier(nn.Module):
     """words → embedding → (Bi)LSTM/GRU → max/mean/attention pooling → linear → label scores."""
@@ -173,4 +196,8 @@ class NeuralClassifier(nn.Module):
         return int(batch["labels"].shape[0])
 
 
-__all__ = ["BowClassifier", "ClassifyModelConfig", "NeuralClassifier"]
+__all__ = [
+    "BowClassifier",
+    "ClassifyModelConfig",
+    "NeuralClassifier",
+]

@@ -85,6 +85,14 @@ class ContextualChars(nn.Module):
             out[f"ctx{i}_at"] = torch.tensor(places, dtype=torch.long)
         return out
 
+    def onnx_axes(self) -> dict[str, tuple[str, str]]:
+        """The tensors of :meth:`inputs` as ONNX graph inputs, with their axes (an exported
+        graph runs the LMs itself)."""
+        axes = {}
+        for i in range(len(self.lms)):
+            axes |= {f"ctx{i}_ids": ("batch", f"chars{i}"), f"ctx{i}_at": ("batch", "time")}
+        return axes
+
     def features(self, batch: dict[str, Any]) -> torch.Tensor:
         """The batch's ``contextual`` features if computed beforehand (frozen), else now."""
         found = batch.get("contextual")

@@ -19,6 +19,8 @@ every sentence (empty sentences have no tag sequence to score).
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -358,3 +360,49 @@ def bio_constraints(
             for k2, (p, k) in enumerate(parts):
                 allowed[j, k2] = p in ("I", "E") and k == kind
     return allowed, start, end
+
+
+# ---------------------------------------------------------------------- export: Viterbi
+def viterbi(
+    emissions: torch.Tensor,
+    mask: torch.Tensor,
+    transitions: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+) -> torch.Tensor:
+    """The best tag ids ``(batch, time)`` for emissions ``(batch, time, tags)`` and mask
+    ``(batch, time)``; transitions ``(tags, tags)``, start and end ``(tags,)`` with forbidden
+    moves already scored (:meth:`CRF._scores`). Written for ``torch.jit.script``
+    (:func:`scripted_viterbi`), which the ONNX exporter turns into ``Loop`` nodes: a graph of
+    fixed size that decodes sentences of any length, where unrolling would fix a maximum.
+
+    The arithmetic is :meth:`CRF._viterbi`'s, in the same order, so that the two agree on ties:
+    a step adds the transitions and the next emission first, then the running best; at a
+    padded step a sentence keeps its scores and points back to its own tag.
+    """
+    batch, time, tags = emissions.shape[0], emissions.shape[1], emissions.shape[2]
+    steps = emissions.masked_fill(~mask.unsqueeze(2), 0.0).transpose(0, 1)  # (time, batch, tags)
+    best = start + steps[0]
+    stay = torch.arange(tags, device=emissions.device).unsqueeze(0).expand(batch, tags)
+    pointers: list[torch.Tensor] = []
+    for t in range(1, time):
+        table = transitions + steps[t].unsqueeze(1)  # (batch, from, to)
+        values, back = torch.max(best.unsqueeze(2) + table, dim=1)
+        real = mask[:, t].unsqueeze(1)
+        best = torch.where(real, values, best)
+        pointers.append(torch.where(real, back, stay))
+    tag = (best + end).argmax(dim=1)
+    path = [tag]
+    for i in range(time - 1):
+        tag = pointers[time - 2 - i].gather(1, tag.unsqueeze(1)).squeeze(1)
+        path.append(tag)
+    # list.reverse() does not survive the export; the walk back is flipped as a tensor
+    return torch.stack(path, dim=1).flip(1)
+
+
+@functools.cache
+def scripted_viterbi() -> torch.jit.ScriptFunction:
+    """:func:`viterbi` compiled by ``torch.jit.script`` once, on first use (not at import)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+        return torch.jit.script(viterbi)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from rnnkit.nn.encoder import check_sizes
+from rnnkit.nn.encoder import check_sizes, final_outputs, unpacked
 
 CharKind = Literal["none", "lstm", "cnn"]
 
@@ -48,6 +48,9 @@ class CharFeatures(nn.Module):
     def forward(self, chars: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """chars ``(forms, letters)`` padded ids, lengths ``(forms,)`` ≥ 1 → ``(forms, out)``."""
         x = self.embed(chars)
+        if self.kind == "lstm" and torch.onnx.is_in_onnx_export():  # packing does not export
+            real = lengths.clamp(min=1)
+            return final_outputs(unpacked(self.rnn, x, real), real, 2)
         if self.kind == "lstm":
             packed = pack_padded_sequence(
                 x, lengths.cpu().clamp(min=1), batch_first=True, enforce_sorted=False

@@ -19,7 +19,7 @@ from rnnkit.data.vocab import PAD, UNK
 from rnnkit.errors import ConfigError
 from rnnkit.nn.attention import AttentionKind
 from rnnkit.nn.decoder import AttentionDecoder, DecoderRnn, State
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes, final_outputs, mask_lengths
 from rnnkit.nn.search import Hypotheses, search
 
 BOS, EOS = "<s>", "</s>"
@@ -107,10 +107,8 @@ class Seq2Seq(nn.Module):
     def encode(self, source: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """source, mask ``(batch, source)`` → outputs ``(batch, source, memory)`` and a summary
         ``(batch, memory)``: the top layer's final state of each direction, concatenated."""
-        outputs, state = self.encoder(self.drop(self.src_embed(source)), mask)
-        h = state[0] if isinstance(state, tuple) else state  # (layers * dirs, batch, hidden)
-        top = h.view(-1, self.directions, h.shape[1], h.shape[2])[-1]
-        return outputs, top.transpose(0, 1).reshape(h.shape[1], -1)
+        outputs, _ = self.encoder(self.drop(self.src_embed(source)), mask)
+        return outputs, final_outputs(outputs, mask_lengths(mask), self.directions)
 
     def start(self, batch: dict[str, Any], decoder: AttentionDecoder | None = None) -> State:
         decoder = decoder or self.decoder
@@ -151,9 +149,9 @@ class Seq2Seq(nn.Module):
         """The search's step: log-probabilities ``(n, vocab)`` with ``<pad>``, ``<unk>`` and
         ``<s>`` never chosen, attention ``(n, source)``, new state."""
         logits, weights, state = self.decoder.step(tokens, state)
-        logits = logits.float()
-        logits[:, :BOS_ID] = float("-inf")
-        logits[:, BOS_ID] = float("-inf")
+        # a masked fill, not an in-place write, so that the step exports to ONNX
+        banned = torch.arange(logits.shape[-1], device=logits.device) <= BOS_ID
+        logits = logits.float().masked_fill(banned, float("-inf"))
         return torch.log_softmax(logits, dim=-1), weights, state
 
     @torch.no_grad()
@@ -185,4 +183,19 @@ class Seq2Seq(nn.Module):
         return total
 
 
-__all__ = ["BOS", "BOS_ID", "EOS", "EOS_ID", "SPECIALS", "Seq2Seq", "TranslateModelConfig"]
+def state_names(decoder: AttentionDecoder) -> list[str]:
+    """The decoder state's tensors that change from step to step, in graph order: hidden,
+    then cell and feed where the decoder has them."""
+    return ["hidden"] + ["cell"] * (decoder.rnn_type == "lstm") + ["feed"] * decoder.input_feeding
+
+
+__all__ = [
+    "state_names",
+    "BOS",
+    "BOS_ID",
+    "EOS",
+    "EOS_ID",
+    "SPECIALS",
+    "Seq2Seq",
+    "TranslateModelConfig",
+]

@@ -428,6 +428,57 @@ def _json_type(tp: Any) -> dict[str, Any]:
     raise TypeError(f"no JSON type for option annotation {tp!r}")
 
 
+# ------------------------------------------------------------- capability: ONNX export
+Axes = tuple[str | int, ...]
+"""Per dimension of a graph's input or output: a dynamic axis's name, or a fixed size."""
+
+RunGraph = Callable[[str, Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], dict]
+"""``run(graph, feeds, expected)``: the graph's onnxruntime outputs by name (CPU tensors) for
+``feeds`` (tensors by name; those the graph does not take are left out), each output named in
+``expected`` (PyTorch's answer) compared with it."""
+
+
+@dataclass
+class OnnxGraph:
+    """One ONNX graph of a model: ``forward``, traced, maps a batch (the inputs by name) to the
+    outputs (a tensor or a tuple in ``outputs`` order) with the weights of ``module``; the
+    inputs and outputs in graph order with their axes (any axis named in two places must have
+    one size), and an example batch to trace it with."""
+
+    name: str  # "model"; a model of several graphs writes each to OUT.NAME.onnx
+    module: torch.nn.Module
+    forward: Callable[[dict[str, torch.Tensor]], Any]
+    inputs: Mapping[str, Axes]
+    outputs: Mapping[str, Axes]
+    example: Mapping[str, torch.Tensor]
+    ids: tuple[str, ...] = ()  # outputs of decoded ids: must equal PyTorch's exactly
+    greedy: tuple[str, ...] = ()  # scores whose argmax is reported, not enforced
+
+
+@dataclass
+class OnnxPlan:
+    """What a task exports and how export checks it against PyTorch: ``check(run)`` feeds the
+    graphs batches other than the traced one (:data:`RunGraph`) and returns those batches'
+    shapes for the report; ``data`` says where the check's tokens came from."""
+
+    graphs: list[OnnxGraph]
+    check: Callable[[RunGraph], list[str]]
+    data: str
+
+
+class Exportable(Protocol):
+    """Optional capability: a task whose model exports to ONNX (``rnnkit export``, see
+    :mod:`rnnkit.export`). A task that also has a ``runner`` attribute (None for PyTorch) and
+    calls ``runner.run(graph, feeds)`` in place of its network predicts through onnxruntime
+    with ``backend="onnx"`` (:mod:`rnnkit.backends`)."""
+
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """The loaded model's graphs and their check; ``data`` False draws the check's tokens
+        from the vocabulary, reading no file. Raises :class:`rnnkit.export.ExportError` for a
+        model with nothing to export."""
+        ...
+
+
 __all__ = [
     "Task",
     "StreamingTask",
@@ -445,4 +496,9 @@ __all__ = [
     "for_inference",
     "metric_goal",
     "options_schema",
+    "Axes",
+    "Exportable",
+    "OnnxGraph",
+    "OnnxPlan",
+    "RunGraph",
 ]

@@ -29,8 +29,9 @@ from rnnkit.data.ciphers import (
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.export import OnnxPlan, Samples, check_samples, one_graph_plan
 from rnnkit.nn.cipher_net import CipherModelConfig, CipherNet
-from rnnkit.tasks.base import Evaluation, NoOptions, TaskBase, for_inference, predictor
+from rnnkit.tasks.base import Axes, Evaluation, NoOptions, TaskBase, for_inference, predictor
 from rnnkit.train import TrainConfig
 
 # Fixed streams for held-out messages: dev (checked each epoch) and test (``rnnkit eval``).
@@ -365,6 +366,35 @@ class CipherTask(TaskBase):
         if self.runner is not None:
             return self.runner.run("model", {"ids": ids, "mask": mask})["decoded"]
         return self.model.decode(ids, mask)
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """One graph, ``model``: ``ids`` int64, ``mask`` bool ``(batch, time)`` → ``logits``
+        float32 ``(batch, time, vocab)`` and ``decoded`` int64 ``(batch, time)``, the likeliest
+        symbol ids (never padding; 0 on padded positions), as :meth:`CipherNet.decode`;
+        checked on ciphertexts of the dev text (else symbols drawn from the alphabet)."""
+
+        def read() -> list[list[int]]:
+            b = self.make_batch(self.source("dev"), 16, torch.Generator().manual_seed(0))
+            return [row[real].tolist() for row, real in zip(b["source"], b["mask"], strict=True)]
+
+        def drawn() -> Samples:
+            generator = torch.Generator().manual_seed(0)
+            row = torch.randint(1, len(self.vocab), (200,), generator=generator).tolist()
+            return Samples([row], "symbols drawn from the alphabet")
+
+        def batch(rows: list[list[int]]) -> dict[str, torch.Tensor]:
+            return dict(zip(("ids", "mask"), pad(rows), strict=True))
+
+        def forward(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            logits = self.model(b["ids"], b["mask"])
+            return logits, self.model.best(logits, b["mask"])
+
+        text = ("batch", "time")
+        inputs = {"ids": text, "mask": text}
+        outputs: dict[str, Axes] = {"logits": (*text, len(self.vocab)), "decoded": text}
+        samples = check_samples(read, drawn, data)
+        return one_graph_plan(self.model, forward, inputs, outputs, samples, batch, ("decoded",))
 
 
 __all__ = ["CipherConfig", "CipherTask"]

@@ -27,6 +27,7 @@ from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
 from rnnkit.metrics import label_scores
 from rnnkit.nn.classifiers import BowClassifier, ClassifyModelConfig, NeuralClassifier
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
@@ -413,6 +414,45 @@ class ClassifyTask(TaskBase):
         best = self.probabilities(encoded).argmax(dim=1).tolist()
         predicted = [self.label_vocab.itos[i] for i in best]
         return Evaluation(*label_scores(gold, predicted))
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """One graph, ``model`` → ``probabilities`` float32 ``(batch, labels)``. It reads what
+        :meth:`collate` makes: neural, ``words`` int64 and ``mask`` bool ``(batch, time)``
+        (with contextual features also the LMs' inputs, :meth:`ContextualChars.inputs`, the LMs
+        running in the graph); bag of n-grams, ``features`` int64 ``(entries,)``, ``counts``
+        float32 ``(entries,)`` and ``offsets`` int64 ``(batch,)``."""
+        model: Any = self.model  # a BowClassifier or a NeuralClassifier, by the recipe
+        joiner = "" if self.config.data.tokenize == "chars" else " "
+        itos = self.vocab.itos
+        if self.bow and not joiner:  # character n-grams: only single characters join back
+            itos = [t for t in itos if len(t) == 1]
+        samples = check_samples(
+            lambda: [self.tokens(ex.text) for ex in self.examples("dev")],
+            lambda: vocab_samples(itos, 0 if self.bow else 2, ["zqxjvorth"]),
+            data,
+        )
+
+        def batch(rows: list[list[str]]) -> dict[str, torch.Tensor]:
+            texts = [joiner.join(row) for row in rows]
+            found = self.collate([self.encode(t) for t in texts])
+            if self.bow or model.contextual is None:
+                return found
+            return found | model.contextual.inputs([t.split() or [""] for t in texts])
+
+        def probabilities(b: dict[str, torch.Tensor]) -> torch.Tensor:
+            return torch.softmax(model.logits(b).float(), -1)
+
+        outputs = {"probabilities": ("batch", len(self.label_vocab))}
+        if self.bow:  # the check compares its dense sums with EmbeddingBag's
+            inputs: dict[str, Any] = {"features": ("entries",), "counts": ("entries",)}
+            inputs["offsets"] = ("batch",)
+            forward = model.dense_probabilities
+        else:
+            inputs = {"words": ("batch", "time"), "mask": ("batch", "time")}
+            inputs |= model.contextual.onnx_axes() if model.contextual else {}
+            forward = probabilities
+        return one_graph_plan(model, forward, inputs, outputs, samples, batch, (), probabilities)
 
 
 __all__ = ["ClassifyConfig", "ClassifyTask", "ngrams", "smoothed_idf"]

@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, NoReturn, cast
 
 import torch
 
@@ -506,3 +506,14 @@ class EmbedTask(TaskBase):
         if not isinstance(counts, list) or not all(isinstance(n, int) for n in counts):
             raise ModelDirError(f"{directory}/counts.json is not a list of word counts")
         return storage.from_dir(cls, directory, data_dir, device, counts=counts)
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> NoReturn:
+        """None: the product of this task is its vectors, a text file already (``rnnkit embed
+        export``); raises :class:`~rnnkit.export.ExportError` saying so."""
+        from rnnkit.export import ExportError
+
+        raise ExportError(
+            f"the {self.name} task has no ONNX export: its vectors are a text file "
+            "(rnnkit embed export)"
+        )

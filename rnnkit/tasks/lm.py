@@ -31,9 +31,11 @@ from rnnkit.data.text import (
 )
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
+from rnnkit.export import CHECK_LENGTHS, OnnxGraph, OnnxPlan, RunGraph, Samples, check_samples
 from rnnkit.nn.language_model import LanguageModel, LMModelConfig
 from rnnkit.nn.sampling import sample_next
 from rnnkit.tasks.base import (
+    Axes,
     Evaluation,
     TaskBase,
     check_inputs,
@@ -312,3 +314,49 @@ class LMTask(TaskBase):
         if self.config.data.reverse:
             return result["text"] + text
         return text + self.joiner(text) + result["text"]
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """One graph, ``model``, one step: ``tokens`` int64 ``(batch, 1)``, ``h`` (and ``c``
+        for an LSTM) float32 ``(layers, batch, hidden)``, zeros to start → ``log_probs``
+        float32 ``(batch, vocab)``, ``h_next`` (and ``c_next``). Sampling, banned tokens and
+        the loop stay in Python. Checked over 12 steps, each side carrying its own state."""
+        model, rnn, steps = self.model, self.model.encoder.rnn, 12
+        lstm = isinstance(rnn, torch.nn.LSTM)
+        names = ["h", "c"] if lstm else ["h"]
+        samples = check_samples(
+            lambda: [self.ids("dev")[:2000].tolist()],
+            lambda: Samples([list(range(len(self.vocab))) * 3], "every id of the vocabulary"),
+            data,
+        )
+        state_axes = (rnn.num_layers, "batch", rnn.hidden_size)
+        inputs: dict[str, Axes] = {"tokens": ("batch", 1), **{n: state_axes for n in names}}
+        outputs: dict[str, Axes] = {"log_probs": ("batch", len(self.vocab))}
+        outputs |= {f"{n}_next": state_axes for n in names}
+
+        def zeros(n: int) -> dict[str, torch.Tensor]:
+            return {name: torch.zeros(rnn.num_layers, n, rnn.hidden_size) for name in names}
+
+        def step(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            # no mask: the language model never packs, so its network runs as it is
+            features, state = model(b["tokens"], (b["h"], b["c"]) if lstm else b["h"])
+            return (model.log_probs(features[:, -1]), *(state if lstm else (state,)))
+
+        def check(run: RunGraph) -> list[str]:
+            shown = []
+            for shift, size in enumerate(sorted({len(lengths) for lengths in CHECK_LENGTHS}), 1):
+                rows = torch.tensor(samples.cut([steps] * size, shift))
+                ours = theirs = zeros(size)
+                for t in range(steps):
+                    feeds = {"tokens": rows[:, t : t + 1]}
+                    expected = dict(zip(outputs, step(feeds | theirs), strict=True))
+                    got = run("model", feeds | ours, expected)
+                    # each side carries its own state, so any drift would add up over the steps
+                    ours = {n: got[f"{n}_next"] for n in names}
+                    theirs = {n: expected[f"{n}_next"] for n in names}
+                shown.append(f"{size} of {steps} steps")
+            return shown
+
+        example = {"tokens": torch.tensor(samples.cut([1, 1, 1])), **zeros(3)}
+        graph = OnnxGraph("model", model, step, inputs, outputs, example)
+        return OnnxPlan([graph], check, samples.source)

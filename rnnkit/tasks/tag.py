@@ -32,8 +32,10 @@ from rnnkit.data.tagged import (
 from rnnkit.data.text import resolve_data_path
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
+from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
 from rnnkit.metrics import confusion_table, entity_scores, token_accuracy
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
+from rnnkit.nn.crf import scripted_viterbi
 from rnnkit.nn.tagger import Tagger, TagModelConfig
 from rnnkit.tasks.base import Evaluation, NoOptions, TaskBase, for_inference, predictor, shard
 from rnnkit.train import TrainConfig
@@ -362,6 +364,44 @@ class TagTask(TaskBase):
             tables.append(table)
         tables.append(confusion_table(gold, predicted))
         return Evaluation(metrics, "\n".join(tables))
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> OnnxPlan:
+        """One graph, ``model``: the tensors of :meth:`make_batch` — ``words``, ``mask``
+        ``(batch, time)``; with character features also ``forms`` ``(batch, time)``, ``chars``
+        ``(forms, letters)`` and ``char_lengths`` ``(forms,)``; with contextual features the
+        LMs' inputs (:meth:`ContextualChars.inputs`), the LMs running in the graph — → ``tags``
+        int64 ``(batch, time)`` (0 on padding) and ``emissions`` float32 ``(batch, time,
+        tags)``. A CRF head runs Viterbi inside the graph; a softmax head takes the argmax."""
+        model, text = self.model, ("batch", "time")
+        inputs: dict[str, Any] = {"words": text, "mask": text}
+        if model.chars is not None:
+            inputs |= {"forms": text, "chars": ("forms", "letters"), "char_lengths": ("forms",)}
+        if model.contextual is not None:
+            inputs |= model.contextual.onnx_axes()
+        samples = check_samples(
+            lambda: [s.tokens for s in self.sentences("dev")],
+            lambda: vocab_samples(self.vocab.itos, 2, ["Zqxjvorth", "Kwambe", "ÉTÉ"]),
+            data,
+        )
+
+        def batch(rows: list[list[str]]) -> dict[str, torch.Tensor]:
+            found = self.make_batch(rows, with_tags=False)
+            return found | (model.contextual.inputs(rows) if model.contextual else {})
+
+        def forward(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            emissions, mask = model.emissions(b), b["mask"]
+            if model.crf is None:
+                return emissions.argmax(-1).masked_fill(~mask, 0), emissions
+            # a loop of fixed size in the graph for sentences of any length (see viterbi)
+            tags = scripted_viterbi()(emissions, mask, *model.crf._scores())
+            return tags.masked_fill(~mask, 0), emissions
+
+        def reference(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+            return model.decode(b), model.emissions(b)  # CRF.decode, not the graph's Viterbi
+
+        outputs = {"tags": text, "emissions": (*text, len(self.tag_vocab))}
+        return one_graph_plan(model, forward, inputs, outputs, samples, batch, ("tags",), reference)
 
 
 __all__ = ["TagConfig", "TagTask"]

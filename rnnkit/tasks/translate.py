@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from rnnkit import budget
+from rnnkit import budget, export
 from rnnkit.config import section
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.parallel import (
@@ -41,8 +41,24 @@ from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import corpus_scores
 from rnnkit.nn.decoder import State
 from rnnkit.nn.search import search
-from rnnkit.nn.seq2seq import BOS_ID, EOS, EOS_ID, SPECIALS, Seq2Seq, TranslateModelConfig
-from rnnkit.tasks.base import Evaluation, TaskBase, for_inference, option, predictor, shard
+from rnnkit.nn.seq2seq import (
+    BOS_ID,
+    EOS,
+    EOS_ID,
+    SPECIALS,
+    Seq2Seq,
+    TranslateModelConfig,
+    state_names,
+)
+from rnnkit.tasks.base import (
+    Axes,
+    Evaluation,
+    TaskBase,
+    for_inference,
+    option,
+    predictor,
+    shard,
+)
 from rnnkit.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -381,6 +397,82 @@ class TranslateTask(TaskBase):
         for i in range(min(8, len(sources))):
             lines.append(f"  {sources[i]} → {hypotheses[i]} | {references[i][0]}")
         return Evaluation(metrics, "\n".join(lines))
+
+    # ------------------------------------------------------------------------------ export
+    def onnx_plan(self, data: bool = True) -> export.OnnxPlan:
+        """Two graphs, ``encoder`` and ``decoder`` (one step); the search stays in Python.
+
+        The encoder takes ``source`` int64 and ``source_mask`` bool ``(batch, source)`` (word
+        ids closed by ``</s>``, as :meth:`make_batch` encodes them) and returns ``memory``
+        ``(batch, source, memory_size)``, the attention ``keys`` ``(batch, source, key_size)``
+        computed once per sentence, and the decoder's start state: ``hidden`` ``(batch,
+        layers, size)``, ``cell`` (LSTM decoder) and ``feed`` ``(batch, size)`` (input
+        feeding). The decoder takes ``token`` int64 ``(batch,)`` (``<s>`` first), that state,
+        ``memory``, ``keys`` and ``source_mask`` and returns ``log_probs`` ``(batch, vocab)``
+        (``<pad>``, ``<unk>`` and ``<s>`` at -inf, as the search sees them), ``attention``
+        ``(batch, source)`` and the new state as ``hidden_next``, ``cell_next``,
+        ``feed_next``. The check runs 6 decoder steps, both sides reading PyTorch's word."""
+        model, decoder, states = self.model, self.model.decoder, state_names(self.model.decoder)
+        samples = export.check_samples(
+            lambda: [p.source.split() for p in self.pairs("dev")],
+            lambda: export.vocab_samples(self.vocab.itos, 4, ["zqxjvorth"]),
+            data,
+        )
+        layered = ("batch", decoder.layers, decoder.hidden_size)
+        kinds = {"hidden": layered, "cell": layered, "feed": ("batch", decoder.hidden_size)}
+        state = {n: kinds[n] for n in states}
+        keys, width = decoder.attention.key_layer, model.encoder.output_size
+        memory = {
+            "memory": ("batch", "source", width),
+            "keys": ("batch", "source", width if keys is None else keys.out_features),
+        }
+        source = {"source": ("batch", "source"), "source_mask": ("batch", "source")}
+
+        def batch(lengths: Sequence[int], shift: int = 0) -> dict[str, Any]:
+            # make_batch closes each source with </s>: a row of n words is n + 1 long
+            rows = samples.cut([max(1, n - 1) for n in lengths], shift)
+            return self.make_batch([" ".join(r) for r in rows])
+
+        def encode(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            start = model.start(b)
+            return tuple(start[n] for n in [*memory, *states])
+
+        def step(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            state = {n: b[n] for n in [*states, *memory]} | {"mask": b["source_mask"]}
+            log_probs, weights, new = model.log_probs_step(b["token"], state)
+            return (log_probs, weights, *(new[n] for n in states))
+
+        example = batch(export.TRACE_LENGTHS)
+        step_example = dict(zip([*memory, *states], encode(example), strict=True)) | example
+        step_example["token"] = torch.full((len(export.TRACE_LENGTHS),), BOS_ID)
+        step_inputs = {"token": ("batch",), **state, **memory, "source_mask": source["source_mask"]}
+        step_outputs: dict[str, Axes] = {"log_probs": ("batch", len(self.target_vocab))}
+        step_outputs |= {"attention": ("batch", "source")}
+        step_outputs |= {f"{n}_next": axes for n, axes in state.items()}
+        encoder = export.OnnxGraph("encoder", model, encode, source, memory | state, example)
+        decoder_step = export.OnnxGraph(
+            "decoder", model, step, step_inputs, step_outputs, step_example
+        )
+        decoder_step.greedy = ("log_probs",)  # argmax reported
+
+        def check(run: export.RunGraph) -> list[str]:
+            shown = []
+            for shift, lengths in enumerate(export.CHECK_LENGTHS, 1):
+                b = batch(lengths, shift)
+                theirs = dict(zip(encoder.outputs, encode(b), strict=True))
+                ours = run("encoder", b, theirs)
+                prev = torch.full((len(lengths),), BOS_ID)
+                for _ in range(6):
+                    found = step(theirs | b | {"token": prev})
+                    expected = dict(zip(step_outputs, found, strict=True))
+                    got = run("decoder", ours | b | {"token": prev}, expected)
+                    ours |= {n: got[f"{n}_next"] for n in states}
+                    theirs |= {n: expected[f"{n}_next"] for n in states}
+                    prev = expected["log_probs"].argmax(-1)  # both sides read the same next word
+                shown.append(export.batch_shape([int(n) for n in b["source_mask"].sum(1)]))
+            return shown
+
+        return export.OnnxPlan([encoder, decoder_step], check, samples.source)
 
 
 __all__ = ["TranslateConfig", "TranslateTask"]
