@@ -33,7 +33,7 @@ from rnnkit.metrics import label_scores
 from rnnkit.nn.classifiers import BowClassifier, ClassifyModelConfig, NeuralClassifier
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
+from rnnkit.tasks.base import Verb, check_inputs, for_inference, option, resolve_options, shard
 from rnnkit.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,10 @@ class ClassifyTask:
     Options = ClassifyOptions
     cpu_bf16_pays = False  # 0.9-1.0x in bf16 (bench/precision.py)
     metric_goals = {"accuracy": "max", "macro_f1": "max"}
+    verb = Verb(
+        "classify", "label texts with a classification model", "texts", label="Text",
+        hint="Enter classifies.", button="Classify",
+    )  # fmt: skip
     # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
     # loaded with backend onnx (its graph "model", as rnnkit.export builds it).
     runner: Any = None

@@ -47,8 +47,8 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.similarity import WordVectors
 from rnnkit.nn.word_embedder import PAD_ID, EmbedModelConfig, WordEmbedder
-from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options
+from rnnkit.tasks import storage, vector_commands
+from rnnkit.tasks.base import Verb, check_inputs, for_inference, option, resolve_options
 from rnnkit.train import TrainConfig
 
 
@@ -257,6 +257,12 @@ class EmbedTask:
     Options = EmbedOptions
     cpu_bf16_pays = False  # no matmul worth it: 1.0x in bf16 (bench/precision.py)
     metric_goals = {"loss": "min", "perplexity": "min", "coverage": "max"}
+    verb = Verb(
+        "neighbors", "cosine nearest neighbours of words", "words", label="Word",
+        hint="Enter lists its neighbours.", button="Find neighbours",
+    )  # fmt: skip
+    model_free = vector_commands.VECTORS_FILE  # neighbors --vectors FILE
+    commands = vector_commands.COMMANDS  # rnnkit embed export, rnnkit analogy
 
     def __init__(
         self,

@@ -32,10 +32,10 @@ from rnnkit.data.text import (
 from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
-from rnnkit.nn.language_model import LanguageModel, LMModelConfig
+from rnnkit.nn.language_model import LanguageModel, LMModelConfig, start_id
 from rnnkit.nn.sampling import sample_next
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options
+from rnnkit.tasks.base import Verb, check_inputs, for_inference, option, resolve_options
 from rnnkit.train import TrainConfig
 
 
@@ -118,6 +118,10 @@ class LMTask:
     Options = LMOptions
     cpu_bf16_pays = True  # 1.4-1.7x faster in bf16 on AVX512-BF16 (bench/precision.py)
     metric_goals = {"loss": "min", "perplexity": "min", "bpc": "min"}
+    verb = Verb(
+        "generate", "generate text with a language model", "prompts", label="Prompt",
+        hint="Ctrl+Enter generates; Esc stops.", button="Generate", prompt=True, multiline=True,
+    )  # fmt: skip
 
     def __init__(
         self, config: LMConfig, data_dir: Path | None = None, vocabs: tuple[Vocab] | None = None
@@ -242,7 +246,10 @@ class LMTask:
         """
         device = for_inference(self.model)
         generator = torch.Generator(device=device)
-        generator.manual_seed(seed if seed is not None else torch.seed())
+        if seed is None:
+            generator.seed()  # a fresh seed of its own; the caller's global RNG is left alone
+        else:
+            generator.manual_seed(seed)
         prompt_tokens = list(prompt) if self.level == "char" else prompt.split()
         if self.config.data.reverse:  # a backward LM reads the prompt last character first
             prompt_tokens.reverse()
@@ -297,6 +304,10 @@ class LMTask:
         o = resolve_options(self, options, **overrides)
         return [{"prompt": p, "text": "".join(self.stream(p, o))} for p in prompts]
 
+    def cost(self, options: LMOptions) -> int:
+        """Tokens one prompt asks to have generated."""
+        return options.length
+
     def joiner(self, prompt: str) -> str:
         """What goes between a prompt and its continuation when shown: generated words each
         carry their own trailing space, so a word prompt needs one of its own."""
@@ -309,6 +320,28 @@ class LMTask:
         if self.config.data.reverse:
             return result["text"] + text
         return text + self.joiner(text) + result["text"]
+
+    # --------------------------------------------------------------- scoring
+    def char_ids(self, text: str) -> torch.Tensor:
+        """The ids of ``text``'s characters ``(len(text),)``, unknown ones ``<unk>``'s."""
+        if self.level != "char":
+            raise ConfigError(f"a character-level {self.name} model is needed, not {self.level}")
+        unk = self.vocab.stoi.get(UNK, 0)
+        return torch.tensor([self.vocab.stoi.get(ch, unk) for ch in text], dtype=torch.long)
+
+    @torch.no_grad()
+    def next_log_probs(self, ids: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of every token at every place of texts ``(n, length)`` →
+        ``(n, length, vocab)``, given what comes before (after, for a backward LM); places
+        in reading order, on the model's device."""
+        device = for_inference(self.model)
+        ids = ids.to(device)
+        if self.config.data.reverse:  # a backward LM reads the text last character first
+            ids = ids.flip(1)
+        first = torch.full((len(ids), 1), start_id(self.vocab), device=device)
+        features, _ = self.model(torch.cat([first, ids[:, :-1]], 1))
+        logp = self.model.log_probs(features)
+        return logp.flip(1) if self.config.data.reverse else logp
 
     # --------------------------------------------------------------- storage
     model_files = storage.model_files

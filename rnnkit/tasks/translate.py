@@ -44,7 +44,7 @@ from rnnkit.nn.decoder import State
 from rnnkit.nn.search import search
 from rnnkit.nn.seq2seq import BOS_ID, EOS, EOS_ID, SPECIALS, Seq2Seq, TranslateModelConfig
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
+from rnnkit.tasks.base import Verb, check_inputs, for_inference, option, resolve_options, shard
 from rnnkit.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -139,6 +139,11 @@ class TranslateTask:
     Options = TranslateOptions
     cpu_bf16_pays = True  # 1.1-1.4x faster in bf16 on AVX512-BF16 (bench/precision.py)
     metric_goals = {"bleu": "max", "chrf": "max"}
+    verb = Verb(
+        "translate", "translate sentences with a translation model", "sentences",
+        label="Sentence", hint="Enter translates.", button="Translate",
+    )  # fmt: skip
+    attention_option = "attention"
     # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
     # loaded with backend onnx (its graphs "encoder" and "decoder", as rnnkit.export builds them).
     runner: Any = None
@@ -352,6 +357,10 @@ class TranslateTask:
 
     def format(self, text: str, result: dict[str, Any]) -> str:
         return result["translation"]
+
+    def use_beam(self, beam: int) -> None:
+        """Decode with ``beam`` from now on (``rnnkit eval --beam``); 1 is greedy."""
+        self.config.decode.beam = beam
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, split: str = "dev") -> dict[str, float]:
