@@ -29,7 +29,7 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.nn.encoder import RecurrentEncoder, check_sizes
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options, shard
+from rnnkit.tasks.base import NoOptions, Verb, check_inputs, for_inference, resolve_options, shard
 from rnnkit.train import TrainConfig
 
 
@@ -103,6 +103,11 @@ class TruecaseTask:
     VOCABS = {"vocab.json": "vocab"}
     default_metric = "letter_accuracy"
     metric_goals = {"letter_accuracy": "max"}
+    # `rnnkit truecase --model DIR TEXT...`, and the input box of the server's page.
+    verb = Verb(
+        "truecase", "restore capital letters with a truecase model", "texts", label="Text",
+        hint="Enter restores the capitals.", button="Restore",
+    )  # fmt: skip
 
     def __init__(self, config: TruecaseConfig, data_dir: Path | None = None, vocabs=None):
         self.config, self.data_dir = config, data_dir

@@ -165,7 +165,7 @@ const RENDER = {
             "span",
             { class: "word" },
             el("span", { class: "token", text: token }),
-            el("span", { class: "tag", text: out.tags[i] }),
+            el("span", { class: "word-tag", text: out.tags[i] }),
           ),
         ),
       ),
