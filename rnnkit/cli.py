@@ -43,16 +43,16 @@ def _add_predict_parser(sub: Any, cls: Any) -> None:
     and one flag per field of the task's predict options, whose defaults are the options' own
     (so CLI, Python and HTTP agree)."""
     from rnnkit.budget import DEFAULT_SECONDS
-    from rnnkit.tasks.base import DEFAULT_LIMITS, AnswersWithoutModel, ShowsAttention
+    from rnnkit.tasks.base import DEFAULT_LIMITS, ShowsAttention
 
-    verb = cls.verb
+    verb, name = cls.verb, cls.name
     p = sub.add_parser(verb.name, help=verb.help)
     p.set_defaults(handler=cmd_predict, task_class=cls)
-    if isinstance(cls, AnswersWithoutModel):
+    if verb.model_free:
         source = p.add_mutually_exclusive_group(required=True)
-        free = cls.model_free
+        free = verb.model_free
         source.add_argument(f"--{free.flag}", dest="model_free", metavar="FILE", help=free.help)
-        source.add_argument("--model", help=f"a model directory (task {cls.name})")
+        source.add_argument("--model", help=f"a model directory (task {name})")
     else:
         p.add_argument("--model", required=True, help="model directory")
     if verb.prompt:
@@ -340,7 +340,8 @@ def _run_entries(out: Path) -> tuple[list[str], list[str]]:
     from rnnkit import checkpoint as ckpt
     from rnnkit.tasks.storage import run_files
 
-    ours, foreign = [], []
+    ours: list[str] = []
+    foreign: list[str] = []
     known = run_files()
     for entry in sorted(out.iterdir()):
         name = entry.name
@@ -463,11 +464,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         given[cls.attention_option] = True
     # Flags arrive as strings from argv: the one place where option values are converted.
     options = resolve_options(cls, {k: v for k, v in given.items() if v is not None}, strict=False)
-    inputs = [args.prompt] if cls.verb.prompt else None
-    if inputs is None and not getattr(args, "data_file", None):
-        inputs = _read_inputs(args)
+    data_file = getattr(args, "data_file", None)
+    inputs = [args.prompt] if cls.verb.prompt else [] if data_file else _read_inputs(args)
     if getattr(args, "model_free", None):
-        results = cls.model_free.answer(args.model_free, inputs, options)
+        results = cls.verb.model_free.answer(args.model_free, inputs, options)
         return _print_results(cls.format, args, inputs, results)
     stored = ckpt.read_model_config(args.model)["task"]
     if stored != cls.name:
@@ -484,10 +484,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 _stream(task, text, options)
         return 0
     token_lists = None
-    if getattr(args, "data_file", None):
+    if data_file:
         if not isinstance(task, TokenFiles):
             raise RnnkitError(f"--{cls.verb.file_flag}: the {cls.name} task reads no such file")
-        token_lists = [s.tokens for s in task.read_tokens(args.data_file)]
+        token_lists = [s.tokens for s in task.read_tokens(data_file)]
         inputs = [" ".join(tokens) for tokens in token_lists]
     step, seconds = DEFAULT_LIMITS.max_inputs, args.deadline or None
     results = []
@@ -501,19 +501,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _print_results(
-    format: Callable[[str, dict[str, Any]], str],
+    show: Callable[[str, dict[str, Any]], str],
     args: argparse.Namespace,
     inputs: list[str],
     results: list[dict[str, Any]],
 ) -> int:
-    """Print each result (``format``ted, or as JSON), and its attention map if asked for."""
+    """Print each result (as ``show(input, result)`` says, or as JSON), and its attention map
+    if asked for."""
     for i, (text, result) in enumerate(zip(inputs, results, strict=True), 1):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
         else:
-            print(format(text, result))
+            print(show(text, result))
         if getattr(args, "plot_attention", None):
-            title = f"{result.get('source', text)} → {format(text, result)}"
+            title = f"{result.get('source', text)} → {show(text, result)}"
             _plot_attention(args.plot_attention, result, title, i if len(results) > 1 else None)
     return 0
 

@@ -77,7 +77,7 @@ class CharScorer:
     def __init__(self, task: Task, tokens_per_batch: int = 1 << 17):
         if not isinstance(task, CharacterLM):
             raise ConfigError(f"crack needs a character-level lm model, not {task.name}")
-        self.task = task
+        self.task: CharacterLM = task
         self.lower = task.char_ids(LETTERS)  # also refuses a word-level LM
         self.upper = task.char_ids(LETTERS.upper())
         self.tokens_per_batch = tokens_per_batch

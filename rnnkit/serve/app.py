@@ -104,16 +104,6 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-class InputForm(BaseModel):
-    """How the page asks for a model's input (the task's :class:`~rnnkit.tasks.base.Verb`)."""
-
-    label: str = Field(description="what one input is")
-    hint: str = Field(description="a line on how to give it")
-    button: str | None = Field(description="the submit button; null: answered as one types")
-    multiline: bool = Field(description="an input may hold line breaks")
-    prompt: bool = Field(description="a blank input is answered too")
-
-
 class ModelInfo(BaseModel):
     """A served model and what it can do."""
 
@@ -124,7 +114,7 @@ class ModelInfo(BaseModel):
     attention_option: str | None = Field(
         description="the boolean option that adds attention weights to each output, or null"
     )
-    form: InputForm
+    form: dict[str, Any] = Field(description="how the page asks for an input (docs/serve.md)")
     options: dict[str, Any]
 
 

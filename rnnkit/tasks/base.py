@@ -138,6 +138,17 @@ class StreamingTask(Task, Streams, Protocol):
 
 
 @dataclass(frozen=True)
+class ModelFree:
+    """A flag that stands in for ``--model`` on a verb: ``answer(path, inputs, options)``
+    gives the results of the task's predict from that file (``neighbors --vectors F``); the
+    task's ``format`` must then be a static method."""
+
+    flag: str
+    help: str
+    answer: Callable[[str, list[str], Any], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
 class Verb:
     """The ``rnnkit VERB --model DIR INPUT...`` command that answers with a task's predict,
     and the input box of the web page (``label``, ``hint``, ``button``; no button: the page
@@ -154,6 +165,7 @@ class Verb:
     output_format: str | None = None  # the plain output's name: ``--format NAME|json``
     file_flag: str | None = None  # ``--FLAG FILE``: a data-format file (see TokenFiles)
     file_help: str = ""
+    model_free: ModelFree | None = None  # a file that may stand in for ``--model``
 
 
 @runtime_checkable
@@ -161,24 +173,6 @@ class HasVerb(Protocol):
     """A task with a ``rnnkit`` verb of its own (a class attribute)."""
 
     verb: ClassVar[Verb]
-
-
-@dataclass(frozen=True)
-class ModelFree:
-    """A flag that stands in for ``--model`` on a verb: ``answer(path, inputs, options)``
-    gives the results of the task's predict from that file (``neighbors --vectors F``); the
-    task's ``format`` must then be a static method."""
-
-    flag: str
-    help: str
-    answer: Callable[[str, list[str], Any], list[dict[str, Any]]]
-
-
-@runtime_checkable
-class AnswersWithoutModel(Protocol):
-    """A task whose verb can also answer from a plain file instead of a model."""
-
-    model_free: ClassVar[ModelFree]
 
 
 @dataclass(frozen=True)
@@ -446,7 +440,6 @@ __all__ = [
     "Verb",
     "HasVerb",
     "ModelFree",
-    "AnswersWithoutModel",
     "Command",
     "HasCommands",
     "TokenFiles",

@@ -260,8 +260,8 @@ class EmbedTask:
     verb = Verb(
         "neighbors", "cosine nearest neighbours of words", "words", label="Word",
         hint="Enter lists its neighbours.", button="Find neighbours",
+        model_free=vector_commands.VECTORS_FILE,  # neighbors --vectors FILE
     )  # fmt: skip
-    model_free = vector_commands.VECTORS_FILE  # neighbors --vectors FILE
     commands = vector_commands.COMMANDS  # rnnkit embed export, rnnkit analogy
 
     def __init__(
