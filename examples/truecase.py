@@ -29,7 +29,15 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
 from rnnkit.nn.encoder import RecurrentEncoder, check_sizes
-from rnnkit.tasks.base import Evaluation, NoOptions, TaskBase, for_inference, predictor, shard
+from rnnkit.tasks.base import (
+    Evaluation,
+    NoOptions,
+    TaskBase,
+    Verb,
+    for_inference,
+    predictor,
+    shard,
+)
 from rnnkit.train import TrainConfig
 
 
@@ -112,6 +120,11 @@ class TruecaseTask(TaskBase):
     Config = TruecaseConfig
     Options = NoOptions
     metric_goals = {"letter_accuracy": "max"}
+    # `rnnkit truecase --model DIR TEXT...`, and the input box of the server's page.
+    verb = Verb(
+        "truecase", "restore capital letters with a truecase model", "texts", label="Text",
+        hint="Enter restores the capitals.", button="Restore",
+    )  # fmt: skip
 
     def __init__(
         self, config: TruecaseConfig, vocabs: tuple[Vocab, ...], data_dir: Path | None = None

@@ -8,15 +8,14 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from rnnkit.errors import RnnkitError
 
 if TYPE_CHECKING:
-    from rnnkit.tasks.base import Evaluation
+    from rnnkit.tasks.base import Evaluation, Streams, Task
 
 EXIT_USAGE = 2
 
@@ -27,25 +26,11 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
-@dataclass(frozen=True)
-class Verb:
-    """A command that answers inputs with one task's predict path."""
+def _task_classes() -> list[Any]:
+    """Every registered task class, in the registry's order."""
+    from rnnkit.tasks import TASKS, task_class
 
-    task: str
-    help: str
-    inputs: str  # what a positional argument is
-
-
-VERBS = {
-    "decrypt": Verb("cipher", "decrypt text with a cipher model", "ciphertexts"),
-    "generate": Verb("lm", "generate text with a language model", "prompts"),
-    "tag": Verb(
-        "tag", "tag sentences with a tagging model (POS, NER)", "sentences (whitespace tokens)"
-    ),
-    "classify": Verb("classify", "label texts with a classification model", "texts"),
-    "translate": Verb("translate", "translate sentences with a translation model", "sentences"),
-    "neighbors": Verb("embed", "cosine nearest neighbours of words", "words"),
-}
+    return [task_class(name) for name in TASKS]
 
 
 def _option_flags(field: dataclasses.Field) -> list[str]:
@@ -53,25 +38,28 @@ def _option_flags(field: dataclasses.Field) -> list[str]:
     return [f"-{field.name}", *flags] if len(field.name) == 1 else flags
 
 
-def _add_predict_parser(sub: Any, verb: str, spec: Verb) -> None:
-    """The verb's parser: model, inputs, output, and one flag per field of the task's
-    predict options, whose defaults are the options' own (so CLI, Python and HTTP agree)."""
+def _add_predict_parser(sub: Any, cls: Any) -> None:
+    """The parser of a task's verb (:class:`~rnnkit.tasks.base.Verb`): model, inputs, output,
+    and one flag per field of the task's predict options, whose defaults are the options' own
+    (so CLI, Python and HTTP agree)."""
     from rnnkit.budget import DEFAULT_SECONDS
-    from rnnkit.tasks import task_class
-    from rnnkit.tasks.base import DEFAULT_LIMITS
+    from rnnkit.tasks.base import DEFAULT_LIMITS, ShowsAttention
 
-    p = sub.add_parser(verb, help=spec.help)
-    if verb == "neighbors":
+    verb, name = cls.verb, cls.name
+    p = sub.add_parser(verb.name, help=verb.help)
+    p.set_defaults(handler=cmd_predict, task_class=cls)
+    if verb.model_free:
         source = p.add_mutually_exclusive_group(required=True)
-        source.add_argument("--vectors", help="a word2vec or GloVe text file")
-        source.add_argument("--model", help="an embed model directory")
+        free = verb.model_free
+        source.add_argument(f"--{free.flag}", dest="model_free", metavar="FILE", help=free.help)
+        source.add_argument("--model", help=f"a model directory (task {name})")
     else:
         p.add_argument("--model", required=True, help="model directory")
-    if verb == "generate":
+    if verb.prompt:
         p.add_argument("--prompt", default="", help="text to continue")
     else:
-        p.add_argument("text", nargs="*", help=f"{spec.inputs}; '-' reads stdin, one a line")
-        p.add_argument("--file", help=f"read {spec.inputs} from this file, one a line")
+        p.add_argument("text", nargs="*", help=f"{verb.inputs}; '-' reads stdin, one a line")
+        p.add_argument("--file", help=f"read {verb.inputs} from this file, one a line")
     p.add_argument("--json", action="store_true", help="one JSON object per input")
     p.add_argument("--device", default="cpu")
     p.add_argument(
@@ -79,17 +67,20 @@ def _add_predict_parser(sub: Any, verb: str, spec: Verb) -> None:
         help=f"stop a block of {DEFAULT_LIMITS.max_inputs:,} inputs that takes longer than S "
         f"seconds (default {DEFAULT_SECONDS:g}; 0: no limit)",
     )  # fmt: skip
-    options = task_class(spec.task).Options
+    options = cls.Options
     for field in dataclasses.fields(options):
         help_text = f"{field.metadata['help']} (default: {field.default})"
         if field.type in (bool, "bool"):
             p.add_argument(*_option_flags(field), action="store_true", default=None, help=help_text)
         else:
             p.add_argument(*_option_flags(field), default=None, metavar="X", help=help_text)
-    if verb == "tag":
-        p.add_argument("--conll", help="a file in the model's training format (tags ignored)")
-        p.add_argument("--format", choices=["conll", "json"], default="conll", help="output format")
-    if verb == "translate":
+    if verb.file_flag:
+        flag = verb.file_flag
+        p.add_argument(f"--{flag}", dest="data_file", metavar=flag.upper(), help=verb.file_help)
+    if verb.output_format:
+        formats = [verb.output_format, "json"]
+        p.add_argument("--format", choices=formats, default=formats[0], help="output format")
+    if isinstance(cls, ShowsAttention):
         p.add_argument(
             "--plot-attention",
             metavar="PNG",
@@ -139,8 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_dir(p)
 
-    for verb, spec in VERBS.items():
-        _add_predict_parser(sub, verb, spec)
+    from rnnkit.tasks.base import HasCommands, HasVerb
+
+    tasks = _task_classes()
+    for cls in tasks:
+        if isinstance(cls, HasVerb):
+            _add_predict_parser(sub, cls)
 
     p = sub.add_parser("eval", help="score a model on held-out data")
     p.add_argument("--model", required=True, help="model directory")
@@ -157,25 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _add_data_dir(p)
 
-    p = sub.add_parser("embed", help="word-embedding models: export their vectors")
-    actions = p.add_subparsers(dest="embed_command", required=True, metavar="ACTION")
-    e = actions.add_parser("export", help="write an embed model's word vectors to a text file")
-    e.add_argument("--model", required=True, help="model directory (task embed)")
-    e.add_argument("--out", required=True, help="the vectors file to write")
-    e.add_argument(
-        "--format",
-        choices=["word2vec", "glove"],
-        default="word2vec",
-        help="word2vec: a 'COUNT DIM' header line (default); glove: no header",
-    )
-
-    p = sub.add_parser("analogy", help="words nearest to A - B + C (king man woman -> queen)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--vectors", help="a word2vec or GloVe text file")
-    source.add_argument("--model", help="an embed model directory")
-    p.add_argument("words", nargs=3, metavar=("A", "B", "C"), help="A - B + C")
-    p.add_argument("-k", type=int, default=10, help="how many words to list (10)")
-    p.add_argument("--json", action="store_true", help="one JSON object per query")
+    for cls in tasks:
+        for command in cls.commands if isinstance(cls, HasCommands) else ():
+            command.add(sub).set_defaults(handler=command.run)
 
     from rnnkit.crack import add_crack_parser
     from rnnkit.datasets.command import add_data_parser
@@ -206,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         with _log_on_stderr():
-            return COMMANDS[args.command](args)
+            return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
     except RnnkitError as err:
         print(f"rnnkit: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -342,7 +321,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_same_vocabularies(task: Any, out: Path) -> None:
+def _check_same_vocabularies(task: Task, out: Path) -> None:
     """Every vocabulary a model was built on (words, characters, tags, labels, targets,
     counts) must come out of the data the same again on ``--resume``, or the weights would
     mean other things."""
@@ -361,7 +340,8 @@ def _run_entries(out: Path) -> tuple[list[str], list[str]]:
     from rnnkit import checkpoint as ckpt
     from rnnkit.tasks.storage import run_files
 
-    ours, foreign = [], []
+    ours: list[str] = []
+    foreign: list[str] = []
     known = run_files()
     for entry in sorted(out.iterdir()):
         name = entry.name
@@ -467,44 +447,47 @@ def _read_inputs(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Every predict verb: read inputs, load the model, predict in bounded chunks, print."""
+    """Every task's verb: read inputs, load the model, predict in bounded chunks, print."""
     from rnnkit import budget
     from rnnkit import checkpoint as ckpt
-    from rnnkit.tasks import load_task, task_class
-    from rnnkit.tasks.base import DEFAULT_LIMITS, resolve_options
+    from rnnkit.tasks import load_task
+    from rnnkit.tasks.base import DEFAULT_LIMITS, Streams, TokenFiles, resolve_options
 
-    verb = VERBS[args.command]
-    if args.command == "neighbors" and args.vectors:
-        return _neighbors_in_file(args)
+    cls = args.task_class
     if not 0 <= args.deadline < float("inf"):
         raise RnnkitError(
             f"--deadline must be 0 (no limit) or a number of seconds, not {args.deadline}"
         )
     # Options are checked before anything is read or loaded.
-    cls = task_class(verb.task)
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls.Options)}
     if getattr(args, "plot_attention", None):
-        given["attention"] = True
+        given[cls.attention_option] = True
     # Flags arrive as strings from argv: the one place where option values are converted.
     options = resolve_options(cls, {k: v for k, v in given.items() if v is not None}, strict=False)
-    inputs = [args.prompt] if args.command == "generate" else None
-    if inputs is None and not getattr(args, "conll", None):
-        inputs = _read_inputs(args)
+    data_file = getattr(args, "data_file", None)
+    inputs = [args.prompt] if cls.verb.prompt else [] if data_file else _read_inputs(args)
+    if getattr(args, "model_free", None):
+        results = cls.verb.model_free.answer(args.model_free, inputs, options)
+        return _print_results(cls.format, args, inputs, results)
     stored = ckpt.read_model_config(args.model)["task"]
-    if stored != verb.task:
+    if stored != cls.name:
         raise RnnkitError(
             f"{args.model} holds a '{stored}' model; "
-            f"'rnnkit {args.command}' needs a '{verb.task}' model"
+            f"'rnnkit {args.command}' needs a '{cls.name}' model"
         )
     task = load_task(args.model, device=args.device)
-    if args.command == "generate" and not args.json:
-        with budget.deadline(args.deadline or None):
-            return _stream(task, args.prompt, options)
-    if args.command == "tag" and args.format == "json":
+    if getattr(args, "format", None) == "json":
         args.json = True
+    if isinstance(task, Streams) and not args.json:
+        for text in inputs:
+            with budget.deadline(args.deadline or None):
+                _stream(task, text, options)
+        return 0
     token_lists = None
-    if getattr(args, "conll", None):
-        token_lists = [s.tokens for s in task.read_tokens(args.conll)]
+    if data_file:
+        if not isinstance(task, TokenFiles):
+            raise RnnkitError(f"--{cls.verb.file_flag}: the {cls.name} task reads no such file")
+        token_lists = [s.tokens for s in task.read_tokens(data_file)]
         inputs = [" ".join(tokens) for tokens in token_lists]
     step, seconds = DEFAULT_LIMITS.max_inputs, args.deadline or None
     results = []
@@ -514,33 +497,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 results.extend(task.predict_tokens(token_lists[i : i + step]))
             else:
                 results.extend(task.predict(inputs[i : i + step], options))
+    return _print_results(task.format, args, inputs, results)
+
+
+def _print_results(
+    show: Callable[[str, dict[str, Any]], str],
+    args: argparse.Namespace,
+    inputs: list[str],
+    results: list[dict[str, Any]],
+) -> int:
+    """Print each result (as ``show(input, result)`` says, or as JSON), and its attention map
+    if asked for."""
     for i, (text, result) in enumerate(zip(inputs, results, strict=True), 1):
         if args.json:
             print(json.dumps(result, ensure_ascii=False))
         else:
-            print(task.format(text, result))
+            print(show(text, result))
         if getattr(args, "plot_attention", None):
-            _plot_attention(args.plot_attention, result, i if len(results) > 1 else None)
+            title = f"{result.get('source', text)} → {show(text, result)}"
+            _plot_attention(args.plot_attention, result, title, i if len(results) > 1 else None)
     return 0
 
 
-def _stream(task: Any, prompt: str, options: Any) -> int:
+def _stream(task: Streams, prompt: str, options: Any) -> None:
     """Print a prompt's continuation as it is generated."""
     sys.stdout.write(prompt + task.joiner(prompt))
     for piece in task.stream(prompt, options):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
-    return 0
 
 
-def _plot_attention(png: str, result: dict[str, Any], number: int | None) -> None:
+def _plot_attention(png: str, result: dict[str, Any], title: str, number: int | None) -> None:
+    """Draw a result's attention weights into ``png`` (``stem-NUMBER.png`` for one of many)."""
     from rnnkit.plots import plot_attention
 
     where = Path(png)
     if number is not None:
         where = where.with_name(f"{where.stem}-{number}{where.suffix or '.png'}")
-    title = f"{result['source']} → {result['translation']}"
     try:
         plot_attention(
             result["source_tokens"], result["target_tokens"], result["attention"], where, title
@@ -550,37 +544,18 @@ def _plot_attention(png: str, result: dict[str, Any], number: int | None) -> Non
     print(f"attention map: {where}", file=sys.stderr)
 
 
-def _neighbors_in_file(args: argparse.Namespace) -> int:
-    """``neighbors --vectors FILE``: the same answer as an embed model's, from a vectors file."""
-    from rnnkit.nn.similarity import WordVectors
-    from rnnkit.tasks.base import resolve_options
-    from rnnkit.tasks.embed import EmbedTask
-
-    k = resolve_options(EmbedTask, {} if args.k is None else {"k": args.k}, strict=False).k
-    vectors = WordVectors.load(args.vectors)
-    words = _read_inputs(args)
-    for word, ranked in zip(words, vectors.neighbors(words, k), strict=True):
-        result = {
-            "word": word, "known": True,
-            "neighbors": [{"word": w, "similarity": s} for w, s in ranked],
-        }  # fmt: skip
-        print(
-            json.dumps(result, ensure_ascii=False) if args.json else EmbedTask.format(word, result)
-        )
-    return 0
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
+    """``rnnkit eval``: score a model on its recipe's test split or on ``--data``."""
     from rnnkit.tasks import load_task
+    from rnnkit.tasks.base import BeamSearch
 
     task = load_task(args.model, device=args.device, data_dir=args.data_dir)
     if args.beam is not None:
-        decode = getattr(task.config, "decode", None)
-        if decode is None or not hasattr(decode, "beam"):
+        if not isinstance(task, BeamSearch):
             raise RnnkitError(f"--beam: the {task.name} task has no beam search")
         if args.beam < 1:
             raise RnnkitError(f"--beam must be ≥ 1, not {args.beam}")
-        decode.beam = args.beam
+        task.use_beam(args.beam)
     found = task.evaluate_file(args.data) if args.data else task.evaluate("test")
     _plot_confusion(task, args, found)
     if args.json:
@@ -594,7 +569,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plot_confusion(task, args: argparse.Namespace, found: Evaluation) -> None:
+def _plot_confusion(task: Task, args: argparse.Namespace, found: Evaluation) -> None:
     """Draw the confusion matrix of the evaluation just run where ``--confusion`` says (never
     into the model directory: readers do not write there)."""
     from rnnkit.plots import plot_confusion_matrix
@@ -611,47 +586,6 @@ def _plot_confusion(task, args: argparse.Namespace, found: Evaluation) -> None:
     except OSError as err:
         raise RnnkitError(f"cannot write {where} ({err.strerror})") from None
     print(f"confusion matrix: {where}", file=sys.stderr)
-
-
-def cmd_embed(args: argparse.Namespace) -> int:
-    from rnnkit.data.vectors import write_vectors
-    from rnnkit.tasks.embed import EmbedTask
-
-    vectors = EmbedTask.from_dir(args.model).word_vectors()
-    write_vectors(args.out, vectors.words, vectors.vectors, args.format)
-    dim = vectors.vectors.shape[1]
-    print(f"{len(vectors):,} vectors of {dim} dimensions in {args.out} ({args.format} format)")
-    return 0
-
-
-def _word_vectors(args: argparse.Namespace):
-    if args.k < 1:
-        raise RnnkitError(f"-k {args.k}: must be at least 1")
-    if args.vectors:
-        from rnnkit.nn.similarity import WordVectors
-
-        return WordVectors.load(args.vectors)
-    from rnnkit.tasks.embed import EmbedTask
-
-    return EmbedTask.from_dir(args.model).word_vectors()
-
-
-def _print_ranked(query: str, ranked: list[tuple[str, float]], as_json: bool) -> None:
-    if as_json:
-        found = [{"word": w, "similarity": round(s, 6)} for w, s in ranked]
-        print(json.dumps({"query": query, "neighbors": found}, ensure_ascii=False))
-        return
-    print(query)
-    width = max((len(w) for w, _ in ranked), default=0)
-    for word, similarity in ranked:
-        print(f"  {word:<{width}}  {similarity:.4f}")
-
-
-def cmd_analogy(args: argparse.Namespace) -> int:
-    a, b, c = args.words
-    (ranked,) = _word_vectors(args).analogy([(a, b, c)], args.k)
-    _print_ranked(f"{a} - {b} + {c}", ranked, args.json)
-    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -679,13 +613,14 @@ def cmd_crack(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The README's first command: train the seed's setting, then decrypt a few messages."""
+    """The README's first command: train the first registered task that has a demo into
+    ``--out`` (a new directory or an earlier demo's), and show what it does."""
     from rnnkit import checkpoint as ckpt
-    from rnnkit.data.ciphers import encrypt_text
-    from rnnkit.tasks import build_task
-    from rnnkit.tasks.cipher import CipherConfig, CipherTask
-    from rnnkit.train import Trainer
+    from rnnkit.tasks.base import HasDemo
 
+    demos = [cls for cls in _task_classes() if isinstance(cls, HasDemo)]
+    if not demos:
+        raise RnnkitError("no registered task has a demo")
     out = Path(args.out)
     if out.exists():
         shown = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else [1]
@@ -693,36 +628,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise RnnkitError(f"{out} exists and is not an rnnkit model directory; pick --out")
     ckpt.acquire_writer(out)  # before clearing: never under a run that is writing it
     _clear_run(out)
-    config = CipherConfig()
-    print(
-        f"Training the seed's cipher model (ROT13 over {config.data.alphabet}, "
-        f"{config.model.rnn.upper()} {config.model.hidden_size}) on CPU ...",
-        flush=True,
-    )
-    task = build_task("cipher", config)
-    summary = Trainer(task, config.train, out).fit()
-    print(f"trained in {summary['minutes'] * 60:.0f} s; model in {out}\n")
-    model = CipherTask.from_dir(out)
-    plain = ["THIS-IS-A-SECRET", "THIS-IS-ANOTHER-SECRET", "ATTACK-AT-DAWN", "HELLO-WORLD"]
-    secrets = [encrypt_text(p, config.data.shift) for p in plain]
-    for secret, result in zip(secrets, model.predict(secrets), strict=True):
-        print(f"{secret} -> {result['plaintext']}")
-    metrics = model.evaluate("test")
-    print(
-        f"\nheld-out ({config.data.eval_messages} fresh messages): "
-        f"character accuracy {metrics['char_accuracy']:.2%}, "
-        f"message accuracy {metrics['message_accuracy']:.2%}"
-    )
-    print(f"try: .venv/bin/rnnkit decrypt --model {out} FUVEMVEMNMERPDRF")
+    demos[0].demo(out)
     return 0
 
 
 COMMANDS = {
     "train": cmd_train,
-    **dict.fromkeys(VERBS, cmd_predict),
     "eval": cmd_eval,
-    "embed": cmd_embed,
-    "analogy": cmd_analogy,
     "data": cmd_data,
     "serve": cmd_serve,
     "export": cmd_export,

@@ -35,9 +35,8 @@ from rnnkit.data.ciphers import (
     encipher_letters,
     key_text,
 )
-from rnnkit.data.vocab import UNK
 from rnnkit.errors import ConfigError, DataError
-from rnnkit.nn.language_model import start_id
+from rnnkit.tasks.base import CharacterLM, Task
 
 Method = Literal["search", "classical"]
 MAX_TEXT = 100_000  # characters of ciphertext in one crack
@@ -69,36 +68,26 @@ class Cracked:
 
 
 class CharScorer:
-    """A character LM (an ``lm`` task at character level) scoring candidate plaintexts.
+    """A character LM (:class:`~rnnkit.tasks.base.CharacterLM`) scoring candidate plaintexts.
 
     Every candidate of one ciphertext has the same length, so candidates go through the LM as
-    one batch ``(n, length)``; a backward LM reads them reversed, which changes nothing else.
+    one batch ``(n, length)``; a backward LM reads them reversed, which the LM sees to.
     """
 
-    def __init__(self, task, tokens_per_batch: int = 1 << 17):
-        if task.name != "lm" or task.level != "char":
+    def __init__(self, task: Task, tokens_per_batch: int = 1 << 17):
+        if not isinstance(task, CharacterLM):
             raise ConfigError(f"crack needs a character-level lm model, not {task.name}")
-        self.task = task
-        self.model = task.model.eval()
-        self.device = next(self.model.parameters()).device
-        vocab = task.vocab
-        self.unk = vocab.stoi.get(UNK, 0)
-        self.lower = torch.tensor([vocab.stoi.get(ch, self.unk) for ch in LETTERS])
-        self.upper = torch.tensor([vocab.stoi.get(ch.upper(), self.unk) for ch in LETTERS])
-        self.start = start_id(vocab)
-        self.reverse = bool(task.config.data.reverse)
+        self.task: CharacterLM = task
+        self.lower = task.char_ids(LETTERS)  # also refuses a word-level LM
+        self.upper = task.char_ids(LETTERS.upper())
         self.tokens_per_batch = tokens_per_batch
 
     def layout(self, letters: Letters) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The token ids of the text ``(length,)``, where its letters sit in them ``(m,)``,
         and the id each of 26 letters takes at each of those places ``(m, 26)``."""
-        text = letters.text
-        ids = torch.tensor(self.task.vocab.encode(list(text)), dtype=torch.long)
-        slots = letters.positions
-        if self.reverse:
-            ids, slots = ids.flip(0), len(text) - 1 - slots
+        ids = self.task.char_ids(letters.text)
         table = torch.where(letters.upper.unsqueeze(1), self.upper, self.lower)
-        return ids, slots, table
+        return ids, letters.positions, table
 
     def fill(self, layout, plain: torch.Tensor) -> torch.Tensor:
         """Candidate plaintexts as ids ``(n, length)`` from letter values ``(n, m)``."""
@@ -108,15 +97,12 @@ class CharScorer:
         return out
 
     def _log_probs(self, ids: torch.Tensor):
-        """Yield ``(rows, log-probabilities (r, length, vocab))`` of each token given those
+        """Yield ``(rows, log-probabilities (r, length, vocab))`` of each token given the text
         before it, a bounded batch of rows at a time."""
         n, length = ids.shape
         rows = max(1, self.tokens_per_batch // (length + 1))
         for start in range(0, n, rows):
-            chunk = ids[start : start + rows].to(self.device)
-            first = torch.full((len(chunk), 1), self.start, device=self.device)
-            features, _ = self.model(torch.cat([first, chunk[:, :-1]], 1))
-            yield start, self.model.log_probs(features)
+            yield start, self.task.next_log_probs(ids[start : start + rows])
 
     @torch.inference_mode()
     def log_likelihood(self, ids: torch.Tensor) -> torch.Tensor:

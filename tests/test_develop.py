@@ -77,3 +77,41 @@ def test_the_example_task_exports_to_onnx_with_no_change_outside_its_file(regist
         want = task.model(batch["chars"], batch["mask"])
     assert abs(scores - want.numpy()).max() <= 1e-4
     assert (capital == want.argmax(-1).masked_fill(~batch["mask"], 0).numpy()).all()
+
+
+def test_the_example_task_gets_a_verb_of_its_own(registered, tmp_path, capsys):
+    import json
+
+    from rnnkit.cli import main
+    from rnnkit.tasks import load_task
+
+    text, out = tmp_path / "text.txt", tmp_path / "model"
+    text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20)
+    args = [f"data.train={text}", f"data.dev={text}", "train.max_steps=1", "train.progress=false"]
+    assert main(["train", "truecase", "--out", str(out), *args]) == 0
+    capsys.readouterr()
+    inputs = ["first citizen:", "hear me speak."]
+    expected = load_task(out).predict(inputs)
+    assert main(["truecase", "--model", str(out), "--json", *inputs]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == expected
+    assert main(["truecase", "--model", str(out), inputs[0]]) == 0
+    assert capsys.readouterr().out == expected[0]["text"] + "\n"
+
+
+def test_the_consumers_name_no_task():
+    """The CLI, the server, its page and crack learn what a task can do from the protocols
+    of rnnkit/tasks/base.py, never from its name (help text aside)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "rnnkit"
+    files = [root / "cli.py", root / "crack.py", *sorted((root / "serve").rglob("*.*"))]
+    names = re.compile(r"""["'](cipher|lm|tag|classify|embed|translate)["']""")
+    found = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in files
+        if path.suffix in (".py", ".js", ".html")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if names.search(line) and "help=" not in line
+    ]
+    assert not found, found

@@ -191,6 +191,19 @@ def test_generation_starts_as_if_after_a_line_break(tmp_path):
     assert next(task.generate("ab", length=1, temperature=0)) == expected
 
 
+def test_unseeded_generation_leaves_the_global_rng_alone(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("abc " * 100)
+    task = _task(path, model=SMALL)
+    torch.manual_seed(123)
+    expected = torch.rand(3)  # what the caller's next draw is without any generation between
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    assert len("".join(task.generate("ab", length=5))) == 5  # seed None: freshly seeded
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_empty_prompt_works_on_a_corpus_without_line_breaks(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("abc " * 100)

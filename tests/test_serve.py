@@ -60,6 +60,16 @@ def test_health_and_models(server, loaded):
     assert "B-PER" in models["tag"]["labels"]
     assert models["translate"]["options"]["properties"]["beam"]["maximum"] == 64
     assert models["lm"]["options"]["properties"]["temperature"]["default"] == 1.0
+    # What the page needs to know of each model comes with it, not from the task's name.
+    assert {n: m["attention_option"] for n, m in models.items() if m["attention_option"]} == {
+        "translate": "attention"
+    }
+    assert models["cipher"]["form"]["button"] is None  # answered as one types
+    assert models["lm"]["form"]["prompt"] and models["lm"]["form"]["multiline"]
+    assert models["tag"]["form"] == {
+        "label": "Sentence", "hint": "Words are split on spaces. Enter tags.", "button": "Tag",
+        "multiline": False, "prompt": False,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

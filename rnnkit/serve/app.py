@@ -34,7 +34,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rnnkit.errors import ConfigError, DeadlineError, InputError, LimitError, RnnkitError
 from rnnkit.serve.batching import Batcher, Busy
-from rnnkit.tasks.base import Limits, check_inputs, options_schema, resolve_options
+from rnnkit.tasks.base import (
+    Costly,
+    HasVerb,
+    Limits,
+    ShowsAttention,
+    Streams,
+    Task,
+    Verb,
+    check_inputs,
+    options_schema,
+    resolve_options,
+)
 
 STATIC = Path(__file__).parent / "static"
 PAGE_FILES = {"index.html", "app.js", "style.css"}
@@ -94,10 +105,16 @@ class ErrorResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """A served model and what it can do."""
+
     name: str
     task: str
-    labels: list[str]
-    streaming: bool
+    labels: list[str] = Field(description="the closed set of answers, or [] for open text")
+    streaming: bool = Field(description="POST .../stream answers piece by piece")
+    attention_option: str | None = Field(
+        description="the boolean option that adds attention weights to each output, or null"
+    )
+    form: dict[str, Any] = Field(description="how the page asks for an input (docs/serve.md)")
     options: dict[str, Any]
 
 
@@ -134,20 +151,27 @@ class Served:
     """A loaded model and the batcher in front of it."""
 
     name: str
-    task: Any
+    task: Task
     batcher: Batcher
 
     def info(self) -> dict[str, Any]:
+        """The model's entry in ``GET /v1/models``: its task's capabilities, for clients and
+        the page."""
+        verb = self.task.verb if isinstance(self.task, HasVerb) else Verb("", "")
+        form = {k: getattr(verb, k) for k in ("label", "hint", "button", "multiline", "prompt")}
+        attention = self.task.attention_option if isinstance(self.task, ShowsAttention) else None
         return {
             "name": self.name,
             "task": self.task.name,
             "labels": self.task.labels(),
-            "streaming": hasattr(self.task, "stream"),
+            "streaming": isinstance(self.task, Streams),
+            "attention_option": attention,
+            "form": form,
             "options": options_schema(self.task.Options),
         }
 
 
-def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> FastAPI:
+def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> FastAPI:
     """The app serving ``models`` (name → loaded task) under ``config``'s limits."""
     config = config or ServeConfig()
     limits = config.limits()
@@ -238,13 +262,15 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
         s = model(name)
         options = checked_options(s, body.options)
         inputs = checked_inputs(body.inputs)
-        work = len(inputs) * getattr(options, "length", 1)
-        if work > config.max_generated:
-            raise HTTPError(
-                413,
-                f"{len(inputs)} inputs × length {options.length} = {work:,} tokens to generate "
-                f"(the limit is {config.max_generated:,} per request)",
-            )
+        if isinstance(s.task, Costly):
+            each = s.task.cost(options)
+            work = len(inputs) * each
+            if work > config.max_generated:
+                raise HTTPError(
+                    413,
+                    f"{len(inputs)} inputs × {each:,} tokens = {work:,} tokens to generate "
+                    f"(the limit is {config.max_generated:,} per request)",
+                )
         try:
             outputs = await asyncio.wait_for(
                 s.batcher.submit(inputs, options, until), timeout=config.timeout_s
@@ -264,7 +290,7 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
     )
     async def stream(name: str, body: StreamRequest) -> StreamingResponse:
         s = model(name)
-        if not hasattr(s.task, "stream"):
+        if not isinstance(s.task, Streams):
             raise HTTPError(422, f"model {name!r} ({s.task.name}) does not stream; use predict")
         options = checked_options(s, body.options)
         (text,) = checked_inputs([body.input])
@@ -299,7 +325,7 @@ def create_app(models: dict[str, Any], config: ServeConfig | None = None) -> Fas
     return app
 
 
-def _schema_per_model(app: FastAPI, models: dict[str, Any], config: ServeConfig) -> dict:
+def _schema_per_model(app: FastAPI, models: dict[str, Task], config: ServeConfig) -> dict:
     """The OpenAPI schema with one path per served model in place of ``{name}``, each with its
     task's own options and the server's limits, so that a client (or schemathesis) knows
     exactly what each model accepts."""
@@ -319,7 +345,7 @@ def _schema_per_model(app: FastAPI, models: dict[str, Any], config: ServeConfig)
             paths[template] = operations
             continue
         for name, task in models.items():
-            if template.endswith("/stream") and not hasattr(task, "stream"):
+            if template.endswith("/stream") and not isinstance(task, Streams):
                 continue
             kind = "Stream" if template.endswith("/stream") else "Predict"
             body = f"{name}{kind}Request"

@@ -32,6 +32,7 @@ from typing import (
     get_args,
     get_origin,
     get_type_hints,
+    runtime_checkable,
 )
 
 import torch
@@ -150,11 +151,149 @@ class Task(Protocol):
         ...
 
 
-class StreamingTask(Task, Protocol):
+# ----------------------------------------------------------------- capabilities
+# What a task may also do. The CLI, the server, its page and ``rnnkit crack`` test for these
+# (``isinstance``) and never for a task's name, so that a new task gets what it declares.
+
+
+@runtime_checkable
+class Streams(Protocol):
     """A task that can also yield its answer piece by piece (the language model)."""
 
     def stream(self, text: str, options: Any = None) -> Iterator[str]:
         """The answer to one input as it is made; ``"".join`` of it is ``predict``'s text."""
+        ...
+
+    def joiner(self, prompt: str) -> str:
+        """What goes between an input and its streamed answer when both are shown."""
+        ...
+
+
+class StreamingTask(Task, Streams, Protocol):
+    """A task that streams (see :class:`Streams`)."""
+
+
+@dataclass(frozen=True)
+class ModelFree:
+    """A flag that stands in for ``--model`` on a verb: ``answer(path, inputs, options)``
+    gives the results of the task's predict from that file (``neighbors --vectors F``); the
+    task's ``format`` must then be a static method."""
+
+    flag: str
+    help: str
+    answer: Callable[[str, list[str], Any], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Verb:
+    """The ``rnnkit VERB --model DIR INPUT...`` command that answers with a task's predict,
+    and the input box of the web page (``label``, ``hint``, ``button``; no button: the page
+    answers as one types)."""
+
+    name: str
+    help: str
+    inputs: str = "texts"  # what the positional arguments are, for the help
+    label: str = "Input"
+    hint: str = ""
+    button: str | None = "Run"
+    prompt: bool = False  # inputs are prompts: one ``--prompt`` (default ""); blank is an input
+    multiline: bool = False  # the page's box takes line breaks (Ctrl+Enter submits)
+    output_format: str | None = None  # the plain output's name: ``--format NAME|json``
+    file_flag: str | None = None  # ``--FLAG FILE``: a data-format file (see TokenFiles)
+    file_help: str = ""
+    model_free: ModelFree | None = None  # a file that may stand in for ``--model``
+
+
+@runtime_checkable
+class HasVerb(Protocol):
+    """A task with a ``rnnkit`` verb of its own (a class attribute)."""
+
+    verb: ClassVar[Verb]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command of a task's own on ``rnnkit`` (``rnnkit analogy``): ``add(subparsers)``
+    adds its parser and returns it, ``run(args)`` carries it out and returns the exit status."""
+
+    name: str
+    add: Callable[[Any], Any]
+    run: Callable[[Any], int]
+
+
+@runtime_checkable
+class HasCommands(Protocol):
+    """A task that adds commands of its own to ``rnnkit``."""
+
+    commands: ClassVar[tuple[Command, ...]]
+
+
+@runtime_checkable
+class TokenFiles(Protocol):
+    """A task that also answers a file in its data format, tokens already split (the
+    verb's ``file_flag``: ``rnnkit tag --conll F``)."""
+
+    def read_tokens(self, path: str | Path) -> Sequence[Any]:
+        """The file's sentences, each with ``tokens`` (a list of strings)."""
+        ...
+
+    def predict_tokens(self, token_lists: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+        """``predict``'s answers for inputs already split into tokens."""
+        ...
+
+
+@runtime_checkable
+class ShowsAttention(Protocol):
+    """A task whose boolean option ``attention_option`` adds ``source_tokens``,
+    ``target_tokens`` and ``attention`` (one row of weights over the source per target token)
+    to each result: ``--plot-attention`` and the page's heatmap draw them."""
+
+    attention_option: ClassVar[str]
+
+
+@runtime_checkable
+class Costly(Protocol):
+    """A task whose predict work per input depends on its options (tokens to generate): the
+    server bounds ``inputs × cost`` by ``--max-generated``."""
+
+    def cost(self, options: Any) -> int:
+        """Tokens one input asks for under ``options`` (a resolved :attr:`Task.Options`)."""
+        ...
+
+
+@runtime_checkable
+class BeamSearch(Protocol):
+    """A task that decodes with a beam (``rnnkit eval --beam``)."""
+
+    def use_beam(self, beam: int) -> None:
+        """Decode with ``beam`` (at least 1; 1 is greedy) from now on."""
+        ...
+
+
+@runtime_checkable
+class CharacterLM(Protocol):
+    """A character language model that scores texts (``rnnkit crack``)."""
+
+    def char_ids(self, text: str) -> torch.Tensor:
+        """The ids of ``text``'s characters ``(len(text),)``; unknown ones get ``<unk>``'s.
+        Raises :class:`~rnnkit.errors.ConfigError` for a model that is not character level."""
+        ...
+
+    def next_log_probs(self, ids: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of every token at every place of texts ``(n, length)`` →
+        ``(n, length, vocab)``, given the text before that place (after it, for a backward
+        model); places in reading order, on the model's device."""
+        ...
+
+
+@runtime_checkable
+class HasDemo(Protocol):
+    """A task that ``rnnkit demo`` trains and shows off."""
+
+    @staticmethod
+    def demo(out: Path) -> None:
+        """Train the task's default recipe into ``out`` (cleared and locked by the caller),
+        then print what the model does."""
         ...
 
 
@@ -485,6 +624,18 @@ __all__ = [
     "TaskBase",
     "Evaluation",
     "predictor",
+    "Streams",
+    "Verb",
+    "HasVerb",
+    "ModelFree",
+    "Command",
+    "HasCommands",
+    "TokenFiles",
+    "ShowsAttention",
+    "Costly",
+    "BeamSearch",
+    "CharacterLM",
+    "HasDemo",
     "NoOptions",
     "Limits",
     "DEFAULT_LIMITS",

@@ -31,7 +31,15 @@ from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.export import OnnxPlan, Samples, check_samples, one_graph_plan
 from rnnkit.nn.cipher_net import CipherModelConfig, CipherNet
-from rnnkit.tasks.base import Axes, Evaluation, NoOptions, TaskBase, for_inference, predictor
+from rnnkit.tasks.base import (
+    Axes,
+    Evaluation,
+    NoOptions,
+    TaskBase,
+    Verb,
+    for_inference,
+    predictor,
+)
 from rnnkit.train import TrainConfig
 
 # Fixed streams for held-out messages: dev (checked each epoch) and test (``rnnkit eval``).
@@ -161,6 +169,10 @@ class CipherTask(TaskBase):
         "message_accuracy": "max",
         "loss": "min",
     }
+    verb = Verb(
+        "decrypt", "decrypt text with a cipher model", "ciphertexts", label="Ciphertext",
+        hint="Decrypted as you type.", button=None,
+    )  # fmt: skip
     # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
     # loaded with backend onnx (its graph "model", as rnnkit.export builds it).
     runner: Any = None
@@ -395,6 +407,40 @@ class CipherTask(TaskBase):
         outputs: dict[str, Axes] = {"logits": (*text, len(self.vocab)), "decoded": text}
         samples = check_samples(read, drawn, data)
         return one_graph_plan(self.model, forward, inputs, outputs, samples, batch, ("decoded",))
+
+    @staticmethod
+    def demo(out: Path) -> None:
+        """``rnnkit demo``: train the seed's setting into ``out``, then decrypt a few
+        messages and score fresh held-out ones."""
+        _demo(out)
+
+
+def _demo(out: Path) -> None:
+    from rnnkit.data.ciphers import encrypt_text
+    from rnnkit.tasks import build_task
+    from rnnkit.train import Trainer
+
+    config = CipherConfig()
+    print(
+        f"Training the seed's cipher model (ROT13 over {config.data.alphabet}, "
+        f"{config.model.rnn.upper()} {config.model.hidden_size}) on CPU ...",
+        flush=True,
+    )
+    task = build_task(CipherTask.name, config)
+    summary = Trainer(task, config.train, out).fit()
+    print(f"trained in {summary['minutes'] * 60:.0f} s; model in {out}\n")
+    model = CipherTask.from_dir(out)
+    plain = ["THIS-IS-A-SECRET", "THIS-IS-ANOTHER-SECRET", "ATTACK-AT-DAWN", "HELLO-WORLD"]
+    secrets = [encrypt_text(p, config.data.shift) for p in plain]
+    for secret, result in zip(secrets, model.predict(secrets), strict=True):
+        print(f"{secret} -> {result['plaintext']}")
+    metrics = model.evaluate("test")
+    print(
+        f"\nheld-out ({config.data.eval_messages} fresh messages): "
+        f"character accuracy {metrics['char_accuracy']:.2%}, "
+        f"message accuracy {metrics['message_accuracy']:.2%}"
+    )
+    print(f"try: .venv/bin/rnnkit decrypt --model {out} FUVEMVEMNMERPDRF")
 
 
 __all__ = ["CipherConfig", "CipherTask"]

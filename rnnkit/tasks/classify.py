@@ -34,6 +34,7 @@ from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.tasks.base import (
     Evaluation,
     TaskBase,
+    Verb,
     for_inference,
     option,
     predictor,
@@ -177,6 +178,10 @@ class ClassifyTask(TaskBase):
     Options = ClassifyOptions
     cpu_bf16_pays = False  # 0.9-1.0x in bf16 (bench/precision.py)
     metric_goals = {"accuracy": "max", "macro_f1": "max"}
+    verb = Verb(
+        "classify", "label texts with a classification model", "texts", label="Text",
+        hint="Enter classifies.", button="Classify",
+    )  # fmt: skip
     # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
     # loaded with backend onnx (its graph "model", as rnnkit.export builds it).
     runner: Any = None

@@ -47,8 +47,16 @@ from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.similarity import WordVectors
 from rnnkit.nn.word_embedder import PAD_ID, EmbedModelConfig, WordEmbedder
-from rnnkit.tasks import storage
-from rnnkit.tasks.base import Batches, Evaluation, TaskBase, for_inference, option, predictor
+from rnnkit.tasks import storage, vector_commands
+from rnnkit.tasks.base import (
+    Batches,
+    Evaluation,
+    TaskBase,
+    Verb,
+    for_inference,
+    option,
+    predictor,
+)
 from rnnkit.train import TrainConfig
 
 
@@ -282,6 +290,12 @@ class EmbedTask(TaskBase):
     Options = EmbedOptions
     cpu_bf16_pays = False  # no matmul worth it: 1.0x in bf16 (bench/precision.py)
     metric_goals = {"loss": "min", "perplexity": "min", "coverage": "max"}
+    verb = Verb(
+        "neighbors", "cosine nearest neighbours of words", "words", label="Word",
+        hint="Enter lists its neighbours.", button="Find neighbours",
+        model_free=vector_commands.VECTORS_FILE,  # neighbors --vectors FILE
+    )  # fmt: skip
+    commands = vector_commands.COMMANDS  # rnnkit embed export, rnnkit analogy
 
     corpus: tuple[torch.Tensor, torch.Tensor]
     """The training text's word ids and sentence numbers (a built task's only)."""

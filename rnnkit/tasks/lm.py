@@ -32,12 +32,13 @@ from rnnkit.data.text import (
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.export import CHECK_LENGTHS, OnnxGraph, OnnxPlan, RunGraph, Samples, check_samples
-from rnnkit.nn.language_model import LanguageModel, LMModelConfig
+from rnnkit.nn.language_model import LanguageModel, LMModelConfig, start_id
 from rnnkit.nn.sampling import sample_next
 from rnnkit.tasks.base import (
     Axes,
     Evaluation,
     TaskBase,
+    Verb,
     check_inputs,
     for_inference,
     option,
@@ -150,6 +151,10 @@ class LMTask(TaskBase):
     Options = LMOptions
     cpu_bf16_pays = True  # 1.4-1.7x faster in bf16 on AVX512-BF16 (bench/precision.py)
     metric_goals = {"loss": "min", "perplexity": "min", "bpc": "min"}
+    verb = Verb(
+        "generate", "generate text with a language model", "prompts", label="Prompt",
+        hint="Ctrl+Enter generates; Esc stops.", button="Generate", prompt=True, multiline=True,
+    )  # fmt: skip
 
     def __init__(self, config: LMConfig, vocabs: tuple[Vocab, ...], data_dir: Path | None = None):
         self.config = config
@@ -252,7 +257,10 @@ class LMTask(TaskBase):
         """
         device = for_inference(self.model)
         generator = torch.Generator(device=device)
-        generator.manual_seed(seed if seed is not None else torch.seed())
+        if seed is None:
+            generator.seed()  # a fresh seed of its own; the caller's global RNG is left alone
+        else:
+            generator.manual_seed(seed)
         prompt_tokens = list(prompt) if self.level == "char" else prompt.split()
         if self.config.data.reverse:  # a backward LM reads the prompt last character first
             prompt_tokens.reverse()
@@ -305,6 +313,10 @@ class LMTask(TaskBase):
         order (and :meth:`stream` gives it in one piece)."""
         return [{"prompt": p, "text": "".join(self._continue(p, options))} for p in prompts]
 
+    def cost(self, options: LMOptions) -> int:
+        """Tokens one prompt asks to have generated."""
+        return options.length
+
     def joiner(self, prompt: str) -> str:
         """What goes between a prompt and its continuation when shown: generated words each
         carry their own trailing space, so a word prompt needs one of its own."""
@@ -314,6 +326,28 @@ class LMTask(TaskBase):
         if self.config.data.reverse:
             return result["text"] + text
         return text + self.joiner(text) + result["text"]
+
+    # --------------------------------------------------------------- scoring
+    def char_ids(self, text: str) -> torch.Tensor:
+        """The ids of ``text``'s characters ``(len(text),)``, unknown ones ``<unk>``'s."""
+        if self.level != "char":
+            raise ConfigError(f"a character-level {self.name} model is needed, not {self.level}")
+        unk = self.vocab.stoi.get(UNK, 0)
+        return torch.tensor([self.vocab.stoi.get(ch, unk) for ch in text], dtype=torch.long)
+
+    @torch.no_grad()
+    def next_log_probs(self, ids: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of every token at every place of texts ``(n, length)`` →
+        ``(n, length, vocab)``, given what comes before (after, for a backward LM); places
+        in reading order, on the model's device."""
+        device = for_inference(self.model)
+        ids = ids.to(device)
+        if self.config.data.reverse:  # a backward LM reads the text last character first
+            ids = ids.flip(1)
+        first = torch.full((len(ids), 1), start_id(self.vocab), device=device)
+        features, _ = self.model(torch.cat([first, ids[:, :-1]], 1))
+        logp = self.model.log_probs(features)
+        return logp.flip(1) if self.config.data.reverse else logp
 
     # ------------------------------------------------------------------------------ export
     def onnx_plan(self, data: bool = True) -> OnnxPlan:

@@ -37,7 +37,15 @@ from rnnkit.metrics import confusion_table, entity_scores, token_accuracy
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.nn.crf import scripted_viterbi
 from rnnkit.nn.tagger import Tagger, TagModelConfig
-from rnnkit.tasks.base import Evaluation, NoOptions, TaskBase, for_inference, predictor, shard
+from rnnkit.tasks.base import (
+    Evaluation,
+    NoOptions,
+    TaskBase,
+    Verb,
+    for_inference,
+    predictor,
+    shard,
+)
 from rnnkit.train import TrainConfig
 
 _SEPARATORS = {"whitespace": None, "tab": "\t", "space": " "}
@@ -143,6 +151,12 @@ class TagTask(TaskBase):
     Options = NoOptions
     cpu_bf16_pays = False  # 0.9x in bf16: the CRF and small character LSTMs gain nothing
     metric_goals = {"accuracy": "max", "precision": "max", "recall": "max", "f1": "max"}
+    verb = Verb(
+        "tag", "tag sentences with a tagging model (POS, NER)", "sentences (whitespace tokens)",
+        label="Sentence", hint="Words are split on spaces. Enter tags.", button="Tag",
+        output_format="conll", file_flag="conll",
+        file_help="a file in the model's training format (tags ignored)",
+    )  # fmt: skip
     # Character ids of word forms, kept for speed; cleared when full, so that a server that
     # meets endless new forms holds a bounded amount.
     CHAR_CACHE_SIZE = 100_000

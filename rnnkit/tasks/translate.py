@@ -54,6 +54,7 @@ from rnnkit.tasks.base import (
     Axes,
     Evaluation,
     TaskBase,
+    Verb,
     for_inference,
     option,
     predictor,
@@ -189,6 +190,11 @@ class TranslateTask(TaskBase):
     Options = TranslateOptions
     cpu_bf16_pays = True  # 1.1-1.4x faster in bf16 on AVX512-BF16 (bench/precision.py)
     metric_goals = {"bleu": "max", "chrf": "max"}
+    verb = Verb(
+        "translate", "translate sentences with a translation model", "sentences",
+        label="Sentence", hint="Enter translates.", button="Translate",
+    )  # fmt: skip
+    attention_option = "attention"
     # What runs the network in predict: None, PyTorch; an rnnkit.backends.OnnxRunner when
     # loaded with backend onnx (its graphs "encoder" and "decoder", as rnnkit.export builds them).
     runner: Any = None
@@ -368,6 +374,10 @@ class TranslateTask(TaskBase):
 
     def format(self, text: str, result: dict[str, Any]) -> str:
         return result["translation"]
+
+    def use_beam(self, beam: int) -> None:
+        """Decode with ``beam`` from now on (``rnnkit eval --beam``); 1 is greedy."""
+        self.config.decode.beam = beam
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, split: str = "dev") -> Evaluation:

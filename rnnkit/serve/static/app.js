@@ -5,17 +5,14 @@
 const $ = (id) => document.getElementById(id);
 const KEY_STORE = "rnnkit.apiKey";
 
-const TASKS = {
-  cipher: { label: "Ciphertext", hint: "Decrypted as you type.", live: true },
-  lm: { label: "Prompt", hint: "Ctrl+Enter generates; Esc stops.", button: "Generate",
-        multiline: true },
-  tag: { label: "Sentence", hint: "Words are split on spaces. Enter tags.", button: "Tag" },
-  classify: { label: "Text", hint: "Enter classifies.", button: "Classify" },
-  embed: { label: "Word", hint: "Enter lists its neighbours.", button: "Find neighbours" },
-  translate: { label: "Sentence", hint: "Enter translates.", button: "Translate" },
-};
+// Everything the page does differently per model comes from what the server says the
+// model can do (GET v1/models): its input form, streaming, attention weights.
+const DEFAULT_FORM = { label: "Input", hint: "", button: "Run", multiline: false, prompt: false };
+const form = (model) => ({ ...DEFAULT_FORM, ...(model && model.form) });
+const live = (model) => Boolean(model) && !form(model).button;
 // Options the page sets itself rather than offering them: the heatmap needs the weights.
-const FIXED_OPTIONS = { translate: { attention: true } };
+const fixedOptions = (model) =>
+  model.attention_option ? { [model.attention_option]: true } : {};
 
 let models = [];
 let inFlight = null; // the AbortController of the request whose answer we still want
@@ -138,10 +135,11 @@ function bars(rows) {
 const fill = (value) => `width: ${Math.max(0, Math.min(1, value)) * 100}%`;
 const pct = (p) => `${(p * 100).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
 
+// One view per kind of answer, picked by the fields the answer has (see render below).
 const RENDER = {
-  cipher: (out) => [document.createTextNode(out.plaintext)],
+  plaintext: (out) => [document.createTextNode(out.plaintext)],
 
-  tag(out) {
+  tags(out) {
     if (!out.tokens.length) return [];
     if (out.spans) {
       // Entities inline; the type label comes from CSS so that a mark's text is the entity's.
@@ -167,19 +165,19 @@ const RENDER = {
             "span",
             { class: "word" },
             el("span", { class: "token", text: token }),
-            el("span", { class: "tag", text: out.tags[i] }),
+            el("span", { class: "word-tag", text: out.tags[i] }),
           ),
         ),
       ),
     ];
   },
 
-  classify: (out) => [
+  probabilities: (out) => [
     el("p", { class: "answer" }, "Label: ", el("strong", { class: "label", text: out.label })),
     bars(Object.entries(out.probabilities).map(([label, p]) => [label, p, pct(p)])),
   ],
 
-  embed(out) {
+  neighbors(out) {
     if (!out.known) {
       const text = `“${out.word}” is not in this model's vocabulary.`;
       return [el("p", { class: "meta", text })];
@@ -190,9 +188,7 @@ const RENDER = {
     ];
   },
 
-  translate(out) {
-    const { source_tokens: source = [], target_tokens: target = [], attention = [] } = out;
-    drawHeatmap($("heatmap"), source, target, attention);
+  translation(out) {
     const meta = `read as “${out.source}” · log-probability ${out.score.toFixed(3)}`;
     const note = el("p", { class: "meta", text: "(an empty translation)" });
     const empty = out.translation ? [] : [note];
@@ -203,11 +199,25 @@ const RENDER = {
     ];
   },
 
-  lm: (out) => [
+  prompt: (out) => [
     el("span", { class: "prompt", text: out.prompt }),
     el("span", { class: "continuation", text: out.text }),
   ],
+
+  text: (out) => [document.createTextNode(out.text)],
 };
+
+function render(out) {
+  const view = Object.keys(RENDER).find((field) => field in out);
+  if (view) return RENDER[view](out);
+  return [el("pre", { class: "json", text: JSON.stringify(out, null, 2) })];
+}
+
+function showAttention(model, out) {
+  const { source_tokens: source = [], target_tokens: target = [], attention = [] } = out;
+  if (model.attention_option) drawHeatmap($("heatmap"), source, target, attention);
+  else $("heatmap").hidden = true;
+}
 
 function drawHeatmap(canvas, source, target, rows) {
   if (!rows.length) {
@@ -288,7 +298,7 @@ const properties = (model) => (model.options && model.options.properties) || {};
 const nullable = (prop) => (prop.anyOf || []).some((p) => p.type === "null");
 
 function buildOptions(model) {
-  const fixed = FIXED_OPTIONS[model.task] || {};
+  const fixed = fixedOptions(model);
   const props = Object.entries(properties(model)).filter(([name]) => !(name in fixed));
   const box = $("option-fields");
   box.replaceChildren();
@@ -325,7 +335,7 @@ function buildOptions(model) {
 }
 
 function readOptions(model) {
-  const options = { ...(FIXED_OPTIONS[model.task] || {}) };
+  const options = fixedOptions(model);
   for (const control of $("option-fields").querySelectorAll("[data-option]")) {
     const kind = control.dataset.kind;
     const name = control.dataset.option;
@@ -356,13 +366,13 @@ async function run() {
   const controller = new AbortController();
   inFlight = controller;
   showError("");
-  if (!text.trim() && model.task !== "lm") {
+  if (!text.trim() && !form(model).prompt) {
     inFlight = null;
     clearResult();
     setState("done", text);
     return;
   }
-  const streaming = model.task === "lm" && model.streaming;
+  const streaming = model.streaming;
   setState("busy", text);
   setBusy(true, streaming);
   try {
@@ -374,8 +384,8 @@ async function run() {
       const res = await call(modelPath(model.name, "predict"), body, controller.signal);
       const { outputs } = await res.json();
       if (controller !== inFlight) return; // a newer request owns the output now
-      output.replaceChildren(...RENDER[model.task](outputs[0]));
-      if (model.task !== "translate") $("heatmap").hidden = true;
+      output.replaceChildren(...render(outputs[0]));
+      showAttention(model, outputs[0]);
     }
     if (controller === inFlight) setState("done", text);
   } catch (e) {
@@ -425,7 +435,7 @@ function chooseModel() {
   showError("");
   setState("idle");
   if (!model) return;
-  const task = TASKS[model.task] || { label: "Input", hint: "", button: "Run" };
+  const box = form(model);
   if (shownTask !== model.task) {
     if (shownTask) drafts[shownTask] = $("input").value;
     $("input").value = drafts[model.task] || "";
@@ -433,13 +443,13 @@ function chooseModel() {
   }
   history.replaceState(null, "", `#${encodeURIComponent(model.name)}`);
   $("task").textContent = model.task;
-  $("input-label").textContent = task.label;
-  $("input-hint").textContent = task.hint;
-  $("input").rows = task.multiline ? 4 : 2;
-  $("submit").textContent = task.button || "Run";
-  $("submit").hidden = Boolean(task.live);
+  $("input-label").textContent = box.label;
+  $("input-hint").textContent = box.hint;
+  $("input").rows = box.multiline ? 4 : 2;
+  $("submit").textContent = box.button || "Run";
+  $("submit").hidden = live(model);
   buildOptions(model);
-  if ($("input").value.trim() && task.live) run();
+  if ($("input").value.trim() && live(model)) run();
 }
 
 let loading = null;
@@ -501,14 +511,14 @@ function init() {
   });
   $("input").addEventListener("input", () => {
     const model = current();
-    if (!model || !(TASKS[model.task] || {}).live) return;
+    if (!live(model)) return;
     clearTimeout(debounce);
     debounce = setTimeout(run, 150);
   });
   $("input").addEventListener("keydown", (e) => {
     if (e.key !== "Enter" || e.shiftKey || e.isComposing) return;
     const model = current();
-    const multiline = model && (TASKS[model.task] || {}).multiline;
+    const multiline = model && form(model).multiline;
     if (multiline && !(e.ctrlKey || e.metaKey)) return;
     e.preventDefault();
     clearTimeout(debounce);
