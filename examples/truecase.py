@@ -27,7 +27,7 @@ from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest
 from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
-from rnnkit.nn.encoder import RecurrentEncoder, check_sizes
+from rnnkit.nn.encoder import RecurrentEncoder, depth, width
 from rnnkit.tasks import storage
 from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options, shard
 from rnnkit.train import TrainConfig
@@ -53,13 +53,9 @@ class TruecaseDataConfig:
 
 @dataclass
 class TruecaseModelConfig:
-    embedding_dim: int = 32
-    hidden_size: int = 64  # per direction
-    layers: int = 1
-
-    def validate(self) -> None:
-        check_sizes(embedding_dim=self.embedding_dim, hidden_size=self.hidden_size)
-        check_sizes(layers=self.layers)
+    embedding_dim: int = width(32)
+    hidden_size: int = width(64, "per direction")
+    layers: int = depth(1)
 
 
 @dataclass

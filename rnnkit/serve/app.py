@@ -32,9 +32,10 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rnnkit.config import json_schema
 from rnnkit.errors import ConfigError, DeadlineError, InputError, LimitError, RnnkitError
 from rnnkit.serve.batching import Batcher, Busy
-from rnnkit.tasks.base import Limits, check_inputs, options_schema, resolve_options
+from rnnkit.tasks.base import Limits, check_inputs, resolve_options
 
 STATIC = Path(__file__).parent / "static"
 PAGE_FILES = {"index.html", "app.js", "style.css"}
@@ -143,7 +144,7 @@ class Served:
             "task": self.task.name,
             "labels": self.task.labels(),
             "streaming": hasattr(self.task, "stream"),
-            "options": options_schema(self.task.Options),
+            "options": json_schema(self.task.Options),
         }
 
 
@@ -332,7 +333,7 @@ def _schema_per_model(app: FastAPI, models: dict[str, Any], config: ServeConfig)
                     ("input" if kind == "Stream" else "inputs"): (
                         inputs["items"] if kind == "Stream" else inputs
                     ),
-                    "options": options_schema(task.Options),
+                    "options": json_schema(task.Options),
                 },
             }
             operation = json.loads(json.dumps(operations["post"]))
