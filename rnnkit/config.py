@@ -50,12 +50,10 @@ def setting(
     low_open: bool = False,
     high_open: bool = False,
 ) -> Any:
-    """A config or options field: its default (a list is copied for each instance), its help
-    text and its bounds, inclusive but for ``low`` itself when ``low_open`` and ``high``
-    itself when ``high_open``. None, where the type allows it, is always in bounds."""
+    """A config or options field: its default, its help text and its bounds, inclusive but
+    for ``low`` itself when ``low_open`` and ``high`` itself when ``high_open``. None, where
+    the type allows it, is always in bounds."""
     meta = {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 
 
