@@ -28,7 +28,7 @@ from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.export import OnnxPlan, check_samples, one_graph_plan, vocab_samples
-from rnnkit.nn.encoder import RecurrentEncoder, check_sizes
+from rnnkit.nn.encoder import RecurrentEncoder, depth, width
 from rnnkit.tasks.base import (
     Evaluation,
     NoOptions,
@@ -61,13 +61,9 @@ class TruecaseDataConfig:
 
 @dataclass
 class TruecaseModelConfig:
-    embedding_dim: int = 32
-    hidden_size: int = 64  # per direction
-    layers: int = 1
-
-    def validate(self) -> None:
-        check_sizes(embedding_dim=self.embedding_dim, hidden_size=self.hidden_size)
-        check_sizes(layers=self.layers)
+    embedding_dim: int = width(32)
+    hidden_size: int = width(64, "per direction")
+    layers: int = depth(1)
 
 
 @dataclass

@@ -1,8 +1,12 @@
-"""Configs are dataclasses; YAML files and ``key=value`` overrides are checked against them.
+"""Configs and predict options are dataclasses; every setting is declared once, here checked.
 
-An unknown key or a bad value raises :class:`~rnnkit.errors.ConfigError` naming the dotted key
-and, where there is a closed set, the choices. Nested dataclasses map to nested YAML mappings
-and to dotted override keys (``model.hidden_size=128``).
+A field made with :func:`setting` carries its default, help text and bounds; from that one
+declaration come the coercion and checks of :func:`from_dict` (YAML, ``key=value`` overrides,
+CLI flags, JSON), the CLI's predict flags and the JSON Schema of :func:`json_schema` that the
+server publishes. An unknown key or a bad value raises :class:`~rnnkit.errors.ConfigError`
+naming the dotted key and, where there is a closed set or a range, the choices. Nested
+dataclasses map to nested YAML mappings and to dotted override keys (``model.hidden_size=128``).
+A config's ``validate()`` method, where it has one, checks only rules between fields.
 """
 
 from __future__ import annotations
@@ -35,6 +39,52 @@ RENAMED = {
     "train.amp": "train.precision",  # true → auto, false → fp32
     "train.cpu_amp": "train.precision",  # true → bf16
 }
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Any:
+    """A config or options field: its default, its help text and its bounds, inclusive but
+    for ``low`` itself when ``low_open`` and ``high`` itself when ``high_open``. None, where
+    the type allows it, is always in bounds."""
+    meta = {"help": help, "low": low, "high": high, "low_open": low_open, "high_open": high_open}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def rate(default: float, help: str = "") -> Any:
+    """A share of things dropped or smoothed (dropout): from 0 to below 1."""
+    return setting(default, help, 0, 1, high_open=True)
+
+
+def check_bounds(obj: Any, prefix: str = "") -> None:
+    """Refuse a number of a dataclass field that lies outside its declared bounds."""
+    for f in dataclasses.fields(obj):
+        value, m = getattr(obj, f.name), f.metadata
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        low, high = m.get("low"), m.get("high")
+        below = low is not None and (value <= low if m.get("low_open") else value < low)
+        above = high is not None and (value >= high if m.get("high_open") else value > high)
+        if below or above:
+            raise ConfigError(f"bad value {value} for {prefix}{f.name} ({bounds_text(m)})")
+
+
+def bounds_text(meta: Any) -> str:
+    """``from 1 to 65,536``, ``above 0 to 1``, ``from 0 to below 1``: a field's range."""
+    low = ("above " if meta.get("low_open") else "from ") + _num(meta.get("low"))
+    return f"{low} to {'below ' if meta.get('high_open') else ''}{_num(meta.get('high'))}"
+
+
+def _num(bound: float | None) -> str:
+    if bound is None:
+        return "any"
+    return f"{bound:,}" if isinstance(bound, int) else f"{bound:g}"
 
 
 def _describe(tp: Any) -> str:
@@ -154,6 +204,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "", strict: bool
             value = merge(dataclasses.asdict(default), value)
         kwargs[key] = _coerce(value, hints[key], prefix + key, strict)
     obj = cls(**kwargs)
+    check_bounds(obj, prefix)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
@@ -261,4 +312,49 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-__all__ = ["from_dict", "to_dict", "parse_overrides", "merge", "read_yaml"]
+def json_schema(cls: type) -> dict[str, Any]:
+    """The JSON Schema of a flat settings dataclass (predict options): types, defaults, bounds
+    and help, from each field's :func:`setting` declaration."""
+    hints = get_type_hints(cls)
+    properties = {}
+    for f in dataclasses.fields(cls):
+        prop, m = _json_type(hints[f.name]), f.metadata
+        prop["default"] = f.default
+        prop["description"] = m.get("help", "")
+        for bound, is_open, closed, open_ in (
+            ("low", "low_open", "minimum", "exclusiveMinimum"),
+            ("high", "high_open", "maximum", "exclusiveMaximum"),
+        ):
+            if m.get(bound) is not None:
+                prop[open_ if m.get(is_open) else closed] = m[bound]
+        properties[f.name] = prop
+    return {
+        "title": cls.__name__,
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def _json_type(tp: Any) -> dict[str, Any]:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [_json_type(arg) for arg in get_args(tp)]}
+    if origin is Literal:
+        return {"enum": list(get_args(tp))}
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    if tp in names:
+        return {"type": names[tp]}
+    raise TypeError(f"no JSON type for the annotation {tp!r}")
+
+
+__all__ = [
+    "setting",
+    "check_bounds",
+    "json_schema",
+    "from_dict",
+    "to_dict",
+    "parse_overrides",
+    "merge",
+    "read_yaml",
+]

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from rnnkit import checkpoint as ckpt
-from rnnkit.config import to_dict
+from rnnkit.config import setting, to_dict
 from rnnkit.data.batching import move
 from rnnkit.errors import ConfigError, DivergedError, ModelDirError
 from rnnkit.runtime import (
@@ -47,24 +47,31 @@ logger = logging.getLogger(__name__)
 class TrainConfig:
     """How to train; every task's recipe has a ``train:`` section of these keys."""
 
-    epochs: int = 10  # passes over the task's training data
-    max_steps: int | None = None  # stop after this many updates, whatever the epoch
-    max_minutes: float | None = None  # stop once training has run this long (wall clock)
-    batch_size: int = 64
+    epochs: int = setting(10, "passes over the task's training data", 1, 10**8)
+    max_steps: int | None = setting(None, "stop after this many updates, whatever the epoch", 1)
+    max_minutes: float | None = setting(
+        None, "stop once training has run this long (wall clock)", 0, low_open=True
+    )
+    batch_size: int = setting(64, "examples per update", 1, 10**8)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    momentum: float = 0.0  # SGD only
-    clip_norm: float | None = 5.0  # max gradient L2 norm; null turns clipping off
+    lr: float = setting(1e-3, "learning rate", 0, low_open=True)
+    weight_decay: float = setting(0.0, "weight decay (decoupled for adamw)", 0)
+    momentum: float = setting(0.0, "SGD only", 0)
+    # A negative max norm would flip every gradient's sign: training would ascend.
+    clip_norm: float | None = setting(
+        5.0, "max gradient L2 norm; null turns clipping off", 0, low_open=True
+    )
     schedule: Literal["constant", "linear", "cosine", "plateau"] = "constant"
-    warmup_steps: int = 0
-    plateau_factor: float = 0.5  # schedule=plateau: multiply the LR by this ...
+    warmup_steps: int = setting(0, "updates over which the LR rises from 0", 0)
+    plateau_factor: float = setting(
+        0.5, "schedule=plateau: multiply the LR by this ...", 0, 1, low_open=True
+    )
     plateau_patience: int = 0  # ... on each epoch without dev improvement beyond this many
     metric: str = ""  # dev metric for early stopping and the best model ("" = task default)
     mode: Literal["auto", "max", "min"] = "auto"  # auto: min for losses/perplexity, else max
     patience: int | None = None  # stop after this many epochs without improvement
     target: float | None = None  # stop once the dev metric reaches this value
-    seed: int = 1
+    seed: int = setting(1, "seeds every RNG (each accepts 0 to 2^63 - 1)", 0, 2**63 - 1)
     deterministic: bool = False
     device: str = "auto"
     # The matmuls' precision. bf16: bfloat16 autocast (float16 with loss scaling on GPUs
@@ -72,34 +79,13 @@ class TrainConfig:
     # and on CPUs with native bf16 (AVX512-BF16, AMX) for tasks whose models train faster
     # there (lm, cipher, translate); fp32 elsewhere. fp32: never autocast.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0 = epoch ends)
+    checkpoint_every: int = setting(
+        0, "also checkpoint every N steps inside an epoch (0 = epoch ends)", 0
+    )
     progress: bool = True  # progress bar (shown on terminals only)
     plot_every_s: float = 30.0  # redraw curve.png at most this often during training
     tensorboard: str = ""  # a directory for TensorBoard scalars (rank 0 only); "" = none
     compile: bool = False  # torch.compile the training step (pays off on GPUs, rarely on CPUs)
-
-    def validate(self) -> None:
-        for name in ("epochs", "batch_size"):
-            if not 1 <= getattr(self, name) <= 10**8:
-                raise ConfigError(
-                    f"bad value {getattr(self, name)} for train.{name} (from 1 to 10^8)"
-                )
-        if not 0 <= self.seed < 2**63:  # what every RNG it seeds accepts
-            raise ConfigError(f"bad value {self.seed} for train.seed (from 0 to 2^63 - 1)")
-        if self.lr <= 0:
-            raise ConfigError(f"bad value {self.lr} for train.lr (must be > 0)")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"bad value {self.max_steps} for train.max_steps (must be ≥ 1)")
-        for name in ("weight_decay", "momentum", "warmup_steps", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"bad value {getattr(self, name)} for train.{name} (must be ≥ 0)")
-        # A negative max norm would flip every gradient's sign: training would ascend.
-        for name in ("clip_norm", "max_minutes"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ConfigError(f"bad value {value} for train.{name} (> 0, or null for none)")
-        if not 0 < self.plateau_factor <= 1:
-            raise ConfigError(f"bad value {self.plateau_factor} for train.plateau_factor")
 
 
 def make_optimizer(

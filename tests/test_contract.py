@@ -10,7 +10,7 @@ import torch
 
 import rnnkit
 from rnnkit import checkpoint as ckpt
-from rnnkit.config import from_dict, parse_overrides
+from rnnkit.config import from_dict, json_schema, parse_overrides
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, InputError, LimitError
 from rnnkit.tasks import TASKS, build_task, load_task, task_class
@@ -20,7 +20,6 @@ from rnnkit.tasks.base import (
     Task,
     check_inputs,
     metric_goal,
-    options_schema,
     resolve_options,
 )
 from rnnkit.train import Trainer
@@ -157,7 +156,7 @@ def _close(a, b, tol=1e-5) -> bool:
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_options_are_checked_and_described(name):
     cls = task_class(name)
-    schema = options_schema(cls.Options)
+    schema = json_schema(cls.Options)
     assert set(schema["properties"]) == {f.name for f in dataclasses.fields(cls.Options)}
     assert resolve_options(cls) == cls.Options()
     with pytest.raises(ConfigError, match="options.nonsense"):

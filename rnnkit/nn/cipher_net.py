@@ -8,25 +8,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnkit.errors import ConfigError
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.config import rate
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
 
 
 @dataclass
 class CipherModelConfig:
-    embedding_dim: int = 32
-    hidden_size: int = 64
+    embedding_dim: int = width(32)
+    hidden_size: int = width(64)
     rnn: RnnType = "lstm"
-    layers: int = 1
+    layers: int = depth(1)
     bidirectional: bool = False
-    dropout: float = 0.0
-
-    def validate(self) -> None:
-        check_sizes(
-            embedding_dim=self.embedding_dim, hidden_size=self.hidden_size, layers=self.layers
-        )
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
+    dropout: float = rate(0.0)
 
 
 class CipherNet(nn.Module):

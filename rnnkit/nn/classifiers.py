@@ -15,10 +15,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rnnkit.config import rate, setting
 from rnnkit.errors import ConfigError
 from rnnkit.nn.contextual import ContextualChars
 from rnnkit.nn.embeddings import drop_words
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
 from rnnkit.nn.pooling import Pooling, PoolingKind
 
 
@@ -30,47 +31,37 @@ class ClassifyModelConfig:
     norm: Literal["none", "l2"] = "none"  # l2: scale each text's feature vector to length 1
     ngram_min: int = 1  # n-grams of tokens (words, or characters) from ngram_min ...
     ngram_max: int = 1  # ... to ngram_max, both included
-    max_features: int | None = None  # keep the most frequent n-grams only (null = all)
+    max_features: int | None = setting(None, "keep the most frequent n-grams only (null = all)", 1)
     # kind=neural: embedding → BiLSTM/GRU → pooling → linear
-    embedding_dim: int = 100
+    embedding_dim: int = width(100)
     pretrained: str = ""  # a word2vec/GloVe text file to initialise the word embeddings
     freeze: bool = False  # keep pretrained embeddings fixed
     rnn: RnnType = "lstm"
-    hidden_size: int = 128  # per direction
-    layers: int = 1
+    hidden_size: int = width(128, "per direction")
+    layers: int = depth(1)
     bidirectional: bool = True
     pooling: PoolingKind = "max"
-    attention_dim: int = 128  # pooling=attention: width of its scoring layer
-    dropout: float = 0.3
-    word_dropout: float = 0.0  # training words replaced by <unk> at this rate
+    attention_dim: int = width(128, "pooling=attention: width of its scoring layer")
+    dropout: float = rate(0.3)
+    word_dropout: float = rate(0.0, "training words replaced by <unk> at this rate")
     # Character LM model directories (rnnkit lm, char level) whose states at each word join
     # its embedding (docs/tagging.md); their weights join this model.
     contextual: list[str] = field(default_factory=list)
     contextual_tune: bool = False  # fine-tune those LMs too (default: frozen, cached)
 
     def validate(self) -> None:
+        """Refuse settings that contradict each other."""
         if self.kind == "bow":
             if not 1 <= self.ngram_min <= self.ngram_max:
                 raise ConfigError(
                     f"bad n-gram range {self.ngram_min}..{self.ngram_max} "
                     "(need 1 ≤ model.ngram_min ≤ model.ngram_max)"
                 )
-            if self.max_features is not None and self.max_features < 1:
-                raise ConfigError(f"bad value {self.max_features} for model.max_features")
             for name in ("pretrained", "contextual"):
                 if getattr(self, name):
                     raise ConfigError(
                         f"model.{name} needs model.kind=neural (bow has no embeddings)"
                     )
-            return
-        check_sizes(
-            embedding_dim=self.embedding_dim, hidden_size=self.hidden_size, layers=self.layers,
-            attention_dim=self.attention_dim,
-        )  # fmt: skip
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
-        if not 0 <= self.word_dropout < 1:
-            raise ConfigError(f"bad value {self.word_dropout} for model.word_dropout")
 
 
 class BowClassifier(nn.Module):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnkit.config import setting
 from rnnkit.errors import ConfigError
 
 RnnType = Literal["lstm", "gru", "rnn"]
@@ -16,6 +17,16 @@ _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 MAX_SIZE = 65_536  # widths; a recurrent layer of this width already holds 34 G weights
 MAX_LAYERS = 64
+
+
+def width(default: int, help: str = "") -> Any:
+    """A config setting of a layer's size: from 1 to :data:`MAX_SIZE`."""
+    return setting(default, help, 1, MAX_SIZE)
+
+
+def depth(default: int, help: str = "") -> Any:
+    """A config setting of a number of stacked layers: from 1 to :data:`MAX_LAYERS`."""
+    return setting(default, help, 1, MAX_LAYERS)
 
 
 def check_sizes(**sizes: int) -> None:

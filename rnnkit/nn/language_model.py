@@ -15,19 +15,20 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rnnkit.config import rate
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
 
 
 @dataclass
 class LMModelConfig:
-    embedding_dim: int = 256
-    hidden_size: int = 512
+    embedding_dim: int = width(256)
+    hidden_size: int = width(512)
     rnn: RnnType = "lstm"
-    layers: int = 2
-    dropout: float = 0.2  # between recurrent layers and on their output
-    embedding_dropout: float = 0.1
+    layers: int = depth(2)
+    dropout: float = rate(0.2, "between recurrent layers and on their output")
+    embedding_dropout: float = rate(0.1)
     tie_weights: bool = False  # share the input embedding with the output layer
     adaptive_softmax: bool = False  # for large word vocabularies
     cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])
@@ -35,13 +36,7 @@ class LMModelConfig:
     freeze: bool = False  # keep pretrained embeddings fixed
 
     def validate(self) -> None:
-        check_sizes(
-            embedding_dim=self.embedding_dim, hidden_size=self.hidden_size, layers=self.layers
-        )
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
-        if not 0 <= self.embedding_dropout < 1:
-            raise ConfigError(f"bad value {self.embedding_dropout} for model.embedding_dropout")
+        """Refuse settings that contradict each other."""
         if self.tie_weights and self.adaptive_softmax:
             raise ConfigError("model.tie_weights and model.adaptive_softmax cannot both be on")
 

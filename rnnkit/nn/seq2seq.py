@@ -15,11 +15,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rnnkit.config import rate
 from rnnkit.data.vocab import PAD, UNK
 from rnnkit.errors import ConfigError
 from rnnkit.nn.attention import AttentionKind
 from rnnkit.nn.decoder import AttentionDecoder, DecoderRnn, State
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes, final_outputs, mask_lengths
+from rnnkit.nn.encoder import (
+    RecurrentEncoder,
+    RnnType,
+    depth,
+    final_outputs,
+    mask_lengths,
+    width,
+)
 from rnnkit.nn.search import Hypotheses, search
 
 BOS, EOS = "<s>", "</s>"
@@ -29,18 +37,18 @@ BOS_ID, EOS_ID = SPECIALS.index(BOS), SPECIALS.index(EOS)
 
 @dataclass
 class TranslateModelConfig:
-    source_embedding_dim: int = 256  # source word embeddings
-    target_embedding_dim: int = 256  # target word embeddings
+    source_embedding_dim: int = width(256, "source word embeddings")
+    target_embedding_dim: int = width(256, "target word embeddings")
     encoder_rnn: RnnType = "gru"
     bidirectional: bool = True
-    encoder_layers: int = 1
-    hidden_size: int = 256  # encoder, per direction
+    encoder_layers: int = depth(1)
+    hidden_size: int = width(256, "encoder, per direction")
     decoder_rnn: DecoderRnn = "gru"
-    decoder_layers: int = 1
-    decoder_size: int = 256
+    decoder_layers: int = depth(1)
+    decoder_size: int = width(256)
     attention: AttentionKind = "bahdanau"  # bahdanau (additive), dot or general (Luong)
     input_feeding: bool = True  # the decoder also reads its previous attentional vector
-    dropout: float = 0.2
+    dropout: float = rate(0.2)
     # The output layer shares the target embeddings (target_embedding_dim = decoder_size).
     tie_target: bool = False
     pretrained_source: str = ""  # word2vec/GloVe text file for the source embeddings
@@ -48,16 +56,7 @@ class TranslateModelConfig:
     freeze: bool = False  # keep pretrained embeddings fixed
 
     def validate(self) -> None:
-        check_sizes(
-            source_embedding_dim=self.source_embedding_dim, hidden_size=self.hidden_size,
-            target_embedding_dim=self.target_embedding_dim,
-            decoder_size=self.decoder_size, encoder_layers=self.encoder_layers,
-            decoder_layers=self.decoder_layers,
-        )  # fmt: skip
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
-        if self.decoder_rnn not in ("gru", "lstm"):
-            raise ConfigError(f"bad value {self.decoder_rnn!r} for model.decoder_rnn (gru, lstm)")
+        """Refuse settings that contradict each other."""
         memory = self.hidden_size * (2 if self.bidirectional else 1)
         if self.attention == "dot" and memory != self.decoder_size:
             raise ConfigError(

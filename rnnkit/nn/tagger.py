@@ -10,28 +10,28 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnkit.errors import ConfigError
+from rnnkit.config import rate
 from rnnkit.nn.contextual import ContextualChars
 from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.embeddings import CharFeatures, CharKind, drop_words
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
 
 
 @dataclass
 class TagModelConfig:
     """The tagger's sizes, features and head (``model:`` of a tag recipe)."""
 
-    embedding_dim: int = 100
+    embedding_dim: int = width(100)
     pretrained: str = ""  # a word2vec/GloVe text file to initialise the word embeddings
     freeze: bool = False  # keep pretrained embeddings fixed
     chars: CharKind = "lstm"  # character-level word features: none, lstm or cnn
     char_dim: int = 32
     char_hidden: int = 64  # per direction for lstm; filters for cnn
     rnn: RnnType = "lstm"
-    hidden_size: int = 256  # per direction
-    layers: int = 2
-    dropout: float = 0.33
-    word_dropout: float = 0.05  # training words replaced by <unk> at this rate
+    hidden_size: int = width(256, "per direction")
+    layers: int = depth(2)
+    dropout: float = rate(0.33)
+    word_dropout: float = rate(0.05, "training words replaced by <unk> at this rate")
     head: Literal["softmax", "crf"] = "softmax"
     crf_loss: Literal["nll", "perceptron"] = "nll"
     tag_scheme: Literal["same", "IOB2", "BIOES"] = "same"  # entity scheme the model learns
@@ -40,13 +40,6 @@ class TagModelConfig:
     # states at each word become its contextual features; their weights join this model.
     contextual: list[str] = field(default_factory=list)
     contextual_tune: bool = False  # fine-tune those LMs too (default: frozen, cached)
-
-    def validate(self) -> None:
-        check_sizes(
-            embedding_dim=self.embedding_dim, hidden_size=self.hidden_size, layers=self.layers
-        )
-        if not 0 <= self.word_dropout < 1:
-            raise ConfigError(f"bad value {self.word_dropout} for model.word_dropout")
 
 
 class Tagger(nn.Module):

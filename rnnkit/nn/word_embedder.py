@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnkit.errors import ConfigError
-from rnnkit.nn.encoder import check_sizes
+from rnnkit.config import setting
+from rnnkit.nn.encoder import width
 
 Method = Literal["ngram", "cbow", "skipgram"]
 PAD_ID = 0  # <pad>: fills empty CBOW context slots; its vector is never read or trained
@@ -31,18 +31,12 @@ PAD_ID = 0  # <pad>: fills empty CBOW context slots; its vector is never read or
 @dataclass
 class EmbedModelConfig:
     method: Method = "skipgram"
-    embedding_dim: int = 100  # size of the word vectors
+    embedding_dim: int = width(100, "size of the word vectors")
     loss: Literal["negative", "softmax"] = "negative"  # negative sampling, or a full softmax
-    negatives: int = 5  # noise words per example (loss: negative)
-    noise_power: float = 0.75  # noise distribution: unigram counts raised to this power
-    context: int = 2  # ngram: previous words read (the seed's trigram model reads 2)
-    hidden_size: int = 128  # ngram: hidden layer (and output vector) size
-
-    def validate(self) -> None:
-        check_sizes(embedding_dim=self.embedding_dim, negatives=self.negatives)
-        check_sizes(context=self.context, hidden_size=self.hidden_size)
-        if self.noise_power < 0:
-            raise ConfigError(f"bad value {self.noise_power} for model.noise_power (must be ≥ 0)")
+    negatives: int = width(5, "noise words per example (loss: negative)")
+    noise_power: float = setting(0.75, "noise distribution: unigram counts raised to this power", 0)
+    context: int = width(2, "ngram: previous words read (the seed's trigram model reads 2)")
+    hidden_size: int = width(128, "ngram: hidden layer (and output vector) size")
 
 
 class RowGrad(torch.Tensor):

@@ -32,9 +32,11 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rnnkit.config import json_schema, setting
 from rnnkit.errors import ConfigError, DeadlineError, InputError, LimitError, RnnkitError
 from rnnkit.serve.batching import Batcher, Busy
 from rnnkit.tasks.base import (
+    DEFAULT_LIMITS,
     Costly,
     HasVerb,
     Limits,
@@ -43,7 +45,6 @@ from rnnkit.tasks.base import (
     Task,
     Verb,
     check_inputs,
-    options_schema,
     resolve_options,
 )
 
@@ -51,25 +52,43 @@ STATIC = Path(__file__).parent / "static"
 PAGE_FILES = {"index.html", "app.js", "style.css"}
 
 
+def _seconds(default: float, help: str) -> Any:
+    return setting(default, help, 0, 3600, low_open=True)
+
+
 @dataclass
 class ServeConfig:
-    """Limits and switches of a server; the ``rnnkit serve`` flags set them."""
+    """Limits and switches of a server; the ``rnnkit serve`` flags are made from the fields
+    declared with help (``timeout_s`` → ``--timeout``, ``batching`` → ``--no-batching``)."""
 
-    max_inputs: int = 64  # inputs in one request
-    max_chars: int = 2_000  # characters in one input
-    max_body: int = 1_000_000  # bytes in one request body
-    timeout_s: float = 30.0  # a request not answered by then gets 504
-    batching: bool = True
-    max_batch: int = 64  # inputs in one predict call
-    batch_wait_ms: float = 2.0  # how long a free model waits for more requests to batch
-    max_queue: int = 1024  # requests waiting per model before 503
-    max_generated: int = 20_000  # tokens one request may ask a language model to generate
+    max_inputs: int = setting(64, "inputs per request", 1, DEFAULT_LIMITS.max_inputs)
+    max_chars: int = setting(2_000, "characters per input", 1, DEFAULT_LIMITS.max_chars)
+    max_body: int = setting(1_000_000, "bytes per request body", 1, 2**30)
+    timeout_s: float = _seconds(30.0, "seconds per request; then 504")
+    batching: bool = setting(True, "batch requests into shared predict calls")
+    max_batch: int = setting(64, "inputs per predict call", 1, DEFAULT_LIMITS.max_inputs)
+    batch_wait_ms: float = setting(
+        2.0, "how long a free model waits for more requests to batch with", 0, 1000
+    )
+    max_queue: int = setting(1024, "waiting requests per model; then 503", 1, 10**6)
+    max_generated: int = setting(
+        20_000, "tokens one request may ask a language model for (inputs × length)", 1, 10**7
+    )
     cors_origins: list[str] = field(default_factory=list)  # none: CORS off
     api_key: str | None = None  # when set, every request but /health and the page needs it
-    header_timeout_s: float = 10.0  # for a request's headers, from connect or the last answer
-    read_timeout_s: float = 30.0  # for a whole request (headers and body), from the same
-    keep_alive_s: float = 5.0  # silence after an answer that closes the connection
-    max_connections: int = 4096  # open connections; past it the longest idle one is closed
+    header_timeout_s: float = _seconds(
+        10.0, "seconds a connection has to send a request's headers, from connecting or from "
+        "its last answer; then it is closed",
+    )  # fmt: skip
+    read_timeout_s: float = _seconds(
+        30.0, "seconds a connection has to send a whole request (headers and body); then 408"
+    )
+    keep_alive_s: float = _seconds(
+        5.0, "seconds of silence after an answer that close the connection"
+    )
+    max_connections: int = setting(
+        4096, "open connections; past it, the one idle longest is closed", 1, 10**6
+    )
 
     def limits(self) -> Limits:
         return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars)
@@ -167,7 +186,7 @@ class Served:
             "streaming": isinstance(self.task, Streams),
             "attention_option": attention,
             "form": form,
-            "options": options_schema(self.task.Options),
+            "options": json_schema(self.task.Options),
         }
 
 
@@ -358,7 +377,7 @@ def _schema_per_model(app: FastAPI, models: dict[str, Task], config: ServeConfig
                     ("input" if kind == "Stream" else "inputs"): (
                         inputs["items"] if kind == "Stream" else inputs
                     ),
-                    "options": options_schema(task.Options),
+                    "options": json_schema(task.Options),
                 },
             }
             operation = json.loads(json.dumps(operations["post"]))

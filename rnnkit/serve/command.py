@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from rnnkit.errors import RnnkitError
+from rnnkit.config import bounds_text, from_dict
+from rnnkit.errors import ConfigError, RnnkitError
 
 KEY_ENV = "RNNKIT_API_KEY"
 
 
 def add_serve_parser(sub: Any) -> None:
+    """``rnnkit serve``'s flags: models, address and backend, then one per declared setting
+    of :class:`~rnnkit.serve.app.ServeConfig`."""
     from rnnkit.backends import BACKENDS
     from rnnkit.serve.app import ServeConfig
 
-    d = ServeConfig()
     p = sub.add_parser("serve", help="serve models over HTTP, with a web page at /")
     p.add_argument(
         "--model", action="append", required=True, metavar="[NAME=]DIR",
@@ -31,21 +34,9 @@ def add_serve_parser(sub: Any) -> None:
         "--backend", choices=BACKENDS, default="torch",
         help="what runs the networks: PyTorch, or onnxruntime (graphs exported at load)",
     )  # fmt: skip
-    p.add_argument("--max-inputs", type=int, default=d.max_inputs, help="inputs per request")
-    p.add_argument("--max-chars", type=int, default=d.max_chars, help="characters per input")
-    p.add_argument("--max-body", type=int, default=d.max_body, help="bytes per request body")
-    p.add_argument("--timeout", type=float, default=d.timeout_s, help="seconds per request")
-    p.add_argument("--no-batching", action="store_true", help="one predict call per request")
-    p.add_argument("--max-batch", type=int, default=d.max_batch, help="inputs per predict call")
-    p.add_argument(
-        "--batch-wait-ms", type=float, default=d.batch_wait_ms,
-        help="how long a free model waits for more requests to batch with",
-    )  # fmt: skip
-    p.add_argument("--max-queue", type=int, default=d.max_queue, help="waiting requests per model")
-    p.add_argument(
-        "--max-generated", type=int, default=d.max_generated,
-        help="tokens one request may ask a language model for (inputs × length)",
-    )  # fmt: skip
+    for f in dataclasses.fields(ServeConfig):
+        if f.metadata.get("help"):
+            _add_setting_flag(p, f)
     p.add_argument(
         "--cors-origin", action="append", default=[], metavar="ORIGIN",
         help="allow browser pages from this origin (repeatable; default: CORS off)",
@@ -57,24 +48,28 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument(
         "--no-auth", action="store_true", help="allow a non-loopback --host without an API key"
     )
-    p.add_argument(
-        "--header-timeout", type=float, default=d.header_timeout_s,
-        help="seconds a connection has to send a request's headers, from connecting or from "
-        "its last answer; then it is closed",
-    )  # fmt: skip
-    p.add_argument(
-        "--read-timeout", type=float, default=d.read_timeout_s,
-        help="seconds a connection has to send a whole request (headers and body); then 408",
-    )  # fmt: skip
-    p.add_argument(
-        "--keep-alive", type=float, default=d.keep_alive_s,
-        help="seconds of silence after an answer that close the connection",
-    )  # fmt: skip
-    p.add_argument(
-        "--max-connections", type=int, default=d.max_connections,
-        help="open connections; past it, the one idle longest is closed",
-    )  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info"])
+
+
+def _add_setting_flag(p: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+    """The flag of a declared ServeConfig field, its value checked as the declaration says."""
+    from rnnkit.serve.app import ServeConfig
+
+    if f.default is True:  # a switch on by default: the flag turns it off
+        help = f"do not {f.metadata['help']}"
+        p.add_argument(f"--no-{f.name}", dest=f.name, action="store_false", help=help)
+        return
+
+    def checked(text: str) -> Any:
+        try:
+            return getattr(from_dict(ServeConfig, {f.name: text}), f.name)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    flag = "--" + f.name.removesuffix("_s").replace("_", "-")
+    default = f"{f.default:,}" if isinstance(f.default, int) else f"{f.default:g}"
+    help = f"{f.metadata['help']} (default {default}; {bounds_text(f.metadata)})"
+    p.add_argument(flag, dest=f.name, type=checked, default=f.default, metavar="N", help=help)
 
 
 def parse_models(specs: list[str]) -> dict[str, Path]:
@@ -119,10 +114,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """``rnnkit serve``: check the flags and the key, load every model, then serve."""
     from rnnkit.serve.app import ServeConfig, create_app
     from rnnkit.serve.connections import fit_file_limit, listen, uvicorn_config
     from rnnkit.tasks import load_task
-    from rnnkit.tasks.base import DEFAULT_LIMITS
 
     key = read_api_key(args)
     if not _is_loopback(args.host) and not key and not args.no_auth:
@@ -130,29 +125,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"--host {args.host} is reachable from other machines: give --api-key-file FILE "
             f"(or ${KEY_ENV}), or say --no-auth"
         )
-    # The tasks' own predict checks bound a call at DEFAULT_LIMITS; the server's are tighter.
-    ceiling = {"max_inputs": DEFAULT_LIMITS.max_inputs, "max_chars": DEFAULT_LIMITS.max_chars,
-               "max_batch": DEFAULT_LIMITS.max_inputs, "max_body": 2**30, "max_queue": 10**6,
-               "max_generated": 10**7, "max_connections": 10**6,
-               "port": 65_535}  # fmt: skip
-    for flag, high in ceiling.items():
-        low = 0 if flag == "port" else 1
-        if not low <= getattr(args, flag) <= high:
-            raise RnnkitError(f"--{flag.replace('_', '-')} must be from {low} to {high:,}")
-    for flag in ("timeout", "header_timeout", "read_timeout", "keep_alive"):
-        if not 0 < getattr(args, flag) <= 3600:
-            raise RnnkitError(f"--{flag.replace('_', '-')} must be in (0, 3600] seconds")
-    if not 0 <= args.batch_wait_ms <= 1000:
-        raise RnnkitError("--batch-wait-ms must be in [0, 1000]")
+    if not 0 <= args.port <= 65_535:
+        raise RnnkitError(f"--port must be from 0 to 65,535, not {args.port}")
+    declared = [f.name for f in dataclasses.fields(ServeConfig) if f.metadata.get("help")]
     config = ServeConfig(
-        max_inputs=args.max_inputs, max_chars=args.max_chars, max_body=args.max_body,
-        timeout_s=args.timeout, batching=not args.no_batching, max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
-        max_generated=args.max_generated,
-        cors_origins=args.cors_origin, api_key=key,
-        header_timeout_s=args.header_timeout, read_timeout_s=args.read_timeout,
-        keep_alive_s=args.keep_alive, max_connections=args.max_connections,
-    )  # fmt: skip
+        **{name: getattr(args, name) for name in declared},
+        cors_origins=args.cors_origin,
+        api_key=key,
+    )
     # Every model is loaded before the server starts: a bad directory is one line, not a 500.
     models = {
         name: load_task(d, device=args.device, backend=args.backend)

@@ -9,17 +9,16 @@ share are written once below: :class:`TaskBase` (defaults a task class inherits)
 
 The predict path is one function per task, ``predict(inputs, options)``: a list of raw strings
 in, one JSON-ready dict out per input, in order. Its options are a small dataclass per task
-(``Task.Options``) whose fields carry their help text and bounds, so that the CLI flags, the
-Python keyword defaults and the HTTP schema are all generated from one place.
+(``Task.Options``) whose fields are declared with :func:`rnnkit.config.setting`, as config
+fields are, so that the CLI flags, the Python keyword defaults, the checks and the HTTP schema
+all come from one declaration.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import (
     Any,
@@ -27,11 +26,7 @@ from typing import (
     Literal,
     Protocol,
     TypeVar,
-    Union,
     cast,
-    get_args,
-    get_origin,
-    get_type_hints,
     runtime_checkable,
 )
 
@@ -70,7 +65,7 @@ class Task(Protocol):
     """The config dataclass (sections ``data``, ``model``, ``train``, ...)."""
 
     Options: ClassVar[type[Any]]
-    """The dataclass of predict options; every field made with :func:`option`."""
+    """The dataclass of predict options; every field made with :func:`~rnnkit.config.setting`."""
 
     # The types below are exact (dict, not Mapping): a class variable's type is invariant.
     VOCABS: ClassVar[dict[str, str]]
@@ -396,42 +391,9 @@ def predictor(body: Body[TaskT]) -> Callable[..., list[dict[str, Any]]]:
 
 
 # --------------------------------------------------------------------------- options
-def option(
-    default: Any,
-    help: str,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-) -> Any:
-    """A predict-options field: its default, its help text, and its bounds (inclusive, but
-    for ``low`` itself when ``low_open``)."""
-    meta = {"help": help, "low": low, "high": high, "low_open": low_open}
-    return field(default=default, metadata=meta)
-
-
 @dataclass
 class NoOptions:
     """For tasks whose predict takes no options."""
-
-
-def check_option_bounds(options: Any) -> None:
-    """Reject numbers that are not finite or lie outside a field's ``low``/``high``."""
-    for f in dataclasses.fields(options):
-        value = getattr(options, f.name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"bad value {value} for options.{f.name} (must be finite)")
-        low, high = f.metadata.get("low"), f.metadata.get("high")
-        open_low = f.metadata.get("low_open", False)
-        below = low is not None and (value <= low if open_low else value < low)
-        if below or (high is not None and value > high):
-            what = f"above {_num(low)}" if open_low else f"from {_num(low)}"
-            raise ConfigError(f"bad value {value} for options.{f.name} ({what} to {_num(high)})")
-
-
-def _num(bound: float | None) -> str:
-    return "any" if bound is None else f"{bound:g}"
 
 
 def resolve_options(
@@ -459,9 +421,7 @@ def resolve_options(
     if bad:
         raise ConfigError(f"option names must be strings, not {bad[0]!r}")
     values.update(overrides)
-    resolved = from_dict(cls, values, prefix="options.", strict=strict)
-    check_option_bounds(resolved)
-    return resolved
+    return from_dict(cls, values, prefix="options.", strict=strict)
 
 
 # --------------------------------------------------------------------------- training
@@ -531,40 +491,6 @@ def metric_goal(task: Any, metric: str) -> Goal:
         choices = ", ".join(f"{head}_{k}" for k in sorted(kinds)) or "none in this data"
         raise ConfigError(f"bad value {metric!r} for train.metric (per-type: {choices})")
     raise ConfigError(f"bad value {metric!r} for train.metric (choices: {', '.join(goals)})")
-
-
-# ------------------------------------------------------------------------- schemas
-def options_schema(cls: type) -> dict[str, Any]:
-    """A JSON Schema of an Options dataclass: types, defaults, bounds and help."""
-    hints = get_type_hints(cls)
-    properties = {}
-    for f in dataclasses.fields(cls):
-        prop = _json_type(hints[f.name])
-        prop["default"] = f.default
-        prop["description"] = f.metadata.get("help", "")
-        low_key = "exclusiveMinimum" if f.metadata.get("low_open") else "minimum"
-        for bound, key in (("low", low_key), ("high", "maximum")):
-            if f.metadata.get(bound) is not None:
-                prop[key] = f.metadata[bound]
-        properties[f.name] = prop
-    return {
-        "title": cls.__name__,
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": False,
-    }
-
-
-def _json_type(tp: Any) -> dict[str, Any]:
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return {"anyOf": [_json_type(arg) for arg in get_args(tp)]}
-    if origin is Literal:
-        return {"enum": list(get_args(tp))}
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
-    if tp in names:
-        return {"type": names[tp]}
-    raise TypeError(f"no JSON type for option annotation {tp!r}")
 
 
 # ------------------------------------------------------------- capability: ONNX export
@@ -639,14 +565,11 @@ __all__ = [
     "NoOptions",
     "Limits",
     "DEFAULT_LIMITS",
-    "option",
     "resolve_options",
     "check_inputs",
-    "check_option_bounds",
     "shard",
     "for_inference",
     "metric_goal",
-    "options_schema",
     "Axes",
     "Exportable",
     "OnnxGraph",

@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from rnnkit import budget
-from rnnkit.config import section
+from rnnkit.config import section, setting
 from rnnkit.data.batching import epoch_seed, longest_first, pad
 from rnnkit.data.ciphers import (
     SEED_ALPHABET,
@@ -65,31 +65,26 @@ class CipherDataConfig:
     # frequency: the model reads each message's letters re-coded by their frequency rank in
     # it (0 = commonest), which is what lets it learn substitution with a new key every time.
     recode: Literal["none", "frequency"] = "none"
-    max_key_length: int = 5  # vigenere with key=random: key length drawn from 1..this
+    max_key_length: int = setting(5, "vigenere with key=random: key length drawn from 1..this", 1)
     source: Literal["random", "text"] = "random"  # plaintext: uniform symbols or real text
     text_file: str = ""  # source=text: a path, absolute or inside the data directory
-    holdout: float = 0.1  # source=text: the last fraction of the file, for dev/test only
-    min_length: int = 32
-    max_length: int = 32
-    train_messages: int = 10_000  # fresh messages per epoch
-    eval_messages: int = 2_000  # dev and test messages
+    holdout: float = setting(
+        0.1, "source=text: the last fraction of the file, for dev/test only", 0, 1,
+        low_open=True, high_open=True,
+    )  # fmt: skip
+    min_length: int = setting(32, "shortest message, in symbols", 1)
+    max_length: int = setting(32, "longest message, in symbols", 1, MAX_MESSAGE)
+    train_messages: int = setting(10_000, "fresh messages per epoch", 1, 10**9)
+    eval_messages: int = setting(2_000, "dev and test messages", 1, 10**9)
 
     def validate(self) -> None:
+        """Refuse an alphabet, keys or lengths that contradict each other."""
         if len(set(self.alphabet)) != len(self.alphabet) or len(self.alphabet) < 2:
             raise ConfigError("bad value for data.alphabet (needs ≥ 2 distinct symbols)")
         if len(self.unknown) != 1 or self.unknown not in self.alphabet:
             raise ConfigError(f"bad value {self.unknown!r} for data.unknown (must be in alphabet)")
-        if not 1 <= self.min_length <= self.max_length:
-            raise ConfigError("data.min_length must be ≥ 1 and ≤ data.max_length")
-        if self.max_length > MAX_MESSAGE:
-            raise ConfigError(
-                f"bad value {self.max_length} for data.max_length (at most {MAX_MESSAGE:,})"
-            )
-        for name in ("train_messages", "eval_messages"):
-            if not 1 <= getattr(self, name) <= 10**9:
-                raise ConfigError(
-                    f"bad value {getattr(self, name)} for data.{name} (from 1 to 10^9)"
-                )
+        if self.min_length > self.max_length:
+            raise ConfigError("data.min_length must be ≤ data.max_length")
         if not self.alphabet.endswith(self.passthrough) or len(self.passthrough) >= len(
             self.alphabet
         ):
@@ -108,12 +103,8 @@ class CipherDataConfig:
                     f"bad value {self.keyword!r} for data.keyword (a substitution key holds"
                     f" every enciphered symbol once: {letters!r})"
                 )
-        if self.max_key_length < 1:
-            raise ConfigError("data.max_key_length must be ≥ 1")
         if self.source == "text" and not self.text_file:
             raise ConfigError("data.text_file must be set when data.source is text")
-        if not 0 < self.holdout < 1:
-            raise ConfigError("data.holdout must lie strictly between 0 and 1")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 
 from rnnkit import budget
-from rnnkit.config import section
+from rnnkit.config import section, setting
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
 from rnnkit.data.text import resolve_data_path
@@ -36,7 +36,6 @@ from rnnkit.tasks.base import (
     TaskBase,
     Verb,
     for_inference,
-    option,
     predictor,
     shard,
 )
@@ -49,7 +48,7 @@ logger = logging.getLogger(__name__)
 class ClassifyOptions:
     """What a classification answer lists; the same defaults in the CLI, Python and HTTP."""
 
-    top: int = option(
+    top: int = setting(
         5, "list the K likeliest labels with their probabilities (0 = all)", 0, 100_000
     )
 
@@ -63,19 +62,21 @@ class ClassifyDataConfig:
     dev: str = ""  # "" = hold out dev_fraction of the training file (fixed by split_seed)
     test: str = ""
     trec_labels: Literal["coarse", "fine"] = "coarse"  # format=trec: LOC, or LOC:city
-    dev_fraction: float = 0.1  # share of each label held out when there is no dev file
+    dev_fraction: float = setting(
+        0.1, "share of each label held out when there is no dev file", 0, 1,
+        low_open=True, high_open=True,
+    )  # fmt: skip
     split_seed: int = 1  # the held-out split's seed (independent of train.seed)
     lowercase: bool = True
     tokenize: Literal["whitespace", "chars"] = "whitespace"  # words, or characters
-    min_freq: int = 1  # rarer training n-grams are dropped (bow) / words share <unk> (neural)
+    min_freq: int = setting(
+        1, "rarer training n-grams are dropped (bow) / words share <unk> (neural)", 1
+    )
 
     def validate(self) -> None:
+        """Refuse a recipe without training data."""
         if not self.train:
             raise ConfigError("data.train must name a file")
-        if not self.dev and not 0 < self.dev_fraction < 1:
-            raise ConfigError(f"bad value {self.dev_fraction} for data.dev_fraction (0 < f < 1)")
-        if self.min_freq < 1:
-            raise ConfigError(f"bad value {self.min_freq} for data.min_freq (must be ≥ 1)")
 
 
 @dataclass

@@ -39,7 +39,7 @@ from typing import Any, Literal, NoReturn, cast
 import torch
 
 from rnnkit import checkpoint as ckpt
-from rnnkit.config import section
+from rnnkit.config import section, setting
 from rnnkit.data import contexts as ctx
 from rnnkit.data.batching import epoch_generator
 from rnnkit.data.text import read_text, resolve_data_path, split_tail
@@ -54,7 +54,6 @@ from rnnkit.tasks.base import (
     TaskBase,
     Verb,
     for_inference,
-    option,
     predictor,
 )
 from rnnkit.train import TrainConfig
@@ -64,7 +63,7 @@ from rnnkit.train import TrainConfig
 class EmbedOptions:
     """How many neighbours a word query lists."""
 
-    k: int = option(10, "nearest neighbours to list per word", 1, 1000)
+    k: int = setting(10, "nearest neighbours to list per word", 1, 1000)
 
 
 CHUNK = 1 << 17  # centre positions per chunk of examples (shuffled within the chunk)
@@ -80,27 +79,21 @@ class EmbedDataConfig:
     train: str = ""  # a text file, absolute or inside the data directory; one sentence a line
     dev: str = ""  # "" = the last dev_fraction of the training lines
     test: str = ""  # "" = score the validation text
-    dev_fraction: float = 0.05
+    dev_fraction: float = setting(0.05, "", 0, 1, low_open=True, high_open=True)
     lowercase: bool = False  # fold the text to lower case before counting
-    min_freq: int = 5  # rarer words are dropped from the text
-    max_vocab: int | None = None  # keep at most this many words (specials included)
-    window: int = 5  # cbow, skipgram: context words on each side of the centre
+    min_freq: int = setting(5, "rarer words are dropped from the text", 1)
+    max_vocab: int | None = setting(None, "keep at most this many words (specials included)", 3)
+    window: int = setting(5, "cbow, skipgram: context words on each side of the centre", 1)
     dynamic_window: bool = True  # each centre draws its window from 1..window (word2vec)
-    subsample: float = 1e-3  # Mikolov's threshold t for dropping frequent words; 0 = off
-    eval_examples: int = 50_000  # held-out examples scored after each epoch
+    subsample: float = setting(
+        1e-3, "Mikolov's threshold t for dropping frequent words; 0 = off", 0
+    )
+    eval_examples: int = setting(50_000, "held-out examples scored after each epoch", 1)
 
     def validate(self) -> None:
+        """Refuse a recipe without a corpus."""
         if not self.train:
             raise ConfigError("data.train must name a text file")
-        if not 0 < self.dev_fraction < 1:
-            raise ConfigError("data.dev_fraction must lie strictly between 0 and 1")
-        for name in ("min_freq", "window", "eval_examples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"bad value {getattr(self, name)} for data.{name} (must be ≥ 1)")
-        if self.max_vocab is not None and self.max_vocab < 3:
-            raise ConfigError(f"bad value {self.max_vocab} for data.max_vocab (must be ≥ 3)")
-        if self.subsample < 0:
-            raise ConfigError(f"bad value {self.subsample} for data.subsample (must be ≥ 0)")
 
 
 @dataclass
@@ -120,6 +113,7 @@ class EmbedConfig:
     )
 
     def validate(self) -> None:
+        """Refuse an optimizer that cannot train the chosen method's gradients."""
         t = self.train
         if t.optimizer == "sgd" and self.model.method == "ngram":
             # The loss's gradient is the batch sum (a per-example step for the embedding rows);

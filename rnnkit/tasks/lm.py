@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 
 from rnnkit import budget
-from rnnkit.config import section
+from rnnkit.config import section, setting
 from rnnkit.data.batching import epoch_generator
 from rnnkit.data.text import (
     EOS,
@@ -41,7 +41,6 @@ from rnnkit.tasks.base import (
     Verb,
     check_inputs,
     for_inference,
-    option,
     predictor,
     resolve_options,
 )
@@ -52,13 +51,13 @@ from rnnkit.train import TrainConfig
 class LMOptions:
     """How to continue a prompt; the same defaults in ``rnnkit generate``, Python and HTTP."""
 
-    length: int = option(200, "tokens (characters or words) to generate", 0, 5000)
-    temperature: float = option(1.0, "sampling temperature; 0 = greedy", 0, 100)
-    top_k: int = option(0, "sample among the k likeliest tokens (0 = all)", 0, 1_000_000)
-    top_p: float = option(
+    length: int = setting(200, "tokens (characters or words) to generate", 0, 5000)
+    temperature: float = setting(1.0, "sampling temperature; 0 = greedy", 0, 100)
+    top_k: int = setting(0, "sample among the k likeliest tokens (0 = all)", 0, 1_000_000)
+    top_p: float = setting(
         1.0, "nucleus sampling: the smallest set with this mass (1 = all)", 0, 1, low_open=True
     )
-    seed: int | None = option(None, "makes sampling repeatable (null = fresh)", 0, 2**63 - 1)
+    seed: int | None = setting(None, "makes sampling repeatable (null = fresh)", 0, 2**63 - 1)
 
 
 @dataclass
@@ -67,23 +66,18 @@ class LMDataConfig:
     train: str = ""  # a text file, absolute or inside the data directory
     dev: str = ""  # "" = the last dev_fraction of the training file
     test: str = ""  # "" = score the validation text
-    dev_fraction: float = 0.1
+    dev_fraction: float = setting(0.1, "", 0, 1, low_open=True, high_open=True)
     min_freq: int = 1  # rarer tokens become <unk>
     max_vocab: int | None = None
-    bptt: int = 128  # tokens per truncated-BPTT window
+    bptt: int = setting(128, "tokens per truncated-BPTT window", 1)
     random_offset: bool = True  # shift the window grid by a random amount each epoch
-    eval_streams: int = 16  # parallel streams when scoring
+    eval_streams: int = setting(16, "parallel streams when scoring", 1)
     reverse: bool = False  # read every text back to front: a backward LM (char level only)
 
     def validate(self) -> None:
+        """Refuse a recipe without a text, or a backward LM of words."""
         if not self.train:
             raise ConfigError("data.train must name a text file")
-        if not 0 < self.dev_fraction < 1:
-            raise ConfigError("data.dev_fraction must lie strictly between 0 and 1")
-        if self.bptt < 1:
-            raise ConfigError("data.bptt must be ≥ 1")
-        if self.eval_streams < 1:
-            raise ConfigError("data.eval_streams must be ≥ 1")
         if self.reverse and self.level != "char":
             raise ConfigError("data.reverse needs data.level char (a backward character LM)")
 

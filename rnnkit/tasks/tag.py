@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 import torch
 
 from rnnkit import budget
-from rnnkit.config import section
+from rnnkit.config import section, setting
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.tagged import (
     Scheme,
@@ -66,14 +66,13 @@ class TagDataConfig:
     comment: str = "#"  # format=columns: lines starting with this are skipped ("" = none)
     scheme: Literal["none", "IOB1", "IOB2", "BIOES"] = "none"  # none: plain tags, e.g. POS
     lowercase: bool = True  # word embeddings see lowercased words (characters keep the case)
-    min_freq: int = 1  # rarer training words share the <unk> embedding
-    max_word_length: int = 30  # characters per word read by the character features
+    min_freq: int = setting(1, "rarer training words share the <unk> embedding", 1)
+    max_word_length: int = setting(30, "characters per word read by the character features", 1)
 
     def validate(self) -> None:
+        """Refuse a recipe without training and dev files."""
         if not self.train or not self.dev:
             raise ConfigError("data.train and data.dev must name files")
-        if self.min_freq < 1 or self.max_word_length < 1:
-            raise ConfigError("data.min_freq and data.max_word_length must be ≥ 1")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 
 from rnnkit import budget, export
-from rnnkit.config import section
+from rnnkit.config import rate, section, setting
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.parallel import (
     SEED_PREFIXES,
@@ -56,7 +56,6 @@ from rnnkit.tasks.base import (
     TaskBase,
     Verb,
     for_inference,
-    option,
     predictor,
     shard,
 )
@@ -71,8 +70,8 @@ MAX_BEAM = 64  # a wider beam multiplies memory and time for no measurable gain 
 class TranslateOptions:
     """How to search for a translation; the same defaults in the CLI, Python and HTTP."""
 
-    beam: int | None = option(None, "beam size; 1 = greedy; null = the recipe's", 1, MAX_BEAM)
-    attention: bool = option(False, "also return the attention weights and both token lists")
+    beam: int | None = setting(None, "beam size; 1 = greedy; null = the recipe's", 1, MAX_BEAM)
+    attention: bool = setting(False, "also return the attention weights and both token lists")
 
 
 SPLITS = ("train", "dev", "test")
@@ -85,16 +84,17 @@ class TranslateDataConfig:
     file: str = "eng-fra/fra.txt"  # absolute, or inside the data directory
     direction: Literal["reverse", "forward"] = "reverse"  # reverse: 2nd column → 1st (fra→eng)
     normalise: bool = True  # the seed's: ASCII, lowercase, . ! ? split off, other marks dropped
-    max_length: int = 10  # keep pairs with fewer words than this on both sides (0 = all)
+    max_length: int = setting(
+        10, "keep pairs with fewer words than this on both sides (0 = all)", 0
+    )
     filter_prefixes: bool = True  # keep pairs whose 1st column starts with one of `prefixes`
     prefixes: list[str] = field(default_factory=lambda: list(SEED_PREFIXES))
-    min_freq: int = 1  # rarer training words share <unk>
+    min_freq: int = setting(1, "rarer training words share <unk>", 1)
 
     def validate(self) -> None:
+        """Refuse a recipe without a file, or a prefix filter without prefixes."""
         if not self.file:
             raise ConfigError("data.file must name a tab-separated parallel file")
-        if self.max_length < 0 or self.min_freq < 1:
-            raise ConfigError("data.max_length must be ≥ 0 and data.min_freq ≥ 1")
         if self.filter_prefixes and not self.prefixes:
             raise ConfigError("data.filter_prefixes is on but data.prefixes is empty")
 
@@ -103,35 +103,26 @@ class TranslateDataConfig:
 class TranslateTrainConfig(TrainConfig):
     """The Trainer's settings plus two of translation's own."""
 
-    teacher_forcing: float = 1.0  # share of sentences fed the gold previous word (else own)
-    autoencoder_epochs: int = 0  # first epochs train encoder + a helper decoder source→source
-    label_smoothing: float = 0.0
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0 <= self.teacher_forcing <= 1:
-            raise ConfigError(f"bad value {self.teacher_forcing} for train.teacher_forcing (0–1)")
-        if self.autoencoder_epochs < 0:
-            raise ConfigError("train.autoencoder_epochs must be ≥ 0")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"bad value {self.label_smoothing} for train.label_smoothing")
+    teacher_forcing: float = setting(
+        1.0, "share of sentences fed the gold previous word (else own)", 0, 1
+    )
+    autoencoder_epochs: int = setting(
+        0, "first epochs train encoder + a helper decoder source→source", 0
+    )
+    label_smoothing: float = rate(0.0)
 
 
 @dataclass
 class DecodeConfig:
     """How translations are searched for."""
 
-    beam: int = 5  # test scores, `rnnkit translate` and `rnnkit eval` (1 = greedy)
-    dev_beam: int = 1  # the dev scores of every epoch (early stopping)
-    length_penalty: float = 1.0  # alpha of ((5 + length) / 6) ** alpha; 0 = raw log-prob
-    max_length: int = 100  # words per translation, and at most 2 × source words + 10
-    batch_size: int = 128  # sentences translated together
-
-    def validate(self) -> None:
-        if min(self.beam, self.dev_beam, self.max_length, self.batch_size) < 1:
-            raise ConfigError("decode.beam, dev_beam, max_length and batch_size must be ≥ 1")
-        if self.length_penalty < 0:
-            raise ConfigError(f"bad value {self.length_penalty} for decode.length_penalty")
+    beam: int = setting(5, "test scores, `rnnkit translate` and `rnnkit eval` (1 = greedy)", 1)
+    dev_beam: int = setting(1, "the dev scores of every epoch (early stopping)", 1)
+    length_penalty: float = setting(
+        1.0, "alpha of ((5 + length) / 6) ** alpha; 0 = raw log-prob", 0
+    )
+    max_length: int = setting(100, "words per translation, and at most 2 × source words + 10", 1)
+    batch_size: int = setting(128, "sentences translated together", 1)
 
 
 @dataclass
