@@ -353,12 +353,9 @@ def _regular(path: Path) -> Path:
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file, turning every way it can be broken into a ModelDirError."""
+    real = _regular(path)  # missing, a directory, a FIFO: said there
     try:
-        data = _regular(path).read_bytes()
-    except FileNotFoundError:
-        raise ModelDirError(f"{path} is missing") from None
-    except IsADirectoryError:
-        raise ModelDirError(f"{path} is a directory, not a safetensors file") from None
+        data = real.read_bytes()
     except OSError as err:
         raise ModelDirError(f"cannot read {path} ({err.strerror})") from None
     return read_tensors_from(data, str(path))
@@ -386,10 +383,6 @@ def read_json(path: Path) -> Any:
         return loads_json(real.read_text(encoding="utf-8"))
     except TooDeep as err:
         raise ModelDirError(f"{path} is {err}") from None
-    except FileNotFoundError:
-        raise ModelDirError(f"{path} is missing") from None
-    except IsADirectoryError:
-        raise ModelDirError(f"{path} is a directory, not a JSON file") from None
     except OSError as err:
         raise ModelDirError(f"cannot read {path} ({err.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError):

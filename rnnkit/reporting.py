@@ -1,6 +1,6 @@
 """What rank 0 shows of a training run: the progress bar, the epoch log lines, ``curve.png`` and
 TensorBoard scalars. Each is a :class:`Reporter` the Trainer calls at the same few moments;
-none of them takes part in training, so the loop neither knows nor cares which are on."""
+none takes part in training, so the loop neither knows nor cares which are on."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class StepReport:
 
 
 class Reporter:
-    """A view of training; every hook does nothing unless a subclass says otherwise."""
+    """A view of training. ``history`` is ``metrics.jsonl``'s records, one per finished epoch.
+    Every hook does nothing unless a subclass says otherwise."""
 
     def epoch_started(self, epoch: int, batches: int, done: int) -> None:
         """Epoch ``epoch`` of ``batches`` batches begins, ``done`` of them already trained."""
@@ -39,18 +40,14 @@ class Reporter:
         """A training step finished."""
 
     def epoch_done(self, history: list[dict[str, Any]], metrics: dict[str, float]) -> None:
-        """An epoch ended: ``history[-1]`` is its record (``metrics.jsonl``'s last line),
-        ``metrics`` its dev metrics."""
-
-    def finished(self, history: list[dict[str, Any]]) -> None:
-        """Training ended normally."""
+        """An epoch ended (``history[-1]``) with dev ``metrics``, and was checkpointed."""
 
     def close(self) -> None:
-        """Training ended, normally or not: let go of files and terminals."""
+        """Training ended, finished or failed: write what is left, let go of files."""
 
 
 class ProgressBar(Reporter):
-    """A tqdm bar per epoch with the running loss (on terminals only)."""
+    """A tqdm bar per epoch with the running loss, on terminals only."""
 
     def __init__(self, epochs: int):
         self.epochs = epochs
@@ -82,8 +79,7 @@ class EpochLog(Reporter):
         self.epochs, self.log = epochs, log
 
     def epoch_done(self, history: list[dict[str, Any]], metrics: dict[str, float]) -> None:
-        r = history[-1]
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        r, shown = history[-1], "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         self.log(f"epoch {r['epoch']}/{self.epochs}  step {r['step']}  "
                  f"train_loss {r['train_loss']:.4f}  {shown}  {r['elapsed_s']:.1f}s")  # fmt: skip
 
@@ -93,23 +89,24 @@ class Curve(Reporter):
 
     def __init__(self, path: Path, metric: str, every_s: float):
         self.path, self.metric, self.every_s = path, metric, every_s
-        self.last = time.perf_counter()  # the first plot after every_s, and at the end
+        self.last, self.history = time.perf_counter(), None  # plotted when; not yet plotted
 
     def epoch_done(self, history: list[dict[str, Any]], metrics: dict[str, float]) -> None:
+        self.history = history
         if time.perf_counter() - self.last >= self.every_s:
-            self.finished(history)
+            self.close()
 
-    def finished(self, history: list[dict[str, Any]]) -> None:
-        if history:
+    def close(self) -> None:
+        if self.history:
             from rnnkit.plots import plot_training_curve
 
-            plot_training_curve(history, self.metric, self.path)
-            self.last = time.perf_counter()
+            plot_training_curve(self.history, self.metric, self.path)
+            self.last, self.history = time.perf_counter(), None
 
 
 class TensorBoard(Reporter):
-    """``train/loss``, ``train/lr``, ``train/grad_norm``, ``train/terms_per_s`` every step and
-    ``dev/METRIC`` every epoch, into the TensorBoard directory ``directory``."""
+    """``train/loss``, ``train/lr``, ``train/grad_norm`` (when clipping) and
+    ``train/terms_per_s`` every step, ``dev/METRIC`` every epoch, into ``directory``."""
 
     def __init__(self, directory: str):
         try:
@@ -121,13 +118,11 @@ class TensorBoard(Reporter):
         self.writer = SummaryWriter(directory)
 
     def step_done(self, report: StepReport) -> None:
-        add, step = self.writer.add_scalar, report.step
-        add("train/loss", report.loss, step)
-        add("train/lr", report.lr, step)
-        if report.grad_norm is not None:
-            add("train/grad_norm", report.grad_norm, step)
-        if report.terms_per_s > 0:
-            add("train/terms_per_s", report.terms_per_s, step)
+        scalars = {"loss": report.loss, "lr": report.lr, "grad_norm": report.grad_norm,
+                   "terms_per_s": report.terms_per_s or None}  # fmt: skip
+        for name, value in scalars.items():
+            if value is not None:
+                self.writer.add_scalar(f"train/{name}", value, report.step)
 
     def epoch_done(self, history: list[dict[str, Any]], metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
@@ -142,12 +137,8 @@ def rank0_reporters(
 ) -> list[Reporter]:
     """The reporters ``config`` asks for, in the order they run."""
     reporters: list[Reporter] = [ProgressBar(config.epochs)] if config.progress else []
-    reporters += [EpochLog(config.epochs, log), Curve(out_dir / "curve.png", metric,
-                  config.plot_every_s)]  # fmt: skip
+    reporters.append(EpochLog(config.epochs, log))
+    reporters.append(Curve(out_dir / "curve.png", metric, config.plot_every_s))
     if config.tensorboard:
         reporters.append(TensorBoard(config.tensorboard))
     return reporters
-
-
-__all__ = ["Curve", "EpochLog", "ProgressBar", "Reporter", "StepReport", "TensorBoard",
-           "rank0_reporters"]  # fmt: skip

@@ -51,21 +51,16 @@ class Schedule:
         self.plateau: ReduceLROnPlateau | None = None
         self.steps: LRScheduler
         if config.schedule != "plateau":
-            self.steps = LambdaLR(
-                optimizer, lambda step: lr_factor(config, step, self.total, self.minutes)
-            )
+            factor = lambda step: lr_factor(config, step, self.total, self.minutes)  # noqa: E731
+            self.steps = LambdaLR(optimizer, factor)
             return
         warmup = max(1, config.warmup_steps)  # (step + 1) / warmup up to step warmup - 1
         self.steps = LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup - 1)
         if config.plateau_factor < 1:  # 1 never changes the rate, and torch refuses it
+            # Any strict gain counts (as for early stopping), and every cut is made (eps 0).
+            mode, c = "min" if lower_is_better else "max", config
             self.plateau = ReduceLROnPlateau(
-                optimizer,
-                mode="min" if lower_is_better else "max",
-                factor=config.plateau_factor,
-                patience=config.plateau_patience,
-                threshold=0.0,  # any strict gain counts, as for early stopping
-                threshold_mode="abs",
-                eps=0.0,  # and every cut is made, however small the rate already is
+                optimizer, mode, c.plateau_factor, c.plateau_patience, 0.0, "abs", eps=0.0
             )
 
     def advance(self, step: int, total: int, minutes: float = 0.0) -> None:
@@ -103,6 +98,3 @@ class Schedule:
         self.steps.load_state_dict(state["steps"])
         if self.plateau is not None:
             self.plateau.load_state_dict(state["plateau"])
-
-
-__all__ = ["Schedule", "lr_factor"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.config import to_dict
@@ -262,8 +263,6 @@ class Trainer:
         state = {k: v.detach().cpu() for k, v in self.model.training_state().items()}
         if self.world == 1:
             return [state]
-        import torch.distributed as dist
-
         states: list[Any] = [None] * self.world
         dist.all_gather_object(states, state)
         return states
@@ -300,7 +299,9 @@ class Trainer:
     def _restore(self, schedule: Schedule) -> None:
         """Continue from the training state in ``out_dir`` (``--resume``)."""
         if self.is_main:
-            ckpt.recover(self.out_dir)
+            ckpt.recover(self.out_dir)  # the others wait: one committed checkpoint for all
+        if self.world > 1:
+            dist.barrier()
         saved = ckpt.read_training_state(self.out_dir, self.rank, self.world)
         try:
             self.model.load_state_dict(saved.weights)
@@ -341,16 +342,12 @@ class Trainer:
         seed_everything(c.seed, c.deterministic)
         self.schedule = Schedule(self.optimizer, c, self.lower_is_better)
         if resume:
-            if not self.is_main:
-                self._barrier()  # rank 0 brings the directory to one checkpoint first
             self._restore(self.schedule)
-            if self.is_main:
-                self._barrier()
         if self.state.finished:
             self.log(f"{self.out_dir}: training already finished at step {self.state.step}")
             return self._summary(0.0)
-        started = time.perf_counter()
-        elapsed_before = self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
+        before = self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
+        started = time.perf_counter() - before  # of the whole run, across resumes
         stop = False
         while self.state.epoch < c.epochs and not stop:
             epoch = self.state.epoch + 1
@@ -363,30 +360,25 @@ class Trainer:
             for i, batch in enumerate(batches):
                 if i < self.state.batch_in_epoch:
                     continue  # already trained on before the run was interrupted
-                minutes = self._agreed((elapsed_before + time.perf_counter() - started) / 60)
+                minutes = self._agreed(time.perf_counter() - started) / 60
                 self.schedule.advance(self.state.step, total, minutes)
                 began = time.perf_counter()
                 value = self.train_step(batch)
                 self.state.batch_in_epoch = i + 1
                 self.state.loss_sum += value
                 self._report_step(batch, value, time.perf_counter() - began)
-                if c.max_steps and self.state.step >= c.max_steps:
-                    stop = True
-                    break
-                if c.max_minutes is not None and (
-                    self._agreed(elapsed_before + time.perf_counter() - started)
-                    >= 60 * c.max_minutes
-                ):
-                    stop = True
+                stop = bool(c.max_steps and self.state.step >= c.max_steps) or (
+                    c.max_minutes is not None
+                    and self._agreed(time.perf_counter() - started) >= 60 * c.max_minutes
+                )
+                if stop:
                     break
                 if c.checkpoint_every and self.state.step % c.checkpoint_every == 0:
                     self.save()
-            stop = self._end_epoch(epoch, started, elapsed_before) or stop
+            stop = self._end_epoch(epoch, started) or stop
         self.state.finished = True
         self.save()
-        for reporter in self.reporters:
-            reporter.finished(self.state.history)
-        return self._summary(time.perf_counter() - started)
+        return self._summary(time.perf_counter() - started - before)
 
     def train_step(self, batch: dict[str, Any]) -> float:
         """One update on ``batch``, exactly as :meth:`fit` takes it: autocast, the loss
@@ -438,8 +430,6 @@ class Trainer:
         if self.ddp is None:
             loss = self.step_loss(batch)
             return loss, float(loss.detach())
-        import torch.distributed as dist
-
         own = self._terms(batch)
         loss = self.step_loss(batch)
         sums = torch.tensor([own, float(loss.detach()) * own], dtype=torch.float64)
@@ -457,17 +447,9 @@ class Trainer:
         Only ``train.max_minutes`` takes decisions on the clock; without it, no collective."""
         if self.world == 1 or self.config.max_minutes is None:
             return value
-        import torch.distributed as dist
-
         shared = [value]
         dist.broadcast_object_list(shared, src=0)
         return shared[0]
-
-    def _barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
 
     def _dev_metrics(self) -> dict[str, float]:
         """The dev metrics: rank 0 evaluates, every other process receives its numbers, so
@@ -479,8 +461,6 @@ class Trainer:
                 metrics = self.task.evaluate()
             self.model.train()
         if self.world > 1:
-            import torch.distributed as dist
-
             shared = [metrics]
             dist.broadcast_object_list(shared, src=0)
             metrics = shared[0]
@@ -497,7 +477,7 @@ class Trainer:
         for reporter in self.reporters:
             reporter.step_done(report)
 
-    def _end_epoch(self, epoch: int, started: float, elapsed_before: float) -> bool:
+    def _end_epoch(self, epoch: int, started: float) -> bool:
         """Evaluate, keep the best model, checkpoint, report; True when training should stop."""
         c = self.config
         metrics = self._dev_metrics()
@@ -519,7 +499,7 @@ class Trainer:
             "step": self.state.step,
             "train_loss": self.state.loss_sum / max(1, self.state.batch_in_epoch),
             "lr": self.optimizer.param_groups[0]["lr"],  # the epoch's last, before a plateau cut
-            "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
+            "elapsed_s": round(time.perf_counter() - started, 3),
             **metrics,
         })  # fmt: skip
         self.schedule.end_epoch(value)
