@@ -492,7 +492,7 @@ def training_files(state: TrainingState, train_config: dict[str, Any]) -> dict[s
         tensors.update({prefix + k: v for k, v in carried.items()})
     moments, optimizer = _split_optimizer(state.optimizer)
     version, internal, gauss = random.getstate()
-    meta = {"state": state.counters, "python_rng": [version, list(internal), gauss]}
+    meta: dict[str, Any] = {"state": state.counters, "python_rng": [version, list(internal), gauss]}
     meta.update(optimizer=optimizer, schedule=state.schedule, train_config=train_config)
     return {
         "trainer.safetensors": tensors_to_bytes(tensors),

@@ -89,7 +89,8 @@ class Curve(Reporter):
 
     def __init__(self, path: Path, metric: str, every_s: float):
         self.path, self.metric, self.every_s = path, metric, every_s
-        self.last, self.history = time.perf_counter(), None  # plotted when; not yet plotted
+        self.last = time.perf_counter()  # when curve.png was last drawn
+        self.history: list[dict[str, Any]] | None = None  # epochs not drawn yet
 
     def epoch_done(self, history: list[dict[str, Any]], metrics: dict[str, float]) -> None:
         self.history = history

@@ -58,10 +58,11 @@ class Schedule:
         self.steps = LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup - 1)
         if config.plateau_factor < 1:  # 1 never changes the rate, and torch refuses it
             # Any strict gain counts (as for early stopping), and every cut is made (eps 0).
-            mode, c = "min" if lower_is_better else "max", config
+            c = config
             self.plateau = ReduceLROnPlateau(
-                optimizer, mode, c.plateau_factor, c.plateau_patience, 0.0, "abs", eps=0.0
-            )
+                optimizer, "min" if lower_is_better else "max", c.plateau_factor,
+                c.plateau_patience, 0.0, "abs", eps=0.0,
+            )  # fmt: skip
 
     def advance(self, step: int, total: int, minutes: float = 0.0) -> None:
         """Set the optimizer's rate for ``step`` (from 0) of ``total``, ``minutes`` into

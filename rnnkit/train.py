@@ -340,9 +340,9 @@ class Trainer:
     def _fit(self, resume: bool) -> dict[str, Any]:
         c = self.config
         seed_everything(c.seed, c.deterministic)
-        self.schedule = Schedule(self.optimizer, c, self.lower_is_better)
+        self.schedule = schedule = Schedule(self.optimizer, c, self.lower_is_better)
         if resume:
-            self._restore(self.schedule)
+            self._restore(schedule)
         if self.state.finished:
             self.log(f"{self.out_dir}: training already finished at step {self.state.step}")
             return self._summary(0.0)
@@ -361,7 +361,7 @@ class Trainer:
                 if i < self.state.batch_in_epoch:
                     continue  # already trained on before the run was interrupted
                 minutes = self._agreed(time.perf_counter() - started) / 60
-                self.schedule.advance(self.state.step, total, minutes)
+                schedule.advance(self.state.step, total, minutes)
                 began = time.perf_counter()
                 value = self.train_step(batch)
                 self.state.batch_in_epoch = i + 1
@@ -375,7 +375,7 @@ class Trainer:
                     break
                 if c.checkpoint_every and self.state.step % c.checkpoint_every == 0:
                     self.save()
-            stop = self._end_epoch(epoch, started) or stop
+            stop = self._end_epoch(epoch, started, schedule) or stop
         self.state.finished = True
         self.save()
         return self._summary(time.perf_counter() - started - before)
@@ -454,7 +454,7 @@ class Trainer:
     def _dev_metrics(self) -> dict[str, float]:
         """The dev metrics: rank 0 evaluates, every other process receives its numbers, so
         that all take one early-stopping decision (and none spends the time evaluating)."""
-        metrics = None
+        metrics: Any = None
         if self.is_main:
             self.model.eval()
             with torch.no_grad():
@@ -477,7 +477,7 @@ class Trainer:
         for reporter in self.reporters:
             reporter.step_done(report)
 
-    def _end_epoch(self, epoch: int, started: float) -> bool:
+    def _end_epoch(self, epoch: int, started: float, schedule: Schedule) -> bool:
         """Evaluate, keep the best model, checkpoint, report; True when training should stop."""
         c = self.config
         metrics = self._dev_metrics()
@@ -502,7 +502,7 @@ class Trainer:
             "elapsed_s": round(time.perf_counter() - started, 3),
             **metrics,
         })  # fmt: skip
-        self.schedule.end_epoch(value)
+        schedule.end_epoch(value)
         self.state.epoch = epoch
         self.state.batch_in_epoch = 0
         self.state.loss_sum = 0.0
