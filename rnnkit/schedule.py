@@ -95,7 +95,13 @@ class Schedule:
         return {"steps": self.steps.state_dict(), "plateau": plateau}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict`'s ``state``."""
-        self.steps.load_state_dict(state["steps"])
-        if self.plateau is not None:
-            self.plateau.load_state_dict(state["plateau"])
+        """Continue from :meth:`state_dict`'s ``state``: its progress, under this run's settings
+        (rate, warmup, factor, patience), so that keys changed on ``--resume`` apply."""
+        for scheduler, saved in ((self.steps, state["steps"]), (self.plateau, state["plateau"])):
+            if scheduler is not None and saved is not None:
+                progress = {k: saved[k] for k in PROGRESS if k in saved}
+                scheduler.load_state_dict({**scheduler.state_dict(), **progress})
+
+
+# What a saved schedule passes on: how far it got, not the settings it ran under.
+PROGRESS = ("last_epoch", "_step_count", "best", "num_bad_epochs", "cooldown_counter")

@@ -118,6 +118,23 @@ def test_decay_follows_the_time_budget_when_it_ends_first(schedule):
     assert want[-1] == 0.0 and want[29] > 0.0
 
 
+def test_a_resumed_schedule_takes_its_progress_and_this_runs_settings():
+    weight = torch.nn.Parameter(torch.zeros(1))
+    first = Schedule(torch.optim.SGD([weight], lr=0.1), _config(schedule="plateau"))
+    for metric in (0.5, 0.4):
+        first.end_epoch(metric)
+    saved = json.loads(json.dumps(first.state_dict()))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    changed = _config(schedule="plateau", plateau_factor=0.1, plateau_patience=1)
+    resumed = Schedule(optimizer, changed)
+    resumed.load_state_dict(saved)
+    assert resumed.plateau.best == 0.5 and resumed.plateau.num_bad_epochs == 0
+    assert (resumed.plateau.factor, resumed.plateau.patience) == (0.1, 1)
+    for metric in (0.45, 0.45):  # two more bad epochs: patience 1 cuts once, by 0.1
+        resumed.end_epoch(metric)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
+
+
 def test_cosine_schedule_with_warmup():
     c = _config(schedule="cosine", warmup_steps=10, lr=1.0)
     lrs = [lr_factor(c, step, 110) for step in range(110)]
