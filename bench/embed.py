@@ -29,6 +29,7 @@ import torch
 from common import progress
 
 from rnnkit.data.text import read_text, resolve_data_path
+from rnnkit.schedule import Schedule
 from rnnkit.tasks import build_task
 from rnnkit.tasks.embed import EmbedConfig, EmbedTask
 from rnnkit.train import Trainer
@@ -68,10 +69,11 @@ def train_rnnkit(task: EmbedTask, config: EmbedConfig) -> Side:
         trainer = Trainer(task, config.train, tmp, log=lambda _: None)
         trainer.model.train()
         start = time.perf_counter()
-        batches = task.train_batches(1)
+        batches, schedule = task.train_batches(1), Schedule(trainer.optimizer, config.train)
         for step, batch in enumerate(batches):  # the epoch's linear decay, as fit sets it
+            schedule.advance(step, len(batches))
             began = time.perf_counter()
-            trainer.train_step(batch, trainer._lr_at(step, len(batches)))
+            trainer.train_step(batch)
             side.stepping += time.perf_counter() - began
             side.examples += batch["target"].numel()
         side.seconds = time.perf_counter() - start

@@ -36,11 +36,13 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import socket
 import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -356,12 +358,9 @@ def _regular(path: Path) -> Path:
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file, turning every way it can be broken into a ModelDirError."""
+    real = _regular(path)  # missing, a directory, a FIFO: said there
     try:
-        data = _regular(path).read_bytes()
-    except FileNotFoundError:
-        raise ModelDirError(f"{path} is missing") from None
-    except IsADirectoryError:
-        raise ModelDirError(f"{path} is a directory, not a safetensors file") from None
+        data = real.read_bytes()
     except OSError as err:
         raise ModelDirError(f"cannot read {path} ({err.strerror})") from None
     return read_tensors_from(data, str(path))
@@ -389,10 +388,6 @@ def read_json(path: Path) -> Any:
         return loads_json(real.read_text(encoding="utf-8"))
     except TooDeep as err:
         raise ModelDirError(f"{path} is {err}") from None
-    except FileNotFoundError:
-        raise ModelDirError(f"{path} is missing") from None
-    except IsADirectoryError:
-        raise ModelDirError(f"{path} is a directory, not a JSON file") from None
     except OSError as err:
         raise ModelDirError(f"cannot read {path} ({err.strerror})") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -473,7 +468,107 @@ def save_model(directory: str | Path, task: Task) -> None:
     commit(directory, files)
 
 
+# --------------------------------------------------------------- training state
+@dataclass
+class TrainingState:
+    """What ``--resume`` restores besides the task's own files: the current weights, the
+    optimizer's and the schedule's state dicts, the loop's counters (``trainer.json``'s
+    ``state``), the state each process's model carries between batches, and the RNG states."""
+
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    schedule: dict[str, Any] | None  # None in files written before schedules were torch's
+    counters: dict[str, Any]
+    carried: list[dict[str, torch.Tensor]]  # one per process, or none; read: this process's
+    rng: dict[str, torch.Tensor] = field(default_factory=dict)  # torch's and each GPU's
+    python_rng: Any = None
+
+
+def training_files(state: TrainingState, train_config: dict[str, Any]) -> dict[str, bytes]:
+    """``trainer.safetensors``, ``optimizer.safetensors`` and ``trainer.json`` of ``state``,
+    with this process's RNG states as they are now (``state.rng`` is not read)."""
+    tensors = {f"model.{k}": v for k, v in state.weights.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda{i}"] = s
+    for r, carried in enumerate(state.carried):  # the language model's recurrent state
+        prefix = "carried." if len(state.carried) == 1 else f"carried.rank{r}."
+        tensors.update({prefix + k: v for k, v in carried.items()})
+    moments, optimizer = _split_optimizer(state.optimizer)
+    version, internal, gauss = random.getstate()
+    meta: dict[str, Any] = {"state": state.counters, "python_rng": [version, list(internal), gauss]}
+    meta.update(optimizer=optimizer, schedule=state.schedule, train_config=train_config)
+    return {
+        "trainer.safetensors": tensors_to_bytes(tensors),
+        "optimizer.safetensors": tensors_to_bytes(moments),
+        "trainer.json": json_bytes(meta),
+    }
+
+
+def read_training_state(directory: str | Path, rank: int = 0, world: int = 1) -> TrainingState:
+    """The training state of ``directory`` for process ``rank`` of ``world``; a run saved by
+    another number of processes is refused when its models carried state."""
+    directory = Path(directory)
+    if not (directory / "trainer.json").exists():
+        raise ModelDirError(f"{directory} holds no training state to resume (no trainer.json)")
+    meta = read_json(directory / "trainer.json")
+    tensors = read_tensors(directory / "trainer.safetensors")
+    moments = read_tensors(directory / "optimizer.safetensors")
+    own = "carried." if world == 1 else f"carried.rank{rank}."
+    carried = {k[len(own) :]: v for k, v in tensors.items() if k.startswith(own)}
+    if any(k.startswith("rank") for k in carried):  # saved by several processes
+        raise ModelDirError(f"{directory} was trained on several processes; resume it on as many")
+    try:
+        version, internal, gauss = meta["python_rng"]
+        return TrainingState(
+            weights={k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+            optimizer=_join_optimizer(moments, meta["optimizer"]),
+            schedule=meta.get("schedule"),
+            counters=meta["state"],
+            carried=[carried],
+            rng={k[4:]: v for k, v in tensors.items() if k.startswith("rng.")},
+            python_rng=(version, tuple(internal), gauss),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ModelDirError(f"{directory}: training state does not fit ({err})") from None
+
+
+def restore_rng(state: TrainingState) -> None:
+    """Put the RNG states of ``state`` back: torch's, each GPU's (when as many), Python's."""
+    torch.set_rng_state(state.rng["torch"])
+    cuda = [state.rng[k] for k in sorted(state.rng) if k.startswith("cuda")]
+    if torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    random.setstate(state.python_rng)
+
+
+def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer state dict as tensors (for safetensors) and its JSON-ready rest."""
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer state dict that :func:`_split_optimizer` split."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
 __all__ = [
     "acquire_writer", "release_writer", "writing", "reading", "resolve", "commit", "recover",
     "read_json", "read_tensors", "read_model_config", "read_task_config", "save_model",
+    "TrainingState", "training_files", "read_training_state", "restore_rng",
 ]  # fmt: skip

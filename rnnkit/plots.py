@@ -1,7 +1,8 @@
-"""Figures: training curves (and, later, attention maps and confusion matrices)."""
+"""Figures as PNG files: training curves, confusion matrices, attention maps."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rnnkit.checkpoint import atomic_write_bytes  # noqa: E402
 
 
+def _save(fig: Any, path: str | Path) -> None:
+    """Lay ``fig`` out, write it to ``path`` as a PNG (atomically) and free it."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def plot_training_curve(history: list[dict[str, Any]], metric: str, path: str | Path) -> None:
     """Training loss against epochs (log scale), and the dev metric against minutes."""
-    import io
-
     epochs = [rec["epoch"] for rec in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     left.plot(epochs, [rec["train_loss"] for rec in history], marker="o", ms=3)
@@ -29,11 +37,7 @@ def plot_training_curve(history: list[dict[str, Any]], metric: str, path: str | 
     right.set_title(f"dev {metric}")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save(fig, path)
 
 
 def plot_confusion_matrix(
@@ -44,8 +48,6 @@ def plot_confusion_matrix(
     Each cell's colour is its share of the gold row (so rare classes show as clearly as common
     ones); the counts are written in the cells when there are at most 20 labels.
     """
-    import io
-
     import numpy as np
 
     grid = np.asarray(counts, dtype=float).reshape(len(labels), len(labels))
@@ -69,11 +71,7 @@ def plot_confusion_matrix(
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the gold row")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save(fig, path)
 
 
 def plot_attention(
@@ -84,8 +82,6 @@ def plot_attention(
 
     weights: ``(len(target), len(source))`` rows of attention weights (a tensor, array or lists).
     """
-    import io
-
     import numpy as np
 
     grid = np.asarray(weights, dtype=float).reshape(len(target), len(source))
@@ -100,8 +96,4 @@ def plot_attention(
     ax.set_ylabel("translation")
     if title:
         ax.set_title(title, pad=12, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    _save(fig, path)

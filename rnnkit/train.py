@@ -1,13 +1,17 @@
 """The one training loop, shared by every task.
 
-The Trainer knows three things about a task: ``task.model.loss(batch)`` gives a scalar to
-minimise, ``task.train_batches(epoch)`` gives the epoch's batches (a deterministic function of
-the seed and the epoch, so a resumed run sees the same data), and ``task.evaluate()`` returns
-named dev metrics. Everything else — optimisation, schedules, early stopping, checkpoints,
-logs and plots — lives here. A model that carries state from one batch to the next (the
-language model's recurrent state across BPTT windows) may offer ``training_state()`` and
-``load_training_state(tensors)``; checkpoints then keep that state too, so that a run killed
-mid-epoch resumes bit for bit.
+What the Trainer asks of a task (see ``rnnkit/tasks/base.py``): ``task.model.loss(batch)``, a
+scalar to minimise; ``task.train_batches(epoch, rank, world_size)``, the epoch's batches (a
+deterministic function of the seed and the epoch, so a resumed run sees the same data);
+``task.evaluate()``, the named dev metrics, whose directions ``metric_goals`` gives; and
+``task.model_files()`` for the checkpoints. A model that carries state from one batch to the
+next (the language model's recurrent state across BPTT windows) may offer
+``training_state()`` and ``load_training_state(tensors)``; checkpoints then keep that state
+too, so that a run killed mid-epoch resumes bit for bit.
+
+Here: the device, several processes (DDP), autocast, the training step, early stopping and
+checkpoints. Elsewhere: the learning-rate schedules (``rnnkit/schedule.py``), the training
+state's files (``rnnkit/checkpoint.py``), and what rank 0 shows (``rnnkit/reporting.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,12 +26,13 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
-from tqdm import tqdm
+import torch.distributed as dist
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.config import setting, to_dict
 from rnnkit.data.batching import move
 from rnnkit.errors import ConfigError, DivergedError, ModelDirError
+from rnnkit.reporting import StepReport, rank0_reporters
 from rnnkit.runtime import (
     init_distributed,
     local_rank,
@@ -38,6 +41,7 @@ from rnnkit.runtime import (
     seed_everything,
     world_size,
 )
+from rnnkit.schedule import Schedule
 from rnnkit.tasks.base import Task, metric_goal
 
 logger = logging.getLogger(__name__)
@@ -156,7 +160,7 @@ def loss_terms(batch: dict[str, Any]) -> int:
 
 @dataclass
 class _State:
-    """What the loop must remember across a kill: saved in trainer.json."""
+    """The loop's counters, kept across a kill: ``trainer.json``'s ``state``."""
 
     step: int = 0
     epoch: int = 0  # epochs fully finished
@@ -164,7 +168,6 @@ class _State:
     best: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0
-    lr_scale: float = 1.0
     loss_sum: float = 0.0  # running sum of this epoch's batch losses
     history: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
@@ -203,8 +206,9 @@ class Trainer:
         # Any: the model's own methods (loss, training_state) are duck-typed, as the contract says
         self.model: Any = cast(Any, task.model.to(self.device))
         self.optimizer = make_optimizer(self.model, config, self.device)
+        self.schedule: Schedule | None = None  # made by fit (and restored by --resume)
         self.state = _State()
-        self._last_plot = time.perf_counter()  # first plot after plot_every_s, and at the end
+        self.grad_norm: float | None = None  # of the last step, before clipping
         self.ddp: torch.nn.Module | None = None
         if self.world > 1 and config.batch_size < self.world:
             raise ConfigError(
@@ -234,41 +238,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.autocast and self.half == torch.float16
         )
-        self.board = None
-        if config.tensorboard and self.is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ConfigError(
-                    "train.tensorboard needs the tensorboard package (pip install tensorboard)"
-                ) from None
-            self.board = SummaryWriter(config.tensorboard)
-
-    # ----------------------------------------------------------------- set-up
-    def _total_steps(self, steps_per_epoch: int) -> int:
-        total = self.config.epochs * steps_per_epoch
-        return min(total, self.config.max_steps) if self.config.max_steps else total
-
-    def _lr_at(self, step: int, total: int, minutes: float = 0.0) -> float:
-        """The learning rate for ``step`` of ``total``, ``minutes`` into training.
-
-        With ``max_minutes`` set, linear and cosine decay follow whichever budget runs out
-        first, steps or time, so the rate reaches its end as the time budget does.
-        """
-        c = self.config
-        factor = 1.0
-        if c.warmup_steps and step < c.warmup_steps:
-            factor = (step + 1) / c.warmup_steps
-        elif c.schedule in ("linear", "cosine"):
-            span = max(1, total - c.warmup_steps)
-            progress = min(1.0, (step - c.warmup_steps) / span)
-            if c.max_minutes:
-                progress = max(progress, min(1.0, minutes / c.max_minutes))
-            if c.schedule == "linear":
-                factor = 1.0 - progress
-            else:
-                factor = 0.5 * (1.0 + math.cos(math.pi * progress))
-        return c.lr * factor * self.state.lr_scale
+        self.reporters = (
+            rank0_reporters(config, self.out_dir, self.metric, shown) if self.is_main else []
+        )
 
     # ------------------------------------------------------------ checkpoints
     def _carried(self) -> list[dict[str, torch.Tensor]]:
@@ -278,8 +250,6 @@ class Trainer:
         state = {k: v.detach().cpu() for k, v in self.model.training_state().items()}
         if self.world == 1:
             return [state]
-        import torch.distributed as dist
-
         states: list[Any] = [None] * self.world
         dist.all_gather_object(states, state)
         return states
@@ -289,31 +259,17 @@ class Trainer:
         files = dict(self.task.model_files())
         if new_best or not (self.out_dir / "model.safetensors").exists():
             files["model.safetensors"] = ckpt.tensors_to_bytes(weights)
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                rng[f"cuda{i}"] = s
-        trainer_tensors = {f"model.{k}": v for k, v in weights.items()}
-        trainer_tensors.update({f"rng.{k}": v for k, v in rng.items()})
-        for r, state in enumerate(carried):  # state carried between batches (the LM's)
-            prefix = "carried." if len(carried) == 1 else f"carried.rank{r}."
-            trainer_tensors.update({prefix + k: v for k, v in state.items()})
-        files["trainer.safetensors"] = ckpt.tensors_to_bytes(trainer_tensors)
-        opt_tensors, opt_meta = _flatten_optimizer(self.optimizer.state_dict())
-        files["optimizer.safetensors"] = ckpt.tensors_to_bytes(opt_tensors)
-        files["trainer.json"] = ckpt.json_bytes(
-            {
-                "state": self.state.__dict__,
-                "python_rng": _python_rng_to_json(random.getstate()),
-                "optimizer": opt_meta,
-                "train_config": to_dict(self.config),
-            }
-        )
+        schedule = self.schedule.state_dict() if self.schedule is not None else None
+        state = ckpt.TrainingState(weights, self.optimizer.state_dict(), schedule,
+                                   self.state.__dict__, carried)  # fmt: skip
+        files.update(ckpt.training_files(state, to_dict(self.config)))
         lines = "".join(json.dumps(rec) + "\n" for rec in self.state.history)
         files["metrics.jsonl"] = lines.encode("utf-8")
         return files
 
     def save(self, new_best: bool = False) -> None:
+        """Checkpoint the run (and, when ``new_best``, the best model) into ``out_dir``; every
+        process takes part, rank 0 writes."""
         # A finite loss can still come with an infinite gradient (and no clipping to see it):
         # one pass over the weights per checkpoint keeps NaN out of every file on disk.
         broken = [n for n, p in self.model.named_parameters() if not bool(torch.isfinite(p).all())]
@@ -327,41 +283,29 @@ class Trainer:
         if self.is_main:
             ckpt.commit(self.out_dir, self._training_files(new_best, carried))
 
-    def restore(self) -> None:
+    def _restore(self, schedule: Schedule) -> None:
         """Continue from the training state in ``out_dir`` (``--resume``)."""
         if self.is_main:
-            ckpt.recover(self.out_dir)
-        path = self.out_dir / "trainer.json"
-        if not path.exists():
-            raise ModelDirError(
-                f"{self.out_dir} holds no training state to resume (no trainer.json)"
-            )
-        meta = ckpt.read_json(path)
-        tensors = ckpt.read_tensors(self.out_dir / "trainer.safetensors")
-        weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+            ckpt.recover(self.out_dir)  # the others wait: one committed checkpoint for all
+        if self.world > 1:
+            dist.barrier()
+        saved = ckpt.read_training_state(self.out_dir, self.rank, self.world)
         try:
-            self.model.load_state_dict(weights)
-            opt = ckpt.read_tensors(self.out_dir / "optimizer.safetensors")
-            self.optimizer.load_state_dict(_unflatten_optimizer(opt, meta["optimizer"]))
-            self.state = _State(**meta["state"])
-            if self.state.best is not None and not math.isfinite(self.state.best):
-                self.state.best = None  # written by an older version that kept a NaN best
+            self.model.load_state_dict(saved.weights)
+            self.optimizer.load_state_dict(saved.optimizer)
+            # lr_scale: the plateau cuts of older files, already in the optimizer's rate
+            self.state = _State(**{k: v for k, v in saved.counters.items() if k != "lr_scale"})
+            if saved.schedule is not None:
+                schedule.load_state_dict(saved.schedule)
+            else:  # written before schedules were torch's
+                schedule.continue_at(self.state.step, self.state.best, self.state.bad_epochs)
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
             raise ModelDirError(f"{self.out_dir}: training state does not fit ({err})") from None
+        if self.state.best is not None and not math.isfinite(self.state.best):
+            self.state.best = None  # written by an older version that kept a NaN best
         if hasattr(self.model, "load_training_state"):
-            own = "carried." if self.world == 1 else f"carried.rank{self.rank}."
-            carried = {k[len(own) :]: v for k, v in tensors.items() if k.startswith(own)}
-            if any(k.startswith("rank") for k in carried):  # saved by several processes
-                raise ModelDirError(
-                    f"{self.out_dir} was trained on several processes; resume it on as many"
-                )
-            self.model.load_training_state(carried)
-        torch.set_rng_state(tensors["rng.torch"])
-        if torch.cuda.is_available():
-            cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda")]
-            if len(cuda) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(cuda)
-        random.setstate(_python_rng_from_json(meta["python_rng"]))
+            self.model.load_training_state(saved.carried[0])
+        ckpt.restore_rng(saved)
 
     # ------------------------------------------------------------------- loop
     def fit(self, resume: bool = False) -> dict[str, Any]:
@@ -377,83 +321,62 @@ class Trainer:
             with ckpt.writing(self.out_dir):
                 return self._fit(resume)
         finally:
-            if self.board is not None:  # a failed run's last scalars are worth keeping too
-                self.board.close()
+            for reporter in self.reporters:
+                reporter.close()
 
     def _fit(self, resume: bool) -> dict[str, Any]:
         c = self.config
         seed_everything(c.seed, c.deterministic)
+        self.schedule = schedule = Schedule(self.optimizer, c, self.lower_is_better)
         if resume:
-            if self.world > 1 and not self.is_main:
-                import torch.distributed as dist
-
-                dist.barrier()  # rank 0 brings the directory to one checkpoint first
-            self.restore()
-            if self.world > 1 and self.is_main:
-                import torch.distributed as dist
-
-                dist.barrier()
+            self._restore(schedule)
         if self.state.finished:
             self.log(f"{self.out_dir}: training already finished at step {self.state.step}")
             return self._summary(0.0)
-        started = time.perf_counter()
-        elapsed_before = self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
+        before = self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
+        started = time.perf_counter() - before  # of the whole run, across resumes
         stop = False
         while self.state.epoch < c.epochs and not stop:
             epoch = self.state.epoch + 1
             batches = self.task.train_batches(epoch, self.rank, self.world)
-            total = self._total_steps(len(batches))
+            total = c.epochs * len(batches)
+            total = min(total, c.max_steps) if c.max_steps else total
             self.model.train()
-            bar = tqdm(
-                total=len(batches),
-                initial=self.state.batch_in_epoch,
-                desc=f"epoch {epoch}/{c.epochs}",
-                disable=None if (c.progress and self.is_main) else True,
-                leave=False,
-                dynamic_ncols=True,
-                file=sys.stderr,
-            )
+            for reporter in self.reporters:
+                reporter.epoch_started(epoch, len(batches), self.state.batch_in_epoch)
             for i, batch in enumerate(batches):
                 if i < self.state.batch_in_epoch:
                     continue  # already trained on before the run was interrupted
-                minutes = self._agreed((elapsed_before + time.perf_counter() - started) / 60)
-                value = self.train_step(batch, self._lr_at(self.state.step, total, minutes))
+                minutes = self._agreed(time.perf_counter() - started) / 60
+                schedule.advance(self.state.step, total, minutes)
+                began = time.perf_counter()
+                value = self.train_step(batch)
                 self.state.batch_in_epoch = i + 1
                 self.state.loss_sum += value
-                bar.update(1)
-                bar.set_postfix(loss=f"{self.state.loss_sum / (i + 1):.4f}", refresh=False)
-                if c.max_steps and self.state.step >= c.max_steps:
-                    stop = True
-                    break
-                if c.max_minutes is not None and (
-                    self._agreed(elapsed_before + time.perf_counter() - started)
-                    >= 60 * c.max_minutes
-                ):
-                    stop = True
+                self._report_step(batch, value, time.perf_counter() - began)
+                stop = bool(c.max_steps and self.state.step >= c.max_steps) or (
+                    c.max_minutes is not None
+                    and self._agreed(time.perf_counter() - started) >= 60 * c.max_minutes
+                )
+                if stop:
                     break
                 if c.checkpoint_every and self.state.step % c.checkpoint_every == 0:
                     self.save()
-            bar.close()
-            stop = self._end_epoch(epoch, started, elapsed_before) or stop
+            stop = self._end_epoch(epoch, started, schedule) or stop
         self.state.finished = True
         self.save()
-        self.plot(force=True)
-        return self._summary(time.perf_counter() - started)
+        return self._summary(time.perf_counter() - started - before)
 
-    def train_step(self, batch: dict[str, Any], lr: float | None = None) -> float:
-        """One update on ``batch``, exactly as :meth:`fit` takes it: learning rate, autocast,
-        the loss (weighted across processes), backward (through the float16 loss scaler),
-        gradient clipping, the optimizer step, TensorBoard scalars. Returns the batch's mean
-        loss. ``fit`` calls it for every batch, and the benchmarks time it, so that what they
-        measure is the training step itself. ``lr`` sets the rate for this step (``fit``
-        passes its schedule's); None keeps the optimizer's. Raises :class:`DivergedError` on
-        a non-finite loss, or gradient norm, before the weights change."""
+    def train_step(self, batch: dict[str, Any]) -> float:
+        """One update on ``batch``, exactly as :meth:`fit` takes it: autocast, the loss
+        (weighted across processes), backward (through the float16 loss scaler), gradient
+        clipping, the optimizer step at the optimizer's current rate (``fit`` sets its
+        schedule's before each step). Returns the batch's mean loss. ``fit`` calls it for
+        every batch, and the benchmarks time it, so that what they measure is the training
+        step itself. Raises :class:`DivergedError` on a non-finite loss, or gradient norm,
+        before the weights change."""
         c, where = self.config, f"step {self.state.step + 1} (epoch {self.state.epoch + 1})"
-        if lr is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
         batch = move(batch, self.device)
-        started = time.perf_counter()
         with torch.autocast(self.device.type, dtype=self.half, enabled=self.autocast):
             loss, value = self._loss(batch)
         if not math.isfinite(value):
@@ -466,22 +389,20 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        norm = None
+        self.grad_norm = None
         if c.clip_norm:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_norm)
+            self.grad_norm = float(norm)
             # Clipping cannot mend inf or NaN; under float16 loss scaling an overflow is
             # expected now and then, and the scaler skips that step itself.
-            if not math.isfinite(float(norm)) and not self.scaler.is_enabled():
+            if not math.isfinite(self.grad_norm) and not self.scaler.is_enabled():
                 raise DivergedError(
-                    f"training diverged: the gradient norm is {float(norm)} at {where}; "
+                    f"training diverged: the gradient norm is {self.grad_norm} at {where}; "
                     "lower train.lr"
                 )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.state.step += 1
-        if self.board is not None:
-            rate = self.optimizer.param_groups[0]["lr"]
-            self._board_step(value, rate, norm, batch, time.perf_counter() - started)
         return value
 
     # ------------------------------------------------------------ processes
@@ -496,8 +417,6 @@ class Trainer:
         if self.ddp is None:
             loss = self.step_loss(batch)
             return loss, float(loss.detach())
-        import torch.distributed as dist
-
         own = self._terms(batch)
         loss = self.step_loss(batch)
         sums = torch.tensor([own, float(loss.detach()) * own], dtype=torch.float64)
@@ -515,38 +434,40 @@ class Trainer:
         Only ``train.max_minutes`` takes decisions on the clock; without it, no collective."""
         if self.world == 1 or self.config.max_minutes is None:
             return value
-        import torch.distributed as dist
-
         shared = [value]
         dist.broadcast_object_list(shared, src=0)
         return shared[0]
 
-    def _board_step(self, loss: float, lr: float, norm: Any, batch: dict, seconds: float) -> None:
-        step = self.state.step
-        assert self.board is not None  # called only when there is one
-        self.board.add_scalar("train/loss", loss, step)
-        self.board.add_scalar("train/lr", lr, step)
-        if norm is not None:
-            self.board.add_scalar("train/grad_norm", float(norm), step)
-        if seconds > 0:  # this process's loss terms (tokens or examples) per second
-            self.board.add_scalar("train/terms_per_s", self._terms(batch) / seconds, step)
-
-    def _end_epoch(self, epoch: int, started: float, elapsed_before: float) -> bool:
-        """Evaluate, keep the best model, checkpoint, log; True when training should stop."""
-        c = self.config
-        self.model.eval()
-        with torch.no_grad():
-            metrics = self.task.evaluate().metrics
-        self.model.train()
-        if self.world > 1:  # one set of numbers, hence one early-stopping decision, for all
-            import torch.distributed as dist
-
+    def _dev_metrics(self) -> dict[str, float]:
+        """The dev metrics: rank 0 evaluates, every other process receives its numbers, so
+        that all take one early-stopping decision (and none spends the time evaluating)."""
+        metrics: Any = None
+        if self.is_main:
+            self.model.eval()
+            with torch.no_grad():
+                metrics = self.task.evaluate().metrics
+            self.model.train()
+        if self.world > 1:
             shared = [metrics]
             dist.broadcast_object_list(shared, src=0)
             metrics = shared[0]
-        if self.board is not None:
-            for name, value in metrics.items():
-                self.board.add_scalar(f"dev/{name}", value, epoch)
+        return metrics
+
+    # -------------------------------------------------------------- reports
+    def _report_step(self, batch: dict[str, Any], loss: float, seconds: float) -> None:
+        if not self.reporters:
+            return
+        terms_per_s = self._terms(batch) / seconds if seconds > 0 else 0.0
+        epoch_loss = self.state.loss_sum / self.state.batch_in_epoch
+        rate = self.optimizer.param_groups[0]["lr"]
+        report = StepReport(self.state.step, loss, epoch_loss, rate, self.grad_norm, terms_per_s)
+        for reporter in self.reporters:
+            reporter.step_done(report)
+
+    def _end_epoch(self, epoch: int, started: float, schedule: Schedule) -> bool:
+        """Evaluate, keep the best model, checkpoint, report; True when training should stop."""
+        c = self.config
+        metrics = self._dev_metrics()
         if self.metric not in metrics:
             raise ConfigError(
                 f"bad value {self.metric!r} for train.metric (choices: {', '.join(metrics)})"
@@ -560,44 +481,26 @@ class Trainer:
             self.state.best, self.state.best_epoch, self.state.bad_epochs = value, epoch, 0
         else:
             self.state.bad_epochs += 1
-            if c.schedule == "plateau" and self.state.bad_epochs % (c.plateau_patience + 1) == 0:
-                self.state.lr_scale *= c.plateau_factor
-        steps = max(1, self.state.batch_in_epoch)
-        record = {
+        self.state.history.append({
             "epoch": epoch,
             "step": self.state.step,
-            "train_loss": self.state.loss_sum / steps,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "elapsed_s": round(elapsed_before + time.perf_counter() - started, 3),
+            "train_loss": self.state.loss_sum / max(1, self.state.batch_in_epoch),
+            "lr": self.optimizer.param_groups[0]["lr"],  # the epoch's last, before a plateau cut
+            "elapsed_s": round(time.perf_counter() - started, 3),
             **metrics,
-        }
-        self.state.history.append(record)
+        })  # fmt: skip
+        schedule.end_epoch(value)
         self.state.epoch = epoch
         self.state.batch_in_epoch = 0
         self.state.loss_sum = 0.0
         self.save(new_best=better)
-        shown = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-        self.log(
-            f"epoch {epoch}/{c.epochs}  step {self.state.step}  "
-            f"train_loss {record['train_loss']:.4f}  {shown}  {record['elapsed_s']:.1f}s"
-        )
-        self.plot()
+        for reporter in self.reporters:
+            reporter.epoch_done(self.state.history, metrics)
         reached = c.target is not None and (
             value <= c.target if self.lower_is_better else value >= c.target
         )
         patience_out = c.patience is not None and self.state.bad_epochs >= c.patience
         return bool(reached or patience_out)
-
-    def plot(self, force: bool = False) -> None:
-        if not self.is_main or not self.state.history:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last_plot < self.config.plot_every_s:
-            return
-        from rnnkit.plots import plot_training_curve
-
-        plot_training_curve(self.state.history, self.metric, self.out_dir / "curve.png")
-        self._last_plot = now
 
     def _summary(self, seconds: float) -> dict[str, Any]:
         return {
@@ -607,36 +510,3 @@ class Trainer:
             "steps": self.state.step,
             "minutes": seconds / 60,
         }
-
-
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into tensors (for safetensors) and JSON-able rest."""
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, pstate in state["state"].items():
-        for key, value in pstate.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{pid}.{key}"] = value
-            else:
-                scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    for pid, values in meta["scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _python_rng_to_json(state: tuple) -> list:
-    version, internal, gauss = state
-    return [version, list(internal), gauss]
-
-
-def _python_rng_from_json(data: list) -> tuple:
-    version, internal, gauss = data
-    return (version, tuple(internal), gauss)

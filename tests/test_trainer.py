@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -42,14 +43,6 @@ def test_patience_stops_when_dev_metric_stalls(tmp_path):
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) < 30
 
 
-def test_cosine_schedule_with_warmup():
-    task = _task("train.schedule=cosine", "train.warmup_steps=10", "train.lr=1.0")
-    trainer = Trainer(task, task.config.train, "unused", log=lambda m: None)
-    lrs = [trainer._lr_at(step, 110) for step in range(110)]
-    assert lrs[0] == 0.1 and lrs[9] == 1.0
-    assert abs(lrs[60] - 0.5) < 1e-9 and lrs[-1] < 0.01
-
-
 def test_reloaded_model_predicts_exactly_what_it_predicted(tmp_path):
     from rnnkit import checkpoint as ckpt
 
@@ -73,12 +66,42 @@ def test_max_minutes_stops_mid_epoch_and_still_evaluates(tmp_path):
     assert summary["best"] is not None
 
 
-def test_schedule_follows_the_time_budget_when_it_ends_first():
-    task = _task("train.schedule=linear", "train.lr=1.0", "train.max_minutes=10")
-    trainer = Trainer(task, task.config.train, "unused", log=lambda m: None)
-    assert trainer._lr_at(10, 1000, minutes=0.0) == 0.99
-    assert trainer._lr_at(10, 1000, minutes=5.0) == 0.5
-    assert trainer._lr_at(10, 1000, minutes=10.0) == 0.0
+def test_a_plateau_run_resumes_to_the_same_weights_and_rates(tmp_path):
+    # lr 1e-7: no whole message is ever right, so every epoch after the first cuts the rate.
+    keys = ("train.epochs=4", "train.lr=1e-7", "train.schedule=plateau", "train.warmup_steps=6",
+            "train.metric=message_accuracy", "train.checkpoint_every=3",
+            "data.train_messages=512", "data.eval_messages=64")  # fmt: skip
+    torch.manual_seed(0)
+    whole = _task(*keys)
+    Trainer(whole, whole.config.train, tmp_path / "whole", log=lambda m: None).fit()
+    torch.manual_seed(0)
+    cut = _task(*keys)
+    trainer = Trainer(cut, cut.config.train, tmp_path / "cut", log=lambda m: None)
+    step, calls = trainer.train_step, []
+
+    def interrupted(batch):
+        calls.append(1)
+        if len(calls) == 3 * len(cut.train_batches(1)) - 2:  # in epoch 3, after one cut
+            raise KeyboardInterrupt
+        return step(batch)
+
+    trainer.train_step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    # As written before schedules were torch's: a scale, no schedule state.
+    shutil.copytree(tmp_path / "cut", tmp_path / "legacy", ignore=shutil.ignore_patterns(".*"))
+    meta = json.loads((tmp_path / "legacy" / "trainer.json").read_text())
+    meta["state"]["lr_scale"] = 0.5
+    del meta["schedule"]
+    ckpt.commit(tmp_path / "legacy", {"trainer.json": ckpt.json_bytes(meta)})
+    for run in ("cut", "legacy"):
+        torch.manual_seed(0)
+        resumed = _task(*keys)
+        Trainer(resumed, resumed.config.train, tmp_path / run, log=lambda m: None).fit(True)
+        for a, b in zip(whole.model.parameters(), resumed.model.parameters(), strict=True):
+            assert torch.equal(a, b), run
+        rates = [json.loads(line)["lr"] for line in (tmp_path / run / "metrics.jsonl").open()]
+        assert rates == pytest.approx([1e-7, 1e-7, 5e-8, 2.5e-8], rel=1e-12)  # before its cut
 
 
 def _diverge_and_check_disk(tmp_path, task, break_loss, message):
