@@ -49,9 +49,12 @@ def check_contract(name: str, raw: dict, inputs: list[str], tmp_path, options=No
     for metric in [*task.evaluate("dev"), task.default_metric]:
         metric_goal(task, metric)  # every metric is one the task knows how to rank
     assert isinstance(task.report, str)
+    if task.labels():  # a closed set of answers: the evaluation's tables name each one scored
+        assert task.report.strip(), f"{name} evaluated its labels but reported no table"
     if task.confusion is not None:
         labels, rows = task.confusion
         assert len(rows) == len(labels) and all(len(r) == len(labels) for r in rows)
+        assert [label for label in labels if label not in task.report] == []
 
     ckpt.save_model(tmp_path / "saved", task)
     options = options or {}
