@@ -61,9 +61,12 @@ def check_contract(name: str, raw: dict, inputs: list[str], tmp_path, options=No
     assert isinstance(found, Evaluation) and isinstance(found.report, str)
     for metric in [*found, task.default_metric]:
         metric_goal(task, metric)  # every metric is one the task knows how to rank
+    if task.labels():  # a closed set of answers: the evaluation's tables name each one scored
+        assert found.report.strip(), f"{name} evaluated its labels but reported no table"
     if found.confusion is not None:
         labels, rows = found.confusion
         assert len(rows) == len(labels) and all(len(r) == len(labels) for r in rows)
+        assert [label for label in labels if label not in found.report] == []
 
     ckpt.save_model(tmp_path / "saved", task)
     options = options or {}

@@ -96,6 +96,7 @@ def test_two_processes_train_the_weights_one_process_does(recipe, tmp_path):
         assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-4)
 
 
+@pytest.mark.slow  # torchrun: three processes that each import torch
 def test_a_killed_two_process_run_resumes(recipe, tmp_path):
     out = tmp_path / "run"
     run = torchrun("train", "tag", *recipe, "train.epochs=3", "train.checkpoint_every=3",
@@ -118,6 +119,7 @@ def test_a_killed_two_process_run_resumes(recipe, tmp_path):
     assert state["finished"] and [h["epoch"] for h in state["history"]] == [1, 2, 3]
 
 
+@pytest.mark.slow  # torchrun: three processes that each import torch
 def test_two_machines_on_loopback(recipe, tmp_path):
     port = free_port()
     out = tmp_path / "run"
@@ -129,6 +131,7 @@ def test_two_machines_on_loopback(recipe, tmp_path):
     assert ckpt.read_json(out / "trainer.json")["state"]["finished"]
 
 
+@pytest.mark.slow  # torchrun: three processes that each import torch
 def test_a_task_that_cannot_run_distributed_says_so(tmp_path):
     corpus = _corpus(tmp_path / "corpus.txt")
     run = torchrun("train", "embed", f"data.train={corpus}", "data.min_freq=1",
@@ -139,6 +142,7 @@ def test_a_task_that_cannot_run_distributed_says_so(tmp_path):
     assert "cannot train on several processes" in err
 
 
+@pytest.mark.slow  # torchrun: three processes that each import torch
 def test_a_language_model_on_two_processes_resumes_with_each_ones_own_streams(tmp_path):
     text = tmp_path / "lm.txt"
     text.write_text("the quick brown fox jumps over the lazy dog. " * 80)

@@ -91,7 +91,11 @@ def assert_same(a: dict, b: dict) -> None:
             assert tensors[key].equal(other[key]), f"{name}: {key}"
 
 
-@pytest.mark.parametrize("task", sorted(KILLS))
+# Each kill is a process of its own (a torch import): one task in the fast tier, the other
+# two in the slow tier that CI runs.
+@pytest.mark.parametrize(
+    "task", [t if t == "cipher" else pytest.param(t, marks=pytest.mark.slow) for t in sorted(KILLS)]
+)
 def test_runs_killed_at_random_moments_resume_bit_identical(task, tmp_path):
     overrides = recipe(task, tmp_path / "data")
     whole = tmp_path / "whole"

@@ -17,7 +17,7 @@ def _task(*extra: str) -> CipherTask:
     return CipherTask.build(from_dict(CipherConfig, parse_overrides([*TINY, *extra])))
 
 
-def test_training_learns_rot13_and_writes_logs_and_curve(tmp_path):
+def test_training_learns_rot13_and_writes_logs_and_curve(tmp_path, real_training_curve):
     task = _task("train.epochs=4")
     summary = Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
     assert summary["best"] > 0.99
@@ -40,7 +40,8 @@ def test_patience_stops_when_dev_metric_stalls(tmp_path):
         "train.epochs=30", "train.lr=1e-7", "train.patience=2", "train.metric=message_accuracy"
     )
     Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) < 30
+    # Epoch 1 sets the best (0); epochs 2 and 3 do not beat it: patience 2 stops after 3.
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
 
 
 def test_reloaded_model_predicts_exactly_what_it_predicted(tmp_path):
@@ -179,6 +180,7 @@ def test_tensorboard_scalars_for_every_step_and_dev_metric(tmp_path):
     assert [e.step for e in events.Scalars("dev/char_accuracy")] == [1, 2, 3]
 
 
+@pytest.mark.slow  # inductor compiles C++ for the step: tens of seconds
 def test_compiled_training_step_matches_eager(tmp_path):
     runs = {}
     for mode in ("false", "true"):
