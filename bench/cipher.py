@@ -140,7 +140,7 @@ def seed_step(embedding_dim: int, hidden: int, seed: int) -> tuple[SeedNet, benc
 
 def seed_throughput(embedding_dim: int, hidden: int, seconds: float, seed: int) -> bench.Rate:
     _, step = seed_step(embedding_dim, hidden, seed)
-    return bench.run_for(step, seconds, warmup=20)
+    return bench.timed(step, seconds, warmup=20)
 
 
 def seed_time_to_target(embedding_dim: int, hidden: int, args: argparse.Namespace) -> TargetRun:
@@ -193,7 +193,7 @@ def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> be
     step = bench.training_step(
         trainer, bench.endless(task.train_batches), lambda b: (len(b["source"]), 0)
     )
-    return bench.run_for(step, seconds, warmup=2)
+    return bench.timed(step, seconds, warmup=2)
 
 
 def rnnkit_time_to_target(config: CipherConfig, out_dir: Path) -> TargetRun:
@@ -562,7 +562,6 @@ def bench_size(embedding_dim: int, hidden: int, args: argparse.Namespace) -> str
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    bench.busy_now()
     if args.crack:
         bench.publish(crack_report(args), args.target)
         return 0

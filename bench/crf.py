@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import common as bench
 import torch
-from common import Calls, progress
+from common import progress
 from torch import nn
 
 from rnnkit.nn.crf import CRF
@@ -35,10 +35,8 @@ SEED_IMPOSSIBLE = -10000.0
 # the seed loop over 32 sentences takes seconds.
 TUNED = {
     "batch": (32, 8, "sentences per batch"),
-    "warmup": (5, 1, "untimed calls per case"),
-    "repeats": (50, 3, "timed calls per case"),
-    "seed_warmup": (1, 0, "seed loop: untimed calls"),
-    "seed_repeats": (5, 1, "seed loop: timed calls"),
+    "seconds": (2.0, 0.1, "timed seconds per case"),
+    "seed_seconds": (8.0, 0.1, "seed loop: timed seconds per case"),
 }
 TOLERANCE = 1e-4
 TARGET_PEER = 2.0
@@ -182,67 +180,45 @@ def seed_emissions(problem: Problem) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------- sides
-@dataclass
-class Case:
-    implementation: str
-    operation: str
-    calls: bench.Calls
-
-
-def clear_grads(*tensors: torch.Tensor) -> Callable[[], None]:
-    def clear() -> None:
-        for tensor in tensors:
-            tensor.grad = None
-
-    return clear
-
-
-def build_cases(problem: Problem, args: argparse.Namespace) -> list[Case]:
-    crf, mask, gold = problem.crf, problem.mask, problem.gold
-    peer = make_peer(problem)
-    seed = SeedLoopCRF(crf)
+def build_calls(problem: Problem) -> dict[tuple[str, str], Callable[[], object]]:
+    """(implementation, operation) → one call on the whole batch; a call that runs backward
+    first clears the gradients its last call left (a few microseconds, the same for all)."""
+    crf, mask, gold, lengths = problem.crf, problem.mask, problem.gold, problem.lengths
+    peer, seed = make_peer(problem), SeedLoopCRF(crf)
     kit_em = problem.emissions.clone().requires_grad_(True)
     peer_em = problem.emissions.clone().requires_grad_(True)
     seed_em = seed_emissions(problem).requires_grad_(True)
-    plain_em = problem.emissions
-    seed_plain = seed_em.detach()
-    lengths = problem.lengths
+    plain_em, seed_plain = problem.emissions, seed_em.detach()
+
+    def cleared(*tensors: torch.Tensor) -> None:
+        for tensor in tensors:
+            tensor.grad = None
 
     def kit_nll() -> None:
+        cleared(kit_em, *crf.parameters())
         crf.nll(kit_em, gold, mask, reduction="sum").backward()
 
     def peer_nll() -> None:
+        cleared(peer_em, *peer.parameters())
         (-peer(peer_em, gold, mask, reduction="sum")).backward()
 
     def seed_nll() -> None:
+        cleared(seed_em, *seed.parameters())
         for row, length in enumerate(lengths):
             seed.nll(seed_em[row, :length], gold[row, :length]).backward()
 
-    @torch.no_grad()
-    def kit_decode() -> object:
-        return crf.decode(plain_em, mask)
-
-    @torch.no_grad()
-    def peer_decode() -> object:
-        return peer.decode(plain_em, mask)
-
-    @torch.no_grad()
     def seed_decode() -> object:
         return [seed.viterbi(seed_plain[row, :length]) for row, length in enumerate(lengths)]
 
-    fast = (args.warmup, args.repeats)
-    slow = (args.seed_warmup, args.seed_repeats)
     nll_op, decode_op = OPERATIONS
-    return [
-        Case("rnnkit", nll_op, Calls(kit_nll, *fast, clear_grads(kit_em, *crf.parameters()))),
-        Case(
-            "pytorch-crf", nll_op, Calls(peer_nll, *fast, clear_grads(peer_em, *peer.parameters()))
-        ),
-        Case("seed loop", nll_op, Calls(seed_nll, *slow, clear_grads(seed_em, *seed.parameters()))),
-        Case("rnnkit", decode_op, Calls(kit_decode, *fast)),
-        Case("pytorch-crf", decode_op, Calls(peer_decode, *fast)),
-        Case("seed loop", decode_op, Calls(seed_decode, *slow)),
-    ]
+    return {
+        ("rnnkit", nll_op): kit_nll,
+        ("pytorch-crf", nll_op): peer_nll,
+        ("seed loop", nll_op): seed_nll,
+        ("rnnkit", decode_op): torch.no_grad()(lambda: crf.decode(plain_em, mask)),
+        ("pytorch-crf", decode_op): torch.no_grad()(lambda: peer.decode(plain_em, mask)),
+        ("seed loop", decode_op): torch.no_grad()(seed_decode),
+    }
 
 
 # ------------------------------------------------------------------------------- checking
@@ -300,7 +276,9 @@ def check_agreement(problem: Problem) -> Agreement:
 
 
 # --------------------------------------------------------------------------------- timing
-def bench_tags(tags: int, args: argparse.Namespace) -> tuple[Problem, Agreement, list[Case]]:
+def bench_tags(tags: int, args: argparse.Namespace) -> tuple[Problem, Agreement, dict]:
+    """Check the three agree on a ``tags``-tag problem, then time them: (implementation,
+    operation) → merged ``Measurement``."""
     progress(f"== {tags} tags: checking agreement")
     problem = make_problem(tags, args)
     agreement = check_agreement(problem)
@@ -309,15 +287,14 @@ def bench_tags(tags: int, args: argparse.Namespace) -> tuple[Problem, Agreement,
         f"seed loop {agreement.seed_nll:.2g}; max |Δgrad| pytorch-crf {agreement.peer_grad:.2g}; "
         "paths equal"
     )
-    cases = build_cases(problem, args)
-    progress(
-        f"  timing: {args.repeats} calls each for rnnkit and pytorch-crf, "
-        f"{args.seed_repeats} for the seed loop"
-    )
-    bench.interleaved([case.calls for case in cases])
-    for c in cases:
-        progress(f"  {c.operation:<21} {c.implementation:<12} {c.calls.median_ms:10.2f} ms")
-    return problem, agreement, cases
+    calls = build_calls(problem)
+    fast = {key: call for key, call in calls.items() if key[0] != "seed loop"}
+    slow = {key: call for key, call in calls.items() if key[0] == "seed loop"}
+    progress(f"  timing: {args.seconds:g} s per case, seed loop {args.seed_seconds:g} s")
+    times = bench.medians(fast, args.seconds) | bench.medians(slow, args.seed_seconds)
+    for (impl, op), m in times.items():
+        progress(f"  {op:<21} {impl:<12} {m.median * 1e3:10.2f} ms")
+    return problem, agreement, times
 
 
 # ------------------------------------------------------------------------------ reporting
@@ -329,9 +306,10 @@ def verdict(value: float, target: float) -> str:
     return "met" if value >= target else "**not met**"
 
 
-def tags_section(problem: Problem, agreement: Agreement, cases: list[Case]) -> str:
-    times = {(c.implementation, c.operation): c.calls.median_ms for c in cases}
-    counts = {(c.implementation, c.operation): len(c.calls.samples) for c in cases}
+def tags_section(problem: Problem, agreement: Agreement, measured: dict) -> str:
+    """One tag count's table and notes."""
+    times = {key: m.median * 1e3 for key, m in measured.items()}
+    counts = {key: len(m.times) for key, m in measured.items()}
     lines = [
         f"#### {problem.tags} tags (seed loop: {problem.tags + 2}, with begin and finish)",
         "",
@@ -357,7 +335,7 @@ def tags_section(problem: Problem, agreement: Agreement, cases: list[Case]) -> s
         "",
         f"- targets: {'; '.join(notes)}",
         f"- lengths {min(problem.lengths)}–{max(problem.lengths)}, "
-        f"{sum(problem.lengths):,} tokens in the batch; timed calls per operation: {samples}",
+        f"{sum(problem.lengths):,} tokens in the batch; timed blocks per operation: {samples}",
         f"- agreement: max |ΔNLL| per sentence vs rnnkit: pytorch-crf {agreement.peer_nll:.2g}, "
         f"seed loop {agreement.seed_nll:.2g} (rnnkit's summed NLL {agreement.total_nll:,.2f}); "
         f"max |Δ emission gradient| pytorch-crf {agreement.peer_grad:.2g}; Viterbi paths equal",
@@ -385,9 +363,9 @@ def header(args: argparse.Namespace, others: float | None) -> str:
             "own length, begin/finish tags inside the transition matrix, per step a loop over "
             "next tags (one log-sum-exp, or argmax, each); NLL backward per sentence; Python "
             "back-pointers",
-            f"- timing: median ms per batch of {args.batch} sentences; per case {args.warmup} "
-            f"untimed, then {args.repeats} timed calls (seed loop: {args.seed_warmup}, then "
-            f"{args.seed_repeats}), interleaved in rounds; speed-up = their ms / rnnkit's ms",
+            f"- timing: median ms per batch of {args.batch} sentences, `Timer.blocked_autorange`"
+            f" for {args.seconds:g} s per case (seed loop {args.seed_seconds:g} s) in 3 "
+            "interleaved rounds; speed-up = their ms / rnnkit's ms",
             "",
         ]
     )

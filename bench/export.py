@@ -5,7 +5,7 @@ same prebuilt batches (``--batches``; tensorising not timed) in ``onnxruntime`` 
 and in PyTorch (``Tagger.decode``, ``CipherNet.decode`` under ``no_grad``); both must return
 the same ids. Calls are timed interleaved; reported: median ms per batch and the speed-up.
 ``--threads`` sets torch's and onnxruntime's intra-op threads alike. Models: the tiny ones of
-``tests/tiny.py``, or ``--tagger DIR`` / ``--cipher DIR``.
+``bench/common.py``, or ``--tagger DIR`` / ``--cipher DIR``.
 
     .venv/bin/python bench/export.py                    # tiny models, under a minute
     .venv/bin/python bench/export.py --tagger runs/uner-ner --cipher runs/rot13
@@ -28,14 +28,11 @@ from typing import Any
 import common as bench
 import numpy as np
 import torch
-from common import Calls, progress, rot13_ciphertexts, tagger_sentences
+from common import progress, rot13_ciphertexts, tagger_sentences
 
 MODELS = {"tagger": "tag", "cipher": "cipher"}  # report name → task
 SPEEDUP = "speed-up (PyTorch / onnxruntime)"
-TUNED = {  # flag: (value, --quick value, help)
-    "warmup": (20, 3, "untimed calls per case and side"),
-    "repeats": (200, 20, "timed calls per case and side"),
-}
+TUNED = {"seconds": (2.0, 0.1, "timed seconds per case and side")}  # (value, --quick, help)
 
 
 # ---------------------------------------------------------------------------------- timing
@@ -46,8 +43,10 @@ class Case:
     model: str
     batch: int
     tokens: int  # real tokens (words or symbols) in the batch
-    torch: Calls
-    ort: Calls
+    torch: Callable[[], Any]
+    ort: Callable[[], Any]
+    torch_ms: float = float("nan")  # median
+    ort_ms: float = float("nan")
 
 
 def ort_session(path: str, threads: int) -> Any:
@@ -73,8 +72,7 @@ def build_cases(
             return session.run([output], feeds)[0]
 
         _same(model, size, run_torch().numpy(), run_ort())
-        times = (args.warmup, args.repeats)
-        cases.append(Case(model, size, tokens, Calls(run_torch, *times), Calls(run_ort, *times)))
+        cases.append(Case(model, size, tokens, run_torch, run_ort))
     return cases
 
 
@@ -111,13 +109,14 @@ def _same(model: str, size: int, ours: np.ndarray, theirs: np.ndarray) -> None:
         raise SystemExit(f"{model}, batch {size}: onnxruntime's ids differ from PyTorch's")
 
 
-def run_cases(cases: list[Case]) -> None:
+def run_cases(cases: list[Case], seconds: float) -> None:
+    """Time both sides of every case, interleaved (``bench.medians``)."""
     for c in cases:
-        bench.interleaved([c.torch, c.ort])
-        torch_ms, ort_ms = c.torch.median_ms, c.ort.median_ms
+        times = bench.medians({"torch": c.torch, "ort": c.ort}, seconds)
+        c.torch_ms, c.ort_ms = times["torch"].median * 1e3, times["ort"].median * 1e3
         progress(
-            f"  {c.model:<7} batch {c.batch:>3}: PyTorch {torch_ms:8.3f} ms, "
-            f"onnxruntime {ort_ms:8.3f} ms, speed-up {torch_ms / ort_ms:.2f}x"
+            f"  {c.model:<7} batch {c.batch:>3}: PyTorch {c.torch_ms:8.3f} ms, "
+            f"onnxruntime {c.ort_ms:8.3f} ms, speed-up {c.torch_ms / c.ort_ms:.2f}x"
         )
 
 
@@ -152,8 +151,8 @@ def report(
         "- inputs: tagger, English sentences of 4-12 words with people and places; cipher, ROT13 "
         "ciphertexts of 16-32 symbols; batch 1 is one mid-length input; tensorising the text is "
         "not timed",
-        f"- timing: median ms per batch; per case {args.warmup} untimed, then {args.repeats} "
-        "timed calls of each side, interleaved; speed-up = PyTorch ms / onnxruntime ms",
+        f"- timing: median ms per batch, `Timer.blocked_autorange` for {args.seconds:g} s per "
+        "case and side in 3 interleaved rounds; speed-up = PyTorch ms / onnxruntime ms",
         "",
         *bench.table(
             ["model", "batch", "tokens", "PyTorch ms", "onnxruntime ms", SPEEDUP],
@@ -162,9 +161,9 @@ def report(
                     c.model,
                     c.batch,
                     f"{c.tokens:,}",
-                    f"{c.torch.median_ms:.3f}",
-                    f"{c.ort.median_ms:.3f}",
-                    f"**{c.torch.median_ms / c.ort.median_ms:.2f}×**",
+                    f"{c.torch_ms:.3f}",
+                    f"{c.ort_ms:.3f}",
+                    f"**{c.torch_ms / c.ort_ms:.2f}×**",
                 ]
                 for c in cases
             ),  # fmt: skip
@@ -195,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
     import rnnkit
     from rnnkit.export import export_onnx
 
-    # Fixed now: training the tiny models imports tests/conftest.py, which sets one thread.
     threads = args.threads if args.threads is not None else torch.get_num_threads()
     args.ort_threads = threads
     progress(f"torch and onnxruntime threads {threads}")
@@ -213,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             cases += builders[name](task, path, args, threads)
         torch.set_num_threads(threads)
         before = bench.cpu_ticks()
-        run_cases(cases)
+        run_cases(cases, args.seconds)
         others = bench.others_share(before)
     bench.publish(report(cases, exports, dirs, others, args), args.target)
     return 0

@@ -13,8 +13,10 @@ matrix-multiply rate, and generation speed, for one LM recipe on one machine.
 
     .venv/bin/python bench/lm.py                                  # shakespeare-char, ~1 min
     .venv/bin/python bench/lm.py --config configs/X.yaml model.hidden_size=256
+    python bench/lm.py --device cuda --precisions fp32,bf16      # on a GPU: bf16 vs fp32
+    python bench/lm.py --device cuda --precisions bf16 train.compile=true   # compiled
 
-``key=value`` overrides work as on the CLI.
+``key=value`` overrides work as on the CLI (``train.compile=true`` compiles rnnkit's side).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,13 +209,17 @@ def flops_per_token(m: LMModelConfig, vocab_size: int) -> tuple[int, str]:
 
 # ---------------------------------------------------------------------------- generation
 def generation_rate(task: LMTask, prompt: str, length: int) -> tuple[float, float]:
-    """(tokens/s, seconds) of generating ``length`` tokens after a short untimed warm-up."""
-    for _ in task.generate(prompt, length=4, temperature=TEMPERATURE, seed=0):
-        pass
-    start = time.perf_counter()
-    count = sum(1 for _ in task.generate(prompt, length=length, temperature=TEMPERATURE, seed=0))
-    elapsed = time.perf_counter() - start
-    return count / elapsed, elapsed
+    """(tokens/s, seconds) of generating ``length`` tokens, timed by ``Timer.timeit`` (after
+    its own untimed calls)."""
+    count = [0]
+
+    def generate() -> None:
+        count[0] = sum(
+            1 for _ in task.generate(prompt, length=length, temperature=TEMPERATURE, seed=0)
+        )
+
+    seconds = bench.timer(generate).timeit(1).median
+    return count[0] / seconds, seconds
 
 
 # ------------------------------------------------------------------------------ results
@@ -247,17 +252,13 @@ def measure(config: LMConfig, task: LMTask, args: argparse.Namespace) -> Results
                 lambda b: (b["target"].shape[0], b["target"].numel()),
             )
             plain = PlainLoop(task, dataclasses.replace(config, train=train), trainer.device).step
-            bench.warm(kit, WARMUP_STEPS)
-            bench.warm(plain, WARMUP_STEPS)
             rates = results.rates[precision] = (bench.Rate(), bench.Rate())
             share = args.seconds / args.rounds
             for r in range(1, args.rounds + 1):
-                progress(
-                    f"{precision} training, round {r}/{args.rounds}: rnnkit, then plain, "
-                    f"{share:g} s each"
-                )
-                bench.run_for(kit, share, rates[0])
-                bench.run_for(plain, share, rates[1])
+                progress(f"{precision}, round {r}/{args.rounds}: rnnkit, then plain, {share:g} s")
+                warmup = WARMUP_STEPS if r == 1 else 0
+                bench.timed(kit, share, rates[0], warmup)
+                bench.timed(plain, share, rates[1], warmup)
             progress(
                 f"  {precision}: rnnkit {rates[0].tokens_per_second:,.0f} tok/s, "
                 f"plain {rates[1].tokens_per_second:,.0f} tok/s"
@@ -346,7 +347,9 @@ def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Name
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "~2 s spans, 100 generated tokens", data_dir=True, tuned=TUNED)
+    p = bench.parser(
+        __doc__, "~2 s spans, 100 generated tokens", data_dir=True, tuned=TUNED, device="auto"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")
     p.add_argument("--prompt", default="", help="generation prompt (default: none)")
@@ -359,7 +362,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    config = bench.load_recipe(args.config, "lm", args.overrides)
+    config = bench.load_recipe(args.config, "lm", [f"train.device={args.device}", *args.overrides])
     progress(f"building the task ({config.data.train})")
     task = build_task("lm", config, args.data_dir)
     results = measure(config, task, args)

@@ -9,7 +9,7 @@ Per backend (``--backends``: torch, onnx) and mode (``--modes``: on, the default
 one ``httpx.AsyncClient``, stopped early at ``--max-seconds``. Reported per run: requests/s,
 p50/p99 latency, failures (any failure exits 1, nothing published), the server's VmRSS before
 and after, and the CPU the server and the load generator used. Models: the tiny ones of
-``tests/tiny.py`` (kept with ``--models-from DIR``), or ``--tagger/--cipher/--translator DIR``.
+``bench/common.py`` (kept with ``--models-from DIR``), or ``--tagger/--cipher/--translator DIR``.
 
     .venv/bin/python bench/serve.py                      # 2 backends x 2 modes x 3 models
     .venv/bin/python bench/serve.py --backends onnx --modes on
@@ -34,7 +34,7 @@ from typing import Any
 
 import common as bench
 import httpx
-from common import progress, rot13_ciphertexts, tagger_sentences
+from common import progress, rot13_ciphertexts, tagger_sentences, translator_inputs
 
 # Served name → the task of its tiny model.
 MODELS = {"tagger": "tag", "cipher": "cipher", "translator": "translate"}
@@ -50,18 +50,6 @@ TUNED = {  # flag: (value, --quick value, help)
     "warmup": (64, 8, "untimed requests per model first"),
     "max_seconds": (300.0, 60.0, "time limit per run"),
 }
-
-
-# ---------------------------------------------------------------------------------- inputs
-def translator_inputs() -> list[str]:
-    """Short normalised French sentences such as ``je suis fatigue .``."""
-    subjects = ["je suis", "il est", "elle est", "nous sommes", "vous etes", "ils sont"]
-    words = ["fatigue", "content", "grand", "petit", "malade", "pret", "triste", "occupe"]
-    return [
-        f"{s} {'tres ' if (i + j) % 3 == 0 else ''}{w} ."
-        for i, s in enumerate(subjects)
-        for j, w in enumerate(words)
-    ]
 
 
 INPUTS = {"tagger": tagger_sentences, "cipher": rot13_ciphertexts, "translator": translator_inputs}
@@ -434,8 +422,6 @@ def report(
     others: float | None,
     args: argparse.Namespace,
 ) -> str:
-    # Training the tiny models imports tests/conftest.py, which sets OMP_NUM_THREADS=1 for
-    # this process and so for the servers it starts.
     omp = os.environ.get("OMP_NUM_THREADS")
     machine = (
         f"Python {platform.python_version()}, uvicorn "

@@ -18,6 +18,8 @@ Target: ≥ 1,000 training sentences/s at the seed size.
 
     .venv/bin/python bench/tagging.py                    # all three sections, about 2 min
     .venv/bin/python bench/tagging.py --threads 1 --batches 32,64,128
+    python bench/tagging.py --device cuda train.precision=bf16     # on a GPU; key=value
+    python bench/tagging.py --device cuda train.compile=true       # overrides every recipe
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from types import SimpleNamespace
 
 import common as bench
 import torch
-from common import Rate, Step, median_seconds, progress, run_for, run_steps, warm
+from common import Rate, Step, median_s, progress, timed
 from crf import SeedLoopCRF
 from torch import nn
 
@@ -187,10 +189,10 @@ def bench_seed_size_kit(corpus: Corpus, args: argparse.Namespace) -> SeedSizeKit
             progress(f"seed size, rnnkit, batch {size}: {args.seconds:g} s each part")
             for name, trainer in (("crf", crf_trainer), ("softmax", soft_trainer)):
                 step = bench.training_step(trainer, itertools.cycle(batches), counted)
-                rate = run_for(step, args.seconds, warmup=3)
+                rate = timed(step, args.seconds, warmup=3)
                 (out.train if name == "crf" else out.softmax)[size] = rate
             crf_step = crf_only_step(size, device)
-            out.crf_only[size] = run_for(crf_step, args.seconds, warmup=3)
+            out.crf_only[size] = timed(crf_step, args.seconds, warmup=3)
             progress(
                 f"  train {out.train[size].per_second:,.0f} sent/s; softmax head "
                 f"{out.softmax[size].per_second:,.0f}; CRF NLL alone "
@@ -199,12 +201,10 @@ def bench_seed_size_kit(corpus: Corpus, args: argparse.Namespace) -> SeedSizeKit
         model = crf_trainer.model
         model.eval()
         one = move(corpus.batches(1)[0], device)
-        single = decode_step(model, one)
-        warm(single)
-        out.latency_ms = median_seconds(single, max(args.latency_sentences, 5)) * 1e3
+        out.latency_ms = median_s(decode_step(model, one), args.seconds) * 1e3
         for size in TAG_BATCHES:
             step = decode_step(model, move(corpus.batches(size)[0], device))
-            out.tagging[size] = run_for(step, args.seconds, warmup=1)
+            out.tagging[size] = timed(step, args.seconds, warmup=1)
         progress(
             f"  decode: one sentence {out.latency_ms:.2f} ms; "
             + ", ".join(f"batch {b} {r.per_second:,.0f} sent/s" for b, r in out.tagging.items())
@@ -290,18 +290,17 @@ def bench_seed(corpus: Corpus, args: argparse.Namespace) -> SeedSide:
     ):
         progress(f"seed size, seed's algorithm ({name}): {count} sentences")
         step = seed_train_step(model, corpus)
-        rate = run_steps(step, count, args.seed_warmup)
+        rate = timed(step, warmup=args.seed_warmup, steps=count)
         setattr(out, "loop" if model is loop_model else "vectorised", rate)
         progress(f"  {rate.per_second:,.1f} sent/s")
     loop_model.eval()
-    words = iter(corpus.words)
+    words = itertools.cycle(corpus.words)
 
     def tag_one() -> None:
         with torch.no_grad():
             loop_model.tag(next(words))
 
-    tag_one()
-    out.latency_ms = median_seconds(tag_one, max(3, args.seed_sentences)) * 1e3
+    out.latency_ms = median_s(tag_one, args.seconds) * 1e3
     progress(f"  seed Viterbi, one sentence: {out.latency_ms:.1f} ms")
     return out
 
@@ -339,10 +338,9 @@ def bench_recipe(
     path: str, args: argparse.Namespace, contextual: list[str] | None = None
 ) -> RecipeResult:
     out = RecipeResult(path + (" + contextual" if contextual else ""))
-    config = bench.load_recipe(path, "tag")
+    config = bench.load_recipe(path, "tag", [f"train.device={args.device}", *args.overrides])
     if contextual:
         config.model.contextual = contextual
-    config.train.device = args.device
     out.model = bench.describe(config)
     data_dir = args.data_dir
     missing = missing_files(config, data_dir)
@@ -358,27 +356,25 @@ def bench_recipe(
         trainer = Trainer(task, config.train, tmp, log=lambda _: None)
         out.model = bench.describe(config, optimizer=trainer.optimizer)
         step = bench.training_step(trainer, bench.endless(task.train_batches), counted)
-        warm(step)
         progress(f"  training: {args.steps} steps")
-        out.train = run_steps(step, args.steps)
+        out.train = timed(step, warmup=1, steps=args.steps)
         progress(f"  {out.train.per_second:,.0f} sent/s, {out.train.tokens_per_second:,.0f} tok/s")
         if contextual:  # the same batches again: every sentence's features now cached
             again = bench.training_step(trainer, bench.endless(task.train_batches), counted)
-            out.cached = run_steps(again, args.steps, warmup=3)
+            out.cached = timed(again, warmup=3, steps=args.steps)
             progress(f"  cached: {out.cached.per_second:,.0f} sent/s")
     dev = [s.tokens for s in task.sentences("dev") if s.tokens]
     chosen = pick_latency_sentences(dev, args.latency_sentences)
     out.latency_length = statistics.median_low(len(s) for s in chosen)
     out.latency_count = len(chosen)
-    task.tag([chosen[0]])
-    each = iter(chosen)
-    out.latency_ms = median_seconds(lambda: task.tag([next(each)]), len(chosen)) * 1e3
+    each = itertools.cycle(chosen)
+    out.latency_ms = median_s(lambda: task.tag([next(each)]), args.seconds) * 1e3
     sample = random.Random(args.random_seed).sample(dev, min(TAG_SAMPLE, len(dev)))
     out.sample = len(sample)
     tokens = sum(len(s) for s in sample)
     for size in TAG_BATCHES:
-        task.tag(sample[:size], batch_size=size)
-        seconds = median_seconds(lambda b=size: task.tag(sample, batch_size=b), args.tag_repeats)
+        call = bench.timer(lambda b=size: task.tag(sample, batch_size=b))
+        seconds = call.timeit(args.tag_repeats).median
         out.tagging[size] = Rate(len(sample), tokens, args.tag_repeats, seconds)
     progress(
         f"  tagging: one sentence {out.latency_ms:.1f} ms; "
@@ -535,7 +531,10 @@ def report(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "a handful of steps, well under 20 s", data_dir=True, tuned=TUNED)
+    p = bench.parser(
+        __doc__, "a handful of steps, well under 20 s", data_dir=True, tuned=TUNED, device="cpu"
+    )
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
     p.add_argument("--batches", default=[32, 128], type=bench.int_list, help="seed-size batches")
     p.add_argument(
         "--recipes", default=DEFAULT_RECIPES, help="tag recipes, comma-separated ('' for none)"
@@ -544,9 +543,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--contextual", metavar="FWD,BWD",
         help="also each recipe with these character LMs' contextual features"
     )  # fmt: skip
-    p.add_argument("--device", default="cpu", help="rnnkit's device (cpu; or auto, cuda)")
     p.add_argument("--random-seed", type=int, default=1, help="for models and data (1)")
-    args = bench.finish(p, p.parse_args(argv))
+    args = bench.finish(p, p.parse_intermixed_args(argv))
     args.recipe_list = [p.strip() for p in args.recipes.split(",") if p.strip()]
     return args
 

@@ -19,8 +19,6 @@ import argparse
 import dataclasses
 import random
 import tempfile
-import time
-from pathlib import Path
 
 import common as bench
 import torch
@@ -33,7 +31,7 @@ from rnnkit.data.parallel import Pair
 from rnnkit.datasets import data_dir
 from rnnkit.nn.seq2seq import EOS_ID
 from rnnkit.tasks.translate import TranslateConfig, TranslateTask
-from rnnkit.train import Trainer
+from rnnkit.train import Trainer, native_bf16
 
 RECIPE = bench.REPO / "configs" / "fra-eng-tutorial.yaml"
 SEED_MAX_LENGTH = 10
@@ -91,7 +89,7 @@ def bench_rnnkit(
         trainer = Trainer(task, task.config.train, tmp, log=lambda _: None)
         tokens = lambda b: (len(b["target_mask"]), int(b["target_mask"].sum()))  # noqa: E731
         step = bench.training_step(trainer, bench.endless(task.train_batches), tokens)
-        rate = bench.run_for(step, seconds, warmup=WARMUP)
+        rate = bench.timed(step, seconds, warmup=WARMUP)
     task.model.load_state_dict(initial)
     task.config.train = recipe
     return rate.tokens_per_second, rate.steps
@@ -169,26 +167,14 @@ def bench_seed(task: TranslateTask, pairs: int, hidden: int = 256) -> float:
         dec_opt.step()
         return trained
 
-    return bench.run_steps(lambda: (1, one_pair()), pairs, WARMUP).tokens_per_second
+    return bench.timed(lambda: (1, one_pair()), warmup=WARMUP, steps=pairs).tokens_per_second
 
 
 def bench_decoding(task: TranslateTask, count: int) -> dict[int, float]:
     sources = sorted({p.source for p in task.pairs("dev")})[:count]
-    rates = {}
-    for beam in (1, 5):
-        task.translate(sources[:8], beam)  # warm-up
-        start = time.perf_counter()
-        task.translate(sources, beam)
-        rates[beam] = len(sources) / (time.perf_counter() - start)
-    return rates
-
-
-def _native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    seconds = {beam: bench.timer(lambda b=beam: task.translate(sources, b)).timeit(1).median
+               for beam in (1, 5)}  # fmt: skip
+    return {beam: len(sources) / s for beam, s in seconds.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         *bench.table("training | target tokens/s | ratio over the seed's loop (target ≥30×)", rows),
         "",
         "- the recipe trains at batch 64; bfloat16 autocast is `train.precision: bf16` (this CPU "
-        "has native bf16: " + ("yes" if _native_bf16() else "no") + ")",
+        "has native bf16: " + ("yes" if native_bf16() else "no") + ")",
         "",
         *bench.table(
             "decoding (batch 128) | sentences/s",
