@@ -447,27 +447,38 @@ def rot13_ciphertexts(count: int = 48) -> list[str]:
 SUBJECTS = {"je suis": "i am", "il est": "he is", "elle est": "she is", "nous sommes": "we are",
             "vous etes": "you are", "ils sont": "they are"}  # fmt: skip
 WORDS = {"fatigue": "tired", "content": "happy", "grand": "tall", "petit": "small",
-         "malade": "sick", "pret": "ready", "triste": "sad", "occupe": "busy"}  # fmt: skip
-
-
-def translator_pairs() -> list[tuple[str, str]]:
-    """(French, English) pairs of short normalised sentences such as ``je suis fatigue .``."""
-    return [
-        (f"{fr} {'tres ' if (i + j) % 3 == 0 else ''}{w} .",
-         f"{en} {'very ' if (i + j) % 3 == 0 else ''}{WORDS[w]} .")
-        for i, (fr, en) in enumerate(SUBJECTS.items())
-        for j, w in enumerate(WORDS)
-    ]  # fmt: skip
+         "malade": "sick", "pret": "ready", "triste": "sad", "riche": "rich",
+         "en retard": "late", "occupe": "busy"}  # fmt: skip
+FILLER = "the a man saw went to and then left yesterday we".split()
 
 
 def translator_inputs() -> list[str]:
-    """The French sides of :func:`translator_pairs`."""
-    return [fr for fr, _ in translator_pairs()]
+    """Short normalised French sentences such as ``je suis fatigue .``."""
+    words = [w for w in WORDS if w not in ("riche", "en retard")]
+    return [
+        f"{s} {'tres ' * ((i + j) % 3 == 0)}{w} ."
+        for i, s in enumerate(SUBJECTS)
+        for j, w in enumerate(words)
+    ]
+
+
+def ner_rows(rng: random.Random) -> list[str]:
+    """One generated sentence as ``token<TAB>IOB2 tag`` rows and a blank line: filler words,
+    people (``Anna Borisson``) and places."""
+    rows, people = [], [first for first, _ in PEOPLE] + ["Carla", "Farid"]
+    for _ in range(rng.randint(1, 3)):
+        rows += [f"{rng.choice(FILLER)}\tO" for _ in range(rng.randint(1, 3))]
+        kind = rng.random()
+        if kind < 0.4:
+            rows += [f"{rng.choice(people)}\tB-PER", f"{rng.choice(people)}son\tI-PER"]
+        elif kind < 0.8:
+            rows.append(f"{rng.choice(PLACES)}\tB-LOC")
+    return [*rows, ""]
 
 
 def tiny_data(task: str, root: Path) -> list[str]:
     """Overrides for a tiny ``task`` model (tag, cipher, translate) that trains in seconds, on
-    data written under ``root`` from the inputs above."""
+    data generated under ``root`` (the sizes and data of the test suite's tiny models)."""
     quiet = ["train.progress=false", "train.device=cpu"]
     if task == "cipher":
         return [
@@ -475,29 +486,25 @@ def tiny_data(task: str, root: Path) -> list[str]:
             "data.eval_messages=256", "train.batch_size=32", "train.epochs=3", *quiet,
         ]  # fmt: skip
     if task == "translate":
-        lines = [f"{en}\t{fr}" for fr, en in translator_pairs()] * 4
+        lines = [f"{en}{very} {e}.\t{fr.capitalize()} {tres}{f}."
+                 for fr, en in SUBJECTS.items() for f, e in WORDS.items()
+                 for tres, very in (("", ""), ("tres ", " very"))]  # fmt: skip
         (root / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         return [
             f"data.file={root / 'pairs.tsv'}", "model.source_embedding_dim=16",
             "model.target_embedding_dim=16", "model.hidden_size=16", "model.decoder_size=16",
             "train.epochs=3", "train.batch_size=16", *quiet,
         ]  # fmt: skip
-    names = {w for first, last in PEOPLE for w in (first, last) if w}
-    rows = []
-    for sentence in tagger_sentences() * 4:
-        tags, before = [], "O"
-        for word in sentence.split():
-            kind = "PER" if word in names else "LOC" if word in PLACES else ""
-            tags.append("O" if not kind else f"{'I' if before.endswith(kind) else 'B'}-{kind}")
-            before = tags[-1]
-        rows += [f"{w}\t{t}" for w, t in zip(sentence.split(), tags, strict=True)] + [""]
-    (root / "ner.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    files = [f"data.{split}={root / 'ner.tsv'}" for split in ("train", "dev", "test")]
+    files = []
+    for seed, (split, count) in enumerate((("train", 300), ("dev", 60), ("test", 60))):
+        rng, path = random.Random(seed), root / f"{split}.tsv"
+        path.write_text("\n".join(r for _ in range(count) for r in ner_rows(rng)), "utf-8")
+        files.append(f"data.{split}={path}")
     return [
         "data.format=columns", *files, "data.token_column=0", "data.tag_column=1",
         "data.separator=tab", "data.scheme=IOB2", "model.embedding_dim=16", "model.char_dim=8",
-        "model.char_hidden=8", "model.hidden_size=16", "model.layers=1", "model.head=crf",
-        "train.epochs=4", "train.batch_size=16", "train.lr=0.01", *quiet,
+        "model.char_hidden=8", "model.hidden_size=16", "model.layers=1", "model.dropout=0.1",
+        "model.head=crf", "train.epochs=4", "train.batch_size=16", "train.lr=0.01", *quiet,
     ]  # fmt: skip
 
 
