@@ -1,20 +1,13 @@
-"""Benchmark: ``rnnkit serve`` under load on loopback, PyTorch vs onnxruntime backend and
-micro-batching on vs off, side by side.
-
-Per backend (``--backends``: torch, onnx) and mode (``--modes``: on; off, ``--no-batching``)
-one real server runs as a subprocess (``python -m rnnkit serve --backend B --model NAME=DIR
-... --host 127.0.0.1``); each model in turn gets ``--warmup`` untimed requests, then
-``--requests`` (translator: ``--translator-requests``) ``POST /v1/models/NAME/predict``
-requests of one input each, ``--concurrency`` at a time from one ``httpx.AsyncClient``, stopped
-early at ``--max-seconds``. Reported per run: requests/s, p50/p99 latency, failures (any
-failure exits 1, nothing published), the server's VmRSS before and after, and the CPU the
-server and the load generator used. Models: the tiny ones of ``bench/common.py`` (kept with
-``--models-from DIR``), or ``--tagger/--cipher/--translator DIR``. The server's torch threads
-are its default unless ``OMP_NUM_THREADS`` is set.
+"""Benchmark: ``rnnkit serve`` under load on loopback, backends torch vs onnx and
+micro-batching on vs off: one server subprocess per backend and mode, each model in turn
+``--warmup`` untimed then ``--requests`` one-input predict requests, ``--concurrency`` at a time
+from one ``httpx.AsyncClient``; requests/s, p50/p99 latency, failures (any exits 1, nothing
+published), server memory and CPU. Models: the tiny ones of ``bench/common.py`` (kept with
+``--models-from DIR``) or ``--tagger/--cipher/--translator DIR``; the server's torch threads are
+its default unless ``OMP_NUM_THREADS`` is set.
 
     .venv/bin/python bench/serve.py                      # 2 backends x 2 modes x 3 models
     OMP_NUM_THREADS=1 .venv/bin/python bench/serve.py --backends onnx --modes on
-    .venv/bin/python bench/serve.py --tagger runs/uner-ner --translator runs/fra-eng
 """
 
 from __future__ import annotations
