@@ -1,15 +1,9 @@
-"""What every benchmark shares: one command line (``--quick`` smoke runs, ``--publish`` /
-``--append``, ``--threads``, ``--device`` where it applies), one report header (the command,
-the machine and how busy it was), timing through ``torch.utils.benchmark.Timer`` (which
-synchronises an accelerator at both ends of a timed block), rnnkit's own training step as the
-timed step, tiny models for the serving benchmarks, and publishing. A benchmark keeps only what
-it measures, so that two benchmarks cannot drift apart on how they measure.
-
-Every benchmark runs from anywhere (relative paths fall back to the repository root), best on an
-otherwise idle machine: a busy CPU slows small ops down a hundredfold, and the report says how
-much of it other processes used. ``python bench/NAME.py --quick`` is its smoke run,
-``--publish`` also appends the report to bench/RESULTS.md; the report goes to stdout, progress
-to stderr."""
+"""What every benchmark shares, so that two cannot drift apart on how they measure: one command
+line (``--quick`` smoke runs, ``--publish``/``--append``, ``--threads``, ``--device``), one report
+header (the command, the machine, how busy it was), timing by ``torch.utils.benchmark.Timer``
+(which synchronises an accelerator around each timed block) around rnnkit's own training step,
+and the tiny models and inputs of the serving benchmarks. Reports go to stdout, progress to
+stderr; relative paths fall back to the repository root."""
 
 from __future__ import annotations
 
@@ -48,10 +42,9 @@ def progress(message: str) -> None:
 
 def version(package: str) -> str:
     """An installed package's version, or '?'."""
-    try:
+    with contextlib.suppress(metadata.PackageNotFoundError):
         return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
+    return "?"
 
 
 def resolve(path: str | Path) -> Path:
@@ -405,51 +398,53 @@ def matmul_rate(
 # ------------------------------------------------------------------------ inputs and models
 PEOPLE = [("Elena", "Annason"), ("Boris", "Carlason"), ("Anna", "Faridson"), ("Dmitri", "")]
 PLACES = ["Paris", "Lima", "Oslo", "Quito", "Hanoi"]
-FRAMES = [
-    "the man saw {p} in {l}",
-    "we went to {l} and then left",
-    "{p} went to {l} yesterday",
-    "a man saw {p} and {l}",
-    "yesterday we saw {p} in {l} and then left to {l2}",
-    "then {p} left {l}",
-]
-
-
-def tagger_sentences() -> list[str]:
-    """Short English sentences (4-12 words) with people and places."""
-    out = []
-    for i, frame in enumerate(FRAMES):
-        for j, (first, last) in enumerate(PEOPLE):
-            place, place2 = PLACES[(i + j) % len(PLACES)], PLACES[(i + 2 * j + 1) % len(PLACES)]
-            out.append(frame.format(p=f"{first} {last}".strip(), l=place, l2=place2))
-    return out
-
-
-def rot13_ciphertexts(count: int = 48) -> list[str]:
-    """``count`` ROT13 ciphertexts of plaintexts of 16-32 symbols from A-Z and '-'."""
-    words = (
-        "THIS IS A SECRET MESSAGE MEET ME AT THE OLD BRIDGE AFTER DARK BRING THE MAP AND "
-        "TELL NO ONE THE PLAN CHANGED WAIT FOR MY SIGNAL NORTH GATE AT NOON"
-    ).split()
-    upper = string.ascii_uppercase
-    rot13 = str.maketrans(upper, upper[13:] + upper[:13])  # '-' stays '-'
-    rng = random.Random(13)
-    out: list[str] = []
-    while len(out) < count:
-        target, plain = rng.randint(16, 32), rng.choice(words)
-        while len(plain) < target:
-            plain += "-" + rng.choice(words)
-        if len(plain) <= 32:
-            out.append(plain.translate(rot13))
-    return out
-
-
+FRAMES = ["the man saw {p} in {l}", "we went to {l} and then left", "{p} went to {l} yesterday",
+          "a man saw {p} and {l}", "yesterday we saw {p} in {l} and then left to {l2}",
+          "then {p} left {l}"]  # fmt: skip
 SUBJECTS = {"je suis": "i am", "il est": "he is", "elle est": "she is", "nous sommes": "we are",
             "vous etes": "you are", "ils sont": "they are"}  # fmt: skip
 WORDS = {"fatigue": "tired", "content": "happy", "grand": "tall", "petit": "small",
          "malade": "sick", "pret": "ready", "triste": "sad", "riche": "rich",
          "en retard": "late", "occupe": "busy"}  # fmt: skip
 FILLER = "the a man saw went to and then left yesterday we".split()
+SECRETS = ("THIS IS A SECRET MESSAGE MEET ME AT THE OLD BRIDGE AFTER DARK BRING THE MAP AND TELL "
+           "NO ONE THE PLAN CHANGED WAIT FOR MY SIGNAL NORTH GATE AT NOON").split()  # fmt: skip
+TINY = {  # task → overrides of a tiny model (the test suite's sizes) that trains in seconds
+    "cipher": "model.embedding_dim=8 model.hidden_size=32 data.train_messages=2048 "
+    "data.eval_messages=256 train.batch_size=32 train.epochs=3",
+    "translate": "model.source_embedding_dim=16 model.target_embedding_dim=16 model.hidden_size=16 "
+    "model.decoder_size=16 train.epochs=3 train.batch_size=16",
+    "tag": "data.format=columns data.token_column=0 data.tag_column=1 data.separator=tab "
+    "data.scheme=IOB2 model.embedding_dim=16 model.char_dim=8 model.char_hidden=8 "
+    "model.hidden_size=16 model.layers=1 model.dropout=0.1 model.head=crf train.epochs=4 "
+    "train.batch_size=16 train.lr=0.01",
+}
+
+
+def tagger_sentences() -> list[str]:
+    """Short English sentences (4-12 words) with people and places."""
+    return [
+        frame.format(
+            p=f"{first} {last}".strip(), l=PLACES[(i + j) % 5], l2=PLACES[(i + 2 * j + 1) % 5]
+        )
+        for i, frame in enumerate(FRAMES)
+        for j, (first, last) in enumerate(PEOPLE)
+    ]
+
+
+def rot13_ciphertexts(count: int = 48) -> list[str]:
+    """``count`` ROT13 ciphertexts of plaintexts of 16-32 symbols from A-Z and '-'."""
+    rot13 = str.maketrans(
+        string.ascii_uppercase, string.ascii_uppercase[13:] + string.ascii_uppercase[:13]
+    )
+    rng, out = random.Random(13), []
+    while len(out) < count:
+        target, plain = rng.randint(16, 32), rng.choice(SECRETS)
+        while len(plain) < target:
+            plain += "-" + rng.choice(SECRETS)
+        if len(plain) <= 32:
+            out.append(plain.translate(rot13))
+    return out
 
 
 def translator_inputs() -> list[str]:
@@ -462,50 +457,33 @@ def translator_inputs() -> list[str]:
     ]
 
 
-def ner_rows(rng: random.Random) -> list[str]:
-    """One generated sentence as ``token<TAB>IOB2 tag`` rows and a blank line: filler words,
-    people (``Anna Borisson``) and places."""
-    rows, people = [], [first for first, _ in PEOPLE] + ["Carla", "Farid"]
-    for _ in range(rng.randint(1, 3)):
-        rows += [f"{rng.choice(FILLER)}\tO" for _ in range(rng.randint(1, 3))]
-        kind = rng.random()
-        if kind < 0.4:
-            rows += [f"{rng.choice(people)}\tB-PER", f"{rng.choice(people)}son\tI-PER"]
-        elif kind < 0.8:
-            rows.append(f"{rng.choice(PLACES)}\tB-LOC")
-    return [*rows, ""]
-
-
 def tiny_data(task: str, root: Path) -> list[str]:
-    """Overrides for a tiny ``task`` model (tag, cipher, translate) that trains in seconds, on
-    data generated under ``root`` (the sizes and data of the test suite's tiny models)."""
-    quiet = ["train.progress=false", "train.device=cpu"]
-    if task == "cipher":
-        return [
-            "model.embedding_dim=8", "model.hidden_size=32", "data.train_messages=2048",
-            "data.eval_messages=256", "train.batch_size=32", "train.epochs=3", *quiet,
-        ]  # fmt: skip
+    """Overrides for a tiny ``task`` model (tag, cipher, translate) on data generated under
+    ``root`` the test suite's way: NER sentences of filler words, people and places; English-
+    French pairs of every subject and word, plain and with "very"."""
+    extra = []
     if task == "translate":
         lines = [f"{en}{very} {e}.\t{fr.capitalize()} {tres}{f}."
                  for fr, en in SUBJECTS.items() for f, e in WORDS.items()
                  for tres, very in (("", ""), ("tres ", " very"))]  # fmt: skip
         (root / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return [
-            f"data.file={root / 'pairs.tsv'}", "model.source_embedding_dim=16",
-            "model.target_embedding_dim=16", "model.hidden_size=16", "model.decoder_size=16",
-            "train.epochs=3", "train.batch_size=16", *quiet,
-        ]  # fmt: skip
-    files = []
-    for seed, (split, count) in enumerate((("train", 300), ("dev", 60), ("test", 60))):
-        rng, path = random.Random(seed), root / f"{split}.tsv"
-        path.write_text("\n".join(r for _ in range(count) for r in ner_rows(rng)), "utf-8")
-        files.append(f"data.{split}={path}")
-    return [
-        "data.format=columns", *files, "data.token_column=0", "data.tag_column=1",
-        "data.separator=tab", "data.scheme=IOB2", "model.embedding_dim=16", "model.char_dim=8",
-        "model.char_hidden=8", "model.hidden_size=16", "model.layers=1", "model.dropout=0.1",
-        "model.head=crf", "train.epochs=4", "train.batch_size=16", "train.lr=0.01", *quiet,
-    ]  # fmt: skip
+        extra = [f"data.file={root / 'pairs.tsv'}"]
+    people = [first for first, _ in PEOPLE] + ["Carla", "Farid"]
+    splits = (("train", 300), ("dev", 60), ("test", 60)) if task == "tag" else ()
+    for seed, (split, count) in enumerate(splits):
+        rng, rows = random.Random(seed), []
+        for _ in range(count):
+            for _ in range(rng.randint(1, 3)):
+                rows += [f"{rng.choice(FILLER)}\tO" for _ in range(rng.randint(1, 3))]
+                kind = rng.random()
+                if kind < 0.4:
+                    rows += [f"{rng.choice(people)}\tB-PER", f"{rng.choice(people)}son\tI-PER"]
+                elif kind < 0.8:
+                    rows.append(f"{rng.choice(PLACES)}\tB-LOC")
+            rows.append("")
+        (root / f"{split}.tsv").write_text("\n".join(rows), encoding="utf-8")
+        extra.append(f"data.{split}={root / f'{split}.tsv'}")
+    return [*TINY[task].split(), *extra, "train.progress=false", "train.device=cpu"]
 
 
 def train_tiny_model(task: str, root: Path) -> Path:
