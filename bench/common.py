@@ -163,9 +163,12 @@ def threads(args: argparse.Namespace) -> str:
     return f"torch threads {torch.get_num_threads()} ({where})"
 
 
-def header(title: str, args: argparse.Namespace, others: float | None, machine: str) -> list[str]:
+def header(
+    title: str, args: argparse.Namespace, others: float | None, machine: str, doc: str = ""
+) -> list[str]:
     """A report's first lines: title and date, the command, the machine (``machine`` says what
-    follows the cores and torch) and how busy it was, and warnings."""
+    follows the cores and torch) and how busy it was, warnings, and with the benchmark's module
+    ``doc`` its method (the docstring's second paragraph), so that it is written once."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     busy, warnings = "other processes' CPU use during the run: unknown", []
     if others is not None:
@@ -182,6 +185,7 @@ def header(title: str, args: argparse.Namespace, others: float | None, machine: 
         f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
         f"{machine}; {busy}",
         *warnings,
+        *([f"- method: {' '.join(doc.split(chr(10) * 2)[1].split())}"] if doc else []),
     ]
 
 

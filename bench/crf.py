@@ -310,16 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     title = "CRF benchmark: rnnkit vs pytorch-crf vs seed loop"
     lines = [
-        *bench.header(title, args, bench.others_share(before), machine),
+        *bench.header(title, args, bench.others_share(before), machine, __doc__),
         f"- problem: batch {args.batch}, padded length {args.length}, lengths uniform in "
         f"[{args.min_length}, {args.length}] (first sentence full length), random emissions "
         f"(requiring grad), gold tags and CRF scores; random seed {args.random_seed}",
-        "- rnnkit: `CRF.nll(reduction='sum').backward()`, `CRF.decode`; pytorch-crf "
-        "(`batch_first=True`, rnnkit's scores copied in): `-crf(..., reduction='sum')"
-        ".backward()`, `crf.decode`; both on the padded batch with a mask",
-        "- seed loop: the tutorial's algorithm re-implemented, one sentence at a time at its "
-        "own length, begin/finish tags inside the transition matrix, per step a loop over next "
-        "tags (one log-sum-exp, or argmax, each); NLL backward per sentence; Python back-pointers",
         f"- timing: median ms per batch of {args.batch} sentences, `Timer.blocked_autorange` for "
         f"{args.seconds:g} s per case (seed loop {args.seed_seconds:g} s) in 3 interleaved "
         "rounds; speed-up = their ms / rnnkit's ms",

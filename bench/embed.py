@@ -139,7 +139,7 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
         f"{bench.threads(args)}; gensim: {args.workers} worker threads"
     )
     lines = [
-        *bench.header("Word2vec benchmark: rnnkit vs gensim", args, others, machine),
+        *bench.header("Word2vec benchmark: rnnkit vs gensim", args, others, machine, __doc__),
         f"- corpus: {d.train}{', lowercased' if d.lowercase else ''}, {runs[0].sentences:,} "
         f"sentences, {runs[0].kit.words:,} words of a {runs[0].vocab:,}-word vocabulary "
         f"(min count {d.min_freq}); both sides get the same token lists",
@@ -148,8 +148,6 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
         f"(counts^{m.noise_power:g}), subsampling {d.subsample:g}, one epoch, lr decayed "
         f"linearly; rnnkit SGD with word2vec's hand-written gradient, batch "
         f"{c.train.batch_size}, examples in text order",
-        "- words/s: corpus words (before subsampling) / training seconds; held-out loss: "
-        "rnnkit's negative-sampling loss on the validation text with each side's vectors",
         "",
         *bench.table(
             "method | lr | rnnkit words/s | gensim words/s | ratio rnnkit/gensim | rnnkit "

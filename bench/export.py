@@ -107,16 +107,12 @@ def report(cases: list[Case], exports: dict, dirs: dict[str, Path], others, args
         for c in cases
     ]  # fmt: skip
     lines = [
-        *bench.header("ONNX export benchmark: onnxruntime vs PyTorch", args, others, machine),
+        *bench.header(
+            "ONNX export benchmark: onnxruntime vs PyTorch", args, others, machine, __doc__
+        ),
         f"- models: {bench.models_line(dirs, bool(args.tagger or args.cipher))}; exported by "
         f"`rnnkit.export.export_onnx` (TorchScript exporter, opset "
         f"{next(iter(exports.values()))['opset']}, parity check on): {exported}",
-        "- PyTorch: `Tagger.decode(batch)` / `CipherNet.decode(ids, mask)` under `torch.no_grad()`"
-        "; onnxruntime: `session.run` of the exported graph (CPU provider, default optimisations)"
-        " on the same tensors; both return the same ids (checked)",
-        "- inputs: tagger, English sentences of 4-12 words with people and places; cipher, ROT13 "
-        "ciphertexts of 16-32 symbols; batch 1 is one mid-length input; tensorising the text is "
-        "not timed",
         f"- timing: median ms per batch, `Timer.blocked_autorange` for {args.seconds:g} s per "
         "case and side in 3 interleaved rounds; speed-up = PyTorch ms / onnxruntime ms",
         "",

@@ -206,7 +206,7 @@ def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
     )
     title = f"Scale benchmark: 1 process vs {max(args.proc_list)} (torchrun + DDP, gloo) on "
     lines = bench.header(
-        title + f"{os.cpu_count()} CPU cores", args, max(shares, default=None), machine
+        title + f"{os.cpu_count()} CPU cores", args, max(shares, default=None), machine, __doc__
     )
     lines[2] = lines[2][:-1] + f"` ({total_s / 60:.1f} min in all)"
     for w in {id(r.workload): r.workload for r in runs}.values():
@@ -218,11 +218,8 @@ def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
             f"processes; target dev {w.metric} {'≥' if w.higher else '≤'} {w.target}"
         )
     lines += [
-        "- throughput = steps × global batch / the Trainer's `elapsed_s` at its last record "
-        "(dev evaluations and checkpoints at epoch ends included; start-up and data reading "
-        "not: `wall s` is the whole command); time to target = `elapsed_s` of the first "
-        "epoch-end record meeting it (dev is evaluated at epoch ends only); speed-up is "
-        "against 1 process",
+        "- `elapsed_s` counts dev evaluations and checkpoints at epoch ends, not start-up and "
+        "data reading (`wall s` is the whole command); dev is evaluated at epoch ends only",
         "- commands, from the repository root (OUT a fresh directory):",
         *(f"  - `{run.command}`" for run in runs),
         "",

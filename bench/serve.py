@@ -318,28 +318,20 @@ def report(
         + ", onnxruntime intra-op threads the same"
     )
     title = f"Serve benchmark: `rnnkit serve`, backends {' vs '.join(args.backends)}, "
-    lines = bench.header(title + f"micro-batching {' vs '.join(args.modes)}", args, others, machine)
+    title += f"micro-batching {' vs '.join(args.modes)}"
+    lines = bench.header(title, args, others, machine, __doc__)
     if failed := sum(r.failed for r in runs.values()):
         lines.append(f"- **{failed:,} requests FAILED**: the figures below do not count them")
     if stopped := [f"{k[0]} ({k[1]}, {k[2]})" for k, r in runs.items() if r.load.stopped]:
         lines.append(f"- **stopped at --max-seconds {args.max_seconds:g}**: {', '.join(stopped)}")
     given = args.models_from or any(getattr(args, n) for n in MODELS)
-    models = " ".join(f"--model {n}=DIR" for n in MODELS)
     lines += [
-        f"- server: `python -m rnnkit serve --backend torch|onnx {models} --host 127.0.0.1 "
-        "--port PORT --log-level warning [--no-batching]`, its other limits at their defaults "
-        "(batching on: at most 64 inputs per predict call, 2 ms wait for stragglers); one "
-        "server per backend and mode, the models loaded in turn; the onnx backend exports each "
-        "model's graphs at load and answers through onnxruntime (CPU provider)",
-        f"- models: {bench.models_line(dirs, given)}",
-        f"- load: one `httpx.AsyncClient` in the benchmark's process, {args.concurrency} "
-        "connections and workers; each request `POST /v1/models/NAME/predict` with one input "
-        "from a fixed list (tagger: English sentences with names and places; cipher: ROT13 "
-        f"ciphertexts of 16–32 symbols; translator: short French sentences); {args.warmup} "
-        f"untimed warm-up requests per model first; at most {args.max_seconds:g} s per run",
-        "- req/s: answered requests over the run's wall time; latency: from sending to the "
-        "whole answer; server CPU ms per request: the server's CPU time during the timed load "
-        "over the requests answered; RSS: the server's VmRSS (before its warm-up → after)",
+        f"- models: {bench.models_line(dirs, given)}; server limits at their defaults (batching "
+        "on: at most 64 inputs per predict call, 2 ms wait for stragglers)",
+        f"- load: {args.concurrency} connections, {args.warmup} untimed requests per model "
+        f"first, at most {args.max_seconds:g} s per run; req/s over the run's wall time; server "
+        "CPU ms per request: its CPU time during the timed load over the requests answered; "
+        "RSS: the server's VmRSS (before its warm-up → after)",
         "",
         *backends_table(runs, args),
         "",
