@@ -159,16 +159,6 @@ def rnnkit_config(
     return from_dict(CipherConfig, {"model": model, "data": data, "train": train})
 
 
-def rnnkit_throughput(config: CipherConfig, seconds: float, out_dir: Path) -> bench.Rate:
-    """Time the Trainer's own step over ``task.train_batches`` (batch making included)."""
-    task = build_task("cipher", config)
-    trainer = Trainer(task, config.train, out_dir, log=lambda _: None)
-    step = bench.training_step(
-        trainer, bench.endless(task.train_batches), lambda b: (len(b["source"]), 0)
-    )
-    return bench.timed(step, seconds, warmup=2)
-
-
 def rnnkit_time_to_target(config: CipherConfig, out_dir: Path) -> TargetRun:
     """``Trainer.fit`` from fresh weights; the first epoch whose dev accuracy meets the target."""
     task = build_task("cipher", config)
@@ -232,27 +222,6 @@ def size_section(
     return "\n".join(lines)
 
 
-def header(args: argparse.Namespace, config: CipherConfig, others: float | None) -> str:
-    t = config.train
-    lines = bench.header(
-        "Cipher benchmark: seed loop vs rnnkit", args, others, f"device cpu, {bench.threads(args)}"
-    )
-    lines += [
-        f"- seed side: batch 1, Adam lr {SEED_LR}, no clipping; validates every "
-        f"{args.seed_eval_every} messages on {args.eval_messages} held-out messages, "
-        f"gives up after {args.seed_budget:g} s",
-        f"- rnnkit side: its defaults (batch {t.batch_size}"
-        f"{' from --rnnkit-batch' if args.rnnkit_batch else ''}), {t.optimizer} lr {t.lr}, "
-        f"clip_norm {t.clip_norm}; epochs of {config.data.train_messages} messages, "
-        f"validated on {config.data.eval_messages} dev messages, at most {t.epochs} epochs",
-        f"- throughput: `Timer.blocked_autorange` over {args.throughput_seconds:g} s of "
-        f"training per side, no validation (rnnkit's loop keeps its default epochs of "
-        f"{CipherConfig().data.train_messages:,} messages)",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = CipherConfig().model
@@ -285,12 +254,14 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace) -> str:
     progress(f"== embedding {size[0]}, hidden {size[1]}: seed throughput, then time to target")
     seed_speed = bench.timed(seed_step(*size, args.seed)[1], args.throughput_seconds, warmup=20)
     seed_run = seed_time_to_target(*size, args)
-    config = rnnkit_config(*size, args)
+    progress("rnnkit: throughput (the Trainer's step, batch making included), time to target")
+    task = build_task("cipher", config := rnnkit_config(*size, args, short_epochs=False))
     with tempfile.TemporaryDirectory(prefix="bench-cipher-") as tmp:
-        progress("rnnkit: throughput, then time to target (Trainer.fit)")
-        speed_config = rnnkit_config(*size, args, short_epochs=False)
-        kit_speed = rnnkit_throughput(speed_config, args.throughput_seconds, Path(tmp) / "speed")
-        kit_run = rnnkit_time_to_target(config, Path(tmp) / "fit")
+        trainer = Trainer(task, config.train, Path(tmp) / "speed", log=lambda _: None)
+        count = lambda b: (len(b["source"]), 0)  # noqa: E731
+        step = bench.training_step(trainer, bench.endless(task.train_batches), count)
+        kit_speed = bench.timed(step, args.throughput_seconds, warmup=2)
+        kit_run = rnnkit_time_to_target(rnnkit_config(*size, args), Path(tmp) / "fit")
     sides = {
         "seed (batch 1)": (seed_speed, seed_run),
         f"rnnkit (batch {config.train.batch_size})": (kit_speed, kit_run),
@@ -304,9 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     progress(f"matmul peak {args.peak:.0f} GFLOP/s")
     before = bench.cpu_ticks()
     sections = [bench_size(size, args) for size in args.size_list]
-    config = rnnkit_config(*args.size_list[0], args)
-    report = header(args, config, bench.others_share(before)) + "\n" + "\n".join(sections)
-    bench.publish(report, args.target)
+    t, machine = rnnkit_config(*args.size_list[0], args).train, f"device cpu, {bench.threads(args)}"
+    title = "Cipher benchmark: seed loop vs rnnkit"
+    lines = bench.header(title, args, bench.others_share(before), machine, __doc__) + [
+        f"- seed side: batch 1, Adam lr {SEED_LR}, no clipping; validates every "
+        f"{args.seed_eval_every} messages on {args.eval_messages} held-out messages, "
+        f"gives up after {args.seed_budget:g} s",
+        f"- rnnkit side: its defaults (batch {t.batch_size}"
+        f"{' from --rnnkit-batch' if args.rnnkit_batch else ''}), {t.optimizer} lr {t.lr}, "
+        f"clip_norm {t.clip_norm}; epochs of {args.rnnkit_epoch_messages} messages, validated on "
+        f"{args.eval_messages} dev messages, at most {t.epochs} epochs",
+        f"- throughput: `Timer.blocked_autorange` over {args.throughput_seconds:g} s of training "
+        f"per side, no validation (rnnkit's loop keeps its default epochs of "
+        f"{CipherConfig().data.train_messages:,} messages)",
+        "",
+    ]
+    bench.publish("\n".join(lines) + "\n" + "\n".join(sections), args.target)
     return 0
 
 

@@ -235,7 +235,9 @@ def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Name
     )
     machine = f"device {results.device}, {bench.threads(args)}"
     lines = [
-        *bench.header("LM benchmark: rnnkit vs plain PyTorch", args, results.others, machine),
+        *bench.header(
+            "LM benchmark: rnnkit vs plain PyTorch", args, results.others, machine, __doc__
+        ),
         f"- recipe: `{args.config}`, data {d.train} ({d.level} level), "
         f"{task.ids('train').numel():,} training tokens",
         f"- model: {bench.describe(config, task)}; output {output}, embedding dropout "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import os
 import platform
@@ -51,161 +52,133 @@ def cpu_s(pid: int | str = "self") -> float | None:
     return None if ticks is None else ticks / bench.TICK
 
 
-# ---------------------------------------------------------------------------------- server
-@dataclass
-class Server:
-    """A running ``rnnkit serve`` subprocess and its log file."""
-
-    process: subprocess.Popen
-    url: str
-    log: Path
-
-    def log_tail(self, lines: int = 20) -> str:
-        """The last ``lines`` of the server's log, for an error message."""
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it has not gone after 15 s."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def minus(after: float | None, before: float | None) -> float | None:
+    return None if after is None or before is None else after - before
 
 
-def start_server(dirs: dict[str, Path], backend: str, mode: str, device: str, log: Path) -> Server:
-    """A server with ``dirs`` on ``backend``, batching ``mode``, once /health answers."""
+def start_server(dirs: dict[str, Path], backend: str, mode: str, device: str, log: Path) -> tuple:
+    """A server subprocess with ``dirs`` on ``backend``, batching ``mode``, and its URL, once
+    /health answers; its output goes to ``log``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    argv = [sys.executable, "-m", "rnnkit", "serve", "--backend", backend]
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    argv = [sys.executable, "-m", "rnnkit", "serve", "--backend", backend, "--device", device]
     argv += [f"--model={name}={path}" for name, path in dirs.items()]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--device", device]
+    argv += ["--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1], "--log-level", "warning"]
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*argv, "--log-level", "warning", *MODES[mode]], stdout=out, stderr=out, cwd=bench.REPO
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
+        server = subprocess.Popen([*argv, *MODES[mode]], stdout=out, stderr=out, cwd=bench.REPO)
     deadline = time.monotonic() + STARTUP_S
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2.0).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
+    while server.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
+                return server, url
         time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"the server did not answer /health; its log ({log}):\n{server.log_tail()}")
+    stop(server)
+    raise RuntimeError(f"the server did not answer /health; its log:\n{tail(log)}")
+
+
+def stop(server: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not gone after 15 s."""
+    server.terminate()
+    try:
+        server.wait(15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def tail(log: Path) -> str:
+    """The last lines of a server's log, for an error message."""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-20:]) if log.exists() else ""
 
 
 # ------------------------------------------------------------------------------------ load
 @dataclass
-class Load:
-    """What one burst of requests gave."""
-
-    latencies: list[float] = field(default_factory=list)  # seconds, answered requests
-    failures: list[str] = field(default_factory=list)
-    sent: int = 0
-    seconds: float = 0.0
-    stopped: bool = False  # by the time limit, before the count
-
-
-async def _load(server: Server, name: str, count: int, concurrency: int, limit_s: float) -> Load:
-    result, texts = Load(), INPUTS[name]()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=server.url, limits=limits, timeout=CLIENT_TIMEOUT_S
-    ) as client:
-        start = time.perf_counter()
-
-        async def worker() -> None:
-            while result.sent < count and server.process.poll() is None:
-                if time.perf_counter() - start >= limit_s:
-                    result.stopped = True
-                    return
-                text = texts[result.sent % len(texts)]
-                result.sent += 1
-                sent_at = time.perf_counter()
-                try:  # every exception is a failed request
-                    reply = await client.post(f"/v1/models/{name}/predict", json={"inputs": [text]})
-                    if reply.status_code != 200 or len(reply.json().get("outputs", [])) != 1:
-                        result.failures.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
-                    else:
-                        result.latencies.append(time.perf_counter() - sent_at)
-                except Exception as err:
-                    result.failures.append(f"{type(err).__name__}: {err}")
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        result.seconds = time.perf_counter() - start
-    return result
-
-
-def load(server: Server, name: str, count: int, concurrency: int, limit_s: float) -> Load:
-    """Send ``count`` predict requests of one input each to model ``name``, ``concurrency``
-    at a time, stopping early after ``limit_s`` or when the server has exited."""
-    return asyncio.run(_load(server, name, count, concurrency, limit_s))
-
-
-@dataclass
 class Run:
-    """One model under load on one backend in one mode."""
+    """One model under load on one backend in one mode (or a warm-up)."""
 
     model: str
-    backend: str
-    mode: str
-    requests: int
-    load: Load
-    rss_before: int | None  # KiB, before the warm-up
-    rss_after: int | None  # KiB, after the timed load
-    server_cpu_s: float | None  # during the timed load
-    client_cpu_s: float | None
+    backend: str = ""
+    mode: str = ""
+    requests: int = 0
+    latencies: list[float] = field(default_factory=list)  # seconds, answered requests
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped: bool = False  # by the time limit, before the count
+    rss: tuple[int | None, int | None] = (None, None)  # KiB, before the warm-up, after the load
+    cpu: tuple[float | None, float | None] = (None, None)  # s during the load: server, client
 
     @property
     def answered(self) -> int:
         """Requests answered with one output."""
-        return len(self.load.latencies)
+        return len(self.latencies)
 
     @property
     def per_second(self) -> float:
         """Answered requests per second of the run."""
-        return self.answered / self.load.seconds if self.load.seconds > 0 else math.nan
+        return self.answered / self.seconds if self.seconds > 0 else math.nan
 
     @property
     def failed(self) -> int:
         """Requests that failed."""
-        return len(self.load.failures)
+        return len(self.failures)
 
     @property
     def cpu_ms(self) -> float:
         """The server's CPU milliseconds per answered request (which other jobs on a shared
         machine disturb less than wall time); nan where unknown."""
-        if self.server_cpu_s is None or not self.answered:
-            return math.nan
-        return self.server_cpu_s / self.answered * 1e3
+        return (
+            math.nan
+            if self.cpu[0] is None or not self.answered
+            else self.cpu[0] / self.answered * 1e3
+        )
 
     def ms(self, q: float) -> float:
         """The ``q`` quantile of the latencies (nearest rank) in ms; nan without any."""
-        ordered = sorted(self.load.latencies)
+        ordered = sorted(self.latencies)
         return ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1e3 if ordered else math.nan
 
     def cores(self, cpu: float | None) -> str:
         """CPU seconds per wall second of the run."""
-        return "?" if cpu is None or self.load.seconds <= 0 else f"{cpu / self.load.seconds:.2f}"
+        return "?" if cpu is None or self.seconds <= 0 else f"{cpu / self.seconds:.2f}"
 
     def shout(self) -> None:
         """Its failures, loudly, on stderr."""
         progress(f"!!! {self.failed:,} FAILED: {self.model}, {self.backend}, batching {self.mode}")
-        for message in self.load.failures[:SHOWN_FAILURES]:
+        for message in self.failures[:SHOWN_FAILURES]:
             progress(f"!!!   {message}")
 
+    async def load(
+        self, url: str, server: subprocess.Popen, concurrency: int, limit_s: float
+    ) -> Run:
+        """Send ``self.requests`` one-input predict requests, ``concurrency`` at a time, until
+        they are sent, ``limit_s`` has passed or the server has exited."""
+        texts, sent, start = INPUTS[self.model](), 0, time.perf_counter()
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(
+            base_url=url, limits=limits, timeout=CLIENT_TIMEOUT_S
+        ) as client:
 
-def minus(after: float | None, before: float | None) -> float | None:
-    return None if after is None or before is None else after - before
+            async def worker() -> None:
+                nonlocal sent
+                while sent < self.requests and server.poll() is None:
+                    if time.perf_counter() - start >= limit_s:
+                        self.stopped = True
+                        return
+                    text, sent, sent_at = texts[sent % len(texts)], sent + 1, time.perf_counter()
+                    try:  # every exception is a failed request
+                        path = f"/v1/models/{self.model}/predict"
+                        reply = await client.post(path, json={"inputs": [text]})
+                        if reply.status_code != 200 or len(reply.json().get("outputs", [])) != 1:
+                            self.failures.append(f"HTTP {reply.status_code}: {reply.text[:200]}")
+                        else:
+                            self.latencies.append(time.perf_counter() - sent_at)
+                    except Exception as err:
+                        self.failures.append(f"{type(err).__name__}: {err}")
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        self.seconds = time.perf_counter() - start
+        return self
 
 
 def bench_server(
@@ -214,35 +187,38 @@ def bench_server(
     """Start a server on ``backend`` in ``mode``, load each model in turn, stop it; the runs,
     and the server's total CPU seconds and peak memory."""
     progress(f"== backend {backend}, batching {mode}: starting the server")
-    server = start_server(dirs, backend, mode, args.device, scratch / f"{backend}-{mode}.log")
-    pid, runs = server.process.pid, []
+    log = scratch / f"{backend}-{mode}.log"
+    server, url = start_server(dirs, backend, mode, args.device, log)
+    runs = []
     try:
         for name in MODELS:
             count = args.translator_requests if name == "translator" else args.requests
-            rss_before = bench.memory_kib(pid)
-            if (
-                args.warmup
-                and (warm := load(server, name, args.warmup, args.concurrency, 60)).failures
-            ):
+            rss_before = bench.memory_kib(server.pid)
+            warm = asyncio.run(
+                Run(name, requests=args.warmup).load(url, server, args.concurrency, 60)
+            )
+            if warm.failures:
                 raise RuntimeError(f"warm-up of {name} failed: {warm.failures[0]}")
-            server_before, client_before = cpu_s(pid), cpu_s()
-            done = load(server, name, count, args.concurrency, args.max_seconds)
-            run = Run(
-                name, backend, mode, count, done, rss_before, bench.memory_kib(pid),
-                minus(cpu_s(pid), server_before), minus(cpu_s(), client_before),
-            )  # fmt: skip
+            server_before, client_before = cpu_s(server.pid), cpu_s()
+            run = asyncio.run(
+                Run(name, backend, mode, count).load(
+                    url, server, args.concurrency, args.max_seconds
+                )
+            )
+            run.rss = (rss_before, bench.memory_kib(server.pid))
+            run.cpu = (minus(cpu_s(server.pid), server_before), minus(cpu_s(), client_before))
             runs.append(run)
             progress(
-                f"{name}: {run.answered:,} in {done.seconds:.1f} s, {run.per_second:,.0f} req/s, "
-                f"p99 {run.ms(0.99):.1f} ms, {run.failed} failed"
+                f"{name}: {run.per_second:,.0f} req/s, p99 {run.ms(0.99):.1f} ms, "
+                f"{run.failed} failed"
             )
-            if done.failures:
+            if run.failures:
                 run.shout()
-            if server.process.poll() is not None:
-                raise RuntimeError(f"the server died during the {name} run:\n{server.log_tail()}")
-        totals = {"cpu_s": cpu_s(pid), "peak_kib": bench.memory_kib(pid, "VmHWM")}
+            if server.poll() is not None:
+                raise RuntimeError(f"the server died during the {name} run:\n{tail(log)}")
+        totals = {"cpu_s": cpu_s(server.pid), "peak_kib": bench.memory_kib(server.pid, "VmHWM")}
     finally:
-        server.stop()
+        stop(server)
     return runs, totals
 
 
@@ -277,7 +253,7 @@ def backends_table(runs: dict[Key, Run], args: argparse.Namespace) -> list[str]:
                 + [" / ".join(f"{r.ms(0.5):.1f}" for r in got),
                    " / ".join(f"{r.ms(0.99):.1f}" for r in got),
                    " / ".join(f"{r.cpu_ms:.2f}" for r in got),
-                   failed_cell(got), " / ".join(mib(r.rss_after) for r in got)]
+                   failed_cell(got), " / ".join(mib(r.rss[1]) for r in got)]
             )  # fmt: skip
     head = ["model", "batching", "requests × concurrency", *(f"req/s {b}" for b in args.backends)]
     head += ["onnx/torch"] * both + [
@@ -296,8 +272,7 @@ def modes_table(runs: dict[Key, Run], backend: str, concurrency: int) -> list[st
             f"{name} | {on.requests:,} × {concurrency} | {on.per_second:,.0f} | "
             f"{off.per_second:,.0f} | **{rate(on, off)}** | {on.ms(0.5):.1f} / {off.ms(0.5):.1f}"
             f" | {on.ms(0.99):.1f} / {off.ms(0.99):.1f} | {failed_cell([on, off])} | "
-            f"{mib(on.rss_before)} → {mib(on.rss_after)} | {mib(off.rss_before)} → "
-            f"{mib(off.rss_after)}"
+            f"{mib(on.rss[0])} → {mib(on.rss[1])} | {mib(off.rss[0])} → {mib(off.rss[1])}"
         )
     head = (
         "model | requests × concurrency | req/s on | req/s off | on/off | p50 ms on / off "
@@ -322,7 +297,7 @@ def report(
     lines = bench.header(title, args, others, machine, __doc__)
     if failed := sum(r.failed for r in runs.values()):
         lines.append(f"- **{failed:,} requests FAILED**: the figures below do not count them")
-    if stopped := [f"{k[0]} ({k[1]}, {k[2]})" for k, r in runs.items() if r.load.stopped]:
+    if stopped := [f"{k[0]} ({k[1]}, {k[2]})" for k, r in runs.items() if r.stopped]:
         lines.append(f"- **stopped at --max-seconds {args.max_seconds:g}**: {', '.join(stopped)}")
     given = args.models_from or any(getattr(args, n) for n in MODELS)
     lines += [
@@ -342,8 +317,8 @@ def report(
     lines.append("- CPU during each timed load, in cores, server and this load generator:")
     for (backend, mode), total in totals.items():
         parts = "; ".join(
-            f"{r.model} {r.answered:,} in {r.load.seconds:.1f} s (server "
-            f"{r.cores(r.server_cpu_s)}, client {r.cores(r.client_cpu_s)})"
+            f"{r.model} {r.answered:,} in {r.seconds:.1f} s (server "
+            f"{r.cores(r.cpu[0])}, client {r.cores(r.cpu[1])})"
             for r in (runs[n, backend, mode] for n in MODELS)
         )
         peak = mib(total["peak_kib"])

@@ -375,7 +375,9 @@ def report(kit: Kit, seed: SeedSide, recipes: list[Recipe], others: float | None
     )
     machine = f"rnnkit device {kit.device} (seed side: cpu), float32, {bench.threads(args)}"
     lines = [
-        *bench.header("Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF", args, others, machine),
+        *bench.header(
+            "Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF", args, others, machine, __doc__
+        ),
         f"- seed size: {SEED_TAGS} tags + begin/end = {SEED_TAGS + 2} (rnnkit: {SEED_TAGS} tags "
         f"with start/end score vectors), length {SEED_LENGTH}, embedding {SEED_EMBEDDING}, BiLSTM "
         f"hidden {SEED_HIDDEN} ({SEED_HIDDEN // 2} per direction), vocabulary {SEED_WORDS:,}; "
@@ -398,9 +400,7 @@ def report(kit: Kit, seed: SeedSide, recipes: list[Recipe], others: float | None
         "",
         *parts_table(kit),
         "",
-        "- softmax head: the same Tagger and step with cross-entropy instead of the CRF; CRF "
-        "alone: `CRF.nll` forward+backward on random `(batch, 30, 9)` emissions; share = the "
-        "CRF-head step's sentences/s over the part's",
+        "- share = the CRF-head step's sentences/s over the part's",
         "",
         "#### Tagging",
         "",
@@ -414,11 +414,9 @@ def report(kit: Kit, seed: SeedSide, recipes: list[Recipe], others: float | None
             f"- `{r.path}`: {r.note}"
             if r.note
             else f"- `{r.path}`: {r.model}; {r.sentences:,} training sentences; {WARMUP_STEPS} "
-            f"warm-up steps then {r.train.steps} timed ({r.train.seconds:.1f} s, batch making "
-            f"included); tagging after those steps, `task.tag` (batch making and tag strings "
-            f"included): one sentence = median over {args.seconds:g} s of dev sentences of the "
-            f"median length ({r.latency_length}); batches = {r.sample} random dev sentences, "
-            f"mean of {args.tag_repeats} run(s)"
+            f"warm-up steps then {r.train.steps} timed ({r.train.seconds:.1f} s); tagging: one "
+            f"sentence of the median length ({r.latency_length}) over {args.seconds:g} s; "
+            f"batches: {r.sample} random dev sentences, mean of {args.tag_repeats} run(s)"
         )
     return "\n".join(lines) + "\n"
 

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"device cpu, {bench.threads(args)}"
     lines = [
         "",
-        *bench.header(title, args, bench.others_share(ticks), machine),
+        *bench.header(title, args, bench.others_share(ticks), machine, __doc__),
         f"- data: {data}. Model: configs/fra-eng-tutorial.yaml sizes.",
         "",
         *bench.table("training | target tokens/s | ratio over the seed's loop (target ≥30×)", rows),
