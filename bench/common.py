@@ -18,7 +18,6 @@ import random
 import shlex
 import string
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -490,35 +489,31 @@ def tiny_data(task: str, root: Path) -> list[str]:
     return [*TINY[task].split(), *extra, "train.progress=false", "train.device=cpu"]
 
 
-def train_tiny_model(task: str, root: Path) -> Path:
-    """A tiny ``task`` model trained under ``root``; its directory ``root/model``."""
+def model_dirs(given: dict[str, str | None], tasks: dict[str, str], root: Path) -> dict[str, Path]:
+    """Name → model directory: the one given for it, else one found under ``root``
+    (``root/NAME`` or ``root/TASK/model``), else a tiny model trained at ``root/TASK/model``."""
     from rnnkit.config import from_dict, parse_overrides
     from rnnkit.tasks import build_task, task_class
     from rnnkit.train import Trainer
 
-    root.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    config = from_dict(task_class(task).Config, parse_overrides(tiny_data(task, root)))
-    Trainer(build_task(task, config), config.train, root / "model", log=lambda _: None).fit()
-    progress(f"trained a tiny {task} model in {time.perf_counter() - started:.1f} s")
-    return root / "model"
-
-
-def model_dirs(given: dict[str, str | None], tasks: dict[str, str], root: Path) -> dict[str, Path]:
-    """Name → model directory: the one given for it, else one found under ``root``
-    (``root/NAME`` or ``root/TASK/model``), else a tiny model trained there."""
     found: dict[str, Path] = {}
     for name, task in tasks.items():
         if given.get(name) is not None:
-            path = Path(given[name]).expanduser().resolve()
-            if not (path / "config.json").is_file():
-                raise SystemExit(f"--{name} {path}: not a model directory (no config.json)")
-            found[name] = path
-            continue
-        candidates = [root / name, root / task / "model"]
-        found[name] = next((c for c in candidates if (c / "config.json").is_file()), None) or (
-            train_tiny_model(task, root / task)
-        )
+            found[name] = Path(given[name]).expanduser().resolve()
+            if not (found[name] / "config.json").is_file():
+                raise SystemExit(f"--{name} {found[name]}: not a model directory (no config.json)")
+        elif found_here := [
+            p for p in (root / name, root / task / "model") if (p / "config.json").is_file()
+        ]:
+            found[name] = found_here[0]
+        else:
+            (root / task).mkdir(parents=True, exist_ok=True)
+            config = from_dict(
+                task_class(task).Config, parse_overrides(tiny_data(task, root / task))
+            )
+            found[name] = root / task / "model"
+            Trainer(build_task(task, config), config.train, found[name], log=lambda _: None).fit()
+            progress(f"trained a tiny {task} model: {found[name]}")
     return found
 
 
