@@ -66,6 +66,7 @@ class TargetRun:
 
 
 def secs(seconds: float) -> str:
+    """Seconds with two decimals below ten, one above."""
     return f"{seconds:.1f} s" if seconds >= 10 else f"{seconds:.2f} s"
 
 
@@ -224,6 +225,7 @@ def size_section(
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked; ``size_list`` from ``--sizes`` or the single size."""
     defaults = CipherConfig().model
     parser = bench.parser(__doc__, "tiny budgets, ~15 s", tuned=TUNED)
     parser.add_argument("--embedding-dim", type=int, help=f"default {defaults.embedding_dim}")
@@ -270,6 +272,7 @@ def bench_size(size: tuple[int, int], args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     args = parse_args(argv)
     args.peak = bench.matmul_rate(2048, 2048, 2048, 0.5 if args.quick else 2.0, "cpu")
     progress(f"matmul peak {args.peak:.0f} GFLOP/s")

@@ -198,6 +198,7 @@ def report(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     p = bench.parser(__doc__, "as given: shrink --messages and the lengths yourself")
     p.add_argument("lm", metavar="LM_DIR", help="the character LM that guides the search")
     p.add_argument("--text", required=True, help="held-out English text the messages come from")

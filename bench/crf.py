@@ -107,6 +107,7 @@ class SeedLoopCRF(nn.Module):
         return total + self.scores[self.finish, path[-1]]
 
     def nll(self, feats: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of one sentence's ``tags`` given ``feats``."""
         return self.log_partition(feats) - self.gold_score(feats, tags)
 
     def viterbi(self, feats: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -139,6 +140,8 @@ class SeedLoopCRF(nn.Module):
 # -------------------------------------------------------------------------------- problem
 @dataclass
 class Problem:
+    """One random CRF problem: a padded batch, its gold tags, emissions and scores."""
+
     tags: int
     lengths: list[int]
     mask: torch.Tensor  # (batch, time) bool
@@ -149,6 +152,7 @@ class Problem:
 
 
 def make_problem(tags: int, args: argparse.Namespace) -> Problem:
+    """A random problem of ``tags`` tags at ``--batch`` x ``--length``."""
     g = torch.Generator().manual_seed(args.random_seed + tags)
     lengths = torch.randint(args.min_length, args.length + 1, (args.batch,), generator=g)
     lengths[0] = args.length
@@ -289,10 +293,12 @@ def bench_tags(tags: int, args: argparse.Namespace) -> str:
 
 
 def verdict(value: float, target: float) -> str:
+    """'met' or a bold 'not met'."""
     return "met" if value >= target else "**not met**"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     p = bench.parser(__doc__, "batch 8, a handful of calls, a few seconds", tuned=TUNED)
     p.add_argument("--tags", default=[9, 20], type=bench.int_list, help="tag counts (9,20)")
     p.add_argument("--length", type=int, default=40, help="padded length (40)")

@@ -39,6 +39,8 @@ QUICK_LINES = 2000
 
 @dataclass
 class Side:
+    """One side's epoch: words, seconds, examples and held-out loss."""
+
     words: int = 0  # corpus words (before subsampling) trained on
     seconds: float = 0.0
     examples: int = 0  # rnnkit: examples (pairs or centre words); gensim: effective words
@@ -47,11 +49,14 @@ class Side:
 
     @property
     def rate(self) -> float:
+        """Corpus words per second."""
         return self.words / self.seconds if self.seconds > 0 else float("nan")
 
 
 @dataclass
 class Run:
+    """One method on both sides."""
+
     method: str
     config: EmbedConfig
     vocab: int
@@ -80,6 +85,7 @@ def train_rnnkit(task: EmbedTask, config: EmbedConfig) -> Side:
 
 
 def train_gensim(task: EmbedTask, config: EmbedConfig, workers: int) -> Side:
+    """One epoch of gensim's ``Word2Vec`` on the same token lists, scored by rnnkit."""
     from gensim.models import Word2Vec
 
     d, m, t = config.data, config.model, config.train
@@ -132,6 +138,7 @@ def bench_method(method: str, args: argparse.Namespace) -> Run:
 
 # ------------------------------------------------------------------------------- report
 def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> str:
+    """The markdown report."""
     c = runs[0].config
     d, m = c.data, c.model
     machine = (
@@ -173,6 +180,7 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked."""
     parser = bench.parser(__doc__, f"the first {QUICK_LINES:,} lines only", data_dir=True)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.add_argument(
@@ -194,6 +202,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     args = parse_args(argv)
     if not bench.needs("gensim"):  # a benchmark-only dependency
         return 2

@@ -90,6 +90,7 @@ def build_cases(model: str, task: Any, path: str, args: argparse.Namespace) -> l
 
 
 def report(cases: list[Case], exports: dict, dirs: dict[str, Path], others, args) -> str:
+    """The markdown report."""
     threads = "set by --threads" if args.threads is not None else "torch's default"
     exported = "; ".join(
         f"{name} {r['graphs'][0]['bytes'] / 1024:,.0f} KiB, largest |ONNX - PyTorch| "
@@ -127,6 +128,7 @@ def report(cases: list[Case], exports: dict, dirs: dict[str, Path], others, args
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     parser = bench.parser(__doc__, "a few calls per case, a few seconds", tuned=TUNED)
     parser.add_argument("--batches", default=[1, 64], type=bench.int_list, help="sizes (1,64)")
     parser.add_argument("--tagger", metavar="DIR", help="a trained tag model")

@@ -116,6 +116,7 @@ class PlainLoop:
         self.position, self.state = 0, None
 
     def step(self) -> tuple[int, int]:
+        """One update on the next BPTT window; (streams, tokens)."""
         if self.position == len(self.spans):
             self.position, self.state = 0, None  # a new epoch starts from a fresh state
         start, length = self.spans[self.position]
@@ -173,6 +174,8 @@ def flops_per_token(m: LMModelConfig, vocab_size: int) -> tuple[int, str]:
 # ------------------------------------------------------------------------------ measuring
 @dataclass
 class Results:
+    """Everything the benchmark measured."""
+
     rates: dict[str, tuple[bench.Rate, bench.Rate]] = field(default_factory=dict)  # precision →
     peaks: dict[str, float] = field(
         default_factory=dict
@@ -186,6 +189,7 @@ class Results:
 
 
 def measure(config: LMConfig, task: LMTask, args: argparse.Namespace) -> Results:
+    """Both loops in every precision, the matmul rates and generation."""
     results, before = Results(), bench.cpu_ticks()
     count = lambda b: (b["target"].shape[0], b["target"].numel())  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="bench-lm-") as tmp:
@@ -225,6 +229,7 @@ def measure(config: LMConfig, task: LMTask, args: argparse.Namespace) -> Results
 
 
 def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Namespace) -> str:
+    """The markdown report."""
     m, t, d = config.model, config.train, config.data
     flops, how = flops_per_token(m, len(task.vocab))
     output = "adaptive softmax" if m.adaptive_softmax else "tied" if m.tie_weights else "full"
@@ -287,6 +292,7 @@ def report(config: LMConfig, task: LMTask, results: Results, args: argparse.Name
 
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     p = bench.parser(__doc__, "~2 s spans, 100 tokens", data_dir=True, tuned=TUNED, device="auto")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"default {DEFAULT_CONFIG}")

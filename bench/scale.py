@@ -65,10 +65,12 @@ class Workload:
         self.name, self.metric, self.higher, self.unit = WORKLOADS[self.task]
 
     def meets(self, value: float) -> bool:
+        """Whether a dev value meets the target."""
         return value >= self.target if self.higher else value <= self.target
 
 
 def workloads(args: argparse.Namespace) -> list[Workload]:
+    """The workloads of ``--tasks``, their recipes checked."""
     found = []
     for task in args.task_list:
         steps, recipe = getattr(args, f"{task}_steps"), getattr(args, f"{task}_config")
@@ -100,14 +102,17 @@ class Run:
 
     @property
     def elapsed_s(self) -> float:
+        """The Trainer's clock at its last record."""
         return float(self.records[-1]["elapsed_s"]) if self.records else float("nan")
 
     @property
     def steps_per_s(self) -> float:
+        """Steps per second of the Trainer's clock."""
         return self.steps / self.elapsed_s if self.records and self.elapsed_s > 0 else float("nan")
 
     @property
     def throughput(self) -> float:
+        """Units (sentences, tokens) per second."""
         return self.steps_per_s * self.workload.per_step
 
     @property
@@ -120,6 +125,7 @@ class Run:
 
     @property
     def final(self) -> float:
+        """The last dev value of the metric."""
         return (
             float(self.records[-1].get(self.workload.metric, "nan"))
             if self.records
@@ -135,6 +141,7 @@ def launch(w: Workload, processes: int, recipe: str, data_dir: str, out: str) ->
 
 
 def run_one(w: Workload, processes: int, args: argparse.Namespace, tmp: Path) -> Run:
+    """Train ``w`` on ``processes`` processes by the CLI; its figures."""
     threads = max(1, args.threads // processes)
     run, out = Run(w, processes, threads), tmp / f"{w.task}-{processes}p"
     shown = launch(w, processes, w.recipe, args.shown_data_dir, "OUT")
@@ -172,10 +179,12 @@ def run_one(w: Workload, processes: int, args: argparse.Namespace, tmp: Path) ->
 
 # ------------------------------------------------------------------------------ reporting
 def fmt(value: float, spec: str = ",.0f") -> str:
+    """A number, or a dash for NaN."""
     return "—" if value != value else format(value, spec)  # NaN shows as a dash
 
 
 def row(run: Run, runs: list[Run]) -> str:
+    """One run's table row, speed-ups against the 1-process run."""
     w = run.workload
     if run.error and not run.records:
         return f"{w.name} | {run.processes} × {run.threads} | failed: {run.error}" + " |" * 8
@@ -194,6 +203,7 @@ def row(run: Run, runs: list[Run]) -> str:
 
 
 def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
+    """The markdown report."""
     shares = [r.others for r in runs if r.others is not None]
     splits = ", ".join(
         f"{p} process{'es' * (p > 1)} × {max(1, args.threads // p)} thread"
@@ -249,6 +259,7 @@ def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
 
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     smoke = "smaller models and a higher learning rate than the recipes, ~1 minute in all"
     parser = bench.parser(__doc__, smoke, data_dir=True, threads=False, tuned=TUNED)
     parser.add_argument("--procs", default=[1, 2], type=bench.int_list, help="process counts (1,2)")

@@ -53,6 +53,7 @@ def cpu_s(pid: int | str = "self") -> float | None:
 
 
 def minus(after: float | None, before: float | None) -> float | None:
+    """``after - before``, or None when either is unknown."""
     return None if after is None or before is None else after - before
 
 
@@ -227,6 +228,7 @@ Key = tuple[str, str, str]  # model, backend, mode
 
 
 def mib(kib: int | None) -> str:
+    """KiB as whole MiB, or '?'."""
     return "?" if kib is None else f"{kib / 1024:,.0f}"
 
 
@@ -236,6 +238,7 @@ def rate(ours: Run, theirs: Run) -> str:
 
 
 def failed_cell(got: list[Run]) -> str:
+    """Failure counts, bold when any."""
     cell = " / ".join(str(r.failed) for r in got)
     return f"**{cell}**" if any(r.failed for r in got) else cell
 
@@ -284,6 +287,7 @@ def modes_table(runs: dict[Key, Run], backend: str, concurrency: int) -> list[st
 def report(
     runs: dict[Key, Run], totals: dict, dirs: dict[str, Path], others: float | None, args: Any
 ) -> str:
+    """The markdown report."""
     omp = os.environ.get("OMP_NUM_THREADS")
     machine = (
         f"Python {platform.python_version()}, uvicorn {bench.version('uvicorn')}, fastapi "
@@ -340,6 +344,7 @@ def choices(allowed: tuple[str, ...]) -> Any:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked."""
     parser = bench.parser(__doc__, "a few hundred requests", threads=False, tuned=TUNED)
     parser.add_argument("--backends", type=choices(BACKENDS), default=list(BACKENDS),
                         help="server backends to compare (torch,onnx)")  # fmt: skip
@@ -359,6 +364,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     args = parse_args(argv)
     if "onnx" in args.backends and not bench.needs("onnx", "onnxruntime"):
         return 2

@@ -69,6 +69,7 @@ TUNED = {  # flag: (value, --quick value, help)
 
 
 def counted(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(sentences, real tokens) of a batch."""
     return batch["mask"].shape[0], int(batch["mask"].sum())
 
 
@@ -119,6 +120,8 @@ def crf_only_step(batch_size: int, device: torch.device) -> Step:
 
 
 def decode_step(model: Tagger, batch: dict[str, torch.Tensor]) -> Step:
+    """``Tagger.decode`` of one ready batch, as a timed step."""
+
     @torch.no_grad()
     def step() -> tuple[int, int]:
         model.decode(batch).cpu()
@@ -141,6 +144,7 @@ class Kit:
 
 
 def bench_kit(words: torch.Tensor, tags: torch.Tensor, args: argparse.Namespace) -> Kit:
+    """Section 1: rnnkit at the seed size."""
     out = Kit()
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
         trainers = {"crf": seed_size_trainer("crf", args, tmp)}
@@ -169,6 +173,7 @@ class SeedVectorisedCRF(SeedLoopCRF):
     """The seed's CRF with the exercise done: one log-sum-exp over all next tags per step."""
 
     def log_partition(self, feats: torch.Tensor) -> torch.Tensor:
+        """log Z of one sentence, vectorised over next tags."""
         alpha = self._initial()  # (1, from)
         for emit in feats:
             # scores[to, from] + alpha[from], summed in log space over "from", for every "to"
@@ -196,6 +201,8 @@ class SeedTagger(nn.Module):
 
 @dataclass
 class SeedSide:
+    """Section 2's figures."""
+
     loop: Rate = field(default_factory=Rate)
     vectorised: Rate = field(default_factory=Rate)
     latency_ms: float = 0.0  # the tutorial's Viterbi, one sentence
@@ -203,6 +210,7 @@ class SeedSide:
 
 
 def bench_seed(words: torch.Tensor, tags: torch.Tensor, args: argparse.Namespace) -> SeedSide:
+    """Section 2: the seed's algorithm, per-tag loop and vectorised."""
     out = SeedSide()
     torch.manual_seed(args.random_seed)
     models = {"loop": SeedTagger(SeedLoopCRF), "vectorised": SeedTagger(SeedVectorisedCRF)}
@@ -237,6 +245,8 @@ def bench_seed(words: torch.Tensor, tags: torch.Tensor, args: argparse.Namespace
 # -------------------------------------------------------------------------------- recipes
 @dataclass
 class Recipe:
+    """Section 3's figures for one recipe."""
+
     path: str
     note: str = ""  # why it was skipped, when it was
     model: str = ""
@@ -253,6 +263,7 @@ class Recipe:
 def bench_recipe(
     path: str, args: argparse.Namespace, contextual: list[str] | None = None
 ) -> Recipe:
+    """Section 3: one recipe trained and tagged (``contextual``: with these LMs)."""
     out = Recipe(path + (" + contextual" if contextual else ""))
     config = bench.load_recipe(path, "tag", [f"train.device={args.device}", *args.overrides])
     if contextual:
@@ -294,10 +305,12 @@ def bench_recipe(
 
 # ------------------------------------------------------------------------------ reporting
 def ratio(ours: float, theirs: float) -> str:
+    """``ours / theirs`` with one decimal, or nothing."""
     return bench.ratio(ours, theirs, ",.1f", "")
 
 
 def training_table(kit: Kit, seed: SeedSide, recipes: list[Recipe]) -> list[str]:
+    """Training throughput of every side."""
     loop, vec = seed.loop.per_second, seed.vectorised.per_second
     rows = [
         f"seed size, rnnkit | {size} | {rate.per_second:,.0f} | {rate.tokens_per_second:,.0f} | "
@@ -331,6 +344,7 @@ def training_table(kit: Kit, seed: SeedSide, recipes: list[Recipe]) -> list[str]
 
 
 def parts_table(kit: Kit) -> list[str]:
+    """Where a seed-size training step's time goes."""
     rows = []
     for size, full in kit.train.items():
         soft, crf = kit.softmax[size].per_second, kit.crf_only[size].per_second
@@ -346,6 +360,8 @@ def parts_table(kit: Kit) -> list[str]:
 
 
 def tagging_table(kit: Kit, seed: SeedSide, recipes: list[Recipe]) -> list[str]:
+    """Tagging latency and throughput of every side."""
+
     def one(setting: str, ms: float, tokens: int) -> str:
         return f"{setting} | 1 | {ms:.2f} | {1e3 / ms:,.0f} | {tokens * 1e3 / ms:,.0f}"
 
@@ -368,6 +384,7 @@ def tagging_table(kit: Kit, seed: SeedSide, recipes: list[Recipe]) -> list[str]:
 
 
 def report(kit: Kit, seed: SeedSide, recipes: list[Recipe], others: float | None, args) -> str:
+    """The markdown report."""
     verdicts = ", ".join(
         f"batch {size}: {rate.per_second:,.0f} sent/s, "
         f"{'met' if rate.per_second >= TARGET else '**not met**'}"
@@ -423,6 +440,7 @@ def report(kit: Kit, seed: SeedSide, recipes: list[Recipe], others: float | None
 
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     p = bench.parser(__doc__, "a handful of steps", data_dir=True, tuned=TUNED, device="cpu")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
     p.add_argument("--batches", default=[32, 128], type=bench.int_list, help="seed-size batches")

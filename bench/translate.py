@@ -83,6 +83,8 @@ def bench_rnnkit(task: TranslateTask, seconds: float, batch_size: int, bf16: boo
 
 
 class SeedEncoder(nn.Module):
+    """The seed's encoder: a GRU fed one word at a time."""
+
     def __init__(self, vocab: int, hidden: int):
         super().__init__()
         self.hidden = hidden
@@ -90,6 +92,7 @@ class SeedEncoder(nn.Module):
         self.gru = nn.GRU(hidden, hidden)
 
     def forward(self, word: torch.Tensor, state: torch.Tensor):
+        """One word ``(1,)`` and the state ``(1, 1, H)`` → output and state."""
         return self.gru(self.embedding(word).view(1, 1, -1), state)
 
 
@@ -106,6 +109,8 @@ class SeedAttnDecoder(nn.Module):
         self.out = nn.Linear(hidden, vocab)
 
     def forward(self, word: torch.Tensor, state: torch.Tensor, memory: torch.Tensor):
+        """One word, the state and the memory ``(MAX_LENGTH, H)`` → log-probabilities
+        ``(1, V)`` and the state."""
         embedded = self.dropout(self.embedding(word).view(1, 1, -1))
         weights = F.softmax(self.attn(torch.cat((embedded[0], state[0]), 1)), dim=1)
         applied = torch.bmm(weights.unsqueeze(0), memory.unsqueeze(0))
@@ -158,6 +163,7 @@ def bench_seed(task: TranslateTask, pairs: int, hidden: int = 256) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     parser = bench.parser(__doc__, "tiny timings", tuned=TUNED)
     parser.add_argument("--data-dir", help="where eng-fra/fra.txt lives")
     parser.add_argument("--synthetic", action="store_true", help="synthetic pairs even if found")
