@@ -1,13 +1,9 @@
-"""The harness every benchmark shares: one command line (``--quick`` smoke runs, ``--publish`` /
-``--append``, ``--threads``), one report header (the command, the machine and how busy it was),
-progress lines, timing loops around rnnkit's own training step, and publishing. A benchmark
-keeps only what it measures, so that two benchmarks cannot drift apart on how they measure.
-
-Every benchmark runs from anywhere (relative paths fall back to the repository root), best on
-an otherwise idle machine: a busy CPU slows small ops down a hundredfold, and the report says
-how much of it other processes used. ``python bench/NAME.py --quick`` is its smoke run,
-``--publish`` also appends the report to bench/RESULTS.md; the markdown report goes to stdout,
-progress to stderr."""
+"""What every benchmark shares, so that two cannot drift apart on how they measure: one command
+line (``--quick`` smoke runs, ``--publish``/``--append``, ``--threads``, ``--device``), one report
+header (the command, the machine, how busy it was), timing by ``torch.utils.benchmark.Timer``
+(which synchronises an accelerator around each timed block) around rnnkit's own training step,
+and the tiny models and inputs of the serving benchmarks. Reports go to stdout, progress to
+stderr; relative paths fall back to the repository root."""
 
 from __future__ import annotations
 
@@ -20,23 +16,22 @@ import os
 import platform
 import random
 import shlex
-import statistics
 import string
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.benchmark import Measurement, Timer
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "RESULTS.md"
-# Other processes busier than this share of the CPU during a run make its timings suspect.
-BUSY_SHARE = 0.05
+BUSY_SHARE = 0.05  # other processes busier than this share of the CPU make timings suspect
+TICK = os.sysconf("SC_CLK_TCK")  # CPU ticks per second in /proc
 
 
 def progress(message: str) -> None:
@@ -46,25 +41,22 @@ def progress(message: str) -> None:
 
 def version(package: str) -> str:
     """An installed package's version, or '?'."""
-    try:
+    with contextlib.suppress(metadata.PackageNotFoundError):
         return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
+    return "?"
 
 
 def resolve(path: str | Path) -> Path:
-    """``path`` as given, or inside the repository root when it is relative and absent, so
-    that a benchmark runs from anywhere."""
+    """``path`` as given, or inside the repository root when it is relative and absent."""
     p = Path(path).expanduser()
     if not p.is_absolute() and not p.exists() and (REPO / p).exists():
         return REPO / p
     return p.resolve()
 
 
-def load_recipe(path: str, task: str, overrides: list[str] = ()) -> Any:
-    """The ``task`` recipe at ``path`` (as the task's ``Config``) with CLI-style ``key=value``
-    overrides, checked as the CLI checks it (so that a bad key stops the benchmark before it
-    measures anything)."""
+def load_recipe(path: str, task: str, overrides: Iterable[str] = ()) -> Any:
+    """The ``task`` recipe at ``path`` (the task's ``Config``) with CLI-style ``key=value``
+    overrides, checked as the CLI checks it, so that a bad key stops a run before it measures."""
     from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
     from rnnkit.tasks import task_class
 
@@ -87,9 +79,15 @@ def run(main: Callable[[], int]) -> None:
     sys.exit(status)
 
 
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    """An optimizer in words: its class, whether fused, its learning rate."""
+    fused = optimizer.defaults.get("fused")
+    return f"{type(optimizer).__name__}{' (fused)' if fused else ''} lr {optimizer.defaults['lr']}"
+
+
 def describe(config: Any, task: Any = None, optimizer: Any = None) -> str:
-    """A language model's or tagger's recipe in words: sizes, batch, dropout, optimizer; with
-    its built ``task``, the vocabularies too, and with the ``optimizer`` made, its own words."""
+    """A language model's or tagger's recipe in words; with its built ``task`` the vocabulary
+    sizes too, and with the ``optimizer`` made, its own words."""
     m, t = config.model, config.train
     words = f" (vocabulary {len(task.vocab):,})" if task is not None else ""
     if hasattr(config.data, "bptt"):  # a language model
@@ -106,16 +104,12 @@ def describe(config: Any, task: Any = None, optimizer: Any = None) -> str:
 
 # --------------------------------------------------------------------------------- machine
 def cpu_model() -> str:
-    try:
+    """The CPU's model name from /proc/cpuinfo (or what platform knows)."""
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or "unknown"
-
-
-TICK = os.sysconf("SC_CLK_TCK")  # CPU ticks per second in /proc
 
 
 def process_ticks(pid: int | str = "self") -> int | None:
@@ -129,12 +123,10 @@ def process_ticks(pid: int | str = "self") -> int | None:
 
 def memory_kib(pid: int, key: str = "VmRSS") -> int | None:
     """A process's resident memory (``VmRSS``) or its peak (``VmHWM``) in KiB, or None."""
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
     return None
 
 
@@ -160,27 +152,6 @@ def others_share(before: tuple[int, int, int] | None, ours: float = 0.0) -> floa
     return max(0.0, busy - own - ours) / total
 
 
-def contention(others: float | None) -> tuple[str, list[str]]:
-    """The report's line on how busy the machine was, and a warning line when too busy."""
-    if others is None:
-        return "other processes' CPU use during the run: unknown", []
-    line = f"other processes used {others:.0%} of the CPU during the run"
-    if others <= BUSY_SHARE:
-        return line, []
-    progress(f"warning: other processes used {others:.0%} of the CPU; timings are unreliable")
-    return line, ["- **warning**: the CPU was shared with other work; these timings are unreliable"]
-
-
-def busy_now() -> None:
-    """Warn before measuring when the machine is busy already: with several torch threads,
-    small ops then slow down a hundredfold."""
-    probe = cpu_ticks()
-    time.sleep(1.0)
-    share = others_share(probe)
-    if share is not None and share > BUSY_SHARE:
-        progress(f"warning: other processes use {share:.0%} of the CPU; timings will be unreliable")
-
-
 def threads(args: argparse.Namespace) -> str:
     """torch's thread count and where it came from."""
     where = "torch default"
@@ -191,21 +162,29 @@ def threads(args: argparse.Namespace) -> str:
     return f"torch threads {torch.get_num_threads()} ({where})"
 
 
-def header(title: str, args: argparse.Namespace, others: float | None, machine: str) -> list[str]:
-    """A report's first lines: title and date, the command, the machine (``machine`` says
-    what follows the cores and torch: versions, device, threads) and how busy it was,
-    warnings; a smoke run says what ``--quick`` shrank (the parser's ``smoke``)."""
+def header(
+    title: str, args: argparse.Namespace, others: float | None, machine: str, doc: str = ""
+) -> list[str]:
+    """A report's first lines: title and date, the command, the machine (``machine`` says what
+    follows the cores and torch) and how busy it was, warnings, and with the benchmark's module
+    ``doc`` its method (the docstring's second paragraph), so that it is written once."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    busy, warning = contention(others)
+    busy, warnings = "other processes' CPU use during the run: unknown", []
+    if others is not None:
+        busy = f"other processes used {others:.0%} of the CPU during the run"
+        if others > BUSY_SHARE:
+            progress(f"warning: other processes used {others:.0%} of the CPU")
+            warnings.append("- **warning**: the CPU was shared with other work; timings unreliable")
     if args.quick:
-        warning.append(f"- **--quick smoke run**: {args.smoke}; not a measurement")
+        warnings.append(f"- **--quick smoke run**: {args.smoke}; not a measurement")
     return [
         f"### {title} ({now}){' [quick]' if args.quick else ''}",
         "",
         f"- command: `{shlex.join(['python', *sys.argv])}`",
         f"- machine: {os.cpu_count()} cores ({cpu_model()}), torch {torch.__version__}, "
         f"{machine}; {busy}",
-        *warning,
+        *warnings,
+        *([f"- method: {' '.join(doc.split(chr(10) * 2)[1].split())}"] if doc else []),
     ]
 
 
@@ -237,12 +216,13 @@ def parser(
     data_dir: bool = False,
     threads: bool = True,
     tuned: dict[str, tuple[Any, Any, str]] | None = None,
+    device: str | None = None,
 ) -> argparse.ArgumentParser:
-    """The flags every benchmark takes: ``--quick`` (a smoke run, never published; ``smoke``
-    says what it shrinks, in the help and the report), ``--publish``, ``--append FILE``, and
-    ``--threads`` and ``--data-dir`` where asked; and one ``--NAME`` per entry of ``tuned``
-    (``name: (full value, quick value, help)``): a number whose value a smoke run changes, ≥ 1
-    (a count) or > 0 (seconds), or ≥ 0 for a warm-up."""
+    """The flags every benchmark takes: ``--quick`` (``smoke`` says what it shrinks),
+    ``--publish``, ``--append FILE``; ``--threads``, ``--data-dir`` and ``--device`` (default
+    ``device``) where asked; and one ``--NAME`` per entry of ``tuned`` (``name: (full value,
+    quick value, help)``): a number a smoke run changes, ≥ 1 (a count), > 0 (seconds), or ≥ 0
+    for a warm-up."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help=f"smoke run: {smoke}")
     p.add_argument("--publish", action="store_true", help="also append the report to RESULTS.md")
@@ -251,6 +231,8 @@ def parser(
         p.add_argument("--threads", type=int, help="torch threads (default: torch's own)")
     if data_dir:
         p.add_argument("--data-dir", default="../shared/data", help="default ../shared/data")
+    if device:
+        p.add_argument("--device", default=device, help=f"cpu, cuda or auto ({device})")
     p.smoke, p.tuned = smoke, tuned or {}
     for name, (full, quick, text) in p.tuned.items():
         flag = "--" + name.replace("_", "-")
@@ -267,19 +249,18 @@ def finish(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Nam
             setattr(args, name, quick if args.quick else full)
         value, warmup, count = getattr(args, name), "warmup" in name, isinstance(full, int)
         if value < 0 or (not warmup and (value < 1 if count else value == 0)):
-            least = "≥ 0" if warmup else "≥ 1" if count else "> 0"
-            p.error(f"--{name.replace('_', '-')} must be {least}")
-    if getattr(args, "threads", None) is not None and args.threads < 1:
-        p.error("--threads must be ≥ 1")
+            p.error(f"--{name.replace('_', '-')} must be {'≥ 0' if warmup else '> 0'}")
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            p.error("--threads must be ≥ 1")
+        torch.set_num_threads(args.threads)
     if args.publish and args.append is not None:
         p.error("give --publish or --append, not both")
     if args.quick and (args.publish or args.append is not None):
         p.error("a --quick smoke run is not published")
-    if getattr(args, "threads", None) is not None:
-        torch.set_num_threads(args.threads)
-    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
     if getattr(args, "data_dir", None) is not None:
         args.data_dir = resolve(args.data_dir)
+    progress(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}")
     args.target, args.smoke = RESULTS if args.publish else args.append, p.smoke
     return args
 
@@ -289,7 +270,7 @@ def needs(*modules: str, pip: str = "") -> bool:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         progress(
-            f"error: {', '.join(missing)} not installed (pip install {pip or ' '.join(modules)})"
+            f"error: {', '.join(missing)} not installed (pip install {pip or ' '.join(missing)})"
         )
     return not missing
 
@@ -302,8 +283,7 @@ def ratio(ours: float, theirs: float, form: str = ".2f", missing: str = "n/a") -
 
 def table(head: str | list[str], rows: Iterable[Any], left: int = 1) -> list[str]:
     """A markdown table: the ``head`` cells, then ``rows``, each a list of cells or a string of
-    them joined by " | " (so is a string ``head``); the first ``left`` columns are aligned
-    left, the rest (figures) right."""
+    them joined by " | " (so may ``head`` be); the first ``left`` columns aligned left."""
     if isinstance(head, str):
         head = [cell.strip() for cell in head.split("|")]
 
@@ -325,95 +305,64 @@ class Rate:
 
     @property
     def per_second(self) -> float:
+        """Items per second."""
         return self.items / self.seconds if self.seconds > 0 else float("nan")
 
     @property
     def tokens_per_second(self) -> float:
+        """Tokens per second."""
         return self.tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
 Step = Callable[[], tuple[int, int]]  # one update or call; returns (items, tokens)
 
 
-def synchronize(device: torch.device | None) -> None:
-    if device is not None and device.type == "cuda":
-        torch.cuda.synchronize(device)
+def timer(call: Callable[[], Any], label: str = "") -> Timer:
+    """A ``torch.utils.benchmark.Timer`` of ``call()`` at torch's current thread count (the
+    Timer's own default is one thread)."""
+    return Timer("call()", globals={"call": call}, label=label, num_threads=torch.get_num_threads())
 
 
-def warm(step: Callable[[], Any], count: int = 3, seconds: float = 0.0) -> int:
-    """Untimed calls: at least ``count`` and at least ``seconds``; how many were made."""
-    start, done = time.perf_counter(), 0
-    while done < count or time.perf_counter() - start < seconds:
-        step()
-        done += 1
-    return done
-
-
-def run_for(
-    step: Step,
-    seconds: float,
-    into: Rate | None = None,
-    min_steps: int = 1,
-    device: torch.device | None = None,
-    warmup: int = 0,
+def timed(
+    step: Step, seconds: float = 0.0, into: Rate | None = None, warmup: int = 0, steps: int = 0
 ) -> Rate:
-    """Call ``step`` until ``seconds`` have passed and ``min_steps`` were taken (after
-    ``warmup`` untimed calls); add the work to ``into`` (a new Rate by default). ``device`` is
-    synchronised at both ends."""
-    warm(step, warmup)
-    rate = into or Rate()
-    synchronize(device)
-    start, steps = time.perf_counter(), 0
-    while steps < min_steps or time.perf_counter() - start < seconds:
+    """Time ``step`` after ``warmup`` untimed calls: ``Timer.blocked_autorange`` for at least
+    ``seconds`` or, with ``steps``, ``Timer.timeit`` of that many calls; the work is added to
+    ``into`` (a new Rate by default). Items and tokens are the mean per call (every call
+    counted, the Timer's own warm-up included) times the calls timed."""
+    for _ in range(warmup):
+        step()
+    work = [0, 0, 0]  # calls, items, tokens
+
+    def call() -> None:
         items, tokens = step()
-        rate.items, rate.tokens, steps = rate.items + items, rate.tokens + tokens, steps + 1
-    synchronize(device)
-    rate.steps += steps
-    rate.seconds += time.perf_counter() - start
+        work[0], work[1], work[2] = work[0] + 1, work[1] + items, work[2] + tokens
+
+    t = timer(call)
+    measured = t.timeit(steps) if steps else t.blocked_autorange(min_run_time=seconds)
+    calls = len(measured.raw_times) * measured.number_per_run
+    rate = into or Rate()
+    rate.items += round(work[1] / work[0] * calls)
+    rate.tokens += round(work[2] / work[0] * calls)
+    rate.steps += calls
+    rate.seconds += sum(measured.raw_times)
     return rate
 
 
-def run_steps(step: Step, count: int, warmup: int = 0) -> Rate:
-    """Call ``step`` ``count`` times (after ``warmup`` untimed calls)."""
-    return run_for(step, 0.0, min_steps=count, warmup=warmup)
+def median_s(call: Callable[[], Any], seconds: float) -> float:
+    """The median seconds of ``call()`` by ``Timer.blocked_autorange`` over ``seconds``."""
+    return timer(call).blocked_autorange(min_run_time=seconds).median
 
 
-@dataclass
-class Calls:
-    """A call timed again and again (``prepare`` runs untimed before each) and its seconds."""
-
-    run: Callable[[], Any]
-    warmup: int
-    repeats: int
-    prepare: Callable[[], Any] = lambda: None
-    samples: list[float] = field(default_factory=list)
-
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.samples) * 1e3 if self.samples else float("nan")
-
-
-def interleaved(calls: list[Calls]) -> None:
-    """Warm each of ``calls`` up, then time them in interleaved rounds, so that drifting
-    machine load hits all alike; fewer repeats are spread evenly over the rounds."""
-    for c in calls:
-        warm(lambda c=c: (c.prepare(), c.run()), c.warmup)
-    rounds = max(c.repeats for c in calls)
-    plans = [{(i * rounds) // c.repeats for i in range(c.repeats)} for c in calls]
-    for r in range(rounds):
-        for c, plan in zip(calls, plans, strict=True):
-            if r in plan:
-                c.prepare()
-                start = time.perf_counter()
-                c.run()
-                c.samples.append(time.perf_counter() - start)
-
-
-def median_seconds(call: Callable[[], object], repeats: int) -> float:
-    """The median of ``repeats`` timed calls."""
-    timed = Calls(call, 0, repeats)
-    interleaved([timed])
-    return timed.median_ms / 1e3
+def medians(calls: dict[str, Callable[[], Any]], seconds: float, rounds: int = 3) -> dict:
+    """Each of ``calls`` timed by ``Timer.blocked_autorange`` for ``seconds`` in all, in
+    ``rounds`` interleaved turns so that drifting machine load hits all alike: name →
+    merged ``Measurement`` (``.median`` in seconds, ``.times``)."""
+    done: dict[str, list[Measurement]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            done[name].append(timer(call, name).blocked_autorange(min_run_time=seconds / rounds))
+    return {name: Measurement.merge(parts)[0] for name, parts in done.items()}
 
 
 def endless(batches_of_epoch: Callable[[int], Iterable[Any]]) -> Iterator[Any]:
@@ -425,10 +374,9 @@ def endless(batches_of_epoch: Callable[[int], Iterable[Any]]) -> Iterator[Any]:
 def training_step(
     trainer: Any, batches: Iterator[dict[str, Any]], count: Callable[[dict[str, Any]], tuple]
 ) -> Step:
-    """A step for the timing loops that is ``trainer``'s own training step
-    (``Trainer.train_step``: autocast, loss, backward, clipping, optimizer) on the next batch,
-    so that a benchmark's rnnkit figures are those of real training; ``count(batch)`` says
-    the (items, tokens) it held."""
+    """A timed step that is ``trainer``'s own training step (``Trainer.train_step``: autocast,
+    loss, backward, clipping, optimizer) on the next batch, so that rnnkit's figures are those
+    of real training; ``count(batch)`` says the (items, tokens) it held."""
     trainer.model.train()
 
     def step() -> tuple[int, int]:
@@ -439,111 +387,138 @@ def training_step(
     return step
 
 
-def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
-    fused = optimizer.defaults.get("fused")
-    return f"{type(optimizer).__name__}{' (fused)' if fused else ''} lr {optimizer.defaults['lr']}"
-
-
 def matmul_rate(
-    m: int, k: int, n: int, seconds: float, device: torch.device, dtype: torch.dtype = torch.float32
+    m: int, k: int, n: int, seconds: float, device: Any, dtype: torch.dtype = torch.float32
 ) -> float:
     """GFLOP/s of ``torch.mm`` of an ``m x k`` by a ``k x n`` matrix of ``dtype``."""
     a = torch.randn(m, k, device=device, dtype=dtype)
     b = torch.randn(k, n, device=device, dtype=dtype)
     out = torch.empty(m, n, device=device, dtype=dtype)
-    inner = max(1, 10_000_000 // (m * k * n))  # calls between clock reads for small products
-    for _ in range(2):
-        torch.mm(a, b, out=out)
-    synchronize(device)
-    calls, start = 0, time.perf_counter()
-    while True:
-        for _ in range(inner):
-            torch.mm(a, b, out=out)
-        synchronize(device)
-        calls += inner
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return 2 * m * k * n * calls / elapsed / 1e9
+    median = timer(lambda: torch.mm(a, b, out=out)).blocked_autorange(min_run_time=seconds).median
+    return 2 * m * k * n / median / 1e9
 
 
-# ---------------------------------------------------------------------------------- inputs
-def train_tiny_model(task: str, root: Path) -> Path:
-    """A tiny ``task`` model trained by ``tests/tiny.py`` under ``root``; its directory."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))  # so that ``tests`` imports when run as bench/NAME.py
-    from tests.tiny import train_tiny
+# ------------------------------------------------------------------------ inputs and models
+PEOPLE = [("Elena", "Annason"), ("Boris", "Carlason"), ("Anna", "Faridson"), ("Dmitri", "")]
+PLACES = ["Paris", "Lima", "Oslo", "Quito", "Hanoi"]
+FRAMES = ["the man saw {p} in {l}", "we went to {l} and then left", "{p} went to {l} yesterday",
+          "a man saw {p} and {l}", "yesterday we saw {p} in {l} and then left to {l2}",
+          "then {p} left {l}"]  # fmt: skip
+SUBJECTS = {"je suis": "i am", "il est": "he is", "elle est": "she is", "nous sommes": "we are",
+            "vous etes": "you are", "ils sont": "they are"}  # fmt: skip
+WORDS = {"fatigue": "tired", "content": "happy", "grand": "tall", "petit": "small",
+         "malade": "sick", "pret": "ready", "triste": "sad", "riche": "rich",
+         "en retard": "late", "occupe": "busy"}  # fmt: skip
+FILLER = "the a man saw went to and then left yesterday we".split()
+SECRETS = ("THIS IS A SECRET MESSAGE MEET ME AT THE OLD BRIDGE AFTER DARK BRING THE MAP AND TELL "
+           "NO ONE THE PLAN CHANGED WAIT FOR MY SIGNAL NORTH GATE AT NOON").split()  # fmt: skip
+TINY = {  # task → overrides of a tiny model (the test suite's sizes) that trains in seconds
+    "cipher": "model.embedding_dim=8 model.hidden_size=32 data.train_messages=2048 "
+    "data.eval_messages=256 train.batch_size=32 train.epochs=3",
+    "translate": "model.source_embedding_dim=16 model.target_embedding_dim=16 model.hidden_size=16 "
+    "model.decoder_size=16 train.epochs=3 train.batch_size=16",
+    "tag": "data.format=columns data.token_column=0 data.tag_column=1 data.separator=tab "
+    "data.scheme=IOB2 model.embedding_dim=16 model.char_dim=8 model.char_hidden=8 "
+    "model.hidden_size=16 model.layers=1 model.dropout=0.1 model.head=crf train.epochs=4 "
+    "train.batch_size=16 train.lr=0.01",
+}
 
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # keep the report alone on stdout
-        model = train_tiny(task, root)
-    progress(f"trained a tiny {task} model in {time.perf_counter() - started:.1f} s: {model}")
-    return model
+
+def tagger_sentences() -> list[str]:
+    """Short English sentences (4-12 words) with people and places."""
+    return [
+        frame.format(
+            p=f"{first} {last}".strip(), l=PLACES[(i + j) % 5], l2=PLACES[(i + 2 * j + 1) % 5]
+        )
+        for i, frame in enumerate(FRAMES)
+        for j, (first, last) in enumerate(PEOPLE)
+    ]
+
+
+def rot13_ciphertexts(count: int = 48) -> list[str]:
+    """``count`` ROT13 ciphertexts of plaintexts of 16-32 symbols from A-Z and '-'."""
+    rot13 = str.maketrans(
+        string.ascii_uppercase, string.ascii_uppercase[13:] + string.ascii_uppercase[:13]
+    )
+    rng, out = random.Random(13), []
+    while len(out) < count:
+        target, plain = rng.randint(16, 32), rng.choice(SECRETS)
+        while len(plain) < target:
+            plain += "-" + rng.choice(SECRETS)
+        if len(plain) <= 32:
+            out.append(plain.translate(rot13))
+    return out
+
+
+def translator_inputs() -> list[str]:
+    """Short normalised French sentences such as ``je suis fatigue .``."""
+    words = [w for w in WORDS if w not in ("riche", "en retard")]
+    return [
+        f"{s} {'tres ' * ((i + j) % 3 == 0)}{w} ."
+        for i, s in enumerate(SUBJECTS)
+        for j, w in enumerate(words)
+    ]
+
+
+def tiny_data(task: str, root: Path) -> list[str]:
+    """Overrides for a tiny ``task`` model (tag, cipher, translate) on data generated under
+    ``root`` the test suite's way: NER sentences of filler words, people and places; English-
+    French pairs of every subject and word, plain and with "very"."""
+    extra = []
+    if task == "translate":
+        lines = [f"{en}{very} {e}.\t{fr.capitalize()} {tres}{f}."
+                 for fr, en in SUBJECTS.items() for f, e in WORDS.items()
+                 for tres, very in (("", ""), ("tres ", " very"))]  # fmt: skip
+        (root / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        extra = [f"data.file={root / 'pairs.tsv'}"]
+    people = [first for first, _ in PEOPLE] + ["Carla", "Farid"]
+    splits = (("train", 300), ("dev", 60), ("test", 60)) if task == "tag" else ()
+    for seed, (split, count) in enumerate(splits):
+        rng, rows = random.Random(seed), []
+        for _ in range(count):
+            for _ in range(rng.randint(1, 3)):
+                rows += [f"{rng.choice(FILLER)}\tO" for _ in range(rng.randint(1, 3))]
+                kind = rng.random()
+                if kind < 0.4:
+                    rows += [f"{rng.choice(people)}\tB-PER", f"{rng.choice(people)}son\tI-PER"]
+                elif kind < 0.8:
+                    rows.append(f"{rng.choice(PLACES)}\tB-LOC")
+            rows.append("")
+        (root / f"{split}.tsv").write_text("\n".join(rows), encoding="utf-8")
+        extra.append(f"data.{split}={root / f'{split}.tsv'}")
+    return [*TINY[task].split(), *extra, "train.progress=false", "train.device=cpu"]
 
 
 def model_dirs(given: dict[str, str | None], tasks: dict[str, str], root: Path) -> dict[str, Path]:
     """Name → model directory: the one given for it, else one found under ``root``
-    (``root/NAME`` or ``root/TASK/model``), else a tiny model trained there."""
+    (``root/NAME`` or ``root/TASK/model``), else a tiny model trained at ``root/TASK/model``."""
+    from rnnkit.config import from_dict, parse_overrides
+    from rnnkit.tasks import build_task, task_class
+    from rnnkit.train import Trainer
+
     found: dict[str, Path] = {}
     for name, task in tasks.items():
         if given.get(name) is not None:
-            path = Path(given[name]).expanduser().resolve()
-            if not (path / "config.json").is_file():
-                raise SystemExit(f"--{name} {path}: not a model directory (no config.json)")
-            found[name] = path
-            continue
-        for candidate in (root / name, root / task / "model"):
-            if (candidate / "config.json").is_file():
-                found[name] = candidate
-                break
+            found[name] = Path(given[name]).expanduser().resolve()
+            if not (found[name] / "config.json").is_file():
+                raise SystemExit(f"--{name} {found[name]}: not a model directory (no config.json)")
+        elif found_here := [
+            p for p in (root / name, root / task / "model") if (p / "config.json").is_file()
+        ]:
+            found[name] = found_here[0]
         else:
-            found[name] = train_tiny_model(task, root / task)
+            (root / task).mkdir(parents=True, exist_ok=True)
+            config = from_dict(
+                task_class(task).Config, parse_overrides(tiny_data(task, root / task))
+            )
+            found[name] = root / task / "model"
+            Trainer(build_task(task, config), config.train, found[name], log=lambda _: None).fit()
+            progress(f"trained a tiny {task} model: {found[name]}")
     return found
 
 
 def models_line(dirs: dict[str, Path], given: bool) -> str:
     """The report's words for the models of :func:`model_dirs`."""
     if not given:
-        return "the tiny models of `tests/tiny.py`, trained for this run"
+        return "the tiny models of `bench/common.py`, trained for this run"
     return "; ".join(f"{name} `{path}`" for name, path in dirs.items())
-
-
-def tagger_sentences() -> list[str]:
-    """Short English sentences (4-12 words) with people and places, in the words of the
-    tiny NER tagger of tests/tiny.py."""
-    people = [("Elena", "Annason"), ("Boris", "Carlason"), ("Anna", "Faridson"), ("Dmitri", "")]
-    places = ["Paris", "Lima", "Oslo", "Quito", "Hanoi"]
-    frames = [
-        "the man saw {p} in {l}",
-        "we went to {l} and then left",
-        "{p} went to {l} yesterday",
-        "a man saw {p} and {l}",
-        "yesterday we saw {p} in {l} and then left to {l2}",
-        "then {p} left {l}",
-    ]
-    out = []
-    for i, frame in enumerate(frames):
-        for j, (first, last) in enumerate(people):
-            person = f"{first} {last}".strip()
-            place, place2 = places[(i + j) % len(places)], places[(i + 2 * j + 1) % len(places)]
-            out.append(frame.format(p=person, l=place, l2=place2))
-    return out
-
-
-def rot13_ciphertexts(count: int = 48) -> list[str]:
-    """``count`` ROT13 ciphertexts of plaintexts of 16-32 symbols from A-Z and '-'."""
-    words = (
-        "THIS IS A SECRET MESSAGE MEET ME AT THE OLD BRIDGE AFTER DARK BRING THE MAP AND "
-        "TELL NO ONE THE PLAN CHANGED WAIT FOR MY SIGNAL NORTH GATE AT NOON"
-    ).split()
-    upper = string.ascii_uppercase
-    rot13 = str.maketrans(upper, upper[13:] + upper[:13])  # '-' stays '-'
-    rng = random.Random(13)
-    out: list[str] = []
-    while len(out) < count:
-        target = rng.randint(16, 32)
-        plain = rng.choice(words)
-        while len(plain) < target:
-            plain += "-" + rng.choice(words)
-        if len(plain) <= 32:
-            out.append(plain.translate(rot13))
-    return out

@@ -40,6 +40,8 @@ QUICK_LINES = 2000
 
 @dataclass
 class Side:
+    """One side's epoch: words, seconds, examples and held-out loss."""
+
     words: int = 0  # corpus words (before subsampling) trained on
     seconds: float = 0.0
     examples: int = 0  # rnnkit: examples (pairs or centre words); gensim: effective words
@@ -48,11 +50,14 @@ class Side:
 
     @property
     def rate(self) -> float:
+        """Corpus words per second."""
         return self.words / self.seconds if self.seconds > 0 else float("nan")
 
 
 @dataclass
 class Run:
+    """One method on both sides."""
+
     method: str
     config: EmbedConfig
     vocab: int
@@ -68,7 +73,7 @@ def train_rnnkit(task: EmbedTask, config: EmbedConfig) -> Side:
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         trainer = Trainer(task, config.train, tmp, log=lambda _: None)
         trainer.model.train()
-        start = time.perf_counter()
+        start = time.perf_counter()  # one epoch, once: a Timer's repeats would train on
         batches, schedule = task.train_batches(1), Schedule(trainer.optimizer, config.train)
         for step, batch in enumerate(batches):  # the epoch's linear decay, as fit sets it
             schedule.advance(step, len(batches))
@@ -81,34 +86,19 @@ def train_rnnkit(task: EmbedTask, config: EmbedConfig) -> Side:
     return side
 
 
-def gensim_sentences(task: EmbedTask) -> list[list[str]]:
-    """The training lines as token lists, only words of rnnkit's vocabulary kept."""
-    first = len(task.vocab.specials)
-    kept = {w for i, w in enumerate(task.vocab.itos) if i >= first}
-    return [[w for w in line.split() if w in kept] for line in task.lines("train")]
-
-
 def train_gensim(task: EmbedTask, config: EmbedConfig, workers: int) -> Side:
+    """One epoch of gensim's ``Word2Vec`` on the same token lists, scored by rnnkit."""
     from gensim.models import Word2Vec
 
     d, m, t = config.data, config.model, config.train
-    sentences = [s for s in gensim_sentences(task) if s]
+    kept = set(task.vocab.itos[len(task.vocab.specials) :])  # rnnkit's words, no specials
+    sentences = [s for line in task.lines("train") if (s := [w for w in line.split() if w in kept])]
     model = Word2Vec(
-        vector_size=m.embedding_dim,
-        window=d.window,
-        negative=m.negatives,
-        ns_exponent=m.noise_power,
-        hs=0,
-        sg=1 if m.method == "skipgram" else 0,
-        cbow_mean=1,
-        sample=d.subsample,
-        alpha=t.lr,
-        min_alpha=t.lr * 1e-4,
-        min_count=1,  # the sentences hold only words rnnkit kept
-        shrink_windows=d.dynamic_window,
-        workers=workers,
-        seed=t.seed,
-    )
+        vector_size=m.embedding_dim, window=d.window, negative=m.negatives,
+        ns_exponent=m.noise_power, hs=0, sg=int(m.method == "skipgram"), cbow_mean=1,
+        sample=d.subsample, alpha=t.lr, min_alpha=t.lr * 1e-4, shrink_windows=d.dynamic_window,
+        min_count=1, workers=workers, seed=t.seed,  # the sentences hold only rnnkit's words
+    )  # fmt: skip
     model.build_vocab(sentences)
     start = time.perf_counter()
     effective, raw = model.train(
@@ -130,36 +120,27 @@ def score_gensim(task: EmbedTask, model) -> float:
     return task.evaluate()["loss"]
 
 
-# -------------------------------------------------------------------------------- setup
-def load_config(method: str, args: argparse.Namespace, tmp: Path) -> EmbedConfig:
+def bench_method(method: str, args: argparse.Namespace) -> Run:
+    """One method on both sides, the same recipe and token lists; fresh weights for each."""
     sets = [*args.overrides, f"model.method={method}", "train.epochs=1", "train.progress=false"]
     config = bench.load_recipe(args.config or RECIPES[method], "embed", sets)
-    if args.lines:  # the first lines of the training text only, same for both sides
-        source = resolve_data_path(config.data.train, args.data_dir)
-        head = tmp / "train-head.txt"
-        head.write_text("\n".join(read_text(source).splitlines()[: args.lines]) + "\n")
-        config.data.train = str(head)
-    return config
-
-
-def bench_method(method: str, args: argparse.Namespace) -> Run:
     with tempfile.TemporaryDirectory(prefix="bench-embed-data-") as tmp:
-        config = load_config(method, args, Path(tmp))
-        progress(f"{method}: building the task ({config.data.train})")
+        if args.lines:  # the first lines of the training text only, same for both sides
+            source = read_text(resolve_data_path(config.data.train, args.data_dir))
+            config.data.train = str(Path(tmp) / "train-head.txt")
+            Path(config.data.train).write_text("\n".join(source.splitlines()[: args.lines]) + "\n")
+        progress(f"{method}: gensim ({args.workers} workers), then rnnkit ({config.data.train})")
         task = build_task("embed", config, args.data_dir)
-        progress(f"{method}: gensim, {args.workers} workers")
         peer = train_gensim(task, config, args.workers)
-        progress(f"  {peer.rate:,.0f} words/s, held-out loss {peer.loss:.4f}")
         task = build_task("embed", config, args.data_dir)  # fresh weights, same seed
-        progress(f"{method}: rnnkit, {torch.get_num_threads()} torch threads")
         kit = train_rnnkit(task, config)
-        progress(f"  {kit.rate:,.0f} words/s, held-out loss {kit.loss:.4f}")
         lines = sum(1 for line in task.lines("train") if line.split())
         return Run(method, config, len(task.vocab) - len(task.vocab.specials), lines, kit, peer)
 
 
 # ------------------------------------------------------------------------------- report
 def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> str:
+    """The markdown report."""
     c = runs[0].config
     d, m = c.data, c.model
     machine = (
@@ -167,7 +148,7 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
         f"{bench.threads(args)}; gensim: {args.workers} worker threads"
     )
     lines = [
-        *bench.header("Word2vec benchmark: rnnkit vs gensim", args, others, machine),
+        *bench.header("Word2vec benchmark: rnnkit vs gensim", args, others, machine, __doc__),
         f"- corpus: {d.train}{', lowercased' if d.lowercase else ''}, {runs[0].sentences:,} "
         f"sentences, {runs[0].kit.words:,} words of a {runs[0].vocab:,}-word vocabulary "
         f"(min count {d.min_freq}); both sides get the same token lists",
@@ -176,8 +157,6 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
         f"(counts^{m.noise_power:g}), subsampling {d.subsample:g}, one epoch, lr decayed "
         f"linearly; rnnkit SGD with word2vec's hand-written gradient, batch "
         f"{c.train.batch_size}, examples in text order",
-        "- words/s: corpus words (before subsampling) / training seconds; held-out loss: "
-        "rnnkit's negative-sampling loss on the validation text with each side's vectors",
         "",
         *bench.table(
             "method | lr | rnnkit words/s | gensim words/s | ratio rnnkit/gensim | rnnkit "
@@ -203,6 +182,7 @@ def report(runs: list[Run], args: argparse.Namespace, others: float | None) -> s
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked."""
     parser = bench.parser(__doc__, f"the first {QUICK_LINES:,} lines only", data_dir=True)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     parser.add_argument(
@@ -224,6 +204,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     args = parse_args(argv)
     if not bench.needs("gensim"):  # a benchmark-only dependency
         return 2

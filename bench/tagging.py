@@ -9,15 +9,17 @@
 2. **Seed size, the seed's algorithm** (CPU): the tutorial's BiLSTM-CRF, one sentence per SGD
    update, its CRF ``SeedLoopCRF`` from bench/crf.py, and again with the forward algorithm
    vectorised (the tutorial's exercise); its Viterbi for tagging.
-3. **Recipes** (``--recipes``): the task built the CLI's way, ``--steps`` steps timed (batch
-   making included), then ``task.tag`` on dev sentences, one at a time (median length) and in
-   batches of 32 and 256; skipped with a note when the data is missing. ``--contextual
-   FWD,BWD`` adds each recipe with those character LMs' features.
+3. **Recipes** (``--recipes``, with ``key=value`` overrides): the task built the CLI's way,
+   ``--steps`` steps timed (batch making included), then ``task.tag`` on dev sentences, one at a
+   time (median length) and in batches of 32 and 256; skipped with a note when the data is
+   missing. ``--contextual FWD,BWD`` adds each recipe with those character LMs' features.
 
 Target: ≥ 1,000 training sentences/s at the seed size.
 
     .venv/bin/python bench/tagging.py                    # all three sections, about 2 min
     .venv/bin/python bench/tagging.py --threads 1 --batches 32,64,128
+    python bench/tagging.py --device cuda train.precision=bf16     # on a GPU; key=value
+    python bench/tagging.py --device cuda train.compile=true       # overrides every recipe
 """
 
 from __future__ import annotations
@@ -29,13 +31,11 @@ import random
 import statistics
 import tempfile
 from dataclasses import dataclass, field
-from functools import partial
-from pathlib import Path
 from types import SimpleNamespace
 
 import common as bench
 import torch
-from common import Rate, Step, median_seconds, progress, run_for, run_steps, warm
+from common import Rate, Step, median_s, progress, timed
 from crf import SeedLoopCRF
 from torch import nn
 
@@ -44,24 +44,18 @@ from rnnkit.data.text import resolve_data_path
 from rnnkit.nn.crf import CRF
 from rnnkit.nn.tagger import Tagger, TagModelConfig
 from rnnkit.tasks import build_task
-from rnnkit.tasks.tag import TagConfig, TagTask
+from rnnkit.tasks.tag import TagConfig
 from rnnkit.train import Trainer
 
 DEFAULT_RECIPES = "configs/ewt-upos.yaml,configs/uner-ewt-ner.yaml"
-# The seed tutorial's "realistic" size.
-SEED_WORDS = 10_000
-SEED_REAL_TAGS = 9  # + its begin and end pseudo-tags = 11
-SEED_LENGTH = 30
-SEED_EMBEDDING = 100
-SEED_HIDDEN = 200  # both directions together, as the tutorial counts it
-SEED_LR = 0.01
-SEED_WEIGHT_DECAY = 1e-4
+SEED_WORDS, SEED_TAGS, SEED_LENGTH = 10_000, 9, 30  # the seed's "realistic" size; +2 tags
+SEED_EMBEDDING, SEED_HIDDEN = 100, 200  # hidden: both directions, as the tutorial counts it
+SEED_LR, SEED_WEIGHT_DECAY = 0.01, 1e-4
 CORPUS = 4096  # synthetic sentences, reused in turn
 WARMUP_STEPS = 3
 TAG_BATCHES = (32, 256)
 TAG_SAMPLE = 256  # dev sentences tagged in batches
 TARGET = 1_000.0  # training sentences/s at the seed size
-# Figures quoted by the issue, for scale only.
 QUOTED = "seed loop ~14 sent/s, forward vectorised ~123, Flair 0.15 ~77 (1,260 tok/s)"
 TUNED = {  # flag: (value, --quick value, help)
     "seconds": (5.0, 0.3, "seed size: time per timed part"),
@@ -69,54 +63,34 @@ TUNED = {  # flag: (value, --quick value, help)
     "seed_sentences": (30, 3, "seed loop: timed sentences"),
     "vectorised_sentences": (120, 10, "seed, forward vectorised: timed sentences"),
     "seed_warmup": (3, 1, "seed: warm-up sentences"),
-    "latency_sentences": (50, 5, "one-sentence tagging calls"),
-    "tag_repeats": (3, 1, "batch tagging runs, median"),
+    "latency_sentences": (50, 5, "dev sentences of the median length, tagged one at a time"),
+    "tag_repeats": (3, 1, "batch tagging runs, mean"),
 }
 
 
-# ----------------------------------------------------------------------- synthetic corpus
-@dataclass
-class Corpus:
-    """Random sentences at the seed size: word ids (never 0, padding, or 1, unknown), tags."""
-
-    words: torch.Tensor  # (sentences, length) long
-    tags: torch.Tensor  # (sentences, length) long, real tags only
-
-    def batches(self, size: int) -> list[dict[str, torch.Tensor]]:
-        out = []
-        for start in range(0, self.words.shape[0] - size + 1, size):
-            words, tags = self.words[start : start + size], self.tags[start : start + size]
-            out.append(
-                {"words": words, "mask": torch.ones_like(words, dtype=torch.bool), "tags": tags}
-            )
-        return out
+def counted(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """(sentences, real tokens) of a batch."""
+    return batch["mask"].shape[0], int(batch["mask"].sum())
 
 
-def make_corpus(seed: int) -> Corpus:
-    g = torch.Generator().manual_seed(seed)
-    words = torch.randint(2, SEED_WORDS, (CORPUS, SEED_LENGTH), generator=g)
-    tags = torch.randint(SEED_REAL_TAGS, (CORPUS, SEED_LENGTH), generator=g)
-    return Corpus(words, tags)
-
-
-def seed_size_config(head: str) -> TagModelConfig:
-    return TagModelConfig(
-        embedding_dim=SEED_EMBEDDING,
-        chars="none",
-        hidden_size=SEED_HIDDEN // 2,
-        layers=1,
-        dropout=0.0,
-        word_dropout=0.0,
-        head=head,
-        constrain=False,
-    )
+# ------------------------------------------------------------------- seed size, rnnkit
+def seed_batches(words: torch.Tensor, tags: torch.Tensor, size: int) -> list[dict]:
+    """The synthetic corpus ``(sentences, 30)`` cut into full batches of ``size``."""
+    return [
+        {"words": w, "mask": torch.ones_like(w, dtype=torch.bool), "tags": t}
+        for w, t in zip(words.split(size), tags.split(size), strict=True)
+        if len(w) == size
+    ]
 
 
 def seed_size_trainer(head: str, args: argparse.Namespace, out_dir: str) -> Trainer:
     """A seed-size Tagger with the Trainer (and so the optimizer) a tag recipe would get."""
     torch.manual_seed(args.random_seed)
-    tags = [f"T{i}" for i in range(SEED_REAL_TAGS)]
-    model = Tagger(SEED_WORDS, 2, tags, seed_size_config(head), scheme=None)
+    config = TagModelConfig(
+        embedding_dim=SEED_EMBEDDING, chars="none", hidden_size=SEED_HIDDEN // 2, layers=1,
+        dropout=0.0, word_dropout=0.0, head=head, constrain=False,
+    )  # fmt: skip
+    model = Tagger(SEED_WORDS, 2, [f"T{i}" for i in range(SEED_TAGS)], config, scheme=None)
     train = dataclasses.replace(TagConfig().train, device=args.device)
     stand_in = SimpleNamespace(
         model=model, default_metric="accuracy", metric_goals={"accuracy": "max"}
@@ -124,8 +98,40 @@ def seed_size_trainer(head: str, args: argparse.Namespace, out_dir: str) -> Trai
     return Trainer(stand_in, train, out_dir, log=lambda _: None)
 
 
+def crf_only_step(batch_size: int, device: torch.device) -> Step:
+    """The CRF's NLL forward+backward alone, on random emissions (as from an encoder)."""
+    g = torch.Generator().manual_seed(batch_size)
+    crf = CRF(SEED_TAGS).to(device)
+    shape = (batch_size, SEED_LENGTH, SEED_TAGS)
+    emissions = torch.randn(shape, generator=g).to(device).requires_grad_(True)
+    tags = torch.randint(SEED_TAGS, shape[:2], generator=g).to(device)
+    mask = torch.ones(shape[:2], dtype=torch.bool, device=device)
+
+    def step() -> tuple[int, int]:
+        emissions.grad = None
+        for p in crf.parameters():
+            p.grad = None
+        loss = crf.nll(emissions, tags, mask) / mask.numel()
+        loss.backward()
+        float(loss.detach())
+        return batch_size, mask.numel()
+
+    return step
+
+
+def decode_step(model: Tagger, batch: dict[str, torch.Tensor]) -> Step:
+    """``Tagger.decode`` of one ready batch, as a timed step."""
+
+    @torch.no_grad()
+    def step() -> tuple[int, int]:
+        model.decode(batch).cpu()
+        return batch["words"].shape[0], batch["words"].numel()
+
+    return step
+
+
 @dataclass
-class SeedSizeKit:
+class Kit:
     """Section 1's figures, per batch size."""
 
     optimizer: str = ""
@@ -137,78 +143,28 @@ class SeedSizeKit:
     tagging: dict[int, Rate] = field(default_factory=dict)  # decode in batches
 
 
-def crf_only_step(batch_size: int, device: torch.device) -> Step:
-    """The CRF's NLL forward+backward alone, on random emissions (as from an encoder)."""
-    g = torch.Generator().manual_seed(batch_size)
-    crf = CRF(SEED_REAL_TAGS).to(device)
-    shape = (batch_size, SEED_LENGTH, SEED_REAL_TAGS)
-    emissions = torch.randn(shape, generator=g).to(device).requires_grad_(True)
-    tags = torch.randint(SEED_REAL_TAGS, shape[:2], generator=g).to(device)
-    mask = torch.ones(shape[:2], dtype=torch.bool, device=device)
-    tokens = batch_size * SEED_LENGTH
-
-    def step() -> tuple[int, int]:
-        emissions.grad = None
-        for p in crf.parameters():
-            p.grad = None
-        loss = crf.nll(emissions, tags, mask) / tokens
-        loss.backward()
-        float(loss.detach())
-        return batch_size, tokens
-
-    return step
-
-
-def decode_step(model: Tagger, batch: dict[str, torch.Tensor]) -> Step:
-    sentences, tokens = batch["words"].shape[0], batch["words"].numel()
-
-    def step() -> tuple[int, int]:
-        with torch.no_grad():
-            model.decode(batch).cpu()
-        return sentences, tokens
-
-    return step
-
-
-def counted(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
-    return batch["mask"].shape[0], int(batch["mask"].sum())
-
-
-def bench_seed_size_kit(corpus: Corpus, args: argparse.Namespace) -> SeedSizeKit:
-    out = SeedSizeKit()
+def bench_kit(words: torch.Tensor, tags: torch.Tensor, args: argparse.Namespace) -> Kit:
+    """Section 1: rnnkit at the seed size."""
+    out = Kit()
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
-        crf_trainer = seed_size_trainer("crf", args, tmp)
-        soft_trainer = seed_size_trainer("softmax", args, tmp)
-        out.optimizer = bench.describe_optimizer(crf_trainer.optimizer)
-        out.device = str(crf_trainer.device)
-        device = crf_trainer.device
+        trainers = {"crf": seed_size_trainer("crf", args, tmp)}
+        trainers["softmax"] = seed_size_trainer("softmax", args, tmp)
+        device = trainers["crf"].device
+        out.optimizer, out.device = bench.describe_optimizer(trainers["crf"].optimizer), str(device)
         for size in args.batches:
-            batches = corpus.batches(size)
             progress(f"seed size, rnnkit, batch {size}: {args.seconds:g} s each part")
-            for name, trainer in (("crf", crf_trainer), ("softmax", soft_trainer)):
-                step = bench.training_step(trainer, itertools.cycle(batches), counted)
-                rate = run_for(step, args.seconds, warmup=3)
-                (out.train if name == "crf" else out.softmax)[size] = rate
-            crf_step = crf_only_step(size, device)
-            out.crf_only[size] = run_for(crf_step, args.seconds, warmup=3)
-            progress(
-                f"  train {out.train[size].per_second:,.0f} sent/s; softmax head "
-                f"{out.softmax[size].per_second:,.0f}; CRF NLL alone "
-                f"{out.crf_only[size].per_second:,.0f}"
-            )
-        model = crf_trainer.model
-        model.eval()
-        one = move(corpus.batches(1)[0], device)
-        single = decode_step(model, one)
-        warm(single)
-        out.latency_ms = median_seconds(single, max(args.latency_sentences, 5)) * 1e3
+            batches = seed_batches(words, tags, size)
+            for name, into in (("crf", out.train), ("softmax", out.softmax)):
+                step = bench.training_step(trainers[name], itertools.cycle(batches), counted)
+                into[size] = timed(step, args.seconds, warmup=WARMUP_STEPS)
+            out.crf_only[size] = timed(crf_only_step(size, device), args.seconds, warmup=3)
+            progress(f"  train {out.train[size].per_second:,.0f} sent/s")
+        model = trainers["crf"].model.eval()
+        one = move(seed_batches(words, tags, 1)[0], device)
+        out.latency_ms = median_s(decode_step(model, one), args.seconds) * 1e3
         for size in TAG_BATCHES:
-            step = decode_step(model, move(corpus.batches(size)[0], device))
-            out.tagging[size] = run_for(step, args.seconds, warmup=1)
-        progress(
-            f"  decode: one sentence {out.latency_ms:.2f} ms; "
-            + ", ".join(f"batch {b} {r.per_second:,.0f} sent/s" for b, r in out.tagging.items())
-        )
+            step = decode_step(model, move(seed_batches(words, tags, size)[0], device))
+            out.tagging[size] = timed(step, args.seconds, warmup=1)
     return out
 
 
@@ -217,6 +173,7 @@ class SeedVectorisedCRF(SeedLoopCRF):
     """The seed's CRF with the exercise done: one log-sum-exp over all next tags per step."""
 
     def log_partition(self, feats: torch.Tensor) -> torch.Tensor:
+        """log Z of one sentence, vectorised over next tags."""
         alpha = self._initial()  # (1, from)
         for emit in feats:
             # scores[to, from] + alpha[from], summed in log space over "from", for every "to"
@@ -232,8 +189,8 @@ class SeedTagger(nn.Module):
         self.half = SEED_HIDDEN // 2
         self.embed = nn.Embedding(SEED_WORDS, SEED_EMBEDDING)
         self.lstm = nn.LSTM(SEED_EMBEDDING, self.half, num_layers=1, bidirectional=True)
-        self.to_tags = nn.Linear(SEED_HIDDEN, SEED_REAL_TAGS + 2)
-        self.crf = crf_class(CRF(SEED_REAL_TAGS))
+        self.to_tags = nn.Linear(SEED_HIDDEN, SEED_TAGS + 2)
+        self.crf = crf_class(CRF(SEED_TAGS))
 
     def features(self, words: torch.Tensor) -> torch.Tensor:
         """Tag scores ``(time, 11)``; the LSTM starts from a random state, as in the tutorial."""
@@ -241,74 +198,55 @@ class SeedTagger(nn.Module):
         hidden, _ = self.lstm(self.embed(words).view(len(words), 1, -1), state)
         return self.to_tags(hidden.view(len(words), SEED_HIDDEN))
 
-    def nll(self, words: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
-        return self.crf.nll(self.features(words), tags)
-
-    def tag(self, words: torch.Tensor) -> list[int]:
-        return self.crf.viterbi(self.features(words))[1]
-
-
-def seed_train_step(model: SeedTagger, corpus: Corpus) -> Step:
-    optimizer = torch.optim.SGD(model.parameters(), lr=SEED_LR, weight_decay=SEED_WEIGHT_DECAY)
-    rows = itertools.cycle(range(corpus.words.shape[0]))
-
-    def step() -> tuple[int, int]:
-        row = next(rows)
-        model.zero_grad()
-        loss = model.nll(corpus.words[row], corpus.tags[row])
-        loss.backward()
-        optimizer.step()
-        return 1, SEED_LENGTH
-
-    return step
-
 
 @dataclass
 class SeedSide:
+    """Section 2's figures."""
+
     loop: Rate = field(default_factory=Rate)
     vectorised: Rate = field(default_factory=Rate)
     latency_ms: float = 0.0  # the tutorial's Viterbi, one sentence
     agreement: float = 0.0  # |log Z loop - log Z vectorised| on one sentence
 
 
-def bench_seed(corpus: Corpus, args: argparse.Namespace) -> SeedSide:
+def bench_seed(words: torch.Tensor, tags: torch.Tensor, args: argparse.Namespace) -> SeedSide:
+    """Section 2: the seed's algorithm, per-tag loop and vectorised."""
     out = SeedSide()
     torch.manual_seed(args.random_seed)
-    loop_model = SeedTagger(SeedLoopCRF)
-    vector_model = SeedTagger(SeedVectorisedCRF)
-    vector_model.load_state_dict(loop_model.state_dict())
+    models = {"loop": SeedTagger(SeedLoopCRF), "vectorised": SeedTagger(SeedVectorisedCRF)}
+    models["vectorised"].load_state_dict(models["loop"].state_dict())
     with torch.no_grad():
-        feats = torch.randn(SEED_LENGTH, SEED_REAL_TAGS + 2)
-        a = float(loop_model.crf.log_partition(feats))
-        b = float(vector_model.crf.log_partition(feats))
+        feats = torch.randn(SEED_LENGTH, SEED_TAGS + 2)
+        a, b = (float(m.crf.log_partition(feats)) for m in models.values())
     out.agreement = abs(a - b)
     if not out.agreement <= 1e-3 * max(1.0, abs(a)):
         raise AssertionError(f"vectorised forward algorithm disagrees: {a} vs {b}")
-    for name, model, count in (
-        ("per-tag loop", loop_model, args.seed_sentences),
-        ("forward vectorised", vector_model, args.vectorised_sentences),
-    ):
+    for name, count in (("loop", args.seed_sentences), ("vectorised", args.vectorised_sentences)):
+        model, rows = models[name], itertools.cycle(range(len(words)))
+        optimizer = torch.optim.SGD(model.parameters(), lr=SEED_LR, weight_decay=SEED_WEIGHT_DECAY)
+
+        def step(model: SeedTagger = model, optimizer=optimizer, rows=rows) -> tuple[int, int]:
+            row = next(rows)
+            model.zero_grad()
+            model.crf.nll(model.features(words[row]), tags[row]).backward()
+            optimizer.step()
+            return 1, SEED_LENGTH
+
         progress(f"seed size, seed's algorithm ({name}): {count} sentences")
-        step = seed_train_step(model, corpus)
-        rate = run_steps(step, count, args.seed_warmup)
-        setattr(out, "loop" if model is loop_model else "vectorised", rate)
-        progress(f"  {rate.per_second:,.1f} sent/s")
-    loop_model.eval()
-    words = iter(corpus.words)
-
-    def tag_one() -> None:
-        with torch.no_grad():
-            loop_model.tag(next(words))
-
-    tag_one()
-    out.latency_ms = median_seconds(tag_one, max(3, args.seed_sentences)) * 1e3
-    progress(f"  seed Viterbi, one sentence: {out.latency_ms:.1f} ms")
+        setattr(out, name, timed(step, warmup=args.seed_warmup, steps=count))
+    sentences = itertools.cycle(words)
+    tagger = models["loop"].eval()
+    out.latency_ms = median_s(
+        torch.no_grad()(lambda: tagger.crf.viterbi(tagger.features(next(sentences)))), args.seconds
+    ) * 1e3  # fmt: skip
     return out
 
 
 # -------------------------------------------------------------------------------- recipes
 @dataclass
-class RecipeResult:
+class Recipe:
+    """Section 3's figures for one recipe."""
+
     path: str
     note: str = ""  # why it was skipped, when it was
     model: str = ""
@@ -317,81 +255,62 @@ class RecipeResult:
     train: Rate = field(default_factory=Rate)
     latency_ms: float = 0.0
     latency_length: int = 0
-    latency_count: int = 0
     tagging: dict[int, Rate] = field(default_factory=dict)
     sample: int = 0
     cached: Rate | None = None  # contextual: the same steps again, features cached
 
 
-def missing_files(config: TagConfig, data_dir: Path) -> list[str]:
-    names = [config.data.train, config.data.dev]
-    return [n for n in names if not resolve_data_path(n, data_dir).exists()]
-
-
-def pick_latency_sentences(dev: list[list[str]], count: int) -> list[list[str]]:
-    """``count`` dev sentences of the median length (the nearest lengths if too few)."""
-    median = statistics.median_low(len(s) for s in dev)
-    order = sorted(range(len(dev)), key=lambda i: (abs(len(dev[i]) - median), i))
-    return [dev[i] for i in order[:count]]
-
-
 def bench_recipe(
     path: str, args: argparse.Namespace, contextual: list[str] | None = None
-) -> RecipeResult:
-    out = RecipeResult(path + (" + contextual" if contextual else ""))
-    config = bench.load_recipe(path, "tag")
+) -> Recipe:
+    """Section 3: one recipe trained and tagged (``contextual``: with these LMs)."""
+    out = Recipe(path + (" + contextual" if contextual else ""))
+    config = bench.load_recipe(path, "tag", [f"train.device={args.device}", *args.overrides])
     if contextual:
         config.model.contextual = contextual
-    config.train.device = args.device
-    out.model = bench.describe(config)
-    data_dir = args.data_dir
-    missing = missing_files(config, data_dir)
+    out.model, out.batch = bench.describe(config), config.train.batch_size
+    missing = [n for n in (config.data.train, config.data.dev)
+               if not resolve_data_path(n, args.data_dir).exists()]  # fmt: skip
     if missing:
-        out.note = f"skipped: {', '.join(missing)} not found under {data_dir}"
+        out.note = f"skipped: {', '.join(missing)} not found under {args.data_dir}"
         progress(f"{path}: {out.note}")
         return out
-    progress(f"{path}: building the task")
-    task: TagTask = build_task("tag", config, data_dir)
+    progress(f"{path}: building the task, then {args.steps} steps")
+    task = build_task("tag", config, args.data_dir)
     out.sentences = len(task.sentences("train"))
-    out.batch = config.train.batch_size
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
         trainer = Trainer(task, config.train, tmp, log=lambda _: None)
         out.model = bench.describe(config, optimizer=trainer.optimizer)
         step = bench.training_step(trainer, bench.endless(task.train_batches), counted)
-        warm(step)
-        progress(f"  training: {args.steps} steps")
-        out.train = run_steps(step, args.steps)
-        progress(f"  {out.train.per_second:,.0f} sent/s, {out.train.tokens_per_second:,.0f} tok/s")
+        out.train = timed(step, warmup=WARMUP_STEPS, steps=args.steps)
         if contextual:  # the same batches again: every sentence's features now cached
             again = bench.training_step(trainer, bench.endless(task.train_batches), counted)
-            out.cached = run_steps(again, args.steps, warmup=3)
-            progress(f"  cached: {out.cached.per_second:,.0f} sent/s")
+            out.cached = timed(again, warmup=WARMUP_STEPS, steps=args.steps)
     dev = [s.tokens for s in task.sentences("dev") if s.tokens]
-    chosen = pick_latency_sentences(dev, args.latency_sentences)
+    median = statistics.median_low(len(s) for s in dev)
+    order = sorted(range(len(dev)), key=lambda i: (abs(len(dev[i]) - median), i))
+    chosen = [dev[i] for i in order[: args.latency_sentences]]  # the median length, or near it
     out.latency_length = statistics.median_low(len(s) for s in chosen)
-    out.latency_count = len(chosen)
-    task.tag([chosen[0]])
-    each = iter(chosen)
-    out.latency_ms = median_seconds(lambda: task.tag([next(each)]), len(chosen)) * 1e3
+    each = itertools.cycle(chosen)
+    out.latency_ms = median_s(lambda: task.tag([next(each)]), args.seconds) * 1e3
     sample = random.Random(args.random_seed).sample(dev, min(TAG_SAMPLE, len(dev)))
-    out.sample = len(sample)
-    tokens = sum(len(s) for s in sample)
+    out.sample, tokens = len(sample), sum(len(s) for s in sample)
     for size in TAG_BATCHES:
-        task.tag(sample[:size], batch_size=size)
-        seconds = median_seconds(lambda b=size: task.tag(sample, batch_size=b), args.tag_repeats)
-        out.tagging[size] = Rate(len(sample), tokens, args.tag_repeats, seconds)
-    progress(
-        f"  tagging: one sentence {out.latency_ms:.1f} ms; "
-        + ", ".join(f"batch {b} {r.per_second:,.0f} sent/s" for b, r in out.tagging.items())
-    )
+        seconds = bench.timer(lambda b=size: task.tag(sample, batch_size=b)).timeit(
+            args.tag_repeats
+        )
+        out.tagging[size] = Rate(len(sample), tokens, args.tag_repeats, seconds.median)
     return out
 
 
 # ------------------------------------------------------------------------------ reporting
-ratio = partial(bench.ratio, form=",.1f", missing="")
+def ratio(ours: float, theirs: float) -> str:
+    """``ours / theirs`` with one decimal, or nothing."""
+    return bench.ratio(ours, theirs, ",.1f", "")
 
 
-def training_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult]) -> list[str]:
+def training_table(kit: Kit, seed: SeedSide, recipes: list[Recipe]) -> list[str]:
+    """Training throughput of every side."""
     loop, vec = seed.loop.per_second, seed.vectorised.per_second
     rows = [
         f"seed size, rnnkit | {size} | {rate.per_second:,.0f} | {rate.tokens_per_second:,.0f} | "
@@ -424,57 +343,48 @@ def training_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult]
     return bench.table(head + "vectorised", rows)
 
 
-def parts_table(kit: SeedSizeKit) -> list[str]:
+def parts_table(kit: Kit) -> list[str]:
+    """Where a seed-size training step's time goes."""
     rows = []
     for size, full in kit.train.items():
-        soft, crf = kit.softmax[size], kit.crf_only[size]
+        soft, crf = kit.softmax[size].per_second, kit.crf_only[size].per_second
         rows += [
             f"training step, CRF head | {size} | {full.per_second:,.0f} | 100%",
-            f"training step, softmax head (all but the CRF) | {size} | {soft.per_second:,.0f} | "
-            f"{full.per_second / soft.per_second:.0%}",
-            f"CRF NLL forward+backward alone | {size} | {crf.per_second:,.0f} | "
-            f"{full.per_second / crf.per_second:.0%}",
+            f"training step, softmax head (all but the CRF) | {size} | {soft:,.0f} | "
+            f"{full.per_second / soft:.0%}",
+            f"CRF NLL forward+backward alone | {size} | {crf:,.0f} | {full.per_second / crf:.0%}",
         ]
-    head = "seed size, rnnkit | batch | sentences/s | share of a training step's time"
-    return bench.table(head, rows)
+    return bench.table(
+        "seed size, rnnkit | batch | sentences/s | share of a training step's time", rows
+    )
 
 
-def one_row(setting: str, ms: float, tokens: int) -> str:
-    """A tagging row of one sentence of ``tokens`` tokens taking ``ms``."""
-    return f"{setting} | 1 | {ms:.2f} | {1e3 / ms:,.0f} | {tokens * 1e3 / ms:,.0f}"
+def tagging_table(kit: Kit, seed: SeedSide, recipes: list[Recipe]) -> list[str]:
+    """Tagging latency and throughput of every side."""
 
+    def one(setting: str, ms: float, tokens: int) -> str:
+        return f"{setting} | 1 | {ms:.2f} | {1e3 / ms:,.0f} | {tokens * 1e3 / ms:,.0f}"
 
-def tagging_table(kit: SeedSizeKit, seed: SeedSide, recipes: list[RecipeResult]) -> list[str]:
-    rows = [one_row("seed size, rnnkit `Tagger.decode`", kit.latency_ms, SEED_LENGTH)]
+    rows = [one("seed size, rnnkit `Tagger.decode`", kit.latency_ms, SEED_LENGTH)]
     rows += [
         f"seed size, rnnkit `Tagger.decode` | {size} | {rate.seconds / rate.steps * 1e3:.1f} | "
         f"{rate.per_second:,.0f} | {rate.tokens_per_second:,.0f}"
         for size, rate in kit.tagging.items()
     ]
-    rows.append(one_row("seed size, seed's Viterbi loop", seed.latency_ms, SEED_LENGTH))
-    for r in recipes:
-        if r.note:
-            continue
+    rows.append(one("seed size, seed's Viterbi loop", seed.latency_ms, SEED_LENGTH))
+    for r in (r for r in recipes if not r.note):
         setting = f"`{r.path}` `task.tag`"
-        rows.append(
-            one_row(f"{setting}, {r.latency_length} tokens", r.latency_ms, r.latency_length)
-        )
+        rows.append(one(f"{setting}, {r.latency_length} tokens", r.latency_ms, r.latency_length))
         rows += [
             f"{setting}, {r.sample} dev sentences | {size} | {rate.seconds * 1e3:,.0f} (all "
             f"{r.sample}) | {rate.per_second:,.0f} | {rate.tokens_per_second:,.0f}"
             for size, rate in r.tagging.items()
         ]
-    head = "setting | batch | ms per call (median) | sentences/s | tokens/s"
-    return bench.table(head, rows)
+    return bench.table("setting | batch | ms per call (median) | sentences/s | tokens/s", rows)
 
 
-def report(
-    kit: SeedSizeKit,
-    seed: SeedSide,
-    recipes: list[RecipeResult],
-    others: float | None,
-    args: argparse.Namespace,
-) -> str:
+def report(kit: Kit, seed: SeedSide, recipes: list[Recipe], others: float | None, args) -> str:
+    """The markdown report."""
     verdicts = ", ".join(
         f"batch {size}: {rate.per_second:,.0f} sent/s, "
         f"{'met' if rate.per_second >= TARGET else '**not met**'}"
@@ -482,15 +392,16 @@ def report(
     )
     machine = f"rnnkit device {kit.device} (seed side: cpu), float32, {bench.threads(args)}"
     lines = [
-        *bench.header("Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF", args, others, machine),
-        f"- seed size: {SEED_REAL_TAGS} tags + begin/end = {SEED_REAL_TAGS + 2} (rnnkit: "
-        f"{SEED_REAL_TAGS} tags with start/end score vectors), length {SEED_LENGTH}, embedding "
-        f"{SEED_EMBEDDING}, BiLSTM hidden {SEED_HIDDEN} ({SEED_HIDDEN // 2} per direction), "
-        f"vocabulary {SEED_WORDS:,}; synthetic corpus of {CORPUS:,} random sentences, random "
-        f"seed {args.random_seed}",
+        *bench.header(
+            "Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF", args, others, machine, __doc__
+        ),
+        f"- seed size: {SEED_TAGS} tags + begin/end = {SEED_TAGS + 2} (rnnkit: {SEED_TAGS} tags "
+        f"with start/end score vectors), length {SEED_LENGTH}, embedding {SEED_EMBEDDING}, BiLSTM "
+        f"hidden {SEED_HIDDEN} ({SEED_HIDDEN // 2} per direction), vocabulary {SEED_WORDS:,}; "
+        f"synthetic corpus of {CORPUS:,} random sentences, random seed {args.random_seed}",
         f"- rnnkit at the seed size: `Tagger` (chars none, CRF head, no dropout), the Trainer's "
-        f"{kit.optimizer}, clip_norm 5.0, {WARMUP_STEPS} warm-up steps then {args.seconds:g} s "
-        "per batch size",
+        f"{kit.optimizer}, clip_norm 5.0, {WARMUP_STEPS} warm-up steps then `Timer."
+        f"blocked_autorange` for {args.seconds:g} s per batch size",
         f"- seed's algorithm: one sentence per update, SGD lr {SEED_LR}, weight decay "
         f"{SEED_WEIGHT_DECAY}, random initial LSTM state; {args.seed_warmup} warm-up sentences, "
         f"then {seed.loop.steps} (per-tag loop) and {seed.vectorised.steps} (forward "
@@ -506,9 +417,7 @@ def report(
         "",
         *parts_table(kit),
         "",
-        "- softmax head: the same Tagger and step with cross-entropy instead of the CRF; CRF "
-        "alone: `CRF.nll` forward+backward on random `(batch, 30, 9)` emissions; share = the "
-        "CRF-head step's sentences/s over the part's",
+        "- share = the CRF-head step's sentences/s over the part's",
         "",
         "#### Tagging",
         "",
@@ -518,52 +427,38 @@ def report(
         "Viterbi includes its BiLSTM features",
     ]
     for r in recipes:
-        if r.note:
-            lines.append(f"- `{r.path}`: {r.note}")
-            continue
         lines.append(
-            f"- `{r.path}`: {r.model}; {r.sentences:,} training sentences; {WARMUP_STEPS} "
-            f"warm-up steps then {r.train.steps} timed ({r.train.seconds:.1f} s, batch making "
-            f"included); tagging after those steps, `task.tag` (batch making and tag strings "
-            f"included): one sentence = median of {r.latency_count} dev sentences of the median "
-            f"length ({r.latency_length}); batches = {r.sample} random dev sentences, median of "
-            f"{args.tag_repeats} run(s)"
+            f"- `{r.path}`: {r.note}"
+            if r.note
+            else f"- `{r.path}`: {r.model}; {r.sentences:,} training sentences; {WARMUP_STEPS} "
+            f"warm-up steps then {r.train.steps} timed ({r.train.seconds:.1f} s); tagging: one "
+            f"sentence of the median length ({r.latency_length}) over {args.seconds:g} s; "
+            f"batches: {r.sample} random dev sentences, mean of {args.tag_repeats} run(s)"
         )
-    lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------ main
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = bench.parser(__doc__, "a handful of steps, well under 20 s", data_dir=True, tuned=TUNED)
-    p.add_argument("--batches", default=[32, 128], type=bench.int_list, help="seed-size batches")
-    p.add_argument(
-        "--recipes", default=DEFAULT_RECIPES, help="tag recipes, comma-separated ('' for none)"
-    )
-    p.add_argument(
-        "--contextual", metavar="FWD,BWD",
-        help="also each recipe with these character LMs' contextual features"
-    )  # fmt: skip
-    p.add_argument("--device", default="cpu", help="rnnkit's device (cpu; or auto, cuda)")
-    p.add_argument("--random-seed", type=int, default=1, help="for models and data (1)")
-    args = bench.finish(p, p.parse_args(argv))
-    args.recipe_list = [p.strip() for p in args.recipes.split(",") if p.strip()]
-    return args
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    progress(f"torch threads {torch.get_num_threads()}")
+    """Run the benchmark; the exit status."""
+    p = bench.parser(__doc__, "a handful of steps", data_dir=True, tuned=TUNED, device="cpu")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides")
+    p.add_argument("--batches", default=[32, 128], type=bench.int_list, help="seed-size batches")
+    p.add_argument("--recipes", default=DEFAULT_RECIPES, help="tag recipes, comma-separated")
+    p.add_argument("--contextual", metavar="FWD,BWD", help="also each recipe with these char LMs")
+    p.add_argument("--random-seed", type=int, default=1, help="for models and data (1)")
+    args = bench.finish(p, p.parse_intermixed_args(argv))
     before = bench.cpu_ticks()
-    corpus = make_corpus(args.random_seed)
-    kit = bench_seed_size_kit(corpus, args)
-    seed = bench_seed(corpus, args)
-    recipes = [bench_recipe(path, args) for path in args.recipe_list]
+    g = torch.Generator().manual_seed(args.random_seed)
+    words = torch.randint(2, SEED_WORDS, (CORPUS, SEED_LENGTH), generator=g)
+    tags = torch.randint(SEED_TAGS, (CORPUS, SEED_LENGTH), generator=g)
+    kit, seed = bench_kit(words, tags, args), bench_seed(words, tags, args)
+    paths = [path.strip() for path in args.recipes.split(",") if path.strip()]
+    recipes = [bench_recipe(path, args) for path in paths]
     if args.contextual:
         lms = [str(bench.resolve(p.strip())) for p in args.contextual.split(",")]
-        recipes += [bench_recipe(path, args, lms) for path in args.recipe_list]
-    others = bench.others_share(before)
-    bench.publish(report(kit, seed, recipes, others, args), args.target)
+        recipes += [bench_recipe(path, args, lms) for path in paths]
+    bench.publish(report(kit, seed, recipes, bench.others_share(before), args), args.target)
     return 0
 
 

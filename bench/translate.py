@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import common as bench
@@ -28,12 +28,11 @@ from common import progress
 from torch import nn
 from torch.nn import functional as F
 
-from rnnkit.config import from_dict, read_yaml
-from rnnkit.data.parallel import Pair
 from rnnkit.datasets import data_dir
 from rnnkit.nn.seq2seq import EOS_ID
-from rnnkit.tasks.translate import TranslateConfig, TranslateTask, pair_vocabs
-from rnnkit.train import Trainer
+from rnnkit.tasks import build_task
+from rnnkit.tasks.translate import TranslateTask
+from rnnkit.train import Trainer, native_bf16
 
 RECIPE = bench.REPO / "configs" / "fra-eng-tutorial.yaml"
 SEED_MAX_LENGTH = 10
@@ -45,56 +44,47 @@ TUNED = {  # flag: (value, --quick value, help)
 }
 
 
-def synthetic_pairs(count: int, seed: int = 1) -> list[Pair]:
-    """Random sentences of 3–9 words over 4,000 French-like and 2,800 English-like words."""
-    rng = random.Random(seed)
-    src = [f"f{i}" for i in range(4000)]
-    tgt = [f"e{i}" for i in range(2800)]
-    pairs = []
-    for i in range(count):
-        s = " ".join(rng.choice(src) for _ in range(rng.randint(3, 9)))
-        t = " ".join(rng.choice(tgt) for _ in range(rng.randint(3, 9)))
-        pairs.append(Pair(s, t, i + 1))
-    return pairs
-
-
-def build_task(args: argparse.Namespace) -> tuple[TranslateTask, str]:
-    config = from_dict(TranslateConfig, read_yaml(RECIPE))
-    config.train.device = "cpu"
+def build(args: argparse.Namespace, scratch: Path) -> tuple[TranslateTask, str]:
+    """The recipe's task, over synthetic pairs (random sentences of 3–9 words over 4,000
+    French-like and 2,800 English-like words) without its data or with ``--synthetic``."""
+    config = bench.load_recipe(str(RECIPE), "translate", ["train.device=cpu"])
     root = data_dir(args.data_dir)
-    if not args.synthetic and (root / config.data.file).exists():
-        return TranslateTask.build(
-            config, root
-        ), f"{config.data.file} (tutorial recipe's train split)"
-    pairs = synthetic_pairs(400 if args.quick else 10_000)
-    task = TranslateTask(config, pair_vocabs(config.data, pairs))  # synthetic: same code paths
-    task._splits = {"train": pairs, "dev": pairs[:256], "test": pairs[:256]}
-    return task, "synthetic pairs (--synthetic, or no eng-fra/fra.txt in the data directory)"
+    data = f"{config.data.file} (tutorial recipe's train split)"
+    if args.synthetic or not (root / config.data.file).exists():
+        rng, path = random.Random(1), scratch / "pairs.tsv"
+        letters = lambda i: "".join(chr(97 + int(d)) for d in str(i))  # noqa: E731  (normalising drops digits)
+        words = {
+            side: [side + letters(i) for i in range(n)] for side, n in (("f", 4000), ("e", 2800))
+        }
+        sentence = lambda side: " ".join(rng.choice(words[side]) for _ in range(rng.randint(3, 9)))  # noqa: E731
+        lines = [f"{sentence('e')}\t{sentence('f')}" for _ in range(2000 if args.quick else 10_000)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        config.data.file, config.data.filter_prefixes = str(path), False
+        data = "synthetic pairs (--synthetic, or no eng-fra/fra.txt in the data directory)"
+    return build_task("translate", config, root), data
 
 
-def bench_rnnkit(
-    task: TranslateTask, seconds: float, batch_size: int, bf16: bool
-) -> tuple[float, int]:
-    """Target tokens/s of the Trainer's own step at this batch size (in bfloat16 autocast,
-    ``train.precision: bf16``, or in float32), and the steps timed. The recipe's optimizer is
-    fused Adam 1e-3 with clip_norm 1.0, what this loop typed out by hand before the harness
-    change. Starts from the same initial weights each time."""
+def bench_rnnkit(task: TranslateTask, seconds: float, batch_size: int, bf16: bool) -> bench.Rate:
+    """The Trainer's own step at this batch size in bf16 autocast (``train.precision: bf16``) or
+    float32, from the same initial weights each time (the recipe's optimizer: fused Adam 1e-3,
+    clip_norm 1.0)."""
     initial = {k: v.clone() for k, v in task.model.state_dict().items()}
     recipe = task.config.train
-    task.config.train = dataclasses.replace(
-        recipe, batch_size=batch_size, precision="bf16" if bf16 else "fp32"
-    )
+    precision = "bf16" if bf16 else "fp32"
+    task.config.train = dataclasses.replace(recipe, batch_size=batch_size, precision=precision)
     with tempfile.TemporaryDirectory(prefix="bench-translate-") as tmp:
         trainer = Trainer(task, task.config.train, tmp, log=lambda _: None)
-        tokens = lambda b: (len(b["target_mask"]), int(b["target_mask"].sum()))  # noqa: E731
-        step = bench.training_step(trainer, bench.endless(task.train_batches), tokens)
-        rate = bench.run_for(step, seconds, warmup=WARMUP)
+        count = lambda b: (len(b["target_mask"]), int(b["target_mask"].sum()))  # noqa: E731
+        step = bench.training_step(trainer, bench.endless(task.train_batches), count)
+        rate = bench.timed(step, seconds, warmup=WARMUP)
     task.model.load_state_dict(initial)
     task.config.train = recipe
-    return rate.tokens_per_second, rate.steps
+    return rate
 
 
 class SeedEncoder(nn.Module):
+    """The seed's encoder: a GRU fed one word at a time."""
+
     def __init__(self, vocab: int, hidden: int):
         super().__init__()
         self.hidden = hidden
@@ -102,6 +92,7 @@ class SeedEncoder(nn.Module):
         self.gru = nn.GRU(hidden, hidden)
 
     def forward(self, word: torch.Tensor, state: torch.Tensor):
+        """One word ``(1,)`` and the state ``(1, 1, H)`` → output and state."""
         return self.gru(self.embedding(word).view(1, 1, -1), state)
 
 
@@ -118,6 +109,8 @@ class SeedAttnDecoder(nn.Module):
         self.out = nn.Linear(hidden, vocab)
 
     def forward(self, word: torch.Tensor, state: torch.Tensor, memory: torch.Tensor):
+        """One word, the state and the memory ``(MAX_LENGTH, H)`` → log-probabilities
+        ``(1, V)`` and the state."""
         embedded = self.dropout(self.embedding(word).view(1, 1, -1))
         weights = F.softmax(self.attn(torch.cat((embedded[0], state[0]), 1)), dim=1)
         applied = torch.bmm(weights.unsqueeze(0), memory.unsqueeze(0))
@@ -166,71 +159,54 @@ def bench_seed(task: TranslateTask, pairs: int, hidden: int = 256) -> float:
         dec_opt.step()
         return trained
 
-    return bench.run_steps(lambda: (1, one_pair()), pairs, WARMUP).tokens_per_second
-
-
-def bench_decoding(task: TranslateTask, count: int) -> dict[int, float]:
-    sources = sorted({p.source for p in task.pairs("dev")})[:count]
-    rates = {}
-    for beam in (1, 5):
-        task.translate(sources[:8], beam)  # warm-up
-        start = time.perf_counter()
-        task.translate(sources, beam)
-        rates[beam] = len(sources) / (time.perf_counter() - start)
-    return rates
-
-
-def _native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return bench.timed(lambda: (1, one_pair()), warmup=WARMUP, steps=pairs).tokens_per_second
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; the exit status."""
     parser = bench.parser(__doc__, "tiny timings", tuned=TUNED)
     parser.add_argument("--data-dir", help="where eng-fra/fra.txt lives")
     parser.add_argument("--synthetic", action="store_true", help="synthetic pairs even if found")
     args = bench.finish(parser, parser.parse_args(argv))
     torch.manual_seed(1)
     ticks = bench.cpu_ticks()
-    task, data = build_task(args)
-    progress(f"data: {data}")
-    settings = [(64, False), (64, True), (256, False), (256, True)]
-    ours = {}
-    for batch_size, bf16 in settings:
-        progress(f"rnnkit training, batch {batch_size}{', bf16' * bf16} ...")
-        ours[batch_size, bf16] = bench_rnnkit(task, args.seconds, batch_size, bf16)
-    progress("seed loop ...")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-translate-"))
+    task, data = build(args, scratch)
+    progress(f"data: {data}; rnnkit training, the seed loop, decoding")
+    ours = {
+        (b, bf16): bench_rnnkit(task, args.seconds, b, bf16)
+        for b in (64, 256)
+        for bf16 in (False, True)
+    }
     seed = bench_seed(task, args.seed_pairs)
-    progress("decoding ...")
-    decode = bench_decoding(task, args.decode)
-    busy = bench.others_share(ticks)
-    machine = f"device cpu, {bench.threads(args)}"
+    sources = sorted({p.source for p in task.pairs("dev")})[: args.decode]
+    decode = {1: 0.0, 5: 0.0}  # beam → sentences/s
+    for beam in decode:
+        decode[beam] = len(sources) / bench.median_s(lambda b=beam: task.translate(sources, b), 0)
     rows = [
-        f"rnnkit, batch {b}, {'bfloat16 autocast' if bf16 else 'float32'} ({steps} steps) | "
-        f"{rate:,.0f} | **{rate / seed:.1f}×**"
-        for (b, bf16), (rate, steps) in ours.items()
+        f"rnnkit, batch {b}, {'bfloat16 autocast' if bf16 else 'float32'} ({rate.steps} steps) | "
+        f"{rate.tokens_per_second:,.0f} | **{rate.tokens_per_second / seed:.1f}×**"
+        for (b, bf16), rate in ours.items()
     ]
     rows.append(f"seed's one-pair loop ({args.seed_pairs} pairs) | {seed:,.0f} | 1.0×")
+    title = "Translation benchmark: rnnkit vs the seed's one-pair loop"
+    machine = f"device cpu, {bench.threads(args)}"
     lines = [
         "",
-        *bench.header(
-            "Translation benchmark: rnnkit vs the seed's one-pair loop", args, busy, machine
-        ),
+        *bench.header(title, args, bench.others_share(ticks), machine, __doc__),
         f"- data: {data}. Model: configs/fra-eng-tutorial.yaml sizes.",
         "",
         *bench.table("training | target tokens/s | ratio over the seed's loop (target ≥30×)", rows),
         "",
         "- the recipe trains at batch 64; bfloat16 autocast is `train.precision: bf16` (this CPU "
-        "has native bf16: " + ("yes" if _native_bf16() else "no") + ")",
+        f"has native bf16: {'yes' if native_bf16() else 'no'}); `Timer.blocked_autorange`",
         "",
         *bench.table(
             "decoding (batch 128) | sentences/s",
             [("greedy", f"{decode[1]:,.0f}"), ("beam 5", f"{decode[5]:,.0f}")],
-        ),
+        ),  # fmt: skip
     ]
+    shutil.rmtree(scratch)
     bench.publish("\n".join(lines), args.target)
     return 0
 
