@@ -25,11 +25,12 @@ import json
 import os
 import shutil
 import uuid
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -41,7 +42,7 @@ from rnnkit.errors import DataError, ModelDirError
 VERSION = 1  # of the cache's layout; a cache of another version is prepared afresh
 READ_BYTES = 1 << 22  # bytes read at a time
 LONG_LINE = 1 << 22  # an unfinished line this long is split at its last space
-BLOCK = 1 << 24  # ids handled at a time when counting and remapping
+BLOCK = 1 << 22  # ids handled at a time when counting and remapping
 Unit = Literal["stream", "lines"]
 
 
@@ -240,7 +241,7 @@ def _write(path: Path, shape: Shape, out: Path, progress: bool) -> None:
     point), then count the training part, build the vocabulary, and write the final ids in
     the smallest dtype that holds them, then ``meta.json``, the mark of a finished cache."""
     raw = _Provisional(out / "provisional.bin")
-    line_ends: list[int] = []  # provisional positions where lines end (unit: lines)
+    line_ends = array("q")  # provisional positions where lines end (unit: lines)
     chars = shape.unit == "stream" and shape.level == "char"
     with raw.file:
         pieces = text_pieces(path, progress)
@@ -253,12 +254,12 @@ def _write(path: Path, shape: Shape, out: Path, progress: bool) -> None:
             eos = [EOS] if shape.unit == "stream" else []
             for words, ends in words_by_line(pieces, str(path)):
                 raw.add_words(words + eos if ends else words)
-                if ends:
+                if ends and shape.unit == "lines":
                     line_ends.append(raw.size)
         raw.file.flush()
         os.fsync(raw.file.fileno())
-    prov = np.memmap(out / "provisional.bin", np.uint32, "r", shape=(raw.size,))
-    ends = np.asarray(line_ends, np.int64)
+    prov = _Ids(out / "provisional.bin", raw.size)
+    ends = np.frombuffer(line_ends, np.int64)
     split = _split_point(shape, raw.size, ends.size)
     first, last = _train_range(shape, raw.size, split, ends)
     counts = _bincount(prov, first, last, 0x110000 if chars else len(raw.stoi))
@@ -278,7 +279,6 @@ def _write(path: Path, shape: Shape, out: Path, progress: bool) -> None:
         kept = _write_lines(prov, remap, ends, out)
     else:
         kept = _write_stream(prov, remap, shape.reverse, _dtype(len(vocab)), out)
-    del prov
     os.remove(out / "provisional.bin")
     (out / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False))
     meta = {
@@ -289,6 +289,8 @@ def _write(path: Path, shape: Shape, out: Path, progress: bool) -> None:
         "lines": int(ends.size),
         "split": split,
     }
+    for done in out.iterdir():  # on disk before the mark that says they are whole
+        _fsync(done)
     _write_synced(out / "meta.json", json.dumps(meta, indent=1).encode())
 
 
@@ -310,11 +312,35 @@ def _train_range(shape: Shape, tokens: int, split: int, ends: np.ndarray) -> tup
     return 0, split
 
 
-def _bincount(ids: np.ndarray, first: int, last: int, size: int) -> np.ndarray:
-    """Counts of each id in ``ids[first:last]`` ``(size,)``, a block at a time."""
+class _Ids:
+    """A file of uint32 ids read a block at a time with plain reads: unlike a memory map,
+    the pages read never count towards the process's resident memory."""
+
+    def __init__(self, path: Path, size: int):
+        self.path, self.size = path, size
+
+    def blocks(self, first: int = 0, last: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, ids[start:start + BLOCK])`` from ``first`` to ``last``, in order."""
+        last = self.size if last is None else last
+        with open(self.path, "rb") as f:
+            for start in range(first, last, BLOCK):
+                f.seek(start * 4)
+                yield start, np.fromfile(f, np.uint32, min(BLOCK, last - start))
+
+    def reversed_blocks(self) -> Iterator[np.ndarray]:
+        """The ids in reverse order, a block at a time."""
+        with open(self.path, "rb") as f:
+            for stop in range(self.size, 0, -BLOCK):
+                start = max(0, stop - BLOCK)
+                f.seek(start * 4)
+                yield np.fromfile(f, np.uint32, stop - start)[::-1]
+
+
+def _bincount(ids: _Ids, first: int, last: int, size: int) -> np.ndarray:
+    """Counts of each id in ``ids[first:last]`` ``(size,)``."""
     counts = np.zeros(size, np.int64)
-    for start in range(first, last, BLOCK):
-        counts += np.bincount(ids[start : min(last, start + BLOCK)], minlength=size)[:size]
+    for _, block in ids.blocks(first, last):
+        counts += np.bincount(block, minlength=size)[:size]
     return counts
 
 
@@ -322,44 +348,48 @@ def _dtype(size: int) -> type:
     return np.uint8 if size <= 1 << 8 else np.uint16 if size <= 1 << 16 else np.int32
 
 
-def _write_stream(
-    prov: np.ndarray, remap: np.ndarray, reverse: bool, dtype: type, out: Path
-) -> int:
+def _write_stream(prov: _Ids, remap: np.ndarray, reverse: bool, dtype: type, out: Path) -> int:
     """``ids.npy``: every provisional id through ``remap``, reversed if asked."""
-    n = prov.size
-    ids = np.lib.format.open_memmap(out / "ids.npy", "w+", dtype, (n,))
-    for start in range(0, n, BLOCK):
-        stop = min(n, start + BLOCK)
-        block = remap[prov[start:stop]].astype(dtype)
-        if reverse:
-            ids[n - stop : n - start] = block[::-1]
-        else:
-            ids[start:stop] = block
-    ids.flush()
-    return n
+    blocks = prov.reversed_blocks() if reverse else (b for _, b in prov.blocks())
+    with _npy(out / "ids.npy", dtype, prov.size) as f:
+        for block in blocks:
+            f.write(remap[block].astype(dtype).tobytes())
+    return prov.size
 
 
-def _write_lines(prov: np.ndarray, remap: np.ndarray, ends: np.ndarray, out: Path) -> int:
+def _write_lines(prov: _Ids, remap: np.ndarray, ends: np.ndarray, out: Path) -> int:
     """``ids.npy`` with the words ``remap`` drops (-1) left out, and ``offsets.npy``."""
-    n, kept_total = prov.size, 0
+    kept_total = 0
     offsets = np.zeros(ends.size + 1, np.int64)
-    for start in range(0, n, BLOCK):  # first pass: how many survive, and where lines end
-        stop = min(n, start + BLOCK)
-        kept = np.cumsum(remap[prov[start:stop]] >= 0)
-        lo, hi = np.searchsorted(ends, [start + 1, stop + 1])
+    for start, block in prov.blocks():  # first pass: how many survive, and where lines end
+        kept = np.cumsum(remap[block] >= 0)
+        lo, hi = np.searchsorted(ends, [start + 1, start + block.size + 1])
         offsets[1 + lo : 1 + hi] = kept_total + kept[ends[lo:hi] - start - 1]
         kept_total += int(kept[-1]) if kept.size else 0
     dtype = _dtype(int(remap.max(initial=0)) + 1)
-    ids = np.lib.format.open_memmap(out / "ids.npy", "w+", dtype, (kept_total,))
-    at = 0
-    for start in range(0, n, BLOCK):
-        block = remap[prov[start : min(n, start + BLOCK)]]
-        block = block[block >= 0]
-        ids[at : at + block.size] = block
-        at += block.size
-    ids.flush()
+    with _npy(out / "ids.npy", dtype, kept_total) as f:
+        for _, block in prov.blocks():
+            ids = remap[block]
+            f.write(ids[ids >= 0].astype(dtype).tobytes())
     np.save(out / "offsets.npy", offsets)
     return kept_total
+
+
+def _npy(path: Path, dtype: type, size: int) -> BinaryIO:
+    """An open ``.npy`` file of ``size`` elements of ``dtype``, its header written: the
+    caller writes the data in order (no memory map, so no resident pages)."""
+    f = open(path, "wb")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+    np.lib.format.write_array_header_2_0(f, {**header, "shape": (size,)})
+    return f
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_synced(path: Path, data: bytes) -> None:
