@@ -13,10 +13,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rnnkit.checkpoint import atomic_write_bytes  # noqa: E402
 
 
-def plot_training_curve(history: list[dict[str, Any]], metric: str, path: str | Path) -> None:
-    """Training loss against epochs (log scale), and the dev metric against minutes."""
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Write ``fig`` as a PNG in one atomic step (a reader never sees half an image); close it."""
     import io
 
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_training_curve(history: list[dict[str, Any]], metric: str, path: str | Path) -> None:
+    """Training loss against epochs (log scale), and the dev metric against minutes."""
     epochs = [rec["epoch"] for rec in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     left.plot(epochs, [rec["train_loss"] for rec in history], marker="o", ms=3)
@@ -30,10 +38,7 @@ def plot_training_curve(history: list[dict[str, Any]], metric: str, path: str | 
     for ax in (left, right):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -44,8 +49,6 @@ def plot_confusion_matrix(
     Each cell's colour is its share of the gold row (so rare classes show as clearly as common
     ones); the counts are written in the cells when there are at most 20 labels.
     """
-    import io
-
     import numpy as np
 
     grid = np.asarray(counts, dtype=float).reshape(len(labels), len(labels))
@@ -70,10 +73,7 @@ def plot_confusion_matrix(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
 
 
 def plot_attention(
@@ -84,8 +84,6 @@ def plot_attention(
 
     weights: ``(len(target), len(source))`` rows of attention weights (a tensor, array or lists).
     """
-    import io
-
     import numpy as np
 
     grid = np.asarray(weights, dtype=float).reshape(len(target), len(source))
@@ -101,7 +99,4 @@ def plot_attention(
     if title:
         ax.set_title(title, pad=12, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path)
