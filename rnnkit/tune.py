@@ -296,6 +296,15 @@ def run_trial(search: Search, trial: Any) -> float:
     return best
 
 
+def _finished_count(study: Any) -> int:
+    """Trials that ran to their end or were pruned (not those skipped over the budget)."""
+    from optuna.trial import TrialState
+
+    states = (TrialState.COMPLETE, TrialState.PRUNED)
+    trials = study.get_trials(deepcopy=False, states=states)
+    return sum(not t.user_attrs.get("skipped") for t in trials)
+
+
 def _beyond_budget(search: Search, trial: Any) -> bool:
     """Whether the study already has ``--trials`` finished or earlier running trials."""
     from optuna.trial import TrialState
@@ -471,6 +480,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(summary_line(search, trial), flush=True)
         keep_best(search, study)
         plot_trials(search, study, search.out / "trials.png")
+        if _finished_count(study) >= search.trials:
+            study.stop()
 
     with _quiet_optuna():
         study = open_study(search, args)

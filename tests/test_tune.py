@@ -115,6 +115,7 @@ def test_a_search_finds_the_better_setting_prunes_and_keeps_the_best(
     assert run.returncode == 0, run.stderr
     trials = _study(out)
     states = [t.state.name for t in trials]
+    assert len(trials) == 4  # one worker: none started over the budget
     assert states.count("COMPLETE") + states.count("PRUNED") == 4
     assert "PRUNED" in states  # a hopeless learning rate stopped early
     pruned = next(t for t in trials if t.state.name == "PRUNED")
