@@ -187,12 +187,6 @@ def open_study(search: Search, args: argparse.Namespace) -> Any:
     import optuna
 
     url = args.storage or f"sqlite:///{(search.out / 'study.db').resolve()}"
-    storage = optuna.storages.RDBStorage(
-        url,
-        heartbeat_interval=HEARTBEAT_SECONDS,
-        grace_period=GRACE_SECONDS,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(1),
-    )
     sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=args.startup_trials)
     if args.pruner == "median":
         pruner: Any = optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials)
@@ -203,6 +197,12 @@ def open_study(search: Search, args: argparse.Namespace) -> Any:
     direction = "maximize" if search.goal == "max" else "minimize"
     for attempt in range(3):  # workers started together race to create the tables
         try:
+            storage = optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(1),
+            )
             return optuna.create_study(
                 storage=storage, sampler=sampler, pruner=pruner, study_name=args.study,
                 direction=direction, load_if_exists=True,

@@ -12,7 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -169,13 +171,14 @@ def _postgres_binaries() -> Path | None:
 
 
 @pytest.fixture
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> str:
+def postgres() -> Iterator[str]:
     """A PostgreSQL server of its own on loopback (Debian's package); its URL."""
     bin_dir = _postgres_binaries()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
-    pytest.importorskip("psycopg2")
-    data = tmp_path_factory.mktemp("pg") / "data"
+    pytest.importorskip("psycopg")
+    # Outside pytest's private temporary folders, which the server's user cannot enter.
+    data = Path(tempfile.mkdtemp(prefix="rnnkit-pg-")) / "data"
     as_user: list[str] = []
     if os.geteuid() == 0:  # the server refuses to run as root
         shutil.chown(data.parent, "postgres")
@@ -192,6 +195,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> str:
         yield f"postgresql://tuner@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "stop", "-m", "fast"])
+        shutil.rmtree(data.parent, ignore_errors=True)
 
 
 @pytest.mark.slow
