@@ -223,3 +223,15 @@ def test_two_workers_share_one_study_on_postgresql(
     assert all(any(f"trial {t.number}:" in out for out, _ in outputs) for t in ran)
     by_worker = [[t for t in ran if f"worker{i}" in t.user_attrs["dir"]] for i in range(2)]
     assert all(by_worker)  # both took part
+
+
+@pytest.mark.parametrize("space", sorted((ROOT / "configs").glob("*.space.yaml")), ids=str)
+def test_every_shipped_space_fits_its_recipe(space: Path) -> None:
+    from rnnkit.config import from_dict, merge, read_yaml
+    from rnnkit.tasks import task_class
+
+    recipe = read_yaml(space.with_name(space.name.replace(".space", "")))
+    config_class = task_class(recipe["task"]).Config
+    for param in read_space(space):
+        for value in param.corners():
+            from_dict(config_class, merge(recipe, parse_overrides([as_override(param.key, value)])))
