@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, check_sizes
+from rnnkit.nn.regularize import LockedDropout, activation_penalty, embedding_dropout
 
 
 @dataclass
@@ -28,6 +29,12 @@ class LMModelConfig:
     layers: int = 2
     dropout: float = 0.2  # between recurrent layers and on their output
     embedding_dropout: float = 0.1
+    # AWD-LSTM's regularisers (rnnkit/nn/regularize.py); all off by default.
+    locked_dropout: bool = False  # embedding_dropout and dropout: one mask per window
+    word_dropout: float = 0.0  # whole words dropped from the embedding matrix per batch
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden weights
+    activation_reg: float = 0.0  # AR: cost of large (dropped) outputs, Merity et al.'s alpha
+    temporal_reg: float = 0.0  # TAR: cost of outputs changing between steps (beta)
     tie_weights: bool = False  # share the input embedding with the output layer
     adaptive_softmax: bool = False  # for large word vocabularies
     cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])
@@ -40,8 +47,12 @@ class LMModelConfig:
         )
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"bad value {self.dropout} for model.dropout (0 ≤ dropout < 1)")
-        if not 0 <= self.embedding_dropout < 1:
-            raise ConfigError(f"bad value {self.embedding_dropout} for model.embedding_dropout")
+        for name in ("embedding_dropout", "word_dropout", "weight_drop"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"bad value {getattr(self, name)} for model.{name} (0 to <1)")
+        for name in ("activation_reg", "temporal_reg"):
+            if not 0 <= getattr(self, name) <= 1000:
+                raise ConfigError(f"bad value {getattr(self, name)} for model.{name} (0 to 1000)")
         if self.tie_weights and self.adaptive_softmax:
             raise ConfigError("model.tie_weights and model.adaptive_softmax cannot both be on")
 
@@ -54,11 +65,13 @@ class LanguageModel(nn.Module):
         c = config
         self.config = c
         self.embed = nn.Embedding(vocab_size, c.embedding_dim)
-        self.embed_drop = nn.Dropout(c.embedding_dropout)
+        dropout = LockedDropout if c.locked_dropout else nn.Dropout
+        self.embed_drop = dropout(c.embedding_dropout)
         self.encoder = RecurrentEncoder(
-            c.embedding_dim, c.hidden_size, rnn=c.rnn, layers=c.layers, dropout=c.dropout
-        )
-        self.drop = nn.Dropout(c.dropout)
+            c.embedding_dim, c.hidden_size, c.rnn, c.layers, dropout=c.dropout,
+            weight_drop=c.weight_drop,
+        )  # fmt: skip
+        self.drop = dropout(c.dropout)
         self.adaptive = None
         self.proj = None
         # The adaptive softmax leaves the clusters of absent words out of a step's graph.
@@ -85,8 +98,14 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """tokens ``(batch, time)`` → features ``(batch, time, hidden)`` and the new state."""
-        hidden, state = self.encoder(self.embed_drop(self.embed(tokens)), None, state)
+        hidden, state = self.encode(tokens, state)
         return self.drop(hidden), state
+
+    def encode(self, tokens: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """tokens ``(batch, time)`` → the last layer's outputs ``(batch, time, hidden)``
+        before the output dropout, and the new state."""
+        embedded = embedding_dropout(self.embed, tokens, self.config.word_dropout)
+        return self.encoder(self.embed_drop(embedded), None, state)
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """features ``(..., hidden)`` → log-probabilities ``(..., vocab)``."""
@@ -110,9 +129,14 @@ class LanguageModel(nn.Module):
         """Mean NLL per token of one BPTT window; carries the state to the next window."""
         if batch["reset"]:
             self.carry = None
-        features, state = self(batch["input"], self.carry)
+        raw, state = self.encode(batch["input"], self.carry)
         self.carry = _detach(state)
-        return self.nll(features, batch["target"]) / batch["target"].numel()
+        features = self.drop(raw)
+        loss = self.nll(features, batch["target"]) / batch["target"].numel()
+        c = self.config
+        if self.training and (c.activation_reg or c.temporal_reg):
+            loss = loss + activation_penalty(features, raw, c.activation_reg, c.temporal_reg)
+        return loss
 
     def training_state(self) -> dict[str, torch.Tensor]:
         """The recurrent state carried from one BPTT window to the next, for the Trainer's
