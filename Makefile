@@ -25,6 +25,7 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check rnnkit tests bench examples
 	$(BIN)/ruff format --check rnnkit tests bench examples
+	$(BIN)/mypy  # the modules listed in pyproject.toml's [tool.mypy]
 
 # Tests marked slow (over ~10 s each) are left out here; CI runs them: make test SLOW=1
 test: lint

@@ -32,7 +32,7 @@ from rnnkit.config import from_dict, read_yaml
 from rnnkit.data.parallel import Pair
 from rnnkit.datasets import data_dir
 from rnnkit.nn.seq2seq import EOS_ID
-from rnnkit.tasks.translate import TranslateConfig, TranslateTask
+from rnnkit.tasks.translate import TranslateConfig, TranslateTask, pair_vocabs
 from rnnkit.train import Trainer
 
 RECIPE = bench.REPO / "configs" / "fra-eng-tutorial.yaml"
@@ -63,15 +63,12 @@ def build_task(args: argparse.Namespace) -> tuple[TranslateTask, str]:
     config.train.device = "cpu"
     root = data_dir(args.data_dir)
     if not args.synthetic and (root / config.data.file).exists():
-        return TranslateTask(config, root), f"{config.data.file} (tutorial recipe's train split)"
-    task = TranslateTask.__new__(TranslateTask)  # a task over synthetic pairs, same code paths
+        return TranslateTask.build(
+            config, root
+        ), f"{config.data.file} (tutorial recipe's train split)"
     pairs = synthetic_pairs(400 if args.quick else 10_000)
-    task.config, task.data_dir, task.report = config, None, ""
+    task = TranslateTask(config, pair_vocabs(config.data, pairs))  # synthetic: same code paths
     task._splits = {"train": pairs, "dev": pairs[:256], "test": pairs[:256]}
-    task.vocab, task.target_vocab = task._build_vocabs()
-    from rnnkit.nn.seq2seq import Seq2Seq
-
-    task.model = Seq2Seq(len(task.vocab), len(task.target_vocab), config.model)
     return task, "synthetic pairs (--synthetic, or no eng-fra/fra.txt in the data directory)"
 
 

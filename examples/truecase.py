@@ -28,8 +28,7 @@ from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.nn.encoder import RecurrentEncoder, check_sizes
-from rnnkit.tasks import storage
-from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options, shard
+from rnnkit.tasks.base import Evaluation, NoOptions, TaskBase, for_inference, predictor, shard
 from rnnkit.train import TrainConfig
 
 
@@ -94,40 +93,56 @@ class CaseModel(nn.Module):
 
 
 # -------------------------------------------------------------------------------- task
-class TruecaseTask:
-    """Reads lines of text, trains the case model, restores capitals, scores letters."""
+def read_lines(d: TruecaseDataConfig, path: Path) -> list[str]:
+    """The non-empty lines of a file, cut to ``data.max_length``."""
+    found = [s[: d.max_length] for s in read_text(path).splitlines()]
+    if not any(s.strip() for s in found):
+        raise DataError("no text in file", str(path))
+    return [s for s in found if s.strip()]
+
+
+class TruecaseTask(TaskBase):
+    """Reads lines of text, trains the case model, restores capitals, scores letters.
+
+    ``TaskBase`` gives it ``labels()`` (none), ``default_metric`` (the first of
+    ``metric_goals``), ``VOCABS`` (one ``vocab.json``), ``model_files`` and ``from_dir``."""
 
     name = "truecase"
     Config = TruecaseConfig
     Options = NoOptions
-    VOCABS = {"vocab.json": "vocab"}
-    default_metric = "letter_accuracy"
     metric_goals = {"letter_accuracy": "max"}
 
-    def __init__(self, config: TruecaseConfig, data_dir: Path | None = None, vocabs=None):
+    def __init__(
+        self, config: TruecaseConfig, vocabs: tuple[Vocab, ...], data_dir: Path | None = None
+    ):
+        """A new model on saved vocabularies (loading: no data is read)."""
         self.config, self.data_dir = config, data_dir
-        self.report, self.confusion = "", None  # no tables beyond the metric
         self._lines: dict[str, list[str]] = {}
-        if vocabs is None:  # training: read the splits now, so a bad file stops us at once
-            for split in ("train", "dev", "test"):
-                if getattr(config.data, split):
-                    self.lines(split)
-            counts = Counter(lower("".join(self.lines("train"))))
-            self.vocab = Vocab.build(counts)
-        else:
-            (self.vocab,) = vocabs
+        (self.vocab,) = vocabs
         self.model = CaseModel(len(self.vocab), config.model)
+
+    @classmethod
+    def build(cls, config: TruecaseConfig, data_dir: Path | None = None) -> TruecaseTask:
+        """A new model for training: every split is read now, so a bad file stops us at once;
+        the vocabulary is the training text's characters."""
+        d = config.data
+        found = {
+            split: read_lines(d, resolve_data_path(getattr(d, split), data_dir))
+            for split in ("train", "dev", "test")
+            if getattr(d, split)
+        }
+        task = cls(config, (Vocab.build(Counter(lower("".join(found["train"])))),), data_dir)
+        task._lines = found
+        return task
 
     # ---------------------------------------------------------------- data
     def lines(self, split: str) -> list[str]:
         """The non-empty lines of a split's file, cut to ``data.max_length``."""
         if split not in self._lines:
             name = getattr(self.config.data, split)
-            path = resolve_data_path(name, self.data_dir)
-            found = [s[: self.config.data.max_length] for s in read_text(path).splitlines()]
-            self._lines[split] = [s for s in found if s.strip()]
-            if not self._lines[split]:
-                raise DataError("no text in file", str(path))
+            self._lines[split] = read_lines(
+                self.config.data, resolve_data_path(name, self.data_dir)
+            )
         return self._lines[split]
 
     def make_batch(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -165,26 +180,25 @@ class TruecaseTask:
                 )
         return out
 
-    @budget.budgeted  # the default deadline unless the caller set one
-    def predict(self, inputs: Sequence[str], options: Any = None, **overrides: Any) -> list[dict]:
-        texts = check_inputs(inputs)
-        resolve_options(self, options, **overrides)
+    @predictor  # inputs and options checked, within the default deadline
+    def predict(self, texts: list[str], options: NoOptions) -> list[dict[str, Any]]:
+        """Each text with its capitals restored: ``{"text": ...}``."""
         return [{"text": text} for text in self.restore(texts)]
 
     def format(self, text: str, result: dict[str, Any]) -> str:
+        """The restored text."""
         return result["text"]
 
-    def labels(self) -> list[str]:
-        return []  # answers are open text
-
     # ------------------------------------------------------------ evaluation
-    def evaluate(self, split: str = "dev") -> dict[str, float]:
-        return self.score(self.lines(split))
+    def evaluate(self, split: str = "dev") -> Evaluation:
+        """Letter accuracy on a split."""
+        return Evaluation(self._score(self.lines(split)))
 
-    def evaluate_file(self, path: str | Path) -> dict[str, float]:
-        return self.score([s for s in read_text(path).splitlines() if s.strip()])
+    def evaluate_file(self, path: str | Path) -> Evaluation:
+        """Letter accuracy on the non-empty lines of a file."""
+        return Evaluation(self._score([s for s in read_text(path).splitlines() if s.strip()]))
 
-    def score(self, texts: Sequence[str]) -> dict[str, float]:
+    def _score(self, texts: Sequence[str]) -> dict[str, float]:
         """The share of letters whose case comes out right (other characters have none)."""
         restored = self.restore([lower(t) for t in texts])
         pairs = [
@@ -194,10 +208,6 @@ class TruecaseTask:
             if a.isalpha()
         ]
         return {"letter_accuracy": sum(a == b for a, b in pairs) / max(1, len(pairs))}
-
-    # --------------------------------------------------------------- storage
-    model_files = storage.model_files
-    from_dir = classmethod(storage.from_dir)
 
 
 __all__ = ["TruecaseConfig", "TruecaseTask"]

@@ -42,7 +42,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -51,6 +51,11 @@ from safetensors.torch import save as st_save
 
 from rnnkit.errors import ModelDirError
 from rnnkit.parsing import MAX_JSON_BYTES, TooDeep, loads_json
+
+if TYPE_CHECKING:
+    from rnnkit.tasks.base import Task
+
+T = TypeVar("T", bound="Task")
 
 JOURNAL = "commit.json"
 WRITER_LOCK = ".writer.lock"
@@ -452,7 +457,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     model.load_state_dict(tensors)
 
 
-def load_trained(task: Any, directory: str | Path, device: str = "cpu") -> Any:
+def load_trained(task: T, directory: str | Path, device: str = "cpu") -> T:
     """Fill ``task.model`` with the weights of ``directory``, on ``device``, in eval mode."""
     from rnnkit.runtime import pick_device
 
@@ -461,7 +466,7 @@ def load_trained(task: Any, directory: str | Path, device: str = "cpu") -> Any:
     return task
 
 
-def save_model(directory: str | Path, task: Any) -> None:
+def save_model(directory: str | Path, task: Task) -> None:
     """Write ``task``'s config, vocabulary and current weights as one model directory."""
     files = dict(task.model_files())
     files["model.safetensors"] = tensors_to_bytes(task.model.state_dict())

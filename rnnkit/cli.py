@@ -11,9 +11,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rnnkit.errors import RnnkitError
+
+if TYPE_CHECKING:
+    from rnnkit.tasks.base import Evaluation
 
 EXIT_USAGE = 2
 
@@ -580,36 +583,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.beam < 1:
             raise RnnkitError(f"--beam must be ≥ 1, not {args.beam}")
         decode.beam = args.beam
-    if args.data:
-        metrics = task.evaluate_file(args.data)
-    else:
-        metrics = task.evaluate("test")
-    _plot_confusion(task, args, metrics)
+    found = task.evaluate_file(args.data) if args.data else task.evaluate("test")
+    _plot_confusion(task, args, found)
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps(found.metrics))
     else:
-        width = max(len(k) for k in metrics)
-        for name, value in metrics.items():
+        width = max(len(k) for k in found)
+        for name, value in found.items():
             print(f"{name:<{width}}  {value:.4f}")
-        if task.report:
-            print("\n" + task.report)
+        if found.report:
+            print("\n" + found.report)
     return 0
 
 
-def _plot_confusion(task, args: argparse.Namespace, metrics: dict[str, float]) -> None:
+def _plot_confusion(task, args: argparse.Namespace, found: Evaluation) -> None:
     """Draw the confusion matrix of the evaluation just run where ``--confusion`` says (never
     into the model directory: readers do not write there)."""
     from rnnkit.plots import plot_confusion_matrix
 
     if not args.confusion:
         return
-    if task.confusion is None:
+    if found.confusion is None:
         raise RnnkitError(f"--confusion: the {task.name} task draws no confusion matrix")
     split = Path(args.data).stem if args.data else "test"
     where = Path(args.confusion)
-    title = f"{Path(args.model).name} on {split}: accuracy {metrics.get('accuracy', 0):.4f}"
+    title = f"{Path(args.model).name} on {split}: accuracy {found.get('accuracy', 0):.4f}"
     try:
-        plot_confusion_matrix(*task.confusion, where, title=title)
+        plot_confusion_matrix(*found.confusion, where, title=title)
     except OSError as err:
         raise RnnkitError(f"cannot write {where} ({err.strerror})") from None
     print(f"confusion matrix: {where}", file=sys.stderr)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from tqdm import tqdm
@@ -38,7 +38,7 @@ from rnnkit.runtime import (
     seed_everything,
     world_size,
 )
-from rnnkit.tasks.base import metric_goal
+from rnnkit.tasks.base import Task, metric_goal
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class _LossOf(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
-        self.model = model
+        self.model: Any = cast(Any, model)  # its loss is the model's own (duck-typed) method
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         return self.model.loss(batch)
@@ -194,7 +194,7 @@ class Trainer:
 
     def __init__(
         self,
-        task: Any,
+        task: Task,
         config: TrainConfig,
         out_dir: str | Path,
         log: Callable[[str], None] | None = None,
@@ -214,7 +214,8 @@ class Trainer:
         # the run here, before any data is read or any epoch runs.
         goal = metric_goal(task, self.metric)
         self.lower_is_better = goal == "min" if config.mode == "auto" else config.mode == "min"
-        self.model = task.model.to(self.device)
+        # Any: the model's own methods (loss, training_state) are duck-typed, as the contract says
+        self.model: Any = cast(Any, task.model.to(self.device))
         self.optimizer = make_optimizer(self.model, config, self.device)
         self.state = _State()
         self._last_plot = time.perf_counter()  # first plot after plot_every_s, and at the end
@@ -237,7 +238,7 @@ class Trainer:
             )
         # The step's loss: the model's own, through DDP's wrapper under several processes,
         # compiled when asked (the first steps then pay for compilation).
-        self.step_loss = self.ddp if self.ddp is not None else self.model.loss
+        self.step_loss: Callable[..., Any] = self.model.loss if self.ddp is None else self.ddp
         if config.compile:
             self.step_loss = torch.compile(self.step_loss)
         half = autocast_dtype(config, self.device, getattr(task, "cpu_bf16_pays", False))
@@ -536,6 +537,7 @@ class Trainer:
 
     def _board_step(self, loss: float, lr: float, norm: Any, batch: dict, seconds: float) -> None:
         step = self.state.step
+        assert self.board is not None  # called only when there is one
         self.board.add_scalar("train/loss", loss, step)
         self.board.add_scalar("train/lr", lr, step)
         if norm is not None:
@@ -548,7 +550,7 @@ class Trainer:
         c = self.config
         self.model.eval()
         with torch.no_grad():
-            metrics = self.task.evaluate()
+            metrics = self.task.evaluate().metrics
         self.model.train()
         if self.world > 1:  # one set of numbers, hence one early-stopping decision, for all
             import torch.distributed as dist

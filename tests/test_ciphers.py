@@ -82,7 +82,7 @@ def test_random_symbols_are_uniform_over_the_alphabet():
 def test_generated_pairs_are_real_encryptions():
     config = CipherConfig()
     config.data.min_length, config.data.max_length = 5, 12
-    task = CipherTask(config)
+    task = CipherTask.build(config)
     batch = task.make_batch(task.source("train"), 64, torch.Generator().manual_seed(0))
     mask = batch["mask"]
     assert mask.sum(1).min() >= 5 and mask.sum(1).max() <= 12
@@ -96,7 +96,7 @@ def test_generated_pairs_are_real_encryptions():
 def test_random_keys_differ_per_message_and_vigenere_lengths_stay_in_range():
     config = CipherConfig()
     config.data.cipher, config.data.key, config.data.max_key_length = "vigenere", "random", 4
-    task = CipherTask(config)
+    task = CipherTask.build(config)
     keys, lengths = task.keys(500, torch.Generator().manual_seed(0))
     assert keys.shape == (500, 4)
     assert lengths.min() == 1 and lengths.max() == 4
@@ -109,6 +109,6 @@ def test_held_out_messages_do_not_depend_on_the_batch_size():
     small, big = CipherConfig(), config
     small.data.key, small.data.min_length = "random", 16
     small.train.batch_size, big.train.batch_size = 16, 256
-    a = torch.cat([b["source"] for b in CipherTask(small).heldout_batches("test")])
-    b = torch.cat([b["source"] for b in CipherTask(big).heldout_batches("test")])
+    a = torch.cat([b["source"] for b in CipherTask.build(small).heldout_batches("test")])
+    b = torch.cat([b["source"] for b in CipherTask.build(big).heldout_batches("test")])
     assert torch.equal(a, b)

@@ -299,9 +299,10 @@ def test_trec_bow_with_held_out_dev_learns_and_reloads(tmp_path):
         ex.text for ex in task.examples("train")
     )
     Trainer(task, config.train, tmp_path / "run", log=lambda _: None).fit()
-    assert task.evaluate("dev")["accuracy"] == 1.0
+    found = task.evaluate("dev")
+    assert found["accuracy"] == 1.0
     assert task.predict(["Where is Lima ?"])[0]["label"] == "LOC"
-    assert "NUM" in task.report and task.confusion[0] == ["HUM", "LOC", "NUM"]
+    assert "NUM" in found.report and found.confusion[0] == ["HUM", "LOC", "NUM"]
     ckpt.save_model(tmp_path / "saved", task)  # the weights in memory, whatever the epoch
     reloaded = ClassifyTask.from_dir(tmp_path / "saved")
     questions = ["Who wrote it ?", "When was Lima built ?", "unknown words"]

@@ -66,9 +66,9 @@ def test_values_that_would_misbehave_later_are_refused_now():
     from rnnkit.tasks.cipher import CipherTask
 
     with pytest.raises(ConfigError, match="model.layers"):
-        CipherTask(from_dict(CipherConfig, {"model": {"layers": 0}}))
+        CipherTask.build(from_dict(CipherConfig, {"model": {"layers": 0}}))
     with pytest.raises(ConfigError, match="model.dropout"):
-        CipherTask(from_dict(CipherConfig, {"model": {"dropout": 2}}))
+        CipherTask.build(from_dict(CipherConfig, {"model": {"dropout": 2}}))
 
 
 def test_an_old_key_name_is_one_line_naming_the_new_one():

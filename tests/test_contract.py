@@ -1,17 +1,23 @@
 """Every registered task honours the task contract (rnnkit/tasks/base.py)."""
 
 import dataclasses
+import inspect
 import json
+import typing
 
 import pytest
+import torch
 
 import rnnkit
 from rnnkit import checkpoint as ckpt
 from rnnkit.config import from_dict, parse_overrides
+from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, InputError, LimitError
 from rnnkit.tasks import TASKS, build_task, load_task, task_class
 from rnnkit.tasks.base import (
+    Evaluation,
     Limits,
+    Task,
     check_inputs,
     metric_goal,
     options_schema,
@@ -33,24 +39,31 @@ def check_contract(name: str, raw: dict, inputs: list[str], tmp_path, options=No
     from the config ``raw``, report only metrics it can rank, save, reload, and answer
     ``inputs`` as plain JSON, the same after reloading, alone or together, in any order."""
     cls = task_class(name)
-    members = {"Config", "default_metric", "train_batches", "evaluate", "evaluate_file",
-               "predict", "format", "labels", "model_files", "from_dir", "Options", "metric_goals",
-               "name"}  # fmt: skip
-    missing = sorted(m for m in members if not hasattr(cls, m))
+    class_vars, instance_vars, methods = protocol_members(Task)
+    missing = sorted(m for m in class_vars | set(methods) if not hasattr(cls, m))
     assert not missing, f"{name} lacks {missing}"
+    for method, expected in methods.items():
+        if isinstance(inspect.getattr_static(cls, method), staticmethod):  # called without self
+            expected = expected.replace(parameters=list(expected.parameters.values())[1:])
+        assert_accepts(getattr(cls, method), expected, f"{name}.{method}")
     assert cls.name == name
     assert dataclasses.is_dataclass(cls.Options)
     assert set(cls.metric_goals.values()) <= {"max", "min"}
+    assert list(cls.VOCABS)[0] == "vocab.json"
 
     config = from_dict(cls.Config, raw)
     task = build_task(name, config)
+    assert not [m for m in instance_vars if not hasattr(task, m)], f"{name} lacks {instance_vars}"
+    assert isinstance(task.model, torch.nn.Module) and isinstance(task.config, cls.Config)
+    assert all(isinstance(getattr(task, a), Vocab) for a in cls.VOCABS.values())
     summary = Trainer(task, config.train, tmp_path / "model", log=lambda _: None).fit()
     assert summary["steps"] == 1
-    for metric in [*task.evaluate("dev"), task.default_metric]:
+    found = task.evaluate("dev")
+    assert isinstance(found, Evaluation) and isinstance(found.report, str)
+    for metric in [*found, task.default_metric]:
         metric_goal(task, metric)  # every metric is one the task knows how to rank
-    assert isinstance(task.report, str)
-    if task.confusion is not None:
-        labels, rows = task.confusion
+    if found.confusion is not None:
+        labels, rows = found.confusion
         assert len(rows) == len(labels) and all(len(r) == len(labels) for r in rows)
 
     ckpt.save_model(tmp_path / "saved", task)
@@ -64,6 +77,8 @@ def check_contract(name: str, raw: dict, inputs: list[str], tmp_path, options=No
 
     reloaded = load_task(tmp_path / "saved")
     assert type(reloaded) is cls
+    for attribute in cls.VOCABS.values():  # the constructor took them back, in VOCABS order
+        assert getattr(reloaded, attribute) == getattr(task, attribute)
     assert reloaded.predict(inputs, options) == before
     # One at a time or all together, in any order: the same answers (up to the last bits of
     # floats, which depend on how a batch is padded).
@@ -71,6 +86,61 @@ def check_contract(name: str, raw: dict, inputs: list[str], tmp_path, options=No
     assert _close(alone, before)
     backwards = rnnkit.load(tmp_path / "saved").predict(list(reversed(inputs)), options)
     assert _close(backwards, before[::-1])
+
+
+def protocol_members(protocol: type) -> tuple[set[str], set[str], dict[str, inspect.Signature]]:
+    """What ``protocol`` declares: its class variables, what an instance has (attributes
+    from its annotations, and properties), and its methods and class methods with their
+    signatures (the constructor included: storage.py builds tasks through it)."""
+    annotations = {}
+    for klass in reversed(protocol.__mro__):
+        if getattr(klass, "_is_protocol", False) and klass is not typing.Protocol:
+            annotations.update(getattr(klass, "__annotations__", {}))
+    class_vars = {n for n, a in annotations.items() if str(a).startswith("ClassVar")}
+    methods = {}
+    properties = set()
+    for name, value in vars(protocol).items():
+        if isinstance(value, property):  # read on an instance: a property or an attribute
+            properties.add(name)
+        elif isinstance(value, classmethod) or (callable(value) and not name.startswith("_")):
+            methods[name] = inspect.signature(getattr(protocol, name))
+    methods["__init__"] = inspect.signature(vars(protocol)["__init__"])
+    return class_vars, set(annotations) - class_vars | properties, methods
+
+
+def assert_accepts(member, expected: inspect.Signature, where: str) -> None:
+    """``member`` (a task's method or class method) takes every parameter of
+    ``expected`` in order, with the same names, kinds and defaults; any parameter it adds
+    has a default. Types are the type checker's to compare (``make lint``)."""
+    found = list(inspect.signature(member).parameters.values())
+    want = list(expected.parameters.values())
+    described = f"{where}{inspect.signature(member)} does not fit the contract's {expected}"
+    assert len(found) >= len(want), described
+    for have, need in zip(found, want, strict=False):
+        assert (have.name, have.kind, have.default) == (need.name, need.kind, need.default), (
+            described
+        )
+    for extra in found[len(want) :]:
+        assert extra.default is not extra.empty or extra.kind is extra.VAR_KEYWORD, described
+
+
+def test_the_contract_check_catches_a_wrong_signature():
+    class_vars, instance_vars, methods = protocol_members(Task)
+    assert {"name", "Config", "Options", "VOCABS", "metric_goals"} <= class_vars
+    assert {"config", "model", "default_metric"} <= instance_vars
+    assert {"__init__", "build", "from_dir", "predict", "evaluate", "labels"} <= set(methods)
+
+    def evaluate(self, split: str = "test"):  # another default
+        ...
+
+    with pytest.raises(AssertionError, match="does not fit"):
+        assert_accepts(evaluate, methods["evaluate"], "evaluate")
+
+    def predict(self, texts, options=None):  # renamed
+        ...
+
+    with pytest.raises(AssertionError, match="does not fit"):
+        assert_accepts(predict, methods["predict"], "predict")
 
 
 def _close(a, b, tol=1e-5) -> bool:

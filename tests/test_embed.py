@@ -42,7 +42,7 @@ def _task(path, **sections) -> EmbedTask:
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     torch.manual_seed(0)
-    return EmbedTask(from_dict(EmbedConfig, raw))
+    return EmbedTask.build(from_dict(EmbedConfig, raw))
 
 
 # ------------------------------------------------------------------ vector files

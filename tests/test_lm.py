@@ -16,7 +16,7 @@ def _task(path, **sections) -> LMTask:
     for section, values in sections.items():
         raw.setdefault(section, {}).update(values)
     torch.manual_seed(0)
-    return LMTask(from_dict(LMConfig, raw))
+    return LMTask.build(from_dict(LMConfig, raw))
 
 
 def test_streams_are_contiguous_slices_and_windows_tile_them():

@@ -13,7 +13,7 @@ from .conftest import TINY, run_cli
 
 
 def _task(*extra: str) -> CipherTask:
-    return CipherTask(from_dict(CipherConfig, parse_overrides([*TINY, *extra])))
+    return CipherTask.build(from_dict(CipherConfig, parse_overrides([*TINY, *extra])))
 
 
 def test_training_learns_rot13_and_writes_logs_and_curve(tmp_path):

@@ -107,7 +107,7 @@ def test_malformed_line_names_file_and_line(tmp_path):
 def test_split_is_the_exact_hash_rule_and_does_not_leak(tmp_path):
     path = write_pairs(tmp_path / "pairs.txt")
     config = from_dict(TranslateConfig, {**TINY, "data": {"file": str(path)}})
-    task = TranslateTask(config)
+    task = TranslateTask.build(config)
     seen = {}
     for split in ("train", "dev", "test"):
         for pair in task.pairs(split):
@@ -320,7 +320,7 @@ def test_pretrained_embeddings_and_tied_target(tmp_path):
         {**TINY, "data": {"file": str(path)},
          "model": {**TINY["model"], "pretrained_source": str(vectors), "tie_target": True}},
     )  # fmt: skip
-    task = TranslateTask(config)
+    task = TranslateTask.build(config)
     row = task.vocab.stoi["suis"]
     assert torch.equal(task.model.src_embed.weight[row], torch.ones(16))
     assert task.model.decoder.out.weight is task.model.decoder.embed.weight
@@ -334,7 +334,7 @@ def test_autoencoder_epochs_train_the_encoder_on_source_to_source_first(tmp_path
         TranslateConfig,
         {**TINY, "data": {"file": str(path)}, "train": {**TINY["train"], "autoencoder_epochs": 1}},
     )
-    task = TranslateTask(config)
+    task = TranslateTask.build(config)
     batch = next(iter(task.train_batches(1)))
     assert batch["autoencode"]
     # the reconstruction target is the source itself: its words then </s>, in source ids
@@ -357,6 +357,6 @@ def test_autoencoder_epochs_train_the_encoder_on_source_to_source_first(tmp_path
     ]
     assert any(moved) and all(kept)
 
-    plain = TranslateTask(from_dict(TranslateConfig, {**TINY, "data": {"file": str(path)}}))
+    plain = TranslateTask.build(from_dict(TranslateConfig, {**TINY, "data": {"file": str(path)}}))
     with pytest.raises(ConfigError, match="autoencoder_epochs"):
         plain.model.loss(batch)

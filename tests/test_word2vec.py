@@ -164,7 +164,7 @@ def test_epoch_batches_are_the_windows_of_each_centre_in_text_order(tmp_path, me
             "train": {"batch_size": 7},
         },
     )
-    epoch = EmbedTask(config).train_batches(1)
+    epoch = EmbedTask.build(config).train_batches(1)
     plan = epoch.plan
     ids, sentences, sizes = plan.ids.tolist(), plan.sentences.tolist(), plan.sizes.tolist()
     pairs = _brute_pairs(sentences, sizes, 0, len(ids))  # after subsampling, given the windows
@@ -232,7 +232,7 @@ def test_a_seeded_run_repeats_bit_for_bit(tmp_path, method):
                 "train": {"batch_size": 64},
             },
         )
-        task = EmbedTask(config)
+        task = EmbedTask.build(config)
         opt = torch.optim.SGD(task.model.parameters(), lr=0.05)
         for batch in task.train_batches(1):
             opt.zero_grad(set_to_none=True)
@@ -261,7 +261,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path, method):
                 "train": {"batch_size": 64, "epochs": 2, "progress": False, "checkpoint_every": 3},
             },
         )
-        return EmbedTask(config), config
+        return EmbedTask.build(config), config
 
     task, config = make()
     Trainer(task, config.train, tmp_path / "whole", log=lambda _: None).fit()

@@ -82,6 +82,8 @@ class BowClassifier(nn.Module):
     unit length. Weights start at zero: the loss is convex, no random start is needed.
     """
 
+    idf: torch.Tensor  # (features,), with features: tfidf
+
     def __init__(self, features: int, labels: int, config: ClassifyModelConfig):
         super().__init__()
         self.config = config

@@ -1,8 +1,11 @@
 """The task contract: what every task promises the CLI, the server, the Trainer and export.
 
 :class:`Task` is a :class:`typing.Protocol`, a statement of the interface and not a base class:
-tasks do not inherit from it, and the conformance test (``tests/test_contract.py``) checks every
-registered task against it. The steps that tasks share are the plain functions below.
+the conformance test (``tests/test_contract.py``) and the type checker check every registered
+task against it, and the Trainer, storage and checkpoints take a ``Task``. The steps that tasks
+share are written once below: :class:`TaskBase` (defaults a task class inherits),
+:func:`predictor` (the checks in front of every ``predict``), :class:`Evaluation` (what
+``evaluate`` returns) and plain functions.
 
 The predict path is one function per task, ``predict(inputs, options)``: a list of raw strings
 in, one JSON-ready dict out per input, in order. Its options are a small dataclass per task
@@ -15,73 +18,115 @@ from __future__ import annotations
 import dataclasses
 import math
 import types
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, Union, get_args, get_origin, get_type_hints
+from typing import (
+    Any,
+    ClassVar,
+    Literal,
+    Protocol,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import torch
 
+from rnnkit import budget
 from rnnkit.config import from_dict
+from rnnkit.data.vectors import load_pretrained
+from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, InputError, LimitError
+from rnnkit.tasks import storage
 
 Goal = Literal["max", "min"]
 
 
+class Batches(Protocol):
+    """One epoch of training batches (dicts of tensors), its length known before the first."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[dict[str, Any]]: ...
+
+
 class Task(Protocol):
-    """One sequence task: its config, data, model, metrics and predict path."""
+    """One sequence task: its config, data, model, metrics and predict path.
+
+    Two ways make one: :meth:`build` reads the training data and builds a new model for
+    training; the constructor takes the vocabularies (in :attr:`VOCABS` order) of a saved model
+    and reads no data (:meth:`from_dir`, through :mod:`rnnkit.tasks.storage`, calls it).
+    """
 
     name: ClassVar[str]
     """The registry name (``cipher``, ``lm``, ...), also stored in ``config.json``."""
 
-    Config: ClassVar[type]
+    Config: ClassVar[type[Any]]
     """The config dataclass (sections ``data``, ``model``, ``train``, ...)."""
 
-    Options: ClassVar[type]
+    Options: ClassVar[type[Any]]
     """The dataclass of predict options; every field made with :func:`option`."""
 
-    metric_goals: ClassVar[Mapping[str, Goal]]
+    # The types below are exact (dict, not Mapping): a class variable's type is invariant.
+    VOCABS: ClassVar[dict[str, str]]
+    """File name → attribute of every vocabulary a model directory keeps, ``vocab.json``
+    first; the constructor takes them back in this order."""
+
+    metric_goals: ClassVar[dict[str, Goal]]
     """Every metric :meth:`evaluate` may return, and whether higher (``max``) or lower
     (``min``) is better; ``f1_PER`` falls back to the goal of ``f1``."""
 
     config: Any
     """The task's config, an instance of :attr:`Config`."""
 
-    report: str
-    """The text tables of the last evaluation (per-type scores, samples), or ``""``."""
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model; ``model.loss(batch)`` is a scalar to minimise. (Read-only here, so that
+        a task may declare its own model class.)"""
+        ...
 
-    confusion: tuple[list[str], list[list[int]]] | None
-    """The last evaluation's confusion matrix (labels, rows of counts: gold down, predicted
-    across) for tasks that choose among labels; None for the others."""
+    def __init__(
+        self, config: Any, vocabs: tuple[Vocab, ...], data_dir: Path | None = None
+    ) -> None:
+        """A task around a new model on ``vocabs`` (the loading path: reads no data)."""
+        ...
 
-    model: torch.nn.Module
-    """The model; ``model.loss(batch)`` is a scalar to minimise."""
+    @classmethod
+    def build(cls, config: Any, data_dir: Path | None = None) -> Task:
+        """A task to train: reads the training data, builds the vocabularies from it, and a
+        new model on them (pretrained vectors loaded where the config names them)."""
+        ...
 
     @property
     def default_metric(self) -> str:
         """The dev metric that picks the best checkpoint unless ``train.metric`` says otherwise."""
         ...
 
-    def train_batches(
-        self, epoch: int, rank: int = 0, world_size: int = 1
-    ) -> Iterable[dict[str, Any]]:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Batches:
         """The batches of one epoch: a deterministic function of ``train.seed`` and ``epoch``,
         so that a resumed run sees the data an uninterrupted one would have seen. Under
         several processes, process ``rank`` of ``world_size`` gets its share of each global
         batch (see :func:`shard`), so every process takes the same number of steps."""
         ...
 
-    def evaluate(self, split: str = "dev") -> dict[str, float]:
+    def evaluate(self, split: str = "dev") -> Evaluation:
         """Metrics on the recipe's ``dev`` or ``test`` split (names in :attr:`metric_goals`)."""
         ...
 
-    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+    def evaluate_file(self, path: str | Path) -> Evaluation:
         """Metrics on a file in the task's data format (``rnnkit eval --data``)."""
         ...
 
-    def predict(self, inputs: Sequence[str], options: Any = None) -> list[dict[str, Any]]:
+    def predict(
+        self, inputs: Sequence[str], options: Any = None, **overrides: Any
+    ) -> list[dict[str, Any]]:
         """One JSON-ready dict per input string, in order. ``options`` is an :attr:`Options`
-        instance, a mapping of its fields, or None for the defaults."""
+        instance, a mapping of its fields, or None for the defaults; keyword ``overrides``
+        replace single fields."""
         ...
 
     def format(self, text: str, result: dict[str, Any]) -> str:
@@ -111,6 +156,104 @@ class StreamingTask(Task, Protocol):
     def stream(self, text: str, options: Any = None) -> Iterator[str]:
         """The answer to one input as it is made; ``"".join`` of it is ``predict``'s text."""
         ...
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation(Mapping[str, float]):
+    """What one evaluation found. It reads as the mapping of its :attr:`metrics` (name →
+    value), so ``task.evaluate()["f1"]`` works; beside them, the text a person reads and, for
+    tasks that choose among labels, the confusion matrix."""
+
+    metrics: dict[str, float]
+    report: str = ""
+    """Text tables (per-type scores, samples), or ``""``."""
+    confusion: tuple[list[str], list[list[int]]] | None = None
+    """Labels and rows of counts (gold down, predicted across), or None."""
+
+    def __getitem__(self, name: str) -> float:
+        return self.metrics[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.metrics)
+
+    def __len__(self) -> int:
+        return len(self.metrics)
+
+    def plot_confusion(self, path: str | Path, title: str = "") -> None:
+        """Draw the confusion matrix as a PNG at ``path``."""
+        from rnnkit.plots import plot_confusion_matrix
+
+        if self.confusion is None:
+            raise ConfigError(
+                "this evaluation has no confusion matrix (its answers are not labels)"
+            )
+        plot_confusion_matrix(*self.confusion, path, title=title)
+
+
+BaseT = TypeVar("BaseT", bound="TaskBase")
+
+
+class TaskBase:
+    """The steps most tasks share, written once. The built-in tasks inherit it; a task may
+    as well write its own: what the rest of rnnkit relies on is :class:`Task`."""
+
+    # Declared here so that a task's plain assignments (``Config = CipherConfig``) take these
+    # types, which are the protocol's.
+    name: ClassVar[str]
+    Config: ClassVar[type[Any]]
+    Options: ClassVar[type[Any]]
+    VOCABS: ClassVar[dict[str, str]] = {"vocab.json": "vocab"}
+    metric_goals: ClassVar[dict[str, Goal]]
+    config: Any
+    data_dir: Path | None
+
+    @property
+    def default_metric(self) -> str:
+        """The first of :attr:`metric_goals`, unless a task says otherwise."""
+        return next(iter(self.metric_goals))
+
+    def labels(self) -> list[str]:
+        """None: answers are open text, unless a task says otherwise."""
+        return []
+
+    def model_files(self) -> dict[str, bytes]:
+        """See :func:`rnnkit.tasks.storage.model_files`."""
+        return storage.model_files(cast(Task, self))
+
+    @classmethod
+    def from_dir(
+        cls: type[BaseT], directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
+    ) -> BaseT:
+        """See :func:`rnnkit.tasks.storage.from_dir`."""
+        return cast(BaseT, storage.from_dir(cast("type[Task]", cls), directory, data_dir, device))
+
+    def load_vectors(
+        self, embed: torch.nn.Embedding, vocab: Vocab, name: str, unit: str = "words"
+    ) -> tuple[int, list[str]]:
+        """Start ``embed`` ``(vocab, dim)`` from the vector file ``name`` (absolute, or in the
+        data directory), frozen if ``model.freeze``; returns (found, missing) entries."""
+        first, freeze = len(vocab.specials), self.config.model.freeze
+        return load_pretrained(embed.weight, vocab.itos, name, self.data_dir, first, freeze, unit)
+
+
+TaskT = TypeVar("TaskT")
+Body = Callable[[TaskT, list[str], Any], list[dict[str, Any]]]
+
+
+def predictor(body: Body[TaskT]) -> Callable[..., list[dict[str, Any]]]:
+    """A task's ``predict(inputs, options=None, **overrides)`` made from ``body(self, texts,
+    options)``: the inputs are checked (:func:`check_inputs`) and the options resolved
+    (:func:`resolve_options`) first, and it all runs under the work budget
+    (:func:`rnnkit.budget.budgeted`), so that every task's Python API is as safe as its
+    server."""
+
+    def predict(
+        self: TaskT, inputs: Sequence[str], options: Any = None, **overrides: Any
+    ) -> list[dict[str, Any]]:
+        return body(self, check_inputs(inputs), resolve_options(self, options, **overrides))
+
+    predict.__doc__, predict.__qualname__ = body.__doc__, body.__qualname__
+    return budget.budgeted(predict)
 
 
 # --------------------------------------------------------------------------- options
@@ -288,6 +431,9 @@ def _json_type(tp: Any) -> dict[str, Any]:
 __all__ = [
     "Task",
     "StreamingTask",
+    "TaskBase",
+    "Evaluation",
+    "predictor",
     "NoOptions",
     "Limits",
     "DEFAULT_LIMITS",

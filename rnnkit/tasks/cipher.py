@@ -30,8 +30,7 @@ from rnnkit.data.text import read_text, resolve_data_path
 from rnnkit.data.vocab import PAD, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.cipher_net import CipherModelConfig, CipherNet
-from rnnkit.tasks import storage
-from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options
+from rnnkit.tasks.base import Evaluation, NoOptions, TaskBase, for_inference, predictor
 from rnnkit.train import TrainConfig
 
 # Fixed streams for held-out messages: dev (checked each epoch) and test (``rnnkit eval``).
@@ -117,6 +116,11 @@ class CipherConfig:
     train: TrainConfig = section(TrainConfig, epochs=10, batch_size=256, lr=1e-2)
 
 
+def alphabet_vocab(alphabet: str) -> Vocab:
+    """The vocabulary of a cipher model: padding, then the alphabet's symbols."""
+    return Vocab(list(alphabet), specials=[PAD], unk=None)
+
+
 class _EpochBatches:
     """One epoch of freshly generated batches, the same every time for the same epoch."""
 
@@ -143,13 +147,11 @@ class _EpochBatches:
                 yield {k: v[self.rank :: self.world_size] for k, v in batch.items()}
 
 
-class CipherTask:
+class CipherTask(TaskBase):
     """Builds the cipher model and its data; trains via the Trainer; predicts and evaluates."""
 
     name = "cipher"
     Config = CipherConfig
-    VOCABS = {"vocab.json": "vocab"}
-    default_metric = "char_accuracy"
     Options = NoOptions
     cpu_bf16_pays = True  # 1.1-1.6x faster in bf16 on AVX512-BF16 (bench/precision.py)
     metric_goals = {
@@ -163,24 +165,28 @@ class CipherTask:
     runner: Any = None
 
     def __init__(
-        self, config: CipherConfig, data_dir: Path | None = None, vocabs: tuple[Vocab] | None = None
+        self, config: CipherConfig, vocabs: tuple[Vocab, ...], data_dir: Path | None = None
     ):
         self.config = config
         self.data_dir = data_dir
-        self.report = ""  # open-text tasks have no tables beyond their metrics
-        self.confusion = None
         d = config.data
         self.alphabet = d.alphabet
-        self.vocab = Vocab(list(d.alphabet), specials=[PAD], unk=None)
-        if vocabs is not None and vocabs[0] != self.vocab:
+        (self.vocab,) = vocabs
+        if self.vocab != alphabet_vocab(d.alphabet):
             raise ModelDirError("vocab.json does not match the alphabet in config.json")
-        self.model = CipherNet(len(self.vocab), config.model, self.vocab.pad_id)
+        self.pad_id = self.vocab.stoi[PAD]
+        self.model = CipherNet(len(self.vocab), config.model, self.pad_id)
         self._sources: dict[str, Any] = {}
         self.letters = len(d.alphabet) - len(d.passthrough)  # symbols below this are enciphered
         if d.cipher in ("vigenere", "substitution") and d.key == "fixed":
             self.fixed_key = [d.alphabet.index(ch) for ch in d.keyword]
         else:
             self.fixed_key = [d.shift % self.letters]
+
+    @classmethod
+    def build(cls, config: CipherConfig, data_dir: Path | None = None) -> CipherTask:
+        """A new model on the config's alphabet; messages are made as training asks for them."""
+        return cls(config, (alphabet_vocab(config.data.alphabet),), data_dir)
 
     # ------------------------------------------------------------------ data
     def source(self, split: str) -> RandomSymbols | TextWindows:
@@ -265,12 +271,12 @@ class CipherTask:
         return [self.make_batch(source, min(size, n - i), generator) for i in range(0, n, size)]
 
     # ------------------------------------------------------------ evaluation
-    def evaluate(self, split: str = "dev") -> dict[str, float]:
+    def evaluate(self, split: str = "dev") -> Evaluation:
         """Character and message accuracy (fractions) and loss on held-out messages."""
-        return self.score(self.heldout_batches(split))
+        return Evaluation(self._score(self.heldout_batches(split)))
 
     @torch.no_grad()
-    def score(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
+    def _score(self, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
         device = for_inference(self.model)
         right = chars = whole = messages = letter_right = letters = 0
         loss_sum = 0.0
@@ -278,7 +284,7 @@ class CipherTask:
             source, target, mask = (batch[k].to(device) for k in ("source", "target", "mask"))
             logits = self.model(source, mask)
             loss_sum += float(F.cross_entropy(logits[mask], target[mask], reduction="sum"))
-            logits[..., self.vocab.pad_id] = float("-inf")
+            logits[..., self.pad_id] = float("-inf")
             hit = (logits.argmax(-1) == target) & mask
             right += int(hit.sum())
             chars += int(mask.sum())
@@ -294,9 +300,9 @@ class CipherTask:
             "loss": loss_sum / max(1, chars),
         }
 
-    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+    def evaluate_file(self, path: str | Path) -> Evaluation:
         """Score a file of ``CIPHERTEXT<TAB>PLAINTEXT`` lines (``rnnkit eval --data``)."""
-        return self.score(self.read_pairs(path))
+        return Evaluation(self._score(self.read_pairs(path)))
 
     def read_pairs(self, path: str | Path) -> list[dict[str, torch.Tensor]]:
         """Batches from a file of ``CIPHERTEXT<TAB>PLAINTEXT`` lines (for ``eval --data``)."""
@@ -327,18 +333,11 @@ class CipherTask:
         return batches
 
     # ------------------------------------------------------------ prediction
-    @budget.budgeted
-    def predict(
-        self, inputs: Sequence[str], options: Any = None, **overrides: Any
-    ) -> list[dict[str, Any]]:
+    @predictor
+    def predict(self, texts: list[str], options: NoOptions) -> list[dict[str, Any]]:
         """Decrypt each ciphertext: ``{"plaintext": ...}`` per input, in the model's alphabet
         (foreign characters read as the unknown symbol; ``""`` gives ``""``)."""
-        texts = check_inputs(inputs)
-        resolve_options(self, options, **overrides)
         return [{"plaintext": plain} for plain in self.decrypt(texts)]
-
-    def labels(self) -> list[str]:
-        return []  # answers are open text
 
     def format(self, text: str, result: dict[str, Any]) -> str:
         return result["plaintext"]
@@ -353,7 +352,7 @@ class CipherTask:
         # A batch holds at most the budget's padded characters, however long the texts.
         for rows in longest_first([len(t) for t in clean], batch_size, budget.PREDICT_TOKENS):
             budget.check_deadline()
-            ids, mask = pad([self.vocab.encode(clean[i]) for i in rows], self.vocab.pad_id)
+            ids, mask = pad([self.vocab.encode(clean[i]) for i in rows], self.pad_id)
             ids = self.recode_ids(ids, mask)
             best = self.decode(ids.to(device), mask.to(device)).cpu()
             for row, i in enumerate(rows):
@@ -366,10 +365,6 @@ class CipherTask:
         if self.runner is not None:
             return self.runner.run("model", {"ids": ids, "mask": mask})["decoded"]
         return self.model.decode(ids, mask)
-
-    # --------------------------------------------------------------- storage
-    model_files = storage.model_files
-    from_dir = classmethod(storage.from_dir)
 
 
 __all__ = ["CipherConfig", "CipherTask"]

@@ -19,21 +19,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from rnnkit import budget
 from rnnkit.config import section
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
 from rnnkit.data.labeled import Example, hold_out, read_trec, read_tsv
 from rnnkit.data.text import resolve_data_path
-from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import label_scores
 from rnnkit.nn.classifiers import BowClassifier, ClassifyModelConfig, NeuralClassifier
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
-from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
+from rnnkit.tasks.base import (
+    Evaluation,
+    TaskBase,
+    for_inference,
+    option,
+    predictor,
+    shard,
+)
 from rnnkit.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -99,8 +103,71 @@ def smoothed_idf(documents: int, document_freq: torch.Tensor) -> torch.Tensor:
     return torch.log((1.0 + documents) / (1.0 + document_freq.double())).float() + 1.0
 
 
+def read_examples(d: ClassifyDataConfig, path: str | Path) -> list[Example]:
+    """Labeled texts of a file in the recipe ``d``'s format."""
+    found = read_trec(path, d.trec_labels) if d.format == "trec" else read_tsv(path)
+    if not found:
+        raise DataError("no examples in file", str(path))
+    return found
+
+
+def split_examples(
+    d: ClassifyDataConfig, data_dir: Path | None, split: str, cache: dict[str, list[Example]]
+) -> list[Example]:
+    """The ``train``, ``dev`` or ``test`` examples of the recipe ``d``, read once into
+    ``cache``. Without a dev file, dev is ``data.dev_fraction`` of each label of the training
+    file, chosen by ``data.split_seed``, and train is the rest."""
+    if split not in cache:
+        if split in ("train", "dev") and not d.dev:
+            path = resolve_data_path(d.train, data_dir)
+            train, dev = hold_out(read_examples(d, path), d.dev_fraction, d.split_seed)
+            if not dev:
+                raise ConfigError(
+                    f"data.dev_fraction={d.dev_fraction} holds out no example of {path}"
+                )
+            cache["train"], cache["dev"] = train, dev
+        else:
+            name = getattr(d, split)
+            if not name:
+                raise ConfigError(f"the recipe has no data.{split} file")
+            cache[split] = read_examples(d, resolve_data_path(name, data_dir))
+    return cache[split]
+
+
+def text_tokens(d: ClassifyDataConfig, text: str) -> list[str]:
+    """The tokens of a text: words split on whitespace, or characters (whitespace runs become
+    one space), lowercased if the recipe ``d`` says so."""
+    if d.lowercase:
+        text = text.lower()
+    if d.tokenize == "chars":
+        return list(" ".join(text.split()))
+    return text.split()
+
+
+def text_features(config: ClassifyConfig, text: str) -> list[str]:
+    """The n-grams of a text the bag-of-words model counts (repeats included)."""
+    m = config.model
+    joiner = "" if config.data.tokenize == "chars" else " "
+    return ngrams(text_tokens(config.data, text), m.ngram_min, m.ngram_max, joiner)
+
+
+def classify_vocabs(config: ClassifyConfig, train: list[Example]) -> tuple[Vocab, Vocab]:
+    """The features (bow: n-grams; neural: words) and the labels of the training examples."""
+    labels = Vocab.build(Counter(ex.label for ex in train), specials=[], unk=None)
+    m, d = config.model, config.data
+    if m.kind == "bow":
+        counts = Counter(f for ex in train for f in text_features(config, ex.text))
+        vocab = Vocab.build(counts, d.min_freq, m.max_features, specials=[], unk=None)
+    else:
+        counts = Counter(t for ex in train for t in text_tokens(d, ex.text))
+        vocab = Vocab.build(counts, min_freq=d.min_freq)
+    if not len(vocab):
+        raise ConfigError(f"no training token occurs data.min_freq={d.min_freq} times")
+    return vocab, labels
+
+
 # --------------------------------------------------------------------------------- task
-class ClassifyTask:
+class ClassifyTask(TaskBase):
     """Reads labeled texts, builds a BoW or neural classifier, trains, predicts and scores."""
 
     name = "classify"
@@ -116,8 +183,8 @@ class ClassifyTask:
     def __init__(
         self,
         config: ClassifyConfig,
+        vocabs: tuple[Vocab, ...],
         data_dir: Path | None = None,
-        vocabs: tuple[Vocab, Vocab] | None = None,
         contextual: ContextualChars | None = None,
     ):
         self.config = config
@@ -125,113 +192,67 @@ class ClassifyTask:
         self.bow = config.model.kind == "bow"
         self._examples: dict[str, list[Example]] = {}
         self._encoded: dict[str, tuple[list[Any], torch.Tensor]] = {}
-        self.report = ""  # the text report of the last evaluation (tables)
-        self.confusion: tuple[list[str], list[list[int]]] | None = None  # of the last one
         self.pretrained_found: int | None = None
         self.pretrained_missing: list[str] = []
-        if vocabs is None:
-            # Read every split now: a malformed dev or test file should stop training before
-            # it starts, not after the first epoch.
-            for split in ("train", "dev", "test"):
-                if split != "test" or config.data.test:
-                    self.examples(split)
-            if not config.data.dev:
-                held, kept = len(self.examples("dev")), len(self.examples("train"))
-                logger.info(
-                    f"dev: {held} of {held + kept} training examples held out "
-                    f"(data.dev_fraction={config.data.dev_fraction}, "
-                    f"data.split_seed={config.data.split_seed})"
-                )
-            self.vocab, self.label_vocab = self._build_vocabs()
-        else:
-            self.vocab, self.label_vocab = vocabs
-            want = [] if self.bow else [PAD, UNK]
-            if self.vocab.specials != want or self.label_vocab.specials or not len(vocabs[1]):
-                raise ModelDirError("vocab.json or labels.json does not fit the config")
+        self.vocab, self.label_vocab = vocabs
+        want = [] if self.bow else [PAD, UNK]
+        if self.vocab.specials != want or self.label_vocab.specials or not len(self.label_vocab):
+            raise ModelDirError("vocab.json or labels.json does not fit the config")
         labels = len(self.label_vocab)
+        self._context = FeatureCache()
+        self.model: BowClassifier | NeuralClassifier
+        self.contextual = None if self.bow else contextual  # the model's character LMs
         if self.bow:
-            self.model: nn.Module = BowClassifier(len(self.vocab), labels, config.model)
-            if vocabs is None and config.model.features == "tfidf":
-                self.model.idf.copy_(self._idf())
+            self.model = BowClassifier(len(self.vocab), labels, config.model)
         else:
-            m = config.model
-            if m.contextual and config.data.tokenize != "whitespace":
-                raise ConfigError("model.contextual needs data.tokenize=whitespace (words)")
-            if contextual is None and m.contextual:
-                contextual = ContextualChars.load(m.contextual, m.contextual_tune, data_dir)
-            self._context = FeatureCache()
             self.model = NeuralClassifier(len(self.vocab), labels, config.model, contextual)
-            if vocabs is None and m.pretrained:
-                self.pretrained_found, self.pretrained_missing = load_pretrained(
-                    self.model.embed.weight, self.vocab.itos, m.pretrained, data_dir,
-                    len(self.vocab.specials), m.freeze,
-                )  # fmt: skip
 
-    @property
-    def default_metric(self) -> str:
-        return "accuracy"
+    @classmethod
+    def build(cls, config: ClassifyConfig, data_dir: Path | None = None) -> ClassifyTask:
+        """A new classifier on the training examples' features and labels. Every split is read
+        now: a malformed dev or test file stops training before it starts."""
+        d, m = config.data, config.model
+        found: dict[str, list[Example]] = {}
+        for split in ("train", "dev", "test"):
+            if split != "test" or d.test:
+                split_examples(d, data_dir, split, found)
+        if not d.dev:
+            held, kept = len(found["dev"]), len(found["train"])
+            logger.info(
+                f"dev: {held} of {held + kept} training examples held out "
+                f"(data.dev_fraction={d.dev_fraction}, data.split_seed={d.split_seed})"
+            )
+        contextual = None
+        if m.kind == "neural" and m.contextual:
+            if d.tokenize != "whitespace":
+                raise ConfigError("model.contextual needs data.tokenize=whitespace (words)")
+            contextual = ContextualChars.load(m.contextual, m.contextual_tune, data_dir)
+        task = cls(config, classify_vocabs(config, found["train"]), data_dir, contextual)
+        task._examples = found
+        if isinstance(task.model, BowClassifier) and m.features == "tfidf":
+            task.model.idf.copy_(task._idf())
+        if isinstance(task.model, NeuralClassifier) and m.pretrained:
+            vectors = task.load_vectors(task.model.embed, task.vocab, m.pretrained)
+            task.pretrained_found, task.pretrained_missing = vectors
+        return task
 
     # ------------------------------------------------------------------ data
     def read(self, path: str | Path) -> list[Example]:
         """Labeled texts of a file in the recipe's format."""
-        d = self.config.data
-        found = read_trec(path, d.trec_labels) if d.format == "trec" else read_tsv(path)
-        if not found:
-            raise DataError("no examples in file", str(path))
-        return found
+        return read_examples(self.config.data, path)
 
     def examples(self, split: str) -> list[Example]:
-        """The ``train``, ``dev`` or ``test`` examples of the recipe, read once.
-
-        Without a dev file, dev is ``data.dev_fraction`` of each label of the training file,
-        chosen by ``data.split_seed``, and train is the rest.
-        """
-        if split not in self._examples:
-            d = self.config.data
-            if split in ("train", "dev") and not d.dev:
-                path = resolve_data_path(d.train, self.data_dir)
-                train, dev = hold_out(self.read(path), d.dev_fraction, d.split_seed)
-                if not dev:
-                    raise ConfigError(
-                        f"data.dev_fraction={d.dev_fraction} holds out no example of {path}"
-                    )
-                self._examples["train"], self._examples["dev"] = train, dev
-            else:
-                name = getattr(d, split)
-                if not name:
-                    raise ConfigError(f"the recipe has no data.{split} file")
-                self._examples[split] = self.read(resolve_data_path(name, self.data_dir))
-        return self._examples[split]
+        """The ``train``, ``dev`` or ``test`` examples of the recipe (see
+        :func:`split_examples`)."""
+        return split_examples(self.config.data, self.data_dir, split, self._examples)
 
     def tokens(self, text: str) -> list[str]:
-        """The tokens of a text: words split on whitespace, or characters (whitespace runs
-        become one space), lowercased if the recipe says so."""
-        d = self.config.data
-        if d.lowercase:
-            text = text.lower()
-        if d.tokenize == "chars":
-            return list(" ".join(text.split()))
-        return text.split()
+        """The tokens of a text (see :func:`text_tokens`)."""
+        return text_tokens(self.config.data, text)
 
     def features(self, text: str) -> list[str]:
         """The n-grams of a text the bag-of-words model counts (repeats included)."""
-        m = self.config.model
-        joiner = "" if self.config.data.tokenize == "chars" else " "
-        return ngrams(self.tokens(text), m.ngram_min, m.ngram_max, joiner)
-
-    def _build_vocabs(self) -> tuple[Vocab, Vocab]:
-        train = self.examples("train")
-        labels = Vocab.build(Counter(ex.label for ex in train), specials=[], unk=None)
-        m, d = self.config.model, self.config.data
-        if self.bow:
-            counts = Counter(f for ex in train for f in self.features(ex.text))
-            vocab = Vocab.build(counts, d.min_freq, m.max_features, specials=[], unk=None)
-        else:
-            counts = Counter(t for ex in train for t in self.tokens(ex.text))
-            vocab = Vocab.build(counts, min_freq=d.min_freq)
-        if not len(vocab):
-            raise ConfigError(f"no training token occurs data.min_freq={d.min_freq} times")
-        return vocab, labels
+        return text_features(self.config, text)
 
     def _idf(self) -> torch.Tensor:
         """Smoothed idf of every feature over the training texts ``(features,)``."""
@@ -253,8 +274,8 @@ class ClassifyTask:
                 torch.tensor(list(counts), dtype=torch.long),
                 torch.tensor(list(counts.values()), dtype=torch.float32),
             )
-        ids = self.vocab.encode(self.tokens(text)) or [self.vocab.unk_id]
-        if self.model.contextual is not None:  # the LMs read the words as written
+        ids = self.vocab.encode(self.tokens(text)) or [self.vocab.stoi[UNK]]
+        if self.contextual is not None:  # the LMs read the words as written
             return ids, tuple(text.split()) or ("",)
         return ids
 
@@ -278,18 +299,18 @@ class ClassifyTask:
                 "counts": torch.cat([counts for _, counts in encoded]),
                 "offsets": torch.cumsum(sizes, 0) - sizes,
             }
-        if self.model.contextual is None:
+        if self.contextual is None:
             words, mask = pad(encoded)
             return {"words": words, "mask": mask}
         words, mask = pad([ids for ids, _ in encoded])
         batch = {"words": words, "mask": mask}
-        return batch | self._context.batch(self.model.contextual, [t for _, t in encoded])
+        return batch | self._context.batch(self.contextual, [t for _, t in encoded])
 
     def length(self, encoded: Any) -> int:
         """Tokens of an encoded text (0 for a bag of words, which has no order)."""
         if self.bow:
             return 0
-        return len(encoded[0] if self.model.contextual is not None else encoded)
+        return len(encoded[0] if self.contextual is not None else encoded)
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Epoch:
         """Shuffled batches of training texts with their ``labels`` ``(batch,)`` (see
@@ -316,7 +337,7 @@ class ClassifyTask:
         # Every text counts as length 1 or more here: an empty one still gets probabilities.
         lengths = [max(1, self.length(e)) for e in encoded]
         widths = None  # positions per word: 1, or the characters contextual LMs read
-        if not self.bow and self.model.contextual is not None:
+        if not self.bow and self.contextual is not None:
             widths = [1 + max(len(w) for w in words) for _, words in encoded]
         for rows in longest_first(lengths, batch_size, budget.PREDICT_TOKENS, widths):
             budget.check_deadline()
@@ -335,22 +356,19 @@ class ClassifyTask:
         (which computes contextual features itself, from the LMs' inputs)."""
         if self.runner is None:
             return torch.softmax(self.model.logits(batch).float(), dim=-1)
-        if not self.bow and self.model.contextual is not None:
-            batch = batch | self.model.contextual.inputs([words for _, words in encoded])
+        if not self.bow and self.contextual is not None:
+            batch = batch | self.contextual.inputs([words for _, words in encoded])
         return self.runner.run("model", batch)["probabilities"]
 
-    @budget.budgeted
-    def predict(
-        self, inputs: Sequence[str], options: Any = None, **overrides: Any
-    ) -> list[dict[str, Any]]:
+    @predictor
+    def predict(self, texts: list[str], options: ClassifyOptions) -> list[dict[str, Any]]:
         """Classify raw texts (an empty text too: it gets the label of an empty bag).
 
         Returns one dict per input: ``label``, the likeliest label, and ``probabilities``,
         ``{label: probability}`` for the ``top`` likeliest labels (all with 0), likeliest
         first.
         """
-        texts = check_inputs(inputs)
-        top = resolve_options(self, options, **overrides).top or len(self.label_vocab)
+        top = options.top or len(self.label_vocab)
         probs = self.probabilities([self.encode(t) for t in texts])
         values, order = torch.sort(probs, dim=1, descending=True, stable=True)
         itos = self.label_vocab.itos
@@ -363,6 +381,7 @@ class ClassifyTask:
         return results
 
     def labels(self) -> list[str]:
+        """The labels the model picks from."""
         return self.label_vocab.itos[len(self.label_vocab.specials) :]
 
     def format(self, text: str, result: dict[str, Any]) -> str:
@@ -373,39 +392,27 @@ class ClassifyTask:
         return "\n".join(lines)
 
     # ------------------------------------------------------------ evaluation
-    def evaluate(self, split: str = "dev") -> dict[str, float]:
+    def evaluate(self, split: str = "dev") -> Evaluation:
+        """Scores on a split of the recipe (see :meth:`_score`)."""
         encoded, _ = self.encoded(split)
         return self._score(encoded, [ex.label for ex in self.examples(split)])
 
-    def evaluate_file(self, path: str | Path) -> dict[str, float]:
-        return self.score(self.read(path))
-
-    def score(self, examples: Sequence[Example]) -> dict[str, float]:
-        """Accuracy and macro-F1 (fractions) of the model on ``examples``.
-
-        Macro-F1 is scikit-learn's: the unweighted mean F1 over every label that occurs in the
-        gold labels or the predictions. Sets :attr:`report` (per-label precision, recall, F1,
-        and a confusion table) and :attr:`confusion` (for :meth:`plot_confusion`).
-        """
+    def evaluate_file(self, path: str | Path) -> Evaluation:
+        """Scores on a file in the recipe's format (see :meth:`_score`)."""
+        examples = self.read(path)
         return self._score([self.encode(ex.text) for ex in examples], [ex.label for ex in examples])
 
-    def _score(self, encoded: Sequence[Any], gold: list[str]) -> dict[str, float]:
+    def _score(self, encoded: Sequence[Any], gold: list[str]) -> Evaluation:
+        """Accuracy and macro-F1 (fractions) of the model on encoded texts of labels ``gold``,
+        with per-label precision, recall and F1 and a confusion table in the report, and the
+        confusion matrix.
+
+        Macro-F1 is scikit-learn's: the unweighted mean F1 over every label that occurs in the
+        gold labels or the predictions.
+        """
         best = self.probabilities(encoded).argmax(dim=1).tolist()
         predicted = [self.label_vocab.itos[i] for i in best]
-        metrics, self.report, self.confusion = label_scores(gold, predicted)
-        return metrics
-
-    def plot_confusion(self, path: str | Path, title: str = "") -> None:
-        """Draw the confusion matrix of the last evaluation as a PNG at ``path``."""
-        from rnnkit.plots import plot_confusion_matrix
-
-        if self.confusion is None:
-            raise RuntimeError("evaluate the model before plotting its confusion matrix")
-        plot_confusion_matrix(*self.confusion, path, title=title)
-
-    # --------------------------------------------------------------- storage
-    model_files = storage.model_files
-    from_dir = classmethod(storage.from_dir)
+        return Evaluation(*label_scores(gold, predicted))
 
 
 __all__ = ["ClassifyConfig", "ClassifyTask", "ngrams", "smoothed_idf"]

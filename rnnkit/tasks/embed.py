@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -48,7 +48,7 @@ from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.nn.similarity import WordVectors
 from rnnkit.nn.word_embedder import PAD_ID, EmbedModelConfig, WordEmbedder
 from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options
+from rnnkit.tasks.base import Batches, Evaluation, TaskBase, for_inference, option, predictor
 from rnnkit.train import TrainConfig
 
 
@@ -182,6 +182,7 @@ class _WindowEpoch:
     def block(self, start: int, stop: int) -> dict[str, torch.Tensor]:
         """Examples ``[start, stop)`` of the epoch (without noise words)."""
         p = self.plan
+        assert p.left is not None and p.right is not None  # a cbow or skipgram plan
         if self.task.config.model.method == "skipgram":
             c0 = int(torch.searchsorted(self.ends, start, right=True))
             c1 = int(torch.searchsorted(self.ends, stop - 1, right=True)) + 1
@@ -246,77 +247,87 @@ class _ChunkedEpoch:
             yield self.task.with_negatives(left, g)
 
 
-class EmbedTask:
+def split_lines(
+    d: EmbedDataConfig, data_dir: Path | None, split: str, files: dict[str, list[str]]
+) -> list[str]:
+    """The lines (sentences) of ``train``, ``dev`` or ``test`` of the recipe ``d``; each file
+    read once into ``files``."""
+
+    def read(name: str) -> list[str]:
+        if name not in files:
+            text = read_text(resolve_data_path(name, data_dir))
+            files[name] = (text.lower() if d.lowercase else text).splitlines()
+        return files[name]
+
+    if split == "test" and d.test:
+        return read(d.test)
+    if split in ("dev", "test") and d.dev:
+        return read(d.dev)
+    lines = read(d.train)
+    return lines if d.dev else split_tail(lines, split, d.dev_fraction)
+
+
+def aligned_counts(vocab: Vocab, counter: Counter[str]) -> list[int]:
+    """The count of every vocabulary entry, in its order (0 for the specials)."""
+    first = len(vocab.specials)
+    return [counter[w] if i >= first else 0 for i, w in enumerate(vocab.itos)]
+
+
+class EmbedTask(TaskBase):
     """Reads the corpus, builds the embedder, trains via the Trainer, scores, answers queries."""
 
     name = "embed"
     Config = EmbedConfig
-    VOCABS = {"vocab.json": "vocab"}
     EXTRA_FILES = ("counts.json",)  # word counts, for the noise distribution and subsampling
-    default_metric = "loss"
     Options = EmbedOptions
     cpu_bf16_pays = False  # no matmul worth it: 1.0x in bf16 (bench/precision.py)
     metric_goals = {"loss": "min", "perplexity": "min", "coverage": "max"}
 
+    corpus: tuple[torch.Tensor, torch.Tensor]
+    """The training text's word ids and sentence numbers (a built task's only)."""
+
     def __init__(
         self,
         config: EmbedConfig,
+        vocabs: tuple[Vocab, ...],
         data_dir: Path | None = None,
-        vocabs: tuple[Vocab] | None = None,
-        counts: Sequence[int] | None = None,
+        counts: Sequence[int] = (),
     ):
         self.config = config
         self.data_dir = data_dir
-        self.report = ""  # open-text tasks have no tables beyond their metrics
-        self.confusion = None
         self._files: dict[str, list[str]] = {}  # lines of each file read
         self._eval: dict[str, dict[str, Any]] = {}  # held-out examples of each split, made once
         self._table: torch.Tensor | None = None
         self._sampler: ctx.NoiseSampler | None = None
-        if vocabs is None:  # training: count, encode, and make the dev examples now
-            lines = self.lines("train")
-            counter = Counter(word for line in lines for word in line.split())
-            d = config.data
-            self.vocab = Vocab.build(counter, min_freq=d.min_freq, max_size=d.max_vocab)
-            self.counts = self._aligned(counter)
-            if len(self.vocab) <= len(self.vocab.specials):
-                raise DataError(f"no word occurs {d.min_freq}+ times (data.min_freq)", d.train)
-            self.corpus = ctx.encode_lines(lines, self.vocab)
-            self._eval_set("dev")  # a missing or useless dev text stops us before training
-            self._files.clear()
-        else:
-            (self.vocab,) = vocabs
-            self.counts = torch.tensor(list(counts or []), dtype=torch.long)
-            if self.counts.numel() != len(self.vocab):
-                raise ModelDirError(
-                    f"{self.counts.numel()} word counts for {len(self.vocab)} words"
-                )
+        (self.vocab,) = vocabs
+        self.counts = torch.tensor(list(counts), dtype=torch.long)
+        if self.counts.numel() != len(self.vocab):
+            raise ModelDirError(f"{self.counts.numel()} word counts for {len(self.vocab)} words")
         sparse = config.train.optimizer == "sgd"
         self.model = WordEmbedder(len(self.vocab), config.model, sparse)
 
+    @classmethod
+    def build(cls, config: EmbedConfig, data_dir: Path | None = None) -> EmbedTask:
+        """A new embedder on the training text's words: counted and encoded now, with the dev
+        examples made (a missing or useless dev text stops us before training)."""
+        d = config.data
+        files: dict[str, list[str]] = {}
+        lines = split_lines(d, data_dir, "train", files)
+        counter = Counter(word for line in lines for word in line.split())
+        vocab = Vocab.build(counter, min_freq=d.min_freq, max_size=d.max_vocab)
+        if len(vocab) <= len(vocab.specials):
+            raise DataError(f"no word occurs {d.min_freq}+ times (data.min_freq)", d.train)
+        task = cls(config, (vocab,), data_dir, aligned_counts(vocab, counter))
+        task._files = files
+        task.corpus = ctx.encode_lines(lines, vocab)
+        task._eval_set("dev")
+        task._files.clear()
+        return task
+
     # ------------------------------------------------------------------ data
-    def _aligned(self, counter: Counter[str]) -> torch.Tensor:
-        first = len(self.vocab.specials)
-        return torch.tensor(
-            [counter[w] if i >= first else 0 for i, w in enumerate(self.vocab.itos)],
-            dtype=torch.long,
-        )
-
-    def _file_lines(self, name: str) -> list[str]:
-        if name not in self._files:
-            text = read_text(resolve_data_path(name, self.data_dir))
-            self._files[name] = (text.lower() if self.config.data.lowercase else text).splitlines()
-        return self._files[name]
-
     def lines(self, split: str) -> list[str]:
         """The lines (sentences) of ``train``, ``dev`` or ``test``."""
-        d = self.config.data
-        if split == "test" and d.test:
-            return self._file_lines(d.test)
-        if split in ("dev", "test") and d.dev:
-            return self._file_lines(d.dev)
-        lines = self._file_lines(d.train)
-        return lines if d.dev else split_tail(lines, split, d.dev_fraction)
+        return split_lines(self.config.data, self.data_dir, split, self._files)
 
     @property
     def sampler(self) -> ctx.NoiseSampler:
@@ -353,14 +364,15 @@ class EmbedTask:
     def chunks(self, plan: _Plan) -> Iterator[dict[str, torch.Tensor]]:
         """The plan's examples, ``input`` and ``target``, one chunk of centres at a time."""
         method, ids = self.config.model.method, plan.ids
+        sizes = cast(torch.Tensor, plan.sizes)  # None only for ngram, which reads no windows
         for start in range(0, ids.numel(), CHUNK):
             stop = min(start + CHUNK, ids.numel())
             if method == "skipgram":
-                centres, contexts = ctx.skipgram_pairs(plan.sentences, plan.sizes, start, stop)
+                centres, contexts = ctx.skipgram_pairs(plan.sentences, sizes, start, stop)
                 yield {"input": ids[centres], "target": ids[contexts]}
             elif method == "cbow":
                 window = self.config.data.window
-                centres, slots = ctx.cbow_rows(plan.sentences, plan.sizes, window, start, stop)
+                centres, slots = ctx.cbow_rows(plan.sentences, sizes, window, start, stop)
                 words = torch.where(slots >= 0, ids[slots.clamp(min=0)], PAD_ID)
                 yield {"input": words, "target": ids[centres]}
             else:
@@ -374,7 +386,7 @@ class EmbedTask:
             batch["negatives"] = ctx.draw_negatives(self.table, shape, g)
         return batch
 
-    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _ChunkedEpoch:
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Batches:
         if world_size > 1:
             raise ConfigError(
                 "the embed task cannot train on several processes: its sparse embedding "
@@ -414,16 +426,18 @@ class EmbedTask:
             self._eval[split] = self._examples(self.lines(split), name)
         return self._eval[split]
 
-    def evaluate(self, split: str = "dev") -> dict[str, float]:
-        return self.score(self._eval_set(split))
+    def evaluate(self, split: str = "dev") -> Evaluation:
+        """Held-out loss and coverage on a split (see :meth:`_score`)."""
+        return Evaluation(self._score(self._eval_set(split)))
 
-    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+    def evaluate_file(self, path: str | Path) -> Evaluation:
+        """Held-out loss and coverage on a text file (see :meth:`_score`)."""
         text = read_text(path)
         lines = (text.lower() if self.config.data.lowercase else text).splitlines()
-        return self.score(self._examples(lines, str(path)))
+        return Evaluation(self._score(self._examples(lines, str(path))))
 
     @torch.no_grad()
-    def score(self, held_out: dict[str, Any]) -> dict[str, float]:
+    def _score(self, held_out: dict[str, Any]) -> dict[str, float]:
         """``loss``: the training objective per example (negative sampling with fixed noise
         words, or cross-entropy); ``coverage``: the share of the text's words in the
         vocabulary; and for the softmax, ``perplexity``."""
@@ -447,17 +461,15 @@ class EmbedTask:
         first = len(self.vocab.specials)
         return WordVectors(self.vocab.itos[first:], self.model.embed.weight[first:])
 
-    def predict(
-        self, inputs: Sequence[str], options: Any = None, **overrides: Any
-    ) -> list[dict[str, Any]]:
+    @predictor
+    def predict(self, texts: list[str], options: EmbedOptions) -> list[dict[str, Any]]:
         """The ``k`` nearest neighbours by cosine of each word (surrounding spaces ignored).
 
         Returns one dict per input: ``word``, ``known`` (whether the vocabulary has it; looked
         up as written, then case-insensitively) and ``neighbors``, a list of ``{"word",
         "similarity"}``, most similar first (empty for an unknown word).
         """
-        words = [w.strip() for w in check_inputs(inputs)]
-        k = resolve_options(self, options, **overrides).k
+        words, k = [w.strip() for w in texts], options.k
         vectors = self.word_vectors()
         known = [w for w in words if w and vectors.find(w) is not None]
         found = dict(zip(known, vectors.neighbors(known, k), strict=True))
@@ -469,9 +481,6 @@ class EmbedTask:
             }
             for w in words
         ]
-
-    def labels(self) -> list[str]:
-        return []  # answers are open text
 
     @staticmethod
     def format(text: str, result: dict[str, Any]) -> str:
@@ -485,12 +494,14 @@ class EmbedTask:
 
     # --------------------------------------------------------------- storage
     def model_files(self) -> dict[str, bytes]:
+        """The files of every task's model directory, and the word counts."""
         return storage.model_files(self) | {"counts.json": ckpt.json_bytes(self.counts.tolist())}
 
     @classmethod
     def from_dir(
         cls, directory: str | Path, data_dir: Path | None = None, device: str = "cpu"
     ) -> EmbedTask:
+        """A saved embedder, its word counts read from ``counts.json``."""
         counts = ckpt.read_json(Path(directory) / "counts.json")
         if not isinstance(counts, list) or not all(isinstance(n, int) for n in counts):
             raise ModelDirError(f"{directory}/counts.json is not a list of word counts")

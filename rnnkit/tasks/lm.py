@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,13 +29,19 @@ from rnnkit.data.text import (
     tokenize,
     windows,
 )
-from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.nn.language_model import LanguageModel, LMModelConfig
 from rnnkit.nn.sampling import sample_next
-from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options
+from rnnkit.tasks.base import (
+    Evaluation,
+    TaskBase,
+    check_inputs,
+    for_inference,
+    option,
+    predictor,
+    resolve_options,
+)
 from rnnkit.train import TrainConfig
 
 
@@ -108,75 +114,73 @@ class _Windows:
             }
 
 
-class LMTask:
+def text_tokens(text: str, d: LMDataConfig) -> list[str]:
+    """The tokens a model of data config ``d`` reads for ``text``: reversed for a backward LM."""
+    tokens = tokenize(text, d.level)
+    return tokens[::-1] if d.reverse else tokens
+
+
+def split_tokens(
+    d: LMDataConfig, data_dir: Path | None, split: str, files: dict[str, list[str]]
+) -> list[str]:
+    """The tokens of a split (``train``, ``dev``, ``test``) of the recipe ``d``. Each file is
+    read and tokenised once into ``files`` (the training tokens and a validation cut of the
+    same file share them)."""
+
+    def read(name: str) -> list[str]:
+        if name not in files:
+            files[name] = text_tokens(read_text(resolve_data_path(name, data_dir)), d)
+        return files[name]
+
+    if split == "test" and d.test:
+        return read(d.test)
+    if split in ("dev", "test") and d.dev:
+        return read(d.dev)
+    tokens = read(d.train)
+    return tokens if d.dev else split_tail(tokens, split, d.dev_fraction)
+
+
+class LMTask(TaskBase):
     """Builds the language model and its token streams; scores, generates, saves."""
 
     name = "lm"
     Config = LMConfig
-    VOCABS = {"vocab.json": "vocab"}
-    default_metric = "loss"
     Options = LMOptions
     cpu_bf16_pays = True  # 1.4-1.7x faster in bf16 on AVX512-BF16 (bench/precision.py)
     metric_goals = {"loss": "min", "perplexity": "min", "bpc": "min"}
 
-    def __init__(
-        self, config: LMConfig, data_dir: Path | None = None, vocabs: tuple[Vocab] | None = None
-    ):
+    def __init__(self, config: LMConfig, vocabs: tuple[Vocab, ...], data_dir: Path | None = None):
         self.config = config
         self.data_dir = data_dir
-        self.report = ""  # open-text tasks have no tables beyond their metrics
-        self.confusion = None
         self.level = config.data.level
         self._ids: dict[str, torch.Tensor] = {}
-        self._files: dict[str, list[str]] = {}  # tokens of each file read, until encoded
-        if vocabs is None:  # training: the splits training needs are encoded now, read once
-            self.vocab = self._build_vocab()
-            self.ids("train")
-            self.ids("dev")
-            self._files.clear()
-        else:
-            (self.vocab,) = vocabs
+        (self.vocab,) = vocabs
         self.model = LanguageModel(len(self.vocab), config.model)
-        m = config.model
-        if vocabs is None and m.pretrained:
-            weight, itos = self.model.embed.weight, self.vocab.itos
-            first = len(self.vocab.specials)
-            load_pretrained(weight, itos, m.pretrained, data_dir, first, m.freeze, unit="tokens")
+
+    @classmethod
+    def build(cls, config: LMConfig, data_dir: Path | None = None) -> LMTask:
+        """A new model whose vocabulary is the training text's; the splits training needs are
+        read and encoded now, each file once."""
+        d = config.data
+        files: dict[str, list[str]] = {}
+        tokens = {split: split_tokens(d, data_dir, split, files) for split in ("train", "dev")}
+        vocab = Vocab.build(Counter(tokens["train"]), min_freq=d.min_freq, max_size=d.max_vocab)
+        task = cls(config, (vocab,), data_dir)
+        task._ids = {split: torch.tensor(vocab.encode(t)) for split, t in tokens.items()}
+        if config.model.pretrained:
+            task.load_vectors(task.model.embed, vocab, config.model.pretrained, unit="tokens")
+        return task
 
     # ------------------------------------------------------------------ data
-    def _path(self, name: str) -> Path:
-        return resolve_data_path(name, self.data_dir)
-
-    def _file_tokens(self, name: str) -> list[str]:
-        """Tokens of a recipe file, read and tokenised once while the task is being built (the
-        vocabulary, the training ids and a validation cut of the same file share them)."""
-        if name not in self._files:
-            self._files[name] = self.tokens_of(read_text(self._path(name)))
-        return self._files[name]
-
     def tokens_of(self, text: str) -> list[str]:
         """The tokens the model reads for ``text``: reversed for a backward LM."""
-        tokens = tokenize(text, self.level)
-        return tokens[::-1] if self.config.data.reverse else tokens
-
-    def _tokens(self, split: str) -> list[str]:
-        d = self.config.data
-        if split == "test" and d.test:
-            return self._file_tokens(d.test)
-        if split in ("dev", "test") and d.dev:
-            return self._file_tokens(d.dev)
-        tokens = self._file_tokens(d.train)
-        return tokens if d.dev else split_tail(tokens, split, d.dev_fraction)
-
-    def _build_vocab(self) -> Vocab:
-        d = self.config.data
-        counts = Counter(self._tokens("train"))
-        return Vocab.build(counts, min_freq=d.min_freq, max_size=d.max_vocab)
+        return text_tokens(text, self.config.data)
 
     def ids(self, split: str) -> torch.Tensor:
         """The token ids of a split (``train``, ``dev``, ``test``) as one 1-D tensor."""
         if split not in self._ids:
-            self._ids[split] = torch.tensor(self.vocab.encode(self._tokens(split)))
+            tokens = split_tokens(self.config.data, self.data_dir, split, {})
+            self._ids[split] = torch.tensor(self.vocab.encode(tokens))
         return self._ids[split]
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Windows:
@@ -199,14 +203,18 @@ class LMTask:
         return _Windows(rows, d.bptt, offset)
 
     # ------------------------------------------------------------ evaluation
-    def evaluate(self, split: str = "dev") -> dict[str, float]:
-        return self.score(self.ids(split))
+    def evaluate(self, split: str = "dev") -> Evaluation:
+        """Loss, perplexity (and bpc) of the model on a split."""
+        return Evaluation(self._score(self.ids(split)))
 
-    def evaluate_file(self, path: str | Path) -> dict[str, float]:
-        return self.score(torch.tensor(self.vocab.encode(self.tokens_of(read_text(path)))))
+    def evaluate_file(self, path: str | Path) -> Evaluation:
+        """Loss, perplexity (and bpc) of the model on a text file."""
+        return Evaluation(
+            self._score(torch.tensor(self.vocab.encode(self.tokens_of(read_text(path)))))
+        )
 
     @torch.no_grad()
-    def score(self, ids: torch.Tensor) -> dict[str, float]:
+    def _score(self, ids: torch.Tensor) -> dict[str, float]:
         """``loss`` (nats per token), ``perplexity`` and, for characters, ``bpc``."""
         device = for_inference(self.model)
         rows = as_streams(ids, min(self.config.data.eval_streams, max(1, ids.numel() // 2)))
@@ -277,7 +285,9 @@ class LMTask:
         the deadline in force when it is called (:data:`rnnkit.budget.DEFAULT_SECONDS` from
         now if none is), however late its pieces are asked for."""
         (prompt,) = check_inputs([text])
-        o = resolve_options(self, options, **overrides)
+        return self._continue(prompt, resolve_options(self, options, **overrides))
+
+    def _continue(self, prompt: str, o: LMOptions) -> Iterator[str]:
         pieces = budget.bound(
             self.generate(prompt, o.length, o.temperature, o.top_k, o.top_p, o.seed)
         )
@@ -285,31 +295,20 @@ class LMTask:
             return iter(["".join(pieces)[::-1]])
         return pieces
 
-    @budget.budgeted
-    def predict(
-        self, inputs: Sequence[str], options: Any = None, **overrides: Any
-    ) -> list[dict[str, Any]]:
+    @predictor
+    def predict(self, prompts: list[str], options: LMOptions) -> list[dict[str, Any]]:
         """Continue each prompt: ``{"prompt": ..., "text": the continuation}`` per input.
 
         A backward LM (``data.reverse``) writes what comes *before* the prompt, in reading
         order (and :meth:`stream` gives it in one piece)."""
-        prompts = check_inputs(inputs)
-        o = resolve_options(self, options, **overrides)
-        return [{"prompt": p, "text": "".join(self.stream(p, o))} for p in prompts]
+        return [{"prompt": p, "text": "".join(self._continue(p, options))} for p in prompts]
 
     def joiner(self, prompt: str) -> str:
         """What goes between a prompt and its continuation when shown: generated words each
         carry their own trailing space, so a word prompt needs one of its own."""
         return " " if self.level == "word" and prompt and not prompt[-1].isspace() else ""
 
-    def labels(self) -> list[str]:
-        return []  # answers are open text
-
     def format(self, text: str, result: dict[str, Any]) -> str:
         if self.config.data.reverse:
             return result["text"] + text
         return text + self.joiner(text) + result["text"]
-
-    # --------------------------------------------------------------- storage
-    model_files = storage.model_files
-    from_dir = classmethod(storage.from_dir)

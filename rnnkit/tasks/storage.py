@@ -1,16 +1,17 @@
 """A task's model directory: the files a task writes, and the task rebuilt from them.
 
 Every task names its vocabularies in ``VOCABS`` (file name → attribute, ``vocab.json`` first)
-and takes them back, in that order, as its constructor's ``vocabs``. A directory holds
-``config.json``, those vocabularies, ``contextual.json`` when the model reads character LMs
-(their weights are part of the model's), and ``model.safetensors``. Tasks use
-:func:`model_files` and :func:`from_dir` as their methods of the same names.
+and takes them back, in that order, as its constructor's ``vocabs``:
+``cls(config, vocabs, data_dir)``. A directory holds ``config.json``, those vocabularies,
+``contextual.json`` when the model reads character LMs (their weights are part of the model's),
+and ``model.safetensors``. :class:`~rnnkit.tasks.base.TaskBase` has :func:`model_files` and
+:func:`from_dir` as its methods of the same names.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.data.vocab import Vocab
@@ -18,8 +19,13 @@ from rnnkit.errors import ModelDirError
 from rnnkit.nn.contextual import FILE as CONTEXTUAL_FILE
 from rnnkit.nn.contextual import ContextualChars
 
+if TYPE_CHECKING:
+    from rnnkit.tasks.base import Task
 
-def model_files(task: Any) -> dict[str, bytes]:
+T = TypeVar("T", bound="Task")
+
+
+def model_files(task: Task) -> dict[str, bytes]:
     """The files of ``task``'s model directory but its weights, name → bytes."""
     from rnnkit import __version__
     from rnnkit.config import to_dict
@@ -35,8 +41,12 @@ def model_files(task: Any) -> dict[str, bytes]:
 
 
 def from_dir(
-    cls: Any, directory: str | Path, data_dir: Path | None = None, device: str = "cpu", **extra
-) -> Any:
+    cls: type[T],
+    directory: str | Path,
+    data_dir: Path | None = None,
+    device: str = "cpu",
+    **extra: Any,
+) -> T:
     """Task class ``cls`` rebuilt from a directory written from :func:`model_files`, with its
     trained weights, on ``device``, in eval mode. ``extra`` goes to the constructor."""
     directory = Path(directory)
@@ -46,7 +56,7 @@ def from_dir(
         tune = config.model.contextual_tune
         extra["contextual"] = ContextualChars.from_model_dir(directory, tune)
     try:
-        task = cls(config, data_dir, vocabs=vocabs, **extra)
+        task = cls(config, vocabs, data_dir, **extra)
     except ModelDirError as err:  # vocabularies that do not fit the config
         raise ModelDirError(f"{directory}: {err}") from None
     return ckpt.load_trained(task, directory, device)

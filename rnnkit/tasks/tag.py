@@ -13,23 +13,29 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
 from rnnkit import budget
 from rnnkit.config import section
 from rnnkit.data.batching import Epoch, bucket_batches, epoch_generator, longest_first, pad
-from rnnkit.data.tagged import Sentence, check_tag, convert, read_columns, read_conllu, spans
+from rnnkit.data.tagged import (
+    Scheme,
+    Sentence,
+    check_tag,
+    convert,
+    read_columns,
+    read_conllu,
+    spans,
+)
 from rnnkit.data.text import resolve_data_path
-from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import PAD, UNK, Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import confusion_table, entity_scores, token_accuracy
 from rnnkit.nn.contextual import ContextualChars, FeatureCache
 from rnnkit.nn.tagger import Tagger, TagModelConfig
-from rnnkit.tasks import storage
-from rnnkit.tasks.base import NoOptions, check_inputs, for_inference, resolve_options, shard
+from rnnkit.tasks.base import Evaluation, NoOptions, TaskBase, for_inference, predictor, shard
 from rnnkit.train import TrainConfig
 
 _SEPARATORS = {"whitespace": None, "tab": "\t", "space": " "}
@@ -70,7 +76,63 @@ class TagConfig:
     )
 
 
-class TagTask:
+def schemes(config: TagConfig) -> tuple[Scheme | None, Scheme | None]:
+    """The entity scheme of the files and the one the model learns (None for plain tags)."""
+    file_scheme = None if config.data.scheme == "none" else config.data.scheme
+    if file_scheme and config.model.tag_scheme != "same":
+        return file_scheme, config.model.tag_scheme
+    return file_scheme, file_scheme
+
+
+def read_sentences(d: TagDataConfig, path: str | Path) -> list[Sentence]:
+    """Tagged sentences of a file in the recipe ``d``'s format, tags in the files' scheme."""
+    scheme = None if d.scheme == "none" else d.scheme
+    if d.format == "conllu":
+        found = read_conllu(path, d.conllu_tags)
+        if scheme:  # entity tags in a CoNLL-U column must follow the scheme too
+            for sentence in found:
+                for offset, tag in enumerate(sentence.tags):
+                    check_tag(tag, scheme, path, sentence.line + offset)
+    else:
+        separator, comment = _SEPARATORS[d.separator], d.comment or None
+        found = read_columns(path, d.token_column, d.tag_column, separator, comment, scheme)
+    if not found:
+        raise DataError("no sentences in file", str(path))
+    return found
+
+
+def model_tags(config: TagConfig, sentence: Sentence) -> list[str]:
+    """A sentence's tags in the scheme the model learns."""
+    file_scheme, model_scheme = schemes(config)
+    if file_scheme and model_scheme and model_scheme != file_scheme:
+        return convert(sentence.tags, file_scheme, model_scheme)
+    return sentence.tags
+
+
+def word_form(config: TagConfig, token: str) -> str:
+    """What the word embeddings see of a token."""
+    return token.lower() if config.data.lowercase else token
+
+
+def tag_vocabs(config: TagConfig, train: list[Sentence]) -> tuple[Vocab, Vocab, Vocab]:
+    """Words, characters and tags of the training sentences (every tag the model's scheme can
+    form for the entity types seen, seen or not)."""
+    words = Counter(word_form(config, t) for s in train for t in s.tokens)
+    chars = Counter(ch for s in train for t in s.tokens for ch in t)
+    tags = Counter(tag for s in train for tag in model_tags(config, s))
+    _, model_scheme = schemes(config)
+    if model_scheme:
+        kinds = {t.split("-", 1)[1] for t in tags if t != "O"}
+        prefixes = "BIES" if model_scheme == "BIOES" else "BI"
+        tags.update({f"{p}-{k}": 0 for p in prefixes for k in kinds} | {"O": 0})
+    return (
+        Vocab.build(words, min_freq=config.data.min_freq),
+        Vocab.build(chars),
+        Vocab.build(tags, min_freq=0, specials=[], unk=None),
+    )
+
+
+class TagTask(TaskBase):
     """Reads tagged sentences, builds the tagger, trains via the Trainer, tags and evaluates."""
 
     name = "tag"
@@ -89,49 +151,47 @@ class TagTask:
     def __init__(
         self,
         config: TagConfig,
+        vocabs: tuple[Vocab, ...],
         data_dir: Path | None = None,
-        vocabs: tuple[Vocab, Vocab, Vocab] | None = None,
         contextual: ContextualChars | None = None,
     ):
         self.config = config
         self.data_dir = data_dir
-        d = config.data
-        self.file_scheme = None if d.scheme == "none" else d.scheme
-        self.model_scheme = self.file_scheme
-        if self.file_scheme and config.model.tag_scheme != "same":
-            self.model_scheme = config.model.tag_scheme
+        self.file_scheme, self.model_scheme = schemes(config)
         self._sentences: dict[str, list[Sentence]] = {}
         self._char_cache: dict[str, list[int]] = {}
         self._context = FeatureCache()
-        self.report = ""  # the text report of the last evaluation (tables)
-        self.confusion = None
-        if vocabs is None:
-            # Read every split now: a malformed dev or test file should stop training before
-            # it starts, not after the first epoch.
-            for split in ("train", "dev", "test"):
-                if getattr(config.data, split):
-                    self.sentences(split)
-            self.vocab, self.char_vocab, self.tag_vocab = self._build_vocabs()
-        else:
-            self.vocab, self.char_vocab, self.tag_vocab = vocabs
-            if self.vocab.specials != [PAD, UNK]:
-                raise ModelDirError("vocab.json is not a tagger's word vocabulary")
-        m = config.model
-        if contextual is None and m.contextual:
-            contextual = ContextualChars.load(m.contextual, m.contextual_tune, data_dir)
+        self.vocab, self.char_vocab, self.tag_vocab = vocabs
+        if self.vocab.specials != [PAD, UNK]:
+            raise ModelDirError("vocab.json is not a tagger's word vocabulary")
         self.model = Tagger(
             len(self.vocab), len(self.char_vocab), self.tag_vocab.itos, config.model,
             self.model_scheme, contextual,
         )  # fmt: skip
         self.pretrained_found: int | None = None
-        if vocabs is None and m.pretrained:
-            weight, itos = self.model.embed.weight, self.vocab.itos
-            self.pretrained_found, _ = load_pretrained(
-                weight, itos, m.pretrained, data_dir, len(self.vocab.specials), m.freeze
-            )
+
+    @classmethod
+    def build(cls, config: TagConfig, data_dir: Path | None = None) -> TagTask:
+        """A new tagger on the training sentences' words, characters and tags. Every split is
+        read now: a malformed dev or test file stops training before it starts."""
+        d, m = config.data, config.model
+        found = {
+            split: read_sentences(d, resolve_data_path(getattr(d, split), data_dir))
+            for split in ("train", "dev", "test")
+            if getattr(d, split)
+        }
+        contextual = None
+        if m.contextual:
+            contextual = ContextualChars.load(m.contextual, m.contextual_tune, data_dir)
+        task = cls(config, tag_vocabs(config, found["train"]), data_dir, contextual)
+        task._sentences = found
+        if m.pretrained:
+            task.pretrained_found, _ = task.load_vectors(task.model.embed, task.vocab, m.pretrained)
+        return task
 
     @property
     def default_metric(self) -> str:
+        """Entity F1 for entity tags, token accuracy for plain ones."""
         return "f1" if self.file_scheme else "accuracy"
 
     @property
@@ -143,26 +203,8 @@ class TagTask:
 
     # ------------------------------------------------------------------ data
     def read(self, path: str | Path) -> list[Sentence]:
-        """Tagged sentences of a file in the recipe's format, tags in the model's scheme."""
-        d = self.config.data
-        if d.format == "conllu":
-            found = read_conllu(path, d.conllu_tags)
-            if self.file_scheme:  # entity tags in a CoNLL-U column must follow the scheme too
-                for sentence in found:
-                    for offset, tag in enumerate(sentence.tags):
-                        check_tag(tag, self.file_scheme, path, sentence.line + offset)
-        else:
-            found = read_columns(
-                path,
-                d.token_column,
-                d.tag_column,
-                _SEPARATORS[d.separator],
-                d.comment or None,
-                self.file_scheme,
-            )
-        if not found:
-            raise DataError("no sentences in file", str(path))
-        return found
+        """Tagged sentences of a file in the recipe's format, tags in the files' scheme."""
+        return read_sentences(self.config.data, path)
 
     def read_tokens(self, path: str | Path) -> list[Sentence]:
         """Sentences of a file in the recipe's format whose tags may be missing (``_``, or no
@@ -187,29 +229,6 @@ class TagTask:
             self._sentences[split] = self.read(resolve_data_path(name, self.data_dir))
         return self._sentences[split]
 
-    def _model_tags(self, sentence: Sentence) -> list[str]:
-        if self.file_scheme and self.model_scheme != self.file_scheme:
-            return convert(sentence.tags, self.file_scheme, self.model_scheme)
-        return sentence.tags
-
-    def _word(self, token: str) -> str:
-        return token.lower() if self.config.data.lowercase else token
-
-    def _build_vocabs(self) -> tuple[Vocab, Vocab, Vocab]:
-        train = self.sentences("train")
-        words = Counter(self._word(t) for s in train for t in s.tokens)
-        chars = Counter(ch for s in train for t in s.tokens for ch in t)
-        tags = Counter(tag for s in train for tag in self._model_tags(s))
-        if self.model_scheme:  # every tag the scheme can form for the types seen
-            kinds = {t.split("-", 1)[1] for t in tags if t != "O"}
-            prefixes = "BIES" if self.model_scheme == "BIOES" else "BI"
-            tags.update({f"{p}-{k}": 0 for p in prefixes for k in kinds} | {"O": 0})
-        return (
-            Vocab.build(words, min_freq=self.config.data.min_freq),
-            Vocab.build(chars),
-            Vocab.build(tags, min_freq=0, specials=[], unk=None),  # unseen scheme tags too
-        )
-
     def _chars(self, form: str) -> list[int]:
         ids = self._char_cache.get(form)
         if ids is None:
@@ -224,7 +243,8 @@ class TagTask:
     ) -> dict[str, torch.Tensor]:
         """Pad sentences (or bare token lists) into tensors; see :meth:`Tagger.emissions`."""
         token_lists = [s.tokens if isinstance(s, Sentence) else list(s) for s in sentences]
-        words, mask = pad([self.vocab.encode(map(self._word, t)) for t in token_lists])
+        seen = [[word_form(self.config, t) for t in tokens] for tokens in token_lists]
+        words, mask = pad([self.vocab.encode(s) for s in seen])
         batch = {"words": words, "mask": mask}
         if self.model.chars is not None:
             form_ids: dict[str, int] = {}
@@ -235,7 +255,8 @@ class TagTask:
         if self.model.contextual is not None:
             batch.update(self._context.batch(self.model.contextual, token_lists))
         if with_tags:
-            ids = [self.tag_vocab.encode(self._model_tags(s)) for s in sentences]
+            gold = [cast(Sentence, s) for s in sentences]  # with_tags: sentences, not tokens
+            ids = [self.tag_vocab.encode(model_tags(self.config, s)) for s in gold]
             batch["tags"], _ = pad(ids)
         return batch
 
@@ -263,7 +284,7 @@ class TagTask:
             best = self.decode({k: v.to(device) for k, v in batch.items()}, lists).cpu()
             for row, i in enumerate(rows):
                 tags = [self.tag_vocab.itos[j] for j in best[row, : len(token_lists[i])]]
-                if self.file_scheme and self.model_scheme != self.file_scheme:
+                if self.file_scheme and self.model_scheme and self.model_scheme != self.file_scheme:
                     tags = convert(tags, self.model_scheme, self.file_scheme)
                 out[i] = tags
         return out
@@ -289,13 +310,9 @@ class TagTask:
             batch = batch | self.model.contextual.inputs(token_lists)
         return self.runner.run("model", batch)["tags"]
 
-    @budget.budgeted
-    def predict(
-        self, inputs: Sequence[str], options: Any = None, **overrides: Any
-    ) -> list[dict[str, Any]]:
+    @predictor
+    def predict(self, texts: list[str], options: NoOptions) -> list[dict[str, Any]]:
         """Tag raw sentences, tokens split on whitespace (see :meth:`predict_tokens`)."""
-        texts = check_inputs(inputs)
-        resolve_options(self, options, **overrides)
         return self.predict_tokens([t.split() for t in texts])
 
     def predict_tokens(self, token_lists: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
@@ -315,6 +332,7 @@ class TagTask:
         return results
 
     def labels(self) -> list[str]:
+        """The tags the model picks from (in its own scheme)."""
         return self.tag_vocab.itos[len(self.tag_vocab.specials) :]
 
     def format(self, text: str, result: dict[str, Any]) -> str:
@@ -323,17 +341,17 @@ class TagTask:
         return "".join(f"{i}\t{token}\t{tag}\n" for i, (token, tag) in enumerate(pairs, 1))
 
     # ------------------------------------------------------------ evaluation
-    def evaluate(self, split: str = "dev") -> dict[str, float]:
-        return self.score(self.sentences(split))
+    def evaluate(self, split: str = "dev") -> Evaluation:
+        """Scores on a split of the recipe (see :meth:`_score`)."""
+        return self._score(self.sentences(split))
 
-    def evaluate_file(self, path: str | Path) -> dict[str, float]:
-        return self.score(self.read(path))
+    def evaluate_file(self, path: str | Path) -> Evaluation:
+        """Scores on a file in the recipe's format (see :meth:`_score`)."""
+        return self._score(self.read(path))
 
-    def score(self, sentences: Sequence[Sentence]) -> dict[str, float]:
-        """Token accuracy; for entity tags also seqeval's strict micro P/R/F1 and per type.
-
-        Sets :attr:`report` to the tables ``rnnkit eval`` prints.
-        """
+    def _score(self, sentences: Sequence[Sentence]) -> Evaluation:
+        """Token accuracy; for entity tags also seqeval's strict micro P/R/F1 and per type; the
+        report holds the tables ``rnnkit eval`` prints."""
         predicted = self.tag([s.tokens for s in sentences])
         gold = [s.tags for s in sentences]
         metrics = {"accuracy": token_accuracy(gold, predicted)}
@@ -343,12 +361,7 @@ class TagTask:
             metrics.update(entity_metrics)
             tables.append(table)
         tables.append(confusion_table(gold, predicted))
-        self.report = "\n".join(tables)
-        return metrics
-
-    # --------------------------------------------------------------- storage
-    model_files = storage.model_files
-    from_dir = classmethod(storage.from_dir)
+        return Evaluation(metrics, "\n".join(tables))
 
 
 __all__ = ["TagConfig", "TagTask"]

@@ -36,15 +36,13 @@ from rnnkit.data.parallel import (
     split_of,
 )
 from rnnkit.data.text import resolve_data_path
-from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
 from rnnkit.metrics import corpus_scores
 from rnnkit.nn.decoder import State
 from rnnkit.nn.search import search
 from rnnkit.nn.seq2seq import BOS_ID, EOS, EOS_ID, SPECIALS, Seq2Seq, TranslateModelConfig
-from rnnkit.tasks import storage
-from rnnkit.tasks.base import check_inputs, for_inference, option, resolve_options, shard
+from rnnkit.tasks.base import Evaluation, TaskBase, for_inference, option, predictor, shard
 from rnnkit.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -130,7 +128,43 @@ class TranslateConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
 
-class TranslateTask:
+def read_parallel(d: TranslateDataConfig, path: str | Path, filters: bool = True) -> list[Pair]:
+    """Pairs of a parallel file in the recipe ``d``'s direction and normalisation; with
+    ``filters`` also the recipe's length and prefix filter."""
+    found = read_pairs(
+        path,
+        reverse=d.direction == "reverse",
+        normalise_text=d.normalise,
+        max_words=d.max_length if filters else 0,
+        prefixes=d.prefixes if filters and d.filter_prefixes else None,
+    )
+    if not found:
+        raise DataError("no sentence pairs in file (after filtering)", str(path))
+    return found
+
+
+def split_pairs(d: TranslateDataConfig, data_dir: Path | None) -> dict[str, list[Pair]]:
+    """The recipe's file cut into ``train``, ``dev`` and ``test`` by a hash of each source."""
+    path = resolve_data_path(d.file, data_dir)
+    splits: dict[str, list[Pair]] = {s: [] for s in SPLITS}
+    for pair in read_parallel(d, path):
+        splits[split_of(pair.source)].append(pair)
+    for s in ("train", "dev"):
+        if not splits[s]:
+            raise DataError(f"no {s} pairs: the file is too small to split", str(path))
+    return splits
+
+
+def pair_vocabs(d: TranslateDataConfig, train: Sequence[Pair]) -> tuple[Vocab, Vocab]:
+    """The source and target words of the training pairs (rarer than ``data.min_freq``
+    left to ``<unk>``)."""
+    source = Counter(w for p in train for w in p.source.split())
+    target = Counter(w for p in train for w in p.target.split())
+    m = d.min_freq
+    return Vocab.build(source, m, specials=SPECIALS), Vocab.build(target, m, specials=SPECIALS)
+
+
+class TranslateTask(TaskBase):
     """Reads a parallel file, builds the encoder-decoder, trains, translates and scores."""
 
     name = "translate"
@@ -144,79 +178,51 @@ class TranslateTask:
     runner: Any = None
 
     def __init__(
-        self,
-        config: TranslateConfig,
-        data_dir: Path | None = None,
-        vocabs: tuple[Vocab, Vocab] | None = None,
+        self, config: TranslateConfig, vocabs: tuple[Vocab, ...], data_dir: Path | None = None
     ):
         self.config = config
         self.data_dir = data_dir
         self._splits: dict[str, list[Pair]] | None = None
-        self.report = ""  # the text of the last evaluation: signature and sample translations
-        self.confusion = None
-        if vocabs is None:
-            counts = {s: len(self.pairs(s)) for s in SPLITS}
-            logger.info(
-                f"{counts['train']} training, {counts['dev']} dev and {counts['test']} test pairs "
-                f"from {self.config.data.file}"
-            )
-            self.vocab, self.target_vocab = self._build_vocabs()
-        else:
-            self.vocab, self.target_vocab = vocabs
-            if any(v.specials != list(SPECIALS) for v in vocabs):
-                raise ModelDirError("it does not hold a translation model's vocabularies")
+        self.vocab, self.target_vocab = vocabs
+        if any(v.specials != list(SPECIALS) for v in vocabs):
+            raise ModelDirError("it does not hold a translation model's vocabularies")
         auto = config.train.autoencoder_epochs > 0
         self.model = Seq2Seq(len(self.vocab), len(self.target_vocab), config.model, auto)
         self.model.teacher_forcing = config.train.teacher_forcing
         self.model.label_smoothing = config.train.label_smoothing
+
+    @classmethod
+    def build(cls, config: TranslateConfig, data_dir: Path | None = None) -> TranslateTask:
+        """A new model on the training pairs' words; the parallel file is read and split now."""
+        splits = split_pairs(config.data, data_dir)
+        counts = {s: len(pairs) for s, pairs in splits.items()}
+        logger.info(
+            f"{counts['train']} training, {counts['dev']} dev and {counts['test']} test pairs "
+            f"from {config.data.file}"
+        )
+        task = cls(config, pair_vocabs(config.data, splits["train"]), data_dir)
+        task._splits = splits
         m = config.model
         for name, vocab, embed in (
-            (m.pretrained_source, self.vocab, self.model.src_embed),
-            (m.pretrained_target, self.target_vocab, self.model.decoder.embed),
+            (m.pretrained_source, task.vocab, task.model.src_embed),
+            (m.pretrained_target, task.target_vocab, task.model.decoder.embed),
         ):
-            if vocabs is None and name:
-                load_pretrained(embed.weight, vocab.itos, name, data_dir, len(SPECIALS), m.freeze)
-
-    @property
-    def default_metric(self) -> str:
-        return "bleu"
+            if name:
+                task.load_vectors(embed, vocab, name)
+        return task
 
     # ------------------------------------------------------------------ data
     def read(self, path: str | Path, filters: bool = True) -> list[Pair]:
-        """Pairs of a parallel file in the recipe's direction and normalisation; with
-        ``filters`` also the recipe's length and prefix filter."""
-        d = self.config.data
-        found = read_pairs(
-            path,
-            reverse=d.direction == "reverse",
-            normalise_text=d.normalise,
-            max_words=d.max_length if filters else 0,
-            prefixes=d.prefixes if filters and d.filter_prefixes else None,
-        )
-        if not found:
-            raise DataError("no sentence pairs in file (after filtering)", str(path))
-        return found
+        """Pairs of a parallel file (see :func:`read_parallel`)."""
+        return read_parallel(self.config.data, path, filters)
 
     def pairs(self, split: str) -> list[Pair]:
         """The ``train``, ``dev`` or ``test`` pairs of the recipe's file, read once."""
         if split not in SPLITS:
             raise ConfigError(f"unknown split {split!r} (choices: {', '.join(SPLITS)})")
         if self._splits is None:
-            path = resolve_data_path(self.config.data.file, self.data_dir)
-            self._splits = {s: [] for s in SPLITS}
-            for pair in self.read(path):
-                self._splits[split_of(pair.source)].append(pair)
-            for s in ("train", "dev"):
-                if not self._splits[s]:
-                    raise DataError(f"no {s} pairs: the file is too small to split", str(path))
+            self._splits = split_pairs(self.config.data, self.data_dir)
         return self._splits[split]
-
-    def _build_vocabs(self) -> tuple[Vocab, Vocab]:
-        train = self.pairs("train")
-        source = Counter(w for p in train for w in p.source.split())
-        target = Counter(w for p in train for w in p.target.split())
-        m = self.config.data.min_freq
-        return Vocab.build(source, m, specials=SPECIALS), Vocab.build(target, m, specials=SPECIALS)
 
     def _clean(self, text: str) -> str:
         return normalise(text) if self.config.data.normalise else light_normalise(text)
@@ -228,11 +234,12 @@ class TranslateTask:
         src_ids = [self.vocab.encode(s.split()) + [EOS_ID] for s in sources]
         source, source_mask = pad(src_ids)
         batch: dict[str, Any] = {"source": source, "source_mask": source_mask}
-        if all(isinstance(p, Pair) for p in pairs):
+        gold = [p for p in pairs if isinstance(p, Pair)]
+        if len(gold) == len(pairs):
             if autoencode:
                 targets = [ids[:-1] for ids in src_ids]
             else:
-                targets = [self.target_vocab.encode(p.target.split()) for p in pairs]
+                targets = [self.target_vocab.encode(p.target.split()) for p in gold]
             batch["target_in"], _ = pad([[BOS_ID, *t] for t in targets])
             batch["target_out"], batch["target_mask"] = pad([[*t, EOS_ID] for t in targets])
             batch["autoencode"] = autoencode
@@ -313,10 +320,8 @@ class TranslateTask:
         new = {k: out.get(f"{k}_next", v) for k, v in state.items()}
         return out["log_probs"], out["attention"], new
 
-    @budget.budgeted
-    def predict(
-        self, inputs: Sequence[str], options: Any = None, **overrides: Any
-    ) -> list[dict[str, Any]]:
+    @predictor
+    def predict(self, texts: list[str], o: TranslateOptions) -> list[dict[str, Any]]:
         """Translate raw sentences (normalised as the training data was).
 
         Returns one dict per input: ``source`` (the normalised input), ``translation``,
@@ -325,8 +330,6 @@ class TranslateTask:
         target token, of weights over the source tokens. A blank input gets a blank
         translation of score 0.
         """
-        texts = check_inputs(inputs)
-        o = resolve_options(self, options, **overrides)
         sources = [self._clean(t) for t in budget.paced(texts)]
         todo = [i for i, s in enumerate(sources) if s.strip()]
         found = dict(
@@ -347,24 +350,22 @@ class TranslateTask:
             results.append(result)
         return results
 
-    def labels(self) -> list[str]:
-        return []  # answers are open text
-
     def format(self, text: str, result: dict[str, Any]) -> str:
         return result["translation"]
 
     # ------------------------------------------------------------ evaluation
-    def evaluate(self, split: str = "dev") -> dict[str, float]:
+    def evaluate(self, split: str = "dev") -> Evaluation:
+        """Scores on a split (see :meth:`_score`); dev with ``decode.dev_beam``."""
         beam = self.config.decode.dev_beam if split == "dev" else None
-        return self.score(self.pairs(split), beam)
+        return self._score(self.pairs(split), beam)
 
-    def evaluate_file(self, path: str | Path) -> dict[str, float]:
+    def evaluate_file(self, path: str | Path) -> Evaluation:
         """Scores on another parallel file (normalised the recipe's way, not filtered)."""
-        return self.score(self.read(path, filters=False))
+        return self._score(self.read(path, filters=False))
 
-    def score(self, pairs: Sequence[Pair], beam: int | None = None) -> dict[str, float]:
+    def _score(self, pairs: Sequence[Pair], beam: int | None = None) -> Evaluation:
         """BLEU and chrF (sacrebleu, 0–100) of each distinct source once against all of its
-        targets in ``pairs`` as reference streams; sets :attr:`report`."""
+        targets in ``pairs`` as reference streams; the report has sample translations."""
         if not pairs:
             raise DataError("no sentence pairs to score")
         sources, references = group_references(pairs)
@@ -379,12 +380,7 @@ class TranslateTask:
         ]
         for i in range(min(8, len(sources))):
             lines.append(f"  {sources[i]} → {hypotheses[i]} | {references[i][0]}")
-        self.report = "\n".join(lines)
-        return metrics
-
-    # --------------------------------------------------------------- storage
-    model_files = storage.model_files
-    from_dir = classmethod(storage.from_dir)
+        return Evaluation(metrics, "\n".join(lines))
 
 
 __all__ = ["TranslateConfig", "TranslateTask"]
