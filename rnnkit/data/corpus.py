@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from rnnkit.data.text import EOS, Level
@@ -435,3 +436,43 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ------------------------------------------------------------------- reading streams
+class StreamRows:
+    """Tokens ``[first, stop)`` of a prepared stream laid out as ``streams`` contiguous rows
+    (as :func:`rnnkit.data.text.as_streams` lays out a tensor), read from disk a window at a
+    time with plain reads, so neither the corpus nor the pages read stay in memory.
+    """
+
+    def __init__(self, prepared: Prepared, first: int, stop: int, streams: int):
+        self.path = prepared.directory / "ids.npy"
+        header = np.load(self.path, mmap_mode="r")
+        self.offset, self.dtype = header.offset, header.dtype
+        length = (stop - first) // streams
+        if length < 2:
+            raise DataError(f"text of {stop - first} tokens is too short for {streams} streams")
+        self.first, self.length = first, length
+        self.rows = list(range(streams))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(streams, length)``, as the in-memory layout's."""
+        return len(self.rows), self.length
+
+    def select(self, rank: int, world_size: int) -> StreamRows:
+        """Process ``rank``'s rows of ``world_size``: every ``world_size``-th, from ``rank``."""
+        mine = StreamRows.__new__(StreamRows)
+        mine.__dict__.update(self.__dict__)
+        mine.rows = self.rows[rank::world_size]
+        return mine
+
+    def window(self, start: int, stop: int) -> torch.Tensor:
+        """Columns ``[start, stop)`` of every row, ``(streams, stop - start)`` int64."""
+        size = self.dtype.itemsize
+        out = np.empty((len(self.rows), stop - start), self.dtype)
+        with open(self.path, "rb") as f:
+            for i, row in enumerate(self.rows):
+                f.seek(self.offset + (self.first + row * self.length + start) * size)
+                out[i] = np.fromfile(f, self.dtype, stop - start)
+        return torch.from_numpy(out.astype(np.int64))
