@@ -187,7 +187,10 @@ class LMTask(TaskBase):
                 ids = torch.tensor(self.vocab.encode(self.tokens_of(text)), dtype=torch.long)
             else:
                 corpus = self.corpus()
-                ids = torch.from_numpy(corpus.ids()[corpus.split :].astype(np.int64))
+                stop = corpus.tokens
+                if split == "dev" and d.max_dev_tokens:
+                    stop = min(stop, corpus.split + d.max_dev_tokens)
+                ids = torch.from_numpy(corpus.ids()[corpus.split : stop].astype(np.int64))
             if split == "dev" and d.max_dev_tokens:
                 ids = ids[: d.max_dev_tokens]
             self._ids[split] = ids
