@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     from rnnkit.datasets.command import add_data_parser
     from rnnkit.export import add_export_parser
     from rnnkit.serve.command import add_serve_parser
+    from rnnkit.tune import add_tune_parser
 
+    add_tune_parser(sub)
     add_data_parser(sub)
     add_serve_parser(sub)
     add_export_parser(sub)
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     # argparse stops collecting positionals at the first option; key=value overrides that come
     # after the options land here, and belong to the same list.
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
-    if stray or (extra and args.command != "train"):
+    if stray or (extra and args.command not in ("train", "tune")):
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
@@ -612,6 +614,12 @@ def cmd_crack(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rnnkit.tune import cmd_tune as run
+
+    return run(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's first command: train the first registered task that has a demo into
     ``--out`` (a new directory or an earlier demo's), and show what it does."""
@@ -639,5 +647,6 @@ COMMANDS = {
     "serve": cmd_serve,
     "export": cmd_export,
     "crack": cmd_crack,
+    "tune": cmd_tune,
     "demo": cmd_demo,
 }

@@ -14,8 +14,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from rnnkit.checkpoint import atomic_write_bytes  # noqa: E402
 
 
-def _save(fig: Any, path: str | Path) -> None:
-    """Lay ``fig`` out, write it to ``path`` as a PNG (atomically) and free it."""
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Lay ``fig`` out, write it to ``path`` as a PNG (atomically: a reader never sees half an
+    image) and free it."""
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -37,7 +39,7 @@ def plot_training_curve(history: list[dict[str, Any]], metric: str, path: str | 
     right.set_title(f"dev {metric}")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -71,7 +73,7 @@ def plot_confusion_matrix(
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the gold row")
     if title:
         ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_attention(
@@ -96,4 +98,4 @@ def plot_attention(
     ax.set_ylabel("translation")
     if title:
         ax.set_title(title, pad=12, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -1,6 +1,9 @@
+import atexit
 import io
 import os
+import shutil
 import sys
+import tempfile
 import traceback
 import warnings
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -13,6 +16,11 @@ import torch
 # One thread: the test models are tiny, and several torch processes that each spin two threads
 # on a 2-core machine slow each other down many times over.
 os.environ["OMP_NUM_THREADS"] = "1"
+# Prepared corpora (rnnkit/data/corpus.py) go to a cache of the test session's own, never the
+# user's; subprocesses inherit it.
+_CACHE = tempfile.mkdtemp(prefix="rnnkit-test-cache-")
+os.environ["RNNKIT_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
 from rnnkit.errors import DataError
+
+if TYPE_CHECKING:
+    from rnnkit.data.corpus import StreamRows
 
 Level = Literal["char", "word"]
 EOS = "<eos>"
@@ -109,7 +112,7 @@ def as_streams(ids: torch.Tensor, streams: int) -> torch.Tensor:
     return ids[: length * streams].view(streams, length)
 
 
-def windows(rows: torch.Tensor, bptt: int, offset: int = 0) -> list[tuple[int, int]]:
+def windows(rows: torch.Tensor | StreamRows, bptt: int, offset: int = 0) -> list[tuple[int, int]]:
     """``(start, length)`` of the BPTT windows over ``rows`` ``(streams, length)``.
 
     Each window predicts ``rows[:, start + 1 : start + 1 + length]`` from

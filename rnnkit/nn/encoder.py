@@ -10,6 +10,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.config import setting
 from rnnkit.errors import ConfigError
+from rnnkit.nn.regularize import drop_connect
 
 RnnType = Literal["lstm", "gru", "rnn"]
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -53,6 +54,7 @@ class RecurrentEncoder(nn.Module):
         layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
+        weight_drop: float = 0.0,
     ):
         super().__init__()
         check_sizes(embedding_dim=input_size, hidden_size=hidden_size, layers=layers)
@@ -67,6 +69,7 @@ class RecurrentEncoder(nn.Module):
             batch_first=True,
         )
         self.output_size = hidden_size * (2 if bidirectional else 1)
+        self.weight_drop = weight_drop  # DropConnect on hidden-to-hidden weights (training)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, state=None
@@ -85,10 +88,10 @@ class RecurrentEncoder(nn.Module):
         if mask is not None and torch.onnx.is_in_onnx_export():
             return unpacked(self.rnn, x, mask_lengths(mask)), None  # packing does not export
         if mask is None or bool(mask.all()):
-            return self.rnn(x, state)
+            return drop_connect(self.rnn, self.weight_drop, x, state)
         lengths = mask.sum(dim=1).clamp(min=1).cpu()
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, state = self.rnn(packed, state)
+        out, state = drop_connect(self.rnn, self.weight_drop, packed, state)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out, state
 

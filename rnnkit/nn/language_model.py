@@ -15,10 +15,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnkit.config import rate
+from rnnkit.config import rate, setting
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
+from rnnkit.nn.regularize import LockedDropout, activation_penalty, embedding_dropout
 
 
 @dataclass
@@ -29,6 +30,12 @@ class LMModelConfig:
     layers: int = depth(2)
     dropout: float = rate(0.2, "between recurrent layers and on their output")
     embedding_dropout: float = rate(0.1)
+    # AWD-LSTM's regularisers (rnnkit/nn/regularize.py); all off by default.
+    locked_dropout: bool = False  # embedding_dropout and dropout: one mask per window
+    word_dropout: float = rate(0.0, "whole words dropped from the embedding matrix per batch")
+    weight_drop: float = rate(0.0, "DropConnect on the hidden-to-hidden weights")
+    activation_reg: float = setting(0.0, "AR: cost of large (dropped) outputs (alpha)", 0, 1000)
+    temporal_reg: float = setting(0.0, "TAR: cost of outputs changing between steps", 0, 1000)
     tie_weights: bool = False  # share the input embedding with the output layer
     adaptive_softmax: bool = False  # for large word vocabularies
     cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])
@@ -49,11 +56,13 @@ class LanguageModel(nn.Module):
         c = config
         self.config = c
         self.embed = nn.Embedding(vocab_size, c.embedding_dim)
-        self.embed_drop = nn.Dropout(c.embedding_dropout)
+        dropout = LockedDropout if c.locked_dropout else nn.Dropout
+        self.embed_drop = dropout(c.embedding_dropout)
         self.encoder = RecurrentEncoder(
-            c.embedding_dim, c.hidden_size, rnn=c.rnn, layers=c.layers, dropout=c.dropout
-        )
-        self.drop = nn.Dropout(c.dropout)
+            c.embedding_dim, c.hidden_size, c.rnn, c.layers, dropout=c.dropout,
+            weight_drop=c.weight_drop,
+        )  # fmt: skip
+        self.drop = dropout(c.dropout)
         self.adaptive = None
         self.proj = None
         # The adaptive softmax leaves the clusters of absent words out of a step's graph.
@@ -80,8 +89,14 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """tokens ``(batch, time)`` → features ``(batch, time, hidden)`` and the new state."""
-        hidden, state = self.encoder(self.embed_drop(self.embed(tokens)), None, state)
+        hidden, state = self.encode(tokens, state)
         return self.drop(hidden), state
+
+    def encode(self, tokens: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
+        """tokens ``(batch, time)`` → the last layer's outputs ``(batch, time, hidden)``
+        before the output dropout, and the new state."""
+        embedded = embedding_dropout(self.embed, tokens, self.config.word_dropout)
+        return self.encoder(self.embed_drop(embedded), None, state)
 
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """features ``(..., hidden)`` → log-probabilities ``(..., vocab)``."""
@@ -105,9 +120,14 @@ class LanguageModel(nn.Module):
         """Mean NLL per token of one BPTT window; carries the state to the next window."""
         if batch["reset"]:
             self.carry = None
-        features, state = self(batch["input"], self.carry)
+        raw, state = self.encode(batch["input"], self.carry)
         self.carry = _detach(state)
-        return self.nll(features, batch["target"]) / batch["target"].numel()
+        features = self.drop(raw)
+        loss = self.nll(features, batch["target"]) / batch["target"].numel()
+        c = self.config
+        if self.training and (c.activation_reg or c.temporal_reg):
+            loss = loss + activation_penalty(features, raw, c.activation_reg, c.temporal_reg)
+        return loss
 
     def training_state(self) -> dict[str, torch.Tensor]:
         """The recurrent state carried from one BPTT window to the next, for the Trainer's

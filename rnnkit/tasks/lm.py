@@ -8,24 +8,24 @@ backpropagation through time), as in pytorch/examples and AWD-LSTM, instead of p
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from rnnkit import budget
 from rnnkit.config import section, setting
 from rnnkit.data.batching import epoch_generator
+from rnnkit.data.corpus import Prepared, Shape, StreamRows, prepare
 from rnnkit.data.text import (
     EOS,
     Level,
     as_streams,
     read_text,
     resolve_data_path,
-    split_tail,
     tokenize,
     windows,
 )
@@ -73,6 +73,9 @@ class LMDataConfig:
     random_offset: bool = True  # shift the window grid by a random amount each epoch
     eval_streams: int = setting(16, "parallel streams when scoring", 1)
     reverse: bool = False  # read every text back to front: a backward LM (char level only)
+    max_dev_tokens: int = setting(
+        2_000_000, "dev scored on its first this many tokens (0 = all)", 0
+    )
 
     def validate(self) -> None:
         """Refuse a recipe without a text, or a backward LM of words."""
@@ -93,9 +96,10 @@ class LMConfig:
 
 
 class _Windows:
-    """One epoch of BPTT windows over the training streams."""
+    """One epoch of BPTT windows over the training streams, each read from disk when the
+    Trainer reaches it."""
 
-    def __init__(self, rows: torch.Tensor, bptt: int, offset: int):
+    def __init__(self, rows: StreamRows, bptt: int, offset: int):
         self.rows = rows
         self.spans = windows(rows, bptt, offset)
 
@@ -104,11 +108,8 @@ class _Windows:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for i, (start, length) in enumerate(self.spans):
-            yield {
-                "input": self.rows[:, start : start + length],
-                "target": self.rows[:, start + 1 : start + 1 + length],
-                "reset": i == 0,
-            }
+            tokens = self.rows.window(start, start + length + 1)
+            yield {"input": tokens[:, :-1], "target": tokens[:, 1:], "reset": i == 0}
 
 
 def text_tokens(text: str, d: LMDataConfig) -> list[str]:
@@ -117,24 +118,17 @@ def text_tokens(text: str, d: LMDataConfig) -> list[str]:
     return tokens[::-1] if d.reverse else tokens
 
 
-def split_tokens(
-    d: LMDataConfig, data_dir: Path | None, split: str, files: dict[str, list[str]]
-) -> list[str]:
-    """The tokens of a split (``train``, ``dev``, ``test``) of the recipe ``d``. Each file is
-    read and tokenised once into ``files`` (the training tokens and a validation cut of the
-    same file share them)."""
+def stream_shape(d: LMDataConfig) -> Shape:
+    """How the training file of data config ``d`` is prepared (:mod:`rnnkit.data.corpus`)."""
+    hold_out = None if d.dev else d.dev_fraction
+    return Shape("stream", d.level, False, d.reverse, d.min_freq, d.max_vocab, hold_out)
 
-    def read(name: str) -> list[str]:
-        if name not in files:
-            files[name] = text_tokens(read_text(resolve_data_path(name, data_dir)), d)
-        return files[name]
 
-    if split == "test" and d.test:
-        return read(d.test)
-    if split in ("dev", "test") and d.dev:
-        return read(d.dev)
-    tokens = read(d.train)
-    return tokens if d.dev else split_tail(tokens, split, d.dev_fraction)
+def prepare_training_text(config: LMConfig, data_dir: Path | None) -> Prepared:
+    """The recipe's training file prepared into token ids on disk (cached)."""
+    d = config.data
+    path = resolve_data_path(d.train, data_dir)
+    return prepare(path, stream_shape(d), progress=config.train.progress)
 
 
 class LMTask(TaskBase):
@@ -155,21 +149,21 @@ class LMTask(TaskBase):
         self.data_dir = data_dir
         self.level = config.data.level
         self._ids: dict[str, torch.Tensor] = {}
+        self._corpus: Prepared | None = None
         (self.vocab,) = vocabs
         self.model = LanguageModel(len(self.vocab), config.model)
 
     @classmethod
     def build(cls, config: LMConfig, data_dir: Path | None = None) -> LMTask:
-        """A new model whose vocabulary is the training text's; the splits training needs are
-        read and encoded now, each file once."""
-        d = config.data
-        files: dict[str, list[str]] = {}
-        tokens = {split: split_tokens(d, data_dir, split, files) for split in ("train", "dev")}
-        vocab = Vocab.build(Counter(tokens["train"]), min_freq=d.min_freq, max_size=d.max_vocab)
-        task = cls(config, (vocab,), data_dir)
-        task._ids = {split: torch.tensor(vocab.encode(t)) for split, t in tokens.items()}
+        """A new model whose vocabulary is the training text's. The training file is prepared
+        into token ids on disk once (cached; :mod:`rnnkit.data.corpus`), and the dev text is
+        read now, so a bad dev file stops the run before its first step."""
+        corpus = prepare_training_text(config, data_dir)
+        task = cls(config, (corpus.vocab,), data_dir)
+        task._corpus = corpus
+        task.ids("dev")
         if config.model.pretrained:
-            task.load_vectors(task.model.embed, vocab, config.model.pretrained, unit="tokens")
+            task.load_vectors(task.model.embed, task.vocab, config.model.pretrained, unit="tokens")
         return task
 
     # ------------------------------------------------------------------ data
@@ -177,25 +171,43 @@ class LMTask(TaskBase):
         """The tokens the model reads for ``text``: reversed for a backward LM."""
         return text_tokens(text, self.config.data)
 
+    def corpus(self) -> Prepared:
+        """The training file, prepared (read from the cache when it is there)."""
+        if self._corpus is None:
+            self._corpus = prepare_training_text(self.config, self.data_dir)
+        return self._corpus
+
     def ids(self, split: str) -> torch.Tensor:
-        """The token ids of a split (``train``, ``dev``, ``test``) as one 1-D tensor."""
+        """The token ids of ``dev`` or ``test`` as one 1-D tensor: its own file, else the tail
+        of the training file held out from it. Dev is cut at ``data.max_dev_tokens``."""
         if split not in self._ids:
-            tokens = split_tokens(self.config.data, self.data_dir, split, {})
-            self._ids[split] = torch.tensor(self.vocab.encode(tokens))
+            d = self.config.data
+            name = d.test if split == "test" and d.test else d.dev
+            if name:
+                text = read_text(resolve_data_path(name, self.data_dir))
+                ids = torch.tensor(self.vocab.encode(self.tokens_of(text)), dtype=torch.long)
+            else:
+                corpus = self.corpus()
+                stop = corpus.tokens
+                if split == "dev" and d.max_dev_tokens:
+                    stop = min(stop, corpus.split + d.max_dev_tokens)
+                ids = torch.from_numpy(corpus.ids()[corpus.split : stop].astype(np.int64))
+            if split == "dev" and d.max_dev_tokens:
+                ids = ids[: d.max_dev_tokens]
+            self._ids[split] = ids
         return self._ids[split]
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Windows:
         d = self.config.data
-        if "train_rows" not in self._ids:
-            self._ids["train_rows"] = as_streams(self.ids("train"), self.config.train.batch_size)
-        rows = self._ids["train_rows"]
+        corpus = self.corpus()
+        rows = StreamRows(corpus, 0, corpus.split, self.config.train.batch_size)
         if world_size > 1:  # each process reads its own streams, the same ones every epoch
             if rows.shape[0] < world_size:
                 raise ConfigError(
                     f"train.batch_size {rows.shape[0]} is smaller than the {world_size} "
                     "processes: each needs a stream of its own"
                 )
-            rows = rows[rank::world_size]
+            rows = rows.select(rank, world_size)
         offset = 0
         if d.random_offset:
             # Never past the last predictable position, or a short text's epoch would be empty.
