@@ -591,30 +591,35 @@ def _plot_confusion(task: Task, args: argparse.Namespace, found: Evaluation) -> 
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """``rnnkit serve``: see :func:`rnnkit.serve.command.cmd_serve`, imported when run."""
     from rnnkit.serve.command import cmd_serve as run
 
     return run(args)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    """``rnnkit export``: see :func:`rnnkit.export.cmd_export`, imported when run."""
     from rnnkit.export import cmd_export as run
 
     return run(args)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    """``rnnkit data``: see :func:`rnnkit.datasets.command.cmd_data`, imported when run."""
     from rnnkit.datasets.command import cmd_data as run
 
     return run(args)
 
 
 def cmd_crack(args: argparse.Namespace) -> int:
+    """``rnnkit crack``: see :func:`rnnkit.crack.cmd_crack`, imported when run."""
     from rnnkit.crack import cmd_crack as run
 
     return run(args)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    """``rnnkit tune``: see :func:`rnnkit.tune.cmd_tune`, imported when run."""
     from rnnkit.tune import cmd_tune as run
 
     return run(args)

@@ -62,6 +62,8 @@ class Cracked:
     period: int | None = None  # Vigenère: the period chosen
 
     def as_dict(self) -> dict:
+        """The result as plain JSON data (``rnnkit crack --json``); ``period`` only when one was
+        chosen."""
         return {"plaintext": self.plaintext, "key": self.key, "score": self.score} | (
             {"period": self.period} if self.period is not None else {}
         )
@@ -465,6 +467,9 @@ def add_crack_parser(sub) -> None:
 
 
 def cmd_crack(args) -> int:
+    """``rnnkit crack``: read the ciphertext (argument, ``-`` for stdin, or ``--file``), break
+    it (``--method search`` with the character LM of ``--lm`` or ``$RNNKIT_CRACK_LM``), and
+    print the plaintext, with the key on stderr, or everything as one JSON object (``--json``)."""
     import json
     import os
     import sys

@@ -54,19 +54,23 @@ class ProgressBar(Reporter):
         self.bar: Any = None
 
     def epoch_started(self, epoch: int, batches: int, done: int) -> None:
+        """Open the epoch's bar, ``done`` batches in when a run resumed mid-epoch."""
         from tqdm import tqdm
 
         self.bar = tqdm(total=batches, initial=done, desc=f"epoch {epoch}/{self.epochs}",
                         disable=None, leave=False, dynamic_ncols=True, file=sys.stderr)  # fmt: skip
 
     def step_done(self, report: StepReport) -> None:
+        """Advance the bar and show the epoch's running loss."""
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{report.epoch_loss:.4f}", refresh=False)
 
     def epoch_done(self, history: list[dict[str, Any]], metrics: dict[str, float]) -> None:
+        """Close the epoch's bar."""
         self.close()
 
     def close(self) -> None:
+        """Close the bar, if one is open."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -79,6 +83,7 @@ class EpochLog(Reporter):
         self.epochs, self.log = epochs, log
 
     def epoch_done(self, history: list[dict[str, Any]], metrics: dict[str, float]) -> None:
+        """Log the epoch's line."""
         r, shown = history[-1], "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         self.log(f"epoch {r['epoch']}/{self.epochs}  step {r['step']}  "
                  f"train_loss {r['train_loss']:.4f}  {shown}  {r['elapsed_s']:.1f}s")  # fmt: skip
@@ -93,11 +98,13 @@ class Curve(Reporter):
         self.history: list[dict[str, Any]] | None = None  # epochs not drawn yet
 
     def epoch_done(self, history: list[dict[str, Any]], metrics: dict[str, float]) -> None:
+        """Keep the history; redraw if ``every_s`` seconds have passed since the last drawing."""
         self.history = history
         if time.perf_counter() - self.last >= self.every_s:
             self.close()
 
     def close(self) -> None:
+        """Draw the epochs not drawn yet, if any."""
         if self.history:
             from rnnkit.plots import plot_training_curve
 
@@ -119,6 +126,7 @@ class TensorBoard(Reporter):
         self.writer = SummaryWriter(directory)
 
     def step_done(self, report: StepReport) -> None:
+        """Write the step's training scalars (grad_norm only when clipping)."""
         scalars = {"loss": report.loss, "lr": report.lr, "grad_norm": report.grad_norm,
                    "terms_per_s": report.terms_per_s or None}  # fmt: skip
         for name, value in scalars.items():
@@ -126,10 +134,12 @@ class TensorBoard(Reporter):
                 self.writer.add_scalar(f"train/{name}", value, report.step)
 
     def epoch_done(self, history: list[dict[str, Any]], metrics: dict[str, float]) -> None:
+        """Write the dev metrics at the epoch's number."""
         for name, value in metrics.items():
             self.writer.add_scalar(f"dev/{name}", value, history[-1]["epoch"])
 
-    def close(self) -> None:  # a failed run's last scalars are worth keeping too
+    def close(self) -> None:
+        """Flush and close the event file; a failed run's last scalars are worth keeping too."""
         self.writer.close()
 
 

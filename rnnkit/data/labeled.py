@@ -22,6 +22,8 @@ TrecLabels = Literal["coarse", "fine"]
 
 @dataclass
 class Example:
+    """One labeled text and the line it came from."""
+
     text: str
     label: str
     line: int = 0  # where the example is in its file (1-based; 0 = not from a file)

@@ -24,6 +24,8 @@ _PREFIXES = {"IOB1": ("B", "I"), "IOB2": ("B", "I"), "BIOES": ("B", "I", "E", "S
 
 @dataclass
 class Sentence:
+    """A sentence's tokens, one tag per token, and the line where it starts."""
+
     tokens: list[str]
     tags: list[str]
     line: int = 0  # where the sentence starts in its file (1-based; 0 = not from a file)

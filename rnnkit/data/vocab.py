@@ -92,10 +92,13 @@ class Vocab:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """The vocabulary as JSON data: ``itos`` (specials first), ``specials`` and ``unk``."""
         return {"itos": self.itos, "specials": self.specials, "unk": self.unk}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Vocab:
+        """The vocabulary :meth:`to_dict` gave; anything malformed or inconsistent is a
+        ModelDirError (the data comes from a model directory)."""
         if not isinstance(data, dict):
             raise ModelDirError(
                 f"a vocabulary is a JSON object with itos, specials and unk, not "
@@ -117,6 +120,7 @@ class Vocab:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:
+        """The vocabulary in the JSON file ``path``; its errors name the file."""
         from rnnkit.checkpoint import read_json
 
         data = read_json(Path(path))  # its own errors name the file

@@ -32,6 +32,8 @@ def add_data_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    """``rnnkit data``: list the known datasets, or fetch or import one and say what was
+    written and whether it was verified against checksums."""
     root = data_dir(args.data_dir)
     if args.data_command == "list":
         _print_rows(list_datasets(root), root)

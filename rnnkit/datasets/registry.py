@@ -45,6 +45,9 @@ class DataFile:
 
 @dataclass(frozen=True)
 class Dataset:
+    """A registered dataset: its folder in the data directory, its license and source, and its
+    files."""
+
     name: str
     folder: str  # inside the data directory
     license: str
@@ -53,6 +56,7 @@ class Dataset:
 
     @property
     def size(self) -> int:
+        """Bytes of all its files (those of unknown size count as 0)."""
         return sum(f.size or 0 for f in self.files)
 
 
@@ -123,6 +127,8 @@ def default_registry() -> dict[str, Dataset]:
 
 
 def get_dataset(name: str, registry: Mapping[str, Dataset] | None = None) -> Dataset:
+    """The dataset ``name`` of ``registry`` (default: the package's); an unknown name is a
+    DataError listing the choices."""
     registry = default_registry() if registry is None else registry
     if name not in registry:
         raise DataError(f"unknown dataset {name!r} (choices: {', '.join(registry)})")
@@ -142,6 +148,8 @@ def human_size(n: int) -> str:
 
 
 def sha256_of(path: Path) -> str:
+    """The SHA-256 hex digest of the file at ``path``, read a chunk at a time (files may be
+    large)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):

@@ -14,6 +14,8 @@ from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
 
 @dataclass
 class CipherModelConfig:
+    """The cipher model's sizes and recurrent layers (``model:`` of a cipher recipe)."""
+
     embedding_dim: int = width(32)
     hidden_size: int = width(64)
     rnn: RnnType = "lstm"

@@ -25,6 +25,9 @@ from rnnkit.nn.pooling import Pooling, PoolingKind
 
 @dataclass
 class ClassifyModelConfig:
+    """The classifier, bag of n-grams or neural, and its features or sizes (``model:`` of a
+    classify recipe)."""
+
     kind: Literal["bow", "neural"] = "neural"
     # kind=bow: the seed's logistic regression on a bag of n-grams
     features: Literal["counts", "tfidf"] = "counts"  # tfidf: count × smoothed idf (sklearn's)

@@ -50,6 +50,7 @@ class ContextualChars(nn.Module):
                 p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> ContextualChars:
+        """Set the training mode as any module does, except that frozen LMs stay in eval mode."""
         super().train(mode)
         if not self.tune:  # a frozen LM's dropout stays off
             self.lms.eval()

@@ -24,6 +24,9 @@ from rnnkit.nn.regularize import LockedDropout, activation_penalty, embedding_dr
 
 @dataclass
 class LMModelConfig:
+    """The language model's sizes, regularisers and output layer (``model:`` of an lm
+    recipe)."""
+
     embedding_dim: int = width(256)
     hidden_size: int = width(512)
     rnn: RnnType = "lstm"
@@ -138,6 +141,8 @@ class LanguageModel(nn.Module):
         return {f"carry.{i}": part for i, part in enumerate(parts)}
 
     def load_training_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore the carried state that :meth:`training_state` gave, on the model's device (an
+        empty dict: nothing carried)."""
         device = next(self.parameters()).device
         parts = [tensors[f"carry.{i}"].to(device) for i in range(len(tensors))]
         if not parts:

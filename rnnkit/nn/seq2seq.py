@@ -37,6 +37,8 @@ BOS_ID, EOS_ID = SPECIALS.index(BOS), SPECIALS.index(EOS)
 
 @dataclass
 class TranslateModelConfig:
+    """The encoder, the attention decoder and their sizes (``model:`` of a translate recipe)."""
+
     source_embedding_dim: int = width(256, "source word embeddings")
     target_embedding_dim: int = width(256, "target word embeddings")
     encoder_rnn: RnnType = "gru"
@@ -110,6 +112,8 @@ class Seq2Seq(nn.Module):
         return outputs, final_outputs(outputs, mask_lengths(mask), self.directions)
 
     def start(self, batch: dict[str, Any], decoder: AttentionDecoder | None = None) -> State:
+        """The source of ``batch`` (``source``, ``source_mask`` ``(batch, source)``) encoded into
+        ``decoder``'s state before the first word; by default the translation decoder's."""
         decoder = decoder or self.decoder
         memory, summary = self.encode(batch["source"], batch["source_mask"])
         return decoder.init_state(memory, batch["source_mask"], summary)

@@ -30,6 +30,8 @@ PAD_ID = 0  # <pad>: fills empty CBOW context slots; its vector is never read or
 
 @dataclass
 class EmbedModelConfig:
+    """The word vectors' method, size and loss (``model:`` of an embed recipe)."""
+
     method: Method = "skipgram"
     embedding_dim: int = width(100, "size of the word vectors")
     loss: Literal["negative", "softmax"] = "negative"  # negative sampling, or a full softmax
@@ -141,6 +143,7 @@ class RowGrad(torch.Tensor):
         return weights, torch.arange(n) if self.source is None else self.source
 
     def scaled(self, factor: float) -> RowGrad:
+        """This gradient times ``factor``, as a new RowGrad: only its weights are scaled."""
         weights, source = self._parts()
         return RowGrad(self.shape, self.index, self.vectors, weights * factor, source)
 

@@ -91,6 +91,7 @@ class ServeConfig:
     )
 
     def limits(self) -> Limits:
+        """The limits on inputs that requests are checked against."""
         return Limits(max_inputs=self.max_inputs, max_chars=self.max_chars)
 
 
@@ -111,15 +112,21 @@ class StreamRequest(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    """One output per input, in order."""
+
     outputs: list[dict[str, Any]]
 
 
 class ErrorBody(BaseModel):
+    """What went wrong: the HTTP status and a one-line message."""
+
     status: int
     message: str
 
 
 class ErrorResponse(BaseModel):
+    """The body of an error answer."""
+
     error: ErrorBody
 
 
@@ -138,10 +145,14 @@ class ModelInfo(BaseModel):
 
 
 class ModelList(BaseModel):
+    """The served models (``GET /v1/models``)."""
+
     models: list[ModelInfo]
 
 
 class HTTPError(Exception):
+    """An error answer to send: its status and message, as an :class:`ErrorResponse`."""
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status

@@ -61,9 +61,12 @@ class Batcher:
         self.calls = 0  # predict calls made, for the benchmark's report
 
     def start(self) -> None:
+        """Start the worker on the running event loop (call it from inside the loop)."""
         self.worker = asyncio.get_running_loop().create_task(self._serve())
 
     async def stop(self) -> None:
+        """Cancel the worker and shut its thread down without waiting for a predict call in
+        progress."""
         if self.worker is not None:
             self.worker.cancel()
             try:

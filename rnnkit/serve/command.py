@@ -92,6 +92,8 @@ def parse_models(specs: list[str]) -> dict[str, Path]:
 
 
 def read_api_key(args: argparse.Namespace) -> str | None:
+    """The key every request must carry: the first line of ``--api-key-file`` (unreadable or
+    empty is an error), else ``$RNNKIT_API_KEY``, else None."""
     if args.api_key_file:
         try:
             lines = Path(args.api_key_file).read_text(encoding="utf-8").splitlines()

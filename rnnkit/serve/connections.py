@@ -62,17 +62,22 @@ class BoundedH11Protocol(H11Protocol):
 
     # -- uvicorn's hooks
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """A new connection: its first request's deadlines start now. Past the cap, the
+        connection waiting longest for a request is closed, or else this one is refused."""
         super().connection_made(transport)
         self._await_request()
         self._make_room()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Cancel the deadline timer, then let uvicorn clean up."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        """Bytes came: the awaited request has begun, so if it is late it gets a 408 rather
+        than a silent close."""
         self._heard = True
         super().data_received(data)
         # A body that went on after its early answer (a 413) has ended: the next request's
@@ -81,6 +86,8 @@ class BoundedH11Protocol(H11Protocol):
             self._await_request()
 
     def on_response_complete(self) -> None:
+        """An answer was sent: the next request's deadlines start now, unless the client still
+        sends the body of the request answered early."""
         # Before uvicorn reads a pipelined next request, so that its time starts now. Not while
         # the client still sends the body of a request answered early: its deadline holds.
         if not self.transport.is_closing() and self.conn.their_state is not h11.SEND_BODY:

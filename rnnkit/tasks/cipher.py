@@ -109,6 +109,8 @@ class CipherDataConfig:
 
 @dataclass
 class CipherConfig:
+    """A cipher recipe: its messages, model and training."""
+
     task: Literal["cipher"] = "cipher"
     data: CipherDataConfig = field(default_factory=CipherDataConfig)
     model: CipherModelConfig = field(default_factory=CipherModelConfig)
@@ -263,6 +265,9 @@ class CipherTask(TaskBase):
         return (self.recode((ids - 1).clamp(min=0), mask) + 1).masked_fill(~mask, 0)
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _EpochBatches:
+        """Freshly generated batches of ``train.batch_size`` messages (see :meth:`make_batch`),
+        the same for the same ``train.seed`` and ``epoch``; each process keeps its share of
+        every batch's rows."""
         seed = epoch_seed(self.config.train.seed, epoch, stride=104_729, offset=17)
         return _EpochBatches(self, seed, rank, world_size)
 
@@ -344,6 +349,7 @@ class CipherTask(TaskBase):
         return [{"plaintext": plain} for plain in self.decrypt(texts)]
 
     def format(self, text: str, result: dict[str, Any]) -> str:
+        """The plaintext alone."""
         return result["plaintext"]
 
     @torch.no_grad()

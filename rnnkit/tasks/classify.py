@@ -81,6 +81,8 @@ class ClassifyDataConfig:
 
 @dataclass
 class ClassifyConfig:
+    """A classify recipe: its data, model and training."""
+
     task: Literal["classify"] = "classify"
     data: ClassifyDataConfig = field(default_factory=ClassifyDataConfig)
     model: ClassifyModelConfig = field(default_factory=ClassifyModelConfig)

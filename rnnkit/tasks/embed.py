@@ -98,6 +98,8 @@ class EmbedDataConfig:
 
 @dataclass
 class EmbedConfig:
+    """An embed recipe: its corpus, model and training."""
+
     task: Literal["embed"] = "embed"
     data: EmbedDataConfig = field(default_factory=EmbedDataConfig)
     model: EmbedModelConfig = field(default_factory=EmbedModelConfig)
@@ -389,12 +391,17 @@ class EmbedTask(TaskBase):
                 yield {"input": ids[before], "target": ids[where]}
 
     def with_negatives(self, batch: dict[str, torch.Tensor], g: torch.Generator) -> dict:
+        """``batch`` with ``negatives`` ``(examples, model.negatives)``, noise word ids drawn with
+        ``g``, added in place under negative sampling; as it is under a full softmax."""
         if self.config.model.loss == "negative":
             shape = (batch["target"].numel(), self.config.model.negatives)
             batch["negatives"] = ctx.draw_negatives(self.table, shape, g)
         return batch
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Batches:
+        """One epoch's examples: shuffled chunks for ``ngram``, text order (as word2vec reads it)
+        for cbow and skip-gram. One process only: sparse updates have no DistributedDataParallel
+        path."""
         if world_size > 1:
             raise ConfigError(
                 "the embed task cannot train on several processes: its sparse embedding "

@@ -62,6 +62,8 @@ class LMOptions:
 
 @dataclass
 class LMDataConfig:
+    """The texts, how they are cut into tokens, and the BPTT windows."""
+
     level: Level = "char"
     train: str = ""  # a text file, absolute or inside the data directory
     dev: str = ""  # "" = the last dev_fraction of the training file
@@ -87,6 +89,8 @@ class LMDataConfig:
 
 @dataclass
 class LMConfig:
+    """An lm recipe: its texts, model and training."""
+
     task: Literal["lm"] = "lm"
     data: LMDataConfig = field(default_factory=LMDataConfig)
     model: LMModelConfig = field(default_factory=LMModelConfig)
@@ -198,6 +202,10 @@ class LMTask(TaskBase):
         return self._ids[split]
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Windows:
+        """BPTT windows of up to ``data.bptt`` tokens over ``train.batch_size`` parallel streams:
+        ``input`` and ``target`` ``(batch, time)``, and ``reset`` on the first window. With
+        ``data.random_offset`` each epoch shifts the window grid; under several processes each
+        reads its own streams."""
         d = self.config.data
         corpus = self.corpus()
         rows = StreamRows(corpus, 0, corpus.split, self.config.train.batch_size)
@@ -329,6 +337,7 @@ class LMTask(TaskBase):
         return " " if self.level == "word" and prompt and not prompt[-1].isspace() else ""
 
     def format(self, text: str, result: dict[str, Any]) -> str:
+        """The prompt and its continuation in reading order (a backward LM's comes first)."""
         if self.config.data.reverse:
             return result["text"] + text
         return text + self.joiner(text) + result["text"]

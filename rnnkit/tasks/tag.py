@@ -77,6 +77,8 @@ class TagDataConfig:
 
 @dataclass
 class TagConfig:
+    """A tag recipe: its data, model and training."""
+
     task: Literal["tag"] = "tag"
     data: TagDataConfig = field(default_factory=TagDataConfig)
     model: TagModelConfig = field(default_factory=TagModelConfig)

@@ -127,6 +127,8 @@ class DecodeConfig:
 
 @dataclass
 class TranslateConfig:
+    """A translate recipe: its data, model, training and decoding."""
+
     task: Literal["translate"] = "translate"
     data: TranslateDataConfig = field(default_factory=TranslateDataConfig)
     model: TranslateModelConfig = field(default_factory=TranslateModelConfig)
@@ -364,6 +366,7 @@ class TranslateTask(TaskBase):
         return results
 
     def format(self, text: str, result: dict[str, Any]) -> str:
+        """The translation alone."""
         return result["translation"]
 
     def use_beam(self, beam: int) -> None:
