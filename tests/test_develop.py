@@ -106,13 +106,14 @@ def test_the_example_task_gets_a_verb_of_its_own(registered, tmp_path, capsys):
 
 
 def test_the_consumers_name_no_task():
-    """The CLI, the server, its page and crack learn what a task can do from the protocols
-    of rnnkit/tasks/base.py, never from its name (help text aside)."""
+    """The CLI, the server, its page, crack, export and tune learn what a task can do from the
+    protocols of rnnkit/tasks/base.py, never from its name (help text aside)."""
     import re
     from pathlib import Path
 
     root = Path(__file__).parent.parent / "rnnkit"
-    files = [root / "cli.py", root / "crack.py", *sorted((root / "serve").rglob("*.*"))]
+    consumers = ("cli.py", "crack.py", "export.py", "backends.py", "tune.py")
+    files = [root / name for name in consumers] + sorted((root / "serve").rglob("*.*"))
     names = re.compile(r"""["'](cipher|lm|tag|classify|embed|translate)["']""")
     found = [
         f"{path.name}:{n}: {line.strip()}"
