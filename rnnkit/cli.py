@@ -92,6 +92,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, like every other rnnkit error."""
 
     def error(self, message: str) -> NoReturn:
+        """Exit with status 2 and the one-line message (argparse calls this on bad usage)."""
         self.exit(EXIT_USAGE, f"rnnkit: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -221,6 +222,7 @@ class _Stderr(logging.Handler):
     """Writes to whatever ``sys.stderr`` is when a message comes (a test may have swapped it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Print one log record on the current ``sys.stderr``."""
         print(self.format(record), file=sys.stderr, flush=True)
 
 

@@ -127,10 +127,12 @@ def one_graph_plan(
     graph = OnnxGraph("model", module, forward, inputs, outputs, example, ids)
 
     def expected(b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """PyTorch's outputs for batch ``b``, by output name."""
         found = (reference or forward)(b)
         return dict(zip(outputs, found if isinstance(found, tuple) else (found,), strict=True))
 
     def check(run: RunGraph) -> list[str]:
+        """Run the graph on batches of :data:`CHECK_LENGTHS` against PyTorch; their shapes."""
         shown = []
         for shift, lengths in enumerate(CHECK_LENGTHS, 1):
             b = batch(samples.cut(lengths, shift))
@@ -227,6 +229,7 @@ def _checker(exported: list[Exported]) -> RunGraph:
     sessions = {e.graph.name: (session(e.data), e) for e in exported}
 
     def run(name: str, feeds: Mapping, expected: Mapping) -> dict[str, torch.Tensor]:
+        """Graph ``name``'s onnxruntime outputs for ``feeds``, compared with ``expected``."""
         sess, done = sessions[name]
         got = _run(sess, done.graph, feeds, done.shape_errors)
         _compare(done, got, expected)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rnnkit.data.text import EOS, Level
+from rnnkit.data.text import EOS, Level, reading
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError, ModelDirError
 
@@ -136,15 +136,8 @@ def prepare(
 
 def file_digest(path: Path) -> str:
     """The SHA-256 of a file's bytes (one pass, in pieces); a missing file is a DataError."""
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except FileNotFoundError:
-        raise DataError("file not found", str(path)) from None
-    except IsADirectoryError:
-        raise DataError("is a directory, not a text file", str(path)) from None
-    except OSError as err:
-        raise DataError(f"cannot read ({err.strerror})", str(path)) from None
+    with reading(path), open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def cache_key(digest: str, shape: Shape) -> str:
@@ -226,6 +219,7 @@ class _Provisional:
         self.size = 0
 
     def add_words(self, words: list[str]) -> None:
+        """Append the ids of ``words``, giving each new word the next id."""
         stoi = self.stoi
         for word in words:
             if word not in stoi:
@@ -233,6 +227,7 @@ class _Provisional:
         self.write(np.fromiter(map(stoi.__getitem__, words), np.uint32, len(words)))
 
     def write(self, ids: np.ndarray) -> None:
+        """Append ids ``(n,)`` to the file as uint32."""
         self.file.write(ids.astype(np.uint32, copy=False).tobytes())
         self.size += ids.size
 

@@ -186,6 +186,7 @@ def spans(tags: Sequence[str], scheme: Scheme) -> list[tuple[int, int, str]]:
     begin, kind = -1, ""  # the open entity, if begin ≥ 0
 
     def close(end: int) -> None:
+        """End the open entity (if any) before token ``end``."""
         nonlocal begin
         if begin >= 0:
             found.append((begin, end, kind))

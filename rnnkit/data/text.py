@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -22,22 +24,30 @@ EOS = "<eos>"
 MAX_LINE_CHARS = 100_000
 
 
-def read_text(path: str | Path, max_line: int | None = None) -> str:
-    """A UTF-8 text file's contents; a missing or undecodable file, or (when ``max_line`` is
-    given) a line longer than ``max_line`` characters, is a DataError naming it."""
-    path = Path(path)
+@contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn a missing, unreadable or directory ``path`` into a DataError naming it."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not text
-        refuse_binary(text, path)
-        if max_line is not None:
-            refuse_long_lines(text, path, max_line)
-        return text
+        yield
     except FileNotFoundError:
         raise DataError("file not found", str(path)) from None
     except IsADirectoryError:
         raise DataError("is a directory, not a text file", str(path)) from None
     except OSError as err:
         raise DataError(f"cannot read ({err.strerror})", str(path)) from None
+
+
+def read_text(path: str | Path, max_line: int | None = None) -> str:
+    """A UTF-8 text file's contents; a missing or undecodable file, or (when ``max_line`` is
+    given) a line longer than ``max_line`` characters, is a DataError naming it."""
+    path = Path(path)
+    try:
+        with reading(path):
+            text = path.read_text(encoding="utf-8-sig")  # a leading byte-order mark is not text
+        refuse_binary(text, path)
+        if max_line is not None:
+            refuse_long_lines(text, path, max_line)
+        return text
     except UnicodeDecodeError as err:
         data = path.read_bytes()
         line = data.count(b"\n", 0, err.start) + 1

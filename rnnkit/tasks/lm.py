@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from rnnkit import budget
@@ -190,15 +189,12 @@ class LMTask(TaskBase):
             if name:
                 text = read_text(resolve_data_path(name, self.data_dir))
                 ids = torch.tensor(self.vocab.encode(self.tokens_of(text)), dtype=torch.long)
-            else:
+            else:  # a view of the file: only the part kept below is read and widened
                 corpus = self.corpus()
-                stop = corpus.tokens
-                if split == "dev" and d.max_dev_tokens:
-                    stop = min(stop, corpus.split + d.max_dev_tokens)
-                ids = torch.from_numpy(corpus.ids()[corpus.split : stop].astype(np.int64))
+                ids = torch.from_numpy(corpus.ids()[corpus.split :])
             if split == "dev" and d.max_dev_tokens:
                 ids = ids[: d.max_dev_tokens]
-            self._ids[split] = ids
+            self._ids[split] = ids.long()
         return self._ids[split]
 
     def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> _Windows:
