@@ -69,7 +69,7 @@ class Run:
 # ------------------------------------------------------------------------------- sides
 def train_rnnkit(task: EmbedTask, config: EmbedConfig) -> Side:
     """One epoch the Trainer's way, timed from the first batch to the last step."""
-    side = Side(words=task.corpus[0].numel())
+    side = Side(words=task.training_text().tokens)
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         trainer = Trainer(task, config.train, tmp, log=lambda _: None)
         trainer.model.train()

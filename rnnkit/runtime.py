@@ -68,3 +68,49 @@ def init_distributed(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend)
+
+
+def gather_rows(t: torch.Tensor) -> list[torch.Tensor]:
+    """Every process's ``t`` ``(n_p, ...)``, in rank order; the processes' ``n_p`` may differ
+    (the rest of the shape may not). Every process must call it."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    sizes = [torch.zeros(1, dtype=torch.long, device=t.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([t.shape[0]], device=t.device))
+    most = max(int(n) for n in sizes)
+    padded = t.new_zeros((most, *t.shape[1:]))
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return [part[: int(n)] for part, n in zip(parts, sizes, strict=True)]
+
+
+def broadcast_parameters(model: torch.nn.Module) -> None:
+    """Rank 0's parameters and buffers on every process (what DistributedDataParallel does
+    when it wraps a model)."""
+    import torch.distributed as dist
+
+    for tensor in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
+def sum_gradients(model: torch.nn.Module) -> None:
+    """Add up every process's gradients, in place, so each process holds the sum: dense ones
+    by all-reduce, sparse ones by gloo's sparse all-reduce, and a gradient of another kind by
+    its own ``all_summed()`` (a row gradient gathers its rows). A parameter without a gradient
+    counts as zero. Every process must call it, with gradients of the same kinds."""
+    import torch.distributed as dist
+
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        summed = getattr(type(grad), "all_summed", None)
+        if summed is not None:
+            p.grad = summed(grad)
+            continue
+        if grad.is_sparse:
+            grad = grad.coalesce()
+        dist.all_reduce(grad)
+        p.grad = grad

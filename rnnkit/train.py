@@ -34,11 +34,13 @@ from rnnkit.data.batching import move
 from rnnkit.errors import ConfigError, DivergedError, ModelDirError
 from rnnkit.reporting import StepReport, rank0_reporters
 from rnnkit.runtime import (
+    broadcast_parameters,
     init_distributed,
     local_rank,
     pick_device,
     rank,
     seed_everything,
+    sum_gradients,
     world_size,
 )
 from rnnkit.schedule import Schedule
@@ -215,7 +217,13 @@ class Trainer:
                 f"train.batch_size {config.batch_size} is smaller than the {self.world} "
                 "processes: every process needs examples of each global batch"
             )
-        if self.world > 1:
+        # A model whose loss's gradient is the batch's sum (word2vec's per-example step)
+        # reduces by hand: the processes' gradients add up, sparse and row ones included.
+        self.sums = self.world > 1 and bool(getattr(self.model, "sums_gradients", False))
+        if self.sums:
+            init_distributed(self.device)
+            broadcast_parameters(self.model)
+        elif self.world > 1:
             init_distributed(self.device)
             from torch.nn.parallel import DistributedDataParallel
 
@@ -388,6 +396,8 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.sums:
+            sum_gradients(self.model)
         self.scaler.unscale_(self.optimizer)
         self.grad_norm = None
         if c.clip_norm:
@@ -412,9 +422,10 @@ class Trainer:
         Under several processes each one's mean is weighted by its share of the global
         batch's loss terms (see :func:`loss_terms`): DDP then averages the gradients to those
         of the global mean, and every process sees the same value (and so takes the same
-        decision on a non-finite loss).
+        decision on a non-finite loss). A model whose gradient is its batch's sum keeps its
+        loss unweighted: the sum of the shares' gradients is the global batch's.
         """
-        if self.ddp is None:
+        if self.world == 1:
             loss = self.step_loss(batch)
             return loss, float(loss.detach())
         own = self._terms(batch)
@@ -423,6 +434,8 @@ class Trainer:
         sums = sums.to(self.device)  # NCCL reduces device tensors only; gloo takes either
         dist.all_reduce(sums)
         total, loss_sum = (float(x) for x in sums.cpu())
+        if self.sums:  # gradients of sums: added as they are (sum_gradients)
+            return loss, loss_sum / total
         return loss * (own * self.world / total), loss_sum / total
 
     def _terms(self, batch: dict[str, Any]) -> int:

@@ -90,6 +90,8 @@ def test_lines_ids_are_the_embedding_tasks_words(
     rebuilt = np.repeat(np.arange(len(lines)), np.diff(offsets))
     assert rebuilt.tolist() == sentences.tolist()
     assert got.split == len(train)
+    assert np.diff(got.words()).tolist() == [len(line.split()) for line in lines]
+    assert got.read(2, 9).tolist() == ids[2:9].tolist()
 
 
 def test_a_long_line_is_read_in_runs_and_a_huge_word_is_refused(

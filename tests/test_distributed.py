@@ -132,14 +132,27 @@ def test_two_machines_on_loopback(recipe, tmp_path):
 
 
 @pytest.mark.slow  # torchrun: three processes that each import torch
-def test_a_task_that_cannot_run_distributed_says_so(tmp_path):
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["model.method=skipgram"],  # word2vec's hand gradient: row gradients, gathered
+        ["model.method=cbow", "model.loss=softmax"],  # a sparse and a dense gradient, reduced
+    ],
+)
+def test_word_vectors_on_two_processes_are_those_of_one(tmp_path, model):
     corpus = _corpus(tmp_path / "corpus.txt")
-    run = torchrun("train", "embed", f"data.train={corpus}", "data.min_freq=1",
-                   "model.embedding_dim=8", "train.progress=false",
-                   "--out", str(tmp_path / "e"))  # fmt: skip
-    out, err = run.communicate(timeout=120)
-    assert run.returncode != 0
-    assert "cannot train on several processes" in err
+    recipe = ["embed", f"data.train={corpus}", "data.min_freq=1", "model.embedding_dim=8",
+              *model, "train.batch_size=64", "train.epochs=2", "train.progress=false",
+              "--deterministic"]  # fmt: skip
+    one = run_cli("train", *recipe, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    finish(torchrun("train", *recipe, "--out", str(tmp_path / "two")))
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for name in a:  # each process's half of a global batch: the same sum of gradients
+        assert (a[name] - b[name]).abs().max() <= 1e-6, name
+    trained = ckpt.read_json(tmp_path / "two" / "trainer.json")["state"]
+    assert trained["step"] == ckpt.read_json(tmp_path / "one" / "trainer.json")["state"]["step"]
 
 
 @pytest.mark.slow  # torchrun: three processes that each import torch

@@ -11,6 +11,7 @@ from rnnkit.data.vectors import read_vectors, write_vectors
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.nn.similarity import WordVectors
+from rnnkit.tasks import embed
 from rnnkit.tasks.embed import EmbedConfig, EmbedTask
 
 from .conftest import run_cli
@@ -191,7 +192,7 @@ def test_epoch_batches_cover_every_example_once_and_repeat(tmp_path, method):
     epoch = task.train_batches(1)
     batches = list(epoch)
     assert len(batches) == len(epoch)
-    assert sum(b["target"].numel() for b in batches) == epoch.plan.count
+    assert sum(b["target"].numel() for b in batches) == epoch.examples
     assert all(b["target"].numel() == 64 for b in batches[:-1])
     assert all(b["negatives"].shape == (b["target"].numel(), 5) for b in batches)
     again = list(task.train_batches(1))
@@ -299,3 +300,23 @@ def test_train_export_and_query_through_the_cli(tmp_path):
     unknown, cat = (json.loads(line) for line in run.stdout.splitlines())
     assert unknown == {"word": "unicorn", "known": False, "neighbors": []}
     assert cat["known"] and len(cat["neighbors"]) == 10
+
+
+@pytest.mark.parametrize("method", ["skipgram", "cbow"])
+def test_a_text_of_several_segments_and_each_process_share(tmp_path, monkeypatch, method):
+    monkeypatch.setattr(embed, "SEGMENT", 200)  # whole lines, about 30 of them each
+    task = _task(_corpus(tmp_path / "c.txt"), model={"method": method})
+    epoch = task.train_batches(1)
+    assert len(epoch.parts) > 5
+    batches = list(epoch)
+    assert len(batches) == len(epoch)
+    assert sum(b["target"].numel() for b in batches) == epoch.examples
+    sizes = [b["target"].numel() for b in batches]
+    assert sizes.count(64) >= len(batches) - len(epoch.parts)  # one short batch a segment
+    again = list(task.train_batches(1))
+    assert all(torch.equal(a["target"], b["target"]) for a, b in zip(batches, again, strict=True))
+    shares = [list(task.train_batches(1, rank, 2)) for rank in (0, 1)]
+    whole = [b for b in batches if b["target"].numel() >= 2]
+    for batch, *parts in zip(whole, *shares, strict=True):  # contiguous halves, in rank order
+        for key in ("target", "negatives", "input"):
+            assert torch.equal(torch.cat([p[key] for p in parts]), batch[key])

@@ -248,3 +248,18 @@ def test_a_tiny_temperature_samples_the_best_token_instead_of_nan():
     logits = torch.tensor([[2.0, 1.0, float("-inf"), 0.5]])
     for temperature in (1e-300, 1e-30, 5e-324):
         assert sample_next(logits, temperature).tolist() == [0]
+
+
+def test_two_processes_read_disjoint_streams_that_make_up_the_one_process_batch(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text(" ".join(f"w{i}" for i in range(3000)))  # every position its own word
+    task = _task(path, data={"level": "word", "bptt": 16}, train={"batch_size": 6})
+    whole = list(task.train_batches(1))
+    shares = [list(task.train_batches(1, rank, 2)) for rank in (0, 1)]
+    assert len(shares[0]) == len(shares[1]) == len(whole)
+    for batch, mine, theirs in zip(whole, *shares, strict=True):
+        assert torch.equal(mine["input"], batch["input"][0::2])
+        assert torch.equal(theirs["input"], batch["input"][1::2])
+    read = [{int(i) for b in share for i in b["input"].flatten()} for share in shares]
+    assert not read[0] & read[1]  # no position of the text is read by both processes
+    assert read[0] | read[1] == {int(i) for b in whole for i in b["input"].flatten()}

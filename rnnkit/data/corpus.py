@@ -40,7 +40,7 @@ from rnnkit.data.text import EOS, Level, reading
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import DataError, ModelDirError
 
-VERSION = 1  # of the cache's layout; a cache of another version is prepared afresh
+VERSION = 2  # of the cache's layout; a cache of another version is prepared afresh
 READ_BYTES = 1 << 22  # bytes read at a time
 LONG_LINE = 1 << 22  # an unfinished line this long is split at its last space
 BLOCK = 1 << 22  # ids handled at a time when counting and remapping
@@ -86,6 +86,19 @@ class Prepared:
     def counts(self) -> np.ndarray:
         """``(len(vocab),)`` int64: each token's count in the training part (0 for specials)."""
         return np.load(self.directory / "counts.npy")
+
+    def words(self) -> np.ndarray:
+        """``(lines + 1,)`` int64 (``lines`` only): like :meth:`offsets`, but counting every
+        whitespace word of the text, the dropped ones too (a vocabulary's coverage)."""
+        return np.load(self.directory / "words.npy", mmap_mode="c")
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Ids ``[start, stop)`` ``(stop - start,)``, read from disk with a plain read, so
+        that no page of the corpus stays mapped into this process's memory."""
+        header = np.load(self.directory / "ids.npy", mmap_mode="r")
+        with open(self.directory / "ids.npy", "rb") as f:
+            f.seek(header.offset + start * header.dtype.itemsize)
+            return np.fromfile(f, header.dtype, stop - start)
 
 
 def cache_root() -> Path:
@@ -368,6 +381,7 @@ def _write_lines(prov: _Ids, remap: np.ndarray, ends: np.ndarray, out: Path) -> 
             ids = remap[block]
             f.write(ids[ids >= 0].astype(dtype).tobytes())
     np.save(out / "offsets.npy", offsets)
+    np.save(out / "words.npy", np.concatenate([[0], ends]).astype(np.int64))
     return kept_total
 
 

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from rnnkit.config import setting
 from rnnkit.nn.encoder import width
+from rnnkit.runtime import gather_rows
 
 Method = Literal["ngram", "cbow", "skipgram"]
 PAD_ID = 0  # <pad>: fills empty CBOW context slots; its vector is never read or trained
@@ -136,6 +137,24 @@ class RowGrad(torch.Tensor):
         with torch._C.DisableTorchFunctionSubclass():
             return func(*dense, **kwargs)
 
+    def all_summed(self) -> RowGrad:
+        """The sum of this gradient over every process: all their rows, in rank order (see
+        :func:`rnnkit.runtime.sum_gradients`). Every process must call it."""
+        weights, source = self._parts()
+        with torch._C.DisableTorchFunctionSubclass():
+            vectors = gather_rows(self.vectors)
+            starts = torch.tensor([0] + [v.shape[0] for v in vectors]).cumsum(0)
+            sources = [
+                s + int(first) for s, first in zip(gather_rows(source), starts[:-1], strict=True)
+            ]
+            return RowGrad(
+                self.shape,
+                torch.cat(gather_rows(self.index)),
+                torch.cat(vectors),
+                torch.cat(gather_rows(weights)),
+                torch.cat(sources),
+            )
+
     def _parts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The weights and sources, defaults filled in."""
         n = self.index.numel()
@@ -207,6 +226,11 @@ class WordEmbedder(nn.Module):
         nn.init.zeros_(self.out.weight)  # word2vec's start
         # Plain SGD on CBOW or skip-gram with negative sampling: word2vec's hand gradient.
         self.by_hand = sparse and c.loss == "negative" and c.method != "ngram"
+
+    sums_gradients = True
+    """The loss's gradient is the batch's sum (see :meth:`loss`): the Trainer adds the
+    processes' gradients instead of averaging them, and reduces them itself, sparse and row
+    gradients included, which DistributedDataParallel cannot."""
 
     def encode(self, inputs: torch.Tensor, offsets: torch.Tensor | None = None) -> torch.Tensor:
         """The vector that predicts each example's target ``(batch, width)``.

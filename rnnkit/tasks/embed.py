@@ -30,18 +30,19 @@ step of thousands of examples, must use it.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 
+import numpy as np
 import torch
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.config import section, setting
 from rnnkit.data import contexts as ctx
-from rnnkit.data.batching import epoch_generator
+from rnnkit.data.batching import epoch_seed
+from rnnkit.data.corpus import Prepared, Shape, prepare
 from rnnkit.data.text import read_text, resolve_data_path, split_tail
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, DataError, ModelDirError
@@ -70,6 +71,8 @@ CHUNK = 1 << 17  # centre positions per chunk of examples (shuffled within the c
 BLOCK = 64  # cbow, skipgram: batches made at a time
 EVAL_SEED = 20_231  # the held-out examples and their noise words are the same at every epoch
 EVAL_BATCH = 8192
+SEGMENT = 1 << 22  # training ids planned at a time (WikiText-2's 2M words are one segment)
+HELD_OUT_TOKENS = 1 << 21  # ids of the held-out tail read for dev examples
 
 
 @dataclass
@@ -153,7 +156,7 @@ class _Plan:
 
 
 class _WindowEpoch:
-    """One epoch of cbow or skip-gram batches in text order, as word2vec reads the corpus:
+    """One segment's cbow or skip-gram batches in text order, as word2vec reads the corpus:
     skip-gram pairs centre by centre, CBOW examples centre by centre (those with a context).
     Examples are made a block of ``BLOCK`` batches at a time, with their noise words."""
 
@@ -181,10 +184,10 @@ class _WindowEpoch:
             shape = (stop - start, self.task.config.model.negatives)
             block["negatives"] = self.task.sampler.draw(shape, g)
             for first in range(0, stop - start, size):
-                yield self.cut(block, first, min(first + size, stop - start))
+                yield cut(block, first, min(first + size, stop - start))
 
     def block(self, start: int, stop: int) -> dict[str, torch.Tensor]:
-        """Examples ``[start, stop)`` of the epoch (without noise words)."""
+        """Examples ``[start, stop)`` of the segment (without noise words)."""
         p = self.plan
         assert p.left is not None and p.right is not None  # a cbow or skipgram plan
         if self.task.config.model.method == "skipgram":
@@ -206,23 +209,24 @@ class _WindowEpoch:
             "target": p.ids.index_select(0, rows),
         }
 
-    @staticmethod
-    def cut(block: dict[str, torch.Tensor], first: int, last: int) -> dict[str, torch.Tensor]:
-        """Examples ``[first, last)`` of a block as a batch."""
-        batch = {k: block[k][first:last] for k in ("target", "negatives")}
-        if "offsets" not in block:
-            batch["input"] = block["input"][first:last]
-            return batch
-        offsets = block["offsets"]
-        begin = int(offsets[first])
-        end = int(offsets[last]) if last < offsets.numel() else block["input"].numel()
-        batch["input"] = block["input"][begin:end]
-        batch["offsets"] = offsets[first:last] - begin
-        return batch
+
+def cut(batch: dict[str, torch.Tensor], first: int, last: int) -> dict[str, torch.Tensor]:
+    """Examples ``[first, last)`` of a batch (or a block of them): ``input`` laid out one
+    after another with ``offsets`` (cbow) is cut at the examples' bounds, the rest by row."""
+    part = {k: v[first:last] for k, v in batch.items() if k not in ("input", "offsets")}
+    if "offsets" not in batch:
+        part["input"] = batch["input"][first:last]
+        return part
+    offsets = batch["offsets"]
+    begin = int(offsets[first])
+    end = int(offsets[last]) if last < offsets.numel() else batch["input"].numel()
+    part["input"] = batch["input"][begin:end]
+    part["offsets"] = offsets[first:last] - begin
+    return part
 
 
 class _ChunkedEpoch:
-    """One epoch of shuffled example batches, made chunk by chunk."""
+    """One segment's shuffled example batches, made chunk by chunk."""
 
     def __init__(self, task: EmbedTask, plan: _Plan, generator: torch.Generator):
         self.task, self.plan = task, plan
@@ -251,6 +255,76 @@ class _ChunkedEpoch:
             yield self.task.with_negatives(left, g)
 
 
+class TrainingText:
+    """The training lines of a prepared corpus (:mod:`rnnkit.data.corpus`), read a segment of
+    whole lines at a time: never more than :data:`SEGMENT` ids in memory (a longer line is a
+    segment alone)."""
+
+    def __init__(self, prepared: Prepared, first: int, stop: int):
+        self.prepared = prepared
+        offsets = prepared.offsets()
+        self.tokens = int(offsets[stop] - offsets[first])
+        self.segments: list[tuple[int, int]] = []
+        while first < stop:  # the last line whose ids still fit, at least one line
+            end = int(np.searchsorted(offsets, offsets[first] + SEGMENT, side="right")) - 1
+            end = min(max(end, first + 1), stop)
+            self.segments.append((first, end))
+            first = end
+
+    def read(self, segment: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lines ``[a, b)``: their ids and each id's line number, both ``(tokens,)`` long."""
+        a, b = segment
+        offsets = self.prepared.offsets()[a : b + 1]
+        ids = self.prepared.read(int(offsets[0]), int(offsets[-1])).astype(np.int64)
+        lengths = torch.from_numpy(np.diff(offsets))
+        return torch.from_numpy(ids), torch.repeat_interleave(torch.arange(b - a), lengths)
+
+
+class _Epoch:
+    """One epoch of batches over the training text, planned a segment at a time (the first
+    segment with the epoch's generator, so a text of one segment draws what the whole-corpus
+    plan drew; each later one with a generator of its own). Under several processes every
+    process makes each global batch and trains on its own contiguous share; a global batch
+    with fewer examples than processes is left out."""
+
+    def __init__(self, task: EmbedTask, epoch: int, rank: int, world: int):
+        self.task, self.rank, self.world = task, rank, world
+        text = task.training_text()
+        seed = epoch_seed(task.config.train.seed, epoch)
+        self.parts: list[tuple[tuple[int, int], torch.Tensor, int]] = []
+        self.kept: Any = None  # a text of one segment keeps its plan: no second planning
+        self.examples = 0  # in the epoch, of every process
+        for k, segment in enumerate(text.segments):
+            g = torch.Generator().manual_seed(seed if k == 0 else hash((seed, k)) % (1 << 63))
+            before = g.get_state()
+            batches = task.segment_batches(text.read(segment), g)
+            last = batches.plan.count % task.config.train.batch_size
+            dropped = world > 1 and 0 < last < world
+            self.parts.append((segment, before, len(batches) - dropped))
+            self.examples += batches.plan.count
+            if len(text.segments) == 1:
+                self.kept = batches
+
+    def __len__(self) -> int:
+        return sum(n for _, _, n in self.parts)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        text = self.task.training_text()
+        for segment, before, _ in self.parts:
+            batches = self.kept
+            if batches is None:
+                g = torch.Generator()
+                g.set_state(before)
+                batches = self.task.segment_batches(text.read(segment), g)
+            for batch in batches:
+                n = batch["target"].numel()
+                if self.world == 1:
+                    yield batch
+                elif n >= self.world:
+                    r, w = self.rank, self.world
+                    yield cut(batch, n * r // w, n * (r + 1) // w)
+
+
 def split_lines(
     d: EmbedDataConfig, data_dir: Path | None, split: str, files: dict[str, list[str]]
 ) -> list[str]:
@@ -271,10 +345,14 @@ def split_lines(
     return lines if d.dev else split_tail(lines, split, d.dev_fraction)
 
 
-def aligned_counts(vocab: Vocab, counter: Counter[str]) -> list[int]:
-    """The count of every vocabulary entry, in its order (0 for the specials)."""
-    first = len(vocab.specials)
-    return [counter[w] if i >= first else 0 for i, w in enumerate(vocab.itos)]
+def prepare_training_lines(config: EmbedConfig, data_dir: Path | None) -> Prepared:
+    """The recipe's training file prepared into the word ids of each line, the words under
+    ``data.min_freq`` dropped (cached; see :mod:`rnnkit.data.corpus`)."""
+    d = config.data
+    hold_out = None if d.dev else d.dev_fraction
+    shape = Shape("lines", "word", d.lowercase, False, d.min_freq, d.max_vocab, hold_out)
+    path = resolve_data_path(d.train, data_dir)
+    return prepare(path, shape, progress=config.train.progress)
 
 
 class EmbedTask(TaskBase):
@@ -293,9 +371,6 @@ class EmbedTask(TaskBase):
     )  # fmt: skip
     commands = vector_commands.COMMANDS  # rnnkit embed export, rnnkit analogy
 
-    corpus: tuple[torch.Tensor, torch.Tensor]
-    """The training text's word ids and sentence numbers (a built task's only)."""
-
     def __init__(
         self,
         config: EmbedConfig,
@@ -309,6 +384,7 @@ class EmbedTask(TaskBase):
         self._eval: dict[str, dict[str, Any]] = {}  # held-out examples of each split, made once
         self._table: torch.Tensor | None = None
         self._sampler: ctx.NoiseSampler | None = None
+        self._corpus: Prepared | None = None
         (self.vocab,) = vocabs
         self.counts = torch.tensor(list(counts), dtype=torch.long)
         if self.counts.numel() != len(self.vocab):
@@ -318,25 +394,32 @@ class EmbedTask(TaskBase):
 
     @classmethod
     def build(cls, config: EmbedConfig, data_dir: Path | None = None) -> EmbedTask:
-        """A new embedder on the training text's words: counted and encoded now, with the dev
-        examples made (a missing or useless dev text stops us before training)."""
-        d = config.data
-        files: dict[str, list[str]] = {}
-        lines = split_lines(d, data_dir, "train", files)
-        counter = Counter(word for line in lines for word in line.split())
-        vocab = Vocab.build(counter, min_freq=d.min_freq, max_size=d.max_vocab)
-        if len(vocab) <= len(vocab.specials):
+        """A new embedder on the training text's words: the text prepared (or read from the
+        cache), with the dev examples made (a missing or useless dev text stops us before
+        training)."""
+        corpus = prepare_training_lines(config, data_dir)
+        if len(corpus.vocab) <= len(corpus.vocab.specials):
+            d = config.data
             raise DataError(f"no word occurs {d.min_freq}+ times (data.min_freq)", d.train)
-        task = cls(config, (vocab,), data_dir, aligned_counts(vocab, counter))
-        task._files = files
-        task.corpus = ctx.encode_lines(lines, vocab)
+        task = cls(config, (corpus.vocab,), data_dir, corpus.counts().tolist())
+        task._corpus = corpus
         task._eval_set("dev")
         task._files.clear()
         return task
 
     # ------------------------------------------------------------------ data
+    def corpus(self) -> Prepared:
+        """The training file, prepared (read from the cache when it is there)."""
+        if self._corpus is None:
+            self._corpus = prepare_training_lines(self.config, self.data_dir)
+        return self._corpus
+
+    def training_text(self) -> TrainingText:
+        """The training lines of the prepared corpus (those before the held-out tail)."""
+        return TrainingText(self.corpus(), 0, self.corpus().split)
+
     def lines(self, split: str) -> list[str]:
-        """The lines (sentences) of ``train``, ``dev`` or ``test``."""
+        """The lines (sentences) of ``train``, ``dev`` or ``test``, read into memory."""
         return split_lines(self.config.data, self.data_dir, split, self._files)
 
     @property
@@ -398,26 +481,31 @@ class EmbedTask(TaskBase):
             batch["negatives"] = ctx.draw_negatives(self.table, shape, g)
         return batch
 
-    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Batches:
-        """One epoch's examples: shuffled chunks for ``ngram``, text order (as word2vec reads it)
-        for cbow and skip-gram. One process only: sparse updates have no DistributedDataParallel
-        path."""
-        if world_size > 1:
-            raise ConfigError(
-                "the embed task cannot train on several processes: its sparse embedding "
-                "updates have no DistributedDataParallel path; run it as one process"
-            )
-        g = epoch_generator(self.config.train.seed, epoch)
-        plan = self.plan(*self.corpus, g)
+    def segment_batches(
+        self, text: tuple[torch.Tensor, torch.Tensor], g: torch.Generator
+    ) -> _WindowEpoch | _ChunkedEpoch:
+        """The batches of one segment of text ``(ids, sentences)``, planned with ``g``:
+        shuffled chunks for ``ngram``, text order (as word2vec reads it) for cbow and
+        skip-gram."""
+        plan = self.plan(*text, g)
         if self.config.model.method == "ngram":
             return _ChunkedEpoch(self, plan, g)
         return _WindowEpoch(self, plan, g)
 
+    def train_batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Batches:
+        """One epoch's examples over the training text, a segment of lines at a time; under
+        several processes, each one's share of every global batch (the gradients of the
+        shares add up to the global batch's: see :class:`rnnkit.train.Trainer`)."""
+        return _Epoch(self, epoch, rank, world_size)
+
     # ------------------------------------------------------------ evaluation
-    def _examples(self, lines: list[str], where: str) -> dict[str, Any]:
-        """Held-out examples of a text: the same recipe as training, a fixed generator, at
-        most ``data.eval_examples`` of them; and the share of its words the vocabulary has."""
-        ids, sentences = ctx.encode_lines(lines, self.vocab)
+    def _examples(
+        self, text: tuple[torch.Tensor, torch.Tensor], words: int, where: str
+    ) -> dict[str, Any]:
+        """Held-out examples of a text ``(ids, sentences)`` of ``words`` words in all: the same
+        recipe as training, a fixed generator, at most ``data.eval_examples`` of them; and the
+        share of its words the vocabulary has."""
+        ids, sentences = text
         g = torch.Generator().manual_seed(EVAL_SEED)
         plan = self.plan(ids, sentences, g)
         parts = list(self.chunks(plan))
@@ -428,17 +516,36 @@ class EmbedTask(TaskBase):
         if total > self.config.data.eval_examples:
             pick = torch.randperm(total, generator=g)[: self.config.data.eval_examples]
             examples = {k: v[pick] for k, v in examples.items()}
-        words = sum(len(line.split()) for line in lines)
         return {
             "examples": self.with_negatives(examples, g),
             "coverage": ids.numel() / max(1, words),
         }
 
+    def _examples_of_lines(self, lines: list[str], where: str) -> dict[str, Any]:
+        words = sum(len(line.split()) for line in lines)
+        return self._examples(ctx.encode_lines(lines, self.vocab), words, where)
+
+    def _held_out_tail(self) -> dict[str, Any]:
+        """Examples of the training file's held-out lines, their first
+        :data:`HELD_OUT_TOKENS` ids at most (whole lines), read from the prepared corpus."""
+        corpus, train = self.corpus(), self.config.data.train
+        if corpus.vocab.itos != self.vocab.itos:
+            raise DataError("the file has changed since the model was trained on it", train)
+        offsets, first = corpus.offsets(), corpus.split
+        stop = int(np.searchsorted(offsets, offsets[first] + HELD_OUT_TOKENS, side="right")) - 1
+        stop = min(max(stop, first + 1), corpus.lines)
+        text = TrainingText(corpus, first, stop).read((first, stop))
+        words = corpus.words()
+        return self._examples(text, int(words[stop] - words[first]), train)
+
     def _eval_set(self, split: str) -> dict[str, Any]:
         if split not in self._eval:
             d = self.config.data
-            name = (d.test if split == "test" and d.test else d.dev) or d.train
-            self._eval[split] = self._examples(self.lines(split), name)
+            name = d.test if split == "test" and d.test else d.dev
+            if name:
+                self._eval[split] = self._examples_of_lines(self.lines(split), name)
+            else:
+                self._eval[split] = self._held_out_tail()
         return self._eval[split]
 
     def evaluate(self, split: str = "dev") -> Evaluation:
@@ -449,7 +556,7 @@ class EmbedTask(TaskBase):
         """Held-out loss and coverage on a text file (see :meth:`_score`)."""
         text = read_text(path)
         lines = (text.lower() if self.config.data.lowercase else text).splitlines()
-        return Evaluation(self._score(self._examples(lines, str(path))))
+        return Evaluation(self._score(self._examples_of_lines(lines, str(path))))
 
     @torch.no_grad()
     def _score(self, held_out: dict[str, Any]) -> dict[str, float]:
