@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     _add_data_dir(p)
 
+    p = sub.add_parser("prepare", help="prepare a training file into token ids ahead of training")
+    p.add_argument("task", help="a task that trains from a prepared corpus: lm, embed, ...")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+    p.add_argument("--config", help="a YAML recipe")
+    _add_data_dir(p)
+
     for cls in tasks:
         for command in cls.commands if isinstance(cls, HasCommands) else ():
             command.add(sub).set_defaults(handler=command.run)
@@ -627,6 +633,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """``rnnkit prepare``: the recipe's training file into token ids on disk, as ``rnnkit
+    train`` would prepare it first (it then finds it in the cache); prints where."""
+    from rnnkit.config import from_dict, merge, parse_overrides, read_yaml
+    from rnnkit.tasks import _data_dir, task_class
+    from rnnkit.tasks.base import PreparesText
+
+    cls = task_class(args.task)
+    if not isinstance(cls, PreparesText):
+        raise RnnkitError(f"the {args.task} task reads its data into memory: nothing to prepare")
+    base = read_yaml(args.config) if args.config else {}
+    config = from_dict(cls.Config, merge(base, parse_overrides(args.overrides)))
+    prepared = cls.prepare_training_file(config, _data_dir(args.data_dir))
+    print(f"{prepared.tokens:,} tokens, {len(prepared.vocab):,} symbols: {prepared.directory}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The README's first command: train the first registered task that has a demo into
     ``--out`` (a new directory or an earlier demo's), and show what it does."""
@@ -655,5 +678,6 @@ COMMANDS = {
     "export": cmd_export,
     "crack": cmd_crack,
     "tune": cmd_tune,
+    "prepare": cmd_prepare,
     "demo": cmd_demo,
 }

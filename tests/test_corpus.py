@@ -186,3 +186,17 @@ def test_bad_text_names_the_file_and_line(
         prepare(path, Shape("stream", "char"), root=tmp_path / "cache")
     with pytest.raises(DataError, match="file not found"):
         prepare(tmp_path / "missing.txt", Shape("stream", "char"), root=tmp_path / "cache")
+
+
+def test_rnnkit_prepare_makes_the_cache_that_training_then_reads(tmp_path: Path) -> None:
+    from rnnkit.config import from_dict
+    from rnnkit.tasks.embed import EmbedConfig, prepare_training_lines
+    from tests.conftest import run_cli
+
+    path = _file(tmp_path)
+    done = run_cli("prepare", "embed", f"data.train={path}", "data.min_freq=2")
+    assert done.returncode == 0, done.stderr
+    config = from_dict(EmbedConfig, {"data": {"train": str(path), "min_freq": 2}})
+    assert done.stdout.strip().endswith(str(prepare_training_lines(config, None).directory))
+    refused = run_cli("prepare", "tag", f"data.train={path}")
+    assert refused.returncode != 0 and "nothing to prepare" in refused.stderr

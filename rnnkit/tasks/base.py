@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import (
+    TYPE_CHECKING,
     Any,
     ClassVar,
     Literal,
@@ -38,6 +39,9 @@ from rnnkit.data.vectors import load_pretrained
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError, InputError, LimitError
 from rnnkit.tasks import storage
+
+if TYPE_CHECKING:
+    from rnnkit.data.corpus import Prepared
 
 Goal = Literal["max", "min"]
 
@@ -278,6 +282,17 @@ class CharacterLM(Protocol):
         """Log-probabilities of every token at every place of texts ``(n, length)`` →
         ``(n, length, vocab)``, given the text before that place (after it, for a backward
         model); places in reading order, on the model's device."""
+        ...
+
+
+@runtime_checkable
+class PreparesText(Protocol):
+    """A task that trains from its training file prepared into token ids on disk
+    (:mod:`rnnkit.data.corpus`): ``rnnkit prepare`` makes that cache ahead of training."""
+
+    @staticmethod
+    def prepare_training_file(config: Any, data_dir: Path | None) -> Prepared:
+        """The recipe's training file, prepared (or found in the cache)."""
         ...
 
 

@@ -11,12 +11,16 @@ trained with negative sampling (``model.loss: negative``: the true word against
 ``model.negatives`` noise words drawn from the unigram distribution raised to
 ``model.noise_power``) or, for small vocabularies, a full softmax (``model.loss: softmax``).
 
-Each line of the text is a sentence; contexts never cross a line. Words rarer than
-``data.min_freq`` are dropped from the text before windows are laid (as word2vec does), and
-frequent words are subsampled (``data.subsample``). Each epoch subsamples the whole corpus and
-draws every window with tensor operations (:mod:`rnnkit.data.contexts`); cbow and skip-gram
-examples then come in text order, centre by centre, as word2vec reads them, made a block of
-batches at a time with their noise words; ngram examples are shuffled within chunks.
+Each line of the text is a sentence; contexts never cross a line. The training file is
+prepared once into each line's word ids on disk (:mod:`rnnkit.data.corpus`), words rarer than
+``data.min_freq`` dropped before windows are laid (as word2vec does), and an epoch reads it a
+segment of whole lines at a time (:class:`TrainingText`), so a corpus larger than memory trains
+in bounded memory. Frequent words are subsampled (``data.subsample``): each segment is
+subsampled and every window drawn with tensor operations (:mod:`rnnkit.data.contexts`); cbow
+and skip-gram examples then come in text order, centre by centre, as word2vec reads them, made
+a block of batches at a time with their noise words; ngram examples are shuffled within
+chunks. Under several processes each trains on its share of every global batch, and the
+Trainer adds their gradients (the model's ``sums_gradients``).
 
 With ``train.optimizer: sgd`` (the default) the update touches only the rows of the batch, as
 in word2vec; for cbow and skip-gram with negative sampling the model computes word2vec's
@@ -364,6 +368,7 @@ class EmbedTask(TaskBase):
     Options = EmbedOptions
     cpu_bf16_pays = False  # no matmul worth it: 1.0x in bf16 (bench/precision.py)
     metric_goals = {"loss": "min", "perplexity": "min", "coverage": "max"}
+    prepare_training_file = staticmethod(prepare_training_lines)  # rnnkit prepare
     verb = Verb(
         "neighbors", "cosine nearest neighbours of words", "words", label="Word",
         hint="Enter lists its neighbours.", button="Find neighbours",

@@ -142,6 +142,7 @@ class LMTask(TaskBase):
     Options = LMOptions
     cpu_bf16_pays = True  # 1.4-1.7x faster in bf16 on AVX512-BF16 (bench/precision.py)
     metric_goals = {"loss": "min", "perplexity": "min", "bpc": "min"}
+    prepare_training_file = staticmethod(prepare_training_text)  # rnnkit prepare
     verb = Verb(
         "generate", "generate text with a language model", "prompts", label="Prompt",
         hint="Ctrl+Enter generates; Esc stops.", button="Generate", prompt=True, multiline=True,

@@ -1,0 +1,198 @@
+"""Benchmark: training on a corpus larger than memory against training in memory.
+
+A corpus of ``--gigabytes`` (2 by default) is made on the fly from WikiText-2's training lines,
+shuffled afresh for each copy, in a scratch folder that is deleted afterwards (never
+committed). For the character LM (``configs/english-char-lm.yaml``), the word LM
+(``configs/wikitext2-word.yaml``) and skip-gram (``configs/wikitext2-skipgram.yaml``), each
+in a process of its own so that each peak resident memory is its own:
+
+- **prepare**: the big text into token ids on disk (:mod:`rnnkit.data.corpus`): seconds, MB/s;
+- **train, big**: ``--steps`` of the Trainer's own step on batches read from that cache;
+- **train, in memory**: the same steps on WikiText-2 held in memory (the language models'
+  streams as one tensor, as before prepared corpora; skip-gram's one-segment plan kept).
+
+Reported: peak RSS of every process (``ru_maxrss``), loss terms (tokens, or skip-gram pairs)
+per second after ``--warmup`` steps, and the ratio big/in memory (1.00× = no cost for the
+disk). The cores are the training's alone: run nothing beside it.
+
+    .venv/bin/python bench/corpus.py             # 2 GB, ~15 min
+    .venv/bin/python bench/corpus.py --quick     # 20 MB, a smoke run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import common as bench
+import torch
+from common import progress, resolve
+
+from rnnkit.tasks import task_class
+from rnnkit.train import Trainer
+
+WORKLOADS = {  # name: (recipe, its task, overrides, what a loss term is)
+    "char LM": ("configs/english-char-lm.yaml", "lm", [], "tokens"),
+    "word LM": ("configs/wikitext2-word.yaml", "lm", [], "tokens"),
+    "skip-gram": ("configs/wikitext2-skipgram.yaml", "embed", [], "pairs"),
+}
+TUNED = {  # flag: (value, --quick value, help)
+    "gigabytes": (2.0, 0.02, "size of the generated corpus, GB"),
+    "lm_steps": (40, 4, "timed steps of each language model"),
+    "embed_steps": (300, 10, "timed skip-gram steps"),
+    "warmup": (5, 1, "untimed steps first"),
+}
+
+
+# ------------------------------------------------------------------------ the child
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """One measurement in this process: prepare, or train from the cache or in memory."""
+    torch.manual_seed(0)
+    config = bench.load_recipe(spec["recipe"], spec["task"], spec["overrides"])
+    data_dir, kind = Path(spec["data_dir"]), task_class(spec["task"])
+    if spec["mode"] == "prepare":
+        start = time.perf_counter()
+        prepared = kind.prepare_training_file(config, data_dir)  # type: ignore[attr-defined]
+        seconds = time.perf_counter() - start
+        return {"seconds": seconds, "tokens": prepared.tokens, "rss_kib": peak_kib()}
+    task = kind.build(config, data_dir)
+    with tempfile.TemporaryDirectory(prefix="bench-corpus-") as out:
+        trainer = Trainer(task, config.train, out, log=lambda _: None)
+        batches = bench.endless(
+            lambda epoch: (
+                in_memory(task.train_batches(epoch))
+                if spec["mode"] == "memory"
+                else task.train_batches(epoch)
+            )
+        )
+        step = bench.training_step(trainer, batches, lambda b: (b["target"].numel(), 0))
+        for _ in range(spec["warmup"]):
+            step()
+        terms, start = 0, time.perf_counter()
+        for _ in range(spec["steps"]):
+            terms += step()[0]
+        seconds = time.perf_counter() - start
+    return {"terms_per_s": terms / seconds, "rss_kib": peak_kib()}
+
+
+def in_memory(batches: Any) -> Any:
+    """An epoch's batches from memory: a language model's streams read whole into one tensor
+    first (its windows then cut from it); skip-gram's single segment is planned in memory
+    already."""
+    rows = getattr(batches, "rows", None)
+    if rows is not None:
+        whole = rows.window(0, rows.shape[1])
+        rows.window = lambda start, stop: whole[:, start:stop]
+    return batches
+
+
+def peak_kib() -> int:
+    """This process's peak resident memory so far, KiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    """``child(spec)`` in a fresh process (its own peak memory), with the cache of ``spec``;
+    ``others``: the share of the CPU other processes took meanwhile."""
+    env = {**os.environ, "RNNKIT_CACHE": spec["cache"], "PYTHONPATH": str(bench.REPO)}
+    before, children = bench.cpu_ticks(), os.times()
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    after = os.times()
+    ours = (after.children_user + after.children_system) - (
+        children.children_user + children.children_system
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{spec['mode']} {spec['recipe']} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["others"] = bench.others_share(before, ours * bench.TICK)
+    return result
+
+
+# ----------------------------------------------------------------------- the corpus
+def make_corpus(source: Path, target: Path, gigabytes: float) -> int:
+    """``source``'s lines, shuffled afresh for every copy, until ``gigabytes``; its bytes."""
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    rng, size, goal = random.Random(0), 0, int(gigabytes * 1e9)
+    with open(target, "w", encoding="utf-8") as f:
+        while size < goal:
+            rng.shuffle(lines)
+            text = "".join(lines)
+            f.write(text)
+            size += len(text.encode("utf-8"))
+    return target.stat().st_size
+
+
+# ------------------------------------------------------------------------- the report
+def main() -> int:
+    """Make the corpus, measure every workload, print the table."""
+    p = bench.parser(__doc__, "a 20 MB corpus and a few steps", data_dir=True, tuned=TUNED)
+    p.add_argument("--scratch", help="folder for the corpus and caches (default: a temp dir)")
+    args = bench.finish(p, p.parse_args())
+    scratch = Path(tempfile.mkdtemp(prefix="rnnkit-corpus-", dir=args.scratch))
+    try:
+        big = scratch / "big.txt"
+        progress(f"writing a {args.gigabytes:g} GB corpus into {scratch}")
+        size = make_corpus(args.data_dir / "wikitext-2" / "train.txt", big, args.gigabytes)
+        shares: list[float] = []
+        rows = [measure_workload(name, big, size, scratch, args, shares) for name in WORKLOADS]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    machine = f"{bench.threads(args)}; each measurement in a process of its own (the busiest)"
+    title = "Training on a corpus larger than memory"
+    lines = bench.header(title, args, max(shares, default=None), machine, __doc__)
+    lines += [f"- corpus: WikiText-2's training lines, shuffled, {size / 1e9:.2f} GB", ""]
+    lines += bench.table(
+        ["workload", "prepare", "MB/s", "peak RSS prepare", "peak RSS train (big)",
+         "big terms/s", "in memory terms/s", "ratio big/in memory"],
+        rows,
+    )  # fmt: skip
+    bench.publish("\n".join(lines) + "\n", args.target)
+    return 0
+
+
+def measure_workload(
+    name: str, big: Path, size: int, scratch: Path, args: Any, shares: list[float]
+) -> list[str]:
+    """One row of the table: prepare the big text, train from it, train in memory."""
+    recipe, task, overrides, unit = WORKLOADS[name]
+    spec = {"recipe": str(resolve(recipe)), "task": task, "data_dir": str(args.data_dir),
+            "cache": str(scratch / "cache"), "warmup": args.warmup,
+            "steps": args.lm_steps if task == "lm" else args.embed_steps}  # fmt: skip
+    on_big = {**spec, "overrides": [*overrides, f"data.train={big}"]}
+    progress(f"{name}: preparing")
+    prep = measure({**on_big, "mode": "prepare"})
+    progress(f"{name}: training from the cache")
+    disk = measure({**on_big, "mode": "big"})
+    progress(f"{name}: training in memory")
+    memory = measure({**spec, "overrides": overrides, "mode": "memory"})
+    shares += [m["others"] for m in (prep, disk, memory) if m["others"] is not None]
+    mib = 1024
+    return [
+        name,
+        f"{prep['seconds']:.0f} s",
+        f"{size / 1e6 / prep['seconds']:.1f}",
+        f"{prep['rss_kib'] / mib:,.0f} MiB",
+        f"{disk['rss_kib'] / mib:,.0f} MiB",
+        f"{disk['terms_per_s']:,.0f} {unit}/s",
+        f"{memory['terms_per_s']:,.0f} {unit}/s",
+        f"**{disk['terms_per_s'] / memory['terms_per_s']:.3f}×**",
+    ]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        print(json.dumps(child(json.loads(sys.argv[2]))))
+    else:
+        bench.run(main)
