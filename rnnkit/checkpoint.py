@@ -482,6 +482,7 @@ class TrainingState:
     carried: list[dict[str, torch.Tensor]]  # one per process, or none; read: this process's
     rng: dict[str, torch.Tensor] = field(default_factory=dict)  # torch's and each GPU's
     python_rng: Any = None
+    averaged: dict[str, torch.Tensor] = field(default_factory=dict)  # train.average's state
 
 
 def training_files(state: TrainingState, train_config: dict[str, Any]) -> dict[str, bytes]:
@@ -492,6 +493,7 @@ def training_files(state: TrainingState, train_config: dict[str, Any]) -> dict[s
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda{i}"] = s
+    tensors.update({f"average.{k}": v for k, v in state.averaged.items()})
     for r, carried in enumerate(state.carried):  # the language model's recurrent state
         prefix = "carried." if len(state.carried) == 1 else f"carried.rank{r}."
         tensors.update({prefix + k: v for k, v in carried.items()})
@@ -529,6 +531,7 @@ def read_training_state(directory: str | Path, rank: int = 0, world: int = 1) ->
             carried=[carried],
             rng={k[4:]: v for k, v in tensors.items() if k.startswith("rng.")},
             python_rng=(version, tuple(internal), gauss),
+            averaged={k[8:]: v for k, v in tensors.items() if k.startswith("average.")},
         )
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise ModelDirError(f"{directory}: training state does not fit ({err})") from None

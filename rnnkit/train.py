@@ -16,17 +16,19 @@ state's files (``rnnkit/checkpoint.py``), and what rank 0 shows (``rnnkit/report
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from rnnkit import checkpoint as ckpt
 from rnnkit.config import setting, to_dict
@@ -85,6 +87,17 @@ class TrainConfig:
     # and on CPUs with native bf16 (AVX512-BF16, AMX) for tasks whose models train faster
     # there (lm, cipher, translate); fp32 elsewhere. fp32: never autocast.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Weight averaging (AWD-LSTM's averaged SGD, SWA, or a moving average): dev is scored,
+    # and the best model saved, with the averaged weights; training goes on with its own.
+    average: Literal["none", "mean", "ema"] = "none"
+    average_start: float = setting(
+        0.5, "share of the run (steps, or train.max_minutes) before averaging starts", 0, 1,
+        high_open=True,
+    )  # fmt: skip
+    average_decay: float = setting(
+        0.999, "average=ema: the moving average's decay per step", 0, 1, low_open=True,
+        high_open=True,
+    )  # fmt: skip
     checkpoint_every: int = setting(
         0, "also checkpoint every N steps inside an epoch (0 = epoch ends)", 0
     )
@@ -249,6 +262,10 @@ class Trainer:
         self.reporters = (
             rank0_reporters(config, self.out_dir, self.metric, shown) if self.is_main else []
         )
+        self.average: AveragedModel | None = None
+        if config.average != "none":
+            ema = get_ema_multi_avg_fn(config.average_decay) if config.average == "ema" else None
+            self.average = AveragedModel(self.model, multi_avg_fn=ema)
 
     # ------------------------------------------------------------ checkpoints
     def _carried(self) -> list[dict[str, torch.Tensor]]:
@@ -266,10 +283,14 @@ class Trainer:
         weights = self.model.state_dict()
         files = dict(self.task.model_files())
         if new_best or not (self.out_dir / "model.safetensors").exists():
-            files["model.safetensors"] = ckpt.tensors_to_bytes(weights)
+            with self._averaged_weights():  # the weights dev was scored with
+                shown = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            files["model.safetensors"] = ckpt.tensors_to_bytes(shown)
         schedule = self.schedule.state_dict() if self.schedule is not None else None
         state = ckpt.TrainingState(weights, self.optimizer.state_dict(), schedule,
                                    self.state.__dict__, carried)  # fmt: skip
+        if self.average is not None:
+            state.averaged = self.average.state_dict()
         files.update(ckpt.training_files(state, to_dict(self.config)))
         lines = "".join(json.dumps(rec) + "\n" for rec in self.state.history)
         files["metrics.jsonl"] = lines.encode("utf-8")
@@ -311,6 +332,8 @@ class Trainer:
             raise ModelDirError(f"{self.out_dir}: training state does not fit ({err})") from None
         if self.state.best is not None and not math.isfinite(self.state.best):
             self.state.best = None  # written by an older version that kept a NaN best
+        if self.average is not None and saved.averaged:
+            self.average.load_state_dict(saved.averaged)
         if hasattr(self.model, "load_training_state"):
             self.model.load_training_state(saved.carried[0])
         ckpt.restore_rng(saved)
@@ -359,6 +382,8 @@ class Trainer:
                 schedule.advance(self.state.step, total, minutes)
                 began = time.perf_counter()
                 value = self.train_step(batch)
+                if self.average is not None:
+                    self._average(total, minutes)
                 self.state.batch_in_epoch = i + 1
                 self.state.loss_sum += value
                 self._report_step(batch, value, time.perf_counter() - began)
@@ -415,6 +440,35 @@ class Trainer:
         self.state.step += 1
         return value
 
+    def _average(self, total: int, minutes: float) -> None:
+        """Fold the weights into their average once ``train.average_start`` of the run is
+        done (by steps, or by ``train.max_minutes``, whichever is further)."""
+        assert self.average is not None
+        c, done = self.config, self.state.step / max(1, total)
+        if c.max_minutes:
+            done = max(done, minutes / c.max_minutes)
+        if done >= c.average_start:
+            self.average.update_parameters(self.model)
+
+    @contextlib.contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block (as they are without an
+        average, or before it started), its own again after."""
+        average = self.average
+        if average is None or int(average.n_averaged) == 0:
+            yield
+            return
+        own = [p.detach().clone() for p in self.model.parameters()]
+        with torch.no_grad():
+            for p, mean in zip(self.model.parameters(), average.module.parameters(), strict=True):
+                p.copy_(mean)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, mine in zip(self.model.parameters(), own, strict=True):
+                    p.copy_(mine)
+
     # ------------------------------------------------------------ processes
     def _loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, float]:
         """The loss to differentiate and the global batch's mean loss as a number.
@@ -457,7 +511,7 @@ class Trainer:
         metrics: Any = None
         if self.is_main:
             self.model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), self._averaged_weights():
                 metrics = self.task.evaluate().metrics
             self.model.train()
         if self.world > 1:

@@ -225,3 +225,53 @@ def test_the_old_amp_switches_name_the_new_setting_and_old_directories_upgrade()
     for old, want in (({"cpu_amp": True}, "bf16"), ({"amp": False}, "fp32"), ({}, None)):
         got = upgrade({"train": {"lr": 0.1, **old}})["train"]
         assert got.get("precision") == want and "amp" not in got and "cpu_amp" not in got
+
+
+@pytest.mark.parametrize("average", ["mean", "ema"])
+def test_averaged_weights_are_scored_and_saved_and_resume(tmp_path, average):
+    keys = ("train.epochs=2", f"train.average={average}", "train.average_start=0.5",
+            "train.average_decay=0.9", "train.checkpoint_every=2", "train.lr=0.01",
+            "data.train_messages=256", "data.eval_messages=64")  # fmt: skip
+    torch.manual_seed(0)
+    task = _task(*keys)
+    trainer = Trainer(task, task.config.train, tmp_path / "whole", log=lambda m: None)
+    step, seen = trainer.train_step, []
+
+    def recorded(batch):
+        value = step(batch)
+        seen.append([p.detach().clone() for p in task.model.parameters()])
+        return value
+
+    trainer.train_step = recorded
+    trainer.fit()
+    total = len(seen)
+    start = next(i for i in range(total) if (i + 1) / total >= 0.5)  # steps counted from 1
+    want = [w.clone() for w in seen[start]]  # the first step averaged: its weights as they are
+    for n, later in enumerate(seen[start + 1 :], start=2):
+        for w, new in zip(want, later, strict=True):
+            w.lerp_(new, 1 / n if average == "mean" else 0.1)
+    saved = ckpt.read_tensors(tmp_path / "whole" / "model.safetensors")
+    names = [n for n, _ in task.model.named_parameters()]
+    for name, w in zip(names, want, strict=True):  # epoch 2 is the best (a higher accuracy)
+        torch.testing.assert_close(saved[name], w, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(saved[names[0]], seen[-1][0])  # not the last step's own weights
+    # Interrupted after the average started, and resumed: the same averaged weights.
+    torch.manual_seed(0)
+    cut = _task(*keys)
+    stopped = Trainer(cut, cut.config.train, tmp_path / "cut", log=lambda m: None)
+    step_cut, calls = stopped.train_step, []
+
+    def interrupted(batch):
+        calls.append(1)
+        if len(calls) == total - 1:
+            raise KeyboardInterrupt
+        return step_cut(batch)
+
+    stopped.train_step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        stopped.fit()
+    torch.manual_seed(0)
+    again = _task(*keys)
+    Trainer(again, again.config.train, tmp_path / "cut", log=lambda m: None).fit(True)
+    resumed = ckpt.read_tensors(tmp_path / "cut" / "model.safetensors")
+    assert all(torch.equal(resumed[k], saved[k]) for k in saved)
