@@ -375,9 +375,11 @@ class Trainer:
             self.model.train()
             for reporter in self.reporters:
                 reporter.epoch_started(epoch, len(batches), self.state.batch_in_epoch)
-            for i, batch in enumerate(batches):
-                if i < self.state.batch_in_epoch:
-                    continue  # already trained on before the run was interrupted
+            done = self.state.batch_in_epoch  # already trained on before an interruption
+            skip = getattr(batches, "starting_at", None)  # an epoch that can skip them cheaply
+            for i, batch in enumerate(skip(done) if skip else batches, start=done if skip else 0):
+                if i < done:
+                    continue
                 minutes = self._agreed(time.perf_counter() - started) / 60
                 schedule.advance(self.state.step, total, minutes)
                 began = time.perf_counter()

@@ -320,3 +320,17 @@ def test_a_text_of_several_segments_and_each_process_share(tmp_path, monkeypatch
     for batch, *parts in zip(whole, *shares, strict=True):  # contiguous halves, in rank order
         for key in ("target", "negatives", "input"):
             assert torch.equal(torch.cat([p[key] for p in parts]), batch[key])
+
+
+def test_an_epoch_started_at_a_batch_skips_the_segments_before_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(embed, "SEGMENT", 200)
+    task = _task(_corpus(tmp_path / "c.txt"))
+    epoch = task.train_batches(1)
+    batches = list(epoch)
+    for first in (0, 1, epoch.parts[0][2], epoch.parts[0][2] + 3, len(batches) - 1):
+        rest = list(epoch.starting_at(first))
+        assert len(rest) == len(batches) - first
+        assert all(
+            torch.equal(a["target"], b["target"])
+            for a, b in zip(rest, batches[first:], strict=True)
+        )

@@ -33,6 +33,7 @@ step of thousands of examples, must use it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -313,20 +314,29 @@ class _Epoch:
         return sum(n for _, _, n in self.parts)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self.starting_at(0)
+
+    def starting_at(self, first: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The epoch's batches from batch ``first`` on (a resumed run's): the segments
+        wholly before it are neither read nor planned."""
         text = self.task.training_text()
-        for segment, before, _ in self.parts:
+        for segment, before, count in self.parts:
+            if first >= count:
+                first -= count
+                continue
             batches = self.kept
             if batches is None:
                 g = torch.Generator()
                 g.set_state(before)
                 batches = self.task.segment_batches(text.read(segment), g)
-            for batch in batches:
+            for batch in itertools.islice(batches, first, None):
                 n = batch["target"].numel()
                 if self.world == 1:
                     yield batch
                 elif n >= self.world:
                     r, w = self.rank, self.world
                     yield cut(batch, n * r // w, n * (r + 1) // w)
+            first = 0
 
 
 def split_lines(
