@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     try:
         with _log_on_stderr():
-            return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
+            return (getattr(args, "handler", None) or _handler(args.command))(args)
     except RnnkitError as err:
         print(f"rnnkit: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -598,41 +598,6 @@ def _plot_confusion(task: Task, args: argparse.Namespace, found: Evaluation) -> 
     print(f"confusion matrix: {where}", file=sys.stderr)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """``rnnkit serve``: see :func:`rnnkit.serve.command.cmd_serve`, imported when run."""
-    from rnnkit.serve.command import cmd_serve as run
-
-    return run(args)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """``rnnkit export``: see :func:`rnnkit.export.cmd_export`, imported when run."""
-    from rnnkit.export import cmd_export as run
-
-    return run(args)
-
-
-def cmd_data(args: argparse.Namespace) -> int:
-    """``rnnkit data``: see :func:`rnnkit.datasets.command.cmd_data`, imported when run."""
-    from rnnkit.datasets.command import cmd_data as run
-
-    return run(args)
-
-
-def cmd_crack(args: argparse.Namespace) -> int:
-    """``rnnkit crack``: see :func:`rnnkit.crack.cmd_crack`, imported when run."""
-    from rnnkit.crack import cmd_crack as run
-
-    return run(args)
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    """``rnnkit tune``: see :func:`rnnkit.tune.cmd_tune`, imported when run."""
-    from rnnkit.tune import cmd_tune as run
-
-    return run(args)
-
-
 def cmd_prepare(args: argparse.Namespace) -> int:
     """``rnnkit prepare``: the recipe's training file into token ids on disk, as ``rnnkit
     train`` would prepare it first (it then finds it in the cache); prints where."""
@@ -670,14 +635,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {
-    "train": cmd_train,
-    "eval": cmd_eval,
-    "data": cmd_data,
-    "serve": cmd_serve,
-    "export": cmd_export,
-    "crack": cmd_crack,
-    "tune": cmd_tune,
-    "prepare": cmd_prepare,
-    "demo": cmd_demo,
+# Commands that live in modules of their own, imported only when run (torch, starlette).
+LAZY = {
+    "data": "rnnkit.datasets.command",
+    "serve": "rnnkit.serve.command",
+    "export": "rnnkit.export",
+    "crack": "rnnkit.crack",
+    "tune": "rnnkit.tune",
 }
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "prepare": cmd_prepare, "demo": cmd_demo}
+
+
+def _handler(command: str) -> Callable[[argparse.Namespace], int]:
+    """The function that runs ``command``: ``cmd_COMMAND`` here or in its module of :data:`LAZY`."""
+    if command in LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(LAZY[command]), f"cmd_{command}")
+    return COMMANDS[command]
