@@ -18,8 +18,8 @@ import asyncio
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import rnnkit
 from rnnkit.config import json_schema, setting
 from rnnkit.errors import ConfigError, DeadlineError, InputError, LimitError, RnnkitError
 from rnnkit.serve.batching import Batcher, Busy
@@ -172,6 +173,20 @@ ERRORS = {
 }
 
 
+@contextmanager
+def answering(timeout_s: float) -> Iterator[None]:
+    """Map what a model's call raises to the error answer: 503 when its queue is full, 504
+    past the deadline, 422 for any other rnnkit error (bad input the checks let through)."""
+    try:
+        yield
+    except Busy as err:
+        raise HTTPError(503, str(err)) from None
+    except (TimeoutError, DeadlineError):
+        raise HTTPError(504, f"no answer within {timeout_s:g} s") from None
+    except RnnkitError as err:
+        raise HTTPError(422, str(err)) from None
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
 
@@ -223,7 +238,7 @@ def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> Fa
     app = FastAPI(
         title="rnnkit",
         summary="Recurrent sequence models over HTTP: one predict path for every task.",
-        version=_version(),
+        version=rnnkit.__version__,
         lifespan=lifespan,
     )
     app.state.served = served
@@ -301,16 +316,10 @@ def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> Fa
                     f"{len(inputs)} inputs × {each:,} tokens = {work:,} tokens to generate "
                     f"(the limit is {config.max_generated:,} per request)",
                 )
-        try:
+        with answering(config.timeout_s):
             outputs = await asyncio.wait_for(
                 s.batcher.submit(inputs, options, until), timeout=config.timeout_s
             )
-        except Busy as err:
-            raise HTTPError(503, str(err)) from None
-        except (TimeoutError, DeadlineError):
-            raise HTTPError(504, f"no answer within {config.timeout_s:g} s") from None
-        except RnnkitError as err:
-            raise HTTPError(422, str(err)) from None
         return {"outputs": outputs}
 
     @app.post(
@@ -325,12 +334,8 @@ def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> Fa
         options = checked_options(s, body.options)
         (text,) = checked_inputs([body.input])
         until = time.monotonic() + config.timeout_s  # the stream's pieces are made under it
-        try:
+        with answering(config.timeout_s):
             pieces = await s.batcher.run(s.task.stream, text, options, until=until)
-        except DeadlineError:
-            raise HTTPError(504, f"no answer within {config.timeout_s:g} s") from None
-        except RnnkitError as err:
-            raise HTTPError(422, str(err)) from None
         return StreamingResponse(
             _events(s.batcher, pieces, config.timeout_s), media_type="text/event-stream"
         )
@@ -403,27 +408,25 @@ def _schema_per_model(app: FastAPI, models: dict[str, Task], config: ServeConfig
 
 async def _events(batcher: Batcher, pieces: Any, timeout_s: float) -> AsyncIterator[str]:
     """Server-sent events: ``data: {"text": piece}`` each, then ``event: done``."""
-    end = object()
-    started = time.monotonic()
+    end, started = object(), time.monotonic()
+    late = {"status": 504, "message": f"stopped after {timeout_s:g} s"}
     while True:
         try:
             piece = await batcher.run(next, pieces, end)
         except DeadlineError:  # the generation itself stopped at its deadline
-            error = {"status": 504, "message": f"stopped after {timeout_s:g} s"}
-            yield f"event: error\ndata: {json.dumps({'error': error})}\n\n"
-            return
+            error = late
         except Exception as err:  # noqa: BLE001 - the client hears of it, the server goes on
             error = {"status": 500, "message": f"generation failed ({type(err).__name__})"}
-            yield f"event: error\ndata: {json.dumps({'error': error})}\n\n"
-            return
-        if piece is end:
-            break
-        yield f"data: {json.dumps({'text': piece})}\n\n"
-        if time.monotonic() - started > timeout_s:
-            error = {"status": 504, "message": f"stopped after {timeout_s:g} s"}
-            yield f"event: error\ndata: {json.dumps({'error': error})}\n\n"
-            return
-    yield "event: done\ndata: {}\n\n"
+        else:
+            if piece is end:
+                yield "event: done\ndata: {}\n\n"
+                return
+            yield f"data: {json.dumps({'text': piece})}\n\n"
+            if time.monotonic() - started <= timeout_s:
+                continue
+            error = late
+        yield f"event: error\ndata: {json.dumps({'error': error})}\n\n"
+        return
 
 
 def _guard(app: FastAPI, config: ServeConfig) -> None:
@@ -498,12 +501,6 @@ class ApiKey:
             return await self.app(scope, receive, send)
         reply = _error(401, "missing or wrong API key (send Authorization: Bearer KEY)")
         await reply(scope, receive, send)
-
-
-def _version() -> str:
-    from rnnkit import __version__
-
-    return __version__
 
 
 __all__ = ["ServeConfig", "create_app", "PredictRequest", "StreamRequest"]
