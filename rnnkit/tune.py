@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import ctypes
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -270,7 +271,7 @@ def run_trial(search: Search, trial: Any) -> float:
     """Train one trial, reporting each epoch's dev metric; its best epoch's value."""
     import optuna
 
-    if _beyond_budget(search, trial):  # another worker took the last trial
+    if _taken(trial.study, trial.number) >= search.trials:  # another worker took the last
         trial.set_user_attr("skipped", True)
         trial.study.stop()
         raise optuna.TrialPruned()
@@ -296,28 +297,18 @@ def run_trial(search: Search, trial: Any) -> float:
     return best
 
 
-def _finished_count(study: Any) -> int:
-    """Trials that ran to their end or were pruned (not those skipped over the budget)."""
+def _taken(study: Any, before: int = -1) -> int:
+    """Trials that count against ``--trials``: those that ran to their end or were pruned
+    (not those skipped over the budget), and those running that started before trial
+    ``before``."""
     from optuna.trial import TrialState
 
-    states = (TrialState.COMPLETE, TrialState.PRUNED)
-    trials = study.get_trials(deepcopy=False, states=states)
-    return sum(not t.user_attrs.get("skipped") for t in trials)
-
-
-def _beyond_budget(search: Search, trial: Any) -> bool:
-    """Whether the study already has ``--trials`` finished or earlier running trials."""
-    from optuna.trial import TrialState
-
-    taken = 0
-    for other in trial.study.get_trials(deepcopy=False):
-        if other.user_attrs.get("skipped"):
-            continue
-        if other.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            taken += 1
-        elif other.state == TrialState.RUNNING and other.number < trial.number:
-            taken += 1
-    return taken >= search.trials
+    ended = (TrialState.COMPLETE, TrialState.PRUNED)
+    return sum(
+        not t.user_attrs.get("skipped")
+        and (t.state in ended or (t.state == TrialState.RUNNING and t.number < before))
+        for t in study.get_trials(deepcopy=False)
+    )
 
 
 def _follow(search: Search, trial: Any, proc: subprocess.Popen, trial_dir: Path) -> float | None:
@@ -419,12 +410,12 @@ def plot_trials(search: Search, study: Any, path: Path) -> None:
         for ax, param in zip(axes[1:], search.space, strict=True):
             x = trial.params.get(param.key)
             ax.plot(str(x) if param.choices else x, value, marker, ms=5)
-    best = [(t.number, v) for t, v, m in shown if m == "o"]
-    for i in range(1, len(best)):  # the best so far, as a line
-        if not search.better(best[i][1], best[i - 1][1]):
-            best[i] = (best[i][0], best[i - 1][1])
-    if best:
-        axes[0].plot([n for n, _ in best], [v for _, v in best], "-", lw=1, color="C0")
+    finished = [(t.number, v) for t, v, m in shown if m == "o"]
+    if finished:  # the best so far, as a line
+        best = itertools.accumulate(
+            (v for _, v in finished), lambda a, b: b if search.better(b, a) else a
+        )
+        axes[0].plot([n for n, _ in finished], list(best), "-", lw=1, color="C0")
     axes[0].set_xlabel("trial")
     axes[0].set_ylabel(f"dev {search.metric}")
     for ax, param in zip(axes[1:], search.space, strict=True):
@@ -479,7 +470,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(summary_line(search, trial), flush=True)
         keep_best(search, study)
         plot_trials(search, study, search.out / "trials.png")
-        if _finished_count(study) >= search.trials:
+        if _taken(study) >= search.trials:
             study.stop()
 
     with _quiet_optuna():
