@@ -1,36 +1,20 @@
 """Model directories and training state, written so that a kill at any instant loses nothing.
 
-A model directory holds ``config.json``, ``vocab.json`` and ``model.safetensors``; training adds
-``trainer.json``, ``trainer.safetensors`` (the current weights and RNG states) and
-``optimizer.safetensors``. Nothing is pickled: tensors go through safetensors, the rest is JSON,
-so loading a stranger's model cannot run code.
-
-Several files must change together (weights, optimizer moments, step counter), so a checkpoint is
-committed through a tiny redo journal:
-
-1. every new file is written and fsync'ed as ``NAME.next``;
-2. ``commit.json`` naming them is written atomically — this is the commit point;
-3. each ``NAME.next`` is renamed over ``NAME``, then ``commit.json`` is removed.
-
-:func:`recover` (run by the writer only) finishes step 3 when ``commit.json`` exists and
-discards stray ``.next`` files when it does not; either way the directory holds one complete
-checkpoint, the old one or the new one.
-
-Readers never write. Two ``flock`` locks keep them apart from the writer:
-
-- ``.writer.lock``: held exclusively for as long as a process writes the directory (a training
-  run, or one :func:`save_model`); a second writer is refused in one line naming the holder.
-- ``.commit.lock``: held exclusively while a commit makes its files visible (journal and
-  renames), and shared by a reader while it reads (:func:`reading`). A reader that meets the
-  journal of a writer that died mid-commit reads the committed new files (``NAME.next``) in
-  place of the old ones, and changes nothing.
-
-Every safetensors file carries the sha256 of its tensor data in its header, checked at load, so
-flipped bytes are an error rather than garbage answers.
+Nothing is pickled (tensors go through safetensors with the sha256 of their data in the
+header, the rest is JSON), so loading a stranger's model cannot run code. Files that change
+together are committed through a redo journal: each new file is written and fsync'ed as
+``NAME.next``; ``commit.json`` naming them is written atomically (the commit point); each
+``NAME.next`` is renamed over ``NAME``, then the journal removed. :func:`recover` (the writer
+only) finishes or discards an interrupted commit. ``.writer.lock`` (exclusive, for as long as a
+process writes) keeps writers apart; ``.commit.lock`` (exclusive while a commit's renames run,
+shared while a reader reads, :func:`reading`) keeps readers from a half-made commit, and a
+reader that meets a dead writer's journal reads its ``NAME.next`` files, changing nothing.
+docs/reliability.md says what this promises and how it is tested.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import fcntl
 import hashlib
@@ -41,7 +25,6 @@ import socket
 import stat
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -117,7 +100,7 @@ def release_writer(directory: str | Path) -> None:
         os.close(fd)  # closing the file releases the lock
 
 
-@contextmanager
+@contextlib.contextmanager
 def writing(directory: str | Path) -> Iterator[None]:
     """Hold the writer lock for the block (kept if this process already held it)."""
     held = Path(directory).resolve() in _WRITING
@@ -129,7 +112,7 @@ def writing(directory: str | Path) -> Iterator[None]:
             release_writer(directory)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _commit_lock(directory: Path, shared: bool) -> Iterator[None]:
     path = directory / COMMIT_LOCK
     try:
@@ -148,7 +131,7 @@ def _commit_lock(directory: Path, shared: bool) -> Iterator[None]:
         os.close(fd)
 
 
-@contextmanager
+@contextlib.contextmanager
 def reading(directory: str | Path) -> Iterator[None]:
     """Read ``directory`` as one committed snapshot: the files a writer is committing change
     only before or after the block, and an unfinished commit left by a dead writer is read as
@@ -160,20 +143,14 @@ def reading(directory: str | Path) -> Iterator[None]:
         yield
         return
     with _commit_lock(directory, shared=True):
-        token = _VIEWS.set({**views, key: _journal_names(directory)})
+        journal = directory / JOURNAL  # a dead writer's commit: its new files are read
+        names = _read_journal(journal) if journal.exists() else []
+        pending = {n for n in names if (directory / f"{n}.next").exists()}
+        token = _VIEWS.set({**views, key: pending})
         try:
             yield
         finally:
             _VIEWS.reset(token)
-
-
-def _journal_names(directory: Path) -> set[str]:
-    """The files a left-over journal commits (empty when there is none)."""
-    journal = directory / JOURNAL
-    if not journal.exists():
-        return set()
-    names = _read_journal(journal)
-    return {n for n in names if (directory / f"{n}.next").exists()}
 
 
 def _read_journal(journal: Path) -> list[str]:
@@ -211,21 +188,18 @@ def resolve(path: str | Path) -> Path:
 
 def fsync_dir(path: Path) -> None:
     """Make the entries of ``path`` (renames into it) durable; a no-op where that is refused."""
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def _write_durably(path: Path, data: bytes, shown: Path | None = None) -> None:
     """Write and fsync ``path``. A failed write (a full disk) removes the partial file and
-    raises an OSError that names it: the OS's own names no file for a write."""
+    raises an OSError that names ``shown`` (the file the user knows), else ``path``: the OS's
+    own names no file for a write."""
     try:
         with open(path, "wb") as f:
             f.write(data)
@@ -233,8 +207,8 @@ def _write_durably(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
     except OSError as err:
         path.unlink(missing_ok=True)
-        if err.filename is None:
-            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+        if err.filename is None or shown is not None:
+            raise OSError(err.errno, err.strerror or str(err), str(shown or path)) from None
         raise
 
 
@@ -243,10 +217,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        _write_durably(tmp, data)
-    except OSError as err:  # name the file the user knows, not the temporary one
-        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+    _write_durably(tmp, data, shown=path)
     os.replace(tmp, path)
     fsync_dir(path.parent)
 
