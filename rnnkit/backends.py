@@ -1,30 +1,13 @@
 """Backends: what runs a loaded model's network when it predicts, PyTorch or onnxruntime.
 
-``rnnkit.load(DIR, backend="onnx")`` and ``rnnkit serve --backend onnx`` answer through
-onnxruntime; ``torch`` (the default) through PyTorch. Either way the task's one predict path
-runs: text → tensors, batching, decoding back to text, and any search stay rnnkit's Python
-code, shared by both. Only the call of the network itself goes through a seam: a task that can
-predict through its exported graphs (its ``onnx_plan``, :class:`rnnkit.tasks.base.Exportable`)
-has a ``runner`` attribute, None for PyTorch, or an :class:`OnnxRunner` whose ``run(graph,
-feeds)`` the task calls instead of its model, by the graph names of its plan.
-
-Where the graphs come from. They are exported in memory when the model is loaded, by the same
-code as ``rnnkit export`` (:func:`rnnkit.export.export_task`: the same graphs, the same
-exporter, the same parity check against PyTorch on batches of several lengths, drawn from the
-model's vocabulary so that no data file is read), and never written anywhere: a model directory
-is only ever read, and no ``.onnx`` file left beside the weights can disagree with them. Loading
-takes the export's time on top (tenths of a second for small models, a few seconds for large
-ones); a model whose export fails its check is refused with the export's own message.
-
-What is the same. Decoded ids and texts are identical to PyTorch's; probabilities and scores
-agree within :data:`TOLERANCE` (both backends compute in float32, in another order of
-operations). ``tests/test_onnx_backend.py`` checks it for every task and model kind that has
-a runner, in Python and over HTTP.
-
-A task without a runner (one that exports graphs its predict does not use, or none) refuses
-``backend="onnx"`` with one line naming the task; nothing falls back silently. The ONNX backend
-runs on the CPU, with as many intra-op threads as torch uses (``torch.get_num_threads()`` at
-load time), so that the two compare fairly.
+The task's one predict path runs either way (text → tensors, batching, search, decoding stay
+rnnkit's Python); only the call of the network goes through a seam: a task with an
+``onnx_plan`` (:class:`rnnkit.tasks.base.Exportable`) has a ``runner`` attribute, None for
+PyTorch, or an :class:`OnnxRunner` whose ``run(graph, feeds)`` it calls instead of its model.
+The graphs are exported in memory at load time by :func:`rnnkit.export.export_task` (its parity
+check included) and never written, so no ``.onnx`` file can disagree with the weights. A task
+without a runner refuses ``backend="onnx"``; nothing falls back silently. docs/serve.md
+("Backends") says what is the same, the threads and the costs.
 """
 
 from __future__ import annotations

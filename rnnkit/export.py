@@ -1,31 +1,20 @@
 """``rnnkit export --format onnx``: trained models as ONNX graphs, checked against PyTorch.
 
 A task exports when it has ``onnx_plan()`` (:class:`rnnkit.tasks.base.Exportable`): the graphs
-to write (the module traced, example inputs, the inputs and outputs by name with their axes)
-and the check that compares them with the task's own PyTorch path. This module knows no task:
-it traces, declares the shapes, checks, writes and reports. What each task's graphs take and
-return is said by its ``onnx_plan`` (and tabulated in docs/scale.md). Every batch, length and
-count axis is dynamic; padding is given by boolean masks, True on real tokens, right-padded,
-every row with at least one real token. A model of one graph is written to ``OUT``; one of
-several (an encoder and a decoder step) to ``OUT.NAME.onnx`` each (``OUT`` without ``.onnx``).
+(the module traced, example inputs, the inputs and outputs by name with their axes) and the
+check against the task's own PyTorch path. This module knows no task: it traces, declares the
+shapes, checks, writes and reports. Every batch, length and count axis is dynamic; padding is
+given by boolean masks, True on real tokens. One graph is written to ``OUT``; several to
+``OUT.NAME.onnx`` each.
 
-Exporter. ``torch.onnx.export(..., dynamo=False)``, the TorchScript-based exporter, for every
-graph: it exports them all with dynamic shapes, Viterbi as a real ONNX ``Loop``
-(:func:`rnnkit.nn.crf.viterbi`), at opsets 17 to 20, in 0.05-0.5 s. The dynamo exporter (torch
-2.13, onnxscript 0.7) fixed the trace's length into every shape read from an LSTM's output, so
-the bidirectional graphs failed in onnxruntime at any other length; a Viterbi loop needed the
-private ``torch._higher_order_ops.scan``; each export took 1-8 s. Packing does not export:
-:func:`rnnkit.nn.encoder.unpacked` runs the same weights over the padded batch, and the
-recurrent layers of ``rnnkit.nn`` use it while they are exported, so a graph is the model's
-own code path (``OnnxGraph.forward``).
-
-Parity. Unless ``check=False`` (``--no-check``), every export is run in onnxruntime by the
-plan's check on batches of 1 and 5 sequences of different lengths and one of a single token
-(:data:`CHECK_LENGTHS`, cut from the recipe's own data when it is readable here, else drawn
-from the vocabulary), in shapes other than the trace's, and compared with the task's own
-PyTorch path: float outputs must agree within :data:`TOLERANCE`, decoded ids exactly, and every
-array must have the declared shape, or nothing is written. Step graphs are checked over several
-steps, each side carrying its own state. Files are written to a temporary name and renamed.
+The exporter is the TorchScript-based one (``dynamo=False``): the dynamo exporter fixed the
+traced length into the shapes of LSTM outputs and needed a private scan op for Viterbi (see
+docs/scale.md, "Export to ONNX"). Packing does not export, so the recurrent layers of
+``rnnkit.nn`` run :func:`rnnkit.nn.encoder.unpacked` while exported, the same weights over the
+padded batch. Unless ``check=False``, each export runs in onnxruntime on the batches of
+:data:`CHECK_LENGTHS`, shaped unlike the trace, against PyTorch: floats within
+:data:`TOLERANCE`, decoded ids exactly, every array in its declared shape, or nothing is
+written.
 """
 
 from __future__ import annotations

@@ -5,12 +5,8 @@ else the cache) holds them; ``rnnkit data fetch NAME`` downloads one; ``rnnkit d
 DIR`` copies one from a folder you already have. A dataset lives in ``DATA_DIR/FOLDER/``, each
 file at its relative path there, which is where the recipes look for it.
 
-- ``registry.toml``: the datasets, their files, sizes, sha256 and addresses (``registry.py``
-  reads it and checks a data directory against it).
-- ``fetching.py``: ``fetch`` and ``import_dataset`` on pooch; every file is checked against its
-  size and sha256, and a dataset's files land together or not at all. Files with no public copy
-  (``url`` left out) are *import only*: ``fetch`` downloads the rest, then names them.
-- ``command.py``: the ``rnnkit data`` command.
+``registry.toml`` lists the datasets, their files, sizes, sha256 and addresses; files with no
+public copy (``url`` left out) are *import only*: ``fetch`` downloads the rest, then names them.
 
 Mirrors: ``$RNNKIT_DATA_MIRROR`` (or ``fetch(..., base_url_override=URL)``, or ``rnnkit data
 fetch --mirror URL``) replaces every file's address by ``URL/NAME/PATH``; for example with
