@@ -198,13 +198,7 @@ def spans(tags: Sequence[str], scheme: Scheme) -> list[tuple[int, int, str]]:
             continue
         prefix, _, this = tag.partition("-")
         continues = begin >= 0 and this == kind
-        if scheme == "IOB1":
-            starts = not continues or prefix == "B"
-        elif scheme == "IOB2":
-            starts = prefix == "B" or not continues
-        else:  # BIOES
-            starts = prefix in ("B", "S") or not continues
-        if starts:
+        if not continues or prefix == "B" or (scheme == "BIOES" and prefix == "S"):
             close(i)
             begin, kind = i, this
         if scheme == "BIOES" and prefix in ("E", "S"):
