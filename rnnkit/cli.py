@@ -582,8 +582,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _plot_confusion(task: Task, args: argparse.Namespace, found: Evaluation) -> None:
     """Draw the confusion matrix of the evaluation just run where ``--confusion`` says (never
     into the model directory: readers do not write there)."""
-    from rnnkit.plots import plot_confusion_matrix
-
     if not args.confusion:
         return
     if found.confusion is None:
@@ -592,7 +590,7 @@ def _plot_confusion(task: Task, args: argparse.Namespace, found: Evaluation) -> 
     where = Path(args.confusion)
     title = f"{Path(args.model).name} on {split}: accuracy {found.get('accuracy', 0):.4f}"
     try:
-        plot_confusion_matrix(*found.confusion, where, title=title)
+        found.plot_confusion(where, title)
     except OSError as err:
         raise RnnkitError(f"cannot write {where} ({err.strerror})") from None
     print(f"confusion matrix: {where}", file=sys.stderr)

@@ -1,17 +1,9 @@
 """The task contract: what every task promises the CLI, the server, the Trainer and export.
 
-:class:`Task` is a :class:`typing.Protocol`, a statement of the interface and not a base class:
-the conformance test (``tests/test_contract.py``) and the type checker check every registered
-task against it, and the Trainer, storage and checkpoints take a ``Task``. The steps that tasks
-share are written once below: :class:`TaskBase` (defaults a task class inherits),
-:func:`predictor` (the checks in front of every ``predict``), :class:`Evaluation` (what
-``evaluate`` returns) and plain functions.
-
-The predict path is one function per task, ``predict(inputs, options)``: a list of raw strings
-in, one JSON-ready dict out per input, in order. Its options are a small dataclass per task
-(``Task.Options``) whose fields are declared with :func:`rnnkit.config.setting`, as config
-fields are, so that the CLI flags, the Python keyword defaults, the checks and the HTTP schema
-all come from one declaration.
+:class:`Task` is a :class:`typing.Protocol`, checked by ``tests/test_contract.py`` and the type
+checker; the optional capabilities beside it are protocols too, tested with ``isinstance``.
+What tasks share is written once: :class:`TaskBase`, :func:`predictor` (the checks in front of
+every ``predict``), :class:`Evaluation` and plain functions. docs/develop.md walks through it.
 """
 
 from __future__ import annotations
