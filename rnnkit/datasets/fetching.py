@@ -269,10 +269,9 @@ def _failures(writer: _Writer) -> Iterator[None]:
         raise DataError(writer.mismatch(), writer.label) from None
     except (OSError, requests.RequestException) as err:  # requests' errors are OSErrors too
         why = _why(err)
-        if writer.copying:
-            message = f"cannot copy ({why})"
-        else:
-            message = f"download failed: {why} ({writer.url})"
+        message = (
+            f"cannot copy ({why})" if writer.copying else f"download failed: {why} ({writer.url})"
+        )
         raise DataError(f"{message}; nothing was written", writer.label) from None
 
 

@@ -1,14 +1,10 @@
 """Micro-batching: requests for one model that arrive together are answered by one predict call.
 
-Each served model owns one worker thread. Inference never runs on the event loop, and one
-model never runs two predict calls at once (two would only fight over the same cores). While
-the worker is busy, new requests wait in a bounded queue; when it is free, it takes every
-waiting request (after a short wait for stragglers), groups them by their options, and runs
-each group as one batch. A full queue is refused at once instead of growing without bound.
-
-A request may carry a deadline (a ``time.monotonic()`` value); a group's predict call runs under
-the latest of its requests' deadlines (:func:`rnnkit.budget.until`), so a call whose callers
-have all timed out stops within a decode step and the model turns to the next.
+Each served model owns one worker thread (inference never runs on the event loop, and two
+predict calls on one model would only fight over the same cores); waiting requests are grouped
+by their options, a full queue is refused at once (docs/serve.md, "How it keeps up"). A group's
+call runs under the latest of its requests' deadlines (:func:`rnnkit.budget.until`), so a call
+whose callers have all timed out stops within a decode step.
 """
 
 from __future__ import annotations
