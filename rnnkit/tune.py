@@ -6,15 +6,11 @@ A search space is a small YAML file of config keys, each a range or a list of ch
     model.hidden_size: {choices: [64, 128, 256]}
     model.dropout: {low: 0.0, high: 0.5}
 
-Every trial is an ordinary ``rnnkit train`` run in its own process, writing an ordinary model
-directory (``DIR/trials/NNNN``); the tuner reads the dev metric that run records after each epoch
-(``metrics.jsonl``), reports it to Optuna's pruner, and stops the run when the pruner says it
-will not catch up. Trials are chosen by TPE and the study lives in a database: SQLite in
-``DIR/study.db`` by default, so a killed search continues with ``--resume``; or any database
-Optuna's RDB storage takes (``--storage postgresql://...``), so that workers on several machines
-share one study. The best trial so far is copied to ``DIR/best`` with the recipe that made it
-(``DIR/best.yaml``), and ``DIR/trials.png`` plots the metric against trial and each parameter.
-Choices are made on the dev metric only; nothing here reads a test split.
+Every trial is an ordinary ``rnnkit train`` run in its own process (``DIR/trials/NNNN``); the
+tuner reports the dev metric each epoch records (``metrics.jsonl``) to Optuna's pruner and stops
+the run when told. The study lives in ``DIR/study.db`` (or ``--storage``), so a killed search
+continues and workers can share it; ``DIR/best``, ``DIR/best.yaml`` and ``DIR/trials.png`` show
+the best trial so far (docs/tune.md). Nothing here reads a test split.
 """
 
 from __future__ import annotations

@@ -4,17 +4,12 @@ Scores of a tag sequence y for emissions e (``(time, tags)`` per sentence)::
 
     score(y) = start[y_0] + Σ_t e[t, y_t] + Σ_{t≥1} trans[y_{t-1}, y_t] + end[y_last]
 
-The log-partition log Σ_y exp(score(y)) comes from the forward algorithm, the best sequence from
-Viterbi. The forward algorithm runs on scaled probabilities: each step is one small matrix
-product ``(batch, tags) @ (tags, tags)`` and a renormalisation, whose logarithms are summed
-aside (the classic scaled forward algorithm), instead of a log-sum-exp over a
-``(batch, tags, tags)`` tensor. Its gradient — the tag marginals — comes from the matching
-backward algorithm in one custom autograd node, not from autograd through every step. Should the
-scaled recursion ever underflow (a whole row of zero probability), the batch is recomputed in log
-space. Both loop over time steps only: every sentence of the batch and every
-tag pair is handled by one tensor operation per step, and padded steps leave the running state
-unchanged, so sentences of any lengths share a batch. Masks must be True on the first token of
-every sentence (empty sentences have no tag sequence to score).
+log Z comes from the scaled forward algorithm (one ``(batch, tags) @ (tags, tags)`` product and
+a renormalisation per step, not a log-sum-exp over ``(batch, tags, tags)``), its gradient from
+the matching backward algorithm in one autograd node, with a log-space fallback should a row
+underflow; the best sequence from a batched Viterbi (docs/tagging.md, "The CRF"). Both loop over
+time only, and padded steps leave the state unchanged, so sentences of any lengths share a
+batch. Masks must be True on the first token of every sentence.
 """
 
 from __future__ import annotations

@@ -4,12 +4,9 @@ Endpoints: ``GET /health``; ``GET /v1/models``; ``POST /v1/models/{name}/predict
 ``{"inputs": [...], "options": {...}}`` answered by ``{"outputs": [...]}`` in input order;
 ``POST /v1/models/{name}/stream`` (server-sent events) for tasks that stream; the page at ``/``.
 
-Errors are JSON ``{"error": {"status", "message"}}`` with a real status: 401 without the API
-key, 404 for an unknown model or path, 413 for a body, an input count or an input length over
-its limit, 422 for a malformed body or bad options, 503 when a model's queue is full, 504 when
-it did not answer in time; the work of a request that timed out is stopped too (its predict
-call runs under a deadline, :mod:`rnnkit.budget`). Nothing is ever answered 200 that is not an
-answer.
+Errors are JSON ``{"error": {"status", "message"}}`` with a real status (:data:`ERRORS`,
+docs/serve.md "Errors"); nothing that is not an answer is answered 200, and the work of a
+request that timed out is stopped too (its predict call runs under a deadline).
 """
 
 from __future__ import annotations
