@@ -128,11 +128,8 @@ class Run:
     def cpu_ms(self) -> float:
         """The server's CPU milliseconds per answered request (which other jobs on a shared
         machine disturb less than wall time); nan where unknown."""
-        return (
-            math.nan
-            if self.cpu[0] is None or not self.answered
-            else self.cpu[0] / self.answered * 1e3
-        )
+        server = self.cpu[0]
+        return math.nan if server is None or not self.answered else server / self.answered * 1e3
 
     def ms(self, q: float) -> float:
         """The ``q`` quantile of the latencies (nearest rank) in ms; nan without any."""
