@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
+from rnnkit.data.batching import pad
 from rnnkit.data.vocab import UNK, Vocab
 from rnnkit.errors import ModelDirError
 from rnnkit.nn.language_model import LanguageModel, LMModelConfig, start_id
@@ -77,13 +79,9 @@ class ContextualChars(nn.Module):
                 else:
                     spots = [last for _, last in ends]
                 rows.append([start] + [vocab.stoi.get(ch, unk) for ch in text])
-                places.append([s + 1 for s in spots] + [0] * (width - len(spots)))
-            longest = max(len(r) for r in rows)
-            ids = torch.zeros(len(rows), longest, dtype=torch.long)
-            for r, row in enumerate(rows):
-                ids[r, : len(row)] = torch.tensor(row)
-            out[f"ctx{i}_ids"] = ids
-            out[f"ctx{i}_at"] = torch.tensor(places, dtype=torch.long)
+                places.append([s + 1 for s in spots])
+            out[f"ctx{i}_ids"], _ = pad(rows)
+            out[f"ctx{i}_at"], _ = pad(places, length=width)
         return out
 
     def onnx_axes(self) -> dict[str, tuple[str, str]]:
@@ -195,7 +193,5 @@ class FeatureCache:
                 self._tokens = 0
             self._held.update(found)
             self._tokens += added
-        out = torch.zeros(len(keys), max(len(k) for k in keys), module.output_size)
-        for row, key in enumerate(keys):
-            out[row, : len(key)] = found[key] if key in found else self._held[key]
-        return {"contextual": out}
+        rows = [found[key] if key in found else self._held[key] for key in keys]
+        return {"contextual": pad_sequence(rows, batch_first=True)}
