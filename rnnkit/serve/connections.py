@@ -128,18 +128,16 @@ class BoundedH11Protocol(H11Protocol):
 
     def _time_out(self, seconds: float) -> None:
         cycle = self.cycle if self.cycle is not self._answered else None
+        late = self._heard  # part of a request came and no answer has begun: 408
         if cycle is not None:
             # The app may be waiting for the body: it hears of a disconnect and sends nothing.
-            started = cycle.response_started
+            late = not cycle.response_started
             cycle.disconnected = True
             cycle.message_event.set()
-            if not started:
-                self._reply_and_close(408, f"the request did not arrive within {seconds:g} s")
-                return
-        elif self._heard:
+        if late:
             self._reply_and_close(408, f"the request did not arrive within {seconds:g} s")
-            return
-        self.transport.close()  # nothing of a request came: close without a word
+        else:
+            self.transport.close()  # nothing of a request came: close without a word
 
     # -- the cap
     def _make_room(self) -> None:
