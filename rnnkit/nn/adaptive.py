@@ -39,7 +39,9 @@ def adaptive_nll(
     """Summed negative log-likelihood of ``target`` ``(n,)`` given ``features`` ``(n, hidden)``:
     ``-a(features, target).output.sum()``, with each tail cluster's rows padded to
     :func:`bucket_rows` when :func:`pads_clusters`. The padding rows repeat row 0 and are cut off
-    before the loss, so they add nothing to it or to any gradient."""
+    before the loss, so they add nothing to it or to any gradient. The loss has the features'
+    dtype, as torch's has (whose own forward fails on float32 features under autocast, as a
+    GRU's are: its bfloat16 cluster scores cannot be copied into them)."""
     if not pads_clusters(features.device):
         return -a(features, target).output.sum()
     output = features.new_zeros(target.shape[0])
@@ -55,7 +57,8 @@ def adaptive_nll(
         padded = F.pad(rows, (0, bucket_rows(n) - n))
         logits = tail(features.index_select(0, padded))[:n]
         words = (target.index_select(0, rows) - low).unsqueeze(1)
-        output.index_copy_(0, rows, F.log_softmax(logits, dim=1).gather(1, words).squeeze(1))
+        log_probs = F.log_softmax(logits, dim=1).gather(1, words).squeeze(1)
+        output.index_copy_(0, rows, log_probs.to(output.dtype))
     head = F.log_softmax(a.head(features), dim=1)
     output = output + head.gather(1, head_class.unsqueeze(1)).squeeze(1)
     return -output.sum()
