@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from rnnkit.config import rate, setting
 from rnnkit.data.vocab import Vocab
 from rnnkit.errors import ConfigError
+from rnnkit.nn.adaptive import adaptive_log_probs, adaptive_nll
 from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
 from rnnkit.nn.regularize import LockedDropout, activation_penalty, embedding_dropout
 
@@ -104,7 +105,7 @@ class LanguageModel(nn.Module):
     def log_probs(self, features: torch.Tensor) -> torch.Tensor:
         """features ``(..., hidden)`` → log-probabilities ``(..., vocab)``."""
         if self.adaptive is not None:
-            flat = _adaptive_log_probs(self.adaptive, features.reshape(-1, features.shape[-1]))
+            flat = adaptive_log_probs(self.adaptive, features.reshape(-1, features.shape[-1]))
             return flat.view(*features.shape[:-1], -1)
         if self.proj is not None:
             features = self.proj(features)
@@ -114,7 +115,7 @@ class LanguageModel(nn.Module):
         """Summed negative log-likelihood of ``target`` ``(batch, time)``."""
         flat = features.reshape(-1, features.shape[-1])
         if self.adaptive is not None:
-            return -self.adaptive(flat, target.reshape(-1)).output.sum()
+            return adaptive_nll(self.adaptive, flat, target.reshape(-1))
         if self.proj is not None:
             flat = self.proj(flat)
         return F.cross_entropy(self.out(flat), target.reshape(-1), reduction="sum")
@@ -162,18 +163,6 @@ def _detach(state: Any) -> Any:
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
-
-
-def _adaptive_log_probs(a: nn.AdaptiveLogSoftmaxWithLoss, features: torch.Tensor) -> torch.Tensor:
-    """``a.log_prob(features)``, features ``(n, hidden)`` → ``(n, vocab)``. That fills an empty
-    tensor slice by slice; the same values joined by one concatenation export to ONNX (no
-    in-place writes)."""
-    head = F.log_softmax(a.head(features), dim=1)
-    parts = [head[:, : a.shortlist_size]]
-    for i, tail in enumerate(a.tail):
-        cluster = F.log_softmax(tail(features), dim=1)
-        parts.append(cluster + head[:, a.shortlist_size + i].unsqueeze(1))
-    return torch.cat(parts, dim=1)
 
 
 __all__ = ["LMModelConfig", "LanguageModel", "start_id"]
