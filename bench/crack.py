@@ -152,7 +152,7 @@ def web_text(args: argparse.Namespace, scorer) -> dict[int, list[Answer]]:
 def web_text_report(found: dict[int, list[Answer]]) -> list[str]:
     """The web-text table: mean error, the worst window, failures and how many were flagged."""
     rows = []
-    for length, answers in found.items():
+    for length, answers in sorted(found.items()):
         worst = max(answers, key=lambda a: a.error)
         failed = [a for a in answers if a.error > FAILED]
         rows.append([
