@@ -3,10 +3,16 @@ search guided by a character LM, the classical attack, and end-to-end cipher mod
 
 Per message length (and Vigenère key length 1-8) ``--messages`` windows of held-out English
 text, each under a fresh random key; every way answers the same ciphertexts. Reported: letter
-accuracy (Vigenère), symbol error (substitution) and messages cracked per second.
+accuracy (Vigenère), symbol error (substitution) and messages cracked per second. With
+``--ewt``, the LM search alone on messy web text as well: windows of consecutive sentences of a
+UD treebank's ``# text =`` lines (URLs, numbers and casing as written), each under a fresh random
+substitution key, with the confidence each answer carries (calibrated on ``--dev``, the LM's
+own dev text, never on the windows).
 
     .venv/bin/python bench/crack.py runs/english-char-lm --text DATA/wikitext-2/test.txt \\
         --vigenere-model runs/crack-vigenere --substitution-model runs/crack-substitution
+    .venv/bin/python bench/crack.py runs/english-char-lm --dev DATA/wikitext-2/valid.txt \\
+        --ewt DATA/ud-english-ewt/en_ewt-ud-test.conllu
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import torch
 from common import progress
 
 LENGTHS = {"vigenere": [64, 128, 256], "substitution": [64, 128, 256, 512, 1024]}
+EWT_LENGTHS = [128, 256, 512]
+FAILED = 0.20  # symbol error above which an answer counts as failed
 KEYS = {"vigenere": range(1, 9), "substitution": [26]}
 
 
@@ -84,14 +92,90 @@ def end_to_end(model_dir: str) -> Callable[[list[str]], list[str]]:
     return way
 
 
+def treebank_windows(path: Path, length: int, count: int, seed: str) -> list[str]:
+    """``count`` windows of ``length`` characters of a CoNLL-U file's sentence texts (its
+    ``# text =`` lines, consecutive sentences joined by a space), each starting at a sentence
+    chosen at random, no two at the same one."""
+    sentences = [
+        line[len("# text =") :].strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith("# text =")
+    ]
+    joined = " ".join(sentences)
+    starts, at = [], 0
+    for sentence in sentences:
+        starts.append(at)
+        at += len(sentence) + 1
+    usable = [s for s in starts if s + length <= len(joined)]
+    if len(usable) < count:
+        raise SystemExit(f"{path}: too little text for {count} windows of {length} characters")
+    return [joined[s : s + length] for s in random.Random(seed).sample(usable, count)]
+
+
+@dataclass
+class Answer:
+    """One web-text window cracked: its symbol error and the confidence the answer carried."""
+
+    error: float
+    confidence: float
+    low: bool
+    plaintext: str
+
+
+def web_text(args: argparse.Namespace, scorer) -> dict[int, list[Answer]]:
+    """The LM search on ``--ewt`` windows of each ``--ewt-lengths`` length under fresh random
+    substitution keys (seeded): every answer, by length."""
+    from rnnkit.crack import crack, letter_accuracy
+    from rnnkit.data.ciphers import encipher, key_text, random_key
+
+    generator = torch.Generator().manual_seed(args.seed)
+    found: dict[int, list[Answer]] = {}
+    for length in args.ewt_lengths:
+        for plain in treebank_windows(args.ewt, length, args.ewt_windows, f"{args.seed}-{length}"):
+            key = key_text("substitution", random_key("substitution", generator, 26))
+            result = crack(encipher(plain, "substitution", key), "substitution", scorer)
+            assert result.confidence is not None  # the search always judges its answer
+            answer = Answer(
+                1 - letter_accuracy(result.plaintext, plain),
+                result.confidence.value,
+                result.confidence.low,
+                result.plaintext,
+            )
+            found.setdefault(length, []).append(answer)
+            progress(
+                f"web text {length} chars: error {answer.error:.1%}, confidence "
+                f"{answer.confidence:.2f}{' LOW' if answer.low else ''}"
+            )
+    return found
+
+
+def web_text_report(found: dict[int, list[Answer]]) -> list[str]:
+    """The web-text table: mean error, the worst window, failures and how many were flagged."""
+    rows = []
+    for length, answers in sorted(found.items()):
+        worst = max(answers, key=lambda a: a.error)
+        failed = [a for a in answers if a.error > FAILED]
+        rows.append([
+            length,
+            len(answers),
+            f"{sum(a.error for a in answers) / len(answers):.2%}",
+            f"{worst.error:.1%} (confidence {worst.confidence:.2f}{', low' if worst.low else ''})",
+            f"{sum(a.error > 0.05 for a in answers)}",
+            f"{sum(a.low for a in failed)} of {len(failed)}",
+            f"{sum(a.low for a in answers if a.error <= FAILED)}",
+        ])  # fmt: skip
+    head = ["window length", "windows", "mean symbol error", "worst window", "windows > 5%",
+            f"> {FAILED:.0%} flagged low", f"≤ {FAILED:.0%} flagged low"]  # fmt: skip
+    return bench.table(head, rows, left=0)
+
+
 def cells(args: argparse.Namespace, cipher: str) -> tuple[list[str], dict]:
     """The ways' names, and their tallies per (way, message length, key length), every way on
     the same enciphered messages."""
-    from rnnkit.crack import CharScorer, crack
+    from rnnkit.crack import crack
     from rnnkit.data.ciphers import encipher, key_text, random_key
-    from rnnkit.tasks import load_task
 
-    scorer = CharScorer(load_task(args.lm))
+    scorer = args.scorer
     ways = {
         "LM search": lambda texts: [crack(t, cipher, scorer).plaintext for t in texts],
         "classical": lambda texts: [crack(t, cipher, None, "classical").plaintext for t in texts],
@@ -156,13 +240,49 @@ def plot(tallies: dict, ways: list[str], lengths: list[int], path: Path) -> None
 
 
 def report(args: argparse.Namespace) -> str:
-    """Vigenère by key length x message length; substitution by message length; speed."""
+    """The web-text table with ``--ewt``; with ``--text``, Vigenère by key length x message
+    length, substitution by message length, and speed."""
+    from rnnkit.crack import CharScorer
+    from rnnkit.tasks import load_task
+
     before = bench.cpu_ticks()
+    args.scorer = CharScorer(load_task(args.lm))
+    web = web_text_section(args) if args.ewt else []
+    clean = clean_text_section(args) if args.text else []
+    machine = f"device cpu, {bench.threads(args)}"
+    head = bench.header("Cracking unknown keys", args, bench.others_share(before), machine)
+    return "\n".join([*head, f"- LM: `{args.lm}`.", *web, *clean]) + "\n"
+
+
+def web_text_section(args: argparse.Namespace) -> list[str]:
+    """Calibrate on ``--dev`` (if given), crack the ``--ewt`` windows, and report them."""
+    calibrated = "the defaults of `rnnkit.crack.Calibration`"
+    if args.dev:
+        c = args.scorer.calibrate(Path(args.dev).read_text(encoding="utf-8"))
+        calibrated = (
+            f"`{args.dev}` (32 windows of 256 characters): excess {c.excess:.3f} nats/char, "
+            f"spread {c.spread:.2f}, tolerance {c.tolerance:g}"
+        )
+        progress(f"calibrated: {c}")
+    table = web_text_report(web_text(args, args.scorer))
+    return [
+        "",
+        f"#### Web text: UD EWT windows, simple substitution, LM search (`{args.ewt}`)",
+        "",
+        f"- {args.ewt_windows} windows per length, consecutive sentences as written (URLs, "
+        f"numbers, casing), a fresh random key each (seed {args.seed}). Symbol error counts "
+        f"letters. Confidence calibrated on {calibrated}.",
+        "",
+        *table,
+    ]
+
+
+def clean_text_section(args: argparse.Namespace) -> list[str]:
+    """Every way on ``--text`` windows: Vigenère, substitution, speed."""
     ways_v, vig = cells(args, "vigenere")
     ways_s, sub = cells(args, "substitution")
     if args.plot:
         plot(sub, ways_s, args.substitution_lengths, args.plot)
-    machine = f"device cpu, {bench.threads(args)}"
     vl, keys = args.vigenere_lengths, KEYS["vigenere"]
     given = {"Vigenère": args.vigenere_model, "substitution": args.substitution_model}
     models = "".join(f" End-to-end {name}: `{path}`." for name, path in given.items() if path)
@@ -171,11 +291,10 @@ def report(args: argparse.Namespace) -> str:
         "Vigenère (all lengths)": (vig, ways_v, vl, keys),
         "substitution (all lengths)": (sub, ways_s, args.substitution_lengths, [26]),
     }
-    return "\n".join([
-        *bench.header("Cracking unknown keys", args, bench.others_share(before), machine),
+    return [
+        "",
         f"- messages: {args.messages} windows of `{args.text}` per cell, a fresh random key "
-        f"each. LM: `{args.lm}`.{models} Accuracy counts letters only (everything else "
-        "passes through).",
+        f"each.{models} Accuracy counts letters only (everything else passes through).",
         "",
         "#### Vigenère, key length 1-8: letter accuracy",
         "",
@@ -194,14 +313,18 @@ def report(args: argparse.Namespace) -> str:
         *bench.table(["cipher", *ways_s], (
             [name, *(f"{merged(t, w, ns, ks).per_second:.2f}" if w in ws else "–" for w in ways_s)]
             for name, (t, ws, ns, ks) in speeds.items())),
-    ]) + "\n"  # fmt: skip
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; the exit status."""
     p = bench.parser(__doc__, "as given: shrink --messages and the lengths yourself")
     p.add_argument("lm", metavar="LM_DIR", help="the character LM that guides the search")
-    p.add_argument("--text", required=True, help="held-out English text the messages come from")
+    p.add_argument("--text", help="held-out English text the messages come from")
+    p.add_argument("--ewt", type=Path, help="a CoNLL-U file whose sentence texts give web text")
+    p.add_argument("--ewt-lengths", default=EWT_LENGTHS, type=bench.int_list, help="128,256,512")
+    p.add_argument("--ewt-windows", type=int, default=20, help="windows per length (20)")
+    p.add_argument("--dev", help="the LM's dev text, to calibrate the confidence on")
     p.add_argument("--messages", type=int, default=10, help="messages per cell (10)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--plot", type=Path, help="draw the substitution curve here (PNG)")
@@ -211,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         shown = ",".join(map(str, lengths))
         p.add_argument(f"--{cipher}-lengths", default=lengths, type=bench.int_list, help=shown)
     args = bench.finish(p, p.parse_args(argv))
+    if not args.text and not args.ewt:
+        p.error("give --text, --ewt or both")
     bench.publish(report(args), args.target)
     return 0
 

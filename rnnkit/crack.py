@@ -53,20 +53,100 @@ ENGLISH = ENGLISH / ENGLISH.sum()
 
 @dataclass
 class Cracked:
-    """What a crack found: the plaintext, the key, and the LM's log-likelihood per letter
-    (nats; ``None`` for the classical way, which has no LM)."""
+    """What a crack found: the plaintext, the key, the LM's log-likelihood per letter (nats),
+    and how far to trust it (see :class:`Confidence`). ``score`` and ``confidence`` are
+    ``None`` for the classical way, which has no LM to judge with."""
 
     plaintext: str
     key: str
     score: float | None
     period: int | None = None  # Vigenère: the period chosen
+    confidence: Confidence | None = None
+
+    @property
+    def low_confidence(self) -> bool | None:
+        """True where the answer should not be trusted (``None`` without an LM)."""
+        return None if self.confidence is None else self.confidence.low
 
     def as_dict(self) -> dict:
         """The result as plain JSON data (``rnnkit crack --json``); ``period`` only when one was
-        chosen."""
-        return {"plaintext": self.plaintext, "key": self.key, "score": self.score} | (
-            {"period": self.period} if self.period is not None else {}
-        )
+        chosen; ``confidence``, ``low_confidence``, ``excess`` and ``margin`` with an LM."""
+        out = {"plaintext": self.plaintext, "key": self.key, "score": self.score}
+        if self.period is not None:
+            out["period"] = self.period
+        if self.confidence is not None:
+            out |= self.confidence.as_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How real text sits against a character LM's own expectation, measured on windows of
+    text the LM was not trained on (its dev text: :meth:`CharScorer.calibrate`).
+
+    At every character the LM expects a surprisal equal to the entropy of its prediction
+    there; real text runs ``excess`` nats per character above that (the LM is not perfect),
+    and a window of n characters scatters around it by ``spread`` times the standard error
+    that the LM's own predictions give (``sqrt(sum of variances) / n``). A decipherment more
+    than ``tolerance`` such errors above ``excess`` does not read like the text the LM knows.
+    The defaults were measured on 32 windows of 256 characters of WikiText-2 valid with
+    ``configs/english-char-lm.yaml`` trained for 1,520 steps (docs/cipher.md).
+    """
+
+    excess: float = -0.066
+    spread: float = 1.41
+    tolerance: float = 4.0
+
+    def standardised(self, excess: float, error: float) -> float:
+        """A window's excess (nats per character) in units of its scatter: 0 is typical of
+        real text, ``tolerance`` the limit."""
+        return (excess - self.excess) / max(1e-9, self.spread * error)
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """How far to trust a crack, from two questions put to the LM.
+
+    * Does the answer read like real text? ``excess``: nats per character by which its
+      surprisal exceeds what the LM expects of text it would write itself, against the
+      :class:`Calibration` of the LM (``fit``, 0..1, is 0.5 at the calibrated limit).
+    * Is it the only answer that does? ``margin``: nats by which the answer's log-likelihood
+      beats the best other local optimum the search met that reads more than a tenth of the
+      letters differently (``None`` when every restart came back to this answer); as odds,
+      the answer is ``exp(margin)`` times likelier.
+
+    ``value`` is ``fit`` times the probability the margin gives; ``low`` flags a value under
+    one half.
+    """
+
+    excess: float
+    fit: float
+    margin: float | None = None
+
+    @property
+    def value(self) -> float:
+        """The confidence, 0..1."""
+        if self.margin is None:
+            return self.fit
+        return self.fit * _sigmoid(self.margin)
+
+    @property
+    def low(self) -> bool:
+        """True where the answer should not be trusted."""
+        return self.value < 0.5
+
+    def as_dict(self) -> dict:
+        """``confidence``, ``low_confidence``, ``excess`` and ``margin`` as plain JSON data."""
+        return {
+            "confidence": round(self.value, 4),
+            "low_confidence": self.low,
+            "excess": round(self.excess, 4),
+            "margin": None if self.margin is None else round(self.margin, 3),
+        }
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
 
 
 class CharScorer:
@@ -76,13 +156,16 @@ class CharScorer:
     one batch ``(n, length)``; a backward LM reads them reversed, which the LM sees to.
     """
 
-    def __init__(self, task: Task, tokens_per_batch: int = 1 << 17):
+    def __init__(
+        self, task: Task, tokens_per_batch: int = 1 << 17, calibration: Calibration | None = None
+    ):
         if not isinstance(task, CharacterLM):
             raise ConfigError(f"crack needs a character-level lm model, not {task.name}")
         self.task: CharacterLM = task
         self.lower = task.char_ids(LETTERS)  # also refuses a word-level LM
         self.upper = task.char_ids(LETTERS.upper())
         self.tokens_per_batch = tokens_per_batch
+        self.calibration = calibration or Calibration()
 
     def layout(self, letters: Letters) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The token ids of the text ``(length,)``, where its letters sit in them ``(m,)``,
@@ -115,6 +198,55 @@ class CharScorer:
             picked = logp.gather(2, chunk.unsqueeze(2)).squeeze(2)
             out[start : start + len(logp)] = picked.nan_to_num(0.0, neginf=0.0).sum(1).cpu()
         return out
+
+    @torch.inference_mode()
+    def surprise(self, ids: torch.Tensor) -> torch.Tensor:
+        """How candidates ``(n, length)`` sit against the LM's own expectation ``(n, 3)``: per
+        row, the surprisal (nats), the surprisal the LM expects of text it would write itself
+        (its predictions' summed entropy), and that expectation's variance (nats²)."""
+        out = torch.empty(len(ids), 3)
+        for start, logp in self._log_probs(ids):
+            chunk = ids[start : start + len(logp)].to(logp.device)
+            logp = logp.float().nan_to_num(0.0, neginf=-1e4)
+            picked = -logp.gather(2, chunk.unsqueeze(2)).squeeze(2)
+            p = logp.exp()
+            entropy = -(p * logp).sum(2)
+            variance = (p * logp.square()).sum(2) - entropy.square()
+            rows = torch.stack([picked.sum(1), entropy.sum(1), variance.clamp(min=0).sum(1)], 1)
+            out[start : start + len(logp)] = rows.cpu()
+        return out
+
+    def excess(self, text: str) -> tuple[float, float]:
+        """Nats per character by which ``text``'s surprisal exceeds the LM's expectation, and
+        that figure's standard error under the LM's own predictions."""
+        surprisal, expected, variance = self.surprise(self.task.char_ids(text)[None])[0].tolist()
+        n = max(1, len(text))
+        return (surprisal - expected) / n, math.sqrt(variance) / n
+
+    def judge(self, text: str, margin: float | None = None) -> Confidence:
+        """The :class:`Confidence` of a decipherment ``text`` (``margin``: see there)."""
+        excess, error = self.excess(text)
+        z = self.calibration.standardised(excess, error)
+        return Confidence(excess, _sigmoid(2.0 * (self.calibration.tolerance - z)), margin)
+
+    def calibrate(self, text: str, length: int = 256, windows: int = 32) -> Calibration:
+        """Measure (and from now on use) how real ``text`` sits against the LM: ``windows``
+        windows of ``length`` characters spread evenly over it, each starting at a word. Give
+        text the LM was not trained on (its dev text), never the text to be judged."""
+        spaced = " ".join(text.split())
+        if len(spaced) < 2 * length:
+            raise DataError(
+                f"calibration text of {len(spaced):,} characters (at least {2 * length:,})"
+            )
+        found = []
+        for i in range(windows):
+            start = spaced.find(" ", i * (len(spaced) - length) // windows) + 1
+            found.append(self.excess(spaced[start : start + length]))
+        excess = torch.tensor(found)
+        mean = float(excess[:, 0].mean())
+        spread = float(((excess[:, 0] - mean) / excess[:, 1]).std()) if windows > 1 else 1.0
+        self.calibration = Calibration(mean, max(spread, 0.5), self.calibration.tolerance)
+        return self.calibration
 
     @torch.inference_mode()
     def letter_scores(self, layout, plain: torch.Tensor) -> torch.Tensor:
@@ -255,8 +387,9 @@ def crack_vigenere(
     _, period, key, nats = max(found, key=lambda f: f[0])
     key, nats = polish_periodic(scorer, letters, key, nats, layout)
     key = _shortest_period(key)
-    plain = _periodic_plain(values, key[None])[0]
-    return Cracked(letters.render(plain), key_text("vigenere", key), nats / len(values), len(key))
+    plaintext = letters.render(_periodic_plain(values, key[None])[0])
+    confidence = scorer.judge(plaintext)
+    return Cracked(plaintext, key_text("vigenere", key), nats / len(values), len(key), confidence)
 
 
 def _shortest_period(key: torch.Tensor) -> torch.Tensor:
@@ -274,9 +407,17 @@ def crack_substitution(
     proposals: int = 24,
     restarts: int = 6,
     seed: int = 0,
+    max_restarts: int = 24,
+    patience: int = 8,
 ) -> Cracked:
     """Find a simple substitution key: local search over complete keys, moves proposed by the
-    LM's letter scores and accepted by exact likelihood, restarted from perturbed optima."""
+    LM's letter scores and accepted by exact likelihood, restarted from perturbed optima.
+
+    After ``restarts`` restarts the search stops if its best answer reads like real text to
+    the LM (:meth:`CharScorer.judge`). While it does not, the search goes on with harder kicks
+    and fresh starts, until ``max_restarts``, or until ``patience`` restarts in a row found
+    nothing better (text that no key makes readable, such as random letters). Every local
+    optimum met is kept, so the answer's margin over a different reading can be reported."""
     letters = _letters_of(text)
     values = letters.values
     plain_of = frequency_key(values)
@@ -286,31 +427,66 @@ def crack_substitution(
     layout = scorer.layout(letters)
     present = torch.bincount(values, minlength=26) > 0
     generator = torch.Generator().manual_seed(seed)
-    best_key, best = _climb(scorer, layout, values, present, plain_of, proposals)
-    key, nats = best_key, best
-    for _ in range(restarts):
-        start = _perturb(key, present, generator)
-        key, nats = _climb(scorer, layout, values, present, start, proposals)
-        if nats > best + 1e-6:
-            best_key, best = key, nats
-        else:
-            key = best_key
-    plain = best_key[values]
-    return Cracked(letters.render(plain), _substitution_key(best_key), best / len(values))
+    optima = [_climb(scorer, layout, values, present, plain_of, proposals)]
+    since_better = 0
+    for restart in range(max(restarts, max_restarts)):
+        best_key, best = max(optima, key=lambda o: o[1])
+        fit = scorer.judge(letters.render(best_key[values]))
+        if restart >= restarts and (not fit.low or since_better >= patience):
+            break
+        start = _restart_key(best_key, present, generator, restart, fit.fit)
+        optima.append(_climb(scorer, layout, values, present, start, proposals, optima))
+        since_better = 0 if optima[-1][1] > best + 1e-6 else since_better + 1
+    best_key, best = max(optima, key=lambda o: o[1])
+    plaintext = letters.render(best_key[values])
+    confidence = scorer.judge(plaintext, _margin(optima, best_key, best, values))
+    return Cracked(plaintext, _substitution_key(best_key), best / len(values), None, confidence)
 
 
-def _climb(scorer, layout, values, present, plain_of, proposals: int):
+def _restart_key(best_key, present, generator, restart: int, fit: float) -> torch.Tensor:
+    """Where the next climb starts: three random swaps from the best key while it reads like
+    real text; when it does not, more swaps with every restart, and every third restart a
+    random key (the best may be a trap the swaps cannot leave)."""
+    if fit >= 0.5:
+        return _perturb(best_key, present, generator, 3)
+    if restart % 3 == 2:
+        return torch.randperm(26, generator=generator)
+    return _perturb(best_key, present, generator, min(4 + restart, 12))
+
+
+def _margin(optima, best_key, best: float, values: torch.Tensor) -> float | None:
+    """Nats by which the best optimum beats the best one that reads more than a tenth of the
+    letters differently (``None``: no such optimum was met)."""
+    rivals = [
+        nats
+        for key, nats in optima
+        if float((key[values] != best_key[values]).float().mean()) > 0.1
+    ]
+    return best - max(rivals) if rivals else None
+
+
+def _climb(scorer, layout, values, present, plain_of, proposals: int, known=()):
     """Hill-climb from ``plain_of`` (plaintext letter per cipher letter, ``(26,)``): the LM's
-    proposals first; once none helps, every swap exactly, so the end is a true local optimum."""
+    proposals first; once none helps, every swap exactly, so the end is a true local optimum.
+    A climb whose proposals lead back to one of the ``known`` optima (already checked against
+    every swap) stops there."""
     best = float(scorer.log_likelihood(scorer.fill(layout, plain_of[values][None])))
+    seen = {_reading(key, present) for key, _ in known}
     while True:
         plain_of, best = _climb_proposed(scorer, layout, values, present, plain_of, best, proposals)
+        if _reading(plain_of, present) in seen:
+            return plain_of, best
         keys = _all_swaps(plain_of, present)
         exact = scorer.log_likelihood(scorer.fill(layout, keys[:, values]))
         top = int(exact.argmax())
         if float(exact[top]) <= best + 1e-6:
             return plain_of, best
         plain_of, best = keys[top], float(exact[top])
+
+
+def _reading(plain_of: torch.Tensor, present: torch.Tensor) -> tuple[int, ...]:
+    """What a key makes of the cipher letters present: keys equal here read the text alike."""
+    return tuple(plain_of[present].tolist())
 
 
 def _all_swaps(plain_of: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -371,13 +547,15 @@ def _assignment(gain: torch.Tensor, present: torch.Tensor, plain_of: torch.Tenso
     return key
 
 
-def _perturb(plain_of: torch.Tensor, present: torch.Tensor, generator: torch.Generator):
-    """Three random swaps among the present cipher letters."""
+def _perturb(
+    plain_of: torch.Tensor, present: torch.Tensor, generator: torch.Generator, swaps: int = 3
+):
+    """``swaps`` random swaps among the present cipher letters."""
     key = plain_of.clone()
     letters = present.nonzero().squeeze(1)
     if len(letters) < 2:
         return key
-    for _ in range(3):
+    for _ in range(swaps):
         a, b = letters[torch.randperm(len(letters), generator=generator)[:2]].tolist()
         key[a], key[b] = key[b].clone(), key[a].clone()
     return key
@@ -456,13 +634,21 @@ def add_crack_parser(sub) -> None:
     )  # fmt: skip
     p.add_argument("--lm", help=f"a character LM model directory (default: ${LM_ENV})")
     p.add_argument(
+        "--dev", metavar="FILE",
+        help="text the LM was not trained on (its dev text) to calibrate the confidence on"
+        " (default: the calibration measured for configs/english-char-lm.yaml)",
+    )  # fmt: skip
+    p.add_argument(
         "--method", choices=["search", "classical"], default="search",
         help="search: guided by the LM (default); classical: letter frequencies, no LM",
     )  # fmt: skip
     p.add_argument(
         "--max-period", type=int, default=8, help="vigenere: longest key tried (default 8)"
     )
-    p.add_argument("--json", action="store_true", help="one JSON object: plaintext, key, score")
+    p.add_argument(
+        "--json", action="store_true",
+        help="one JSON object: plaintext, key, score, confidence, low_confidence, ...",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu")
 
 
@@ -497,13 +683,19 @@ def cmd_crack(args) -> int:
         from rnnkit.tasks import load_task
 
         scorer = CharScorer(load_task(lm, device=args.device))
+        if args.dev:
+            scorer.calibrate(read_text(args.dev))
     result = crack(text, args.cipher, scorer, args.method, args.max_period)
     if args.json:
         print(json.dumps(result.as_dict(), ensure_ascii=False))
         return 0
     period = f" (period {result.period})" if result.period else ""
     score = f", score {result.score:.3f} nats/letter" if result.score is not None else ""
-    print(f"key: {result.key}{period}{score}", file=sys.stderr)
+    trust = ""
+    if result.confidence is not None:
+        low = " LOW CONFIDENCE: this may not be the key" if result.confidence.low else ""
+        trust = f", confidence {result.confidence.value:.2f}{low}"
+    print(f"key: {result.key}{period}{score}{trust}", file=sys.stderr)
     print(result.plaintext, end="" if result.plaintext.endswith("\n") else "\n")
     return 0
 

@@ -118,3 +118,9 @@ def test_crack_benchmark_with_a_tiny_lm(tmp_path):
     out = bench("crack", str(lm), "--text", str(text), "--messages", "1", "--vigenere-lengths",
                 "64", "--substitution-lengths", "64")  # fmt: skip
     assert "Messages cracked per second" in out
+    treebank = tmp_path / "web.conllu"
+    treebank.write_text("".join(f"# text = Post {i} at http://example.com/{i} is up.\n1\tx\n\n"
+                                for i in range(12)))  # fmt: skip
+    out = bench("crack", str(lm), "--ewt", str(treebank), "--ewt-windows", "2",
+                "--ewt-lengths", "64", "--dev", str(text))  # fmt: skip
+    assert "Web text" in out and "flagged low" in out and "Messages cracked" not in out

@@ -200,11 +200,17 @@ def test_the_search_breaks_a_substitution_the_classical_floor_does_not(english_l
     # right key of an unseen one (the held-out figures with a real LM are in docs/cipher.md),
     # and here only the search is under test.
     scorer = CharScorer(load_task(english_lm))
+    # Calibrated on what the small LM reads as real text (it learnt this file nearly by heart,
+    # the paragraph below included).
+    calibration = scorer.calibrate(ENGLISH.read_text(), length=128, windows=8)
+    assert calibration is scorer.calibration and calibration.spread > 0
     message = " ".join(ENGLISH.read_text().split("\n\n")[4].split())
     table = "qwertyuiopasdfghjklzxcvbnm"
     secret = encipher(message, "substitution", table)
     found = crack(secret, "substitution", scorer)
     assert found.plaintext == message
+    assert found.confidence is not None and not found.low_confidence  # solved, and says so
+    assert 0.5 <= found.confidence.value <= 1 and found.as_dict()["low_confidence"] is False
     floor = crack(secret, "substitution", method="classical")
     assert letter_accuracy(floor.plaintext, message) < 0.8
     # The key names the cipher letter of every plaintext letter the message holds.
@@ -218,6 +224,13 @@ def test_crack_command_with_an_lm(english_lm, capsys):
     captured = capsys.readouterr()
     assert captured.out.strip() == _held_out()
     assert captured.err.startswith("key: key (period 3), score -")
+    assert ", confidence " in captured.err
+    dev = ENGLISH  # the text to calibrate the confidence on (it takes any text)
+    assert main(["crack", "--cipher", "vigenere", "--lm", str(english_lm), "--json",
+                 "--dev", str(dev), secret]) == 0  # fmt: skip
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["key"] == "key" and isinstance(answer["low_confidence"], bool)
+    assert 0 <= answer["confidence"] <= 1 and isinstance(answer["excess"], float)
     assert main(["crack", "--cipher", "vigenere", "--lm", str(ENGLISH.parent), "x"]) == 2
 
 
@@ -273,3 +286,18 @@ def test_a_long_ciphertext_is_searched_on_its_head_and_deciphered_whole(english_
     assert len(long) > SEARCH_WINDOW
     result = crack(encipher(long, "vigenere", "kit"), "vigenere", scorer)
     assert result.key == "kit" and result.plaintext == long
+
+
+def test_the_answer_is_flagged_low_confidence_on_a_text_the_search_cannot_solve(english_lm):
+    scorer = CharScorer(load_task(english_lm))
+    scorer.calibrate(ENGLISH.read_text(), length=128, windows=8)
+    # Random letters: no key makes English of them, and the answer says so.
+    rng = torch.Generator().manual_seed(3)
+    noise = "".join(string.ascii_lowercase[i] for i in torch.randint(26, (80,), generator=rng))
+    noise = " ".join(noise[i : i + 5] for i in range(0, len(noise), 5))
+    lost = crack(noise, "substitution", scorer)
+    assert lost.low_confidence and lost.confidence is not None and lost.confidence.value < 0.5
+    answer = lost.as_dict()
+    assert answer["low_confidence"] is True and 0 <= answer["confidence"] < 0.5
+    assert answer["excess"] > scorer.calibration.excess
+    assert crack(noise, "substitution", method="classical").confidence is None
