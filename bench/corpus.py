@@ -47,9 +47,9 @@ WORKLOADS = {  # name: (recipe, its task, overrides, what a loss term is)
 }
 TUNED = {  # flag: (value, --quick value, help)
     "gigabytes": (2.0, 0.02, "size of the generated corpus, GB"),
-    "lm_steps": (40, 4, "timed steps of each language model"),
-    "embed_steps": (300, 10, "timed skip-gram steps"),
-    "warmup": (5, 1, "untimed steps first"),
+    "lm_steps": (100, 4, "timed steps of each language model"),
+    "embed_steps": (600, 10, "timed skip-gram steps"),
+    "warmup": (10, 1, "untimed steps first"),
 }
 
 

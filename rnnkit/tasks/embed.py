@@ -309,6 +309,7 @@ class _Epoch:
             self.examples += batches.plan.count
             if len(text.segments) == 1:
                 self.kept = batches
+            del batches  # before the next segment's plan: one plan in memory at a time
 
     def __len__(self) -> int:
         return sum(n for _, _, n in self.parts)
@@ -336,7 +337,7 @@ class _Epoch:
                 elif n >= self.world:
                     r, w = self.rank, self.world
                     yield cut(batch, n * r // w, n * (r + 1) // w)
-            first = 0
+            first, batches = 0, None  # let this segment's plan go before the next is made
 
 
 def split_lines(
