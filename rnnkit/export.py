@@ -329,6 +329,7 @@ def _describe(data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     model = onnx.load_from_string(data)
 
     def one(value: Any) -> dict[str, Any]:
+        """One input or output: its name, NumPy dtype name and shape (axis names or sizes)."""
         t = value.type.tensor_type
         dims = [d.dim_param or d.dim_value for d in t.shape.dim]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name

@@ -17,6 +17,7 @@ state's files (``rnnkit/checkpoint.py``), and what rank 0 shows (``rnnkit/report
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -376,10 +377,9 @@ class Trainer:
             for reporter in self.reporters:
                 reporter.epoch_started(epoch, len(batches), self.state.batch_in_epoch)
             done = self.state.batch_in_epoch  # already trained on before an interruption
-            skip = getattr(batches, "starting_at", None)  # an epoch that can skip them cheaply
-            for i, batch in enumerate(skip(done) if skip else batches, start=done if skip else 0):
-                if i < done:
-                    continue
+            starting_at = getattr(batches, "starting_at", None)  # skips them without making them
+            rest = starting_at(done) if starting_at else itertools.islice(batches, done, None)
+            for i, batch in enumerate(rest, start=done):
                 minutes = self._agreed(time.perf_counter() - started) / 60
                 schedule.advance(self.state.step, total, minutes)
                 began = time.perf_counter()

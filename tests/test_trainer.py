@@ -17,6 +17,22 @@ def _task(*extra: str) -> CipherTask:
     return CipherTask.build(from_dict(CipherConfig, parse_overrides([*TINY, *extra])))
 
 
+def _interrupt_at(trainer: Trainer, call: int) -> None:
+    """Run ``trainer.fit()`` until its ``call``-th step, which raises KeyboardInterrupt (as
+    Ctrl-C would) before it trains."""
+    step, calls = trainer.train_step, []
+
+    def interrupted(batch):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return step(batch)
+
+    trainer.train_step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+
+
 def test_training_learns_rot13_and_writes_logs_and_curve(tmp_path, real_training_curve):
     task = _task("train.epochs=4")
     summary = Trainer(task, task.config.train, tmp_path, log=lambda m: None).fit()
@@ -78,17 +94,7 @@ def test_a_plateau_run_resumes_to_the_same_weights_and_rates(tmp_path):
     torch.manual_seed(0)
     cut = _task(*keys)
     trainer = Trainer(cut, cut.config.train, tmp_path / "cut", log=lambda m: None)
-    step, calls = trainer.train_step, []
-
-    def interrupted(batch):
-        calls.append(1)
-        if len(calls) == 3 * len(cut.train_batches(1)) - 2:  # in epoch 3, after one cut
-            raise KeyboardInterrupt
-        return step(batch)
-
-    trainer.train_step = interrupted
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+    _interrupt_at(trainer, 3 * len(cut.train_batches(1)) - 2)  # in epoch 3, after one cut
     # As written before schedules were torch's: a scale, no schedule state.
     shutil.copytree(tmp_path / "cut", tmp_path / "legacy", ignore=shutil.ignore_patterns(".*"))
     meta = json.loads((tmp_path / "legacy" / "trainer.json").read_text())
@@ -259,17 +265,7 @@ def test_averaged_weights_are_scored_and_saved_and_resume(tmp_path, average):
     torch.manual_seed(0)
     cut = _task(*keys)
     stopped = Trainer(cut, cut.config.train, tmp_path / "cut", log=lambda m: None)
-    step_cut, calls = stopped.train_step, []
-
-    def interrupted(batch):
-        calls.append(1)
-        if len(calls) == total - 1:
-            raise KeyboardInterrupt
-        return step_cut(batch)
-
-    stopped.train_step = interrupted
-    with pytest.raises(KeyboardInterrupt):
-        stopped.fit()
+    _interrupt_at(stopped, total - 1)
     torch.manual_seed(0)
     again = _task(*keys)
     Trainer(again, again.config.train, tmp_path / "cut", log=lambda m: None).fit(True)

@@ -174,6 +174,8 @@ class _Writer:
             os.fsync(self.out.fileno())
 
     def write(self, chunk: bytes) -> None:
+        """Take the next downloaded or copied bytes: counted against the size limit, hashed,
+        written to the partial file."""
         self.size += len(chunk)
         if self.size > self.limit:
             raise DataError(self.mismatch(), self.label)
@@ -181,6 +183,7 @@ class _Writer:
         self.out.write(chunk)
 
     def flush(self) -> None:
+        """Flush the partial file (pooch calls it as on any file object)."""
         self.out.flush()
 
     def mismatch(self) -> str:

@@ -192,6 +192,9 @@ class _ScaledForward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, emissions, trans, start, end, mask):
+        """log Z ``(batch,)`` of emissions ``(batch, time, tags)``, transitions ``(tags,
+        tags)``, start and end scores ``(tags,)`` and mask ``(batch, time)``, by the scaled
+        forward recursion; what backward needs is saved."""
         batch, time, tags = emissions.shape
         emissions = emissions.masked_fill(~mask.unsqueeze(2), 0.0)  # padding: never inf or NaN
         trans_max = trans.max()
@@ -228,6 +231,8 @@ class _ScaledForward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        """Gradients of log Z for emissions, transitions, start and end (the marginals,
+        scaled by ``grad`` ``(batch,)``); none for the mask."""
         emissions, trans, start, end, mask, ps, em_max, em_exp, exp_trans = ctx.saved_tensors
         if not ctx.exact:
             grads = _scaled_marginals(grad, mask, ps, em_exp, exp_trans, end)

@@ -194,12 +194,16 @@ class _HandGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, embed: torch.Tensor, out: torch.Tensor, step: tuple) -> torch.Tensor:
+        """The batch's mean loss (0-dim) of ``step``, ``(value, (embed grad, out grad))``; the
+        tables are inputs only so that backward reaches them."""
         value, ctx.grads = step
         ctx.tables = (embed, out)
         return value
 
     @staticmethod
     def backward(ctx: Any, upstream: torch.Tensor) -> tuple[None, None, None]:
+        """Accumulate the precomputed row gradients, times ``upstream`` (0-dim), into the
+        tables' ``grad``; autograd gets no gradients back."""
         scale = float(upstream)
         for table, grad in zip(ctx.tables, ctx.grads, strict=True):
             _accumulate(table, grad if scale == 1.0 else grad.scaled(scale))

@@ -221,6 +221,7 @@ def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> Fa
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Start each model's batcher when the server starts; stop them when it stops."""
         for name, task in models.items():
             batcher = Batcher(
                 task.predict, config.max_batch, config.batch_wait_ms / 1000, config.max_queue,

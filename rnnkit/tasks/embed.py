@@ -265,13 +265,15 @@ class TrainingText:
     whole lines at a time: never more than :data:`SEGMENT` ids in memory (a longer line is a
     segment alone)."""
 
-    def __init__(self, prepared: Prepared, first: int, stop: int):
+    def __init__(self, prepared: Prepared, first: int, stop: int, size: int | None = None):
+        """Lines ``[first, stop)`` in segments of at most ``size`` ids (:data:`SEGMENT`)."""
         self.prepared = prepared
+        size = size or SEGMENT
         offsets = prepared.offsets()
         self.tokens = int(offsets[stop] - offsets[first])
         self.segments: list[tuple[int, int]] = []
         while first < stop:  # the last line whose ids still fit, at least one line
-            end = int(np.searchsorted(offsets, offsets[first] + SEGMENT, side="right")) - 1
+            end = int(np.searchsorted(offsets, offsets[first] + size, side="right")) - 1
             end = min(max(end, first + 1), stop)
             self.segments.append((first, end))
             first = end
@@ -547,12 +549,10 @@ class EmbedTask(TaskBase):
         corpus, train = self.corpus(), self.config.data.train
         if corpus.vocab.itos != self.vocab.itos:
             raise DataError("the file has changed since the model was trained on it", train)
-        offsets, first = corpus.offsets(), corpus.split
-        stop = int(np.searchsorted(offsets, offsets[first] + HELD_OUT_TOKENS, side="right")) - 1
-        stop = min(max(stop, first + 1), corpus.lines)
-        text = TrainingText(corpus, first, stop).read((first, stop))
+        tail = TrainingText(corpus, corpus.split, corpus.lines, HELD_OUT_TOKENS)
+        first, stop = tail.segments[0] if tail.segments else (corpus.split, corpus.split)
         words = corpus.words()
-        return self._examples(text, int(words[stop] - words[first]), train)
+        return self._examples(tail.read((first, stop)), int(words[stop] - words[first]), train)
 
     def _eval_set(self, split: str) -> dict[str, Any]:
         if split not in self._eval:
