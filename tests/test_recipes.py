@@ -2,12 +2,15 @@
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from rnnkit.cli import DRY_RUN_STEPS
 from rnnkit.config import from_dict, read_yaml
+from rnnkit.data.tagged import read_conllu
+from rnnkit.datasets import english
 from rnnkit.tasks import TASKS, task_class
 from tests.conftest import SHARED_DATA
 
@@ -45,7 +48,9 @@ EXCERPT_CHARS = 10_000
 # enough short pairs with the tutorial's prefixes for a dev split.
 EXCERPT_CHARS_OF = {"wikitext-2/train.txt": 40_000, "eng-fra/fra.txt": 60_000}
 # Data that cannot be shipped is made up in its format instead (see _synthetic_data).
-SYNTHETIC = ("conll2003/", "trec/")
+SYNTHETIC = ("conll2003/", "trec/", "sst2/")
+# Data another command makes from the datasets: the dry run makes it from the excerpts.
+MADE = ("runs/english-text/",)
 
 
 def _excerpt(text: bytes, blocked: bool, budget: int = EXCERPT_CHARS) -> bytes:
@@ -64,7 +69,7 @@ def recipe_files() -> dict[str, bool]:
     for recipe in RECIPES:
         data = read_yaml(recipe)
         for value in data["data"].values():
-            if isinstance(value, str) and "/" in value:
+            if isinstance(value, str) and "/" in value and not value.startswith(MADE):
                 files[value] = data["task"] == "tag"
     return files
 
@@ -98,6 +103,9 @@ def _synthetic_data(target: Path) -> None:
     (target / "trec").mkdir(parents=True, exist_ok=True)
     (target / "trec" / "train_5500.label").write_bytes("\n".join(lines * 3).encode("latin-1"))
     (target / "trec" / "TREC_10.label").write_bytes("\n".join(lines).encode("latin-1"))
+    (target / "sst2").mkdir(parents=True, exist_ok=True)
+    reviews = "".join(f"{i % 2} a {w} film .\n" for i, w in enumerate(["fine", "dull"] * 20))
+    (target / "sst2" / "stsa.binary.train").write_text(reviews, encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +116,7 @@ def recipe_data(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("recipe-data")
     shutil.copytree(EXCERPTS, data, dirs_exist_ok=True)
     _synthetic_data(data)
+    english.write(data / MADE[0], data)
     return data
 
 
@@ -135,6 +144,9 @@ def test_recipe_dry_run(recipe, tmp_path, recipe_data):
         # The character LMs are other runs' directories; tests/test_contextual.py trains a
         # pair and runs this recipe with them.
         overrides.append("model.contextual=[]")
+    for key, value in data["data"].items():  # made files: from the excerpts, not ./runs
+        if isinstance(value, str) and value.startswith(MADE):
+            overrides.append(f"data.{key}={recipe_data / value}")
     if data["task"] == "cipher":  # messages are made, not read: fewer of them
         overrides += ["data.train_messages=512", "data.eval_messages=128"]
     out = tmp_path / "run"
@@ -144,3 +156,23 @@ def test_recipe_dry_run(recipe, tmp_path, recipe_data):
     assert 1 <= trainer["state"]["step"] <= DRY_RUN_STEPS  # a tiny file may hold one batch
     task = load_task(out, data_dir=recipe_data)
     assert len(task.predict(["the old man"])) == 1
+
+
+def test_the_english_text_reads_every_training_split_and_no_held_out_sentence(recipe_data):
+    made = recipe_data / MADE[0]
+    train = (made / "train.txt").read_text(encoding="utf-8").splitlines()
+    dev = (made / "dev.txt").read_text(encoding="utf-8").splitlines()
+    ewt = recipe_data / "ud-english-ewt"
+    sentences = {
+        split: [" ".join(s.tokens) for s in read_conllu(ewt / f"en_ewt-ud-{split}.conllu")]
+        for split in ("train", "dev", "test")
+    }
+    assert dev == sentences["dev"]
+    assert not (set(sentences["dev"]) | set(sentences["test"])) & set(train)
+    counts = Counter(train)
+    assert all(counts[s] >= english.EWT_REPEATS for s in sentences["train"])
+    assert "a fine film ." in counts and "Who wrote Lima ?" in counts  # labels stripped
+    shakespeare = (recipe_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")
+    assert shakespeare.splitlines()[0] in counts
+    tatoeba = (recipe_data / "eng-fra" / "fra.txt").read_text(encoding="utf-8").splitlines()
+    assert counts[tatoeba[0].split("\t")[0]] >= 1
