@@ -107,19 +107,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """``child(spec)`` in a fresh process (its own peak memory), with the cache of ``spec``;
     ``others``: the share of the CPU other processes took meanwhile."""
     env = {**os.environ, "RNNKIT_CACHE": spec["cache"], "PYTHONPATH": str(bench.REPO)}
-    before, children = bench.cpu_ticks(), os.times()
+    before = bench.cpu_ticks()
     done = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
-    after = os.times()
-    ours = (after.children_user + after.children_system) - (
-        children.children_user + children.children_system
-    )
     if done.returncode != 0:
         raise SystemExit(f"{spec['mode']} {spec['recipe']} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["others"] = bench.others_share(before, ours * bench.TICK)
+    result["others"] = bench.others_share(before)
     return result
 
 
