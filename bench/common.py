@@ -305,6 +305,11 @@ def table(head: str | list[str], rows: Iterable[Any], left: int = 1) -> list[str
     return [line(head), "|" + "---|" * left + "---:|" * (len(head) - left), *map(line, rows)]
 
 
+def section(title: str, *body: str) -> list[str]:
+    """A report's ``#### title`` and its ``body`` lines, set off by blank lines."""
+    return ["", f"#### {title}", "", *body]
+
+
 # --------------------------------------------------------------------------------- timing
 @dataclass
 class Rate:

@@ -8,11 +8,6 @@ accuracy (Vigenère), symbol error (substitution) and messages cracked per secon
 UD treebank's ``# text =`` lines (URLs, numbers and casing as written), each under a fresh random
 substitution key, with the confidence each answer carries (calibrated on ``--dev``, the LM's
 own dev text, never on the windows).
-
-    .venv/bin/python bench/crack.py runs/english-char-lm --text DATA/wikitext-2/test.txt \\
-        --vigenere-model runs/crack-vigenere --substitution-model runs/crack-substitution
-    .venv/bin/python bench/crack.py runs/english-char-lm --dev DATA/wikitext-2/valid.txt \\
-        --ewt DATA/ud-english-ewt/en_ewt-ud-test.conllu
 """
 
 from __future__ import annotations
@@ -244,9 +239,7 @@ def web_text_section(args: argparse.Namespace) -> list[str]:
         progress(f"calibrated: {c}")
     table = web_text_report(web_text(args, args.scorer))
     return [
-        "",
-        f"#### Web text: UD EWT windows, simple substitution, LM search (`{args.ewt}`)",
-        "",
+        *bench.section(f"Web text: UD EWT windows, simple substitution, LM search (`{args.ewt}`)"),
         f"- {args.ewt_windows} windows per length, consecutive sentences as written (URLs, "
         f"numbers, casing), a fresh random key each (seed {args.seed}). Symbol error counts "
         f"letters. Confidence calibrated on {calibrated}.",
@@ -273,21 +266,15 @@ def clean_text_section(args: argparse.Namespace) -> list[str]:
         "",
         f"- messages: {args.messages} windows of `{args.text}` per cell, a fresh random key "
         f"each.{models} Accuracy counts letters only (everything else passes through).",
-        "",
-        "#### Vigenère, key length 1-8: letter accuracy",
-        "",
+        *bench.section("Vigenère, key length 1-8: letter accuracy"),
         *bench.table(["key length", *(f"{w} {n}" for n in vl for w in ways_v)], (
             [label, *(f"{merged(vig, w, [n], ks).accuracy:.2%}" for n in vl for w in ways_v)]
             for label, ks in by_key.items())),
-        "",
-        "#### Simple substitution (26 letters): symbol error",
-        "",
+        *bench.section("Simple substitution (26 letters): symbol error"),
         *bench.table(["message length", *ways_s], (
             [n, *(f"{1 - sub[(w, n, 26)].accuracy:.2%}" for w in ways_s)]
             for n in args.substitution_lengths), left=0),
-        "",
-        "#### Messages cracked per second",
-        "",
+        *bench.section("Messages cracked per second"),
         *bench.table(["cipher", *ways_s], (
             [name, *(f"{merged(t, w, ns, ks).per_second:.2f}" if w in ws else "–" for w in ways_s)]
             for name, (t, ws, ns, ks) in speeds.items())),

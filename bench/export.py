@@ -5,9 +5,6 @@ same prebuilt batches (``--batches``; tensorising not timed) in ``onnxruntime`` 
 and in PyTorch (``Tagger.decode``, ``CipherNet.decode`` under ``no_grad``); both must return the
 same ids. ``--threads`` sets torch's and onnxruntime's intra-op threads alike. Models: the tiny
 ones of ``bench/common.py``, or ``--tagger DIR`` / ``--cipher DIR``. Needs onnx, onnxruntime.
-
-    .venv/bin/python bench/export.py                    # tiny models, under a minute
-    .venv/bin/python bench/export.py --tagger runs/uner-ner --cipher runs/rot13
 """
 
 from __future__ import annotations

@@ -11,11 +11,6 @@ matrix-multiply rate, and generation speed, for one LM recipe on one machine.
    forward), so achieved GFLOP/s and the share of peak.
 4. **generation** tokens/s: ``task.generate`` at batch 1 with the model trained by (1).
 
-    .venv/bin/python bench/lm.py                                  # shakespeare-char, ~1 min
-    .venv/bin/python bench/lm.py --config configs/X.yaml model.hidden_size=256
-    python bench/lm.py --device cuda --precisions fp32,bf16      # on a GPU: bf16 vs fp32
-    python bench/lm.py --device cuda --precisions bf16 train.compile=true   # compiled
-
 ``key=value`` overrides work as on the CLI (``train.compile=true`` compiles rnnkit's side).
 """
 

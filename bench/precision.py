@@ -8,9 +8,6 @@ drifting machine load hits both alike. Reported per recipe: steps per second in 
 the speed-up, and the dev metric of each after the same number of steps. bf16 "pays" where it is
 at least ``--min-speedup`` faster and its dev metric is no worse than fp32's by more than
 ``--tolerance`` (relative). ``--device cuda`` measures the same on a GPU.
-
-    .venv/bin/python bench/precision.py                            # every recipe, ~30 min
-    .venv/bin/python bench/precision.py --recipes trec ewt-upos --seconds 10
 """
 
 from __future__ import annotations

@@ -7,9 +7,6 @@ budget (``train.max_steps``) and global batch. From each run's ``trainer.json``:
 (steps x global batch / the Trainer's ``elapsed_s``), time to the dev target (resolved to an
 epoch end), and the speed-ups over 1 process. On 2 cores no speed-up is expected: the point is
 an honest measured ratio.
-
-    .venv/bin/python bench/scale.py               # the recipes' models, 2 epochs each, ~11 min
-    .venv/bin/python bench/scale.py --tag-steps 392 --lm-steps 245 --procs 1,2
 """
 
 from __future__ import annotations

@@ -1,13 +1,12 @@
 """Benchmark: ``rnnkit serve`` under load on loopback, backends torch vs onnx and
-micro-batching on vs off: one server subprocess per backend and mode, each model in turn
-``--warmup`` untimed then ``--requests`` one-input predict requests, ``--concurrency`` at a time
-from one ``httpx.AsyncClient``; requests/s, p50/p99 latency, failures (any exits 1, nothing
-published), server memory and CPU. Models: the tiny ones of ``bench/common.py`` (kept with
-``--models-from DIR``) or ``--tagger/--cipher/--translator DIR``; the server's torch threads are
-its default unless ``OMP_NUM_THREADS`` is set.
+micro-batching on vs off.
 
-    .venv/bin/python bench/serve.py                      # 2 backends x 2 modes x 3 models
-    OMP_NUM_THREADS=1 .venv/bin/python bench/serve.py --backends onnx --modes on
+One server subprocess per backend and mode, each model in turn ``--warmup`` untimed then
+``--requests`` one-input predict requests, ``--concurrency`` at a time from one
+``httpx.AsyncClient``; requests/s, p50/p99 latency, failures (any exits 1, nothing published),
+server memory and CPU. Models: the tiny ones of ``bench/common.py`` (kept with ``--models-from
+DIR``) or ``--tagger/--cipher/--translator DIR``; the server's torch threads are its default unless
+``OMP_NUM_THREADS`` is set.
 """
 
 from __future__ import annotations

@@ -383,10 +383,9 @@ def report(kit: Kit, seed: SeedSide, recipes: list[Recipe], others: float | None
         for size, rate in kit.train.items()
     )
     machine = f"rnnkit device {kit.device} (seed side: cpu), float32, {bench.threads(args)}"
+    title = "Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF"
     lines = [
-        *bench.header(
-            "Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF", args, others, machine, __doc__
-        ),
+        *bench.header(title, args, others, machine, __doc__),
         f"- seed size: {SEED_TAGS} tags + begin/end = {SEED_TAGS + 2} (rnnkit: {SEED_TAGS} tags "
         f"with start/end score vectors), length {SEED_LENGTH}, embedding {SEED_EMBEDDING}, BiLSTM "
         f"hidden {SEED_HIDDEN} ({SEED_HIDDEN // 2} per direction), vocabulary {SEED_WORDS:,}; "
@@ -400,21 +399,10 @@ def report(kit: Kit, seed: SeedSide, recipes: list[Recipe], others: float | None
         f"vectorised) timed; log Z of both forward algorithms agree to {seed.agreement:.1e}",
         f"- target ≥ {TARGET:,.0f} training sentences/s at the seed size: {verdicts}",
         f"- for scale, quoted by the issue (not measured here): {QUOTED}",
-        "",
-        "#### Training throughput",
-        "",
-        *training_table(kit, seed, recipes),
-        "",
-        "#### Where a seed-size training step goes",
-        "",
-        *parts_table(kit),
-        "",
+        *bench.section("Training throughput", *training_table(kit, seed, recipes)),
+        *bench.section("Where a seed-size training step goes", *parts_table(kit), ""),
         "- share = the CRF-head step's sentences/s over the part's",
-        "",
-        "#### Tagging",
-        "",
-        *tagging_table(kit, seed, recipes),
-        "",
+        *bench.section("Tagging", *tagging_table(kit, seed, recipes), ""),
         "- seed size: rnnkit decodes ready tensors in eval mode (no batch making); the seed's "
         "Viterbi includes its BiLSTM features",
     ]
