@@ -87,7 +87,7 @@ def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
 
 def describe(config: Any, task: Any = None, optimizer: Any = None) -> str:
     """A language model's or tagger's recipe in words; with its built ``task`` the vocabulary
-    sizes too, and with the ``optimizer`` made, its own words."""
+    size too, and with the ``optimizer`` made, its own words."""
     m, t = config.model, config.train
     words = f" (vocabulary {len(task.vocab):,})" if task is not None else ""
     if hasattr(config.data, "bptt"):  # a language model
@@ -95,9 +95,8 @@ def describe(config: Any, task: Any = None, optimizer: Any = None) -> str:
         shape += f", batch {t.batch_size}, bptt {config.data.bptt}"
     else:
         chars = "no chars" if m.chars == "none" else f"chars {m.chars} {m.char_dim}/{m.char_hidden}"
-        tags = f", {len(task.tag_vocab)} tags" if task is not None else ""
         shape = f"word {m.embedding_dim}{words}, {chars}, {m.layers} x {m.hidden_size} bi-{m.rnn}"
-        shape += f"{tags}, {m.head} head, batch {t.batch_size}"
+        shape += f", {m.head} head, batch {t.batch_size}"
     how = f"{t.optimizer} lr {t.lr}" if optimizer is None else describe_optimizer(optimizer)
     return f"{shape}, dropout {m.dropout}; {how}, clip_norm {t.clip_norm}"
 

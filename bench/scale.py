@@ -40,6 +40,10 @@ TUNED = {  # flag: (value, --quick value, help); full budgets: two epochs of eac
     "lm_target": (2.0, 2.2, "dev loss target"),
     "guard_minutes": (15.0, 2.0, "train.max_minutes, a guard"),
 }
+HEAD = (
+    "workload | processes × threads | steps | training s | steps/s | throughput | speed-up | "
+    "time to target, s (step) | speed-up | final dev | wall s"
+)
 # task: name, dev metric, whether higher is better, what the throughput counts
 WORKLOADS = {
     "tag": ("tagger (UD EWT UPOS)", "accuracy", True, "sentences"),
@@ -225,12 +229,7 @@ def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
         "- commands, from the repository root (OUT a fresh directory):",
         *(f"  - `{run.command}`" for run in runs),
         "",
-        *bench.table(
-            "workload | processes × threads | steps | training s | steps/s | throughput | speed-up "
-            "| time to target, s (step) | speed-up | final dev | wall s",
-            (row(run, runs) for run in runs),
-            left=2,
-        ),
+        *bench.table(HEAD, (row(run, runs) for run in runs), left=2),
         "",
     ]
     for run in runs:

@@ -323,7 +323,8 @@ def report(
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked."""
-    parser = bench.parser(__doc__, "a few hundred requests", threads=False, tuned=TUNED)
+    smoke = "a few hundred requests"
+    parser = bench.parser(__doc__, smoke, threads=False, tuned=TUNED, device="cpu")
     parser.add_argument("--backends", type=bench.choices(BACKENDS), default=list(BACKENDS),
                         help="server backends to compare (torch,onnx)")  # fmt: skip
     parser.add_argument("--modes", type=bench.choices(tuple(MODES)), default=list(MODES),
@@ -331,7 +332,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models-from", metavar="DIR", help="take (or train) tiny models here")
     for name, task in MODELS.items():
         parser.add_argument(f"--{name}", metavar="DIR", help=f"a trained {task} model to serve")
-    parser.add_argument("--device", default="cpu", help="the server's device (cpu)")
     args = bench.finish(parser, parser.parse_args(argv))
     if "onnx" in args.backends and args.device != "cpu":
         parser.error("--backends onnx runs on the CPU: give --device cpu")
