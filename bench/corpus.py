@@ -70,13 +70,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         read = in_memory if spec["mode"] == "memory" else lambda batches: batches
         batches = bench.endless(lambda epoch: read(task.train_batches(epoch)))
         step = bench.training_step(trainer, batches, lambda b: (b["target"].numel(), 0))
-        for _ in range(spec["warmup"]):
-            step()
-        terms, start = 0, time.perf_counter()
-        for _ in range(spec["steps"]):
-            terms += step()[0]
-        seconds = time.perf_counter() - start
-    return {"terms_per_s": terms / seconds, "rss_kib": peak_kib()}
+        rate = bench.timed(step, warmup=spec["warmup"], steps=spec["steps"])  # Timer.timeit
+    return {"terms_per_s": rate.per_second, "rss_kib": peak_kib()}
 
 
 def in_memory(batches: Any) -> Any:
