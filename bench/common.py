@@ -87,7 +87,7 @@ def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
 
 def describe(config: Any, task: Any = None, optimizer: Any = None) -> str:
     """A language model's or tagger's recipe in words; with its built ``task`` the vocabulary
-    sizes too, and with the ``optimizer`` made, its own words."""
+    size too, and with the ``optimizer`` made, its own words."""
     m, t = config.model, config.train
     words = f" (vocabulary {len(task.vocab):,})" if task is not None else ""
     if hasattr(config.data, "bptt"):  # a language model
@@ -95,9 +95,8 @@ def describe(config: Any, task: Any = None, optimizer: Any = None) -> str:
         shape += f", batch {t.batch_size}, bptt {config.data.bptt}"
     else:
         chars = "no chars" if m.chars == "none" else f"chars {m.chars} {m.char_dim}/{m.char_hidden}"
-        tags = f", {len(task.tag_vocab)} tags" if task is not None else ""
         shape = f"word {m.embedding_dim}{words}, {chars}, {m.layers} x {m.hidden_size} bi-{m.rnn}"
-        shape += f"{tags}, {m.head} head, batch {t.batch_size}"
+        shape += f", {m.head} head, batch {t.batch_size}"
     how = f"{t.optimizer} lr {t.lr}" if optimizer is None else describe_optimizer(optimizer)
     return f"{shape}, dropout {m.dropout}; {how}, clip_norm {t.clip_norm}"
 
@@ -112,11 +111,11 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def process_ticks(pid: int | str = "self") -> int | None:
-    """User + system CPU ticks of a process so far (``/proc/PID/stat``), or None."""
+def cpu_seconds(pid: int | str = "self") -> float | None:
+    """User + system CPU seconds of a process so far (``/proc/PID/stat``), or None."""
     try:
         after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(after_name[11]) + int(after_name[12])
+        return (int(after_name[11]) + int(after_name[12])) / TICK
     except (OSError, ValueError, IndexError):
         return None
 
@@ -130,26 +129,26 @@ def memory_kib(pid: int, key: str = "VmRSS") -> int | None:
     return None
 
 
-def cpu_ticks() -> tuple[int, int, int] | None:
-    """(all ticks, busy ticks of the machine, ticks of this process) from /proc, or None."""
+def cpu_ticks() -> tuple[float, float, float] | None:
+    """(all ticks, busy ticks of the machine, ticks of this process and the children it has
+    waited for) from /proc and ``os.times``, or None."""
     try:
         first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
         user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in first[1:9])
     except (OSError, ValueError):
         return None
-    own = process_ticks()
     busy = user + nice + system + irq + softirq + steal
-    return None if own is None else (busy + idle + iowait, busy, own)
+    return busy + idle + iowait, busy, sum(os.times()[:4]) * TICK
 
 
-def others_share(before: tuple[int, int, int] | None, ours: float = 0.0) -> float | None:
-    """Share of the whole CPU that other processes used since ``before``; ``ours`` ticks of
-    this process's children (servers, workers) are not counted as others'."""
+def others_share(before: tuple[float, float, float] | None) -> float | None:
+    """Share of the whole CPU that other processes used since ``before``; this process and the
+    children it has waited for since (servers, workers, torchrun's) are not others."""
     after = cpu_ticks()
     if before is None or after is None or after[0] <= before[0]:
         return None
     total, busy, own = (a - b for a, b in zip(after, before, strict=True))
-    return max(0.0, busy - own - ours) / total
+    return max(0.0, busy - own) / total
 
 
 def threads(args: argparse.Namespace) -> str:
@@ -208,6 +207,18 @@ def int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: at least one number, each ≥ 1")
     return values
+
+
+def choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse ``type``: distinct comma-separated names out of ``allowed``, in its order."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        if not names or set(names) - set(allowed) or len(set(names)) != len(names):
+            raise argparse.ArgumentTypeError(f"names out of {', '.join(allowed)}, not {text!r}")
+        return [n for n in allowed if n in names]
+
+    return parse
 
 
 def parser(
@@ -291,6 +302,11 @@ def table(head: str | list[str], rows: Iterable[Any], left: int = 1) -> list[str
         return "| " + (cells if isinstance(cells, str) else " | ".join(map(str, cells))) + " |"
 
     return [line(head), "|" + "---|" * left + "---:|" * (len(head) - left), *map(line, rows)]
+
+
+def section(title: str, *body: str) -> list[str]:
+    """A report's ``#### title`` and its ``body`` lines, set off by blank lines."""
+    return ["", f"#### {title}", "", *body]
 
 
 # --------------------------------------------------------------------------------- timing

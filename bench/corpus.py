@@ -1,8 +1,8 @@
 """Benchmark: training on a corpus larger than memory against training in memory.
 
 A corpus of ``--gigabytes`` (2 by default) is made on the fly from WikiText-2's training lines,
-shuffled afresh for each copy, in a scratch folder that is deleted afterwards (never
-committed). For the character LM (``configs/english-char-lm.yaml``), the word LM
+shuffled afresh for each copy, in a scratch folder under ``TMPDIR``, deleted afterwards
+(never committed). For the character LM (``configs/english-char-lm.yaml``), the word LM
 (``configs/wikitext2-word.yaml``) and skip-gram (``configs/wikitext2-skipgram.yaml``), each
 in a process of its own so that each peak resident memory is its own:
 
@@ -16,9 +16,6 @@ in a process of its own so that each peak resident memory is its own:
 Reported: peak RSS of every process (``ru_maxrss``), loss terms (tokens, or skip-gram pairs)
 per second after ``--warmup`` steps, and the ratio big/in memory (1.00× = no cost for the
 disk). The cores are the training's alone: run nothing beside it.
-
-    .venv/bin/python bench/corpus.py             # 2 GB, ~20 min
-    .venv/bin/python bench/corpus.py --quick     # 20 MB, a smoke run
 """
 
 from __future__ import annotations
@@ -42,10 +39,10 @@ from common import progress, resolve
 from rnnkit.tasks import task_class
 from rnnkit.train import Trainer
 
-WORKLOADS = {  # name: (recipe, its task, overrides, what a loss term is)
-    "char LM": ("configs/english-char-lm.yaml", "lm", [], "tokens"),
-    "word LM": ("configs/wikitext2-word.yaml", "lm", [], "tokens"),
-    "skip-gram": ("configs/wikitext2-skipgram.yaml", "embed", [], "pairs"),
+WORKLOADS = {  # name: (recipe, its task, what a loss term is)
+    "char LM": ("configs/english-char-lm.yaml", "lm", "tokens"),
+    "word LM": ("configs/wikitext2-word.yaml", "lm", "tokens"),
+    "skip-gram": ("configs/wikitext2-skipgram.yaml", "embed", "pairs"),
 }
 TUNED = {  # flag: (value, --quick value, help)
     "gigabytes": (2.0, 0.02, "size of the generated corpus, GB"),
@@ -70,21 +67,11 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     task = kind.build(config, data_dir)
     with tempfile.TemporaryDirectory(prefix="bench-corpus-") as out:
         trainer = Trainer(task, config.train, out, log=lambda _: None)
-        batches = bench.endless(
-            lambda epoch: (
-                in_memory(task.train_batches(epoch))
-                if spec["mode"] == "memory"
-                else task.train_batches(epoch)
-            )
-        )
+        read = in_memory if spec["mode"] == "memory" else lambda batches: batches
+        batches = bench.endless(lambda epoch: read(task.train_batches(epoch)))
         step = bench.training_step(trainer, batches, lambda b: (b["target"].numel(), 0))
-        for _ in range(spec["warmup"]):
-            step()
-        terms, start = 0, time.perf_counter()
-        for _ in range(spec["steps"]):
-            terms += step()[0]
-        seconds = time.perf_counter() - start
-    return {"terms_per_s": terms / seconds, "rss_kib": peak_kib()}
+        rate = bench.timed(step, warmup=spec["warmup"], steps=spec["steps"])  # Timer.timeit
+    return {"terms_per_s": rate.per_second, "rss_kib": peak_kib()}
 
 
 def in_memory(batches: Any) -> Any:
@@ -107,19 +94,15 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """``child(spec)`` in a fresh process (its own peak memory), with the cache of ``spec``;
     ``others``: the share of the CPU other processes took meanwhile."""
     env = {**os.environ, "RNNKIT_CACHE": spec["cache"], "PYTHONPATH": str(bench.REPO)}
-    before, children = bench.cpu_ticks(), os.times()
+    before = bench.cpu_ticks()
     done = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(spec)],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
-    after = os.times()
-    ours = (after.children_user + after.children_system) - (
-        children.children_user + children.children_system
-    )
     if done.returncode != 0:
         raise SystemExit(f"{spec['mode']} {spec['recipe']} failed:\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["others"] = bench.others_share(before, ours * bench.TICK)
+    result["others"] = bench.others_share(before)
     return result
 
 
@@ -141,9 +124,8 @@ def make_corpus(source: Path, target: Path, gigabytes: float) -> int:
 def main() -> int:
     """Make the corpus, measure every workload, print the table."""
     p = bench.parser(__doc__, "a 20 MB corpus and a few steps", data_dir=True, tuned=TUNED)
-    p.add_argument("--scratch", help="folder for the corpus and caches (default: a temp dir)")
     args = bench.finish(p, p.parse_args())
-    scratch = Path(tempfile.mkdtemp(prefix="rnnkit-corpus-", dir=args.scratch))
+    scratch = Path(tempfile.mkdtemp(prefix="rnnkit-corpus-"))
     try:
         big = scratch / "big.txt"
         progress(f"writing a {args.gigabytes:g} GB corpus into {scratch}")
@@ -169,11 +151,11 @@ def measure_workload(
     name: str, big: Path, size: int, scratch: Path, args: Any, shares: list[float]
 ) -> list[str]:
     """One row of the table: prepare the big text, train from it, train in memory."""
-    recipe, task, overrides, unit = WORKLOADS[name]
+    recipe, task, unit = WORKLOADS[name]
     spec = {"recipe": str(resolve(recipe)), "task": task, "data_dir": str(args.data_dir),
             "cache": str(scratch / "cache"), "warmup": args.warmup,
             "steps": args.lm_steps if task == "lm" else args.embed_steps}  # fmt: skip
-    on_big = {**spec, "overrides": [*overrides, f"data.train={big}"]}
+    on_big = {**spec, "overrides": [f"data.train={big}"]}
     progress(f"{name}: preparing")
     prep = measure({**on_big, "mode": "prepare"})
     disks, memories = [], []
@@ -181,21 +163,14 @@ def measure_workload(
         progress(f"{name}: training from the cache ({turn + 1}/{args.repeats})")
         disks.append(measure({**on_big, "mode": "big"}))
         progress(f"{name}: training in memory ({turn + 1}/{args.repeats})")
-        memories.append(measure({**spec, "overrides": overrides, "mode": "memory"}))
+        memories.append(measure({**spec, "overrides": [], "mode": "memory"}))
     runs = [prep, *disks, *memories]
     shares += [m["others"] for m in runs if m["others"] is not None]
     disk, memory = (sum(m["terms_per_s"] for m in ms) / len(ms) for ms in (disks, memories))
-    mib = 1024
-    return [
-        name,
-        f"{prep['seconds']:.0f} s",
-        f"{size / 1e6 / prep['seconds']:.1f}",
-        f"{prep['rss_kib'] / mib:,.0f} MiB",
-        f"{max(m['rss_kib'] for m in disks) / mib:,.0f} MiB",
-        rates(disks, unit),
-        rates(memories, unit),
-        f"**{disk / memory:.3f}×**",
-    ]
+    peak = max(m["rss_kib"] for m in disks)
+    return [name, f"{prep['seconds']:.0f} s", f"{size / 1e6 / prep['seconds']:.1f}",
+            f"{prep['rss_kib'] / 1024:,.0f} MiB", f"{peak / 1024:,.0f} MiB",
+            rates(disks, unit), rates(memories, unit), f"**{disk / memory:.3f}×**"]  # fmt: skip
 
 
 def rates(runs: list[dict[str, Any]], unit: str) -> str:

@@ -8,16 +8,12 @@ accuracy (Vigenère), symbol error (substitution) and messages cracked per secon
 UD treebank's ``# text =`` lines (URLs, numbers and casing as written), each under a fresh random
 substitution key, with the confidence each answer carries (calibrated on ``--dev``, the LM's
 own dev text, never on the windows).
-
-    .venv/bin/python bench/crack.py runs/english-char-lm --text DATA/wikitext-2/test.txt \\
-        --vigenere-model runs/crack-vigenere --substitution-model runs/crack-substitution
-    .venv/bin/python bench/crack.py runs/english-char-lm --dev DATA/wikitext-2/valid.txt \\
-        --ewt DATA/ud-english-ewt/en_ewt-ud-test.conllu
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import time
 from collections.abc import Callable
@@ -25,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import common as bench
+import conllu
 import torch
 from common import progress
 
@@ -96,16 +93,10 @@ def treebank_windows(path: Path, length: int, count: int, seed: str) -> list[str
     """``count`` windows of ``length`` characters of a CoNLL-U file's sentence texts (its
     ``# text =`` lines, consecutive sentences joined by a space), each starting at a sentence
     chosen at random, no two at the same one."""
-    sentences = [
-        line[len("# text =") :].strip()
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.startswith("# text =")
-    ]
+    with path.open(encoding="utf-8") as lines:
+        sentences = [s.metadata["text"] for s in conllu.parse_incr(lines) if "text" in s.metadata]
     joined = " ".join(sentences)
-    starts, at = [], 0
-    for sentence in sentences:
-        starts.append(at)
-        at += len(sentence) + 1
+    starts = itertools.accumulate((len(s) + 1 for s in sentences[:-1]), initial=0)
     usable = [s for s in starts if s + length <= len(joined)]
     if len(usable) < count:
         raise SystemExit(f"{path}: too little text for {count} windows of {length} characters")
@@ -135,17 +126,12 @@ def web_text(args: argparse.Namespace, scorer) -> dict[int, list[Answer]]:
             key = key_text("substitution", random_key("substitution", generator, 26))
             result = crack(encipher(plain, "substitution", key), "substitution", scorer)
             assert result.confidence is not None  # the search always judges its answer
-            answer = Answer(
-                1 - letter_accuracy(result.plaintext, plain),
-                result.confidence.value,
-                result.confidence.low,
-                result.plaintext,
-            )
+            error = 1 - letter_accuracy(result.plaintext, plain)
+            confidence, low = result.confidence.value, result.confidence.low
+            answer = Answer(error, confidence, low, result.plaintext)
             found.setdefault(length, []).append(answer)
-            progress(
-                f"web text {length} chars: error {answer.error:.1%}, confidence "
-                f"{answer.confidence:.2f}{' LOW' if answer.low else ''}"
-            )
+            progress(f"web text {length} chars: error {error:.1%}, confidence {confidence:.2f}"
+                     f"{' LOW' if low else ''}")  # fmt: skip
     return found
 
 
@@ -204,29 +190,18 @@ def cells(args: argparse.Namespace, cipher: str) -> tuple[list[str], dict]:
 def merged(tallies: dict, way: str, lengths: list[int], key_lengths: object) -> Tally:
     """One way's tallies over some message and key lengths, summed."""
     parts = [tallies[(way, n, k)] for n in lengths for k in key_lengths]
-    return Tally(
-        *(
-            sum(getattr(t, f) for t in parts)
-            for f in ("items", "tokens", "steps", "seconds", "right")
-        )
-    )
+    fields = ("items", "tokens", "steps", "seconds", "right")
+    return Tally(*(sum(getattr(t, f) for t in parts) for f in fields))
 
 
 def plot(tallies: dict, ways: list[str], lengths: list[int], path: Path) -> None:
     """Substitution symbol error against message length, one line per way."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from rnnkit.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for way in ways:
-        ax.plot(
-            lengths,
-            [100 * (1 - tallies[(way, n, 26)].accuracy) for n in lengths],
-            marker="o",
-            label=way,
-        )
+        errors = [100 * (1 - tallies[(way, n, 26)].accuracy) for n in lengths]
+        ax.plot(lengths, errors, marker="o", label=way)
     ax.set_xscale("log", base=2)
     ax.set_xticks(list(lengths), [str(n) for n in lengths])
     ax.set(xlabel="message length (characters)", ylabel="symbol error (%)")
@@ -234,9 +209,7 @@ def plot(tallies: dict, ways: list[str], lengths: list[int], path: Path) -> None
     ax.axhline(5, color="grey", ls=":", lw=1)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def report(args: argparse.Namespace) -> str:
@@ -266,9 +239,7 @@ def web_text_section(args: argparse.Namespace) -> list[str]:
         progress(f"calibrated: {c}")
     table = web_text_report(web_text(args, args.scorer))
     return [
-        "",
-        f"#### Web text: UD EWT windows, simple substitution, LM search (`{args.ewt}`)",
-        "",
+        *bench.section(f"Web text: UD EWT windows, simple substitution, LM search (`{args.ewt}`)"),
         f"- {args.ewt_windows} windows per length, consecutive sentences as written (URLs, "
         f"numbers, casing), a fresh random key each (seed {args.seed}). Symbol error counts "
         f"letters. Confidence calibrated on {calibrated}.",
@@ -295,21 +266,15 @@ def clean_text_section(args: argparse.Namespace) -> list[str]:
         "",
         f"- messages: {args.messages} windows of `{args.text}` per cell, a fresh random key "
         f"each.{models} Accuracy counts letters only (everything else passes through).",
-        "",
-        "#### Vigenère, key length 1-8: letter accuracy",
-        "",
+        *bench.section("Vigenère, key length 1-8: letter accuracy"),
         *bench.table(["key length", *(f"{w} {n}" for n in vl for w in ways_v)], (
             [label, *(f"{merged(vig, w, [n], ks).accuracy:.2%}" for n in vl for w in ways_v)]
             for label, ks in by_key.items())),
-        "",
-        "#### Simple substitution (26 letters): symbol error",
-        "",
+        *bench.section("Simple substitution (26 letters): symbol error"),
         *bench.table(["message length", *ways_s], (
             [n, *(f"{1 - sub[(w, n, 26)].accuracy:.2%}" for w in ways_s)]
             for n in args.substitution_lengths), left=0),
-        "",
-        "#### Messages cracked per second",
-        "",
+        *bench.section("Messages cracked per second"),
         *bench.table(["cipher", *ways_s], (
             [name, *(f"{merged(t, w, ns, ks).per_second:.2f}" if w in ws else "–" for w in ways_s)]
             for name, (t, ws, ns, ks) in speeds.items())),

@@ -5,9 +5,6 @@ same prebuilt batches (``--batches``; tensorising not timed) in ``onnxruntime`` 
 and in PyTorch (``Tagger.decode``, ``CipherNet.decode`` under ``no_grad``); both must return the
 same ids. ``--threads`` sets torch's and onnxruntime's intra-op threads alike. Models: the tiny
 ones of ``bench/common.py``, or ``--tagger DIR`` / ``--cipher DIR``. Needs onnx, onnxruntime.
-
-    .venv/bin/python bench/export.py                    # tiny models, under a minute
-    .venv/bin/python bench/export.py --tagger runs/uner-ner --cipher runs/rot13
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ from common import progress, rot13_ciphertexts, tagger_sentences
 
 MODELS = {"tagger": "tag", "cipher": "cipher"}  # report name → task
 OUTPUTS = {"tagger": "tags", "cipher": "decoded"}  # the graph output compared
+HEAD = "model | batch | tokens | PyTorch ms | onnxruntime ms | speed-up (PyTorch / onnxruntime)"
 TUNED = {"seconds": (2.0, 0.1, "timed seconds per case and side")}  # (value, --quick, help)
 
 
@@ -107,21 +105,16 @@ def report(cases: list[Case], exports: dict, dirs: dict[str, Path], others, args
          f"**{c.torch_ms / c.ort_ms:.2f}×**"]
         for c in cases
     ]  # fmt: skip
+    title = "ONNX export benchmark: onnxruntime vs PyTorch"
     lines = [
-        *bench.header(
-            "ONNX export benchmark: onnxruntime vs PyTorch", args, others, machine, __doc__
-        ),
+        *bench.header(title, args, others, machine, __doc__),
         f"- models: {bench.models_line(dirs, bool(args.tagger or args.cipher))}; exported by "
         f"`rnnkit.export.export_onnx` (TorchScript exporter, opset "
         f"{next(iter(exports.values()))['opset']}, parity check on): {exported}",
         f"- timing: median ms per batch, `Timer.blocked_autorange` for {args.seconds:g} s per "
         "case and side in 3 interleaved rounds; speed-up = PyTorch ms / onnxruntime ms",
         "",
-        *bench.table(
-            "model | batch | tokens | PyTorch ms | onnxruntime ms | speed-up (PyTorch / "
-            "onnxruntime)",
-            rows,
-        ),  # fmt: skip
+        *bench.table(HEAD, rows),
         "",
     ]
     return "\n".join(lines)

@@ -8,9 +8,6 @@ drifting machine load hits both alike. Reported per recipe: steps per second in 
 the speed-up, and the dev metric of each after the same number of steps. bf16 "pays" where it is
 at least ``--min-speedup`` faster and its dev metric is no worse than fp32's by more than
 ``--tolerance`` (relative). ``--device cuda`` measures the same on a GPU.
-
-    .venv/bin/python bench/precision.py                            # every recipe, ~30 min
-    .venv/bin/python bench/precision.py --recipes trec ewt-upos --seconds 10
 """
 
 from __future__ import annotations
@@ -101,6 +98,17 @@ def measure(recipe: Path, args) -> Row:
     return row
 
 
+def cells(r: Row, args) -> list:
+    """One recipe's row of the table."""
+    if r.skipped:
+        return [r.recipe, r.task, *[""] * 7, f"skipped: {r.skipped}"]
+    return [r.recipe, r.task, r.steps,
+            *(f"{r.rates[p].steps / r.rates[p].seconds:.2f}" for p in PRECISIONS),
+            f"{r.speedup:.2f}×", f"{r.metric} ({r.goal})",
+            *(f"{r.metrics[p]:.4f}" for p in PRECISIONS),
+            "yes" if r.pays(args.min_speedup, args.tolerance) else "no"]  # fmt: skip
+
+
 def main() -> int:
     """Run the benchmark; the exit status."""
     from rnnkit.train import native_bf16
@@ -121,25 +129,8 @@ def main() -> int:
     machine = f"device {args.device}, native bf16: {'yes' if native_bf16() else 'no'}"
     others = bench.others_share(before)
     lines = bench.header("fp32 vs bf16 autocast, every recipe", args, others, machine, __doc__)
-    lines += bench.table(
-        "recipe | task | steps | fp32 steps/s | bf16 steps/s | bf16 speed-up | dev metric | "
-        "fp32 | bf16 | bf16 pays",
-        (
-            [r.recipe, r.task, "", "", "", "", "", "", "", f"skipped: {r.skipped}"]
-            if r.skipped
-            else [
-                r.recipe,
-                r.task,
-                r.steps,
-                *(f"{r.rates[p].steps / r.rates[p].seconds:.2f}" for p in PRECISIONS),
-                f"{r.speedup:.2f}×",
-                f"{r.metric} ({r.goal})",
-                *(f"{r.metrics[p]:.4f}" for p in PRECISIONS),
-                "yes" if r.pays(args.min_speedup, args.tolerance) else "no",
-            ]  # fmt: skip
-            for r in rows
-        ),
-    )
+    head = "recipe | task | steps | fp32 steps/s | bf16 steps/s | bf16 speed-up | dev metric | fp32"
+    lines += bench.table(head + " | bf16 | bf16 pays", [cells(r, args) for r in rows])
     pays = f"≥ {args.min_speedup:g}×, dev within {args.tolerance:.0%}"
     lines.append(f"- rounds of {args.chunk} steps, {args.seconds:g} s of fp32; bf16 pays: {pays}")
     bench.publish("\n".join(lines), args.target)

@@ -7,9 +7,6 @@ budget (``train.max_steps``) and global batch. From each run's ``trainer.json``:
 (steps x global batch / the Trainer's ``elapsed_s``), time to the dev target (resolved to an
 epoch end), and the speed-ups over 1 process. On 2 cores no speed-up is expected: the point is
 an honest measured ratio.
-
-    .venv/bin/python bench/scale.py               # the recipes' models, 2 epochs each, ~11 min
-    .venv/bin/python bench/scale.py --tag-steps 392 --lm-steps 245 --procs 1,2
 """
 
 from __future__ import annotations
@@ -43,6 +40,10 @@ TUNED = {  # flag: (value, --quick value, help); full budgets: two epochs of eac
     "lm_target": (2.0, 2.2, "dev loss target"),
     "guard_minutes": (15.0, 2.0, "train.max_minutes, a guard"),
 }
+HEAD = (
+    "workload | processes × threads | steps | training s | steps/s | throughput | speed-up | "
+    "time to target, s (step) | speed-up | final dev | wall s"
+)
 # task: name, dev metric, whether higher is better, what the throughput counts
 WORKLOADS = {
     "tag": ("tagger (UD EWT UPOS)", "accuracy", True, "sentences"),
@@ -72,7 +73,7 @@ class Workload:
 def workloads(args: argparse.Namespace) -> list[Workload]:
     """The workloads of ``--tasks``, their recipes checked."""
     found = []
-    for task in args.task_list:
+    for task in args.tasks:
         steps, recipe = getattr(args, f"{task}_steps"), getattr(args, f"{task}_config")
         sets = [*(QUICK[task] if args.quick else []), "train.progress=false",
                 "train.checkpoint_every=0", f"train.max_minutes={args.guard_minutes}",
@@ -101,14 +102,19 @@ class Run:
     error: str = ""
 
     @property
+    def last(self) -> dict[str, Any]:
+        """The last record of trainer.json (none: empty)."""
+        return self.records[-1] if self.records else {}
+
+    @property
     def elapsed_s(self) -> float:
         """The Trainer's clock at its last record."""
-        return float(self.records[-1]["elapsed_s"]) if self.records else float("nan")
+        return float(self.last.get("elapsed_s", "nan"))
 
     @property
     def steps_per_s(self) -> float:
         """Steps per second of the Trainer's clock."""
-        return self.steps / self.elapsed_s if self.records and self.elapsed_s > 0 else float("nan")
+        return self.steps / self.elapsed_s if self.elapsed_s > 0 else float("nan")
 
     @property
     def throughput(self) -> float:
@@ -119,18 +125,12 @@ class Run:
     def reached(self) -> dict[str, Any] | None:
         """The first record meeting the target, or None."""
         w = self.workload
-        return next(
-            (r for r in self.records if w.metric in r and w.meets(float(r[w.metric]))), None
-        )
+        return next((r for r in self.records if w.metric in r and w.meets(r[w.metric])), None)
 
     @property
     def final(self) -> float:
         """The last dev value of the metric."""
-        return (
-            float(self.records[-1].get(self.workload.metric, "nan"))
-            if self.records
-            else float("nan")
-        )
+        return float(self.last.get(self.workload.metric, "nan"))
 
 
 def launch(w: Workload, processes: int, recipe: str, data_dir: str, out: str) -> list[str]:
@@ -150,7 +150,7 @@ def run_one(w: Workload, processes: int, args: argparse.Namespace, tmp: Path) ->
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(bench.REPO), env.get("PYTHONPATH")]))
     progress(f"{w.name}: {processes} process(es) x {threads} thread(s), {w.overrides[-1]}")
-    before, children, start = bench.cpu_ticks(), os.times(), time.perf_counter()
+    before, start = bench.cpu_ticks(), time.perf_counter()
     argv = [
         sys.executable,
         *launch(w, processes, str(resolve(w.recipe)), str(args.data_dir), str(out)),
@@ -164,11 +164,7 @@ def run_one(w: Workload, processes: int, args: argparse.Namespace, tmp: Path) ->
     except subprocess.TimeoutExpired:
         run.error = "timed out (the guard did not stop it)"
     run.wall_s = time.perf_counter() - start
-    after = os.times()  # the children's CPU (torchrun's workers too) is ours, not others'
-    ours = (after.children_user + after.children_system) - (
-        children.children_user + children.children_system
-    )
-    run.others = bench.others_share(before, ours * bench.TICK)
+    run.others = bench.others_share(before)
     if (out / "trainer.json").exists():
         state = json.loads((out / "trainer.json").read_text(encoding="utf-8"))["state"]
         run.steps, run.records = int(state["step"]), list(state["history"])
@@ -233,12 +229,7 @@ def report(runs: list[Run], args: argparse.Namespace, total_s: float) -> str:
         "- commands, from the repository root (OUT a fresh directory):",
         *(f"  - `{run.command}`" for run in runs),
         "",
-        *bench.table(
-            "workload | processes × threads | steps | training s | steps/s | throughput | speed-up "
-            "| time to target, s (step) | speed-up | final dev | wall s",
-            (row(run, runs) for run in runs),
-            left=2,
-        ),
+        *bench.table(HEAD, (row(run, runs) for run in runs), left=2),
         "",
     ]
     for run in runs:
@@ -263,23 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     smoke = "smaller models and a higher learning rate than the recipes, ~1 minute in all"
     parser = bench.parser(__doc__, smoke, data_dir=True, threads=False, tuned=TUNED)
     parser.add_argument("--procs", default=[1, 2], type=bench.int_list, help="process counts (1,2)")
-    parser.add_argument(
-        "--threads", type=int, default=os.cpu_count() or 1, help="threads shared out"
-    )
-    parser.add_argument("--tasks", default="tag,lm", help="workloads: tag, lm (both)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="shared out")
+    parser.add_argument("--tasks", default=list(WORKLOADS), type=bench.choices(tuple(WORKLOADS)),
+                        help="workloads: tag, lm (both)")  # fmt: skip
     parser.add_argument("--tag-config", default="configs/ewt-upos.yaml")
     parser.add_argument("--lm-config", default="configs/shakespeare-char.yaml")
     args = parser.parse_args(argv)
     args.shown_data_dir = args.data_dir  # as typed, for the commands the report shows
     args = bench.finish(parser, args)
     args.proc_list = sorted(set(args.procs))
-    args.task_list = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if args.proc_list[0] != 1:
         parser.error("--procs must include 1 (the baseline)")
-    if not args.task_list or set(args.task_list) - set(WORKLOADS):
-        parser.error("--tasks takes tag, lm or both")
-    if args.threads < 1:
-        parser.error("--threads must be ≥ 1")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         runs = [run_one(w, p, args, Path(tmp)) for w in workloads(args) for p in args.proc_list]

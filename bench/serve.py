@@ -1,13 +1,12 @@
 """Benchmark: ``rnnkit serve`` under load on loopback, backends torch vs onnx and
-micro-batching on vs off: one server subprocess per backend and mode, each model in turn
-``--warmup`` untimed then ``--requests`` one-input predict requests, ``--concurrency`` at a time
-from one ``httpx.AsyncClient``; requests/s, p50/p99 latency, failures (any exits 1, nothing
-published), server memory and CPU. Models: the tiny ones of ``bench/common.py`` (kept with
-``--models-from DIR``) or ``--tagger/--cipher/--translator DIR``; the server's torch threads are
-its default unless ``OMP_NUM_THREADS`` is set.
+micro-batching on vs off.
 
-    .venv/bin/python bench/serve.py                      # 2 backends x 2 modes x 3 models
-    OMP_NUM_THREADS=1 .venv/bin/python bench/serve.py --backends onnx --modes on
+One server subprocess per backend and mode, each model in turn ``--warmup`` untimed then
+``--requests`` one-input predict requests, ``--concurrency`` at a time from one
+``httpx.AsyncClient``; requests/s, p50/p99 latency, failures (any exits 1, nothing published),
+server memory and CPU. Models: the tiny ones of ``bench/common.py`` (kept with ``--models-from
+DIR``) or ``--tagger/--cipher/--translator DIR``; the server's torch threads are its default unless
+``OMP_NUM_THREADS`` is set.
 """
 
 from __future__ import annotations
@@ -43,18 +42,15 @@ TUNED = {  # flag: (value, --quick value, help)
     "translator_requests": (1_000, 50, "translator requests"),
     "warmup": (64, 8, "untimed requests per model first"),
     "max_seconds": (300.0, 60.0, "time limit per run"),
+    "concurrency": (32, 32, "requests in flight"),
 }
 
 
-def cpu_s(pid: int | str = "self") -> float | None:
-    """User + system CPU seconds of a process so far, or None."""
-    ticks = bench.process_ticks(pid)
-    return None if ticks is None else ticks / bench.TICK
-
-
-def minus(after: float | None, before: float | None) -> float | None:
-    """``after - before``, or None when either is unknown."""
-    return None if after is None or before is None else after - before
+def spent(after: tuple, before: tuple) -> tuple[float | None, ...]:
+    """``after - before`` item by item, None where either is unknown."""
+    return tuple(
+        None if a is None or b is None else a - b for a, b in zip(after, before, strict=True)
+    )
 
 
 def start_server(dirs: dict[str, Path], backend: str, mode: str, device: str, log: Path) -> tuple:
@@ -181,43 +177,39 @@ class Run:
 
 def bench_server(
     backend: str, mode: str, dirs: dict[str, Path], args: argparse.Namespace, scratch: Path
-) -> tuple[list[Run], dict[str, float | None]]:
+) -> tuple[list[Run], int | None]:
     """Start a server on ``backend`` in ``mode``, load each model in turn, stop it; the runs,
-    and the server's total CPU seconds and peak memory."""
+    and the server's peak memory (KiB)."""
     progress(f"== backend {backend}, batching {mode}: starting the server")
     log = scratch / f"{backend}-{mode}.log"
     server, url = start_server(dirs, backend, mode, args.device, log)
     runs = []
+
+    def cpu() -> tuple[float | None, float | None]:
+        return bench.cpu_seconds(server.pid), bench.cpu_seconds()
+
     try:
         for name in MODELS:
             count = args.translator_requests if name == "translator" else args.requests
             rss_before = bench.memory_kib(server.pid)
-            warm = asyncio.run(
-                Run(name, requests=args.warmup).load(url, server, args.concurrency, 60)
-            )
-            if warm.failures:
+            warm = Run(name, requests=args.warmup).load(url, server, args.concurrency, 60)
+            if (warm := asyncio.run(warm)).failures:
                 raise RuntimeError(f"warm-up of {name} failed: {warm.failures[0]}")
-            server_before, client_before = cpu_s(server.pid), cpu_s()
-            run = asyncio.run(
-                Run(name, backend, mode, count).load(
-                    url, server, args.concurrency, args.max_seconds
-                )
-            )
+            before, run = cpu(), Run(name, backend, mode, count)
+            asyncio.run(run.load(url, server, args.concurrency, args.max_seconds))
             run.rss = (rss_before, bench.memory_kib(server.pid))
-            run.cpu = (minus(cpu_s(server.pid), server_before), minus(cpu_s(), client_before))
+            run.cpu = spent(cpu(), before)
             runs.append(run)
-            progress(
-                f"{name}: {run.per_second:,.0f} req/s, p99 {run.ms(0.99):.1f} ms, "
-                f"{run.failed} failed"
-            )
+            progress(f"{name}: {run.per_second:,.0f} req/s, p99 {run.ms(0.99):.1f} ms, "
+                     f"{run.failed} failed")  # fmt: skip
             if run.failures:
                 run.shout()
             if server.poll() is not None:
                 raise RuntimeError(f"the server died during the {name} run:\n{tail(log)}")
-        totals = {"cpu_s": cpu_s(server.pid), "peak_kib": bench.memory_kib(server.pid, "VmHWM")}
+        peak = bench.memory_kib(server.pid, "VmHWM")
     finally:
         stop(server)
-    return runs, totals
+    return runs, peak
 
 
 # ---------------------------------------------------------------------------------- report
@@ -282,7 +274,7 @@ def modes_table(runs: dict[Key, Run], backend: str, concurrency: int) -> list[st
 
 
 def report(
-    runs: dict[Key, Run], totals: dict, dirs: dict[str, Path], others: float | None, args: Any
+    runs: dict[Key, Run], peaks: dict, dirs: dict[str, Path], others: float | None, args: Any
 ) -> str:
     """The markdown report."""
     omp = os.environ.get("OMP_NUM_THREADS")
@@ -316,45 +308,31 @@ def report(
         lines += [f"Batching on vs off, backend {backend}:", ""]
         lines += [*modes_table(runs, backend, args.concurrency), ""]
     lines.append("- CPU during each timed load, in cores, server and this load generator:")
-    for (backend, mode), total in totals.items():
+    for (backend, mode), peak in peaks.items():
         parts = "; ".join(
             f"{r.model} {r.answered:,} in {r.seconds:.1f} s (server "
             f"{r.cores(r.cpu[0])}, client {r.cores(r.cpu[1])})"
             for r in (runs[n, backend, mode] for n in MODELS)
         )
-        peak = mib(total["peak_kib"])
-        lines.append(f"  - backend {backend}, batching {mode}: {parts}; server peak {peak} MiB")
+        lines.append(
+            f"  - backend {backend}, batching {mode}: {parts}; server peak {mib(peak)} MiB"
+        )
     return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------ main
-def choices(allowed: tuple[str, ...]) -> Any:
-    """An argparse type: distinct comma-separated names out of ``allowed``, in its order."""
-
-    def parse(text: str) -> list[str]:
-        names = [n.strip() for n in text.split(",") if n.strip()]
-        if not names or set(names) - set(allowed) or len(set(names)) != len(names):
-            raise argparse.ArgumentTypeError(f"names out of {', '.join(allowed)}, not {text!r}")
-        return [n for n in allowed if n in names]
-
-    return parse
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line, checked."""
-    parser = bench.parser(__doc__, "a few hundred requests", threads=False, tuned=TUNED)
-    parser.add_argument("--backends", type=choices(BACKENDS), default=list(BACKENDS),
+    smoke = "a few hundred requests"
+    parser = bench.parser(__doc__, smoke, threads=False, tuned=TUNED, device="cpu")
+    parser.add_argument("--backends", type=bench.choices(BACKENDS), default=list(BACKENDS),
                         help="server backends to compare (torch,onnx)")  # fmt: skip
-    parser.add_argument("--modes", type=choices(tuple(MODES)), default=list(MODES),
+    parser.add_argument("--modes", type=bench.choices(tuple(MODES)), default=list(MODES),
                         help="micro-batching on, off or both (on,off)")  # fmt: skip
-    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (32)")
     parser.add_argument("--models-from", metavar="DIR", help="take (or train) tiny models here")
     for name, task in MODELS.items():
         parser.add_argument(f"--{name}", metavar="DIR", help=f"a trained {task} model to serve")
-    parser.add_argument("--device", default="cpu", help="the server's device (cpu)")
     args = bench.finish(parser, parser.parse_args(argv))
-    if args.concurrency < 1:
-        parser.error("--concurrency must be ≥ 1")
     if "onnx" in args.backends and args.device != "cpu":
         parser.error("--backends onnx runs on the CPU: give --device cpu")
     return args
@@ -366,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if "onnx" in args.backends and not bench.needs("onnx", "onnxruntime"):
         return 2
     runs: dict[Key, Run] = {}
-    totals: dict[tuple[str, str], dict] = {}
+    peaks: dict[tuple[str, str], int | None] = {}
     with tempfile.TemporaryDirectory(prefix="rnnkit-bench-serve-") as tmp:
         root = Path(args.models_from).expanduser().resolve() if args.models_from else Path(tmp)
         dirs = bench.model_dirs({n: getattr(args, n) for n in MODELS}, MODELS, root)
@@ -374,16 +352,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for mode in args.modes:
                 for backend in args.backends:
-                    found, totals[backend, mode] = bench_server(
-                        backend, mode, dirs, args, Path(tmp)
-                    )
+                    found, peaks[backend, mode] = bench_server(backend, mode, dirs, args, Path(tmp))
                     runs.update(((r.model, backend, mode), r) for r in found)
         except RuntimeError as err:
             progress(f"error: {err}")
             return 2
-    servers_s = sum(t["cpu_s"] or 0.0 for t in totals.values())
-    others = bench.others_share(before, servers_s * bench.TICK)  # the servers' ticks are ours
-    text = report(runs, totals, dirs, others, args)
+    others = bench.others_share(before)  # the servers, stopped and waited for, are not others
+    text = report(runs, peaks, dirs, others, args)
     if failed := [r for r in runs.values() if r.failed]:
         for run in failed:
             run.shout()

@@ -14,12 +14,8 @@
    time (median length) and in batches of 32 and 256; skipped with a note when the data is
    missing. ``--contextual FWD,BWD`` adds each recipe with those character LMs' features.
 
-Target: ≥ 1,000 training sentences/s at the seed size.
-
-    .venv/bin/python bench/tagging.py                    # all three sections, about 2 min
-    .venv/bin/python bench/tagging.py --threads 1 --batches 32,64,128
-    python bench/tagging.py --device cuda train.precision=bf16     # on a GPU; key=value
-    python bench/tagging.py --device cuda train.compile=true       # overrides every recipe
+Target: ≥ 1,000 training sentences/s at the seed size. ``key=value`` overrides apply to every
+recipe (``python bench/tagging.py --device cuda train.precision=bf16``).
 """
 
 from __future__ import annotations
@@ -109,8 +105,7 @@ def crf_only_step(batch_size: int, device: torch.device) -> Step:
 
     def step() -> tuple[int, int]:
         emissions.grad = None
-        for p in crf.parameters():
-            p.grad = None
+        crf.zero_grad(set_to_none=True)
         loss = crf.nll(emissions, tags, mask) / mask.numel()
         loss.backward()
         float(loss.detach())
@@ -147,8 +142,7 @@ def bench_kit(words: torch.Tensor, tags: torch.Tensor, args: argparse.Namespace)
     """Section 1: rnnkit at the seed size."""
     out = Kit()
     with tempfile.TemporaryDirectory(prefix="bench-tagging-") as tmp:
-        trainers = {"crf": seed_size_trainer("crf", args, tmp)}
-        trainers["softmax"] = seed_size_trainer("softmax", args, tmp)
+        trainers = {head: seed_size_trainer(head, args, tmp) for head in ("crf", "softmax")}
         device = trainers["crf"].device
         out.optimizer, out.device = bench.describe_optimizer(trainers["crf"].optimizer), str(device)
         for size in args.batches:
@@ -296,10 +290,8 @@ def bench_recipe(
     sample = random.Random(args.random_seed).sample(dev, min(TAG_SAMPLE, len(dev)))
     out.sample, tokens = len(sample), sum(len(s) for s in sample)
     for size in TAG_BATCHES:
-        seconds = bench.timer(lambda b=size: task.tag(sample, batch_size=b)).timeit(
-            args.tag_repeats
-        )
-        out.tagging[size] = Rate(len(sample), tokens, args.tag_repeats, seconds.median)
+        run = bench.timer(lambda b=size: task.tag(sample, batch_size=b)).timeit(args.tag_repeats)
+        out.tagging[size] = Rate(len(sample), tokens, args.tag_repeats, run.median)
     return out
 
 
@@ -354,9 +346,8 @@ def parts_table(kit: Kit) -> list[str]:
             f"{full.per_second / soft:.0%}",
             f"CRF NLL forward+backward alone | {size} | {crf:,.0f} | {full.per_second / crf:.0%}",
         ]
-    return bench.table(
-        "seed size, rnnkit | batch | sentences/s | share of a training step's time", rows
-    )
+    head = "seed size, rnnkit | batch | sentences/s | share of a training step's time"
+    return bench.table(head, rows)
 
 
 def tagging_table(kit: Kit, seed: SeedSide, recipes: list[Recipe]) -> list[str]:
@@ -391,10 +382,9 @@ def report(kit: Kit, seed: SeedSide, recipes: list[Recipe], others: float | None
         for size, rate in kit.train.items()
     )
     machine = f"rnnkit device {kit.device} (seed side: cpu), float32, {bench.threads(args)}"
+    title = "Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF"
     lines = [
-        *bench.header(
-            "Tagging benchmark: rnnkit vs the seed's BiLSTM-CRF", args, others, machine, __doc__
-        ),
+        *bench.header(title, args, others, machine, __doc__),
         f"- seed size: {SEED_TAGS} tags + begin/end = {SEED_TAGS + 2} (rnnkit: {SEED_TAGS} tags "
         f"with start/end score vectors), length {SEED_LENGTH}, embedding {SEED_EMBEDDING}, BiLSTM "
         f"hidden {SEED_HIDDEN} ({SEED_HIDDEN // 2} per direction), vocabulary {SEED_WORDS:,}; "
@@ -408,21 +398,10 @@ def report(kit: Kit, seed: SeedSide, recipes: list[Recipe], others: float | None
         f"vectorised) timed; log Z of both forward algorithms agree to {seed.agreement:.1e}",
         f"- target ≥ {TARGET:,.0f} training sentences/s at the seed size: {verdicts}",
         f"- for scale, quoted by the issue (not measured here): {QUOTED}",
-        "",
-        "#### Training throughput",
-        "",
-        *training_table(kit, seed, recipes),
-        "",
-        "#### Where a seed-size training step goes",
-        "",
-        *parts_table(kit),
-        "",
+        *bench.section("Training throughput", *training_table(kit, seed, recipes)),
+        *bench.section("Where a seed-size training step goes", *parts_table(kit), ""),
         "- share = the CRF-head step's sentences/s over the part's",
-        "",
-        "#### Tagging",
-        "",
-        *tagging_table(kit, seed, recipes),
-        "",
+        *bench.section("Tagging", *tagging_table(kit, seed, recipes), ""),
         "- seed size: rnnkit decodes ready tensors in eval mode (no batch making); the seed's "
         "Viterbi includes its BiLSTM features",
     ]
