@@ -165,39 +165,88 @@ class AttentionDecoder(nn.Module):
         """:meth:`attentional` of a one-layer GRU with input feeding: the same computation as
         ``nn.GRU`` and the attention step by step, with everything that does not depend on the
         previous step done once for the whole sequence (the target words' share of the input
-        gates, the weights' slices and autocast casts, the padding) and the query and the
-        ``combine`` layer's output half in one product. Each step is then four small products
-        and the gates' arithmetic (``nn.GRU``'s own on the CPU)."""
+        gates, the weights' slices and autocast casts, the padding), the query and the
+        ``combine`` layer's output half in one product, and the gradients of the weights that
+        every step uses in one product each (:class:`_StepProducts`) rather than one per step.
+        Each step is then four small products and the gates' arithmetic (``nn.GRU``'s own on
+        the CPU)."""
         rnn, attention, width = self.rnn, self.attention, self.hidden_size
-        words = self.embed.embedding_dim
+        words, (batch, steps) = self.embed.embedding_dim, inputs.shape
         embedded = self.drop(self.embed(inputs))  # (batch, steps, embedding)
         word_gates = F.linear(embedded, rnn.weight_ih_l0[:, :words], rnn.bias_ih_l0)
-        feed_weight = _autocast_once(rnn.weight_ih_l0[:, words:]).t()  # (hidden, 3 hidden)
-        hidden_weight = _autocast_once(rnn.weight_hh_l0).t()
-        hidden_bias = rnn.bias_hh_l0
         output_half, context_half = self.combine.weight.split([width, attention_width(self)], 1)
         query_weights = [output_half]
         if attention.kind == "bahdanau":  # its query layer reads the same RNN output
             query_weights.insert(0, attention.query_layer.weight)
-        joint = _autocast_once(torch.cat(query_weights)).t()  # (hidden, [query +] hidden)
-        context_weight = _autocast_once(context_half).t()
-        keys, memory = state["keys"], state["memory"]
+        feed_weight, hidden_weight = rnn.weight_ih_l0[:, words:], rnn.weight_hh_l0
+        joint = torch.cat(query_weights)  # ([query +] hidden, hidden)
+        dtype = word_gates.dtype
+        # each step's inputs of the products, kept for the weights' gradients
+        feeds, hiddens, outputs, contexts = [], [], [], []
+        gi, gh, both = (
+            _StepProducts.apply((batch, steps, w.shape[0]), dtype, pairs, w, *extra)
+            for w, pairs, extra in (
+                (feed_weight, [(feed_weight.shape[0], feeds)], ()),
+                (hidden_weight, [(hidden_weight.shape[0], hiddens)], ()),
+                (joint, [(joint.shape[0], outputs), (-width, contexts)], (context_half,)),
+            )
+        )  # fmt: skip
+        gi = (word_gates + gi).unbind(1)
+        gh = _autocast_once(rnn.bias_hh_l0 + gh).unbind(1)
+        both = both.unbind(1)
+        feed_weight, hidden_weight, joint, context_weight = (
+            _autocast_once(w.detach()).t()
+            for w in (feed_weight, hidden_weight, joint, context_half)
+        )  # fmt: skip
+        keys, memory = state["keys"], _autocast_once(state["memory"])
         padding = ~state["mask"].unsqueeze(1)  # (batch, 1, source)
         hidden, feed = state["hidden"][:, 0], state["feed"]
         attentional, all_weights = [], []
-        for gates in word_gates.unbind(1):
+        for t in range(steps):
+            feeds.append(feed.detach())
+            hiddens.append(hidden.detach())
             hidden = _gru_update(
-                torch.addmm(gates, feed, feed_weight),
-                torch.addmm(hidden_bias, hidden, hidden_weight),
+                torch.addmm(gi[t], feed, feed_weight), torch.addmm(gh[t], hidden, hidden_weight),
                 hidden,
-            )
-            both = hidden @ joint
-            query = both[:, :-width] if attention.kind == "bahdanau" else hidden
+            )  # fmt: skip
+            outputs.append(hidden.detach())
+            projected = torch.addmm(both[t], hidden, joint)
+            query = projected[:, :-width] if attention.kind == "bahdanau" else hidden
             context, weights = attention.attend(query.unsqueeze(1), keys, memory, padding)
-            feed = torch.tanh(torch.addmm(both[:, -width:], context.squeeze(1), context_weight))
+            context = context.squeeze(1)
+            contexts.append(context.detach())
+            feed = torch.tanh(torch.addmm(projected[:, -width:], context, context_weight))
             attentional.append(feed)
             all_weights.append(weights)
         return torch.stack(attentional, 1), torch.cat(all_weights, 1)
+
+
+class _StepProducts(torch.autograd.Function):
+    """Zeros ``(batch, steps, out)`` that a loop adds to the outputs of its products by
+    detached weights (``x_t @ W.T``), so that the weights' gradients come in one product over
+    all steps, ``grad.T @ x``, instead of one small product (and one addition) per step.
+
+    ``pairs`` names, for each weight in order, the columns of the outputs whose gradient is
+    its own (a count from the start, or from the end when negative) and the list that the loop
+    fills with each step's inputs ``(batch, in)`` to that weight.
+    """
+
+    @staticmethod
+    def forward(ctx, shape, dtype, pairs, *weights):  # type: ignore[override]
+        """The zeros; ``weights`` (as the products use them, before any cast) get the
+        gradients."""
+        ctx.pairs, ctx.dtypes = pairs, [w.dtype for w in weights]
+        return weights[0].new_zeros(shape, dtype=dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        """Each weight's gradient ``(out, in)``: the sum over steps and rows in one product."""
+        grads = []
+        for (columns, inputs), dtype in zip(ctx.pairs, ctx.dtypes, strict=True):
+            part = grad[..., :columns] if columns > 0 else grad[..., columns:]
+            x = torch.stack([i.to(grad.dtype) for i in inputs], 1).flatten(0, 1)
+            grads.append((part.flatten(0, 1).t() @ x).to(dtype))
+        return None, None, None, *grads
 
 
 def attention_width(decoder: AttentionDecoder) -> int:
@@ -207,8 +256,8 @@ def attention_width(decoder: AttentionDecoder) -> int:
 
 def _autocast_once(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` in autocast's dtype where autocast is on for its device, else as it is: a
-    slice or a concatenation of parameters is cast once per sequence rather than at every step
-    (autocast caches the casts of parameters only)."""
+    slice or a concatenation of parameters, or the encoder's outputs, is cast once per sequence
+    rather than at every step (autocast caches the casts of parameters only)."""
     device = weight.device.type
     if torch.is_autocast_enabled(device):
         return weight.to(torch.get_autocast_dtype(device))
@@ -219,11 +268,10 @@ def _gru_update(gi: torch.Tensor, gh: torch.Tensor, hidden: torch.Tensor) -> tor
     """One GRU step from its input gates ``gi`` and hidden gates ``gh`` ``(batch, 3 hidden)``
     (reset, update, new; biases included) and the previous hidden ``(batch, hidden)``, in
     ``nn.GRU``'s order of operations."""
-    i_r, i_z, i_n = gi.chunk(3, 1)
-    h_r, h_z, h_n = gh.chunk(3, 1)
-    reset = torch.sigmoid(h_r + i_r)
-    update = torch.sigmoid(h_z + i_z)
-    new = torch.tanh(i_n + h_n * reset)
+    width = hidden.shape[1]
+    # the reset and update gates side by side: one addition and one sigmoid for both
+    reset, update = torch.sigmoid(gh[:, : 2 * width] + gi[:, : 2 * width]).chunk(2, 1)
+    new = torch.tanh(gi[:, 2 * width :] + gh[:, 2 * width :] * reset)
     return (hidden - new) * update + new
 
 
