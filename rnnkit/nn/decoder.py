@@ -232,14 +232,14 @@ class _StepProducts(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, shape, dtype, pairs, *weights):  # type: ignore[override]
+    def forward(ctx, shape, dtype, pairs, *weights):
         """The zeros; ``weights`` (as the products use them, before any cast) get the
         gradients."""
         ctx.pairs, ctx.dtypes = pairs, [w.dtype for w in weights]
         return weights[0].new_zeros(shape, dtype=dtype)
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         """Each weight's gradient ``(out, in)``: the sum over steps and rows in one product."""
         grads = []
         for (columns, inputs), dtype in zip(ctx.pairs, ctx.dtypes, strict=True):
