@@ -8,6 +8,7 @@ import json
 import pytest
 import sacrebleu
 import torch
+from torch.nn import functional as F
 
 from rnnkit.config import from_dict
 from rnnkit.data.parallel import (
@@ -166,7 +167,9 @@ def source_batch(lengths, seed=0):
     return {"source": source, "source_mask": mask}
 
 
-@pytest.mark.parametrize("kind", [("gru", "bahdanau", True), ("lstm", "general", True)])
+@pytest.mark.parametrize(
+    "kind", [("gru", "bahdanau", True), ("gru", "general", True), ("lstm", "general", True)]
+)
 def test_teacher_forcing_in_one_call_equals_one_step_at_a_time(kind):
     model = tiny_model(20, *kind)
     batch = source_batch([5, 2, 7, 1, 3])
@@ -178,6 +181,23 @@ def test_teacher_forcing_in_one_call_equals_one_step_at_a_time(kind):
             step_logits, step_weights, state = model.decoder.step(inputs[:, t], state)
             torch.testing.assert_close(logits[:, t], step_logits)
             torch.testing.assert_close(weights[:, t], step_weights)
+
+
+@pytest.mark.parametrize("kind", [("gru", "bahdanau", True), ("lstm", "general", False)])
+def test_loss_scores_the_real_positions_of_the_full_logits(kind):
+    """The loss runs the output layer on real positions only: the same numbers as the
+    cross-entropy of the decoder's full logits at those positions."""
+    model = tiny_model(20, *kind)
+    batch = source_batch([5, 2, 7, 1, 3])
+    g = torch.Generator().manual_seed(2)
+    batch["target_in"] = torch.randint(3, 20, (5, 6), generator=g)
+    batch["target_out"] = torch.randint(3, 20, (5, 6), generator=g)
+    batch["target_mask"] = torch.arange(6).unsqueeze(0) < torch.tensor([6, 1, 4, 2, 5]).unsqueeze(1)
+    with torch.no_grad():
+        logits, _ = model.decoder(batch["target_in"], model.start(batch))
+        mask = batch["target_mask"]
+        expected = F.cross_entropy(logits[mask], batch["target_out"][mask])
+        torch.testing.assert_close(model.loss(batch), expected)
 
 
 @pytest.mark.parametrize("kind", [("gru", "bahdanau", True), ("lstm", "general", False)])

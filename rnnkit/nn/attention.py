@@ -68,13 +68,29 @@ class Attention(nn.Module):
         context ``(batch, steps, memory_size)``, weights ``(batch, steps, source)``, rows
         summing to 1 with exact zeros on padding.
         """
+        return self.attend(self.project(query), keys, memory, ~mask.unsqueeze(1))
+
+    def project(self, query: torch.Tensor) -> torch.Tensor:
+        """query ``(batch, steps, query_size)`` → what :meth:`attend` scores against the keys:
+        ``W_q q`` ``(batch, steps, hidden)`` for bahdanau, the query itself otherwise."""
+        return self.query_layer(query) if self.kind == "bahdanau" else query
+
+    def attend(
+        self,
+        projected: torch.Tensor,
+        keys: torch.Tensor,
+        memory: torch.Tensor,
+        padding: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from a projected query (:meth:`project`) and the padding ``(batch, 1,
+        source)`` (True on padded positions), so that a decoder that projects its query
+        together with other layers, and reuses the padding at every step, does each once."""
         if self.kind == "bahdanau":
-            q = self.query_layer(query).unsqueeze(2)  # (batch, steps, 1, hidden)
+            q = projected.unsqueeze(2)  # (batch, steps, 1, hidden)
             scores = self.energy(torch.tanh(q + keys.unsqueeze(1))).squeeze(-1)
         else:
-            scores = torch.bmm(query, keys.transpose(1, 2))  # (batch, steps, source)
-        scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
+            scores = torch.bmm(projected, keys.transpose(1, 2))  # (batch, steps, source)
+        weights = torch.softmax(scores.masked_fill(padding, float("-inf")), dim=-1)
         return torch.bmm(weights, memory), weights
 
 

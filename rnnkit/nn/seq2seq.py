@@ -131,22 +131,22 @@ class Seq2Seq(nn.Module):
                 raise ConfigError("autoencoder batches need train.autoencoder_epochs > 0")
             decoder = self.reconstruct
         state = self.start(batch, decoder)
-        inputs = batch["target_in"]
+        inputs, mask = batch["target_in"], batch["target_mask"]
+        targets = batch["target_out"][mask]
         if not self.training or self.teacher_forcing >= 1:
-            logits, _ = decoder(inputs, state)
-        else:
-            forced = torch.rand(inputs.shape[0], device=inputs.device) < self.teacher_forcing
-            steps, prev = [], inputs[:, 0]
-            for t in range(inputs.shape[1]):
-                logits_t, _, state = decoder.step(prev, state)
-                steps.append(logits_t)
-                if t + 1 < inputs.shape[1]:
-                    prev = torch.where(forced, inputs[:, t + 1], logits_t.detach().argmax(-1))
-            logits = torch.stack(steps, 1)
-        mask = batch["target_mask"]
-        return F.cross_entropy(
-            logits[mask].float(), batch["target_out"][mask], label_smoothing=self.label_smoothing
-        )
+            # the output layer (the vocabulary: the widest product) on real positions only
+            attentional, _ = decoder.attentional(inputs, state)
+            logits = decoder.out(decoder.drop(attentional)[mask])
+            return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+        forced = torch.rand(inputs.shape[0], device=inputs.device) < self.teacher_forcing
+        steps, prev = [], inputs[:, 0]
+        for t in range(inputs.shape[1]):
+            logits_t, _, state = decoder.step(prev, state)
+            steps.append(logits_t)
+            if t + 1 < inputs.shape[1]:
+                prev = torch.where(forced, inputs[:, t + 1], logits_t.detach().argmax(-1))
+        logits = torch.stack(steps, 1)[mask]
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
 
     def log_probs_step(self, tokens: torch.Tensor, state: State):
         """The search's step: log-probabilities ``(n, vocab)`` with ``<pad>``, ``<unk>`` and
