@@ -114,37 +114,14 @@ class CRF(nn.Module):
     def _viterbi(self, emissions, mask, pad) -> tuple[torch.Tensor, torch.Tensor]:
         trans, start, end = (s.to(emissions.dtype) for s in self._scores())
         batch, time, tags = emissions.shape
-        # At a padded step a sentence stays on its tag at no cost: there its transitions are
-        # the identity (0 on the diagonal, -inf elsewhere) and its emissions 0. The loop then
-        # needs no masking, and each sentence's last tag rides unchanged to the final step.
-        stay = torch.full((tags, tags), float("-inf"), device=trans.device, dtype=trans.dtype)
-        stay.fill_diagonal_(0.0)
-        real = mask.t().reshape(time, batch, 1, 1)  # time-major: each step's slice is contiguous
-        emissions = emissions.masked_fill(~mask.unsqueeze(2), 0.0).transpose(0, 1)
-        # (time, batch, tags), time-major. With room for it, each step's table (batch, from, to)
-        # holds transitions and the "to" emission together, so that a step is one add and one
-        # max: the loop is bound by the number of torch calls, not by arithmetic. (Writing the
-        # padded steps' identity in place is ten times faster than a broadcast torch.where.)
-        precompute = batch * time * tags * tags <= _STEP_TABLE_LIMIT
-        steps = None
-        if precompute:
-            steps = trans + emissions[1:].unsqueeze(2)
-            steps[~mask.t()[1:]] = stay
-        best = start + emissions[0]
-        pointers = torch.empty(max(0, time - 1), batch, tags, dtype=torch.long, device=mask.device)
-        # views made once, not indexed per step: at this size every Python-side call counts
-        values = best.new_empty(2, batch, tags).unbind(0)
-        step_tables = steps.unbind(0) if precompute else None
-        for t, back in enumerate(pointers.unbind(0), start=1):
-            if step_tables is not None:
-                step = step_tables[t - 1]
-            else:
-                step = torch.where(real[t], trans, stay) + emissions[t].unsqueeze(1)
-            # the max over "from" writes straight into this step's back-pointers
-            torch.max(best.unsqueeze(2) + step, dim=1, out=(values[t % 2], back))
-            best = values[t % 2]
-        scores, last = (best + end).max(dim=1)
-        return _backtrace(pointers, last).masked_fill(~mask, pad), scores
+        emissions = emissions.masked_fill(~mask.unsqueeze(2), 0.0)
+        if batch * time * tags * tags > _STEP_TABLE_LIMIT:
+            pointers, best = _viterbi_step_by_step(emissions, mask, trans, start)
+            scores, last = (best + end).max(dim=1)
+            return _backtrace(pointers, last).masked_fill(~mask, pad), scores
+        steps, bests = _viterbi_tag_major(emissions, mask, trans, start)
+        scores, last = (bests[-1].t() + end).max(dim=1)
+        return _walk_back(steps, bests, last).masked_fill(~mask, pad), scores
 
     def perceptron_loss(
         self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor, reduction="sum"
@@ -283,8 +260,85 @@ def _scaled_marginals(grad, mask, ps, em_exp, exp_trans, end):
 _STEP_TABLE_LIMIT = 1 << 22  # Viterbi: per-step transition tables up to 16 MB in float32
 
 
+def _stay(tags: int, like: torch.Tensor) -> torch.Tensor:
+    """The transitions of a padded step ``(tags, tags)``: 0 on the diagonal, -inf elsewhere, so
+    that a sentence stays on its tag at no cost."""
+    stay = torch.full((tags, tags), float("-inf"), device=like.device, dtype=like.dtype)
+    return stay.fill_diagonal_(0.0)
+
+
+def _viterbi_tag_major(emissions, mask, trans, start) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Viterbi recursion's step tables ``(time - 1, from, to, batch)`` and running best
+    scores ``(time, tags, batch)`` for emissions ``(batch, time, tags)`` zeroed at padding.
+
+    Laid out (from, to, batch), the max over "from" is a reduction over the outermost axis,
+    which torch vectorises along the contiguous rest; without indices (``amax``) it costs a
+    fraction of a ``max`` that also returns them. So the loop keeps only the running scores,
+    and the walk back finds the pointers it needs (:func:`_walk_back`).
+    """
+    batch, time, tags = emissions.shape
+    em = emissions.permute(1, 2, 0).contiguous()  # (time, tags, batch)
+    # each step's table (from, to, batch) holds transitions and the "to" emission together
+    # (contiguous: an add would otherwise lay its result out like the permuted emissions)
+    steps = torch.add(trans.unsqueeze(2), em[1:].unsqueeze(1)).contiguous()
+    # Writing the padded steps' identity in place touches only them (a masked_fill would
+    # rewrite the whole table).
+    steps.permute(0, 3, 1, 2)[~mask.t()[1:]] = _stay(tags, trans)
+    bests = emissions.new_empty(time, tags, batch)
+    torch.add(start.unsqueeze(1), em[0], out=bests[0])
+    rows = bests.unbind(0)
+    sums = emissions.new_empty(tags, tags, batch)
+    for previous, step, best in zip(rows[:-1], steps.unbind(0), rows[1:], strict=True):
+        torch.add(previous.unsqueeze(1), step, out=sums)
+        torch.amax(sums, dim=0, out=best)
+    return steps, bests
+
+
+def _walk_back(steps: torch.Tensor, bests: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """Best paths ``(batch, time)`` from step tables ``(time - 1, from, to, batch)``, running
+    scores ``(time, tags, batch)`` and the best final tags ``(batch,)``.
+
+    Each back-pointer is the argmax over "from" of the sums the loop took the maximum of;
+    adding the same two floats again gives the same sums, and argmax takes the first of equal
+    maxima as ``torch.max`` does, so these are the pointers a ``max`` in the loop would have
+    written. On the CPU only the pointers on the path are found, in numpy (a step is three
+    small numpy calls); elsewhere all of them at once, then :func:`_backtrace`.
+    """
+    if steps.device.type != "cpu":
+        pointers = steps.add(bests[:-1].unsqueeze(2)).max(dim=1).indices
+        return _backtrace(pointers, last)
+    import numpy as np
+
+    table, scores, tag = steps.numpy(), bests.numpy(), last.numpy()
+    time, batch = scores.shape[0], tag.shape[0]
+    rows = np.arange(batch)
+    path = np.empty((time, batch), dtype=np.int64)
+    path[-1] = tag
+    for t in range(time - 2, -1, -1):
+        tag = (table[t][:, tag, rows] + scores[t]).argmax(axis=0)
+        path[t] = tag
+    return torch.from_numpy(path.T.copy())
+
+
+def _viterbi_step_by_step(emissions, mask, trans, start) -> tuple[torch.Tensor, torch.Tensor]:
+    """As :func:`_viterbi_tag_major`, for batches too large for a table per step: each step's
+    table is made in the loop, and its ``max`` writes straight into its back-pointers."""
+    batch, time, tags = emissions.shape
+    stay = _stay(tags, trans)
+    real = mask.t().reshape(time, batch, 1, 1)
+    em = emissions.transpose(0, 1)  # (time, batch, tags)
+    best = start + em[0]
+    pointers = torch.empty(max(0, time - 1), batch, tags, dtype=torch.long, device=mask.device)
+    values = best.new_empty(2, batch, tags).unbind(0)
+    for t, back in enumerate(pointers.unbind(0), start=1):
+        step = torch.where(real[t], trans, stay) + em[t].unsqueeze(1)
+        torch.max(best.unsqueeze(2) + step, dim=1, out=(values[t % 2], back))
+        best = values[t % 2]
+    return pointers.transpose(1, 2), best
+
+
 def _backtrace(pointers: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """Best paths ``(batch, time)`` from back-pointers ``(time - 1, batch, tags)`` and the best
+    """Best paths ``(batch, time)`` from back-pointers ``(time - 1, to, batch)`` and the best
     final tags ``(batch,)``. On the CPU the walk runs in numpy, whose indexing of small arrays
     costs a fraction of a torch call."""
     time, batch = pointers.shape[0] + 1, last.shape[0]
@@ -295,12 +349,13 @@ def _backtrace(pointers: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         path = np.empty((time, batch), dtype=np.int64)
         path[-1] = tag
         for t in range(time - 2, -1, -1):
-            tag = table[t, rows, tag]
+            tag = table[t, tag, rows]
             path[t] = tag
         return torch.from_numpy(path.T.copy())
+    pointers = pointers.long()
     path = [last]
     for t in range(time - 2, -1, -1):
-        last = pointers[t].gather(1, last.unsqueeze(1)).squeeze(1)
+        last = pointers[t].gather(0, last.unsqueeze(0)).squeeze(0)
         path.append(last)
     return torch.stack(path[::-1], dim=1)
 
