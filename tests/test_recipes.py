@@ -144,6 +144,8 @@ def test_recipe_dry_run(recipe, tmp_path, recipe_data):
         # The character LMs are other runs' directories; tests/test_contextual.py trains a
         # pair and runs this recipe with them.
         overrides.append("model.contextual=[]")
+    if data["model"].get("pretrained", "").startswith("runs/"):  # another run's vectors
+        overrides.append("model.pretrained=")
     for key, value in data["data"].items():  # made files: from the excerpts, not ./runs
         if isinstance(value, str) and value.startswith(MADE):
             overrides.append(f"data.{key}={recipe_data / value}")
