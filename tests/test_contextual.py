@@ -151,10 +151,14 @@ def test_conll03_recipe_on_a_synthetic_file_of_its_format(char_lms, tmp_path):
     rows = {r.name: r.status for r in rnnkit.datasets.list_datasets(data)}
     assert rows["conll2003"] == "present (no checksums to verify)"
     recipe = Path(__file__).parent.parent / "configs" / "conll03-ner.yaml"
+    vectors = tmp_path / "vectors.txt"  # the recipe's skip-gram vectors, in miniature
+    words = ["peter", "blackburn", "said", "on", "thursday"]
+    vectors.write_text(f"{len(words)} 8\n" + "".join(f"{w}{' 0.1' * 8}\n" for w in words))
     out = tmp_path / "ner"
     assert main([
         "train", "tag", "--config", str(recipe), "--data-dir", str(data), "--out", str(out),
         f"model.contextual=[{char_lms[0]},{char_lms[1]}]", "model.embedding_dim=8",
+        f"model.pretrained={vectors}",
         "model.char_dim=4", "model.char_hidden=4", "model.hidden_size=8", "train.epochs=2",
         "train.progress=false",
     ]) == 0  # fmt: skip
