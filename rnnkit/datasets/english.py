@@ -47,16 +47,19 @@ def training_lines(root: Path) -> Iterator[str]:
     yield from dict.fromkeys(english)
 
 
-def write(out: Path, root: Path) -> tuple[Path, Path]:
+def write(out: Path, root: Path) -> dict[Path, str]:
     """Write ``out/train.txt`` (:func:`training_lines`) and ``out/dev.txt`` (EWT's dev
-    sentences); returns their paths."""
+    sentences); returns each path with the text written there."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = out / "train.txt", out / "dev.txt"
-    for path, lines in zip(paths, (training_lines(root), _ewt(root, "dev")), strict=True):
+    texts = {
+        out / "train.txt": "".join(line + "\n" for line in training_lines(root)),
+        out / "dev.txt": "".join(line + "\n" for line in _ewt(root, "dev")),
+    }
+    for path, text in texts.items():
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
-    return paths
+    return texts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,8 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="folder for train.txt and dev.txt")
     parser.add_argument("--data-dir", help="where datasets live (default: $RNNKIT_DATA)")
     args = parser.parse_args(argv)
-    for path in write(Path(args.out), data_dir(args.data_dir)):
-        text = path.read_text(encoding="utf-8")
+    for path, text in write(Path(args.out), data_dir(args.data_dir)).items():
         print(f"{path}: {len(text):,} characters, {text.count(chr(10)):,} lines")
 
 

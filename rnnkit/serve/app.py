@@ -268,17 +268,20 @@ def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> Fa
         return _error(422, f"{where}: {first.get('msg', 'malformed request body')}")
 
     def model(name: str) -> Served:
+        """The served model called ``name``, or a 404 naming those there are."""
         if name not in served:
             raise HTTPError(404, f"no model named {name!r} (models: {', '.join(served)})")
         return served[name]
 
     def checked_options(s: Served, options: dict[str, Any]) -> Any:
+        """``options`` as the task's Options, unknown keys refused; a bad value is a 422."""
         try:
             return resolve_options(s.task, options, strict=True)
         except ConfigError as err:
             raise HTTPError(422, str(err)) from None
 
     def checked_inputs(inputs: list[str]) -> list[str]:
+        """``inputs`` within the server's limits: too many or too long is a 413, bad text 422."""
         try:
             return check_inputs(inputs, limits)
         except LimitError as err:
@@ -288,10 +291,12 @@ def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> Fa
 
     @app.get("/health", summary="Liveness: answers while the server runs")
     async def health() -> dict[str, Any]:
+        """Liveness, and how many models are served."""
         return {"status": "ok", "models": len(served)}
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="The models")
     async def list_models() -> dict[str, Any]:
+        """Every served model's entry: its name, task and capabilities (Served.info)."""
         return {"models": [s.info() for s in served.values()]}
 
     @app.post(
@@ -301,6 +306,7 @@ def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> Fa
         summary="Answer a batch of inputs, one output per input, in order",
     )
     async def predict(name: str, body: PredictRequest) -> dict[str, Any]:
+        """One output per input, in order, batched with other requests; within the timeout."""
         until = time.monotonic() + config.timeout_s  # the work stops then too, not just the wait
         s = model(name)
         options = checked_options(s, body.options)
@@ -326,6 +332,7 @@ def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> Fa
         summary="Stream one answer as server-sent events (language models)",
     )
     async def stream(name: str, body: StreamRequest) -> StreamingResponse:
+        """One input's answer as server-sent events, piece by piece (streaming tasks only)."""
         s = model(name)
         if not isinstance(s.task, Streams):
             raise HTTPError(422, f"model {name!r} ({s.task.name}) does not stream; use predict")
@@ -340,6 +347,7 @@ def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> Fa
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
+        """The web page."""
         return FileResponse(STATIC / "index.html")
 
     @app.get("/static/{file}", include_in_schema=False)
