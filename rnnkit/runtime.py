@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 
@@ -68,6 +69,9 @@ def init_distributed(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend)
+    # Left to the interpreter's teardown, the group's threads can outlive their owner and a
+    # process that has finished its work aborts ("terminate called without an active exception").
+    atexit.register(dist.destroy_process_group)
 
 
 def gather_rows(t: torch.Tensor) -> list[torch.Tensor]:
