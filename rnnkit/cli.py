@@ -360,6 +360,8 @@ def _run_entries(out: Path) -> tuple[list[str], list[str]]:
         # confusion-SPLIT.png: what `rnnkit eval` drew into model directories before 0.2
         rnnkit_file = name in known or (name.endswith(".next") and name[:-5] in known)
         rnnkit_file = rnnkit_file or (name.startswith("confusion-") and name.endswith(".png"))
+        if not (entry.exists() or entry.is_symlink()):
+            continue  # a running writer renamed NAME.next over NAME since iterdir() listed it
         (ours if rnnkit_file and entry.is_file() else foreign).append(name)
     return ours, foreign
 
@@ -368,7 +370,9 @@ def _written_by_rnnkit(out: Path) -> bool:
     """Whether ``out``'s config.json (or the one its unfinished commit brings) is rnnkit's."""
     from rnnkit import checkpoint as ckpt
 
-    for name in ("config.json", "config.json.next"):
+    # The twin first: a writer renames it over config.json, never the other way round, so
+    # whichever moment this looks at, one of the two reads.
+    for name in ("config.json.next", "config.json"):
         try:
             config = ckpt.read_json(out / name)
         except RnnkitError:
