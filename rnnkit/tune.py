@@ -123,6 +123,7 @@ class Search:
     out: Path
     trials: int
     data_dir: str | None
+    baseline: dict[str, Any]  # the recipe's own values of the searched keys that lie in the space
 
     def command(self, trial_dir: Path, values: dict[str, Any]) -> list[str]:
         """The ``rnnkit train`` command of one trial."""
@@ -166,7 +167,27 @@ def prepare_search(args: argparse.Namespace) -> Search:
     return Search(
         task, Path(args.config).resolve(), space, list(args.overrides), metric,
         metric_goal(cls, metric), Path(args.out), args.trials, args.data_dir,
+        recipe_values(space, config),
     )  # fmt: skip
+
+
+def recipe_values(space: list[Param], config: Any) -> dict[str, Any]:
+    """The searched keys' values in the recipe itself (with the overrides), those the space
+    can hold: the first trial of a new search runs them, so that every search measures the
+    recipe beside its candidates under the same conditions."""
+    values = {}
+    for param in space:
+        node = config
+        for part in param.key.split("."):
+            node = getattr(node, part)
+        if param.choices:
+            if node in param.choices:
+                values[param.key] = node
+        elif isinstance(node, (int, float)) and not isinstance(node, bool):
+            assert param.low is not None and param.high is not None
+            if param.low <= node <= param.high:
+                values[param.key] = node
+    return values
 
 
 def _lookup(nested: dict[str, Any], key: str) -> Any:
@@ -432,7 +453,8 @@ def summary_line(search: Search, trial: Any) -> str:
         what = f"pruned after epoch {trial.user_attrs['pruned_at_epoch']}"
     else:
         what = trial.state.name.lower()
-    return f"trial {trial.number}: {what}  {params}"
+    mark = " (the recipe's own values)" if trial.user_attrs.get("recipe") else ""
+    return f"trial {trial.number}{mark}: {what}  {params}"
 
 
 @contextlib.contextmanager
@@ -458,6 +480,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     search = prepare_search(args)
     check_settings(search, args)
+    if not (args.join or args.resume):
+        with _quiet_optuna():
+            study = open_study(search, args)
+            if search.baseline and not study.get_trials(deepcopy=False):
+                study.enqueue_trial(
+                    search.baseline, user_attrs={"recipe": True}, skip_if_exists=True
+                )
     helpers = [_spawn_worker(args) for _ in range(args.workers - 1)]
 
     def finished(study: Any, trial: Any) -> None:

@@ -236,3 +236,18 @@ def test_every_shipped_space_fits_its_recipe(space: Path) -> None:
     for param in read_space(space):
         for value in param.corners():
             from_dict(config_class, merge(recipe, parse_overrides([as_override(param.key, value)])))
+
+
+def test_the_first_trial_runs_the_recipe_itself(
+    search: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    recipe, space = search
+    recipe.write_text(RECIPE.replace("epochs: 3", "epochs: 1, lr: 0.00002"))
+    # The second key's recipe value (hidden 32) lies outside its choices: it is sampled.
+    space.write_text(SPACE + "model.hidden_size: {choices: [8, 16]}\n")
+    out = tmp_path / "search"
+    argv = ["tune", "--config", str(recipe), "--space", str(space), "--out", str(out)]
+    assert main([*argv, "--trials", "1"]) == 0
+    (trial,) = _study(out)
+    assert trial.params["train.lr"] == 0.00002 and trial.params["model.hidden_size"] in (8, 16)
+    assert "trial 0 (the recipe's own values): dev" in capsys.readouterr().out
