@@ -206,6 +206,10 @@ def open_study(search: Search, args: argparse.Namespace) -> Any:
 
     url = args.storage or f"sqlite:///{(search.out / 'study.db').resolve()}"
     sampler = optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=args.startup_trials)
+    if args.join or args.storage:
+        # Workers seeded alike would draw the same settings: --seed makes one worker's
+        # search repeatable, and every other worker draws its own.
+        sampler.reseed_rng()
     if args.pruner == "median":
         pruner: Any = optuna.pruners.MedianPruner(n_startup_trials=args.startup_trials)
     elif args.pruner == "halving":

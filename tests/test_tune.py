@@ -251,3 +251,20 @@ def test_the_first_trial_runs_the_recipe_itself(
     (trial,) = _study(out)
     assert trial.params["train.lr"] == 0.00002 and trial.params["model.hidden_size"] in (8, 16)
     assert "trial 0 (the recipe's own values): dev" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_workers_on_one_machine_draw_different_settings(
+    search: tuple[Path, Path], tmp_path: Path
+) -> None:
+    recipe, space = search
+    space.write_text("train.lr: {low: 0.001, high: 0.05, log: true}\n")
+    out = tmp_path / "search"
+    # Random draws only (five startup trials): two workers seeded alike draw the same ones.
+    extra = ("--trials", "4", "--workers", "2", "--startup-trials", "5")
+    command = [*_tune(recipe, space, out, *extra), "train.epochs=1"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    ran = [t for t in _study(out) if not t.user_attrs.get("skipped")]
+    lrs = [t.params["train.lr"] for t in ran]
+    assert len(ran) == 4 and len(set(lrs)) == 4, lrs  # alike-seeded workers drew the same
