@@ -484,16 +484,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     search = prepare_search(args)
     check_settings(search, args)
-    if not (args.join or args.resume):
-        with _quiet_optuna():
-            study = open_study(search, args)
-            if search.baseline and not study.get_trials(deepcopy=False):
-                study.enqueue_trial(
-                    search.baseline, user_attrs={"recipe": True}, skip_if_exists=True
-                )
+    with _quiet_optuna():
+        study = open_study(search, args)
+        if args.resume:
+            _fail_killed_trials(study)
+        elif not args.join and search.baseline and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(search.baseline, user_attrs={"recipe": True}, skip_if_exists=True)
     helpers = [_spawn_worker(args) for _ in range(args.workers - 1)]
 
     def finished(study: Any, trial: Any) -> None:
+        """After each trial: its line, the best model and the plot kept up to date, and the
+        study stopped once ``--trials`` are taken."""
         if trial.user_attrs.get("skipped"):
             return
         print(summary_line(search, trial), flush=True)
@@ -503,9 +504,6 @@ def cmd_tune(args: argparse.Namespace) -> int:
             study.stop()
 
     with _quiet_optuna():
-        study = open_study(search, args)
-        if args.resume:
-            _fail_killed_trials(study)
         study.optimize(
             lambda trial: run_trial(search, trial),
             timeout=None if args.minutes is None else 60 * args.minutes,

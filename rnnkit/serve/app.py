@@ -352,11 +352,13 @@ def create_app(models: dict[str, Task], config: ServeConfig | None = None) -> Fa
 
     @app.get("/static/{file}", include_in_schema=False)
     async def page_file(file: str) -> FileResponse:
+        """One of the page's own files (PAGE_FILES); any other name is a 404."""
         if file not in PAGE_FILES:
             raise HTTPError(404, f"no file {file!r}")
         return FileResponse(STATIC / file)
 
     def openapi() -> dict[str, Any]:
+        """The OpenAPI schema with each served model's options, built on first use."""
         if app.openapi_schema is None:
             app.openapi_schema = _schema_per_model(app, models, config)
         return app.openapi_schema
@@ -480,6 +482,7 @@ class BodyLimit:
         pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay() -> dict:
+            """The body read above as one message, then the connection's own messages."""
             return pending.pop() if pending else await receive()
 
         await self.app(scope, replay, send)
