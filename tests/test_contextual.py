@@ -62,13 +62,16 @@ def test_features_equal_the_lms_own_states_read_by_hand(char_lms):
             assert torch.allclose(half[w], hidden[0, -1], atol=1e-5)
 
 
-def test_tagger_with_contextual_features_reloads_from_its_own_directory(char_lms, tmp_path):
+@pytest.mark.parametrize("dim", [0, 6])
+def test_tagger_with_contextual_features_reloads_from_its_own_directory(char_lms, tmp_path, dim):
     lms = tmp_path / "lms"
     shutil.copytree(char_lms[0], lms / "fwd")
     shutil.copytree(char_lms[1], lms / "bwd")
     from tests.test_tag import ner_overrides
 
-    config = ner_overrides(tmp_path, f"model.contextual=[{lms / 'fwd'},{lms / 'bwd'}]")
+    config = ner_overrides(
+        tmp_path, f"model.contextual=[{lms / 'fwd'},{lms / 'bwd'}]", f"model.contextual_dim={dim}"
+    )
     from rnnkit.cli import main
 
     out = tmp_path / "tagger"
@@ -86,6 +89,13 @@ def test_tagger_with_contextual_features_reloads_from_its_own_directory(char_lms
     assert main(["export", "--model", str(out), "--out", str(tmp_path / "tagger.onnx")]) == 0
     frozen = [p for n, p in again.model.named_parameters() if n.startswith("contextual.")]
     assert frozen and not any(p.requires_grad for p in frozen)
+    # The first layer reads the LMs' states as they are, or their learned map to `dim` floats.
+    lm_width = again.model.contextual.output_size
+    words_and_chars = again.model.embed.embedding_dim + again.model.chars.output_size
+    first = again.model.encoder.rnn.weight_ih_l0.shape[1]
+    assert first == words_and_chars + (dim or lm_width)
+    mapped = again.model.reproject
+    assert (mapped.weight.shape == (dim, lm_width)) if dim else not list(mapped.parameters())
 
 
 def test_fine_tuning_moves_the_lm_weights(char_lms, tmp_path):
@@ -177,7 +187,9 @@ def test_classifier_with_contextual_features_trains_and_reloads_alone(char_lms, 
     lm = tmp_path / "fwd"
     shutil.copytree(char_lms[0], lm)
     out = tmp_path / "classifier"
-    config = tsv_overrides(tmp_path, f"model.contextual=[{lm}]", "train.epochs=2")
+    config = tsv_overrides(
+        tmp_path, f"model.contextual=[{lm}]", "model.contextual_dim=5", "train.epochs=2"
+    )
     assert main(["train", "classify", "--out", str(out), *config]) == 0
     texts = ["a dog near the river", "", "nothing known here"]
     before = rnnkit.load(out).predict(texts)

@@ -17,9 +17,9 @@ from torch.nn import functional as F
 
 from rnnkit.config import rate, setting
 from rnnkit.errors import ConfigError
-from rnnkit.nn.contextual import ContextualChars
+from rnnkit.nn.contextual import ContextualChars, reprojection
 from rnnkit.nn.embeddings import drop_words
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
+from rnnkit.nn.encoder import MAX_SIZE, RecurrentEncoder, RnnType, depth, width
 from rnnkit.nn.pooling import Pooling, PoolingKind
 
 
@@ -51,6 +51,10 @@ class ClassifyModelConfig:
     # its embedding (docs/tagging.md); their weights join this model.
     contextual: list[str] = field(default_factory=list)
     contextual_tune: bool = False  # fine-tune those LMs too (default: frozen, cached)
+    contextual_dim: int = setting(
+        0, "a learned linear map of the LMs' states to this many features (0: as they are)",
+        0, MAX_SIZE,
+    )  # fmt: skip
 
     def validate(self) -> None:
         """Refuse settings that contradict each other."""
@@ -156,7 +160,8 @@ class NeuralClassifier(nn.Module):
         self.config = c
         self.embed = nn.Embedding(words, c.embedding_dim, padding_idx=0)
         self.contextual = contextual
-        width = c.embedding_dim + (contextual.output_size if contextual is not None else 0)
+        self.reproject, contextual_width = reprojection(contextual, c.contextual_dim)
+        width = c.embedding_dim + contextual_width
         self.drop = nn.Dropout(c.dropout)
         self.encoder = RecurrentEncoder(
             width, c.hidden_size, c.rnn, c.layers, bidirectional=c.bidirectional,
@@ -177,7 +182,7 @@ class NeuralClassifier(nn.Module):
             words = drop_words(words, mask, self.config.word_dropout)
         x = self.embed(words)
         if self.contextual is not None:
-            x = torch.cat([x, self.contextual.features(batch)], dim=-1)
+            x = torch.cat([x, self.reproject(self.contextual.features(batch))], dim=-1)
         hidden, _ = self.encoder(self.drop(x), mask)
         return self.out(self.drop(self.pool(hidden, mask)))
 

@@ -162,6 +162,19 @@ class ContextualChars(nn.Module):
         )  # fmt: skip
 
 
+def reprojection(contextual: ContextualChars | None, dim: int) -> tuple[nn.Module, int]:
+    """The layer between the LMs' features and the model that reads them, and the width it
+    gives: a learned linear map to ``dim`` features, or the features as they are (``dim`` 0,
+    or no LMs). Wide LM states (two LMs of 640 units: 1,280 floats a word) otherwise widen
+    every input-to-hidden product of the model's first layer; a narrow map keeps what the
+    model uses of them at a fraction of that cost."""
+    if contextual is None:
+        return nn.Identity(), 0
+    if not dim:
+        return nn.Identity(), contextual.output_size
+    return nn.Linear(contextual.output_size, dim), dim
+
+
 class FeatureCache:
     """Frozen contextual features of the sentences met, each computed once, not once per
     epoch; bounded by the tokens held (each ``output_size`` floats), then cleared."""

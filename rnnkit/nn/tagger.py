@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnkit.config import rate
-from rnnkit.nn.contextual import ContextualChars
+from rnnkit.config import rate, setting
+from rnnkit.nn.contextual import ContextualChars, reprojection
 from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.embeddings import CharFeatures, CharKind, drop_words
-from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
+from rnnkit.nn.encoder import MAX_SIZE, RecurrentEncoder, RnnType, depth, width
 
 
 @dataclass
@@ -40,6 +40,10 @@ class TagModelConfig:
     # states at each word become its contextual features; their weights join this model.
     contextual: list[str] = field(default_factory=list)
     contextual_tune: bool = False  # fine-tune those LMs too (default: frozen, cached)
+    contextual_dim: int = setting(
+        0, "a learned linear map of the LMs' states to this many features (0: as they are)",
+        0, MAX_SIZE,
+    )  # fmt: skip
 
 
 class Tagger(nn.Module):
@@ -64,8 +68,8 @@ class Tagger(nn.Module):
             self.chars = CharFeatures(chars, c.char_dim, c.char_hidden, kind=c.chars)
             width += self.chars.output_size
         self.contextual = contextual
-        if contextual is not None:
-            width += contextual.output_size
+        self.reproject, contextual_width = reprojection(contextual, c.contextual_dim)
+        width += contextual_width
         self.drop = nn.Dropout(c.dropout)
         self.encoder = RecurrentEncoder(
             width, c.hidden_size, c.rnn, c.layers, bidirectional=True, dropout=c.dropout
@@ -95,7 +99,7 @@ class Tagger(nn.Module):
             per_form = self.chars(batch["chars"], batch["char_lengths"])
             x = torch.cat([x, per_form[batch["forms"]]], dim=-1)
         if self.contextual is not None:
-            x = torch.cat([x, self.contextual.features(batch)], dim=-1)
+            x = torch.cat([x, self.reproject(self.contextual.features(batch))], dim=-1)
         hidden, _ = self.encoder(self.drop(x), mask)
         return self.out(self.drop(hidden))
 
