@@ -368,7 +368,7 @@ class Trainer:
         before = self.state.history[-1]["elapsed_s"] if self.state.history else 0.0
         started = time.perf_counter() - before  # of the whole run, across resumes
         stop = False
-        while self.state.epoch < c.epochs and not stop:
+        while self.state.epoch < c.epochs and not stop and not self._no_time_for_epoch(started):
             epoch = self.state.epoch + 1
             batches = self.task.train_batches(epoch, self.rank, self.world)
             total = c.epochs * len(batches)
@@ -507,6 +507,24 @@ class Trainer:
         dist.broadcast_object_list(shared, src=0)
         return shared[0]
 
+    def _no_time_for_epoch(self, started: float) -> bool:
+        """True when ``train.max_minutes`` leaves less time than the last dev pass took: the
+        few steps such an epoch could take are worth less than the dev pass after them, which
+        would only run the training past its budget."""
+        c = self.config
+        if c.max_minutes is None or not self.state.history:
+            return False
+        dev_s = self.state.history[-1].get("dev_s", 0.0)
+        left = 60 * c.max_minutes - self._agreed(time.perf_counter() - started + dev_s)
+        if left > 0:
+            return False
+        self.log(
+            f"not starting epoch {self.state.epoch + 1}: the budget's last "
+            f"{60 * c.max_minutes - (time.perf_counter() - started):.0f} s are less than "
+            f"a dev pass ({dev_s:.0f} s)"
+        )
+        return True
+
     def _dev_metrics(self) -> dict[str, float]:
         """The dev metrics: rank 0 evaluates, every other process receives its numbers, so
         that all take one early-stopping decision (and none spends the time evaluating)."""
@@ -536,7 +554,9 @@ class Trainer:
     def _end_epoch(self, epoch: int, started: float, schedule: Schedule) -> bool:
         """Evaluate, keep the best model, checkpoint, report; True when training should stop."""
         c = self.config
+        dev_started = time.perf_counter()
         metrics = self._dev_metrics()
+        dev_s = time.perf_counter() - dev_started
         if self.metric not in metrics:
             raise ConfigError(
                 f"bad value {self.metric!r} for train.metric (choices: {', '.join(metrics)})"
@@ -556,6 +576,7 @@ class Trainer:
             "train_loss": self.state.loss_sum / max(1, self.state.batch_in_epoch),
             "lr": self.optimizer.param_groups[0]["lr"],  # the epoch's last, before a plateau cut
             "elapsed_s": round(time.perf_counter() - started, 3),
+            "dev_s": round(dev_s, 3),  # how long a dev pass takes: the budget plans with it
             **metrics,
         })  # fmt: skip
         schedule.end_epoch(value)

@@ -79,6 +79,7 @@ def state_of(out: Path) -> dict:
     trainer = ckpt.read_json(out / "trainer.json")
     for record in trainer["state"]["history"]:
         record.pop("elapsed_s")
+        record.pop("dev_s")  # clocks differ between runs
     return {"tensors": tensors, "trainer": trainer["state"], "rng": trainer["python_rng"]}
 
 

@@ -83,6 +83,28 @@ def test_max_minutes_stops_mid_epoch_and_still_evaluates(tmp_path):
     assert summary["best"] is not None
 
 
+def test_no_epoch_starts_when_the_budget_left_is_shorter_than_a_dev_pass(tmp_path):
+    # Epochs of a few steps, and a dev pass made to take 2 s: after epoch 1 (about 2.3 s into
+    # a 3 s budget) another epoch could train for a moment and then overrun by a dev pass.
+    import time
+
+    task = _task("train.epochs=5", "data.train_messages=64", "train.max_minutes=0.05")
+    evaluate = task.evaluate
+
+    def slow_evaluate(*args, **kwargs):
+        time.sleep(2.0)
+        return evaluate(*args, **kwargs)
+
+    task.evaluate = slow_evaluate
+    lines: list[str] = []
+    Trainer(task, task.config.train, tmp_path, log=lines.append).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["step"] == len(task.train_batches(1)), "epoch 1 ended by itself"
+    assert records[0]["dev_s"] >= 2.0 and records[0]["elapsed_s"] < 3.0
+    assert len(records) == 1
+    assert any(line.startswith("not starting epoch 2") for line in lines)
+
+
 def test_a_plateau_run_resumes_to_the_same_weights_and_rates(tmp_path):
     # lr 1e-7: no whole message is ever right, so every epoch after the first cuts the rate.
     keys = ("train.epochs=4", "train.lr=1e-7", "train.schedule=plateau", "train.warmup_steps=6",
