@@ -518,10 +518,10 @@ class Trainer:
         left = 60 * c.max_minutes - self._agreed(time.perf_counter() - started + dev_s)
         if left > 0:
             return False
+        left = max(0.0, 60 * c.max_minutes - (time.perf_counter() - started))
         self.log(
-            f"not starting epoch {self.state.epoch + 1}: the budget's last "
-            f"{60 * c.max_minutes - (time.perf_counter() - started):.0f} s are less than "
-            f"a dev pass ({dev_s:.0f} s)"
+            f"not starting epoch {self.state.epoch + 1}: {left:.0f} s of train.max_minutes "
+            f"left, less than a dev pass ({dev_s:.0f} s)"
         )
         return True
 
