@@ -160,6 +160,7 @@ class _LossOf(torch.nn.Module):
         self.model: Any = cast(Any, model)  # its loss is the model's own (duck-typed) method
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The model's mean loss on ``batch`` (a scalar tensor, with its graph)."""
         return self.model.loss(batch)
 
 
@@ -515,13 +516,12 @@ class Trainer:
         if c.max_minutes is None or not self.state.history:
             return False
         dev_s = self.state.history[-1].get("dev_s", 0.0)
-        left = 60 * c.max_minutes - self._agreed(time.perf_counter() - started + dev_s)
-        if left > 0:
+        # Rank 0's sum, so that every process takes the same decision.
+        if self._agreed(time.perf_counter() - started + dev_s) < 60 * c.max_minutes:
             return False
-        left = max(0.0, 60 * c.max_minutes - (time.perf_counter() - started))
         self.log(
-            f"not starting epoch {self.state.epoch + 1}: {left:.0f} s of train.max_minutes "
-            f"left, less than a dev pass ({dev_s:.0f} s)"
+            f"not starting epoch {self.state.epoch + 1}: less of train.max_minutes is left "
+            f"than a dev pass takes ({dev_s:.0f} s)"
         )
         return True
 

@@ -17,9 +17,9 @@ from torch.nn import functional as F
 
 from rnnkit.config import rate, setting
 from rnnkit.errors import ConfigError
-from rnnkit.nn.contextual import ContextualChars, reprojection
+from rnnkit.nn.contextual import ContextualChars, dim_setting, reprojection
 from rnnkit.nn.embeddings import drop_words
-from rnnkit.nn.encoder import MAX_SIZE, RecurrentEncoder, RnnType, depth, width
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
 from rnnkit.nn.pooling import Pooling, PoolingKind
 
 
@@ -51,10 +51,7 @@ class ClassifyModelConfig:
     # its embedding (docs/tagging.md); their weights join this model.
     contextual: list[str] = field(default_factory=list)
     contextual_tune: bool = False  # fine-tune those LMs too (default: frozen, cached)
-    contextual_dim: int = setting(
-        0, "a learned linear map of the LMs' states to this many features (0: as they are)",
-        0, MAX_SIZE,
-    )  # fmt: skip
+    contextual_dim: int = dim_setting()
 
     def validate(self) -> None:
         """Refuse settings that contradict each other."""

@@ -21,9 +21,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from rnnkit.config import setting
 from rnnkit.data.batching import pad
 from rnnkit.data.vocab import UNK, Vocab
 from rnnkit.errors import ModelDirError
+from rnnkit.nn.encoder import MAX_SIZE
 from rnnkit.nn.language_model import LanguageModel, LMModelConfig, start_id
 
 FILE = "contextual.json"  # in the directory of a model that holds the LMs
@@ -160,6 +162,15 @@ class ContextualChars(nn.Module):
             [t.model for t in tasks], [t.vocab for t in tasks],
             [t.config.data.reverse for t in tasks], tune,
         )  # fmt: skip
+
+
+def dim_setting() -> Any:
+    """The ``model.contextual_dim`` setting of every model that reads contextual features: the
+    width :func:`reprojection` maps the LMs' states to (0: as they are)."""
+    return setting(
+        0, "a learned linear map of the LMs' states to this many features (0: as they are)",
+        0, MAX_SIZE,
+    )  # fmt: skip
 
 
 def reprojection(contextual: ContextualChars | None, dim: int) -> tuple[nn.Module, int]:

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rnnkit.config import rate, setting
-from rnnkit.nn.contextual import ContextualChars, reprojection
+from rnnkit.config import rate
+from rnnkit.nn.contextual import ContextualChars, dim_setting, reprojection
 from rnnkit.nn.crf import CRF, bio_constraints
 from rnnkit.nn.embeddings import CharFeatures, CharKind, drop_words
-from rnnkit.nn.encoder import MAX_SIZE, RecurrentEncoder, RnnType, depth, width
+from rnnkit.nn.encoder import RecurrentEncoder, RnnType, depth, width
 
 
 @dataclass
@@ -40,10 +40,7 @@ class TagModelConfig:
     # states at each word become its contextual features; their weights join this model.
     contextual: list[str] = field(default_factory=list)
     contextual_tune: bool = False  # fine-tune those LMs too (default: frozen, cached)
-    contextual_dim: int = setting(
-        0, "a learned linear map of the LMs' states to this many features (0: as they are)",
-        0, MAX_SIZE,
-    )  # fmt: skip
+    contextual_dim: int = dim_setting()
 
 
 class Tagger(nn.Module):
